@@ -1,0 +1,90 @@
+"""One exception family for everything embedsearch raises on purpose.
+
+Every message says what was wrong *and* what to do about it. The HTTP layer maps
+these classes to 4xx answers; anything else escaping is a real fault (5xx).
+"""
+
+from __future__ import annotations
+
+
+class EmbedSearchError(Exception):
+    """Base class of every error embedsearch raises deliberately."""
+
+    http_status = 400
+
+
+class InvalidInputError(EmbedSearchError, ValueError):
+    """A caller passed texts, ids, metadata, vectors or parameters we cannot accept."""
+
+    http_status = 422
+
+
+class FilterError(InvalidInputError):
+    """A ``where`` filter is malformed (unknown operator, wrong operand type)."""
+
+
+class DuplicateIdError(InvalidInputError):
+    """An id is given twice in one call, or ``add`` names an id that already exists."""
+
+    http_status = 409
+
+
+class DocumentNotFoundError(EmbedSearchError, KeyError):
+    """One or more ids are not in the collection."""
+
+    http_status = 404
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CollectionNotFoundError(EmbedSearchError):
+    """The named collection does not exist (and ``create=False`` was asked)."""
+
+    http_status = 404
+
+
+class CollectionExistsError(EmbedSearchError):
+    """A collection was to be created where one already exists."""
+
+    http_status = 409
+
+
+class NotACollectionError(EmbedSearchError):
+    """A directory exists but holds something other than an embedsearch collection."""
+
+    http_status = 409
+
+
+class ModelMismatchError(EmbedSearchError):
+    """The collection was built with another model than the one asked for."""
+
+    http_status = 409
+
+
+class CorruptionError(EmbedSearchError):
+    """A file of the collection fails its checksum or cannot be parsed."""
+
+    http_status = 500
+
+
+class LockedError(EmbedSearchError):
+    """Another writer (process or handle) holds the collection's write lock."""
+
+    http_status = 423
+
+
+class EncoderError(EmbedSearchError):
+    """The encoder model cannot be found, loaded or run."""
+
+    http_status = 500
+
+
+class IndexSpecError(InvalidInputError):
+    """An index spec (``auto`` or a FAISS factory string) is not usable."""
+
+
+class ReadOnlyError(EmbedSearchError):
+    """A write was attempted on a collection opened read-only."""
+
+    http_status = 409
