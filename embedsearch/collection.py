@@ -1,0 +1,922 @@
+"""``Collection``: the one facade every surface uses — add, upsert, delete, get, search.
+
+A collection is a directory (see :mod:`embedsearch.store`). Its invariants:
+
+* **Committed means durable.** A write returns only after its files and the manifest that
+  names them are fsynced and renamed into place; a process killed right after loses nothing.
+* **Failed means unchanged.** All validation happens before anything is written; files
+  written by a write that then fails are removed, and nothing is live until the manifest
+  rename. On disk and in memory the collection stays as it was.
+* **One writer, many readers.** The first write takes the directory's ``LOCK`` (a second
+  writer gets :class:`LockedError`); searches in the same process run concurrently and see
+  the state before or after a commit, never a torn one. Readers in other processes pick up
+  new commits on their next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store
+from .concurrency import RWLock
+from .encoder import Encoder, get_encoder
+from .errors import (
+    CollectionNotFoundError,
+    CorruptionError,
+    DocumentNotFoundError,
+    DuplicateIdError,
+    InvalidInputError,
+    ModelMismatchError,
+    NotACollectionError,
+)
+from .filters import compile_filter
+from .index import SearchOptions, VectorIndex, exact_search, validate_spec
+from .memtable import MemTable
+from .types import Document, Hit
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_K = 10_000
+MAX_ID_LENGTH = 512
+WRITE_CHUNK = 2048  # documents embedded and written per segment while streaming an add
+COMPACT_SEGMENT_ROWS = 200_000
+
+
+# ----------------------------------------------------------------------------- paths
+def home() -> Path:
+    """Where bare collection names live: ``EMBEDSEARCH_HOME`` or ``./indexes``."""
+    return Path(os.environ.get("EMBEDSEARCH_HOME") or "indexes")
+
+
+def resolve_path(name_or_path: str | os.PathLike[str], base: Path | None = None) -> Path:
+    """A bare name → ``<home>/<name>``; anything path-like is used as given.
+
+    Bare names are 1–128 characters of letters, digits, ``.``, ``_``, ``-`` (not starting
+    with ``.`` or ``-``), so a name can never escape the home directory.
+    """
+    if isinstance(name_or_path, os.PathLike):
+        return Path(name_or_path)
+    if not isinstance(name_or_path, str) or not name_or_path or "\x00" in name_or_path:
+        raise InvalidInputError("A collection is named by a non-empty string or a path.")
+    if NAME_RE.match(name_or_path) and ".." not in name_or_path:
+        return (base or home()) / name_or_path
+    if "/" in name_or_path or name_or_path.startswith(("~", ".")):
+        return Path(name_or_path).expanduser()
+    raise InvalidInputError(
+        f"{name_or_path!r} is not a valid collection name: use 1–128 letters, digits, '.', '_' "
+        "or '-' (starting with a letter or digit), or pass a path."
+    )
+
+
+def validate_name(name: str) -> str:
+    """Check a bare collection name (the HTTP API accepts nothing else)."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise InvalidInputError(
+            f"{name!r} is not a valid collection name: use 1–128 letters, digits, '.', '_' or "
+            "'-', starting with a letter or digit."
+        )
+    return name
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_text(text: Any, where: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"{where} is {type(text).__name__}, not str; pass texts as strings."
+        )
+    if not text.strip():
+        raise InvalidInputError(f"{where} is empty or whitespace; remove it or give it content.")
+    if "\x00" in text:
+        raise InvalidInputError(f"{where} contains a NUL character; strip it before adding.")
+    return text
+
+
+def _check_id(doc_id: Any, where: str) -> str:
+    if not isinstance(doc_id, str) or not doc_id or "\x00" in doc_id:
+        raise InvalidInputError(f"{where} must be a non-empty string without NUL, got {doc_id!r}.")
+    if len(doc_id) > MAX_ID_LENGTH:
+        raise InvalidInputError(f"{where} is longer than {MAX_ID_LENGTH} characters.")
+    return doc_id
+
+
+def _check_metadata(meta: Any, where: str) -> str | None:
+    if meta is None:
+        return None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise InvalidInputError(f"{where} must be a dict with string keys (or None), got {meta!r}.")
+    try:
+        return json.dumps(meta, allow_nan=False, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{where} is not JSON-serialisable ({exc}); use strings, numbers, booleans, None, "
+            "lists and dicts."
+        ) from exc
+
+
+def check_k(k: Any) -> int:
+    """``k`` must be an int in [1, MAX_K]."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}.")
+    return int(k)
+
+
+def _sized(obj: Any) -> int | None:
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
+_END = object()
+
+
+def _rows(
+    texts: Iterable[str], ids: Iterable[str] | None, metadata: Iterable[Any] | None
+) -> Iterator[tuple[int, Any, Any, Any]]:
+    """Zip texts, ids and metadata, failing on a length mismatch (also for generators)."""
+    if isinstance(texts, (str, bytes)):
+        raise InvalidInputError("texts must be a list (or iterable) of strings, not one string.")
+    for name, obj in (("ids", ids), ("metadata", metadata)):
+        if isinstance(obj, (str, bytes, dict)):
+            raise InvalidInputError(f"{name} must be a list with one entry per text.")
+    n_t, n_i, n_m = _sized(texts), _sized(ids), _sized(metadata)
+    for name, n in (("ids", n_i), ("metadata", n_m)):
+        if n_t is not None and n is not None and n != n_t:
+            raise InvalidInputError(f"{n_t} texts but {n} {name}; give one per text.")
+    cols = [
+        iter(texts),
+        iter(ids) if ids is not None else None,
+        iter(metadata) if metadata is not None else None,
+    ]
+    for i in itertools.count():
+        row = [next(c, _END) if c is not None else None for c in cols]
+        ends = [r is _END for r, c in zip(row, cols) if c is not None]
+        if all(ends):
+            return
+        if any(ends):
+            raise InvalidInputError(
+                f"texts, ids and metadata have different lengths (at item {i})."
+            )
+        yield i, row[0], row[1], row[2]
+
+
+# ----------------------------------------------------------------------------- facade
+class Collection:
+    """A persistent, searchable set of texts with their embeddings and metadata.
+
+    Open one with :func:`embedsearch.open`. Example:
+        >>> col = embedsearch.open("notes")
+        >>> col.add(["the cat sat", "stocks fell"], metadata=[{"k": 1}, {"k": 2}])
+        >>> col.search("a kitten", k=1)[0].text
+        'the cat sat'
+    """
+
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], model: str | None, backend: str | None
+    ):
+        self.path = path
+        self.name = path.name
+        self._manifest = manifest
+        self._model_name = model or manifest["model"]["name"]
+        self._backend = backend
+        self._encoder: Encoder | None = None
+        self.dim = int(manifest["model"]["dim"])
+        self._writer = store.WriterLock(path)
+        self._write_mutex = threading.RLock()
+        self._rw = RWLock()
+        self._closed = False
+        self._stamp = self._manifest_stamp()
+        self._load(manifest)
+
+    # ------------------------------------------------------------------ loading
+    def _manifest_stamp(self) -> tuple[int, int, int]:
+        st = (self.path / store.MANIFEST).stat()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self, manifest: dict[str, Any]) -> None:
+        """Build the in-memory image and the index from a committed manifest."""
+        table = MemTable(self.dim)
+        for ref in manifest["segments"]:
+            table.append(store.read_segment(self.path, store.FileRef.from_json(ref), self.dim))
+        for ref in manifest["tombstones"]:
+            table.kill(store.read_tombstones(self.path, store.FileRef.from_json(ref)))
+        index = self._load_index(manifest, table)
+        with self._rw.write():
+            self._manifest, self._table, self._index = manifest, table, index
+
+    def _load_index(self, manifest: dict[str, Any], table: MemTable) -> VectorIndex:
+        spec = manifest["index"]["spec"]
+        index = VectorIndex(spec, self.dim)
+        saved = manifest["index"].get("file")
+        vectors = table.vectors.view()
+        if saved and saved.get("epoch") == manifest["epoch"] and saved["rows"] <= table.rows:
+            try:
+                ref = store.FileRef.from_json(saved)
+                index.load(store.verified_path(self.path, ref), saved["info"])
+                index.add(vectors[saved["rows"] :], vectors)  # catch up with newer segments
+                return index
+            except Exception as exc:  # derived data: rebuild rather than fail
+                log.warning(
+                    "index file %s unusable (%s); rebuilding from segments", saved["file"], exc
+                )
+                index = VectorIndex(spec, self.dim)
+        index.build(vectors)
+        return index
+
+    def refresh(self) -> bool:
+        """Pick up commits made by another process since this handle last looked.
+
+        Returns:
+            True if the collection changed. Read calls do this automatically.
+        """
+        if self._writer.held:
+            return False
+        try:
+            stamp = self._manifest_stamp()
+        except FileNotFoundError:
+            return False
+        if stamp == self._stamp:
+            return False
+        manifest = store.read_manifest(self.path)
+        if manifest["generation"] != self._manifest["generation"]:
+            self._load(manifest)
+        self._stamp = stamp
+        return True
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def encoder(self) -> Encoder:
+        """The model that embeds this collection's texts (loaded on first use)."""
+        if self._encoder is None:
+            enc = get_encoder(
+                self._model_name, self._backend or self._manifest["model"].get("backend")
+            )
+            if enc.dim != self.dim:
+                raise ModelMismatchError(
+                    f"Model {enc.name!r} makes {enc.dim}-d vectors; collection {self.name!r} holds "
+                    f"{self.dim}-d vectors. Open it with model={self._manifest['model']['name']!r}."
+                )
+            self._encoder = enc
+        return self._encoder
+
+    @property
+    def model(self) -> str:
+        return self._manifest["model"]["name"]
+
+    def __len__(self) -> int:
+        self.refresh()
+        return self._table.count
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, str) and doc_id in self._table.id_to_pos
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, count={self._table.count}, model={self.model!r})"
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, texts: Sequence[str] | str) -> np.ndarray:
+        """Embed texts with the collection's model: an (n, dim) float32 array of unit vectors."""
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        for i, t in enumerate(items):
+            _check_text(t, f"texts[{i}]")
+        return self.encoder.encode(items)
+
+    def _query_vectors(self, queries: Sequence[Any]) -> np.ndarray:
+        out = np.empty((len(queries), self.dim), dtype=np.float32)
+        for i, q in enumerate(queries):
+            if isinstance(q, str):
+                out[i] = self.encoder.encode_query(_check_text(q, "query"))
+            else:
+                out[i] = self.as_unit_vector(q, "query vector")
+        return out
+
+    def as_unit_vector(self, vector: Any, what: str = "vector") -> np.ndarray:
+        """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it."""
+        try:
+            v = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{what} must be a list of numbers ({exc}).") from exc
+        if v.ndim != 1 or v.shape[0] != self.dim:
+            raise InvalidInputError(
+                f"{what} has shape {v.shape}; this collection's vectors have {self.dim} dimensions."
+            )
+        if not np.all(np.isfinite(v)):
+            raise InvalidInputError(f"{what} contains NaN or infinity.")
+        norm = float(np.linalg.norm(v))
+        if norm == 0.0 or not math.isfinite(norm):
+            raise InvalidInputError(f"{what} is the zero vector; it has no direction to search.")
+        return v / norm
+
+    # ------------------------------------------------------------------ writes
+    def add(
+        self,
+        texts: Iterable[str],
+        *,
+        ids: Iterable[str] | None = None,
+        metadata: Iterable[dict[str, Any] | None] | None = None,
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Embed and store new documents; all or nothing.
+
+        Args:
+            texts: strings, a list or any iterable (a generator is streamed in batches of
+                :data:`WRITE_CHUNK` with bounded working memory).
+            ids: one unique string per text; generated (uuid4 hex) when omitted.
+            metadata: one JSON-serialisable dict (or None) per text.
+            progress: show a progress bar; default: when more than 2,000 texts are known.
+
+        Returns:
+            The ids, in input order.
+
+        Raises:
+            InvalidInputError: a bad text, id or metadata entry, or mismatched lengths.
+            DuplicateIdError: an id repeats in the call or already exists (use ``upsert``).
+            LockedError: another writer holds the collection.
+        """
+        return self._write(texts, ids, metadata, upsert=False, progress=progress)
+
+    def upsert(
+        self,
+        texts: Iterable[str],
+        *,
+        ids: Iterable[str],
+        metadata: Iterable[dict[str, Any] | None] | None = None,
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Insert or replace documents by id (all or nothing).
+
+        A replaced document whose text is unchanged keeps its vector (no re-encoding), so
+        updating metadata is cheap.
+        """
+        if ids is None:
+            raise InvalidInputError("upsert needs ids: it replaces documents by id.")
+        return self._write(texts, ids, metadata, upsert=True, progress=progress)
+
+    def _begin_write(self) -> None:
+        """Take the cross-process lock; on first take, catch up with disk and clean leftovers."""
+        self._ensure_open()
+        if self._writer.held:
+            return
+        self._writer.acquire()
+        try:
+            manifest = store.read_manifest(self.path)
+            if manifest["generation"] != self._manifest["generation"]:
+                self._load(manifest)
+            self._stamp = self._manifest_stamp()
+            removed = store.remove_orphans(self.path, manifest)
+            if removed:
+                log.info("removed %d leftover files of interrupted writes", len(removed))
+        except BaseException:
+            self._writer.release()
+            raise
+
+    def _write(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[str] | None,
+        metadata: Iterable[Any] | None,
+        *,
+        upsert: bool,
+        progress: bool | None,
+    ) -> list[str]:
+        with self._write_mutex:
+            self._begin_write()
+            table = self._table
+            total = _sized(texts)
+            show = progress if progress is not None else (total or 0) > 2000
+            bar = _progress_bar(total, show, "embedding")
+            written: list[store.FileRef] = []
+            segments: list[store.SegmentData] = []
+            seen: set[str] = set()
+            replaced: list[int] = []
+            out_ids: list[str] = []
+            try:
+                rows = _rows(texts, ids, metadata)
+                while chunk := list(itertools.islice(rows, WRITE_CHUNK)):
+                    c_ids, c_texts, c_meta = [], [], []
+                    for i, text, doc_id, meta in chunk:
+                        c_texts.append(_check_text(text, f"texts[{i}]"))
+                        doc_id = uuid.uuid4().hex if doc_id is None and ids is None else doc_id
+                        doc_id = _check_id(doc_id, f"ids[{i}]")
+                        if doc_id in seen:
+                            raise DuplicateIdError(
+                                f"id {doc_id!r} appears twice in this call; ids must be unique."
+                            )
+                        seen.add(doc_id)
+                        old = table.id_to_pos.get(doc_id)
+                        if old is not None:
+                            if not upsert:
+                                raise DuplicateIdError(
+                                    f"id {doc_id!r} already exists; use upsert() to replace it or "
+                                    "delete() it first."
+                                )
+                            replaced.append(old)
+                        c_ids.append(doc_id)
+                        c_meta.append(_check_metadata(meta, f"metadata[{i}]"))
+                    vectors = self._vectors_for(c_ids, c_texts, table if upsert else None)
+                    ref = store.write_segment(self.path, c_ids, c_texts, c_meta, vectors)
+                    written.append(ref)
+                    segments.append(
+                        store.SegmentData(c_ids, _arrow(c_texts), _arrow(c_meta), vectors)
+                    )
+                    out_ids.extend(c_ids)
+                    bar.update(len(c_ids))
+                if not out_ids:
+                    return []
+                if replaced:
+                    written.append(store.write_tombstones(self.path, replaced))
+                manifest = dict(self._manifest)
+                manifest["segments"] = manifest["segments"] + [
+                    r.to_json() for r in written if "/seg-" in r.file
+                ]
+                manifest["tombstones"] = manifest["tombstones"] + [
+                    r.to_json() for r in written if "/del-" in r.file
+                ]
+                manifest = self._commit(manifest)
+            except BaseException:
+                for ref in written:
+                    with contextlib.suppress(OSError):
+                        (self.path / ref.file).unlink()
+                raise
+            finally:
+                bar.close()
+            with self._rw.write():
+                for seg in segments:
+                    table.append(seg)
+                table.kill(replaced)
+                self._manifest = manifest
+                self._index.add(table.vectors.view()[self._index.ntotal :], table.vectors.view())
+            self._maybe_save_index()
+            return out_ids
+
+    def _vectors_for(self, ids: list[str], texts: list[str], table: MemTable | None) -> np.ndarray:
+        """Embed ``texts``, reusing stored vectors of upserted documents whose text is unchanged."""
+        reuse: dict[int, np.ndarray] = {}
+        if table is not None:
+            stored = table.vectors.view()
+            for j, (doc_id, text) in enumerate(zip(ids, texts)):
+                pos = table.id_to_pos.get(doc_id)
+                if pos is not None and table.text(pos) == text:
+                    reuse[j] = stored[pos]
+        todo = [j for j in range(len(texts)) if j not in reuse]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if todo:
+            out[todo] = self.encoder.encode([texts[j] for j in todo])
+        for j, vec in reuse.items():
+            out[j] = vec
+        return out
+
+    def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Delete documents by id (a tombstone until :meth:`compact`); all or nothing.
+
+        Returns:
+            The number of documents deleted.
+
+        Raises:
+            DocumentNotFoundError: an id is not in the collection (nothing is deleted); pass
+                ``missing_ok=True`` to ignore unknown ids.
+        """
+        if isinstance(ids, str):
+            ids = [ids]
+        ids = [_check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]
+        with self._write_mutex:
+            self._begin_write()
+            positions, missing = self._table.positions(list(dict.fromkeys(ids)))
+            if missing and not missing_ok:
+                shown = ", ".join(repr(m) for m in missing[:5])
+                raise DocumentNotFoundError(
+                    f"{len(missing)} id(s) not found ({shown}{', …' if len(missing) > 5 else ''}); "
+                    "nothing was deleted. Pass missing_ok=True to ignore unknown ids."
+                )
+            if not positions:
+                return 0
+            ref = store.write_tombstones(self.path, positions)
+            manifest = dict(self._manifest)
+            manifest["tombstones"] = manifest["tombstones"] + [ref.to_json()]
+            try:
+                manifest = self._commit(manifest)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    (self.path / ref.file).unlink()
+                raise
+            with self._rw.write():
+                self._table.kill(positions)
+                self._manifest = manifest
+            return len(positions)
+
+    def _commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
+        committed = store.write_manifest(self.path, manifest)
+        self._stamp = self._manifest_stamp()
+        return committed
+
+    def compact(self) -> dict[str, int]:
+        """Make deletes permanent: rewrite live rows into fresh segments and rebuild the index.
+
+        Returns:
+            ``{"rows_before", "rows_after", "bytes_before", "bytes_after"}``.
+        """
+        with self._write_mutex:
+            self._begin_write()
+            table = self._table
+            before = self.disk_bytes()
+            live = table.live_positions()
+            vectors = table.vectors.view()
+            refs: list[store.FileRef] = []
+            try:
+                for lo in range(0, len(live), COMPACT_SEGMENT_ROWS):
+                    pos = live[lo : lo + COMPACT_SEGMENT_ROWS].tolist()
+                    refs.append(
+                        store.write_segment(
+                            self.path,
+                            [table.ids[p] for p in pos],
+                            [table.text(p) for p in pos],
+                            [table.metadata_json(p) for p in pos],
+                            vectors[pos],
+                        )
+                    )
+                manifest = dict(self._manifest)
+                manifest["segments"] = [r.to_json() for r in refs]
+                manifest["tombstones"] = []
+                manifest["epoch"] = uuid.uuid4().hex
+                manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
+                manifest = self._commit(manifest)
+            except BaseException:
+                for ref in refs:
+                    with contextlib.suppress(OSError):
+                        (self.path / ref.file).unlink()
+                raise
+            old_rows = table.rows
+            self._load(manifest)
+            self._maybe_save_index(force=True)
+            store.remove_orphans(self.path, self._manifest)
+            return {
+                "rows_before": old_rows,
+                "rows_after": self._table.rows,
+                "bytes_before": before,
+                "bytes_after": self.disk_bytes(),
+            }
+
+    def reindex(self, spec: str) -> None:
+        """Change the index spec (``auto`` or a FAISS factory string) without re-encoding."""
+        spec = validate_spec(spec, self.dim)
+        with self._write_mutex:
+            self._begin_write()
+            index = VectorIndex(spec, self.dim)
+            index.build(self._table.vectors.view())
+            manifest = dict(self._manifest)
+            manifest["index"] = {"spec": spec, "file": None}
+            manifest = self._commit(manifest)
+            with self._rw.write():
+                self._index, self._manifest = index, manifest
+            self._maybe_save_index(force=True)
+
+    def _maybe_save_index(self, force: bool = False) -> None:
+        """Persist a trained index when it is missing on disk or far behind the segments."""
+        index = self._index
+        if not index.worth_saving:
+            return
+        saved = self._manifest["index"].get("file")
+        behind = index.ntotal - (saved["rows"] if saved else 0)
+        if (
+            not force
+            and saved
+            and saved.get("epoch") == self._manifest["epoch"]
+            and behind < max(10_000, index.ntotal // 10)
+        ):
+            return
+        name = f"index-{uuid.uuid4().hex}.faiss"
+        tmp = self.path / f".{name}.tmp"
+        index.save(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / name)
+        ref = store.FileRef(
+            name,
+            index.ntotal,
+            store.sha256_file(self.path / name),
+            (self.path / name).stat().st_size,
+        )
+        manifest = dict(self._manifest)
+        manifest["index"] = {
+            "spec": manifest["index"]["spec"],
+            "file": {**ref.to_json(), "epoch": manifest["epoch"], "info": index.info.to_json()},
+        }
+        try:
+            self._manifest = self._commit(manifest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+            raise
+        if saved:
+            with contextlib.suppress(OSError):
+                (self.path / saved["file"]).unlink()
+
+    # ------------------------------------------------------------------ reads
+    def get(self, ids: Sequence[str] | str, *, include_vectors: bool = False) -> list[Document]:
+        """Stored documents by id, in the order asked.
+
+        Raises:
+            DocumentNotFoundError: any id is unknown (the message lists them).
+        """
+        self._ensure_open()
+        self.refresh()
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        with self._rw.read():
+            table = self._table
+            positions, missing = table.positions(ids)
+            if missing:
+                raise DocumentNotFoundError(
+                    f"{len(missing)} id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
+                )
+            vectors = table.vectors.view()
+            return [
+                Document(
+                    table.ids[p],
+                    table.text(p),
+                    table.metadata(p),
+                    vectors[p].copy() if include_vectors else None,
+                )
+                for p in positions
+            ]
+
+    def ids(self) -> list[str]:
+        """Ids of all live documents, in storage order."""
+        self.refresh()
+        with self._rw.read():
+            return [self._table.ids[p] for p in self._table.live_positions()]
+
+    def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Stored unit vectors: of ``ids`` (in that order), or of all live documents (``ids()`` order)."""
+        self.refresh()
+        with self._rw.read():
+            table = self._table
+            if ids is None:
+                return table.vectors.view()[table.live_positions()]
+            positions, missing = table.positions(list(ids))
+            if missing:
+                raise DocumentNotFoundError(
+                    f"id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
+                )
+            return table.vectors.view()[positions]
+
+    def search(
+        self,
+        query: str | Sequence[float] | np.ndarray,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        exclude: Iterable[str] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        rerank: int | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` documents most similar (cosine) to ``query``.
+
+        Args:
+            query: text, or a vector of the collection's dimension (normalised for you).
+            k: how many results (1..10,000); fewer only when fewer documents match.
+            where: metadata filter (see :mod:`embedsearch.filters`), applied before the top-k
+                cut, so ``k`` results come back whenever ``k`` documents match.
+            exclude: ids never to return (e.g. the inputs of an analogy).
+            nprobe / ef_search / rerank: per-call knobs for approximate indexes.
+            exact: force exact search (ground truth for recall checks).
+
+        Example:
+            >>> col.search("pets that purr", k=3, where={"year": {"$gte": 2010}})
+        """
+        return self.batch_search(
+            [query],
+            k,
+            where=where,
+            exclude=exclude,
+            nprobe=nprobe,
+            ef_search=ef_search,
+            rerank=rerank,
+            exact=exact,
+        )[0]
+
+    def batch_search(
+        self,
+        queries: Sequence[str | Sequence[float] | np.ndarray] | np.ndarray,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        exclude: Iterable[str] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        rerank: int | None = None,
+        exact: bool = False,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries at once (one encoder batch, one index call)."""
+        self._ensure_open()
+        k = check_k(k)
+        for name, val in (("nprobe", nprobe), ("ef_search", ef_search), ("rerank", rerank)):
+            if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+                raise InvalidInputError(f"{name} must be a positive integer, got {val!r}.")
+        if isinstance(queries, np.ndarray) and queries.ndim == 2:
+            queries = list(queries)
+        if (
+            isinstance(queries, str)
+            or not isinstance(queries, Sequence)
+            and not isinstance(queries, list)
+        ):
+            queries = list(queries)  # type: ignore[arg-type]
+        if not queries:
+            return []
+        predicate = compile_filter(where) if where is not None else None
+        excluded = [exclude] if isinstance(exclude, str) else list(exclude or [])
+        texts = [q for q in queries if isinstance(q, str)]
+        if len(texts) > 1:  # one batched encoder call instead of one per query
+            for t in texts:
+                _check_text(t, "query")
+            missing = [t for t in dict.fromkeys(texts) if t not in self.encoder._query_cache]
+            if missing:
+                for t, v in zip(missing, self.encoder.encode(missing)):
+                    self.encoder._query_cache[t] = v
+        qvecs = self._query_vectors(list(queries))
+        self.refresh()
+        opts = SearchOptions(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+        with self._rw.read():
+            table = self._table
+            mask = table.live if table.has_tombstones else None
+            if predicate is not None:
+                meta = table.all_metadata()
+                mask = (
+                    np.fromiter((predicate(m or {}) for m in meta), dtype=bool, count=len(meta))
+                    & table.live
+                )
+            if excluded:
+                positions, _ = table.positions(excluded)
+                if positions:
+                    mask = (table.live if mask is None else mask).copy()
+                    mask[positions] = False
+            vectors = table.vectors.view()
+            if exact:
+                scores, pos = exact_search(vectors, qvecs, k, mask)
+            else:
+                scores, pos = self._index.search(vectors, qvecs, k, mask, opts)
+            return [
+                [
+                    Hit(table.ids[p], float(s), table.text(p), table.metadata(p))
+                    for s, p in zip(srow, prow)
+                    if p >= 0
+                ]
+                for srow, prow in zip(scores, pos)
+            ]
+
+    # ------------------------------------------------------------------ status
+    def disk_bytes(self) -> int:
+        """Bytes the collection's files take on disk."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def info(self) -> dict[str, Any]:
+        """Counts, model, index kind and measured recall, size on disk."""
+        self.refresh()
+        m = self._manifest
+        table = self._table
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "count": table.count,
+            "rows": table.rows,
+            "deleted": table.rows - table.count,
+            "segments": len(m["segments"]),
+            "model": m["model"],
+            "index": self._index.info.to_json(),
+            "disk_bytes": self.disk_bytes(),
+            "created": m["created"],
+            "updated": m["updated"],
+            "generation": m["generation"],
+        }
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError(f"collection {self.name!r} is closed; open it again.")
+
+    def close(self) -> None:
+        """Save a trained index if it is behind, and release the write lock (idempotent)."""
+        if self._closed:
+            return
+        with self._write_mutex:
+            try:
+                if self._writer.held:
+                    self._maybe_save_index()
+            finally:
+                self._writer.release()
+                self._closed = True
+
+
+def _arrow(values: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def _progress_bar(total: int | None, show: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not show, desc=desc, unit="doc", mininterval=1.0)
+
+
+# ----------------------------------------------------------------------------- open
+def open(  # noqa: A001 - the public name is embedsearch.open, by contract
+    name_or_path: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    index: str = "auto",
+    create: bool = True,
+    backend: str | None = None,
+) -> Collection:
+    """Open (or create) a collection.
+
+    Args:
+        name_or_path: a bare name (``indexes/<name>/`` under ``EMBEDSEARCH_HOME``) or a path.
+        model: sentence-transformers model (path or hub name). New collections default to
+            ``EMBEDSEARCH_MODEL`` or all-MiniLM-L6-v2; an existing collection must be opened
+            with the model it was built with (or ``None``).
+        index: ``"auto"`` or a FAISS factory string (``"HNSW32"``, ``"IVF1024,SQ8"``…). For an
+            existing collection, a spec other than ``auto`` that differs from the stored one
+            re-indexes from the stored vectors (no re-encoding).
+        create: create the collection if it does not exist.
+        backend: encoder backend (``torch``, ``onnx``, ``onnx-int8``); default
+            ``EMBEDSEARCH_BACKEND`` or what the collection recorded.
+
+    Raises:
+        CollectionNotFoundError, NotACollectionError, ModelMismatchError, CorruptionError,
+        IndexSpecError.
+    """
+    from .encoder import _DEFAULT_ALIASES, DEFAULT_MODEL
+
+    path = resolve_path(name_or_path)
+    want = DEFAULT_MODEL if model in _DEFAULT_ALIASES else model
+    if (path / store.MANIFEST).exists():
+        manifest = store.read_manifest(path)
+        stored = manifest["model"]["name"]
+        if want is not None and want != stored:
+            raise ModelMismatchError(
+                f"Collection {path.name!r} was built with model {stored!r}, not {want!r}; open it "
+                "with that model (or model=None), or build a new collection for the other model."
+            )
+        col = Collection(path, manifest, None, backend)
+        if index != "auto" and validate_spec(index, col.dim) != manifest["index"]["spec"]:
+            col.reindex(index)
+            col._writer.release()
+        return col
+    if not create:
+        raise CollectionNotFoundError(
+            f"No collection at {path}. Create it with embedsearch.open({str(name_or_path)!r}) "
+            "(create=True) or `embedsearch index`, or check EMBEDSEARCH_HOME."
+        )
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise NotACollectionError(
+            f"{path} exists and is not an embedsearch collection; choose another name or path."
+        )
+    enc = get_encoder(want, backend)
+    spec = validate_spec(index, enc.dim)
+    store.ensure_layout(path)
+    lock = store.WriterLock(path)
+    lock.acquire()
+    try:
+        if not (path / store.MANIFEST).exists():  # another process may have just created it
+            store.write_manifest(path, store.new_manifest(enc.describe(), spec))
+        manifest = store.read_manifest(path)
+    finally:
+        lock.release()
+    col = Collection(path, manifest, None, backend)
+    col._encoder = enc if enc.dim == col.dim else None
+    return col
+
+
+__all__ = [
+    "Collection",
+    "open",
+    "home",
+    "resolve_path",
+    "validate_name",
+    "check_k",
+    "CorruptionError",
+    "NotACollectionError",
+]

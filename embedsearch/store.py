@@ -1,0 +1,386 @@
+"""Durable storage of one collection: Parquet segments, tombstones, a manifest, a lock.
+
+Layout of a collection directory::
+
+    manifest.json            the commit point: which files are live, with checksums
+    segments/seg-*.parquet   id, text, metadata (JSON), vector — append-only
+    segments/del-*.parquet   tombstones: row positions deleted by one operation
+    index-*.faiss            derived FAISS index (rebuilt when missing or stale)
+    LOCK                     held (flock) by the one writer; names its pid
+
+Every write goes to a fresh file that is fsynced and renamed into place; nothing
+is live until a new manifest naming it has been renamed over the old one. A crash
+at any point therefore leaves either the old or the new committed state, plus
+unreferenced files that the next writer removes (:func:`remove_orphans`).
+No pickle, no code-executing loader: Parquet and JSON only, each checked by SHA-256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CorruptionError, EmbedSearchError, LockedError, NotACollectionError
+
+FORMAT_NAME = "embedsearch-collection"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SEGMENTS_DIR = "segments"
+LOCK_FILE = "LOCK"
+
+
+# --------------------------------------------------------------------------- files
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _raise_storage_error(exc: OSError, path: Path) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        raise EmbedSearchError(
+            f"No room to write {path.name} ({exc.strerror}); free disk space or raise the "
+            "file-size limit and retry. The collection is unchanged."
+        ) from exc
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise EmbedSearchError(
+            f"Cannot write in {path.parent} ({exc.strerror}); check its permissions. "
+            "The collection is unchanged."
+        ) from exc
+    raise exc
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _raise_storage_error(exc, path)
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file the manifest names: its name inside the collection, row count and checksum."""
+
+    file: str
+    rows: int
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> FileRef:
+        return cls(str(obj["file"]), int(obj["rows"]), str(obj["sha256"]), int(obj["bytes"]))
+
+
+def verified_path(root: Path, ref: FileRef) -> Path:
+    """Return the path of ``ref`` after checking that it exists and matches its checksum."""
+    path = root / ref.file
+    if not path.is_file():
+        raise CorruptionError(
+            f"{ref.file} is named in the manifest but missing from {root}; run "
+            "`embedsearch repair` to rebuild what can be rebuilt."
+        )
+    if sha256_file(path) != ref.sha256:
+        raise CorruptionError(
+            f"{ref.file} fails its checksum (the file was changed or damaged); run "
+            "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
+        )
+    return path
+
+
+def _write_parquet(root: Path, name: str, table: pa.Table) -> FileRef:
+    path = root / SEGMENTS_DIR / name
+    tmp = path.with_name(f".{name}.tmp")
+    try:
+        pq.write_table(
+            table,
+            tmp,
+            compression={c: ("none" if c == "vector" else "zstd") for c in table.column_names},
+            use_dictionary=False,
+        )
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _raise_storage_error(exc, path)
+    return FileRef(f"{SEGMENTS_DIR}/{name}", table.num_rows, sha256_file(path), path.stat().st_size)
+
+
+# --------------------------------------------------------------------------- segments
+def segment_schema(dim: int) -> pa.Schema:
+    """Arrow schema of a segment: one row per document, the vector stored with it."""
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("text", pa.string()),
+            ("metadata", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def write_segment(
+    root: Path,
+    ids: list[str],
+    texts: list[str],
+    metadata_json: list[str | None],
+    vectors: np.ndarray,
+) -> FileRef:
+    """Write a new (not yet committed) segment file and return its reference."""
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    table = pa.Table.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.array(texts, pa.string()),
+            pa.array(metadata_json, pa.string()),
+            pa.FixedSizeListArray.from_arrays(flat, dim),
+        ],
+        schema=segment_schema(dim),
+    )
+    return _write_parquet(root, f"seg-{uuid.uuid4().hex}.parquet", table)
+
+
+@dataclass
+class SegmentData:
+    """The columns of one segment, in memory."""
+
+    ids: list[str]
+    texts: pa.Array
+    metadata: pa.Array
+    vectors: np.ndarray
+
+
+def read_segment(root: Path, ref: FileRef, dim: int) -> SegmentData:
+    """Read and checksum-verify one segment."""
+    path = verified_path(root, ref)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptionError(f"{ref.file} cannot be read as Parquet ({exc}).") from exc
+    if table.schema != segment_schema(dim) or table.num_rows != ref.rows:
+        raise CorruptionError(
+            f"{ref.file} has an unexpected schema or row count; it does not belong to this "
+            "collection. Run `embedsearch repair`."
+        )
+    vec = table.column("vector").combine_chunks()
+    vectors = (
+        vec.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    )
+    return SegmentData(
+        ids=table.column("id").to_pylist(),
+        texts=table.column("text").combine_chunks(),
+        metadata=table.column("metadata").combine_chunks(),
+        vectors=vectors,
+    )
+
+
+def write_tombstones(root: Path, positions: Iterable[int]) -> FileRef:
+    """Write a tombstone file: the row positions one delete/upsert removed."""
+    arr = pa.array(np.fromiter(positions, dtype=np.int64))
+    return _write_parquet(root, f"del-{uuid.uuid4().hex}.parquet", pa.table({"position": arr}))
+
+
+def read_tombstones(root: Path, ref: FileRef) -> np.ndarray:
+    """Read and verify one tombstone file."""
+    path = verified_path(root, ref)
+    try:
+        table = pq.read_table(path)
+        return table.column("position").to_numpy().astype(np.int64)
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise CorruptionError(f"{ref.file} cannot be read as a tombstone file ({exc}).") from exc
+
+
+# --------------------------------------------------------------------------- manifest
+def _canonical(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_manifest(model: dict[str, Any], index_spec: str) -> dict[str, Any]:
+    """The manifest of an empty collection."""
+    stamp = now_iso()
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "generation": 0,
+        "epoch": uuid.uuid4().hex,
+        "created": stamp,
+        "updated": stamp,
+        "model": model,
+        "metric": "cosine",
+        "index": {"spec": index_spec, "file": None},
+        "segments": [],
+        "tombstones": [],
+    }
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Commit ``manifest`` (bumping its generation); returns what was written."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    body["generation"] = int(body.get("generation", 0)) + 1
+    body["updated"] = now_iso()
+    body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
+    atomic_write(root / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
+    return body
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """Read and verify ``manifest.json``; raises if absent, not ours, or damaged."""
+    path = root / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotACollectionError(
+            f"{root} has no {MANIFEST}: it is not an embedsearch collection. Choose another "
+            "name or an empty directory."
+        ) from None
+    try:
+        obj = json.loads(raw)
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise CorruptionError(
+            f"{path} is not valid JSON ({exc}); the collection's commit point is damaged. "
+            "Restore it from a backup or run `embedsearch repair`."
+        ) from exc
+    if obj.get("format") != FORMAT_NAME:
+        raise NotACollectionError(f"{path} is not an embedsearch manifest.")
+    if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+        raise EmbedSearchError(
+            f"{root} was written by a newer embedsearch (format {obj['format_version']}); "
+            "upgrade embedsearch to open it."
+        )
+    body = {k: v for k, v in obj.items() if k != "checksum"}
+    if obj.get("checksum") != hashlib.sha256(_canonical(body)).hexdigest():
+        raise CorruptionError(
+            f"{path} fails its checksum (edited or damaged). Restore it from a backup or run "
+            "`embedsearch repair`."
+        )
+    return obj
+
+
+def manifest_files(manifest: dict[str, Any]) -> set[str]:
+    """Every file name (relative to the collection) that ``manifest`` keeps alive."""
+    names = {r["file"] for r in manifest["segments"]} | {r["file"] for r in manifest["tombstones"]}
+    if manifest["index"].get("file"):
+        names.add(manifest["index"]["file"]["file"])
+    return names
+
+
+def remove_orphans(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Delete files no committed manifest names (leftovers of crashed or replaced writes).
+
+    Only the lock holder may call this: a concurrent writer's uncommitted file would look
+    like an orphan.
+    """
+    keep = manifest_files(manifest)
+    removed: list[str] = []
+    candidates = list((root / SEGMENTS_DIR).iterdir()) if (root / SEGMENTS_DIR).is_dir() else []
+    candidates += [p for p in root.iterdir() if p.is_file()]
+    for path in candidates:
+        rel = path.relative_to(root).as_posix()
+        orphan = (
+            path.name.endswith(".tmp")
+            or (rel.startswith(f"{SEGMENTS_DIR}/") and rel not in keep)
+            or (path.name.startswith("index-") and rel not in keep)
+        )
+        if orphan:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(rel)
+    return removed
+
+
+# --------------------------------------------------------------------------- lock
+class WriterLock:
+    """An exclusive, non-blocking ``flock`` on ``LOCK``: one writer per collection.
+
+    ``flock`` locks belong to the open file, so a second handle in the same process is
+    refused just like a second process, and the kernel drops the lock if the process dies.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"{self.path} is held by another writer ({holder}). Only one writer may change a "
+                "collection at a time: close the other process's collection (or wait for it) and "
+                "retry; reading needs no lock."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"pid={os.getpid()} host={socket.gethostname()} since={now_iso()}".encode(), 0
+        )
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def ensure_layout(root: Path) -> None:
+    """Create the directory skeleton of a collection."""
+    (root / SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
