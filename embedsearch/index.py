@@ -19,6 +19,7 @@ own ``SearchParameters`` object, so concurrent searches never share mutable inde
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -41,10 +42,8 @@ _TUNE_QUERIES = 200
 
 def faiss():  # noqa: ANN201 - the faiss module
     """Import faiss lazily, after torch: both bundle OpenMP, and this order avoids contention."""
-    try:
+    with contextlib.suppress(ImportError):  # torch is a dependency; be lenient anyway
         import torch  # noqa: F401
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
     import faiss as _faiss
 
     return _faiss
