@@ -44,7 +44,9 @@ from .errors import (
 )
 from .filters import compile_filter
 from .index import SearchOptions, VectorIndex, exact_search, validate_spec
+from .latent import LatentMixin
 from .memtable import MemTable
+from .rag.mixin import RetrievalMixin
 from .types import Document, Hit
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,7 @@ def _rows(
 
 
 # ----------------------------------------------------------------------------- facade
-class Collection:
+class Collection(LatentMixin, RetrievalMixin):
     """A persistent, searchable set of texts with their embeddings and metadata.
 
     Open one with :func:`embedsearch.open`. Example:
@@ -272,6 +274,12 @@ class Collection:
                 )
             self._encoder = enc
         return self._encoder
+
+    @property
+    def state_key(self) -> str:
+        """Changes whenever the committed contents change: a cache key for derived data."""
+        self.refresh()
+        return f"{self._manifest['epoch']}-{self._table.rows}-{self._table.count}"
 
     @property
     def model(self) -> str:

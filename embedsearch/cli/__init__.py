@@ -1,0 +1,52 @@
+"""The ``embedsearch`` command line.
+
+Each ``embedsearch/cli/cmd_*.py`` module contributes sub-commands through
+``register(subparsers)``; heavy imports (torch, faiss, fastapi) stay inside the command
+functions so that ``embedsearch --help`` and light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from ..errors import EmbedSearchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every discovered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="embedsearch", description="Semantic search over text collections on disk."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if mod.name.startswith("cmd_"):
+            importlib.import_module(f"{__name__}.{mod.name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run, and turn EmbedSearchError into a one-line message + exit 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except EmbedSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; committed work is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
