@@ -1,0 +1,59 @@
+"""Shared fixtures: the real model loaded once per session, a fresh home per test."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real default encoder (all-MiniLM-L6-v2), loaded once for the whole session."""
+    from embedsearch import get_encoder
+
+    return get_encoder()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh EMBEDSEARCH_HOME for one test."""
+    root = tmp_path / "home"
+    root.mkdir()
+    monkeypatch.setenv("EMBEDSEARCH_HOME", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_rows() -> list[dict[str, Any]]:
+    """The bundled demo corpus (350 short texts with topic/year metadata)."""
+    text = resources.files("embedsearch").joinpath("data/demo_corpus.jsonl").read_text("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def demo_vectors(encoder, demo_rows) -> Any:
+    """Embeddings of the demo corpus, computed once (tests that add by text reuse the model)."""
+    return encoder.encode([r["text"] for r in demo_rows])
+
+
+@pytest.fixture
+def demo_col(home: Path, encoder, demo_rows):
+    """A collection holding the demo corpus, closed after the test."""
+    import embedsearch
+
+    col = embedsearch.open("demo")
+    col.add(
+        [r["text"] for r in demo_rows],
+        ids=[r["id"] for r in demo_rows],
+        metadata=[{"topic": r["topic"], "year": r["year"]} for r in demo_rows],
+    )
+    yield col
+    col.close()
