@@ -617,8 +617,11 @@ class Collection(LatentMixin, RetrievalMixin):
         name = f"index-{uuid.uuid4().hex}.faiss"
         tmp = self.path / f".{name}.tmp"
         index.save(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, self.path / name)
         ref = store.FileRef(
             name,

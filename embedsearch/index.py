@@ -136,6 +136,7 @@ class IndexInfo:
             "ef_search": self.ef_search,
             "recall_at_10": self.recall_at_10,
             "device": self.device,
+            "tuned_rows": self.extra.get("tuned_rows"),
         }
 
 
@@ -200,7 +201,7 @@ class VectorIndex:
         f = faiss()
         n = vectors.shape[0]
         resolved = resolve_spec(self.spec, n)
-        waiting = n < _min_train_rows(resolved)
+        waiting = n < max(1, _min_train_rows(resolved))  # nothing to train on or tune with yet
         if resolved == "Flat" or waiting:
             # Exact search runs in numpy over the stored vectors (no second copy in RAM);
             # a FAISS Flat index exists only to be put on a GPU.
@@ -242,18 +243,26 @@ class VectorIndex:
         if self._needs_rebuild(n_after):
             self.build(all_vectors)
             return
+        if self.approximate and n_after >= 2 * self.info.extra.get("tuned_rows", n_after):
+            self._add_rows(vectors)
+            self.info.rows = n_after
+            self.tune(all_vectors)  # the knob tuned at half the size may no longer reach the target
+            return
+        self._add_rows(vectors)
+        self.info.rows = n_after
+
+    def _add_rows(self, vectors: np.ndarray) -> None:
         if vectors.shape[0] and self._index is not None:
             batch = np.ascontiguousarray(vectors, dtype=np.float32)
             self._index.add(batch)
             if self._gpu is not None:
                 self._gpu.add(batch)
-        self.info.rows = n_after
 
     def _needs_rebuild(self, n_after: int) -> bool:
         if self._index is None and self.info.kind == "approximate":
             return True
         if "waiting_for" in self.info.extra:
-            return n_after >= _min_train_rows(self.info.extra["waiting_for"])
+            return n_after >= max(1, _min_train_rows(self.info.extra["waiting_for"]))
         if self.spec != "auto":
             return False
         if resolve_spec("auto", n_after) == "Flat":
@@ -293,6 +302,7 @@ class VectorIndex:
         elif knob == "ef_search":
             self.info.ef_search = chosen
         self.info.recall_at_10 = round(recall, 4)
+        self.info.extra["tuned_rows"] = n
         log.info("tuned %s: %s=%s recall@10=%.3f", self.info.resolved, knob, chosen, recall)
 
     # ----------------------------------------------------------------- search
@@ -423,6 +433,8 @@ class VectorIndex:
             ef_search=info.get("ef_search"),
             recall_at_10=info.get("recall_at_10"),
         )
+        if info.get("tuned_rows"):
+            self.info.extra["tuned_rows"] = int(info["tuned_rows"])
         self._place_on_gpu()
 
     @property

@@ -44,16 +44,18 @@ def demo_vectors(encoder, demo_rows) -> Any:
     return encoder.encode([r["text"] for r in demo_rows])
 
 
-@pytest.fixture
-def demo_col(home: Path, encoder, demo_rows):
-    """A collection holding the demo corpus, closed after the test."""
+@pytest.fixture(scope="session")
+def demo_col(tmp_path_factory: pytest.TempPathFactory, encoder, demo_rows):
+    """A session-wide collection of the demo corpus. Read-only: tests must not change it."""
     import embedsearch
 
-    col = embedsearch.open("demo")
+    col = embedsearch.open(tmp_path_factory.mktemp("demo") / "demo")
     col.add(
         [r["text"] for r in demo_rows],
         ids=[r["id"] for r in demo_rows],
         metadata=[{"topic": r["topic"], "year": r["year"]} for r in demo_rows],
     )
+    col.close()
+    col = embedsearch.open(col.path)  # a reader handle: holds no write lock
     yield col
     col.close()

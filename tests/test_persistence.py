@@ -1,0 +1,246 @@
+"""Persistence: round trips, deletes that stay deleted, compaction, locks, corruption, open()."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import embedsearch
+from embedsearch import (
+    CollectionNotFoundError,
+    CorruptionError,
+    InvalidInputError,
+    LockedError,
+    ModelMismatchError,
+    NotACollectionError,
+)
+
+QUERIES = [
+    "black holes",
+    "retirement",
+    "tomato garden",
+    "memory leak",
+    "hail storm",
+    "guitar chords",
+]
+
+
+def _results(col, where=None):
+    return [[(h.id, round(h.score, 5)) for h in col.search(q, k=8, where=where)] for q in QUERIES]
+
+
+def _build(name, demo_rows, **kw):
+    col = embedsearch.open(name, **kw)
+    col.add(
+        [r["text"] for r in demo_rows],
+        ids=[r["id"] for r in demo_rows],
+        metadata=[{"topic": r["topic"], "year": r["year"]} for r in demo_rows],
+    )
+    return col
+
+
+def test_round_trip_and_deletes_never_come_back(home, encoder, demo_rows):
+    col = _build("rt", demo_rows)
+    before = _results(col)
+    filtered = _results(col, where={"year": {"$gte": 2010}})
+    col.close()
+
+    col = embedsearch.open("rt")
+    assert _results(col) == before
+    assert _results(col, where={"year": {"$gte": 2010}}) == filtered
+
+    gone = sorted({hid for row in before for hid, _ in row[:3]})
+    col.delete(gone)
+    after_delete = _results(col)
+    assert not {hid for row in after_delete for hid, _ in row} & set(gone)
+    col.close()
+
+    col = embedsearch.open("rt")
+    assert _results(col) == after_delete
+    assert all(g not in col for g in gone)
+    stats = col.compact()
+    assert stats["rows_after"] == len(demo_rows) - len(gone)
+    assert stats["bytes_after"] < stats["bytes_before"]
+    assert _results(col) == after_delete
+    assert not list(col.path.glob("segments/del-*"))  # tombstones made permanent
+    col.close()
+
+    col = embedsearch.open("rt")
+    assert _results(col) == after_delete
+    assert col.info()["deleted"] == 0 and len(col) == len(demo_rows) - len(gone)
+    col.close()
+
+
+def test_upsert_survives_reopen_and_old_version_is_gone(home, encoder):
+    col = embedsearch.open("up")
+    col.add(["The first version talks about apples."], ids=["a"])
+    col.upsert(["The second version talks about submarines."], ids=["a"])
+    col.close()
+    col = embedsearch.open("up")
+    assert len(col) == 1
+    hits = col.search("apples", k=5)
+    assert [h.text for h in hits] == ["The second version talks about submarines."]
+    col.close()
+
+
+def test_kill_after_add_loses_nothing(tmp_path, encoder):
+    """A process killed (SIGKILL) right after add() returns has committed its data."""
+    path = tmp_path / "killed"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, embedsearch
+        col = embedsearch.open({str(path)!r})
+        col.add(["durable one", "durable two"], ids=["1", "2"])
+        col.delete(["1"])
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    col = embedsearch.open(path)
+    assert col.ids() == ["2"]
+    col.add(["a third"], ids=["3"])  # the dead writer's lock was released by the kernel
+    assert len(col) == 2
+    col.close()
+
+
+def test_readers_see_commits_of_a_writer(home, encoder):
+    writer = embedsearch.open("shared")
+    writer.add(["first document about rivers"], ids=["r1"])
+    reader = embedsearch.open("shared")
+    assert len(reader) == 1
+    writer.add(["second document about mountains"], ids=["m1"])
+    assert len(reader) == 2
+    assert reader.search("mountain peaks", k=1)[0].id == "m1"
+    writer.delete(["r1"])
+    assert reader.ids() == ["m1"]
+    writer.close()
+    reader.close()
+
+
+def test_second_writer_is_refused_with_the_lock_named(home, encoder):
+    first = embedsearch.open("locked")
+    first.add(["held by the first writer"], ids=["a"])
+    second = embedsearch.open("locked")
+    with pytest.raises(LockedError, match="LOCK"):
+        second.add(["refused"], ids=["b"])
+    assert len(second) == 1
+    script = f"import embedsearch; embedsearch.open({str(first.path)!r}).add(['x'], ids=['c'])"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert (
+        proc.returncode != 0
+        and "LockedError" in proc.stderr
+        and f"pid={__import__('os').getpid()}" in proc.stderr
+    )
+    first.close()
+    second.add(["now allowed"], ids=["b"])
+    assert len(second) == 2
+    second.close()
+
+
+def test_open_errors(home, encoder, tmp_path):
+    with pytest.raises(CollectionNotFoundError):
+        embedsearch.open("nope", create=False)
+    not_ours = tmp_path / "photos"
+    not_ours.mkdir()
+    (not_ours / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(NotACollectionError):
+        embedsearch.open(not_ours)
+    for bad in ("../escape", "a/../../b", "", "name\x00", "x" * 200, "-dash"):
+        if "/" in bad:
+            continue  # explicit paths are the caller's own choice in the Python API
+        with pytest.raises(InvalidInputError):
+            embedsearch.open(bad)
+    embedsearch.open("m").close()
+    with pytest.raises(ModelMismatchError):
+        embedsearch.open("m", model="/some/other/model")
+
+
+def test_corrupted_manifest_and_segment_are_detected(home, encoder):
+    col = embedsearch.open("corrupt")
+    col.add(["some text", "more text"], ids=["a", "b"])
+    col.close()
+    manifest = col.path / "manifest.json"
+    good = manifest.read_bytes()
+    obj = json.loads(good)
+    obj["segments"][0]["rows"] = 3  # a plausible edit, caught by the checksum
+    manifest.write_text(json.dumps(obj))
+    with pytest.raises(CorruptionError, match="manifest"):
+        embedsearch.open("corrupt")
+    manifest.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CorruptionError):
+        embedsearch.open("corrupt")
+    manifest.write_bytes(good)
+    seg = next(col.path.glob("segments/seg-*.parquet"))
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match=seg.name):
+        embedsearch.open("corrupt")
+
+
+@pytest.mark.parametrize("spec", ["IVF16,Flat", "HNSW16", "IVF16,SQ8"])
+def test_approximate_indexes_keep_recall_and_persist(tmp_path, encoder, demo_rows, spec):
+    col = _build(tmp_path / "approx", demo_rows, index=spec)
+    info = col.info()["index"]
+    assert info["kind"] == "approximate" and info["resolved"] == spec
+    assert info["recall_at_10"] >= 0.95
+    approx = [[h.id for h in col.search(q, k=10)] for q in QUERIES]
+    exact = [[h.id for h in col.search(q, k=10, exact=True)] for q in QUERIES]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.9
+    col.close()
+    saved = list((tmp_path / "approx").glob("index-*.faiss"))
+    assert len(saved) == 1
+    col = embedsearch.open(tmp_path / "approx")
+    assert [[h.id for h in col.search(q, k=10)] for q in QUERIES] == approx
+    col.close()
+
+
+def test_per_call_nprobe_does_not_leak_between_calls(tmp_path, encoder, demo_rows):
+    col = _build(tmp_path / "ivf", demo_rows, index="IVF32,Flat")
+    default = [h.id for h in col.search("black holes", k=10)]
+    narrow = [h.id for h in col.search("black holes", k=10, nprobe=1, rerank=10)]
+    full = [h.id for h in col.search("black holes", k=10, nprobe=32)]
+    assert full == [h.id for h in col.search("black holes", k=10, exact=True)]
+    assert [h.id for h in col.search("black holes", k=10)] == default
+    assert len(narrow) == 10
+    col.close()
+
+
+def test_auto_policy_switches_to_approximate_above_threshold(
+    tmp_path, encoder, demo_rows, monkeypatch
+):
+    import embedsearch.index as index_mod
+
+    monkeypatch.setattr(index_mod, "EXACT_MAX_ROWS", 200)
+    col = embedsearch.open(tmp_path / "auto")
+    col.add([r["text"] for r in demo_rows[:150]], ids=[r["id"] for r in demo_rows[:150]])
+    assert col.info()["index"]["kind"] == "exact"
+    col.add([r["text"] for r in demo_rows[150:]], ids=[r["id"] for r in demo_rows[150:]])
+    info = col.info()["index"]
+    assert info["kind"] == "approximate" and info["resolved"].startswith("IVF")
+    assert info["recall_at_10"] >= 0.95 and info["nprobe"] >= 1
+    col.close()
+
+
+def test_explicit_index_too_small_to_train_searches_exactly(tmp_path, encoder):
+    col = embedsearch.open(tmp_path / "small", index="IVF1024,SQ8")
+    col.add(["only a few", "documents here", "for now"])
+    info = col.info()["index"]
+    assert info["kind"] == "exact" and info["spec"] == "IVF1024,SQ8"
+    assert len(col.search("documents", k=3)) == 3
+    col.close()
+
+
+def test_bad_index_spec_is_rejected(tmp_path, encoder):
+    with pytest.raises(embedsearch.IndexSpecError):
+        embedsearch.open(tmp_path / "bad", index="NotAnIndex99")
+    assert not (tmp_path / "bad" / "manifest.json").exists()
