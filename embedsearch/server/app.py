@@ -1,0 +1,191 @@
+"""The FastAPI application: :func:`create_app` wires routers, auth, limits, metrics, CORS.
+
+Example:
+    >>> from embedsearch.server import create_app
+    >>> app = create_app(home="indexes", api_keys=["a-long-random-key"])
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
+
+``embedsearch serve`` builds the same app (see :mod:`embedsearch.cli.cmd_serve`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from .. import __version__
+from ..collection import home as default_home
+from ..encoder import get_encoder
+from . import errors
+from .auth import KeyChecker, keys_from_env, require_key
+from .deps import ServerState
+from .encoders import QueryEncoders
+from .limits import BodySizeLimitMiddleware, Limits
+from .metrics import Metrics, MetricsMiddleware
+from .registry import Registry
+
+log = logging.getLogger("embedsearch.server")
+
+CONFIG_ENV = "EMBEDSEARCH_SERVER_CONFIG"
+
+DESCRIPTION = """
+Semantic search over embedsearch collections: the Python API over HTTP.
+
+* Auth: `Authorization: Bearer <key>` on every route but `/healthz` and `/readyz` when the
+  server has keys (`EMBEDSEARCH_API_KEY` or a keys file).
+* Errors: `{"error": {"type", "message"}}` with a 4xx status for bad requests; 5xx only for
+  real faults.
+* Limits: body size and texts per request (413), `k` and over-long texts with
+  `truncate=false` (422).
+"""
+
+
+@dataclass
+class ReadyState:
+    """Whether the default model is loaded (``/readyz``)."""
+
+    status: str = "loading"
+    model: str = ""
+    detail: str | None = None
+
+
+def _warm(app: FastAPI) -> None:
+    """Load the default model and its query copy, then report ready."""
+    state: ServerState = app.state.server
+    ready: ReadyState = app.state.ready
+    try:
+        enc = get_encoder(state.registry.models[0])
+        state.queries.encoder_for(enc)
+        ready.status, ready.detail = "ready", None
+    except Exception as exc:  # noqa: BLE001 - reported through /readyz, not raised
+        log.exception("loading the model failed")
+        ready.status = "failed"
+        ready.detail = errors.scrub(f"{type(exc).__name__}: {exc}", state.registry.home)
+
+
+def create_app(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    api_keys: Sequence[str] | None = None,
+    cors_origins: Sequence[str] | None = None,
+    limits: Limits | dict[str, Any] | None = None,
+    models: Sequence[str] | None = None,
+    rerankers: Sequence[str] = (),
+    shared_writes: bool = False,
+    separate_query_encoder: bool = True,
+    warm: bool = True,
+) -> FastAPI:
+    """Build the HTTP app over the collections in ``home``.
+
+    Args:
+        home: directory of collections (default ``EMBEDSEARCH_HOME`` or ``./indexes``).
+        api_keys: accepted Bearer keys. ``None`` reads ``EMBEDSEARCH_API_KEY`` /
+            ``EMBEDSEARCH_API_KEY_FILE``; an empty list turns auth off explicitly.
+        cors_origins: origins allowed by CORS (``["*"]`` for any); off when empty.
+        limits: a :class:`Limits` or a dict of its fields.
+        models: models clients may create collections with and embed with (default: the
+            default model).
+        rerankers: cross-encoders clients may name in ``/retrieve`` (none by default: loading
+            a model is the server owner's decision).
+        shared_writes: several worker processes serve the same home (release the write
+            lock after each write).
+        separate_query_encoder: embed queries with a private model copy, so searches do not
+            wait for a running add (costs one more copy of the model in memory).
+        warm: load the default model in the background at startup (``/readyz``).
+
+    Returns:
+        The FastAPI app; run it with uvicorn.
+    """
+    root = Path(home) if home is not None else default_home()
+    limits = limits if isinstance(limits, Limits) else Limits.from_mapping(limits)
+    keys = KeyChecker(keys_from_env() if api_keys is None else api_keys)
+    registry = Registry(root, models=models, shared_writes=shared_writes)
+    state = ServerState(
+        registry=registry,
+        limits=limits,
+        queries=QueryEncoders(separate=separate_query_encoder),
+        rerankers=tuple(rerankers),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            threading.Thread(
+                target=_warm, args=(app,), name="embedsearch-warm", daemon=True
+            ).start()
+        else:
+            app.state.ready.status = "ready"
+        try:
+            yield
+        finally:
+            registry.close_all()
+
+    app = FastAPI(
+        title="embedsearch",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    app.state.home = registry.home
+    app.state.keys = keys
+    app.state.ready = ReadyState(model=registry.models[0])
+    app.state.metrics = Metrics(registry)
+
+    errors.install(app)
+    _include_routers(app)
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if keys.enabled:
+        log.info("API key auth on (%d key(s))", len(keys))
+    return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    from . import collections, documents, embeddings, health, latent, metrics, retrieve, search
+
+    secured = [Depends(require_key)]
+    app.include_router(health.router)
+    app.include_router(collections.router, dependencies=secured)
+    app.include_router(documents.router, dependencies=secured)
+    app.include_router(search.router, dependencies=secured)
+    app.include_router(latent.build_router(), dependencies=secured)
+    app.include_router(retrieve.build_router(), dependencies=secured)
+    app.include_router(embeddings.router, dependencies=secured)
+    app.include_router(metrics.router, dependencies=secured)
+
+
+def config_to_env(config: dict[str, Any]) -> None:
+    """Store a :func:`create_app` configuration for worker processes (``--workers N``)."""
+    os.environ[CONFIG_ENV] = json.dumps(config)
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for uvicorn workers: the configuration comes from the environment.
+
+    Keys are never put in that configuration: workers read ``EMBEDSEARCH_API_KEY`` and the
+    keys file themselves.
+    """
+    config = json.loads(os.environ.get(CONFIG_ENV) or "{}")
+    key_file = config.pop("api_key_file", None)
+    keys = keys_from_env(key_file)
+    return create_app(api_keys=keys, **config)

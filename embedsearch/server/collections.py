@@ -1,0 +1,70 @@
+"""Collections: list, create (model, index spec), info, delete, compact, reindex."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from .deps import ERRORS, State, Stopwatch
+from .schemas import (
+    CollectionDeleted,
+    CollectionInfo,
+    CollectionList,
+    CollectionName,
+    CollectionSummary,
+    CompactResult,
+    CreateCollection,
+    Reindex,
+)
+
+router = APIRouter(prefix="/collections", tags=["collections"], responses=ERRORS)
+
+
+def public_info(col: Any) -> dict[str, Any]:
+    """``Collection.info()`` without the server-side path."""
+    info = dict(col.info())
+    info.pop("path", None)
+    return info
+
+
+@router.get("", response_model=CollectionList, summary="List collections")
+def list_collections(state: State) -> dict[str, Any]:
+    """Names of the collections in the server's home directory."""
+    return {"collections": [CollectionSummary(name=n) for n in state.registry.names()]}
+
+
+@router.post("", response_model=CollectionInfo, status_code=201, summary="Create a collection")
+def create_collection(body: CreateCollection, state: State) -> dict[str, Any]:
+    """Create an empty collection with a model (allowed ones: GET /v1/models) and an index
+    spec (``auto``, or a FAISS factory string). 409 if the name is taken."""
+    col = state.registry.create(body.name, model=body.model, index=body.index)
+    return public_info(col)
+
+
+@router.get("/{name}", response_model=CollectionInfo, summary="Collection info")
+def collection_info(name: CollectionName, state: State) -> dict[str, Any]:
+    """Counts, model, index kind and measured recall, size on disk."""
+    return public_info(state.registry.get(name))
+
+
+@router.delete("/{name}", response_model=CollectionDeleted, summary="Delete a collection")
+def delete_collection(name: CollectionName, state: State) -> dict[str, Any]:
+    """Delete the collection and all its files. There is no undo."""
+    state.registry.drop(name)
+    return {"deleted": name}
+
+
+@router.post("/{name}/compact", response_model=CompactResult, summary="Compact")
+def compact(name: CollectionName, state: State) -> dict[str, Any]:
+    """Make deletes permanent: rewrite live rows and rebuild the index (searches go on)."""
+    watch = Stopwatch()
+    result = state.registry.write(name, lambda col: col.compact())
+    return {**result, "took_ms": watch.ms}
+
+
+@router.post("/{name}/reindex", response_model=CollectionInfo, summary="Change the index")
+def reindex(name: CollectionName, body: Reindex, state: State) -> dict[str, Any]:
+    """Rebuild the index with another spec from the stored vectors (no re-encoding)."""
+    state.registry.write(name, lambda col: col.reindex(body.index))
+    return public_info(state.registry.get(name))

@@ -1,0 +1,158 @@
+"""Errors over HTTP: every failure answers ``{"error": {"type", "message"}}``.
+
+``EmbedSearchError`` subclasses keep the status their class declares (``http_status``), so a
+bad filter is 422, an unknown collection 404, a held write lock 423. Anything else that
+escapes a route is a real fault: 500 with an opaque message and an error id that points at
+the traceback in the server log. Messages never carry stack traces, and filesystem paths are
+scrubbed from them (a client should not learn where the server keeps its data).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import EmbedSearchError, InvalidInputError
+
+log = logging.getLogger("embedsearch.server")
+
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"`]+/)+[^\s/'\"`,;)]*")
+_STATUS_TYPES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "ValidationError",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+}
+
+
+class LimitExceededError(EmbedSearchError):
+    """A request is larger than this server accepts (body bytes, texts, characters)."""
+
+    http_status = 413
+
+
+class TextTooLongError(InvalidInputError):
+    """A text exceeds the model window and the caller asked for ``truncate=false``."""
+
+
+class UnauthorizedError(EmbedSearchError):
+    """No or a wrong ``Authorization: Bearer`` key."""
+
+    http_status = 401
+
+
+class NotReadyError(EmbedSearchError):
+    """The server is still loading its model."""
+
+    http_status = 503
+
+
+def scrub(message: str, home: Path | None = None) -> str:
+    """Remove filesystem paths from a message meant for a client.
+
+    The collection home is replaced by ``<home>``; any other absolute path by ``<path>``.
+    """
+    if home is not None:
+        for root in {str(home), str(Path(home).resolve())}:
+            if root not in ("", "/", "."):
+                message = message.replace(root + "/", "").replace(root, "<home>")
+    return _ABS_PATH.sub("<path>", message)
+
+
+def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The one error shape every non-2xx answer uses."""
+    return {"error": {"type": kind, "message": message, **extra}}
+
+
+def _home(request: Request) -> Path | None:
+    return getattr(request.app.state, "home", None)
+
+
+async def _embedsearch_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EmbedSearchError)
+    status = int(getattr(exc, "http_status", 400))
+    message = scrub(str(exc), _home(request))
+    if status >= 500:
+        err_id = uuid.uuid4().hex[:12]
+        log.error("error %s on %s %s: %s", err_id, request.method, request.url.path, exc)
+        message = f"{message} (error id {err_id})"
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(type(exc).__name__, message), status, headers=headers)
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    details = [
+        {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "msg": scrub(str(err.get("msg", "")), _home(request)),
+            "type": str(err.get("type", "")),
+        }
+        for err in errors[:50]
+    ]
+    return JSONResponse(
+        error_body(
+            "ValidationError",
+            scrub(_validation_message(errors), _home(request)) or "invalid request",
+            details=details,
+        ),
+        422,
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = _STATUS_TYPES.get(exc.status_code, "HTTPError")
+    message = exc.detail if isinstance(exc.detail, str) else kind
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"No route {request.method} {request.url.path}; see /docs for the API."
+    return JSONResponse(
+        error_body(kind, message),
+        exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    err_id = uuid.uuid4().hex[:12]
+    log.exception("unhandled error %s on %s %s", err_id, request.method, request.url.path)
+    return JSONResponse(
+        error_body(
+            "InternalError",
+            f"The server failed on this request (error id {err_id}); the server log has details.",
+        ),
+        500,
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error the JSON shape above."""
+    app.add_exception_handler(EmbedSearchError, _embedsearch_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unhandled)
