@@ -1,0 +1,129 @@
+"""The core CLI, in-process (fast) and once through the installed entry point."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedsearch.cli import main
+
+
+def _write_inputs(root: Path) -> list[Path]:
+    jsonl = root / "corpus.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "_id": "b1",
+                    "title": "Volcanoes",
+                    "text": "Lava flows from an erupting volcano.",
+                    "lang": "en",
+                },
+                {
+                    "_id": "b2",
+                    "title": "Banking",
+                    "text": "Interest rates were raised by the central bank.",
+                    "lang": "en",
+                },
+                {"_id": "b3", "title": "", "text": "   ", "lang": "en"},
+            ]
+        )
+    )
+    with open(root / "rows.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "body", "year"])
+        w.writeheader()
+        w.writerow({"id": "c1", "body": "A violin concerto in D major.", "year": "1878"})
+    pq.write_table(
+        pa.table(
+            {"id": ["p1"], "text": ["Penguins huddle together in the Antarctic winter."], "n": [3]}
+        ),
+        root / "t.parquet",
+    )
+    (root / "lines.txt").write_text("Bread rises because of yeast.\n\nSourdough needs a starter.\n")
+    notes = root / "notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "a.md").write_text("# Gardening\nPrune roses in late winter.")
+    (notes / "sub" / "b.txt").write_text("Chess openings: the Sicilian defence.")
+    (notes / "skip.bin").write_bytes(b"\x00\x01")
+    return [jsonl, root / "rows.csv", root / "t.parquet", root / "lines.txt", notes]
+
+
+def test_index_search_info_delete_compact(home, encoder, tmp_path, capsys):
+    files = _write_inputs(tmp_path)
+    assert main(["index", "mixed", str(files[0]), str(files[2]), str(files[3]), str(files[4])]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 7 documents" in out and "skipped 2 empty" in out
+    assert (
+        main(["index", "mixed", str(files[1]), "--text-field", "body", "--meta-fields", "year"])
+        == 0
+    )
+    capsys.readouterr()
+
+    assert main(["search", "mixed", "volcanic eruption", "-k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["id"] == "b1" and hits[0]["text"].startswith("Volcanoes Lava")
+    assert hits[0]["metadata"] == {"lang": "en"}
+
+    assert main(["search", "mixed", "music", "-k", "1", "--where", '{"year": "1878"}']) == 0
+    assert "c1" in capsys.readouterr().out
+    assert main(["search", "mixed", "baking bread", "-k", "3"]) == 0
+    assert "lines:1" in capsys.readouterr().out
+    assert main(["search", "mixed", "roses", "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == "a.md"
+
+    assert main(["info", "mixed", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["count"] == 8 and info["model"]["name"] == "all-MiniLM-L6-v2"
+    assert info["index"]["kind"] == "exact" and info["disk_bytes"] > 0
+
+    assert main(["delete", "mixed", "b1"]) == 0
+    assert "deleted 1" in capsys.readouterr().out
+    assert main(["search", "mixed", "volcanic eruption", "-k", "8", "--json"]) == 0
+    assert "b1" not in {h["id"] for h in json.loads(capsys.readouterr().out)}
+    assert main(["compact", "mixed"]) == 0
+    assert main(["list"]) == 0
+    assert "mixed" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_exit_code_2(home, encoder, tmp_path, capsys):
+    files = _write_inputs(tmp_path)
+    assert main(["search", "missing", "x"]) == 2
+    assert "error: No collection" in capsys.readouterr().err
+    assert main(["index", "dup", str(files[0])]) == 0
+    before = json.loads((home / "dup" / "manifest.json").read_text())["generation"]
+    assert main(["index", "dup", str(files[0])]) == 2  # ids exist: refused, nothing changed
+    err = capsys.readouterr().err
+    assert "already exists" in err and "upsert" in err
+    assert json.loads((home / "dup" / "manifest.json").read_text())["generation"] == before
+    assert main(["index", "dup", str(files[0]), "--upsert"]) == 0
+    assert main(["search", "dup", "x", "--where", "{bad json"]) == 2
+    assert "--where is not valid JSON" in capsys.readouterr().err
+    assert main(["search", "dup", "x", "-k", "0"]) == 2
+    assert main(["index", "dup", str(tmp_path / "nope.jsonl")]) == 2
+    assert main(["index", "dup", str(files[1])]) == 2  # csv without a text field
+    assert "--text-field" in capsys.readouterr().err
+
+
+def test_entry_point_demo_runs(tmp_path):
+    env = {**os.environ, "EMBEDSEARCH_HOME": str(tmp_path)}
+    exe = Path(sys.executable).with_name("embedsearch")
+    proc = subprocess.run(
+        [str(exe), "demo", "saving for old age"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "built 'demo': 350 documents" in proc.stdout
+    first = proc.stdout.split('search: "saving for old age"')[1].splitlines()[1]
+    assert "finance-" in first
+    assert not any(tmp_path.iterdir())  # the demo cleans up unless --keep
