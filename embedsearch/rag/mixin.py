@@ -1,7 +1,144 @@
-"""``RetrievalMixin``: RAG methods on :class:`embedsearch.Collection` (issue 5)."""
+"""``RetrievalMixin``: RAG methods on :class:`embedsearch.Collection` (issue 5).
+
+The methods delegate to :mod:`.documents` (ingest) and :mod:`.retrieval` (the pipeline),
+imported on first use so that importing embedsearch stays light.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .chunking import Chunker
+    from .documents import IngestReport
+    from .passage import Passage
+
 
 class RetrievalMixin:
-    """add_documents / retrieve; uses only the collection's public API."""
+    """add_documents / retrieve / remove_documents; uses only the collection's public API."""
+
+    def add_documents(
+        self,
+        sources: Iterable[Any] | str | os.PathLike[str],
+        *,
+        chunker: str | Chunker = "auto",
+        max_tokens: int | None = None,
+        overlap: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        encoding: str = "utf-8",
+        prune: bool = False,
+        progress: bool | None = None,
+    ) -> IngestReport:
+        """Load files (or texts), cut them into passages and index the passages.
+
+        Args:
+            sources: file paths, folders (walked for .txt/.md/.html/.pdf), texts given as
+                ``{"text": ..., "source": name, "metadata": {...}}`` dicts, or strings (a
+                path when it exists, otherwise a text when it contains whitespace).
+            chunker: ``"auto"`` (heading-aware for Markdown/HTML, sentence packing
+                otherwise), ``"token"``, ``"sentence"``, ``"markdown"``, or a
+                :class:`~embedsearch.rag.chunking.Chunker`.
+            max_tokens: tokens per chunk (default and maximum: the model window minus its
+                special tokens, 254 for all-MiniLM-L6-v2).
+            overlap: tokens shared by consecutive chunks (default 32).
+            metadata: extra fields stored with every chunk (filterable with ``where``).
+            encoding: encoding of text files (strict; a file that does not decode is
+                skipped with a report).
+            prune: also delete the chunks of files that disappeared from the given folders.
+            progress: show an embedding progress bar.
+
+        Returns:
+            An :class:`~embedsearch.rag.documents.IngestReport`: added / updated /
+            unchanged / skipped (with reasons) / removed sources and chunk counts.
+
+        Example:
+            >>> report = col.add_documents(["docs/"], chunker="auto")
+            >>> report.summary()
+            '12 added, 0 updated, 0 unchanged, 1 skipped, 0 removed; 85 chunks written, 0 deleted'
+        """
+        from .documents import add_documents
+
+        return add_documents(
+            self,
+            sources,
+            chunker=chunker,
+            max_tokens=max_tokens,
+            overlap=overlap,
+            metadata=metadata,
+            encoding=encoding,
+            prune=prune,
+            progress=progress,
+        )
+
+    def remove_documents(self, sources: Iterable[str | os.PathLike[str]] | str) -> int:
+        """Delete every chunk of the given sources; returns how many chunks were deleted."""
+        from .documents import remove_documents
+
+        return remove_documents(self, sources)
+
+    def retrieve(
+        self,
+        query: str,
+        k: int = 8,
+        mode: str = "dense",
+        fusion: str | None = None,
+        rerank: Any = None,
+        mmr: float | None = None,
+        where: dict[str, Any] | None = None,
+        *,
+        alpha: float | None = None,
+        candidates: int | None = None,
+        prf: Any = None,
+        rerank_depth: int | None = None,
+        truncate: bool = False,
+    ) -> list[Passage]:
+        """The ``k`` passages that best answer ``query``, with scores and provenance.
+
+        Args:
+            query: the question (text).
+            k: passages to return (1..10,000).
+            mode: ``"dense"`` (embedding similarity), ``"bm25"`` (keywords) or ``"hybrid"``
+                (both, fused).
+            fusion: for hybrid: ``"rrf"``, ``"convex"`` or ``"dbsf"`` (default
+                :data:`embedsearch.rag.retrieval.DEFAULT_FUSION`).
+            rerank: a CrossEncoder folder path (or loaded model) rescoring the top
+                ``rerank_depth`` (default ``max(k, 30)``) candidates.
+            mmr: MMR trade-off λ in [0, 1] (1 = relevance only) to diversify the results.
+            where: metadata filter, applied on the dense and the keyword side alike.
+            alpha: dense weight in [0, 1] for hybrid fusion (default tuned per fusion).
+            candidates: results each side fetches before fusion (default ``max(100, k)``).
+            prf: dense pseudo-relevance feedback (``True`` or ``{"docs": 3, "beta": 0.5}``).
+            rerank_depth: how many top candidates the cross-encoder rescores.
+            truncate: allow a query longer than the model window (only its beginning is
+                embedded); by default such a query is an error.
+
+        Returns:
+            :class:`~embedsearch.rag.passage.Passage` objects, best first.
+
+        Raises:
+            InvalidInputError: empty or over-long query, unknown mode or fusion, ``k`` or
+                another parameter out of range.
+
+        Example:
+            >>> for p in col.retrieve("how do I rotate the logs?", k=4, mode="hybrid"):
+            ...     print(p.citation(), p.text[:60])
+        """
+        from .retrieval import retrieve
+
+        return retrieve(
+            self,
+            query,
+            k,
+            mode,
+            fusion,
+            rerank,
+            mmr,
+            where,
+            alpha=alpha,
+            candidates=candidates,
+            prf=prf,
+            rerank_depth=rerank_depth,
+            truncate=truncate,
+        )

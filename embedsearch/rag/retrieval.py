@@ -1,0 +1,222 @@
+"""The retrieval pipeline behind ``Collection.retrieve``.
+
+Stages, in order (each optional except the first):
+
+1. **Candidates.** ``dense``: the collection's vector search (cosine). ``bm25``: the
+   keyword index (:mod:`.bm25`). ``hybrid``: both, each fetching
+   ``candidates = max(100, k)`` results (more when reranking or MMR need a deeper pool),
+   with the same ``where`` filter applied on both sides before the top-N cut.
+2. **Fusion** (hybrid only): ``rrf``, ``convex`` or ``dbsf`` (:mod:`.fusion`) with dense
+   weight ``alpha`` (per-fusion defaults tuned on SciFact train, :data:`DEFAULT_ALPHA`).
+3. **Pseudo-relevance feedback** (``prf=``, dense/hybrid): Rocchio on the top passages of
+   stage 1/2, then the dense side is searched again and fused again.
+4. **Rerank** (``rerank=``): a cross-encoder rescores the top ``rerank_depth`` (default
+   ``max(k, 30)``) passages.
+5. **MMR** (``mmr=lambda``): diversify the top ``max(4k, 20)`` passages with the stored
+   vectors; relevance is the current stage's score min-max scaled to [0, 1] over that pool.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from .bm25 import BM25Store
+from .fusion import FUSIONS, check_fusion, fuse, minmax
+from .mmr import check_lambda, mmr_order
+from .passage import Passage
+from .prf import as_config, rocchio
+from .rerank import rerank_scores, resolve
+
+MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+DEFAULT_MODE = "dense"
+#: Fusion used when none is named; chosen from the evaluation (docs/rag.md).
+DEFAULT_FUSION = "rrf"
+#: Dense weight per fusion, tuned on SciFact train only (benchmarks/rag_eval.py).
+DEFAULT_ALPHA: dict[str, float] = {"rrf": 0.5, "convex": 0.5, "dbsf": 0.5}
+MIN_CANDIDATES = 100
+MAX_CANDIDATES = 10_000
+_STORE_LOCK = threading.Lock()
+
+
+def candidate_depth(k: int, candidates: int | None = None) -> int:
+    """How many results each side fetches before fusion: ``max(100, k)`` unless given."""
+    if candidates is None:
+        return max(MIN_CANDIDATES, k)
+    if (
+        isinstance(candidates, bool)
+        or not isinstance(candidates, int)
+        or not k <= candidates <= MAX_CANDIDATES
+    ):
+        raise InvalidInputError(
+            f"candidates must be an integer between k ({k}) and {MAX_CANDIDATES}, "
+            f"got {candidates!r}."
+        )
+    return candidates
+
+
+def bm25_store(col: Any) -> BM25Store:
+    """The collection handle's BM25 store (created on first use)."""
+    store = col.__dict__.get("_rag_bm25")
+    if store is None:
+        with _STORE_LOCK:
+            store = col.__dict__.get("_rag_bm25")
+            if store is None:
+                store = col.__dict__["_rag_bm25"] = BM25Store(col)
+    return store
+
+
+@dataclass
+class _Pool:
+    """Candidates seen so far: text/metadata when known, and each stage's scores."""
+
+    text: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def note(self, stage: str, ranked: Sequence[tuple[str, float]]) -> None:
+        for doc, s in ranked:
+            self.scores.setdefault(doc, {})[stage] = float(s)
+
+    def fill(self, col: Any, ids: Sequence[str]) -> None:
+        missing = [d for d in ids if d not in self.text]
+        if missing:
+            for doc in col.get(missing):
+                self.text[doc.id] = doc.text
+                self.meta[doc.id] = doc.metadata
+
+
+def _check_query(col: Any, query: Any, needs_model: bool, truncate: bool) -> str:
+    if not isinstance(query, str):
+        raise InvalidInputError(f"query must be a string, got {type(query).__name__}.")
+    if not query.strip():
+        raise InvalidInputError("query is empty; ask something.")
+    if "\x00" in query:
+        raise InvalidInputError("query contains a NUL character.")
+    if needs_model and not truncate:
+        enc = col.encoder
+        n = enc.token_count(query)
+        if n > enc.max_seq_length:
+            raise InvalidInputError(
+                f"query is {n} tokens; the model reads at most {enc.max_seq_length}, so the "
+                "rest would be ignored. Shorten it, use mode='bm25', or pass truncate=True to "
+                "embed only its beginning."
+            )
+    return query
+
+
+def _dense(col: Any, q: Any, depth: int, where: Any, pool: _Pool) -> list[tuple[str, float]]:
+    hits = col.search(q, k=depth, where=where)
+    for h in hits:
+        pool.text[h.id] = h.text
+        pool.meta[h.id] = h.metadata
+    return [(h.id, h.score) for h in hits]
+
+
+def retrieve(
+    col: Any,
+    query: str,
+    k: int = 8,
+    mode: str = DEFAULT_MODE,
+    fusion: str | None = None,
+    rerank: Any = None,
+    mmr: float | None = None,
+    where: dict[str, Any] | None = None,
+    *,
+    alpha: float | None = None,
+    candidates: int | None = None,
+    prf: Any = None,
+    rerank_depth: int | None = None,
+    truncate: bool = False,
+) -> list[Passage]:
+    """See :meth:`embedsearch.rag.mixin.RetrievalMixin.retrieve`."""
+    from ..collection import check_k
+
+    k = check_k(k)
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}.")
+    fusion = check_fusion(fusion if fusion is not None else DEFAULT_FUSION)
+    lam = check_lambda(mmr) if mmr is not None else None
+    prf_cfg = as_config(prf)
+    if prf_cfg is not None and mode == "bm25":
+        raise InvalidInputError("prf (dense feedback) needs mode='dense' or 'hybrid'.")
+    if alpha is None:
+        alpha = DEFAULT_ALPHA[fusion]
+    elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise InvalidInputError(f"alpha (dense weight) must be in [0, 1], got {alpha!r}.")
+    if rerank_depth is not None and (
+        isinstance(rerank_depth, bool)
+        or not isinstance(rerank_depth, int)
+        or not 1 <= rerank_depth <= MAX_CANDIDATES
+    ):
+        raise InvalidInputError(f"rerank_depth must be a positive integer, got {rerank_depth!r}.")
+    reranker = resolve(rerank) if rerank is not None else None
+    query = _check_query(col, query, mode != "bm25", truncate)
+
+    r_depth = max(k, rerank_depth or 30) if reranker is not None else 0
+    m_depth = max(4 * k, 20) if lam is not None else 0
+    depth = candidate_depth(k, candidates)
+    depth = max(depth, r_depth, m_depth) if candidates is None else depth
+
+    pool = _Pool()
+    dense: list[tuple[str, float]] = []
+    keyword: list[tuple[str, float]] = []
+    if mode in ("dense", "hybrid"):
+        dense = _dense(col, query, depth, where, pool)
+        pool.note("dense", dense)
+    if mode in ("bm25", "hybrid"):
+        keyword = bm25_store(col).search(query, depth, where)
+        pool.note("bm25", keyword)
+
+    def combine() -> list[tuple[str, float]]:
+        if mode == "dense":
+            return dense
+        if mode == "bm25":
+            return keyword
+        fused = fuse(fusion, dense, keyword, alpha)
+        pool.note("fused", fused)
+        return fused
+
+    ranked = combine()
+    if prf_cfg is not None and ranked:
+        top = [d for d, _ in ranked[: prf_cfg.docs]]
+        qvec = col.encoder.encode_query(query)
+        dense = _dense(col, rocchio(qvec, col.vectors(top), prf_cfg.beta), depth, where, pool)
+        pool.note("dense", dense)
+        ranked = combine()
+
+    if reranker is not None and ranked:
+        head = ranked[:r_depth]
+        pool.fill(col, [d for d, _ in head])
+        scores = rerank_scores(reranker, query, [pool.text[d] for d, _ in head])
+        order = np.argsort(-scores, kind="stable")
+        ranked = [(head[i][0], float(scores[i])) for i in order]
+        pool.note("rerank", ranked)
+
+    if lam is not None and len(ranked) > 1:
+        head = ranked[:m_depth]
+        rel = minmax(np.array([s for _, s in head], dtype=np.float64))
+        picked = mmr_order(rel, col.vectors([d for d, _ in head]), k, lam)
+        ranked = [head[i] for i in picked]
+
+    final = ranked[:k]
+    pool.fill(col, [d for d, _ in final])
+    return [
+        Passage(
+            id=d,
+            text=pool.text[d],
+            score=float(s) if math.isfinite(s) else 0.0,
+            metadata=pool.meta.get(d) or {},
+            scores=dict(pool.scores.get(d, {})),
+        )
+        for d, s in final
+    ]
+
+
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_FUSION", "FUSIONS", "MODES", "candidate_depth", "retrieve"]
