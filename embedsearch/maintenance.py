@@ -1,0 +1,600 @@
+"""Checking and repairing a collection on disk: :func:`verify` and :func:`repair`.
+
+``verify`` reads everything the manifest names and reports what is wrong without changing
+a byte: the manifest's own checksum and structure, every segment and tombstone file
+(presence, SHA-256, Parquet schema, row count), the saved FAISS index (checksum against the
+manifest *before* FAISS reads it, dimension, row count, epoch), invariants across files
+(no id live twice, tombstones inside the rows they delete from), and leftovers of
+interrupted writes (``*.tmp`` files, unreferenced segments or index files).
+
+``repair`` takes the collection's write lock, moves every unreadable segment, tombstone or
+index file into ``<collection>/quarantine/``, commits a manifest without them (tombstone
+positions renumbered around dropped segments, so deletes never come back and never hit the
+wrong rows), removes leftovers and rebuilds the derived FAISS index from the stored vectors.
+A damaged *manifest* is not guessed at: the order of segments and which rows were deleted
+live only there, so ``repair`` stops and says to restore it from a backup.
+
+Severity: ``error`` means data is damaged or the collection cannot be opened; ``warning``
+means derived or leftover files that ``repair`` (or the next write) cleans up.
+
+Example:
+    >>> report = verify("indexes/notes")
+    >>> report.ok, [p.kind for p in report.problems]
+    (True, [])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from . import store
+from .errors import CollectionNotFoundError, CorruptionError
+
+Severity = Literal["error", "warning"]
+
+QUARANTINE_DIR = "quarantine"
+# The only file names a manifest may contain: anything else (``../x``, absolute paths) is
+# refused without being opened, so a hostile manifest cannot point us outside the collection.
+_SEGMENT_NAME = re.compile(r"^segments/seg-[0-9a-f]{32}\.parquet\Z")
+_TOMBSTONE_NAME = re.compile(r"^segments/del-[0-9a-f]{32}\.parquet\Z")
+_INDEX_NAME = re.compile(r"^index-[0-9a-f]{32}\.faiss\Z")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of :func:`verify`.
+
+    Attributes:
+        severity: ``error`` (data damaged / collection cannot open) or ``warning``.
+        file: the file concerned, relative to the collection.
+        kind: a short machine-readable tag (``checksum``, ``missing``, ``orphan``…).
+        detail: what is wrong and what to do, for people.
+    """
+
+    severity: Severity
+    file: str
+    kind: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found in one collection."""
+
+    path: str
+    problems: list[Problem] = field(default_factory=list)
+    segments: int = 0
+    tombstone_files: int = 0
+    rows: int = 0
+    live: int = 0
+    index_file: str | None = None
+    files_checked: int = 0
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is damaged (warnings about leftovers allowed)."""
+        return not self.errors
+
+    def add(self, severity: Severity, file: str, kind: str, detail: str) -> None:
+        self.problems.append(Problem(severity, file, kind, detail))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "segments": self.segments,
+            "tombstone_files": self.tombstone_files,
+            "rows": self.rows,
+            "live": self.live,
+            "index_file": self.index_file,
+            "files_checked": self.files_checked,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair` did."""
+
+    path: str
+    quarantined: list[str] = field(default_factory=list)
+    dropped_refs: list[str] = field(default_factory=list)
+    removed_leftovers: list[str] = field(default_factory=list)
+    lost_rows: int = 0
+    lost_tombstone_files: int = 0
+    manifest_rewritten: bool = False
+    index_rebuilt: bool = False
+    before: VerifyReport | None = None
+    after: VerifyReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.after is not None and self.after.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "quarantined": self.quarantined,
+            "dropped_refs": self.dropped_refs,
+            "removed_leftovers": self.removed_leftovers,
+            "lost_rows": self.lost_rows,
+            "lost_tombstone_files": self.lost_tombstone_files,
+            "manifest_rewritten": self.manifest_rewritten,
+            "index_rebuilt": self.index_rebuilt,
+            "before": self.before.to_dict() if self.before else None,
+            "after": self.after.to_dict() if self.after else None,
+        }
+
+
+# ----------------------------------------------------------------------------- helpers
+def _root(path: str | os.PathLike[str]) -> Path:
+    root = Path(path)
+    if not root.is_dir():
+        raise CollectionNotFoundError(
+            f"No collection at {root}; check the name or EMBEDSEARCH_HOME (`embedsearch list`)."
+        )
+    return root
+
+
+def _structure_problems(manifest: dict[str, Any]) -> list[str]:
+    """Shape errors in a manifest whose checksum is fine (hand edits, foreign writers)."""
+    out: list[str] = []
+
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            out.append(what)
+
+    model = manifest.get("model")
+    need(isinstance(model, dict), "'model' must be an object")
+    if isinstance(model, dict):
+        dim = model.get("dim")
+        need(isinstance(dim, int) and not isinstance(dim, bool) and dim > 0, "'model.dim' > 0")
+        need(isinstance(model.get("name"), str), "'model.name' must be a string")
+    need(isinstance(manifest.get("epoch"), str), "'epoch' must be a string")
+    need(isinstance(manifest.get("generation"), int), "'generation' must be an integer")
+    index = manifest.get("index")
+    need(isinstance(index, dict) and isinstance(index.get("spec"), str), "'index.spec' missing")
+    if isinstance(index, dict) and index.get("file") is not None:
+        need(_ref_ok(index["file"]), "'index.file' is not a file reference")
+    for key in ("segments", "tombstones"):
+        refs = manifest.get(key)
+        need(isinstance(refs, list), f"'{key}' must be a list")
+        if isinstance(refs, list):
+            for i, ref in enumerate(refs):
+                need(_ref_ok(ref), f"'{key}[{i}]' is not a file reference")
+    return out
+
+
+def _ref_ok(ref: Any) -> bool:
+    if not isinstance(ref, dict):
+        return False
+    try:
+        r = store.FileRef.from_json(ref)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return r.rows >= 0 and len(r.sha256) == 64
+
+
+def _safe_name(name: str, pattern: re.Pattern[str]) -> bool:
+    return bool(pattern.match(name))
+
+
+def _classify(root: Path, ref: store.FileRef) -> tuple[str, str]:
+    """Why a file named by the manifest failed to load: (kind, detail)."""
+    path = root / ref.file
+    if not path.is_file():
+        return "missing", "named in the manifest but not on disk"
+    try:
+        digest = store.sha256_file(path)
+    except OSError as exc:
+        return "unreadable", f"cannot be read ({exc.strerror})"
+    if digest != ref.sha256:
+        size = path.stat().st_size
+        return "checksum", f"SHA-256 differs from the manifest ({size} bytes, expected {ref.bytes})"
+    return "unreadable", "checksum matches but the content cannot be parsed as expected"
+
+
+def _leftovers(root: Path, manifest: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(relative name, kind) of temp files and files no manifest names."""
+    keep = store.manifest_files(manifest) if manifest else set()
+    out: list[tuple[str, str]] = []
+    seg_dir = root / store.SEGMENTS_DIR
+    candidates = sorted(seg_dir.iterdir()) if seg_dir.is_dir() else []
+    candidates += sorted(p for p in root.iterdir() if p.is_file())
+    for path in candidates:
+        rel = path.relative_to(root).as_posix()
+        if path.name.endswith(".tmp"):
+            out.append((rel, "temp-file"))
+        elif manifest is not None and (
+            (rel.startswith(f"{store.SEGMENTS_DIR}/") and rel not in keep)
+            or (path.name.startswith("index-") and rel not in keep)
+        ):
+            out.append((rel, "orphan"))
+    return out
+
+
+def _read_manifest(root: Path, report: VerifyReport) -> dict[str, Any] | None:
+    try:
+        manifest = store.read_manifest(root)
+    except CorruptionError as exc:
+        report.add("error", store.MANIFEST, "manifest", str(exc))
+        return None
+    shape = _structure_problems(manifest)
+    if shape:
+        report.add(
+            "error",
+            store.MANIFEST,
+            "manifest-structure",
+            "the manifest passes its checksum but is malformed: " + "; ".join(shape),
+        )
+        return None
+    return manifest
+
+
+# ----------------------------------------------------------------------------- verify
+def verify(path: str | os.PathLike[str]) -> VerifyReport:
+    """Check every file of a collection against its manifest; change nothing.
+
+    Args:
+        path: the collection directory.
+
+    Returns:
+        A :class:`VerifyReport`; ``report.ok`` is False when anything is damaged.
+
+    Raises:
+        CollectionNotFoundError: ``path`` is not a directory.
+        NotACollectionError: the directory has no embedsearch manifest.
+    """
+    root = _root(path)
+    report = VerifyReport(path=str(root))
+    manifest = _read_manifest(root, report)
+    report.files_checked += 1
+    if manifest is None:
+        for rel, kind in _leftovers(root, None):
+            report.add("warning", rel, kind, "leftover of an interrupted write")
+        return report
+    dim = int(manifest["model"]["dim"])
+    report.segments = len(manifest["segments"])
+    report.tombstone_files = len(manifest["tombstones"])
+
+    ids: list[str | None] = []
+    for raw in manifest["segments"]:
+        ref = store.FileRef.from_json(raw)
+        report.files_checked += 1
+        if not _safe_name(ref.file, _SEGMENT_NAME):
+            report.add("error", ref.file, "bad-name", "not a segment file name; never opened")
+            ids.extend([None] * ref.rows)
+            continue
+        try:
+            seg = store.read_segment(root, ref, dim)
+        except CorruptionError:
+            kind, detail = _classify(root, ref)
+            report.add("error", ref.file, kind, f"segment {detail}; run `embedsearch repair`")
+            ids.extend([None] * ref.rows)
+            continue
+        ids.extend(seg.ids)
+    report.rows = len(ids)
+    if manifest.get("rows") is not None and manifest["rows"] != report.rows:
+        report.add(
+            "warning",
+            store.MANIFEST,
+            "row-count",
+            f"manifest says {manifest['rows']} rows, its segments hold {report.rows}",
+        )
+
+    live = np.ones(len(ids), dtype=bool)
+    for raw in manifest["tombstones"]:
+        ref = store.FileRef.from_json(raw)
+        report.files_checked += 1
+        if not _safe_name(ref.file, _TOMBSTONE_NAME):
+            report.add("error", ref.file, "bad-name", "not a tombstone file name; never opened")
+            continue
+        try:
+            positions = store.read_tombstones(root, ref)
+        except CorruptionError:
+            kind, detail = _classify(root, ref)
+            report.add(
+                "error",
+                ref.file,
+                kind,
+                f"tombstone file {detail}; deleted documents may reappear. Run `embedsearch repair`",
+            )
+            continue
+        bad = positions[(positions < 0) | (positions >= len(ids))]
+        if bad.size:
+            report.add(
+                "warning",
+                ref.file,
+                "tombstone-range",
+                f"{bad.size} position(s) outside the {len(ids)} stored rows",
+            )
+        live[positions[(positions >= 0) & (positions < len(ids))]] = False
+    _check_duplicates(ids, live, report)
+    report.live = int(sum(1 for i, alive in zip(ids, live) if alive and i is not None))
+
+    _verify_index(root, manifest, dim, report)
+    for rel, kind in _leftovers(root, manifest):
+        report.add(
+            "warning",
+            rel,
+            kind,
+            "leftover of an interrupted or replaced write; the next writer (or repair) removes it",
+        )
+    return report
+
+
+def _check_duplicates(ids: list[str | None], live: np.ndarray, report: VerifyReport) -> None:
+    """An id must be live at most once; otherwise a stale version would show up in search."""
+    seen: set[str] = set()
+    dups: set[str] = set()
+    for doc_id, alive in zip(ids, live):
+        if doc_id is None or not alive:
+            continue
+        if doc_id in seen:
+            dups.add(doc_id)
+        seen.add(doc_id)
+    if dups:
+        shown = ", ".join(repr(d) for d in sorted(dups)[:5])
+        report.add(
+            "error",
+            store.MANIFEST,
+            "duplicate-live-id",
+            f"{len(dups)} id(s) are live in more than one row ({shown}); searches may return "
+            "an old version",
+        )
+
+
+def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: VerifyReport) -> None:
+    saved = manifest["index"].get("file")
+    if not saved:
+        return
+    ref = store.FileRef.from_json(saved)
+    report.index_file = ref.file
+    report.files_checked += 1
+    if not _safe_name(ref.file, _INDEX_NAME):
+        report.add("error", ref.file, "bad-name", "not an index file name; never opened")
+        return
+    path = root / ref.file
+    if not path.is_file():
+        report.add(
+            "error", ref.file, "missing", "index file missing; `embedsearch repair` rebuilds it"
+        )
+        return
+    if store.sha256_file(path) != ref.sha256:
+        report.add(
+            "error",
+            ref.file,
+            "checksum",
+            "index file fails its checksum; it is not loaded (rebuilt in memory on every open) "
+            "until `embedsearch repair` rebuilds it",
+        )
+        return
+    if saved.get("epoch") != manifest["epoch"]:
+        report.add("warning", ref.file, "stale-index", "index belongs to an older epoch; ignored")
+    if ref.rows > report.rows:
+        report.add(
+            "error",
+            ref.file,
+            "index-rows",
+            f"index holds {ref.rows} rows but the segments only {report.rows}",
+        )
+    from .index import faiss  # only after the checksum matched
+
+    try:
+        index = faiss().read_index(str(path))
+    except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
+        report.add("error", ref.file, "unreadable", f"FAISS cannot read it ({exc})")
+        return
+    if index.d != dim or index.ntotal != ref.rows:
+        report.add(
+            "error",
+            ref.file,
+            "index-shape",
+            f"index has d={index.d}, ntotal={index.ntotal}; manifest expects d={dim}, "
+            f"rows={ref.rows}",
+        )
+
+
+# ----------------------------------------------------------------------------- repair
+def _quarantine(root: Path, rel: str, report: RepairReport) -> None:
+    """Move a damaged file into ``quarantine/`` (kept for inspection, never loaded)."""
+    src = root / rel
+    if not src.is_file():
+        return
+    qdir = root / QUARANTINE_DIR
+    qdir.mkdir(exist_ok=True)
+    dst = qdir / src.name
+    if dst.exists():
+        dst = qdir / f"{src.stem}.{uuid.uuid4().hex[:8]}{src.suffix}"
+    os.replace(src, dst)
+    for folder in (qdir, src.parent):  # best effort: make the move itself durable
+        with contextlib.suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    report.quarantined.append(f"{QUARANTINE_DIR}/{dst.name}")
+
+
+def _remap(positions: Iterable[np.ndarray], spans: list[tuple[int, int, int | None]]) -> list[int]:
+    """Old row positions → new ones after dropping segments; rows of dropped segments vanish.
+
+    ``spans`` is ``(old_start, rows, new_start or None)`` per segment in manifest order.
+    """
+    out: set[int] = set()
+    starts = np.array([s for s, _, _ in spans], dtype=np.int64)
+    for arr in positions:
+        for p in arr.tolist():
+            i = int(np.searchsorted(starts, p, side="right")) - 1
+            if i < 0:
+                continue
+            old, rows, new = spans[i]
+            if p < old + rows and new is not None:
+                out.add(new + (p - old))
+    return sorted(out)
+
+
+def repair(path: str | os.PathLike[str], *, rebuild_index: bool = True) -> RepairReport:
+    """Quarantine what cannot be read, commit a manifest without it, rebuild derived files.
+
+    Args:
+        path: the collection directory.
+        rebuild_index: rebuild and save the FAISS index afterwards (approximate indexes).
+
+    Returns:
+        A :class:`RepairReport` with what was moved, dropped and removed, and a fresh
+        :func:`verify` of the result.
+
+    Raises:
+        LockedError: another writer holds the collection; stop it and retry.
+        CorruptionError: the manifest itself is damaged; restore it from a backup.
+    """
+    root = _root(path)
+    report = RepairReport(path=str(root), before=verify(root))
+    bad_manifest = [p for p in report.before.errors if p.file == store.MANIFEST]
+    if bad_manifest and bad_manifest[0].kind in ("manifest", "manifest-structure"):
+        raise CorruptionError(
+            f"{root / store.MANIFEST} is damaged ({bad_manifest[0].detail}). It alone records "
+            "which segments are live and which rows were deleted, so it cannot be rebuilt "
+            "safely: restore it from a backup."
+        )
+    lock = store.WriterLock(root)
+    lock.acquire()
+    try:
+        manifest = store.read_manifest(root)
+        changed = _repair_files(root, manifest, report)
+        if changed:
+            manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
+            manifest = store.write_manifest(root, manifest)
+            report.manifest_rewritten = True
+        report.removed_leftovers = store.remove_orphans(root, manifest)
+    finally:
+        lock.release()
+    if rebuild_index:
+        report.index_rebuilt = _rebuild_index(root)
+    report.after = verify(root)
+    return report
+
+
+def _repair_files(root: Path, manifest: dict[str, Any], report: RepairReport) -> bool:
+    """Drop unreadable files from ``manifest`` (in place); True if anything changed."""
+    dim = int(manifest["model"]["dim"])
+    spans: list[tuple[int, int, int | None]] = []
+    good_segments: list[dict[str, Any]] = []
+    old = new = 0
+    for raw in manifest["segments"]:
+        ref = store.FileRef.from_json(raw)
+        ok = _safe_name(ref.file, _SEGMENT_NAME)
+        if ok:
+            try:
+                store.read_segment(root, ref, dim)
+            except CorruptionError:
+                ok = False
+                _quarantine(root, ref.file, report)
+        if ok:
+            spans.append((old, ref.rows, new))
+            good_segments.append(raw)
+            new += ref.rows
+        else:
+            spans.append((old, ref.rows, None))
+            report.dropped_refs.append(ref.file)
+            report.lost_rows += ref.rows
+        old += ref.rows
+
+    tomb_positions: list[np.ndarray] = []
+    good_tombs: list[dict[str, Any]] = []
+    for raw in manifest["tombstones"]:
+        ref = store.FileRef.from_json(raw)
+        try:
+            if not _safe_name(ref.file, _TOMBSTONE_NAME):
+                raise CorruptionError(ref.file)
+            tomb_positions.append(store.read_tombstones(root, ref))
+            good_tombs.append(raw)
+        except CorruptionError:
+            if _safe_name(ref.file, _TOMBSTONE_NAME):
+                _quarantine(root, ref.file, report)
+            report.dropped_refs.append(ref.file)
+            report.lost_tombstone_files += 1
+
+    changed = False
+    if len(good_segments) != len(manifest["segments"]):
+        # Positions shift: rewrite the deletes as one tombstone file in the new numbering,
+        # and start a new epoch so no saved index (built on the old numbering) is reused.
+        positions = _remap(tomb_positions, spans)
+        manifest["tombstones"] = (
+            [store.write_tombstones(root, positions).to_json()] if positions else []
+        )
+        manifest["segments"] = good_segments
+        manifest["epoch"] = uuid.uuid4().hex
+        manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
+        changed = True
+    elif len(good_tombs) != len(manifest["tombstones"]):
+        manifest["tombstones"] = good_tombs
+        changed = True
+
+    saved = manifest["index"].get("file")
+    if saved:
+        ref = store.FileRef.from_json(saved)
+        if not _index_file_ok(root, ref, saved, manifest):
+            if _safe_name(ref.file, _INDEX_NAME):
+                _quarantine(root, ref.file, report)
+            report.dropped_refs.append(ref.file)
+            manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
+            changed = True
+    return changed
+
+
+def _index_file_ok(
+    root: Path, ref: store.FileRef, saved: dict[str, Any], manifest: dict[str, Any]
+) -> bool:
+    if not _safe_name(ref.file, _INDEX_NAME) or saved.get("epoch") != manifest["epoch"]:
+        return False
+    try:
+        path = store.verified_path(root, ref)
+        from .index import faiss
+
+        index = faiss().read_index(str(path))
+    except Exception:  # noqa: BLE001 - any failure means: rebuild it
+        return False
+    return index.d == int(manifest["model"]["dim"]) and index.ntotal == ref.rows
+
+
+def _rebuild_index(root: Path) -> bool:
+    """Rebuild and save an approximate index that the manifest no longer names."""
+    from .collection import open as open_collection
+
+    col = open_collection(root, create=False)
+    try:
+        info = col.info()["index"]
+        manifest = store.read_manifest(root)
+        if info["kind"] != "approximate" or manifest["index"].get("file"):
+            return False
+        col.reindex(manifest["index"]["spec"])
+        return True
+    finally:
+        col.close()
+
+
+__all__ = ["Problem", "RepairReport", "VerifyReport", "repair", "verify"]
