@@ -224,6 +224,7 @@ class Collection(LatentMixin, RetrievalMixin):
         spec = manifest["index"]["spec"]
         index = VectorIndex(spec, self.dim)
         saved = manifest["index"].get("file")
+        self._index_file_ok = True
         vectors = table.vectors.view()
         if saved and saved.get("epoch") == manifest["epoch"] and saved["rows"] <= table.rows:
             try:
@@ -236,6 +237,7 @@ class Collection(LatentMixin, RetrievalMixin):
                     "index file %s unusable (%s); rebuilding from segments", saved["file"], exc
                 )
                 index = VectorIndex(spec, self.dim)
+                self._index_file_ok = False  # the next writer replaces it
         index.build(vectors)
         return index
 
@@ -609,6 +611,7 @@ class Collection(LatentMixin, RetrievalMixin):
         behind = index.ntotal - (saved["rows"] if saved else 0)
         if (
             not force
+            and self._index_file_ok
             and saved
             and saved.get("epoch") == self._manifest["epoch"]
             and behind < max(10_000, index.ntotal // 10)
@@ -640,6 +643,7 @@ class Collection(LatentMixin, RetrievalMixin):
             with contextlib.suppress(OSError):
                 (self.path / name).unlink()
             raise
+        self._index_file_ok = True
         if saved:
             with contextlib.suppress(OSError):
                 (self.path / saved["file"]).unlink()

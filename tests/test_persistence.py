@@ -244,3 +244,23 @@ def test_bad_index_spec_is_rejected(tmp_path, encoder):
     with pytest.raises(embedsearch.IndexSpecError):
         embedsearch.open(tmp_path / "bad", index="NotAnIndex99")
     assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_index_file_is_derived_and_rebuilt_when_missing_or_damaged(
+    tmp_path, encoder, demo_rows, caplog
+):
+    col = _build(tmp_path / "derived", demo_rows, index="IVF16,Flat")
+    expected = _results(col)
+    col.close()
+    index_file = next((tmp_path / "derived").glob("index-*.faiss"))
+    index_file.write_bytes(index_file.read_bytes()[:100])  # truncated
+    col = embedsearch.open(tmp_path / "derived")
+    assert "unusable" in caplog.text and index_file.name in caplog.text
+    assert _results(col) == expected
+    col.close()
+    index_file.unlink()
+    col = embedsearch.open(tmp_path / "derived")
+    assert _results(col) == expected
+    col.add(["one more document about lighthouses"], ids=["new"])  # writer re-saves on close
+    col.close()
+    assert len(list((tmp_path / "derived").glob("index-*.faiss"))) == 1
