@@ -146,34 +146,30 @@ def _sized(obj: Any) -> int | None:
 _END = object()
 
 
-def _rows(
-    texts: Iterable[str], ids: Iterable[str] | None, metadata: Iterable[Any] | None
-) -> Iterator[tuple[int, Any, Any, Any]]:
-    """Zip texts, ids and metadata, failing on a length mismatch (also for generators)."""
+def _rows(texts: Iterable[str], **columns: Iterable[Any] | None) -> Iterator[tuple[Any, ...]]:
+    """Zip texts with optional per-text columns, failing on a length mismatch (generators too).
+
+    Yields ``(i, text, *column values)``; an absent column yields ``None``.
+    """
     if isinstance(texts, (str, bytes)):
         raise InvalidInputError("texts must be a list (or iterable) of strings, not one string.")
-    for name, obj in (("ids", ids), ("metadata", metadata)):
+    n_t = _sized(texts)
+    for name, obj in columns.items():
         if isinstance(obj, (str, bytes, dict)):
             raise InvalidInputError(f"{name} must be a list with one entry per text.")
-    n_t, n_i, n_m = _sized(texts), _sized(ids), _sized(metadata)
-    for name, n in (("ids", n_i), ("metadata", n_m)):
+        n = _sized(obj) if obj is not None else None
         if n_t is not None and n is not None and n != n_t:
             raise InvalidInputError(f"{n_t} texts but {n} {name}; give one per text.")
-    cols = [
-        iter(texts),
-        iter(ids) if ids is not None else None,
-        iter(metadata) if metadata is not None else None,
-    ]
+    its = [iter(texts)] + [iter(c) if c is not None else None for c in columns.values()]
+    names = "texts, " + ", ".join(columns)
     for i in itertools.count():
-        row = [next(c, _END) if c is not None else None for c in cols]
-        ends = [r is _END for r, c in zip(row, cols) if c is not None]
+        row = [next(c, _END) if c is not None else None for c in its]
+        ends = [r is _END for r, c in zip(row, its) if c is not None]
         if all(ends):
             return
         if any(ends):
-            raise InvalidInputError(
-                f"texts, ids and metadata have different lengths (at item {i})."
-            )
-        yield i, row[0], row[1], row[2]
+            raise InvalidInputError(f"{names} have different lengths (at item {i}).")
+        yield (i, *row)
 
 
 # ----------------------------------------------------------------------------- facade
@@ -345,6 +341,7 @@ class Collection(LatentMixin, RetrievalMixin):
         *,
         ids: Iterable[str] | None = None,
         metadata: Iterable[dict[str, Any] | None] | None = None,
+        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
         progress: bool | None = None,
     ) -> list[str]:
         """Embed and store new documents; all or nothing.
@@ -354,6 +351,9 @@ class Collection(LatentMixin, RetrievalMixin):
                 :data:`WRITE_CHUNK` with bounded working memory).
             ids: one unique string per text; generated (uuid4 hex) when omitted.
             metadata: one JSON-serialisable dict (or None) per text.
+            vectors: precomputed embeddings, one per text (normalised for you); when given,
+                the model is not run. They must come from the collection's model for search
+                by text to make sense.
             progress: show a progress bar; default: when more than 2,000 texts are known.
 
         Returns:
@@ -364,7 +364,7 @@ class Collection(LatentMixin, RetrievalMixin):
             DuplicateIdError: an id repeats in the call or already exists (use ``upsert``).
             LockedError: another writer holds the collection.
         """
-        return self._write(texts, ids, metadata, upsert=False, progress=progress)
+        return self._write(texts, ids, metadata, vectors, upsert=False, progress=progress)
 
     def upsert(
         self,
@@ -372,6 +372,7 @@ class Collection(LatentMixin, RetrievalMixin):
         *,
         ids: Iterable[str],
         metadata: Iterable[dict[str, Any] | None] | None = None,
+        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
         progress: bool | None = None,
     ) -> list[str]:
         """Insert or replace documents by id (all or nothing).
@@ -381,7 +382,7 @@ class Collection(LatentMixin, RetrievalMixin):
         """
         if ids is None:
             raise InvalidInputError("upsert needs ids: it replaces documents by id.")
-        return self._write(texts, ids, metadata, upsert=True, progress=progress)
+        return self._write(texts, ids, metadata, vectors, upsert=True, progress=progress)
 
     def _begin_write(self) -> None:
         """Take the cross-process lock; on first take, catch up with disk and clean leftovers."""
@@ -406,6 +407,7 @@ class Collection(LatentMixin, RetrievalMixin):
         texts: Iterable[str],
         ids: Iterable[str] | None,
         metadata: Iterable[Any] | None,
+        vectors: Iterable[Any] | None,
         *,
         upsert: bool,
         progress: bool | None,
@@ -422,10 +424,10 @@ class Collection(LatentMixin, RetrievalMixin):
             replaced: list[int] = []
             out_ids: list[str] = []
             try:
-                rows = _rows(texts, ids, metadata)
+                rows = _rows(texts, ids=ids, metadata=metadata, vectors=vectors)
                 while chunk := list(itertools.islice(rows, WRITE_CHUNK)):
-                    c_ids, c_texts, c_meta = [], [], []
-                    for i, text, doc_id, meta in chunk:
+                    c_ids, c_texts, c_meta, c_vecs = [], [], [], []
+                    for i, text, doc_id, meta, vec in chunk:
                         c_texts.append(_check_text(text, f"texts[{i}]"))
                         doc_id = uuid.uuid4().hex if doc_id is None and ids is None else doc_id
                         doc_id = _check_id(doc_id, f"ids[{i}]")
@@ -444,11 +446,17 @@ class Collection(LatentMixin, RetrievalMixin):
                             replaced.append(old)
                         c_ids.append(doc_id)
                         c_meta.append(_check_metadata(meta, f"metadata[{i}]"))
-                    vectors = self._vectors_for(c_ids, c_texts, table if upsert else None)
-                    ref = store.write_segment(self.path, c_ids, c_texts, c_meta, vectors)
+                        if vectors is not None:
+                            c_vecs.append(self.as_unit_vector(vec, f"vectors[{i}]"))
+                    c_vectors = (
+                        np.stack(c_vecs)
+                        if vectors is not None
+                        else self._vectors_for(c_ids, c_texts, table if upsert else None)
+                    )
+                    ref = store.write_segment(self.path, c_ids, c_texts, c_meta, c_vectors)
                     written.append(ref)
                     segments.append(
-                        store.SegmentData(c_ids, _arrow(c_texts), _arrow(c_meta), vectors)
+                        store.SegmentData(c_ids, _arrow(c_texts), _arrow(c_meta), c_vectors)
                     )
                     out_ids.extend(c_ids)
                     bar.update(len(c_ids))

@@ -219,3 +219,19 @@ def _disk_snapshot(path):
         for p in sorted(path.rglob("*"))
         if p.is_file() and p.name != "LOCK"
     }
+
+
+def test_add_precomputed_vectors_skips_the_model(home, encoder):
+    texts = ["north star navigation", "baking sourdough bread", "quarterly earnings report"]
+    vecs = encoder.encode(texts)
+    col = embedsearch.open("byo")
+    col.add(texts, ids=["n", "b", "q"], vectors=vecs * 2.0)  # normalised on the way in
+    stored = col.vectors(["n", "b", "q"])
+    assert np.allclose(stored, vecs, atol=1e-6)
+    assert col.search("bread baking at home", k=1)[0].id == "b"
+    with pytest.raises(InvalidInputError, match=r"vectors\[0\]"):
+        col.add(["x"], ids=["x"], vectors=[np.ones(5)])
+    with pytest.raises(InvalidInputError, match="vectors"):
+        col.add(["x", "y"], ids=["x", "y"], vectors=vecs[:1])
+    assert len(col) == 3
+    col.close()
