@@ -20,8 +20,10 @@ own ``SearchParameters`` object, so concurrent searches never share mutable inde
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +51,15 @@ def faiss():  # noqa: ANN201 - the faiss module
     return _faiss
 
 
+@functools.lru_cache(maxsize=1)
 def gpu_count() -> int:
-    """Usable GPUs for FAISS: 0 on CPU builds *and* on GPU builds without a device."""
+    """Usable GPUs for FAISS: 0 on CPU builds *and* on GPU builds without a device.
+
+    Without an NVIDIA device node there is nothing to ask, so exact search on a CPU machine
+    never pays for importing faiss (and torch) — it matters for CLI start-up time.
+    """
+    if not os.environ.get("EMBEDSEARCH_FORCE_GPU_CHECK") and not Path("/dev/nvidiactl").exists():
+        return 0
     f = faiss()
     if not hasattr(f, "StandardGpuResources"):
         return 0
@@ -198,18 +207,18 @@ class VectorIndex:
 
     def build(self, vectors: np.ndarray, *, seed: int = 1234) -> None:
         """(Re)build from all stored vectors; trains and tunes approximate indexes."""
-        f = faiss()
         n = vectors.shape[0]
         resolved = resolve_spec(self.spec, n)
         waiting = n < max(1, _min_train_rows(resolved))  # nothing to train on or tune with yet
         if resolved == "Flat" or waiting:
             # Exact search runs in numpy over the stored vectors (no second copy in RAM);
             # a FAISS Flat index exists only to be put on a GPU.
-            index = f.IndexFlatIP(self.dim) if gpu_count() else None
+            index = faiss().IndexFlatIP(self.dim) if gpu_count() else None
             kind = "exact"
             if waiting:
                 log.info("index %s needs more rows to train; exact search until then", resolved)
         else:
+            f = faiss()
             index = f.index_factory(self.dim, resolved, f.METRIC_INNER_PRODUCT)
             kind = "exact" if resolved.strip() == "Flat" else "approximate"
         trained = 0
