@@ -1,0 +1,567 @@
+"""Concepts cluster: spherical k-means with FAISS, automatic k, c-TF-IDF labels, outliers.
+
+* **k-means** — ``faiss.Kmeans(spherical=True)`` on the unit vectors (centroids re-normalised
+  each iteration, so assignment is by cosine), seeded, on the GPU when FAISS sees one.
+  Trained on up to ~100,000 documents (a seeded sample beyond that), then every document is
+  assigned.
+* **Automatic k** (``k=None``) — each ``k`` in ``k_range`` (default 2 to
+  ``min(20, ceil(sqrt(n)))``) is clustered and scored by the mean cosine **silhouette** on a
+  fixed random sample of at most 2,000 documents; the best-scoring ``k`` wins (ties: the
+  smaller ``k``). The scores are returned, so the choice can be inspected.
+* **Labels** — class-based TF-IDF (c-TF-IDF, as in BERTopic): scikit-learn's
+  ``CountVectorizer`` (English stop words removed) counts words per cluster;
+  ``weight(t, c) = tf(t, c) * log(1 + A / f(t))`` with ``tf`` the term's share of the
+  cluster's words, ``A`` the mean number of words per cluster and ``f(t)`` the term's count
+  over all clusters. At most 1,000 members per cluster are read for labels.
+* **Medoid** — the member with the highest cosine to the cluster's vector sum, which is
+  exactly the member minimising the summed cosine distance to the others.
+* **Outliers** — a document's score is its cosine distance to its ``neighbors``-th nearest
+  other document (exact search up to 100,000 documents, an IVF index above).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import EmbedSearchError, InvalidInputError
+from .types import Hit
+
+log = logging.getLogger(__name__)
+
+SILHOUETTE_SAMPLE = 2000
+K_MAX_DEFAULT = 20
+TRAIN_CAP = 100_000
+LABEL_DOCS_PER_CLUSTER = 1000
+EXACT_OUTLIER_LIMIT = 100_000
+SUMMARY_DIR = Path("derived") / "clusters"
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Cluster:
+    """One cluster of a :class:`Clustering`.
+
+    Attributes:
+        id: the cluster number (0 is the largest cluster).
+        size: number of members.
+        ids: member document ids, in storage order.
+        medoid_id / medoid_text: the most central member (see module notes).
+        keywords: top c-TF-IDF words, best first.
+        cohesion: mean cosine of the members to the cluster's centroid direction.
+    """
+
+    id: int
+    size: int
+    ids: list[str]
+    medoid_id: str
+    medoid_text: str
+    keywords: list[str]
+    cohesion: float
+
+    @property
+    def label(self) -> str:
+        """A short human label: the top three keywords (or ``cluster N``)."""
+        return ", ".join(self.keywords[:3]) if self.keywords else f"cluster {self.id}"
+
+    def to_dict(self, include_ids: bool = True) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "size": self.size,
+            "label": self.label,
+            "keywords": self.keywords,
+            "medoid_id": self.medoid_id,
+            "medoid_text": self.medoid_text,
+            "cohesion": round(self.cohesion, 4),
+        }
+        if include_ids:
+            out["ids"] = self.ids
+        return out
+
+
+@dataclass
+class Clustering:
+    """The result of :meth:`Collection.cluster <embedsearch.latent.LatentMixin.cluster>`.
+
+    Attributes:
+        k: number of clusters.
+        clusters: the clusters, largest first.
+        ids: the clustered documents (storage order); ``labels[i]`` is the cluster of
+            ``ids[i]``.
+        labels: cluster number per document (int array).
+        centroids: unit centroid vectors, shape ``(k, dim)``.
+        seed: the seed used.
+        criterion: how ``k`` was chosen, in words.
+        silhouette: mean cosine silhouette of the result on the sample (None if undefined).
+        scores: silhouette per ``k`` tried (automatic ``k`` only).
+        persisted_field: metadata field the cluster numbers were written to, if any.
+    """
+
+    k: int
+    clusters: list[Cluster]
+    ids: list[str]
+    labels: np.ndarray
+    centroids: np.ndarray
+    seed: int
+    criterion: str
+    silhouette: float | None = None
+    scores: dict[int, float] = field(default_factory=dict)
+    persisted_field: str | None = None
+
+    def assignments(self) -> dict[str, int]:
+        """Document id → cluster number."""
+        return dict(zip(self.ids, (int(x) for x in self.labels)))
+
+    def to_dict(self, include_ids: bool = False) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "seed": self.seed,
+            "criterion": self.criterion,
+            "silhouette": None if self.silhouette is None else round(self.silhouette, 4),
+            "scores": {str(k): round(v, 4) for k, v in self.scores.items()},
+            "documents": len(self.ids),
+            "persisted_field": self.persisted_field,
+            "clusters": [c.to_dict(include_ids) for c in self.clusters],
+        }
+
+
+# ----------------------------------------------------------------------------- k-means
+def _use_gpu() -> bool:
+    try:
+        import faiss
+
+        return faiss.get_num_gpus() > 0
+    except Exception:  # pragma: no cover - faiss builds without GPU support
+        return False
+
+
+def spherical_kmeans(
+    vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25, nredo: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means with FAISS: unit centroids, assignment by cosine.
+
+    Args:
+        vectors: ``(n, dim)`` unit vectors, ``n >= k``.
+        k: number of clusters.
+        seed: FAISS's seed (initialisation and training sample): same input, same output.
+        niter / nredo: iterations, and restarts (the best objective is kept).
+
+    Returns:
+        ``(centroids, labels)``: ``(k, dim)`` float32 unit vectors and an int64 label per row.
+
+    Raises:
+        InvalidInputError: fewer vectors than clusters, or k < 1.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = x.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}.")
+    if n < k:
+        raise InvalidInputError(f"cannot make {k} clusters from {n} documents; use k <= {n}.")
+    if k == 1:
+        c = x.sum(0, keepdims=True)
+        c /= max(float(np.linalg.norm(c)), 1e-12)
+        return c.astype(np.float32), np.zeros(n, dtype=np.int64)
+    kwargs = dict(
+        niter=niter,
+        nredo=nredo,
+        spherical=True,
+        seed=int(seed) % (2**31),
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(256, math.ceil(TRAIN_CAP / k)),
+    )
+    gpu = _use_gpu()
+    try:
+        km = faiss.Kmeans(x.shape[1], int(k), gpu=gpu, **kwargs)
+        km.train(x)
+    except Exception as exc:  # a GPU that cannot be used: fall back to the CPU
+        if not gpu:
+            raise
+        log.warning("GPU k-means failed (%s); using the CPU", exc)
+        km = faiss.Kmeans(x.shape[1], int(k), gpu=False, **kwargs)
+        km.train(x)
+    centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    labels = np.argmax(x @ centroids.T, axis=1).astype(np.int64)
+    return centroids, labels
+
+
+def _relabel_by_size(labels: np.ndarray, k: int) -> np.ndarray:
+    """Renumber clusters so 0 is the largest (ties: the one whose first member comes first)."""
+    sizes = np.bincount(labels, minlength=k)
+    first = np.full(k, len(labels))
+    np.minimum.at(first, labels, np.arange(len(labels)))
+    order = sorted(range(k), key=lambda c: (-sizes[c], first[c]))
+    mapping = np.empty(k, dtype=np.int64)
+    mapping[order] = np.arange(k)
+    return mapping[labels]
+
+
+def silhouette(vectors: np.ndarray, labels: np.ndarray) -> float | None:
+    """Mean cosine silhouette (scikit-learn), or None when undefined (one cluster, or n=k)."""
+    from sklearn.metrics import silhouette_score
+
+    n_labels = len(np.unique(labels))
+    if n_labels < 2 or n_labels >= len(labels):
+        return None
+    return float(silhouette_score(vectors, labels, metric="cosine"))
+
+
+def choose_k(
+    vectors: np.ndarray, k_range: tuple[int, int], *, seed: int = 0
+) -> tuple[int, dict[int, float]]:
+    """The ``k`` in ``k_range`` with the best cosine silhouette on a fixed sample.
+
+    Returns:
+        ``(best_k, {k: silhouette})``.
+    """
+    n = vectors.shape[0]
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, SILHOUETTE_SAMPLE), replace=False))
+    scores: dict[int, float] = {}
+    for k in range(k_range[0], k_range[1] + 1):
+        _, labels = spherical_kmeans(vectors, k, seed=seed)
+        score = silhouette(vectors[sample], labels[sample])
+        if score is not None:
+            scores[k] = score
+    if not scores:
+        raise InvalidInputError(
+            f"no k in {k_range[0]}..{k_range[1]} gave a usable clustering of {n} documents; "
+            "pass k explicitly."
+        )
+    best = max(scores, key=lambda kk: (round(scores[kk], 6), -kk))
+    return best, scores
+
+
+def default_k_range(n: int) -> tuple[int, int]:
+    """``(2, min(20, ceil(sqrt(n)), n - 1))``: the ks tried when none is given."""
+    return 2, max(2, min(K_MAX_DEFAULT, math.ceil(math.sqrt(n)), n - 1))
+
+
+# ----------------------------------------------------------------------------- labels
+def ctfidf_keywords(
+    texts: list[str], labels: np.ndarray, k: int, n_keywords: int = 6
+) -> list[list[str]]:
+    """Top words per cluster by class-based TF-IDF (see module notes).
+
+    Args:
+        texts: document texts.
+        labels: cluster number of each text (0..k-1).
+        k: number of clusters.
+        n_keywords: words per cluster.
+
+    Returns:
+        One keyword list per cluster (empty where a cluster has no countable words).
+    """
+    from scipy import sparse
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    if not texts or n_keywords < 1:
+        return [[] for _ in range(k)]
+    vectorizer = CountVectorizer(
+        stop_words="english",
+        lowercase=True,
+        token_pattern=r"(?u)\b[^\W\d_][^\W\d_]+\b",  # words of 2+ letters, no digits
+        min_df=2 if len(texts) >= 100 else 1,
+    )
+    try:
+        counts = vectorizer.fit_transform(texts)
+    except ValueError:  # empty vocabulary: only stop words / numbers
+        return [[] for _ in range(k)]
+    onehot = sparse.csr_matrix(
+        (np.ones(len(labels)), (np.asarray(labels), np.arange(len(labels)))), shape=(k, len(texts))
+    )
+    per_class = np.asarray((onehot @ counts).todense(), dtype=np.float64)  # (k, terms)
+    words_per_class = per_class.sum(axis=1, keepdims=True)
+    tf = per_class / np.maximum(words_per_class, 1.0)
+    avg_words = float(words_per_class.mean())
+    idf = np.log(1.0 + avg_words / np.maximum(per_class.sum(axis=0), 1.0))
+    weights = tf * idf
+    vocab = vectorizer.get_feature_names_out()
+    out = []
+    for c in range(k):
+        order = np.argsort(-weights[c], kind="stable")[:n_keywords]
+        out.append([str(vocab[j]) for j in order if weights[c, j] > 0])
+    return out
+
+
+# ----------------------------------------------------------------------------- collection
+def cluster_collection(
+    col: Any,
+    k: int | None = None,
+    *,
+    seed: int = 0,
+    k_range: tuple[int, int] | None = None,
+    persist: bool = False,
+    field: str = "cluster",
+    where: dict[str, Any] | None = None,
+    n_keywords: int = 6,
+) -> Clustering:
+    """Cluster a collection's documents (see the module notes for every choice).
+
+    Args:
+        col: the collection.
+        k: number of clusters, or None to choose it by silhouette over ``k_range``.
+        seed: seed for k-means and every sample: same collection and seed, same clusters.
+        k_range: ``(k_min, k_max)``, inclusive, for automatic ``k``.
+        persist: write ``{field: cluster number}`` into each clustered document's metadata
+            (one upsert; texts and vectors unchanged) and a summary (labels, medoids) under
+            ``<collection>/derived/clusters/<field>.json``.
+        field: the metadata field for ``persist``.
+        where: cluster only the documents matching this filter.
+        n_keywords: keywords per cluster.
+
+    Returns:
+        A :class:`Clustering`.
+
+    Raises:
+        InvalidInputError: fewer documents than clusters, a bad k or k_range, a bad field.
+            Nothing is written unless the clustering succeeded.
+    """
+    from .latent import select
+
+    if persist:
+        _check_field(field)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInputError(f"seed must be an integer, got {seed!r}.")
+    if isinstance(n_keywords, bool) or not isinstance(n_keywords, int) or n_keywords < 0:
+        raise InvalidInputError(f"n_keywords must be a non-negative integer, got {n_keywords!r}.")
+    state = col.state_key
+    ids, vectors = select(col, where)
+    n = len(ids)
+    if n == 0:
+        raise InvalidInputError(
+            f"collection {col.name!r} has no documents"
+            + (" matching the filter" if where is not None else "")
+            + " to cluster."
+        )
+    scores: dict[int, float] = {}
+    if k is None:
+        if n < 3:
+            raise InvalidInputError(
+                f"choosing k needs at least 3 documents ({n} here); pass k explicitly."
+            )
+        lo, hi = k_range if k_range is not None else default_k_range(n)
+        if not (isinstance(lo, int) and isinstance(hi, int) and 2 <= lo <= hi):
+            raise InvalidInputError(
+                f"k_range must be (k_min, k_max) with 2 <= k_min <= k_max, got {k_range!r}."
+            )
+        if hi >= n:
+            raise InvalidInputError(
+                f"k_range goes up to {hi} but there are only {n} documents; use k_max < {n}."
+            )
+        k, scores = choose_k(vectors, (lo, hi), seed=seed)
+        sample = min(n, SILHOUETTE_SAMPLE)
+        criterion = f"best mean cosine silhouette on {sample:,} sampled documents over k={lo}..{hi}"
+    else:
+        criterion = "given"
+    _, labels = spherical_kmeans(vectors, int(k), seed=seed)
+    labels = _relabel_by_size(labels, int(k))
+    centroids = _centroids(vectors, labels, int(k))
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, SILHOUETTE_SAMPLE), replace=False))
+    sil = scores.get(int(k)) if scores else silhouette(vectors[sample], labels[sample])
+    clusters = _describe(col, ids, vectors, labels, int(k), centroids, n_keywords, seed)
+    result = Clustering(
+        k=int(k),
+        clusters=clusters,
+        ids=ids,
+        labels=labels,
+        centroids=centroids,
+        seed=int(seed),
+        criterion=criterion,
+        silhouette=sil,
+        scores=scores,
+    )
+    if persist:
+        if col.state_key != state:
+            raise EmbedSearchError(
+                f"collection {col.name!r} changed while it was being clustered; nothing was "
+                "written. Run the clustering again."
+            )
+        _persist(col, result, field)
+        result.persisted_field = field
+    return result
+
+
+def _centroids(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Unit mean direction of each (renumbered) cluster."""
+    out = np.zeros((k, vectors.shape[1]), dtype=np.float64)
+    np.add.at(out, labels, vectors.astype(np.float64))
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out = np.where(norms > 1e-12, out / np.maximum(norms, 1e-12), 0.0)
+    return out.astype(np.float32)
+
+
+def _describe(
+    col: Any,
+    ids: list[str],
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    centroids: np.ndarray,
+    n_keywords: int,
+    seed: int,
+) -> list[Cluster]:
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(labels == c) for c in range(k)]
+    medoids = []
+    label_rows: list[int] = []
+    for m in members:
+        sums = vectors[m].astype(np.float64).sum(axis=0)
+        medoids.append(int(m[np.argmax(vectors[m] @ sums)]))
+        take = (
+            m
+            if len(m) <= LABEL_DOCS_PER_CLUSTER
+            else np.sort(rng.choice(m, LABEL_DOCS_PER_CLUSTER, replace=False))
+        )
+        label_rows.extend(take.tolist())
+    docs = col.get([ids[i] for i in label_rows])
+    text_of = {i: d.text for i, d in zip(label_rows, docs)}
+    for i, d in zip(medoids, col.get([ids[i] for i in medoids])):
+        text_of[i] = d.text
+    keywords = ctfidf_keywords([text_of[i] for i in label_rows], labels[label_rows], k, n_keywords)
+    out = []
+    for c, m in enumerate(members):
+        cohesion = float(np.mean(vectors[m] @ centroids[c])) if len(m) else 0.0
+        out.append(
+            Cluster(
+                id=c,
+                size=len(m),
+                ids=[ids[i] for i in m],
+                medoid_id=ids[medoids[c]],
+                medoid_text=text_of[medoids[c]],
+                keywords=keywords[c],
+                cohesion=cohesion,
+            )
+        )
+    return out
+
+
+def _check_field(name: Any) -> None:
+    if not isinstance(name, str) or not name or name.startswith("$") or "." in name:
+        raise InvalidInputError(
+            f"field must be a plain metadata key (no '.', not starting with '$'), got {name!r}."
+        )
+
+
+def _persist(col: Any, result: Clustering, field: str) -> None:
+    """Write cluster numbers into metadata (upsert: vectors kept) and a JSON summary."""
+    docs = col.get(result.ids)
+    col.upsert(
+        [d.text for d in docs],
+        ids=result.ids,
+        metadata=[{**(d.metadata or {}), field: int(c)} for d, c in zip(docs, result.labels)],
+    )
+    folder = Path(col.path) / SUMMARY_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "field": field,
+        "state_key": col.state_key,
+        **result.to_dict(include_ids=False),
+    }
+    tmp = folder / f".{field}.json.tmp"
+    tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=1), "utf-8")
+    os.replace(tmp, folder / f"{field}.json")
+
+
+def read_summary(col: Any, field: str = "cluster") -> dict[str, Any] | None:
+    """The summary a persisted clustering left for ``field`` (labels per cluster), if any."""
+    try:
+        return json.loads((Path(col.path) / SUMMARY_DIR / f"{field}.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- outliers
+def outlier_scores(vectors: np.ndarray, neighbors: int = 10) -> np.ndarray:
+    """Cosine distance of each vector to its ``neighbors``-th nearest *other* vector.
+
+    Exact (``IndexFlatIP``) up to 100,000 vectors; above, an ``IVF{4 sqrt n},Flat`` index
+    searched with ``nprobe=32`` (approximate: a few neighbours may be missed, which can only
+    overstate a distance).
+
+    Raises:
+        InvalidInputError: ``neighbors`` is not in [1, n - 1].
+    """
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = x.shape[0]
+    if isinstance(neighbors, bool) or not isinstance(neighbors, (int, np.integer)):
+        raise InvalidInputError(f"neighbors must be an integer, got {neighbors!r}.")
+    if not 1 <= neighbors <= n - 1:
+        raise InvalidInputError(
+            f"neighbors={neighbors} needs at least {neighbors + 1} documents ({n} here); use "
+            f"neighbors between 1 and {max(n - 1, 1)}."
+        )
+    if n <= EXACT_OUTLIER_LIMIT:
+        index = faiss.IndexFlatIP(x.shape[1])
+    else:
+        nlist = int(4 * math.sqrt(n))
+        index = faiss.index_factory(x.shape[1], f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        index.train(x[np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)])
+        index.nprobe = 32
+    index.add(x)
+    sims, pos = index.search(x, neighbors + 1)
+    is_self = pos == np.arange(n)[:, None]
+    has_self = is_self.any(axis=1)
+    # drop the row's own entry (usually first; later among exact duplicates); rows where self
+    # was not returned drop their last entry instead
+    keep = ~is_self
+    keep[~has_self, -1] = False
+    # every row keeps exactly `neighbors` entries, best first: the k-th is the last one
+    kth_sim = sims[keep].reshape(n, neighbors)[:, -1].astype(np.float64)
+    found = pos[keep].reshape(n, neighbors)[:, -1] >= 0
+    kth_sim = np.where(found & np.isfinite(kth_sim), kth_sim, -1.0)
+    return (1.0 - np.clip(kth_sim, -1.0, 1.0)).astype(np.float64)
+
+
+def find_outliers(
+    col: Any, n: int = 20, *, neighbors: int = 10, where: dict[str, Any] | None = None
+) -> list[Hit]:
+    """The ``n`` most isolated documents, as Hits whose score is the outlier distance.
+
+    Raises:
+        InvalidInputError: ``n`` larger than the documents considered, bad ``neighbors``.
+    """
+    from .latent import select
+
+    ids, vectors = select(col, where)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidInputError(f"n must be a positive integer, got {n!r}.")
+    if n > len(ids):
+        raise InvalidInputError(
+            f"n={n} but only {len(ids)} documents "
+            + ("match the filter" if where is not None else f"are in {col.name!r}")
+            + f"; ask for at most {len(ids)}."
+        )
+    scores = outlier_scores(vectors, neighbors)
+    order = np.argsort(-scores, kind="stable")[:n]
+    docs = col.get([ids[i] for i in order])
+    return [Hit(d.id, float(scores[i]), d.text, d.metadata) for i, d in zip(order, docs)]
+
+
+__all__ = [
+    "Cluster",
+    "Clustering",
+    "choose_k",
+    "cluster_collection",
+    "ctfidf_keywords",
+    "default_k_range",
+    "find_outliers",
+    "outlier_scores",
+    "read_summary",
+    "silhouette",
+    "spherical_kmeans",
+]

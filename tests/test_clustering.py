@@ -1,0 +1,237 @@
+"""Clustering (spherical k-means, auto k, c-TF-IDF labels, medoids, persistence) and outliers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import embedsearch
+from embedsearch.clustering import (
+    ctfidf_keywords,
+    outlier_scores,
+    read_summary,
+    spherical_kmeans,
+)
+from embedsearch.errors import InvalidInputError
+
+TOPICS = ("cooking", "astronomy", "finance", "music")
+
+
+def _small(path, demo_rows):
+    rows = [r for t in TOPICS for r in [x for x in demo_rows if x["topic"] == t][:15]]
+    col = embedsearch.open(path)
+    col.add(
+        [r["text"] for r in rows],
+        ids=[r["id"] for r in rows],
+        metadata=[{"topic": r["topic"], "year": r["year"]} for r in rows],
+    )
+    return col
+
+
+@pytest.fixture
+def small_col(tmp_path, encoder, demo_rows):
+    """A writable collection: 15 documents from each of four demo topics."""
+    col = _small(tmp_path / "small", demo_rows)
+    yield col
+    col.close()
+
+
+@pytest.fixture(scope="module")
+def shared_small(tmp_path_factory, encoder, demo_rows):
+    """The same, shared by tests that must leave it unchanged (they check they do)."""
+    col = _small(tmp_path_factory.mktemp("clusters") / "small", demo_rows)
+    yield col
+    col.close()
+
+
+def test_k_given_partitions_the_collection(demo_col, demo_rows) -> None:
+    result = demo_col.cluster(14, seed=0)
+    assert result.k == 14 and result.criterion == "given"
+    members = [i for c in result.clusters for i in c.ids]
+    assert sorted(members) == sorted(demo_col.ids())
+    sizes = [c.size for c in result.clusters]
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == 350
+    assert [c.id for c in result.clusters] == list(range(14))
+    assign = result.assignments()
+    assert all(assign[i] == c.id for c in result.clusters for i in c.ids)
+    np.testing.assert_allclose(np.linalg.norm(result.centroids, axis=1), 1.0, atol=1e-5)
+    topic = {r["id"]: r["topic"] for r in demo_rows}
+    ari = adjusted_rand_score([topic[i] for i in result.ids], result.labels)
+    assert ari > 0.4  # the 14 topics are found to a good part
+
+
+def test_medoid_is_the_member_minimising_total_cosine_distance(demo_col) -> None:
+    result = demo_col.cluster(6, seed=1)
+    for c in result.clusters:
+        v = demo_col.vectors(c.ids)
+        total_distance = (1 - v @ v.T).sum(axis=1)
+        assert c.medoid_id == c.ids[int(np.argmin(total_distance))]
+        assert c.medoid_text == demo_col.get([c.medoid_id])[0].text
+        assert 0 < c.cohesion <= 1
+
+
+def test_labels_are_distinctive_keywords(demo_col) -> None:
+    result = demo_col.cluster(14, seed=0)
+    topic_words = {"telescope", "planet", "stars", "galaxy", "orbit", "moon", "sun", "light"}
+    assert any(set(c.keywords) & topic_words for c in result.clusters)
+    for c in result.clusters:
+        assert 1 <= len(c.keywords) <= 6
+        assert all(w.isalpha() and w == w.lower() for w in c.keywords)
+        assert c.label == ", ".join(c.keywords[:3])
+    d = result.to_dict()
+    assert d["k"] == 14 and "ids" not in d["clusters"][0]
+    assert len(result.to_dict(include_ids=True)["clusters"][0]["ids"]) == result.clusters[0].size
+
+
+def test_same_seed_same_clusters(demo_col) -> None:
+    a = demo_col.cluster(8, seed=7)
+    b = demo_col.cluster(8, seed=7)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert [c.keywords for c in a.clusters] == [c.keywords for c in b.clusters]
+
+
+def test_automatic_k_by_silhouette(demo_col) -> None:
+    result = demo_col.cluster(k_range=(3, 8), seed=0)
+    assert set(result.scores) == set(range(3, 9))
+    assert result.k == max(result.scores, key=result.scores.get)
+    assert result.silhouette == pytest.approx(result.scores[result.k])
+    assert "silhouette" in result.criterion and "3..8" in result.criterion
+
+
+def test_where_restricts_the_documents(demo_col) -> None:
+    result = demo_col.cluster(2, where={"topic": {"$in": ["music", "astronomy"]}}, seed=0)
+    assert len(result.ids) == 50
+    by_topic = {
+        c.id: {demo_col.get([i])[0].metadata["topic"] for i in c.ids} for c in result.clusters
+    }
+    assert sorted(map(sorted, by_topic.values())) == [["astronomy"], ["music"]]
+
+
+def test_persist_writes_cluster_ids_and_keeps_vectors(small_col) -> None:
+    before = small_col.vectors()
+    ids = small_col.ids()
+    result = small_col.cluster(4, seed=0, persist=True)
+    assert result.persisted_field == "cluster"
+    for c in result.clusters:
+        hits = small_col.search("anything", k=60, where={"cluster": c.id})
+        assert sorted(h.id for h in hits) == sorted(c.ids)
+    after = small_col.vectors(ids)
+    np.testing.assert_array_equal(before, after)  # unchanged texts kept their vectors
+    docs = small_col.get(ids)
+    assert all("topic" in d.metadata and "year" in d.metadata for d in docs)  # kept
+    summary = read_summary(small_col, "cluster")
+    assert summary["k"] == 4 and [c["id"] for c in summary["clusters"]] == [0, 1, 2, 3]
+    # the persisted field survives reopening
+    path = small_col.path
+    small_col.close()
+    again = embedsearch.open(path)
+    try:
+        assert {d.metadata["cluster"] for d in again.get(ids)} == {0, 1, 2, 3}
+    finally:
+        again.close()
+
+
+def test_custom_field_and_topics_recovered(small_col) -> None:
+    result = small_col.cluster(4, seed=0, persist=True, field="topic_cluster")
+    docs = small_col.get(result.ids)
+    ari = adjusted_rand_score(
+        [d.metadata["topic"] for d in docs], [d.metadata["topic_cluster"] for d in docs]
+    )
+    assert ari > 0.8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"k": 61}, "cannot make 61 clusters from 60"),
+        ({"k": 0}, "positive integer"),
+        ({"k": 3, "where": {"topic": "music"}, "k_range": None, "seed": "x"}, "seed"),
+        ({"k": None, "k_range": (1, 5)}, "k_range"),
+        ({"k": None, "k_range": (2, 60)}, "only 60 documents"),
+        ({"k": 3, "persist": True, "field": "a.b"}, "plain metadata key"),
+        ({"k": 3, "where": {"topic": "nothing"}}, "no documents matching"),
+    ],
+)
+def test_bad_cluster_requests_change_nothing(shared_small, kwargs, fragment) -> None:
+    state = shared_small.state_key
+    with pytest.raises(InvalidInputError, match=fragment):
+        shared_small.cluster(**kwargs)
+    assert shared_small.state_key == state
+    assert all("cluster" not in d.metadata for d in shared_small.get(shared_small.ids()))
+
+
+def test_kmeans_edge_cases() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    centroids, labels = spherical_kmeans(x, 5, seed=0)
+    assert sorted(labels.tolist()) == [0, 1, 2, 3, 4]  # every point its own cluster
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    _, one = spherical_kmeans(x, 1)
+    assert set(one.tolist()) == {0}
+    with pytest.raises(InvalidInputError, match="cannot make 6 clusters from 5"):
+        spherical_kmeans(x, 6)
+
+
+def test_ctfidf_prefers_words_specific_to_a_cluster() -> None:
+    texts = [
+        "the apple and banana smoothie",
+        "banana bread with apple",
+        "fresh apple pie and banana",
+        "the engine and the wheel of the truck",
+        "truck engine repair",
+        "a wheel for the truck engine",
+    ]
+    kw = ctfidf_keywords(texts, np.array([0, 0, 0, 1, 1, 1]), 2, n_keywords=3)
+    assert set(kw[0]) <= {"apple", "banana", "smoothie", "bread", "pie", "fresh"}
+    assert {"apple", "banana"} <= set(kw[0])
+    assert {"engine", "truck", "wheel"} == set(kw[1])
+    assert ctfidf_keywords(["the and of", "a the"], np.array([0, 1]), 2) == [[], []]
+
+
+# ----------------------------------------------------------------------------- outliers
+def test_outlier_scores_match_brute_force_with_duplicates() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 16)).astype(np.float32)
+    x[5] = x[4]  # exact duplicates: the row itself may not come first
+    x[6] = x[4]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for neighbors in (1, 3, 10):
+        got = outlier_scores(x, neighbors)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        kth = -np.sort(-sims, axis=1)[:, neighbors - 1]
+        np.testing.assert_allclose(got, 1 - kth, atol=1e-5)
+    assert outlier_scores(x, 2)[4] == pytest.approx(0.0, abs=1e-6)  # two identical neighbours
+
+
+def test_the_off_topic_document_is_the_top_outlier(tmp_path, encoder, demo_rows) -> None:
+    cooking = [r for r in demo_rows if r["topic"] == "cooking"]
+    col = embedsearch.open(tmp_path / "odd")
+    try:
+        col.add([r["text"] for r in cooking], ids=[r["id"] for r in cooking])
+        col.add(["The quarterly tax filing deadline for corporations moved to April."], ids=["odd"])
+        hits = col.outliers(3, neighbors=5)
+        assert hits[0].id == "odd"
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        v = col.vectors()
+        ids = col.ids()
+        sims = v @ v[ids.index("odd")]
+        sims[ids.index("odd")] = -np.inf
+        assert hits[0].score == pytest.approx(1 - np.sort(sims)[::-1][4], abs=1e-5)
+        with pytest.raises(InvalidInputError, match="neighbors=26"):
+            col.outliers(3, neighbors=26)
+        with pytest.raises(InvalidInputError, match="n=27 but only 26"):
+            col.outliers(27)
+        scoped = col.outliers(2, neighbors=3, where={"$not": {"x": {"$exists": True}}})
+        assert len(scoped) == 2
+    finally:
+        col.close()
+
+
+def test_cluster_result_is_json_ready(demo_col) -> None:
+    text = json.dumps(demo_col.cluster(3, seed=0).to_dict(include_ids=True))
+    assert '"medoid_id"' in text and '"keywords"' in text
