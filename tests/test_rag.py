@@ -1,0 +1,283 @@
+"""add_documents and retrieve on real files, the real encoder, real FAISS and real BM25."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embedsearch
+from embedsearch.errors import EncoderError, InvalidInputError
+from embedsearch.rag.loaders import source_text
+from embedsearch.rag.retrieval import bm25_store
+
+CATS = """# Cats
+
+Cats purr when they are content. Kittens sleep up to twenty hours a day.
+
+## Feeding
+
+Adult cats eat meat; fish is a treat. Fresh water must always be available.
+"""
+
+ENGINES = (
+    "Jet engines compress air, burn fuel with it and push the exhaust out of a nozzle. "
+    "The turbine drives the compressor. Part number XQ-7731 is the fuel pump of the test rig."
+)
+
+PAGE = (
+    "<html><head><title>Gardening</title><script>var x = 'tomato';</script></head><body>"
+    "<h1>Roses</h1><p>Prune roses in early spring, just above an outward-facing bud.</p>"
+    "<h2>Pests</h2><p>Aphids gather on young shoots; a jet of water removes most of them.</p>"
+    "</body></html>"
+)
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "cats.md").write_text(CATS)
+    (root / "engines.txt").write_text(ENGINES)
+    (root / "sub" / "garden.html").write_text(PAGE)
+    (root / "binary.txt").write_bytes(b"\x7fELF\x00\x00\x01\x02")
+    (root / "latin1.txt").write_bytes("Crème brûlée recipe.".encode("latin-1"))
+    (root / "empty.md").write_text("\n\n")
+    (root / "photo.png").write_bytes(b"\x89PNG\r\n")
+    (root / ".hidden.txt").write_text("should not be read")
+    return root
+
+
+@pytest.fixture
+def col(home, encoder):
+    c = embedsearch.open("rag")
+    yield c
+    c.close()
+
+
+def test_ingest_folder_reports_skips_and_stores_provenance(col, docs):
+    report = col.add_documents([docs])
+    assert sorted(Path(s).name for s in report.added) == ["cats.md", "engines.txt", "garden.html"]
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert set(reasons) == {"binary.txt", "latin1.txt", "empty.md"}
+    assert "binary" in reasons["binary.txt"] and "utf-8" in reasons["latin1.txt"]
+    assert "empty" in reasons["empty.md"]
+    assert [Path(p).name for p in report.ignored] == ["photo.png"]
+    assert report.chunks_written == len(col) >= 4
+    for doc in col.get(col.ids()):
+        m = doc.metadata
+        assert doc.id == f"{m['source']}#{m['chunk_index']}"
+        assert Path(m["source"]).is_absolute()
+        assert source_text(m["source"])[m["char_start"] : m["char_end"]] == doc.text
+        assert m["tokens"] <= col.encoder.max_seq_length - 2
+        assert len(m["content_hash"]) == 64
+    feeding = col.get([f"{docs / 'cats.md'}#1"])[0]
+    assert feeding.metadata["heading_path"] == ["Cats", "Feeding"]
+    garden = [d for d in col.get(col.ids()) if d.metadata["format"] == "html"]
+    assert garden[0].metadata["title"] == "Gardening"
+    assert all("tomato" not in d.text for d in garden)
+
+
+def test_reingest_skips_unchanged_and_replaces_changed_without_orphans(col, docs):
+    col.add_documents([docs])
+    key_before = col.state_key
+    again = col.add_documents([docs])
+    assert len(again.unchanged) == 3 and not again.added and not again.updated
+    assert again.chunks_written == 0 and col.state_key == key_before  # nothing was written
+
+    cats = docs / "cats.md"
+    cats.write_text("# Cats\n\nCats now only nap in cardboard boxes.\n")  # 2 chunks -> 1
+    report = col.add_documents([docs])
+    assert report.updated == [str(cats)] and len(report.unchanged) == 2
+    assert report.chunks_deleted == 1
+    ids = [i for i in col.ids() if i.startswith(str(cats))]
+    assert ids == [f"{cats}#0"]
+    assert "cardboard" in col.get(ids)[0].text
+    for mode in ("bm25", "dense", "hybrid"):
+        found = col.retrieve("fish treat fresh water feeding", k=10, mode=mode)
+        assert all("fish is a treat" not in p.text for p in found), mode
+
+    # an interrupted earlier run left a stale tail chunk behind: the next ingest removes it
+    col.upsert(["stale"], ids=[f"{cats}#5"], metadata=[{"source": str(cats)}])
+    report = col.add_documents([cats])
+    assert report.updated == [str(cats)] and f"{cats}#5" not in col
+
+    cats.unlink()
+    pruned = col.add_documents([docs], prune=True)
+    assert pruned.removed == [str(cats)]
+    assert not [i for i in col.ids() if i.startswith(str(cats))]
+
+
+def test_chunker_or_metadata_change_rechunks_unchanged_files(col, docs):
+    col.add_documents([docs / "engines.txt"])
+    r = col.add_documents([docs / "engines.txt"], chunker="token", max_tokens=16, overlap=4)
+    assert r.updated and col.get([f"{docs / 'engines.txt'}#0"])[0].metadata["tokens"] <= 16
+    r = col.add_documents([docs / "engines.txt"], metadata={"team": "propulsion"})
+    assert r.updated  # same text, new metadata: rewritten (vectors reused by upsert)
+    assert r.chunks_written > 0
+    hits = col.retrieve("fuel pump", k=2, where={"team": "propulsion"})
+    assert hits and all(p.metadata["team"] == "propulsion" for p in hits)
+    with pytest.raises(InvalidInputError, match="reserved"):
+        col.add_documents([docs / "engines.txt"], metadata={"source": "x"})
+
+
+def test_texts_and_bad_inputs(col, tmp_path):
+    r = col.add_documents(
+        [
+            {"text": "Lighthouses guide ships at night.", "source": "notes/lights"},
+            "Bread rises because yeast makes carbon dioxide.",
+            {"text": "   "},
+            str(tmp_path / "nope.txt"),
+        ]
+    )
+    assert r.added[0] == "notes/lights" and r.added[1].startswith("text:")
+    assert len(r.skipped) == 2 and any("no such file" in s.reason for s in r.skipped)
+    assert col.retrieve("why does dough rise", k=1)[0].text.startswith("Bread")
+    assert col.remove_documents(["notes/lights"]) == 1
+    assert "notes/lights#0" not in col
+
+
+def test_retrieve_modes_keywords_and_scores(col, docs):
+    col.add_documents([docs])
+    bm = col.retrieve("XQ-7731", k=3, mode="bm25")
+    assert bm[0].source.endswith("engines.txt") and set(bm[0].scores) == {"bm25"}
+    dense = col.retrieve("what do cats eat", k=3)
+    assert dense[0].heading_path == ["Cats", "Feeding"]
+    assert dense[0].score == pytest.approx(dense[0].scores["dense"])
+    assert [p.score for p in dense] == sorted((p.score for p in dense), reverse=True)
+    for fusion in ("rrf", "convex", "dbsf"):
+        hy = col.retrieve("aphids on young shoots", k=2, mode="hybrid", fusion=fusion)
+        assert hy[0].heading_path == ["Roses", "Pests"], fusion
+        assert set(hy[0].scores) == {"dense", "bm25", "fused"}
+    p = dense[0]
+    text = source_text(p.source)
+    assert text[p.char_start : p.char_end] == p.text
+    assert "§ Cats > Feeding" in p.citation() and p.to_dict()["citation"] == p.citation()
+
+
+def test_where_applies_to_both_sides(col, docs):
+    col.add_documents([docs / "cats.md"], metadata={"kind": "pets"})
+    col.add_documents([docs / "engines.txt"], metadata={"kind": "tech"})
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = col.retrieve("cats engines fuel kittens", k=10, mode=mode, where={"kind": "tech"})
+        assert hits and {p.metadata["kind"] for p in hits} == {"tech"}, mode
+
+
+def test_bad_parameters_are_clear_errors(col, docs):
+    col.add_documents([docs / "cats.md"])
+    with pytest.raises(InvalidInputError, match="unknown fusion"):
+        col.retrieve("cats", mode="hybrid", fusion="borda")
+    with pytest.raises(InvalidInputError, match="unknown mode"):
+        col.retrieve("cats", mode="sparse")
+    for k in (0, -1, 10_001, 2.5):
+        with pytest.raises(InvalidInputError, match="k must be"):
+            col.retrieve("cats", k=k)
+    with pytest.raises(InvalidInputError, match="empty"):
+        col.retrieve("   ")
+    with pytest.raises(InvalidInputError, match="mmr"):
+        col.retrieve("cats", mmr=1.5)
+    with pytest.raises(InvalidInputError, match="prf"):
+        col.retrieve("cats", mode="bm25", prf=True)
+    long_query = "why do cats purr " * 100
+    with pytest.raises(InvalidInputError, match="tokens; the model reads at most 256"):
+        col.retrieve(long_query)
+    assert col.retrieve(long_query, truncate=True)
+    assert col.retrieve(long_query, mode="bm25")  # keywords have no window
+
+
+def test_keyword_side_follows_deletes_and_persists(col, home, docs):
+    col.add_documents([docs])
+    assert col.retrieve("XQ-7731", k=1, mode="bm25")
+    store = bm25_store(col)
+    saved = list((col.path / "derived" / "bm25").iterdir())
+    assert len(saved) == 1 and saved[0].name.startswith(col.state_key.replace("-", "-"))
+    assert col.remove_documents([docs / "engines.txt"]) >= 1
+    assert not col.retrieve("XQ-7731", k=5, mode="bm25")
+    assert not any("XQ-7731" in p.text for p in col.retrieve("XQ-7731", k=5, mode="hybrid"))
+    assert store.last_build_s is not None
+    # a new handle (e.g. another process) loads the persisted index instead of rebuilding
+    col.retrieve("roses", k=1, mode="bm25")
+    col.close()
+    other = embedsearch.open("rag")
+    hits = other.retrieve("prune roses spring", k=1, mode="bm25")
+    assert hits[0].heading_path == ["Roses"]
+    assert bm25_store(other).last_build_s is None
+    assert len(list((other.path / "derived" / "bm25").iterdir())) == 1  # old key removed
+    other.close()
+
+
+def test_mmr_diversifies_near_duplicates(col):
+    texts = [
+        "The Eiffel Tower is in Paris and was finished in 1889.",
+        "The Eiffel Tower, in Paris, was completed in the year 1889.",
+        "The Eiffel tower in Paris was finished in 1889!",
+        "Paris also has the Louvre, the world's most visited art museum.",
+        "Bananas are rich in potassium.",
+    ]
+    col.add_documents([{"text": t, "source": f"t{i}"} for i, t in enumerate(texts)])
+    plain = col.retrieve("Eiffel Tower Paris", k=3)
+    assert sum("Eiffel" in p.text for p in plain) == 3
+    diverse = col.retrieve("Eiffel Tower Paris", k=3, mmr=0.3)
+    assert sum("Eiffel" in p.text for p in diverse) <= 2
+    assert any("Louvre" in p.text for p in diverse)
+    same = col.retrieve("Eiffel Tower Paris", k=3, mmr=1.0)
+    assert [p.id for p in same] == [p.id for p in plain]
+
+
+def test_prf_moves_the_query_and_still_returns_k(col, docs):
+    col.add_documents([docs])
+    base = col.retrieve("kittens", k=4)
+    fb = col.retrieve("kittens", k=4, prf={"docs": 2, "beta": 1.0})
+    assert len(fb) == len(base) == 4
+    assert fb[0].scores["dense"] != pytest.approx(base[0].scores["dense"])
+    assert col.retrieve("kittens", k=4, mode="hybrid", prf=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory, encoder) -> Path:
+    """A randomly initialised 1-layer BERT cross-encoder: no real weights are downloadable
+    here, so this tests the plumbing only (loading by path, scoring, reordering)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-ce")
+    tok = encoder.tokenizer
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_rerank_with_a_cross_encoder_by_path(col, docs, tiny_cross_encoder):
+    from sentence_transformers import CrossEncoder
+
+    col.add_documents([docs])
+    out = col.retrieve("what do cats eat", k=3, mode="hybrid", rerank=str(tiny_cross_encoder))
+    assert len(out) == 3
+    assert all("rerank" in p.scores and p.score == p.scores["rerank"] for p in out)
+    assert [p.score for p in out] == sorted((p.score for p in out), reverse=True)
+    ce = CrossEncoder(str(tiny_cross_encoder), device="cpu")
+    expect = ce.predict([("what do cats eat", p.text) for p in out])
+    assert np.allclose(np.asarray(expect).ravel(), [p.score for p in out], atol=1e-4)
+    with pytest.raises(EncoderError, match="not a folder"):
+        col.retrieve("cats", rerank=str(tiny_cross_encoder / "missing"))
+
+
+def test_empty_collection_and_symlinked_paths(col, docs, tmp_path):
+    assert col.retrieve("anything", k=3, mode="hybrid") == []
+    link = tmp_path / "link"
+    os.symlink(docs, link)
+    r1 = col.add_documents([link / "cats.md"])
+    r2 = col.add_documents([docs / "cats.md"])
+    assert r1.added == [str(docs / "cats.md")] and r2.unchanged == r1.added
