@@ -1,0 +1,121 @@
+"""2-D maps: PNG and self-contained HTML, sampling cap, colouring, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+import numpy as np
+import pytest
+
+import embedsearch
+from embedsearch.errors import InvalidInputError
+from embedsearch.maps import categorize
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def html_data(path) -> dict:
+    page = path.read_text("utf-8")
+    match = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S)
+    assert match, "the data block is missing"
+    return json.loads(match.group(1))
+
+
+def test_png_map_coloured_by_topic(demo_col, tmp_path) -> None:
+    out = tmp_path / "topics.png"
+    result = demo_col.map(out, color_by="topic")
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+    from matplotlib.image import imread
+
+    image = imread(out)
+    assert image.shape[0] >= 600 and image.shape[1] >= 900
+    assert result.points == result.total == 350
+    assert result.legend == sorted({d.metadata["topic"] for d in demo_col.get(demo_col.ids())})
+    assert result.coords.shape == (350, 2) and np.all(np.isfinite(result.coords))
+    assert "all 350 documents" in result.caption and "PCA" in result.caption
+    assert out.stat().st_size < 2_000_000
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no leftovers
+
+
+def test_html_map_is_self_contained_with_every_point(demo_col, tmp_path) -> None:
+    out = tmp_path / "map.html"
+    result = demo_col.map(out, color_by="cluster", max_points=120, seed=3)
+    page = out.read_text("utf-8")
+    assert "<canvas" in page and "http://" not in page and "https://" not in page
+    data = html_data(out)
+    assert len(data["x"]) == len(data["y"]) == len(data["id"]) == len(data["text"]) == 120
+    assert data["id"] == result.ids
+    assert set(data["id"]) <= set(demo_col.ids())
+    assert len(data["legend"]) == len(data["colors"]) and max(data["c"]) < len(data["legend"])
+    assert all(0.0 <= v <= 1.0 for v in data["x"] + data["y"])
+    docs = {d.id: d.text for d in demo_col.get(result.ids)}
+    assert all(docs[i].startswith(t.rstrip("…")[:50]) for i, t in zip(data["id"], data["text"]))
+    assert result.points == 120 and result.total == 350
+    assert "120 of 350 documents (random sample, seed 3)" in result.caption
+    assert "silhouette" in result.caption  # clusters computed on the sample
+
+
+def test_sampling_and_projection_are_deterministic(demo_col, tmp_path) -> None:
+    a = demo_col.map(tmp_path / "a.png", color_by=None, max_points=50, seed=1)
+    b = demo_col.map(tmp_path / "b.png", color_by=None, max_points=50, seed=1)
+    assert a.ids == b.ids
+    np.testing.assert_allclose(a.coords, b.coords)
+    c = demo_col.map(tmp_path / "c.png", color_by=None, max_points=50, seed=2)
+    assert c.ids != a.ids
+
+
+def test_hostile_text_cannot_break_out_of_the_html(tmp_path, encoder) -> None:
+    col = embedsearch.open(tmp_path / "hostile")
+    try:
+        evil = '</script><script>alert("x")</script> <!-- & "quotes"'
+        col.add([evil, "a plain sentence about cats", "another about dogs"], ids=["e", "c", "d"])
+        out = tmp_path / "h.html"
+        col.map(out, color_by=None, title="<b>title</b>")
+        page = out.read_text("utf-8")
+        assert page.count("</script>") == 2  # the data block's and the code's own
+        assert "<b>title</b>" not in page and "&lt;b&gt;title&lt;/b&gt;" in page
+        data = html_data(out)
+        assert evil in data["text"]
+    finally:
+        col.close()
+
+
+def test_numeric_field_is_binned_and_missing_values_are_grey() -> None:
+    legend, cats = categorize(list(range(100)) + [None])
+    assert len(legend) == 9 and legend[-1] == "(missing)"
+    assert cats[0] == 0 and cats[99] == 7 and cats[100] == 8
+    legend, cats = categorize(["a", "b", "a", None])
+    assert legend == ["a", "b", "(missing)"] and cats.tolist() == [0, 1, 0, 2]
+    legend, cats = categorize([f"v{i}" for i in range(30)] + ["v0"] * 5)
+    assert len(legend) == 20 and legend[-1] == "other" and legend.index("v0") == cats[0]
+
+
+def test_year_colouring_and_stored_clusters(demo_col, tmp_path) -> None:
+    result = demo_col.map(tmp_path / "years.png", color_by="year")
+    assert "quantile bins" in result.caption and len(result.legend) >= 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"path": "out.jpg"}, "must end in .png or .html"),
+        ({"path": "missing-folder/out.png"}, "does not exist"),
+        ({"path": "out.png", "color_by": "nosuchfield"}, "nosuchfield"),
+        ({"path": "out.png", "max_points": 1}, "max_points"),
+        ({"path": "out.png", "method": "tsne"}, "pca"),
+        ({"path": "out.png", "where": {"topic": "nothing"}}, "at least 2 documents"),
+    ],
+)
+def test_bad_map_requests(demo_col, tmp_path, monkeypatch, kwargs, fragment) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match=fragment):
+        demo_col.map(**kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap-learn installed")
+def test_umap_without_the_extra_says_what_to_install(demo_col, tmp_path) -> None:
+    with pytest.raises(InvalidInputError, match="pip install umap-learn"):
+        demo_col.map(tmp_path / "u.png", method="umap")
