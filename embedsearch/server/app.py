@@ -82,6 +82,7 @@ def create_app(
     models: Sequence[str] | None = None,
     rerankers: Sequence[str] = (),
     shared_writes: bool = False,
+    write_wait_s: float = 5.0,
     separate_query_encoder: bool = True,
     warm: bool = True,
 ) -> FastAPI:
@@ -99,6 +100,8 @@ def create_app(
             a model is the server owner's decision).
         shared_writes: several worker processes serve the same home (release the write
             lock after each write).
+        write_wait_s: how long a write waits for a write lock held by another process
+            before answering 423.
         separate_query_encoder: embed queries with a private model copy, so searches do not
             wait for a running add (costs one more copy of the model in memory).
         warm: load the default model in the background at startup (``/readyz``).
@@ -109,7 +112,7 @@ def create_app(
     root = Path(home) if home is not None else default_home()
     limits = limits if isinstance(limits, Limits) else Limits.from_mapping(limits)
     keys = KeyChecker(keys_from_env() if api_keys is None else api_keys)
-    registry = Registry(root, models=models, shared_writes=shared_writes)
+    registry = Registry(root, models=models, shared_writes=shared_writes, write_wait_s=write_wait_s)
     state = ServerState(
         registry=registry,
         limits=limits,

@@ -45,8 +45,10 @@ def _error(description: str) -> dict[str, Any]:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("The body is not UTF-8 JSON."),
     401: _error("Missing or invalid API key."),
     404: _error("Unknown collection or document."),
+    405: _error("Method not allowed on this path (the Allow header lists those that are)."),
     409: _error("Conflict: the id or collection exists, or the model does not match."),
     413: _error("Too large: body bytes, texts per request or characters per text."),
     422: _error("Invalid input: validation, filter syntax, k out of range, text over window."),
@@ -66,14 +68,19 @@ class Stopwatch:
         return round((time.perf_counter() - self.start) * 1000.0, 3)
 
 
-def call_with_options(method: Callable[..., Any], *args: Any, **optional: Any) -> Any:
-    """Call with ``args`` plus the optional kwargs the client set (422 for unsupported ones)."""
+def call_with_options(fn: Callable[..., Any], /, *args: Any, **optional: Any) -> Any:
+    """Call ``fn(*args, **optional)``, leaving out options the client did not set (None).
+
+    The method's own defaults then apply, as in Python. An option the method does not take
+    is a 422 naming it, rather than a TypeError (500).
+    """
     given = {k: v for k, v in optional.items() if v is not None}
-    params = inspect.signature(method).parameters
+    params = inspect.signature(fn).parameters
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in given if k not in params and not takes_kwargs]
     if unknown:
         raise InvalidInputError(
-            f"{method.__name__} does not take {', '.join(unknown)} on this server; remove it."
+            f"{getattr(fn, '__name__', 'this operation')} does not take "
+            f"{', '.join(unknown)} on this server; remove it."
         )
-    return method(*args, **given)
+    return fn(*args, **given)

@@ -85,7 +85,7 @@ def upsert_documents(name: CollectionName, body: UpsertDocuments, state: State) 
     return _write(state, name, body, upsert=True)
 
 
-@router.post("/{name}/documents/get", response_model=DocumentList, summary="Get documents")
+@router.post("/{name}/get", response_model=DocumentList, summary="Get documents")
 def get_documents(name: CollectionName, body: GetDocuments, state: State) -> dict[str, Any]:
     """Stored documents by id, in the order asked; 404 lists unknown ids."""
     state.limits.check_texts(body.ids, "ids")
@@ -105,7 +105,7 @@ def get_document(
     return _doc(doc)
 
 
-@router.post("/{name}/documents/delete", response_model=DeleteResult, summary="Delete documents")
+@router.post("/{name}/delete", response_model=DeleteResult, summary="Delete documents")
 def delete_documents(name: CollectionName, body: DeleteDocuments, state: State) -> dict[str, Any]:
     """Delete documents by id (all or nothing: an unknown id deletes none, unless
     ``missing_ok``)."""

@@ -131,11 +131,34 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else kind
     if exc.status_code == 404 and message == "Not Found":
         message = f"No route {request.method} {request.url.path}; see /docs for the API."
-    return JSONResponse(
-        error_body(kind, message),
-        exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed on this path; use {headers['Allow']}."
+    return JSONResponse(error_body(kind, message), exc.status_code, headers=headers or None)
+
+
+def _leaf_routes(routes: Any) -> Any:
+    for route in routes:
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        if inner is not None:  # FastAPI's included router (routers here have no prefix)
+            yield from _leaf_routes(inner)
+        else:
+            yield route
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    methods.discard("HEAD")  # implied by GET, and not part of the documented API
+    return sorted(methods)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -1,10 +1,11 @@
 """Latent-space routes: expr, most_similar, analogy, interpolate, cluster, outliers.
 
-Each route calls the :class:`~embedsearch.Collection` method of the same name (the
-latent-space layer, :mod:`embedsearch.latent`) and is registered only when that method
-exists, so the API never advertises an operation it cannot run. Optional parameters are
-passed only when the client sends them; one the method does not take is a 422 that says so.
-Hits come back as ``hits``; richer results (clusters, interpolation steps) as ``result``.
+Each route calls the :class:`~embedsearch.Collection` method of the same name
+(:mod:`embedsearch.latent`) and is registered only when that method exists, so the API never
+advertises an operation it cannot run. Optional parameters reach the method only when the
+client sends them (the method's own defaults apply otherwise).
+
+A *term* is a text, the id of a stored document, or a vector, as in Python.
 """
 
 from __future__ import annotations
@@ -17,40 +18,48 @@ from pydantic import Field
 
 from ..collection import MAX_K, Collection
 from ..errors import InvalidInputError
-from ..types import Hit
 from .deps import ERRORS, ServerState, State, Stopwatch, call_with_options
-from .schemas import CollectionName, HitOut, Metadata, Request, Response, hit_dict, jsonable
+from .schemas import (
+    CollectionName,
+    HitOut,
+    Metadata,
+    Request,
+    Response,
+    Vector,
+    hit_dict,
+    jsonable,
+)
 
-Term = Annotated[str, Field(min_length=1)]
+Term = Annotated[str, Field(min_length=1, max_length=100_000)] | Vector
 K = Annotated[int, Field(ge=1, le=MAX_K)]
 METHODS = ("expr", "most_similar", "analogy", "interpolate", "cluster", "outliers")
 
 
-class LatentResult(Response):
-    hits: list[HitOut] | None = Field(
-        None, description="Ranked documents, when the answer is hits."
-    )
-    result: Any = Field(None, description="The method's result, when it is not a list of hits.")
-    took_ms: float
-
-
+# ----------------------------------------------------------------------------- bodies
 class ExprRequest(Request):
     expression: str = Field(
-        min_length=1, max_length=10_000, examples=["king - man + woman", '0.5*"royal person"']
+        min_length=1,
+        max_length=10_000,
+        examples=["king - man + woman", '0.5*"royal person" + crown'],
+        description="+, -, scalar weights, quoted phrases, parentheses, @id for a document.",
     )
     k: K = 10
+    exclude_inputs: bool | None = Field(None, description="Leave input terms out (default).")
     where: Metadata | None = None
-    exclude_inputs: bool | None = Field(None, description="Leave the input terms out of results.")
 
 
 class MostSimilarRequest(Request):
-    positive: list[Term] = Field(default_factory=list, max_length=256)
+    positive: list[Term] = Field(min_length=1, max_length=256)
     negative: list[Term] = Field(default_factory=list, max_length=256)
     k: K = 10
-    weights: list[float] | None = None
+    weights: list[float] | None = Field(
+        None, description="One per positive term, then one per negative term (3cosadd only)."
+    )
     method: Literal["3cosadd", "3cosmul"] = Field(
         "3cosadd", description="3CosAdd (gensim most_similar) or 3CosMul (most_similar_cosmul)."
     )
+    exclude_inputs: bool | None = None
+    where: Metadata | None = None
 
 
 class AnalogyRequest(Request):
@@ -58,132 +67,205 @@ class AnalogyRequest(Request):
     b: Term
     c: Term
     k: K = 10
+    method: Literal["add", "mul"] | None = Field(None, description="3CosAdd (add) or 3CosMul.")
+    exclude_inputs: bool | None = None
+    where: Metadata | None = None
 
 
 class InterpolateRequest(Request):
     x: Term
     y: Term
-    steps: int = Field(7, ge=2, le=100)
-    method: Literal["slerp", "lerp"] = "slerp"
-    k: K | None = Field(None, description="Nearest documents per step.")
+    steps: int = Field(7, ge=2, le=1000)
+    method: Literal["slerp", "lerp"] | None = None
+    k: K | None = Field(None, description="Nearest documents per step (default 3).")
+    exclude_inputs: bool | None = None
+    where: Metadata | None = None
+    include_vectors: bool = Field(False, description="Also return each step's unit vector.")
 
 
 class ClusterRequest(Request):
-    k: int | None = Field(None, ge=2, le=10_000, description="Clusters; chosen when omitted.")
-    seed: int | None = None
-    persist: bool | None = Field(
-        None, description="Store each document's cluster id as metadata (a write)."
+    k: int | None = Field(None, ge=1, le=10_000, description="Clusters; chosen when omitted.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    k_range: list[Annotated[int, Field(ge=1, le=10_000)]] | None = Field(
+        None, min_length=2, max_length=2, description="[k_min, k_max] tried for automatic k."
     )
+    persist: bool | None = Field(
+        None, description="Store each document's cluster number as metadata (a write)."
+    )
+    field: str | None = Field(None, min_length=1, max_length=128, description="Metadata field.")
+    where: Metadata | None = None
+    n_keywords: int | None = Field(None, ge=1, le=100)
+    include_ids: bool = Field(False, description="List each cluster's member ids.")
 
 
 class OutliersRequest(Request):
     n: K = 20
+    neighbors: int | None = Field(None, ge=1, le=1000, description="Score = distance to it.")
+    where: Metadata | None = None
 
 
-def _answer(result: Any, watch: Stopwatch) -> dict[str, Any]:
-    if isinstance(result, list) and all(isinstance(h, Hit) for h in result):
-        return {"hits": [hit_dict(h) for h in result], "result": None, "took_ms": watch.ms}
-    return {"hits": None, "result": jsonable(result), "took_ms": watch.ms}
+# ----------------------------------------------------------------------------- answers
+class Hits(Response):
+    hits: list[HitOut]
+    took_ms: float
 
 
-def _col(state: ServerState, name: str) -> Collection:
-    return state.registry.get(name)
+class Step(Response):
+    t: float
+    hits: list[HitOut]
+    vector: list[float] | None = None
 
 
-def _texts(state: ServerState, *texts: str) -> None:
-    state.limits.check_texts(list(texts), "terms")
+class Interpolation(Response):
+    steps: list[Step]
+    took_ms: float
 
 
-def _expr(name: CollectionName, body: ExprRequest, state: State) -> dict[str, Any]:
-    """Vector arithmetic over texts: ``king - man + woman``, weights, quoted phrases."""
+class ClusterOut(Response):
+    id: int
+    size: int
+    label: str
+    keywords: list[str]
+    medoid_id: str
+    medoid_text: str
+    cohesion: float | None = None
+    ids: list[str] | None = None
+
+
+class ClusteringOut(Response):
+    k: int
+    seed: int
+    criterion: str
+    silhouette: float | None = None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    documents: int
+    persisted_field: str | None = None
+    clusters: list[ClusterOut]
+    took_ms: float
+
+
+# ----------------------------------------------------------------------------- handlers
+def _terms(state: ServerState, *terms: Any) -> None:
+    state.limits.check_texts([t for t in terms if isinstance(t, str)], "terms")
+
+
+def _hits(hits: list[Any], watch: Stopwatch) -> dict[str, Any]:
+    return {"hits": [hit_dict(h) for h in hits], "took_ms": watch.ms}
+
+
+def expr(name: CollectionName, body: ExprRequest, state: State) -> dict[str, Any]:
+    """Search with vector arithmetic over texts: ``king - man + woman``."""
     watch = Stopwatch()
     state.limits.check_k(body.k)
-    col = _col(state, name)
-    return _answer(
-        call_with_options(
-            col.expr,
-            body.expression,
-            k=body.k,
-            where=body.where,
-            exclude_inputs=body.exclude_inputs,
-        ),
-        watch,
+    col = state.registry.get(name)
+    hits = call_with_options(
+        col.expr, body.expression, k=body.k, exclude_inputs=body.exclude_inputs, where=body.where
     )
+    return _hits(hits, watch)
 
 
-def _most_similar(name: CollectionName, body: MostSimilarRequest, state: State) -> dict[str, Any]:
-    """gensim-style ``most_similar`` (3CosAdd) or ``most_similar_cosmul`` (3CosMul)."""
+def most_similar(name: CollectionName, body: MostSimilarRequest, state: State) -> dict[str, Any]:
+    """Documents nearest ``sum(positive) - sum(negative)`` (3CosAdd), or 3CosMul."""
     watch = Stopwatch()
     state.limits.check_k(body.k)
-    _texts(state, *body.positive, *body.negative)
-    col = _col(state, name)
+    _terms(state, *body.positive, *body.negative)
+    col = state.registry.get(name)
+    common = {"k": body.k, "exclude_inputs": body.exclude_inputs, "where": body.where}
     if body.method == "3cosmul":
-        if not hasattr(col, "most_similar_cosmul"):
-            raise InvalidInputError("3cosmul is not available on this server; use 3cosadd.")
-        result = call_with_options(
-            col.most_similar_cosmul, positive=body.positive, negative=body.negative, k=body.k
-        )
+        if body.weights is not None:
+            raise InvalidInputError("weights apply to 3cosadd only; remove them for 3cosmul.")
+        fn = col.most_similar_cosmul
+        hits = call_with_options(fn, positive=body.positive, negative=body.negative, **common)
     else:
-        result = call_with_options(
-            col.most_similar,
-            positive=body.positive,
-            negative=body.negative,
-            k=body.k,
-            weights=body.weights,
+        fn = col.most_similar
+        hits = call_with_options(
+            fn, positive=body.positive, negative=body.negative, weights=body.weights, **common
         )
-    return _answer(result, watch)
+    return _hits(hits, watch)
 
 
-def _analogy(name: CollectionName, body: AnalogyRequest, state: State) -> dict[str, Any]:
-    """``a`` is to ``b`` as ``c`` is to ... ?"""
+def analogy(name: CollectionName, body: AnalogyRequest, state: State) -> dict[str, Any]:
+    """``a`` is to ``b`` as ``c`` is to ...? (inputs excluded)."""
     watch = Stopwatch()
     state.limits.check_k(body.k)
-    _texts(state, body.a, body.b, body.c)
-    return _answer(
-        call_with_options(_col(state, name).analogy, body.a, body.b, body.c, k=body.k), watch
+    _terms(state, body.a, body.b, body.c)
+    col = state.registry.get(name)
+    hits = call_with_options(
+        col.analogy,
+        body.a,
+        body.b,
+        body.c,
+        k=body.k,
+        method=body.method,
+        exclude_inputs=body.exclude_inputs,
+        where=body.where,
     )
+    return _hits(hits, watch)
 
 
-def _interpolate(name: CollectionName, body: InterpolateRequest, state: State) -> dict[str, Any]:
-    """Walk from ``x`` to ``y`` (slerp or lerp); each step's point and nearest documents."""
+def interpolate(name: CollectionName, body: InterpolateRequest, state: State) -> dict[str, Any]:
+    """Walk from ``x`` to ``y`` (slerp or lerp): each step's nearest documents."""
     watch = Stopwatch()
     if body.k is not None:
         state.limits.check_k(body.k)
-    _texts(state, body.x, body.y)
-    col = _col(state, name)
-    return _answer(
-        call_with_options(
-            col.interpolate, body.x, body.y, steps=body.steps, method=body.method, k=body.k
-        ),
-        watch,
+    _terms(state, body.x, body.y)
+    col = state.registry.get(name)
+    steps = call_with_options(
+        col.interpolate,
+        body.x,
+        body.y,
+        steps=body.steps,
+        method=body.method,
+        k=body.k,
+        exclude_inputs=body.exclude_inputs,
+        where=body.where,
     )
+    out = []
+    for step in steps:
+        item: dict[str, Any] = {"t": float(step.t), "hits": [hit_dict(h) for h in step.hits]}
+        if body.include_vectors:
+            item["vector"] = [float(x) for x in step.vector]
+        out.append(item)
+    return {"steps": out, "took_ms": watch.ms}
 
 
-def _cluster(name: CollectionName, body: ClusterRequest, state: State) -> dict[str, Any]:
-    """Spherical k-means: size, members, medoid and keyword label of each cluster."""
+def cluster(name: CollectionName, body: ClusterRequest, state: State) -> dict[str, Any]:
+    """Spherical k-means: size, medoid, keyword label (and members) of each cluster."""
     watch = Stopwatch()
-    opts = {"k": body.k, "seed": body.seed, "persist": body.persist}
-    if body.persist:
-        result = state.registry.write(name, lambda c: call_with_options(c.cluster, **opts))
-    else:
-        result = call_with_options(_col(state, name).cluster, **opts)
-    return _answer(result, watch)
+    opts = {
+        "seed": body.seed,
+        "k_range": tuple(body.k_range) if body.k_range else None,
+        "persist": body.persist,
+        "field": body.field,
+        "where": body.where,
+        "n_keywords": body.n_keywords,
+    }
+
+    def run(col: Collection) -> Any:
+        return call_with_options(col.cluster, body.k, **opts)
+
+    result = state.registry.write(name, run) if body.persist else run(state.registry.get(name))
+    out = result.to_dict(include_ids=body.include_ids) if hasattr(result, "to_dict") else result
+    return {**jsonable(out), "took_ms": watch.ms}
 
 
-def _outliers(name: CollectionName, body: OutliersRequest, state: State) -> dict[str, Any]:
-    """The documents farthest from their neighbours, with their score."""
+def outliers(name: CollectionName, body: OutliersRequest, state: State) -> dict[str, Any]:
+    """The most isolated documents; ``score`` is the cosine distance to the
+    ``neighbors``-th nearest other document (higher = more isolated)."""
     watch = Stopwatch()
     state.limits.check_k(body.n, "n")
-    return _answer(call_with_options(_col(state, name).outliers, n=body.n), watch)
+    col = state.registry.get(name)
+    hits = call_with_options(col.outliers, body.n, neighbors=body.neighbors, where=body.where)
+    return _hits(hits, watch)
 
 
-_ROUTES: dict[str, tuple[Callable[..., Any], str]] = {
-    "expr": (_expr, "Vector arithmetic"),
-    "most_similar": (_most_similar, "Most similar (positive/negative)"),
-    "analogy": (_analogy, "Analogy"),
-    "interpolate": (_interpolate, "Interpolate"),
-    "cluster": (_cluster, "Cluster"),
-    "outliers": (_outliers, "Outliers"),
+_ROUTES: dict[str, tuple[Callable[..., Any], type[Response], str]] = {
+    "expr": (expr, Hits, "Vector arithmetic"),
+    "most_similar": (most_similar, Hits, "Most similar (positive/negative)"),
+    "analogy": (analogy, Hits, "Analogy"),
+    "interpolate": (interpolate, Interpolation, "Interpolate"),
+    "cluster": (cluster, ClusteringOut, "Cluster"),
+    "outliers": (outliers, Hits, "Outliers"),
 }
 
 
@@ -194,15 +276,15 @@ def available() -> list[str]:
 
 def build_router() -> APIRouter:
     """A router with a route for each latent method that exists."""
-    r = APIRouter(prefix="/collections", tags=["latent"], responses=ERRORS)
+    router = APIRouter(prefix="/collections", tags=["latent"], responses=ERRORS)
     for method in available():
-        endpoint, summary = _ROUTES[method]
-        r.add_api_route(
+        endpoint, model, summary = _ROUTES[method]
+        router.add_api_route(
             f"/{{name}}/{method}",
             endpoint,
             methods=["POST"],
-            response_model=LatentResult,
+            response_model=model,
             summary=summary,
             name=method,
         )
-    return r
+    return router

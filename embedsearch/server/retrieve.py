@@ -1,9 +1,9 @@
 """``POST /collections/{name}/retrieve``: RAG retrieval (dense, BM25 or hybrid) over HTTP.
 
-Calls :meth:`Collection.retrieve` (:mod:`embedsearch.rag`) with the same parameters as in
-Python, and is registered only when that method exists. Cross-encoder reranking loads a
-model named by path, so clients may only name rerankers the server allows
-(``create_app(rerankers=...)``).
+Calls :meth:`Collection.retrieve` (:mod:`embedsearch.rag`) with the same parameters and
+defaults as in Python, and is registered only when that method exists. Cross-encoder
+reranking loads a model named by path, so clients may name only the rerankers the server
+owner allowed (``create_app(rerankers=[...])``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from ..collection import MAX_K, Collection
 from ..errors import InvalidInputError
@@ -20,18 +20,36 @@ from .limits import check_text_content
 from .schemas import CollectionName, Metadata, Request, Response, jsonable
 
 
+class PseudoRelevance(Request):
+    docs: int | None = Field(None, ge=1, le=100)
+    beta: float | None = Field(None, ge=0.0, le=1.0)
+
+
 class RetrieveRequest(Request):
     query: str = Field(min_length=1)
     k: int = Field(8, ge=1, le=MAX_K)
     mode: Literal["dense", "bm25", "hybrid"] | None = None
     fusion: Literal["rrf", "convex", "dbsf"] | None = None
     rerank: str | None = Field(None, description="A cross-encoder the server allows.")
-    mmr: float | None = Field(None, ge=0.0, le=1.0, description="MMR lambda (diversity).")
+    mmr: float | None = Field(None, ge=0.0, le=1.0, description="MMR lambda (1 = relevance).")
     where: Metadata | None = None
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="Dense weight in fusion.")
+    candidates: int | None = Field(None, ge=1, le=MAX_K, description="Per side, before fusion.")
+    prf: bool | PseudoRelevance | None = Field(None, description="Dense pseudo-relevance feedback.")
+    rerank_depth: int | None = Field(None, ge=1, le=MAX_K)
+    truncate: bool | None = Field(None, description="Allow a query over the model window.")
+
+
+class PassageOut(Response):
+    id: str
+    text: str
+    score: float
+    metadata: Metadata = Field(description="Provenance: source, chunk_index, char offsets...")
+    scores: dict[str, float | None] = Field(default_factory=dict)
 
 
 class RetrieveResult(Response):
-    passages: list[dict[str, Any]] = Field(description="Text, score and provenance of each.")
+    passages: list[PassageOut]
     took_ms: float
 
 
@@ -51,6 +69,7 @@ def retrieve(name: CollectionName, body: RetrieveRequest, state: State) -> dict[
             f"reranker {body.rerank!r} is not enabled on this server; allowed: "
             f"{list(state.rerankers) or 'none'}."
         )
+    prf = body.prf.model_dump(exclude_none=True) if isinstance(body.prf, BaseModel) else body.prf
     col = state.registry.get(name)
     passages = call_with_options(
         col.retrieve,
@@ -61,19 +80,24 @@ def retrieve(name: CollectionName, body: RetrieveRequest, state: State) -> dict[
         rerank=body.rerank,
         mmr=body.mmr,
         where=body.where,
+        alpha=body.alpha,
+        candidates=body.candidates,
+        prf=prf or None,
+        rerank_depth=body.rerank_depth,
+        truncate=body.truncate,
     )
     return {"passages": [jsonable(p) for p in passages], "took_ms": watch.ms}
 
 
 def build_router() -> APIRouter:
     """The retrieve route, when the method exists."""
-    r = APIRouter(prefix="/collections", tags=["retrieve"], responses=ERRORS)
+    router = APIRouter(prefix="/collections", tags=["retrieve"], responses=ERRORS)
     if available():
-        r.add_api_route(
+        router.add_api_route(
             "/{name}/retrieve",
             retrieve,
             methods=["POST"],
             response_model=RetrieveResult,
             summary="Retrieve passages (RAG)",
         )
-    return r
+    return router

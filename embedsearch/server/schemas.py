@@ -12,8 +12,8 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Body, Path
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..collection import MAX_ID_LENGTH, MAX_K
 
@@ -37,9 +37,10 @@ Vector = Annotated[list[float], Field(min_length=1, max_length=65_536)]
 
 
 class Request(BaseModel):
-    """Base of request bodies: unknown fields are an error."""
+    """Base of request bodies: unknown fields are an error, and types are strict (``0`` is
+    not a boolean, ``"10"`` not an integer), as the published JSON Schema says."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Response(BaseModel):
@@ -232,15 +233,22 @@ class SearchKnobs(Request):
     truncate: bool = True
 
 
-class SearchRequest(SearchKnobs):
-    query: str | None = Field(None, min_length=1, description="Query text.")
-    vector: Vector | None = Field(None, description="Query vector (normalised for you).")
+class TextSearch(SearchKnobs):
+    """Search by a text query."""
 
-    @model_validator(mode="after")
-    def _one_query(self) -> SearchRequest:
-        if (self.query is None) == (self.vector is None):
-            raise ValueError("give exactly one of `query` (text) or `vector`")
-        return self
+    query: str = Field(min_length=1, description="Query text.")
+
+
+class VectorSearch(SearchKnobs):
+    """Search by a vector of the collection's dimension (normalised for you)."""
+
+    vector: Vector
+
+
+SearchRequest = Annotated[
+    TextSearch | VectorSearch,
+    Body(description="Either `query` (text) or `vector`, plus the search options."),
+]
 
 
 class BatchSearchRequest(SearchKnobs):
@@ -278,7 +286,7 @@ class BatchSearchResult(Response):
 class EmbeddingsRequest(BaseModel):
     """The OpenAI ``POST /v1/embeddings`` body (plus ``truncate``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     input: str | list[str] | list[int] | list[list[int]] = Field(
         description="A text or a list of texts (token arrays are not accepted)."
     )

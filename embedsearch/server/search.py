@@ -21,6 +21,7 @@ from .schemas import (
     SearchKnobs,
     SearchRequest,
     SearchResult,
+    TextSearch,
     hit_dict,
 )
 
@@ -67,7 +68,7 @@ def search(name: CollectionName, body: SearchRequest, state: State) -> dict[str,
     watch = Stopwatch()
     knobs = _knobs(body, state)
     col = state.registry.get(name)
-    query: Any = body.query if body.query is not None else body.vector
+    query: Any = body.query if isinstance(body, TextSearch) else body.vector
     (vec,), truncated = embed_queries(state, col, [query], truncate=body.truncate)
     hits = col.search(np.asarray(vec, dtype=np.float32), body.k, **knobs)
     return {
