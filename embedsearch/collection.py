@@ -237,25 +237,55 @@ class Collection(LatentMixin, RetrievalMixin):
         index.build(vectors)
         return index
 
+    @staticmethod
+    def _version(manifest: dict[str, Any]) -> tuple[str, int]:
+        # The epoch changes on compaction *and* when a collection is deleted and re-created, so
+        # a generation number alone cannot tell two different histories apart.
+        return (manifest["epoch"], int(manifest["generation"]))
+
+    def _load_latest(self) -> None:
+        """Load the newest committed manifest, retrying if a writer replaces files meanwhile.
+
+        A reader that read manifest N while the writer committed N+1 and removed N's files
+        (compaction, leftovers) sees a file vanish: that is a newer commit, not corruption.
+        """
+        for _attempt in range(5):
+            manifest = store.read_manifest(self.path)
+            if self._version(manifest) == self._version(self._manifest):
+                return
+            try:
+                self._load(manifest)
+                return
+            except CorruptionError:
+                newer = store.read_manifest(self.path)
+                if self._version(newer) == self._version(manifest):
+                    raise  # the same commit is still damaged: real corruption
+        self._load(store.read_manifest(self.path))
+
     def refresh(self) -> bool:
         """Pick up commits made by another process since this handle last looked.
 
         Returns:
             True if the collection changed. Read calls do this automatically.
         """
-        if self._writer.held:
+        # A write in progress on this handle has the newest state; never race it.
+        if not self._write_mutex.acquire(blocking=False):
             return False
         try:
-            stamp = self._manifest_stamp()
-        except FileNotFoundError:
-            return False
-        if stamp == self._stamp:
-            return False
-        manifest = store.read_manifest(self.path)
-        if manifest["generation"] != self._manifest["generation"]:
-            self._load(manifest)
-        self._stamp = stamp
-        return True
+            if self._writer.held:
+                return False
+            try:
+                stamp = self._manifest_stamp()
+            except FileNotFoundError:
+                return False
+            if stamp == self._stamp:
+                return False
+            before = self._version(self._manifest)
+            self._load_latest()
+            self._stamp = stamp
+            return self._version(self._manifest) != before
+        finally:
+            self._write_mutex.release()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -391,11 +421,9 @@ class Collection(LatentMixin, RetrievalMixin):
             return
         self._writer.acquire()
         try:
-            manifest = store.read_manifest(self.path)
-            if manifest["generation"] != self._manifest["generation"]:
-                self._load(manifest)
+            self._load_latest()
             self._stamp = self._manifest_stamp()
-            removed = store.remove_orphans(self.path, manifest)
+            removed = store.remove_orphans(self.path, self._manifest)
             if removed:
                 log.info("removed %d leftover files of interrupted writes", len(removed))
         except BaseException:
@@ -611,7 +639,26 @@ class Collection(LatentMixin, RetrievalMixin):
             self._maybe_save_index(force=True)
 
     def _maybe_save_index(self, force: bool = False) -> None:
-        """Persist a trained index when it is missing on disk or far behind the segments."""
+        """Persist a trained index when it is missing on disk or far behind the segments.
+
+        Runs after a commit, so it must not fail the write that committed: the index is
+        derived data, and one that cannot be saved (disk full...) is rebuilt on the next open.
+        """
+        try:
+            self._save_index(force)
+        except Exception as exc:
+            self._index_file_ok = False
+            for tmp in self.path.glob(".index-*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            log.warning(
+                "could not save the index of %s (%s); the data is committed and the index will "
+                "be rebuilt from the segments when the collection is next opened",
+                self.name,
+                exc,
+            )
+
+    def _save_index(self, force: bool) -> None:
         index = self._index
         if not index.worth_saving:
             return
@@ -852,6 +899,17 @@ class Collection(LatentMixin, RetrievalMixin):
                 self._closed = True
 
 
+def _unfinished_creation(path: Path) -> bool:
+    """True for an empty directory, or what a creation killed before its first manifest leaves."""
+    for entry in path.iterdir():
+        if entry.name == store.LOCK_FILE or entry.name.endswith(".tmp"):
+            continue
+        if entry.name == store.SEGMENTS_DIR and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        return False
+    return True
+
+
 def _arrow(values: list[Any]) -> Any:
     import pyarrow as pa
 
@@ -913,13 +971,16 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
             f"No collection at {path}. Create it with embedsearch.open({str(name_or_path)!r}) "
             "(create=True) or `embedsearch index`, or check EMBEDSEARCH_HOME."
         )
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or not _unfinished_creation(path)):
         raise NotACollectionError(
             f"{path} exists and is not an embedsearch collection; choose another name or path."
         )
     enc = get_encoder(want, backend)
     spec = validate_spec(index, enc.dim)
-    store.ensure_layout(path)
+    try:
+        store.ensure_layout(path)
+    except OSError as exc:
+        store.raise_storage_error(exc, path / store.SEGMENTS_DIR)
     lock = store.WriterLock(path)
     lock.acquire()
     try:

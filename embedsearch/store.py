@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -53,7 +53,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _raise_storage_error(exc: OSError, path: Path) -> None:
+def raise_storage_error(exc: OSError, path: Path) -> NoReturn:
+    """Turn an OSError from writing ``path`` into an EmbedSearchError that says what to do."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         raise EmbedSearchError(
             f"No room to write {path.name} ({exc.strerror}); free disk space or raise the "
@@ -80,7 +81,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        _raise_storage_error(exc, path)
+        raise_storage_error(exc, path)
 
 
 def sha256_file(path: Path) -> str:
@@ -142,7 +143,7 @@ def _write_parquet(root: Path, name: str, table: pa.Table) -> FileRef:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        _raise_storage_error(exc, path)
+        raise_storage_error(exc, path)
     return FileRef(f"{SEGMENTS_DIR}/{name}", table.num_rows, sha256_file(path), path.stat().st_size)
 
 
@@ -354,7 +355,10 @@ class WriterLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise_storage_error(exc, self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
