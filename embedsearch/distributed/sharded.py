@@ -408,7 +408,38 @@ class ShardedCollection:
             arr = np.stack([self.as_unit_vector(v, f"vectors[{i}]") for i, v in enumerate(vecs)])
         return texts, ids, meta, arr
 
-    def _write(self, texts, ids, metadata, vectors, *, upsert: bool) -> list[str]:
+    def _embed_for(self, texts: list[str], ids: list[str], upsert: bool) -> np.ndarray:
+        """Vectors for a write, embedded here once: shard actors never load a model.
+
+        An upserted document whose text is unchanged keeps its stored vector, as in
+        :meth:`Collection.upsert`.
+        """
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        todo = list(range(len(texts)))
+        if upsert:
+            groups = self._route(ids)
+            stored = self._fan("get", {s: ([ids[j] for j in js], True) for s, js in groups.items()})
+            old = {d.id: d for found, _ in stored.values() for d in found}
+            todo = []
+            for j, (doc_id, text) in enumerate(zip(ids, texts)):
+                doc = old.get(doc_id)
+                if doc is not None and doc.text == text:
+                    out[j] = doc.vector
+                else:
+                    todo.append(j)
+        if todo:
+            out[todo] = self.encoder.encode([texts[j] for j in todo])
+        return out
+
+    def _write(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[str] | None,
+        metadata: Iterable[Any] | None,
+        vectors: Iterable[Any] | None,
+        *,
+        upsert: bool,
+    ) -> list[str]:
         texts, ids, meta, arr = self._prepare(texts, ids, metadata, vectors)
         if not texts:
             return []
@@ -421,12 +452,14 @@ class ShardedCollection:
                     f"id {taken[0]!r} already exists; use upsert() to replace it or delete() it "
                     "first."
                 )
+        if arr is None:
+            arr = self._embed_for(texts, ids, upsert)
         args = {
             s: (
                 [texts[j] for j in js],
                 [ids[j] for j in js],
                 [meta[j] for j in js],
-                arr[js] if arr is not None else None,
+                arr[js],
                 upsert,
             )
             for s, js in groups.items()
@@ -465,7 +498,9 @@ class ShardedCollection:
     ) -> list[str]:
         """Add new documents, routed by id; all or nothing (see the module notes).
 
-        Texts are embedded by the shard actors (in parallel) unless ``vectors`` are given.
+        Texts are embedded in this process (the model that embeds queries), unless
+        ``vectors`` are given; shard actors hold no model. For bulk loads use
+        :func:`embedsearch.distributed.ingest`, which embeds on a pool of encoder actors.
         ``progress`` is accepted for compatibility with :meth:`Collection.add` and ignored.
 
         Raises:
