@@ -13,6 +13,8 @@
   ``weight(t, c) = tf(t, c) * log(1 + A / f(t))`` with ``tf`` the term's share of the
   cluster's words, ``A`` the mean number of words per cluster and ``f(t)`` the term's count
   over all clusters. At most 1,000 members per cluster are read for labels.
+  For a word list (every text a single word, e.g. a Vocabulary), and for clusters without
+  any distinctive word, the keywords are the members closest to the cluster centroid.
 * **Medoid** — the member with the highest cosine to the cluster's vector sum, which is
   exactly the member minimising the summed cosine distance to the others.
 * **Outliers** — a document's score is its cosine distance to its ``neighbors``-th nearest
@@ -268,15 +270,20 @@ def ctfidf_keywords(
 
     if not texts or n_keywords < 1:
         return [[] for _ in range(k)]
-    vectorizer = CountVectorizer(
-        stop_words="english",
-        lowercase=True,
-        token_pattern=r"(?u)\b[^\W\d_][^\W\d_]+\b",  # words of 2+ letters, no digits
-        min_df=2 if len(texts) >= 100 else 1,
-    )
-    try:
-        counts = vectorizer.fit_transform(texts)
-    except ValueError:  # empty vocabulary: only stop words / numbers
+    counts = None
+    for min_df in (2, 1) if len(texts) >= 100 else (1,):  # words seen twice, if there are any
+        vectorizer = CountVectorizer(
+            stop_words="english",
+            lowercase=True,
+            token_pattern=r"(?u)\b[^\W\d_][^\W\d_]+\b",  # words of 2+ letters, no digits
+            min_df=min_df,
+        )
+        try:
+            counts = vectorizer.fit_transform(texts)
+            break
+        except ValueError:  # no term left: only stop words / numbers, or all too rare
+            continue
+    if counts is None:
         return [[] for _ in range(k)]
     onehot = sparse.csr_matrix(
         (np.ones(len(labels)), (np.asarray(labels), np.arange(len(labels)))), shape=(k, len(texts))
@@ -430,10 +437,19 @@ def _describe(
     text_of = {i: d.text for i, d in zip(label_rows, docs)}
     for i, d in zip(medoids, col.get([ids[i] for i in medoids])):
         text_of[i] = d.text
-    keywords = ctfidf_keywords([text_of[i] for i in label_rows], labels[label_rows], k, n_keywords)
+    texts = [text_of[i] for i in label_rows]
+    wordlist = all(len(t.split()) == 1 for t in texts)  # e.g. a Vocabulary: no word counts
+    keywords = (
+        [[] for _ in range(k)]
+        if wordlist
+        else ctfidf_keywords(texts, labels[label_rows], k, n_keywords)
+    )
     out = []
     for c, m in enumerate(members):
         cohesion = float(np.mean(vectors[m] @ centroids[c])) if len(m) else 0.0
+        if not keywords[c] and n_keywords:  # no distinctive words: the most central members
+            central = m[np.argsort(-(vectors[m] @ centroids[c]), kind="stable")[:n_keywords]]
+            keywords[c] = [t[:40] for t in (d.text for d in col.get([ids[i] for i in central]))]
         out.append(
             Cluster(
                 id=c,

@@ -235,3 +235,21 @@ def test_the_off_topic_document_is_the_top_outlier(tmp_path, encoder, demo_rows)
 def test_cluster_result_is_json_ready(demo_col) -> None:
     text = json.dumps(demo_col.cluster(3, seed=0).to_dict(include_ids=True))
     assert '"medoid_id"' in text and '"keywords"' in text
+
+
+def test_word_clusters_are_labelled_by_their_most_central_words(tmp_path, encoder) -> None:
+    from embedsearch.vocabulary import Vocabulary
+
+    groups = [
+        ["cat", "dog", "horse", "cow", "sheep", "goat"],
+        ["car", "truck", "bus", "train", "bicycle", "motorcycle"],
+        ["apple", "banana", "cherry", "grape", "mango", "peach"],
+    ]
+    with Vocabulary.build([w for g in groups for w in g], tmp_path / "words") as vocab:
+        result = vocab.cluster(3, seed=0, n_keywords=3)
+        for c in result.clusters:
+            assert len(c.keywords) == min(3, c.size) and set(c.keywords) <= set(c.ids)
+            center = result.centroids[c.id]
+            cos = vocab.vectors(c.ids) @ center
+            assert c.keywords[0] == c.ids[int(np.argmax(cos))]
+        assert sum(c.size for c in result.clusters) == 18
