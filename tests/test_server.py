@@ -381,6 +381,19 @@ def test_openai_embeddings_shape_and_values(client: httpx.Client, encoder: Any) 
     assert models["data"][0]["id"] == "all-MiniLM-L6-v2"
 
 
+def test_official_openai_client_works_unchanged(server: ServerThread, encoder: Any) -> None:
+    """The OpenAI Python SDK (which asks for base64 by default) against /v1."""
+    openai = pytest.importorskip("openai", reason="the openai SDK is an optional dev extra")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    texts = ["a kitten naps in the sun", "bond yields rose"]
+    res = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    got = np.array([d.embedding for d in res.data], dtype=np.float32)
+    np.testing.assert_allclose(got, encoder.encode(texts), atol=1e-5)
+    assert res.usage.prompt_tokens == sum(encoder.token_count(t) for t in texts)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+
+
 # ----------------------------------------------------------------------------- health, metrics
 def test_health_ready_and_docs(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}

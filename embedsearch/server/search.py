@@ -7,11 +7,13 @@ the same query gives the same ids and scores over HTTP as in Python.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
 
+from ..errors import InvalidInputError
 from .deps import ERRORS, ServerState, State, Stopwatch
 from .limits import check_text_content, over_window
 from .schemas import (
@@ -26,12 +28,19 @@ from .schemas import (
 )
 
 router = APIRouter(prefix="/collections", tags=["search"], responses=ERRORS)
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def embed_queries(
     state: ServerState, col: Any, queries: list[Any], *, truncate: bool
 ) -> tuple[list[Any], list[int]]:
     """Texts → vectors with the query encoder; vectors pass through. Returns truncations."""
+    for i, q in enumerate(queries):
+        if not isinstance(q, str) and not all(math.isfinite(x) and abs(x) <= F32_MAX for x in q):
+            raise InvalidInputError(
+                f"vector {i} holds a value that is not a finite float32 number; send finite "
+                "numbers (their scale does not matter: vectors are normalised)."
+            )
     texts = [(i, q) for i, q in enumerate(queries) if isinstance(q, str)]
     if not texts:
         return list(queries), []
@@ -70,7 +79,7 @@ def search(name: CollectionName, body: SearchRequest, state: State) -> dict[str,
     col = state.registry.get(name)
     query: Any = body.query if isinstance(body, TextSearch) else body.vector
     (vec,), truncated = embed_queries(state, col, [query], truncate=body.truncate)
-    hits = col.search(np.asarray(vec, dtype=np.float32), body.k, **knobs)
+    hits = col.search(vec, body.k, **knobs)
     return {
         "hits": [hit_dict(h) for h in hits],
         "took_ms": watch.ms,
@@ -88,7 +97,7 @@ def batch_search(name: CollectionName, body: BatchSearchRequest, state: State) -
         state.limits.check_texts([""] * len(body.queries), "queries")
     col = state.registry.get(name)
     vectors, truncated = embed_queries(state, col, list(body.queries), truncate=body.truncate)
-    results = col.batch_search([np.asarray(v, dtype=np.float32) for v in vectors], body.k, **knobs)
+    results = col.batch_search(vectors, body.k, **knobs)
     return {
         "results": [{"hits": [hit_dict(h) for h in hits]} for hits in results],
         "took_ms": watch.ms,
