@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -119,3 +121,51 @@ def test_bad_map_requests(demo_col, tmp_path, monkeypatch, kwargs, fragment) -> 
 def test_umap_without_the_extra_says_what_to_install(demo_col, tmp_path) -> None:
     with pytest.raises(InvalidInputError, match="pip install umap-learn"):
         demo_col.map(tmp_path / "u.png", method="umap")
+
+
+NODE_HARNESS = r"""
+const fs = require('fs');
+const page = fs.readFileSync(process.argv[2], 'utf8');
+const data = page.match(/<script id="data" type="application\/json">([\s\S]*?)<\/script>/)[1];
+const code = page.match(/<script>([\s\S]*?)<\/script>/)[1];
+const ctx = {arcs: 0, setTransform() {}, clearRect() {}, beginPath() {}, fill() {}, stroke() {},
+  arc() { this.arcs++; }};
+const els = {};
+function el(id) {
+  if (!els[id]) els[id] = {id, textContent: '', innerHTML: '', style: {}, kids: [],
+    classList: {toggle() {}}, append(...k) { this.kids.push(...k); },
+    addEventListener(t, f) { this['on' + t] = f; },
+    getBoundingClientRect() { return {left: 0, top: 0, width: 800, height: 600}; },
+    getContext() { return ctx; }};
+  return els[id];
+}
+let made = 0;
+global.document = {getElementById: id => id === 'data' ? {textContent: data} : el(id),
+  createElement: () => el('new' + (made++))};
+global.window = {devicePixelRatio: 1, addEventListener() {}};
+eval(code);
+const D = JSON.parse(data);
+const drawn = ctx.arcs;
+// hover the first point: its position in the same coordinates the page uses
+const m = 24, w = 800 - 2 * m, h = 600 - 2 * m;
+els.cv.onmousemove({clientX: m + D.x[0] * w, clientY: m + (1 - D.y[0]) * h});
+const tip = els.tip.kids.map(k => k.textContent);
+console.log(JSON.stringify({drawn, legend: els.legend.kids.length, tip, shown: els.tip.style.display}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_html_script_draws_every_point_and_hover_shows_the_text(demo_col, tmp_path) -> None:
+    out = tmp_path / "m.html"
+    result = demo_col.map(out, color_by="topic", max_points=80)
+    harness = tmp_path / "harness.js"
+    harness.write_text(NODE_HARNESS, "utf-8")
+    run = subprocess.run(
+        ["node", str(harness), str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["drawn"] == 80 and seen["legend"] == len(result.legend)
+    data = html_data(out)
+    assert seen["shown"] == "block"
+    assert seen["tip"][1] == data["text"][0] and seen["tip"][2] == "id: " + data["id"][0]
