@@ -267,12 +267,19 @@ def test_sharded_writes_route_and_behave_like_one_node(sharded, single, tmp_path
 
 
 def test_ingest_into_sharded_collection(ray_cluster, shards, single, tmp_path) -> None:
-    report = ingest(shards[:2], tmp_path / "sh-ingest", shards=2, batch_size=BATCH)
+    """Ingest writes through the shard actors; an explicit IVF spec ends trained on all rows."""
+    report = ingest(
+        shards[:2], tmp_path / "sh-ingest", shards=2, index="IVF4,Flat", batch_size=BATCH
+    )
     assert report.documents_added == 140
     with ShardedCollection.open(tmp_path / "sh-ingest", create=False) as col:
         ids = sorted(col.ids())
         assert ids == sorted(single.ids()[:140])
         np.testing.assert_allclose(col.vectors(ids), single.vectors(ids), atol=1e-5)
-        assert [s["count"] for s in col.info()["shards"]] == [
-            sum(shard_of(i, 2) == s for i in ids) for s in range(2)
+        parts = col.info()["shards"]
+        assert [p["count"] for p in parts] == [
+            sum(shard_of(i, 2) == s for i in ids) for s in (0, 1)
         ]
+        for p in parts:  # trained once at the end on every row, not on the first commit only
+            assert p["index"]["kind"] == "approximate"
+            assert p["index"]["trained_rows"] == p["count"]

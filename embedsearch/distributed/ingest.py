@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -71,6 +72,9 @@ class IngestReport:
         documents_added: documents committed by this run.
         rows_embedded: rows that went through an encoder actor in this run.
         encode_calls: encoder calls made by the actors in this run.
+        encode_s: seconds the actors spent in the model (summed over actors).
+        encode_span_s: from the first encoder call's start to the last one's end: the
+            pipeline's running time without actor start-up and model loading.
         embedded_shards: locations of the shards that rows were embedded from.
         actors: encoder actors used; seconds: wall time of the run.
     """
@@ -83,16 +87,28 @@ class IngestReport:
     documents_added: int = 0
     rows_embedded: int = 0
     encode_calls: int = 0
+    encode_s: float = 0.0
+    encode_span_s: float = 0.0
     embedded_shards: list[str] = field(default_factory=list)
     actors: int = 0
     seconds: float = 0.0
 
     @property
     def docs_per_s(self) -> float:
+        """Documents committed per second of the whole run (start-up included)."""
         return self.documents_added / self.seconds if self.seconds else 0.0
 
+    @property
+    def steady_docs_per_s(self) -> float:
+        """Rows embedded per second while the encoders ran (start-up excluded)."""
+        return self.rows_embedded / self.encode_span_s if self.encode_span_s else 0.0
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "docs_per_s": round(self.docs_per_s, 1)}
+        return {
+            **asdict(self),
+            "docs_per_s": round(self.docs_per_s, 1),
+            "steady_docs_per_s": round(self.steady_docs_per_s, 1),
+        }
 
 
 # --------------------------------------------------------------------------- progress
@@ -168,7 +184,9 @@ class _ShardEncoder:
                 yield self._encode(task["index"], pending)
 
     def _encode(self, index: int, rows: list[sources.Row]) -> dict[str, np.ndarray]:
+        t0 = time.time()  # wall clock: comparable across the actors of one machine
         vectors = self.encoder.encode([r.text for r in rows])
+        t1 = time.time()
         self.calls += 1
         n = len(rows)
         return {
@@ -179,6 +197,8 @@ class _ShardEncoder:
             "metadata": np.array([r.metadata_json or "" for r in rows], dtype=object),
             "vector": vectors,
             "call": np.array([f"{self.tag}:{self.calls}"] * n, dtype=object),
+            "t0": np.full(n, t0),
+            "t1": np.full(n, t1),
         }
 
 
@@ -239,17 +259,27 @@ class _Target:
         return len(write(list(batch["text"]), **kwargs))
 
     def finish(self) -> None:
-        """Train approximate indexes on the whole collection once, if they trained early."""
+        """Train an explicit approximate index once on a sample of the whole collection.
+
+        While rows stream in, an explicit spec (``IVF16384,PQ48``) trains as soon as it has
+        enough rows for its cells, i.e. on the first rows only; this retrains it on a proper
+        sample (64 per IVF cell, at least 50k) once all rows are in, and re-fills it.
+        ``auto`` indexes retrain themselves as the collection grows.
+        """
         info = self.col.info()
-        idx = info["index"]
-        spec = idx.get("spec", "auto")
-        if idx.get("kind") == "approximate" and spec != "auto":
-            trained = int(idx.get("trained_rows") or 0)
-            if trained < min(int(info["count"]), 50_000):
-                log.info(
-                    "retraining %s on the whole collection (trained on %d rows)", spec, trained
-                )
-                self.col.reindex(spec)
+        parts = info.get("shards") or [{"count": info["count"], "index": info["index"]}]
+        under = []
+        for part in parts:
+            idx = part["index"]
+            if idx.get("kind") != "approximate" or idx.get("spec", "auto") == "auto":
+                continue
+            m = re.search(r"IVF(\d+)", idx.get("resolved") or "")
+            want = min(int(part["count"]), max(50_000, 64 * int(m.group(1)) if m else 0))
+            if int(idx.get("trained_rows") or 0) < want:
+                under.append(idx["spec"])
+        if under:
+            log.info("retraining %s on a sample of the whole collection", under[0])
+            self.col.reindex(under[0])
 
     def close(self) -> None:
         try:
@@ -471,7 +501,8 @@ def _run(
     ds.context.execution_options.preserve_order = True  # rows of shard i before shard i+1's
     ds.context.enable_progress_bars = progress
 
-    calls: set[str] = set()
+    span = [math.inf, 0.0]
+    busy: dict[str, float] = {}
     buffer: list[dict[str, Any]] = []
     current = 0  # index of the task whose rows are arriving
 
@@ -515,7 +546,12 @@ def _run(
                     report.embedded_shards.append(uri)
                     report.shards_ingested += 1
                 report.rows_embedded += len(part["n"])
-                calls.update(str(c) for c in part["call"])
+                for c, t0, t1 in zip(part["call"], part["t0"], part["t1"]):
+                    busy[str(c)] = float(t1 - t0)
+                span[0], span[1] = (
+                    min(span[0], float(part["t0"].min())),
+                    max(span[1], float(part["t1"].max())),
+                )
                 buffer.append(part)
                 if sum(len(b["n"]) for b in buffer) >= commit_rows:
                     commit()
@@ -527,7 +563,9 @@ def _run(
             raise orig from None
         raise
     finally:
-        report.encode_calls = len(calls)
+        report.encode_calls = len(busy)
+        report.encode_s = round(sum(busy.values()), 3)
+        report.encode_span_s = round(span[1] - span[0], 3) if busy else 0.0
         close = getattr(it, "close", None)
         if close is not None:
             close()

@@ -29,7 +29,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ class ShardedCollection:
         create: bool = True,
         backend: str | None = None,
         address: str | None = None,
-        actor_options: dict[str, Any] | None = None,
+        actor_options: dict[str, Any] | Callable[[int], dict[str, Any]] | None = None,
         detached: bool = False,
     ) -> ShardedCollection:
         """Open (or create) a sharded collection and start one actor per shard.
@@ -121,7 +121,9 @@ class ShardedCollection:
             create: create the collection when missing.
             address: Ray cluster to join when Ray is not initialised yet.
             actor_options: Ray actor options merged over :data:`DEFAULT_ACTOR_OPTIONS`
-                (``num_cpus``, ``memory``, ``resources``, ``scheduling_strategy``…).
+                (``num_cpus``, ``memory``, ``resources``, ``scheduling_strategy``…), or a
+                function of the shard number returning them (to pin shard ``i`` to the node
+                whose disk holds it, e.g. with ``NodeAffinitySchedulingStrategy``).
             detached: name the actors after the path and keep them alive after this handle
                 closes, so other processes (HTTP server workers) share them; stop them with
                 :meth:`shutdown`.
@@ -157,12 +159,12 @@ class ShardedCollection:
             session = ray_session(address)
             session.__enter__()  # closed by close(); a Ray we start lives as long as the handle
             started = True
-        opts = {**DEFAULT_ACTOR_OPTIONS, **(actor_options or {})}
         server = ray.remote(ShardServer)
         tag = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
         handles = []
         for i, d in enumerate(layout["dirs"]):
-            o = dict(opts)
+            extra = actor_options(i) if callable(actor_options) else actor_options
+            o = {**DEFAULT_ACTOR_OPTIONS, **(extra or {})}
             if detached:
                 o.update(
                     name=f"embedsearch-{tag}-{i}",
