@@ -244,6 +244,20 @@ def test_error_shapes(client: httpx.Client, demo: str) -> None:
     assert client.get(f"/collections/{demo}/count").json()["count"] == 350  # nothing added
 
 
+def test_unexpected_fault_is_opaque_500(
+    server: ServerThread, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> list[str]:
+        raise RuntimeError("disk on fire at /srv/secret/indexes/x")
+
+    monkeypatch.setattr(server.server.config.app.state.server.registry, "names", broken)
+    r = client.get("/collections")
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["type"] == "InternalError" and "error id" in err["message"]
+    assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+
+
 def test_failed_batch_adds_nothing(client: httpx.Client) -> None:
     name = new_collection(client, "atomic", ["first text"])
     docs = [
@@ -313,6 +327,8 @@ def test_count_and_length_limits_are_413(client: httpx.Client, demo: str) -> Non
     assert r.status_code == 413 and r.json()["error"]["type"] == "LimitExceededError"
     r = client.post("/v1/embeddings", json={"input": ["a"] * 401})
     assert r.status_code == 413
+    r = client.post(f"/collections/{demo}/search/batch", json={"queries": [[1.0]] * 401})
+    assert r.status_code == 413 and "401 queries" in r.json()["error"]["message"]
 
 
 def test_k_limits_are_422(client: httpx.Client, demo: str) -> None:

@@ -148,6 +148,7 @@ def create_app(
     errors.install(app)
     _include_routers(app)
 
+    app.add_middleware(errors.CatchAllMiddleware)  # innermost: sees what handlers do not
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes)
     if cors_origins:
         app.add_middleware(

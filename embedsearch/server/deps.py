@@ -33,7 +33,7 @@ class ServerState:
     rerankers: tuple[str, ...] = ()
 
 
-def _state(request: Request) -> ServerState:
+async def _state(request: Request) -> ServerState:  # async: no thread hop for a lookup
     return request.app.state.server
 
 

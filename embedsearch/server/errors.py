@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import EmbedSearchError, InvalidInputError
 
@@ -161,9 +162,9 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+def _internal_error(request_method: str, path: str) -> JSONResponse:
     err_id = uuid.uuid4().hex[:12]
-    log.exception("unhandled error %s on %s %s", err_id, request.method, request.url.path)
+    log.exception("unhandled error %s on %s %s", err_id, request_method, path)
     return JSONResponse(
         error_body(
             "InternalError",
@@ -171,6 +172,42 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         ),
         500,
     )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    return _internal_error(request.method, request.url.path)
+
+
+class CatchAllMiddleware:
+    """Turn an unexpected exception into the JSON 500 *without* re-raising it.
+
+    Starlette's own last-resort handler answers and then re-raises, and uvicorn then drops
+    the connection, so a client's next request on that keep-alive connection fails with
+    "connection reset". Answering here keeps the connection usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise  # too late to answer; let uvicorn close the connection
+            response = _internal_error(scope.get("method", "?"), scope.get("path", "?"))
+            await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

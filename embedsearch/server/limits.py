@@ -66,13 +66,17 @@ class Limits:
             )
         return k
 
-    def check_texts(self, texts: Sequence[str], what: str = "texts") -> None:
-        """413 when there are too many texts or one is too long in characters."""
-        if len(texts) > self.max_texts:
+    def check_count(self, n: int, what: str = "texts") -> None:
+        """413 when a request carries more than :attr:`max_texts` items."""
+        if n > self.max_texts:
             raise LimitExceededError(
-                f"{len(texts)} {what} in one request; this server accepts at most "
-                f"{self.max_texts}. Split the request into batches."
+                f"{n} {what} in one request; this server accepts at most {self.max_texts}. "
+                "Split the request into batches."
             )
+
+    def check_texts(self, texts: Sequence[Any], what: str = "texts") -> None:
+        """413 when there are too many texts or one is too long in characters."""
+        self.check_count(len(texts), what)
         for i, text in enumerate(texts):
             if isinstance(text, str) and len(text) > self.max_text_chars:
                 raise LimitExceededError(
