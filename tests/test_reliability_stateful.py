@@ -417,3 +417,35 @@ def _dump_stats() -> None:
     out = os.environ.get("ES_RELIABILITY_REPORT")
     if out:
         Path(out).write_text(json.dumps({"stateful": STATS}, indent=1))
+
+
+# ----------------------------------------------------------------------------- filter semantics
+# The state machine keeps int fields compared with int bounds and never puts booleans in
+# $in, because of the two core bugs below; these tests pin them down.
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: filters.py compares with getattr(got, '__gt__')(value) is True; "
+    "int.__gt__(float) is NotImplemented, so an int field never matches a float bound "
+    "({'year': {'$gt': 2009.5}} misses year=2010); use operator.gt & co.",
+)
+@pytest.mark.parametrize("op", ["$gt", "$gte", "$lt", "$lte"])
+def test_int_field_against_float_bound(op: str) -> None:
+    from embedsearch.filters import compile_filter
+
+    value = {"$gt": 2009.5, "$gte": 2009.5, "$lt": 2010.5, "$lte": 2010.5}[op]
+    assert ref_match({"year": 2010}, {"year": {op: value}})
+    assert compile_filter({"year": {op: value}})({"year": 2010})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: $in/$nin use Python 'in', where True == 1, so {'flag': {'$in': [1]}} "
+    "matches flag=True although {'flag': 1} ($eq) does not; compare with the same "
+    "bool-strict equality as $eq",
+)
+def test_in_is_as_strict_about_booleans_as_eq() -> None:
+    from embedsearch.filters import compile_filter
+
+    assert not compile_filter({"flag": 1})({"flag": True})
+    assert not compile_filter({"flag": {"$in": [1]}})({"flag": True})
+    assert compile_filter({"flag": {"$nin": [0]}})({"flag": False})
