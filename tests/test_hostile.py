@@ -302,6 +302,32 @@ def test_50mb_text_never_reaches_the_encoder_whole(
     assert max(seen) <= 1_000_000, f"the encoder was handed a {max(seen):,}-character text"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: Collection.batch_search stores the embeddings of its text queries in "
+    "encoder._query_cache without evicting, so the 2,048-entry LRU grows without bound "
+    "under a stream of distinct batched queries (memory leak in a long-running server)",
+)
+def test_query_cache_stays_bounded_under_distinct_batch_queries(
+    small_col: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedsearch import encoder as encoder_module
+
+    enc = small_col.encoder
+    limit = encoder_module._QUERY_CACHE_SIZE
+    rng = np.random.default_rng(0)
+
+    def fast_encode(texts: Any, **kw: Any) -> np.ndarray:  # the model is not the subject here
+        v = rng.standard_normal((len(list(texts)), enc.dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    monkeypatch.setattr(enc, "encode", fast_encode)
+    monkeypatch.setattr(enc, "_query_cache", type(enc._query_cache)())
+    for b in range(limit // 50 + 10):
+        small_col.batch_search([f"query {b}-{i}" for i in range(50)], k=1)
+    assert len(enc._query_cache) <= limit, f"{len(enc._query_cache)} cached queries"
+
+
 # ----------------------------------------------------------------------------- fuzz: manifest
 @pytest.fixture(scope="module")
 def fuzz_template(tmp_path_factory: pytest.TempPathFactory, demo_vectors: Any) -> Path:
