@@ -9,7 +9,7 @@
   and can write once the lock is released.
 * The same searches with different per-call knobs (``nprobe``, ``ef_search``, ``rerank``,
   ``exact``, filters) give identical answers in parallel and alone.
-* Deterministic reproductions of races found by reading the code (``xfail`` until fixed).
+* Deterministic reproductions of races found by reading the code (all fixed in the core; kept as regression tests).
 
 ``ES_CONCURRENCY_SECONDS`` (default 4) sets the length of the mixed run. Reproduce::
 
@@ -331,13 +331,7 @@ def test_parallel_searches_with_different_params_match_sequential(
         assert any(expected[(6, q)] != expected[(9, q)] for q in queries)
 
 
-# ----------------------------------------------------------------------------- races (xfail)
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a reader handle (another process, or another handle in this one) that "
-    "read manifest N while the writer committed N+1 and removed N's files (compact, "
-    "remove_orphans) fails with CorruptionError 'run embedsearch repair' on a healthy collection",
-)
+# ----------------------------------------------------------------------------- races (fixed in 6ad695a)
 def test_reader_refresh_racing_a_compaction_sees_no_corruption(
     tmp_path: Path, encoder: Any, demo_rows: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -361,12 +355,6 @@ def test_reader_refresh_racing_a_compaction_sees_no_corruption(
     writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Collection.refresh() (run by every read) is not serialised with writes of "
-    "the same handle: a refresh that loaded an older manifest installs it over a write that "
-    "committed meanwhile, and the next write commits a manifest without that write (data loss)",
-)
 def test_refresh_racing_a_write_on_the_same_handle_loses_nothing(
     tmp_path: Path, encoder: Any, demo_rows: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -399,13 +387,6 @@ def test_refresh_racing_a_write_on_the_same_handle_loses_nothing(
     assert {"mine", "mine-2", "from-other"} <= set(embedsearch.open(path).ids())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: refresh()/_begin_write() compare only manifest['generation']; a handle "
-    "open on a collection that was deleted and re-created up to the same generation keeps "
-    "the old contents, and its next write commits the old segment list into the new "
-    "collection (CorruptionError on every open afterwards)",
-)
 def test_stale_handle_after_collection_recreated(tmp_path: Path, encoder: Any) -> None:
     path = tmp_path / "c"
     col = embedsearch.open(path)

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 TRIALS = int(os.environ.get("ES_CRASH_TRIALS", "20"))
 MAX_DELAY = float(os.environ.get("ES_CRASH_MAX_DELAY", "1.0"))
@@ -352,12 +351,6 @@ def _report(stats: dict[str, int]) -> None:
 
 
 # ============================================================================ targeted crashes
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a crash during open(create=True) between ensure_layout() and the first "
-    "manifest leaves segments/ + LOCK, and open() then refuses the directory for ever "
-    "(NotACollectionError) instead of finishing the creation",
-)
 def test_crash_while_creating_a_collection_can_be_reopened(tmp_path: Path, encoder: Any) -> None:
     import embedsearch
 

@@ -361,11 +361,6 @@ def test_read_only_directory_reads_work_writes_fail_cleanly(immutable: Path) -> 
     assert _contents(immutable) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: open() of a new collection in a read-only parent lets PermissionError "
-    "from mkdir escape instead of an EmbedSearchError that says what to do",
-)
 def test_creating_a_collection_in_a_read_only_directory_is_a_clean_error(immutable: Path) -> None:
     with pytest.raises(EmbedSearchError):
         embedsearch.open(immutable.parent / "new-collection")
@@ -390,12 +385,6 @@ _RO_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a write whose index save fails after the commit (here: disk full) raises "
-    "FAISS's RuntimeError although the write is committed, so callers retry a write that "
-    "happened ('failed means unchanged' is broken)",
-)
 def test_write_is_not_reported_failed_after_it_committed(fsize_results: dict) -> None:
     r = fsize_results["upsert-then-index-save"]
     assert r["outcome"] == "ok" or (
@@ -403,11 +392,6 @@ def test_write_is_not_reported_failed_after_it_committed(fsize_results: dict) ->
     ), r
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: on a read-only file system WriterLock.acquire() lets OSError(EROFS) from "
-    "os.open(LOCK, O_RDWR) escape instead of an EmbedSearchError",
-)
 def test_read_only_mount_writes_fail_cleanly(col_path: Path) -> None:
     if shutil.which("unshare") is None:
         pytest.skip("unshare(1) not available")
