@@ -339,11 +339,13 @@ class Collection(LatentMixin, RetrievalMixin):
         return self.encoder.encode(items)
 
     def _query_vectors(self, queries: Sequence[Any]) -> np.ndarray:
+        """Unit vectors for text or vector queries; texts go to the model in one cached batch."""
         out = np.empty((len(queries), self.dim), dtype=np.float32)
+        texts = [(i, _check_text(q, "query")) for i, q in enumerate(queries) if isinstance(q, str)]
+        if texts:
+            out[[i for i, _ in texts]] = self.encoder.encode_queries([t for _, t in texts])
         for i, q in enumerate(queries):
-            if isinstance(q, str):
-                out[i] = self.encoder.encode_query(_check_text(q, "query"))
-            else:
+            if not isinstance(q, str):
                 out[i] = self.as_unit_vector(q, "query vector")
         return out
 
@@ -818,14 +820,6 @@ class Collection(LatentMixin, RetrievalMixin):
             return []
         predicate = compile_filter(where) if where is not None else None
         excluded = [exclude] if isinstance(exclude, str) else list(exclude or [])
-        texts = [q for q in queries if isinstance(q, str)]
-        if len(texts) > 1:  # one batched encoder call instead of one per query
-            for t in texts:
-                _check_text(t, "query")
-            missing = [t for t in dict.fromkeys(texts) if t not in self.encoder._query_cache]
-            if missing:
-                for t, v in zip(missing, self.encoder.encode(missing)):
-                    self.encoder._query_cache[t] = v
         qvecs = self._query_vectors(list(queries))
         self.refresh()
         opts = SearchOptions(nprobe=nprobe, ef_search=ef_search, rerank=rerank)

@@ -173,16 +173,31 @@ class Encoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """Embed one query, through a small LRU cache (repeated queries skip the model)."""
-        hit = self._query_cache.get(text)
-        if hit is not None:
-            self._query_cache.move_to_end(text)
-            return hit
-        vec = self.encode([text])[0]
-        vec.setflags(write=False)
-        self._query_cache[text] = vec
-        if len(self._query_cache) > _QUERY_CACHE_SIZE:
-            self._query_cache.popitem(last=False)
-        return vec
+        return self.encode_queries([text])[0]
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed queries through the LRU cache: misses go to the model in one batch.
+
+        The cache holds at most ``_QUERY_CACHE_SIZE`` entries, however many distinct queries
+        a long-running server sees.
+        """
+        cache = self._query_cache
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            for text, vec in zip(missing, self.encode(missing)):
+                vec.setflags(write=False)
+                cache[text] = vec
+            while len(cache) > _QUERY_CACHE_SIZE:
+                cache.popitem(last=False)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            vec = cache.get(text)
+            if vec is None:  # evicted within this very call (more distinct queries than slots)
+                vec = self.encode([text])[0]
+            else:
+                cache.move_to_end(text)
+            out[i] = vec
+        return out
 
     def token_count(self, text: str) -> int:
         """Tokens ``text`` uses before truncation (special tokens included)."""

@@ -302,12 +302,6 @@ def test_50mb_text_never_reaches_the_encoder_whole(
     assert max(seen) <= 1_000_000, f"the encoder was handed a {max(seen):,}-character text"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Collection.batch_search stores the embeddings of its text queries in "
-    "encoder._query_cache without evicting, so the 2,048-entry LRU grows without bound "
-    "under a stream of distinct batched queries (memory leak in a long-running server)",
-)
 def test_query_cache_stays_bounded_under_distinct_batch_queries(
     small_col: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
