@@ -39,7 +39,7 @@ def run_pytest(name: str, args: list[str], env: dict[str, str]) -> dict[str, Any
         report = Path(tmp) / "report.json"
         full_env = {**os.environ, **env, "ES_RELIABILITY_REPORT": str(report)}
         full_env.setdefault("HF_HUB_OFFLINE", "1")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=0", *args]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True)
         wall = time.perf_counter() - t0

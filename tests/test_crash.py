@@ -45,6 +45,7 @@ TRIALS = int(os.environ.get("ES_CRASH_TRIALS", "20"))
 MAX_DELAY = float(os.environ.get("ES_CRASH_MAX_DELAY", "1.0"))
 SPECS = ["IVF16,Flat", "HNSW16", "IVF8,Flat", "Flat"]
 MAX_LIVE = 300
+TARGETS = ["compact", "reindex", "delete", "upsert", "add"]
 
 
 # ============================================================================ writer side
@@ -255,18 +256,32 @@ class Zygote:
             raise RuntimeError(f"zygote died (exit {self.proc.wait()})")
         return line
 
-    def run(self, path: Path, log: Path, seed: int, delay: float) -> int:
-        """Start a writer, SIGKILL it after ``delay`` s (if still alive); its wait status."""
+    def run(self, path: Path, log: Path, seed: int, delay: float, target: str | None = None) -> int:
+        """Start a writer and SIGKILL it; return its wait status.
+
+        Without ``target`` the kill comes ``delay`` s after the writer opened the collection;
+        with one, ``delay`` s after the writer logged the start of a ``target`` operation
+        (or 10 s after opening if it never gets there), so that rarer, shorter operations
+        (compact, reindex, delete) are hit too.
+        """
         self.proc.stdin.write(json.dumps({"path": str(path), "log": str(log), "seed": seed}) + "\n")
         self.proc.stdin.flush()
         pid = json.loads(self._line())["pid"]
+        err = Path(str(log) + ".err")
+        want = b"READY" if target is None else f'"op":"{target}"'.encode()
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # the delay runs from READY (collection opened)
-            if log.exists() and log.read_bytes().startswith(b"READY"):
+        ready_at = None
+        while time.monotonic() < deadline and not err.exists():
+            raw = log.read_bytes() if log.exists() else b""
+            if ready_at is None and raw.startswith(b"READY"):
+                ready_at = time.monotonic()
+                deadline = ready_at + (0 if target is None else 10)
+            begun = raw.rfind(b"\nBEGIN ")
+            if want == b"READY" and ready_at is not None:
                 break
-            if Path(str(log) + ".err").exists():
+            if begun >= 0 and want in raw[begun:] and b"\n" in raw[begun + 1 :]:
                 break
-            time.sleep(0.005)
+            time.sleep(0.002)
         time.sleep(delay)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -292,7 +307,11 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, demo_vectors: An
     try:
         for trial in range(TRIALS):
             log = tmp_path / f"trial-{trial}.log"
-            status = zyg.run(path, log, seed=trial, delay=rng.uniform(0.05, MAX_DELAY))
+            if trial % 2:  # odd trials: kill shortly after a chosen kind of operation began
+                target = TARGETS[(trial // 2) % len(TARGETS)]
+                status = zyg.run(path, log, trial, rng.uniform(0, 0.15), target=target)
+            else:
+                status = zyg.run(path, log, trial, rng.uniform(0.05, MAX_DELAY))
             err = Path(str(log) + ".err")
             assert not err.exists(), f"trial {trial}: writer failed: {err.read_text()}"
             assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
