@@ -113,9 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default=",".join(f"{n}:{s}" for n, s in SETS))
     ap.add_argument("--no-tune", action="store_true", help="use the code defaults as they are")
     ap.add_argument("--limit", type=int, help="only the first N queries per set (smoke test)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/BLAS threads (default 1: on a shared 2-core machine two spinning OpenMP "
+        "threads made one query embedding 12x slower than one thread)",
+    )
     args = ap.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
 
-    import torch  # noqa: F401 - before faiss (OpenMP order, see FINDINGS.md)
+    import torch  # before faiss (OpenMP order, see FINDINGS.md)
+
+    torch.set_num_threads(args.threads)
 
     import embedsearch
     from embedsearch.evaluation import build_collection, evaluate_mode, load_beir, markdown_table
@@ -182,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "load_avg_at_end": os.getloadavg(),
+            "threads": args.threads,
             "note": "shared 2-core machine; other jobs ran at the same time, so ms/query is noisy",
         },
         "model": loaded[next(iter(loaded))][1].model,

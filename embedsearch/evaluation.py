@@ -37,6 +37,7 @@ from .errors import InvalidInputError
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
 RUN_DEPTH = 100
+BUILD_BATCH = 500  # documents per commit while building: an interrupted build resumes
 
 
 @dataclass
@@ -140,26 +141,33 @@ def build_collection(
 ) -> Any:
     """Open the collection of ``ds``'s corpus, building it on first use.
 
+    Documents are added in committed batches of :data:`BUILD_BATCH`; a build that was
+    interrupted resumes where it stopped.
+
     Raises:
-        InvalidInputError: the collection exists but holds something else (another corpus,
-            or a build that was interrupted): delete it or name another collection.
+        InvalidInputError: the collection exists but holds something else (another corpus):
+            delete it or name another collection.
     """
     from . import open as open_collection
 
     col = open_collection(name_or_path, model=model)
     marker = Path(col.path) / "derived" / "beir" / "source.json"
     fingerprint = corpus_fingerprint(ds.path)
-    if len(col):
-        stored = json.loads(marker.read_text()) if marker.is_file() else {}
-        if stored.get("fingerprint") == fingerprint and len(col) == len(ds.corpus):
-            return col
+    stored = json.loads(marker.read_text()) if marker.is_file() else {}
+    have = set(col.ids()) if len(col) else set()
+    if stored.get("fingerprint") == fingerprint and have == set(ds.corpus):
+        return col
+    if stored or not have <= set(ds.corpus):
         col.close()
         raise InvalidInputError(
-            f"collection {col.path} is not a complete index of {ds.path} (another corpus or "
-            "an interrupted build); delete it or pass another collection name."
+            f"collection {col.path} is not an index of {ds.path} (it holds another corpus); "
+            "delete it or pass another collection name."
         )
-    ids = list(ds.corpus)
-    col.add([ds.doc_text(d) for d in ids], ids=ids, progress=progress)
+    # new, or an interrupted build: add what is missing, one committed batch at a time
+    todo = [d for d in ds.corpus if d not in have]
+    for lo in range(0, len(todo), BUILD_BATCH):
+        ids = todo[lo : lo + BUILD_BATCH]
+        col.add([ds.doc_text(d) for d in ids], ids=ids, progress=progress)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"fingerprint": fingerprint, "source": str(ds.path)}))
     return col

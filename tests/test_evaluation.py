@@ -73,8 +73,13 @@ def test_metrics_come_from_ranx_with_trec_definitions():
 
 
 def test_build_reuses_collection_and_scores_every_mode(beir, home, encoder):
+    import embedsearch
+
     ds = load_beir(beir)
+    with embedsearch.open("beir-mini") as partial:  # an interrupted build: resumed, not redone
+        partial.add([ds.doc_text("d1")], ids=["d1"])
     col = build_collection(ds, "beir-mini")
+    assert sorted(col.ids()) == sorted(DOCS)
     assert len(col) == len(DOCS)
     key = col.state_key
     col.close()
@@ -90,8 +95,7 @@ def test_build_reuses_collection_and_scores_every_mode(beir, home, encoder):
     table = markdown_table(results)
     assert "| mini | test | hybrid-dbsf |" in table and table.count("\n") == 6
     col.close()
-    (beir / "corpus.jsonl").write_text(
-        json.dumps({"_id": "other", "title": "", "text": "Something else entirely."}) + "\n"
-    )
-    with pytest.raises(InvalidInputError, match="not a complete index"):
+    with open(beir / "corpus.jsonl", "a") as fh:  # the corpus changed since the build
+        fh.write(json.dumps({"_id": "other", "title": "", "text": "Something else."}) + "\n")
+    with pytest.raises(InvalidInputError, match="holds another corpus"):
         build_collection(load_beir(beir), "beir-mini")

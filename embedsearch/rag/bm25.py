@@ -45,10 +45,19 @@ class BM25Config:
     stopwords: str | None = "en"
 
     def digest(self) -> str:
-        import bm25s
-
+        bm25s = _bm25s()
         raw = json.dumps({**asdict(self), "bm25s": bm25s.__version__}, sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _bm25s() -> Any:
+    """Import bm25s, undoing its module-level ``setLevel(DEBUG)`` (it floods CLI output)."""
+    import bm25s
+
+    quiet = logging.getLogger("bm25s")
+    if quiet.level == logging.DEBUG:
+        quiet.setLevel(logging.WARNING)
+    return bm25s
 
 
 def _stemmer(name: str | None) -> Any:
@@ -72,7 +81,7 @@ class BM25Index:
     @classmethod
     def build(cls, ids: list[str], texts: list[str], config: BM25Config) -> BM25Index:
         """Tokenise ``texts`` and index them."""
-        import bm25s
+        bm25s = _bm25s()
 
         retriever = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
         if texts:
@@ -96,7 +105,7 @@ class BM25Index:
     @classmethod
     def load(cls, path: Path, config: BM25Config) -> BM25Index:
         """Load an index written by :meth:`save`."""
-        import bm25s
+        bm25s = _bm25s()
 
         ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
         if ids:
@@ -107,7 +116,7 @@ class BM25Index:
 
     def query_tokens(self, query: str) -> list[str]:
         """The query's analysed terms that occur in the index (may be empty)."""
-        import bm25s
+        bm25s = _bm25s()
 
         toks = bm25s.tokenize(
             [query],
