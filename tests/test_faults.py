@@ -325,6 +325,36 @@ def test_disk_full_while_saving_the_index_is_clean(fsize_results: dict, name: st
     assert r["tmp"] == r["tmp_after_op"] == [], r
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: store.atomic_write reports 'the collection is unchanged' when the "
+    "directory fsync fails *after* os.replace; Collection._write then unlinks the segment "
+    "files that the already-renamed manifest names, and every later open fails with "
+    "CorruptionError (an I/O error turned into data loss)",
+)
+def test_io_error_after_the_manifest_rename_loses_nothing(
+    col_path: Path, monkeypatch: pytest.MonkeyPatch, demo_vectors: Any
+) -> None:
+    import errno
+
+    real_fsync_dir = store._fsync_dir  # fault injection point: the directory fsync
+
+    def failing(path: Path) -> None:
+        if Path(path) == col_path:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync_dir(path)
+
+    col = embedsearch.open(col_path)
+    monkeypatch.setattr(store, "_fsync_dir", failing)
+    with pytest.raises(EmbedSearchError):
+        col.add(["after the fault"], ids=["late"], vectors=demo_vectors[:1])
+    monkeypatch.undo()
+    col.close()
+    col = embedsearch.open(col_path)  # must open: the old state, or the new one whole
+    assert len(col) in (N_DOCS - 3, N_DOCS - 2)
+    col.close()
+
+
 # ----------------------------------------------------------------------------- read-only
 def _chattr(flag: str, *paths: Path) -> bool:
     try:
