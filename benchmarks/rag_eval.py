@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-tune", action="store_true", help="use the code defaults as they are")
     ap.add_argument("--limit", type=int, help="only the first N queries per set (smoke test)")
     ap.add_argument(
+        "--timing-sample",
+        type=int,
+        default=100,
+        help="time the first N queries of each set cold (metrics use all queries; default 100)",
+    )
+    ap.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -175,12 +181,24 @@ def main(argv: list[str] | None = None) -> int:
             col.__dict__["_rag_bm25"] = BM25Store(
                 col, replace(BM25Config(), k1=tuning["bm25"]["k1"], b=tuning["bm25"]["b"])
             )
-        rows = [evaluate_mode(col, ds, "dense"), evaluate_mode(col, ds, "bm25")]
+        n = args.timing_sample
+        rows = [
+            evaluate_mode(col, ds, "dense", timing_sample=n),
+            evaluate_mode(col, ds, "bm25", timing_sample=n),
+        ]
         for fusion in FUSIONS:
-            rows.append(evaluate_mode(col, ds, "hybrid", fusion=fusion, alpha=alpha[fusion]))
-        rows.append(evaluate_mode(col, ds, "dense", prf=prf))
+            rows.append(
+                evaluate_mode(
+                    col, ds, "hybrid", fusion=fusion, alpha=alpha[fusion], timing_sample=n
+                )
+            )
+        rows.append(evaluate_mode(col, ds, "dense", prf=prf, timing_sample=n))
         best = tuning["best_fusion_on_train"] if tuning else defaults["default_fusion"]
-        rows.append(evaluate_mode(col, ds, "hybrid", fusion=best, alpha=alpha[best], prf=prf))
+        rows.append(
+            evaluate_mode(
+                col, ds, "hybrid", fusion=best, alpha=alpha[best], prf=prf, timing_sample=n
+            )
+        )
         for r in rows:
             log(
                 f"{name} {r.mode} {r.fusion or ''} {r.settings} -> "
