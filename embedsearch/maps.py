@@ -103,13 +103,7 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
         var = pca.explained_variance_ratio_
         return coords, f"PCA (explained variance {100 * var[0]:.1f}% + {100 * var[1]:.1f}%)"
     if method == "umap":
-        try:
-            import umap
-        except ImportError as exc:
-            raise InvalidInputError(
-                "method='umap' needs umap-learn: `pip install umap-learn` (or the extra: "
-                "`pip install 'embedsearch[maps]'`); method='pca' always works."
-            ) from exc
+        umap = _umap()
         if n < 4:
             raise InvalidInputError("a UMAP map needs at least 4 documents; use method='pca'.")
         reducer = umap.UMAP(
@@ -117,6 +111,17 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
         )
         return np.asarray(reducer.fit_transform(vectors)), "UMAP (cosine, 15 neighbours)"
     raise InvalidInputError(f"method must be 'pca' or 'umap', not {method!r}.")
+
+
+def _umap() -> Any:
+    try:
+        import umap
+    except ImportError as exc:
+        raise InvalidInputError(
+            "method='umap' needs umap-learn: `pip install umap-learn` (or the extra: "
+            "`pip install 'embedsearch[maps]'`); method='pca' always works."
+        ) from exc
+    return umap
 
 
 # ----------------------------------------------------------------------------- colours
@@ -288,6 +293,8 @@ def save_map(
         raise InvalidInputError(f"method must be 'pca' or 'umap', not {method!r}.")
     if color_by is not None and (not isinstance(color_by, str) or not color_by):
         raise InvalidInputError("color_by must be 'cluster', a metadata field name, or None.")
+    if method == "umap":
+        _umap()  # fail before any work when the extra is missing
     if not out.parent.exists():
         raise InvalidInputError(f"folder {out.parent} does not exist; create it first.")
     ids, vectors = select(col, where)
