@@ -24,6 +24,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="ray[data] is not installed (extra 'distributed')")
 
 import embedsearch  # noqa: E402
+from embedsearch.cli import main  # noqa: E402
 from embedsearch.distributed import ShardedCollection, ingest, shard_of  # noqa: E402
 from embedsearch.errors import (  # noqa: E402
     DocumentNotFoundError,
@@ -123,6 +124,18 @@ def resumed(ray_cluster, tmp_path_factory: pytest.TempPathFactory, shards: list[
     second = ingest([str(shards[0].parent / "part-*")], target, batch_size=BATCH)
     third = ingest([str(shards[0].parent / "part-*")], target, batch_size=BATCH)
     return target, after_kill, second, third
+
+
+def test_cli_ray_index_resumes_and_reports(resumed, shards, capsys) -> None:
+    """The CLI on the finished collection: every shard already done, nothing embedded."""
+    target, *_ = resumed
+    assert main(["ray-index", str(target), str(shards[0].parent / "part-*"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["shards_skipped"], report["rows_embedded"]) == (5, 0)
+    assert main(["ray-index", str(target), str(shards[0].parent / "*.csv")]) == 2
+    assert "matches no" in capsys.readouterr().err
+    assert main(["ray-search", str(target), "cats"]) == 2  # a plain collection is not sharded
+    assert "sharded" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- ingest

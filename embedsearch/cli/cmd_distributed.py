@@ -58,38 +58,50 @@ def _shard_done(uri: str, record: dict[str, Any]) -> None:
     print(f"  shard done: {uri} ({record['documents']} documents)", file=sys.stderr)
 
 
-def cmd_ray_index(args: argparse.Namespace) -> int:
-    from ..distributed import ingest
+def run_ingest(args: argparse.Namespace, sources: list[str], address: str | None) -> int:
+    """Run a distributed ingest from parsed arguments (``ray-index``, or ``index --ray``).
 
-    meta = [f.strip() for f in args.meta_fields.split(",")] if args.meta_fields else None
+    Options a caller's parser lacks take their defaults, so ``embedsearch index --ray`` can
+    hand over its own namespace (name, files, text/id/meta fields, model, index, upsert).
+    """
+    from ..distributed import ingest
+    from ..distributed.ingest import DEFAULT_BATCH_SIZE
+
+    meta_fields = getattr(args, "meta_fields", None)
+    meta = [f.strip() for f in meta_fields.split(",")] if meta_fields else None
     report = ingest(
-        args.sources,
+        sources,
         args.name,
-        model=args.model,
-        index=args.index,
-        num_actors=args.actors,
-        batch_size=args.batch_size,
-        resume=not args.restart,
-        upsert=args.upsert,
-        address=args.address,
-        shards=args.shards,
-        text_field=args.text_field,
-        id_field=args.id_field,
+        model=getattr(args, "model", None),
+        index=getattr(args, "index", "auto"),
+        num_actors=getattr(args, "actors", 1),
+        batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
+        resume=not getattr(args, "restart", False),
+        upsert=getattr(args, "upsert", False),
+        address=address,
+        shards=getattr(args, "shards", None),
+        text_field=getattr(args, "text_field", None),
+        id_field=getattr(args, "id_field", None),
         meta_fields=meta,
-        cpus_per_actor=args.cpus_per_actor,
-        gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=getattr(args, "cpus_per_actor", None),
+        gpus_per_actor=getattr(args, "gpus_per_actor", None),
         on_shard=_shard_done,
     )
-    if args.json:
+    if getattr(args, "json", False):
         print(json.dumps(report.to_json(), indent=2))
         return 0
     print(
         f"{report.documents_added} documents from {report.shards_ingested} shard(s) into "
-        f"{report.collection} in {report.seconds:.1f} s ({report.docs_per_s:.0f} docs/s, "
-        f"{report.actors} encoder actor(s)); {report.shards_skipped} shard(s) already done, "
-        f"{report.shards_verified} verified without re-embedding; {report.shards_total} in all"
+        f"{report.collection} in {report.seconds:.1f} s ({report.docs_per_s:.0f} docs/s overall, "
+        f"{report.steady_docs_per_s:.0f} docs/s while encoding, {report.actors} encoder "
+        f"actor(s)); {report.shards_skipped} shard(s) already done, {report.shards_verified} "
+        f"verified without re-embedding; {report.shards_total} in all"
     )
     return 0
+
+
+def cmd_ray_index(args: argparse.Namespace) -> int:
+    return run_ingest(args, args.sources, args.address)
 
 
 def cmd_ray_search(args: argparse.Namespace) -> int:

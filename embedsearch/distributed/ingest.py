@@ -28,6 +28,7 @@ record), after it the new committed position. A restarted job therefore
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..errors import InvalidInputError
+from ..errors import EmbedSearchError, InvalidInputError
 from ..ingest import ReadOptions
 from . import sources
 from ._ray import original_error, ray_session
@@ -503,6 +504,7 @@ def _run(
 
     span = [math.inf, 0.0]
     busy: dict[str, float] = {}
+    last_n: dict[int, int] = {}  # last row number received per task (rows come in order)
     buffer: list[dict[str, Any]] = []
     current = 0  # index of the task whose rows are arriving
 
@@ -531,12 +533,37 @@ def _run(
                 if on_shard is not None:
                     on_shard(task.shard.uri, dict(rec))
 
-    it = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+    it = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
+
+    def batches() -> Any:
+        """The pipeline's output; when it fails, first commit the rows already received."""
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    commit()  # their rows are embedded and in order: keep them
+                raise
+            yield batch
+
     try:
-        for batch in it:
+        for batch in batches():
             for idx in np.unique(batch["task"]):
                 part = {k: v[batch["task"] == idx] for k, v in batch.items()}
                 idx = int(idx)
+                if idx < current:  # a retried task may resend rows of a finished shard
+                    if (part["n"] > last_n.get(idx, -1)).any():  # new rows: order was broken
+                        rec = state["shards"][tasks[idx].shard.uri]
+                        rec["done"] = False  # resume it from its committed rows next time
+                        _save_progress(target.path, state)
+                        raise EmbedSearchError(
+                            f"Ray Data delivered rows of {tasks[idx].shard.uri} after those of "
+                            "a later shard (shard order is required). What was committed is "
+                            "recorded; re-run the same command to resume."
+                        )
+                    continue
                 if idx != current:
                     commit()
                     finish_upto(idx)
@@ -552,6 +579,12 @@ def _run(
                     min(span[0], float(part["t0"].min())),
                     max(span[1], float(part["t1"].max())),
                 )
+                fresh = part["n"] > last_n.get(idx, -1)  # a retried task restarts its shard
+                if not fresh.all():
+                    part = {k: v[fresh] for k, v in part.items()}
+                    if not len(part["n"]):
+                        continue
+                last_n[idx] = int(part["n"][-1])
                 buffer.append(part)
                 if sum(len(b["n"]) for b in buffer) >= commit_rows:
                     commit()

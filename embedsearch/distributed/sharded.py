@@ -35,12 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from .. import store
 from ..collection import _check_id, _check_metadata, _check_text, check_k, resolve_path
 from ..errors import (
     DocumentNotFoundError,
     DuplicateIdError,
     EmbedSearchError,
     InvalidInputError,
+    NotACollectionError,
 )
 from ..types import Document, Hit
 from ._ray import call, require_ray
@@ -142,6 +144,12 @@ class ShardedCollection:
                     f"{root} has {layout['shards']} shards, not {shards}. Open it without "
                     "shards=, or build a new layout with ShardedCollection.from_collection()."
                 )
+        elif (root / store.MANIFEST).is_file():
+            raise NotACollectionError(
+                f"{root} is an ordinary collection, not a sharded one: open it with "
+                "embedsearch.open() (`embedsearch search`), or partition it with "
+                "ShardedCollection.from_collection()."
+            )
         elif not create:
             raise CollectionNotFoundError(
                 f"No sharded collection at {root}; create it with ShardedCollection.open(path, "
