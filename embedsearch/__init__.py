@@ -27,7 +27,10 @@ from .errors import (
     ModelMismatchError,
     NotACollectionError,
 )
+from .interpolate import lerp, slerp
 from .types import Document, Hit
+from .vocabulary import Vocabulary
+from .word_eval import evaluate_word_analogies, evaluate_word_pairs
 
 __version__ = "0.1.0"
 
@@ -51,4 +54,9 @@ __all__ = [
     "NotACollectionError",
     "get_encoder",
     "open",
+    "Vocabulary",
+    "evaluate_word_analogies",
+    "evaluate_word_pairs",
+    "lerp",
+    "slerp",
 ]
