@@ -15,6 +15,7 @@ from .encoder import Encoder, get_encoder
 from .errors import (
     CollectionExistsError,
     CollectionNotFoundError,
+    CommitUncertainError,
     CorruptionError,
     DocumentNotFoundError,
     DuplicateIdError,
@@ -38,6 +39,7 @@ __all__ = [
     "Collection",
     "CollectionExistsError",
     "CollectionNotFoundError",
+    "CommitUncertainError",
     "CorruptionError",
     "Document",
     "DocumentNotFoundError",

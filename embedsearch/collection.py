@@ -19,7 +19,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import threading
@@ -35,6 +34,7 @@ from .concurrency import RWLock
 from .encoder import Encoder, get_encoder
 from .errors import (
     CollectionNotFoundError,
+    CommitUncertainError,
     CorruptionError,
     DocumentNotFoundError,
     DuplicateIdError,
@@ -51,9 +51,12 @@ from .types import Document, Hit
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always used with fullmatch
 MAX_K = 10_000
 MAX_ID_LENGTH = 512
+#: Longest text accepted (characters). The encoder reads only its first max_seq_length
+#: tokens anyway; a longer text is a whole file that wants chunking (``add_documents``).
+MAX_TEXT_CHARS = 1_000_000
 WRITE_CHUNK = 2048  # documents embedded and written per segment while streaming an add
 COMPACT_SEGMENT_ROWS = 200_000
 
@@ -74,7 +77,7 @@ def resolve_path(name_or_path: str | os.PathLike[str], base: Path | None = None)
         return Path(name_or_path)
     if not isinstance(name_or_path, str) or not name_or_path or "\x00" in name_or_path:
         raise InvalidInputError("A collection is named by a non-empty string or a path.")
-    if NAME_RE.match(name_or_path) and ".." not in name_or_path:
+    if NAME_RE.fullmatch(name_or_path) and ".." not in name_or_path:
         return (base or home()) / name_or_path
     if "/" in name_or_path or name_or_path.startswith(("~", ".")):
         return Path(name_or_path).expanduser()
@@ -86,7 +89,7 @@ def resolve_path(name_or_path: str | os.PathLike[str], base: Path | None = None)
 
 def validate_name(name: str) -> str:
     """Check a bare collection name (the HTTP API accepts nothing else)."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidInputError(
             f"{name!r} is not a valid collection name: use 1–128 letters, digits, '.', '_' or "
             "'-', starting with a letter or digit."
@@ -104,7 +107,24 @@ def _check_text(text: Any, where: str) -> str:
         raise InvalidInputError(f"{where} is empty or whitespace; remove it or give it content.")
     if "\x00" in text:
         raise InvalidInputError(f"{where} contains a NUL character; strip it before adding.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidInputError(
+            f"{where} is {len(text):,} characters long, over the {MAX_TEXT_CHARS:,}-character "
+            "limit; split it into passages (col.add_documents or `embedsearch index --chunk`)."
+        )
+    _check_encodable(text, where)
     return text
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """Refuse lone surrogates (``"\\ud800"``): valid in a Python str, not in UTF-8 storage."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{where} is not valid Unicode (a lone surrogate at position {exc.start}); "
+            "decode the source text with errors='replace' first."
+        ) from None
 
 
 def _check_id(doc_id: Any, where: str) -> str:
@@ -112,6 +132,7 @@ def _check_id(doc_id: Any, where: str) -> str:
         raise InvalidInputError(f"{where} must be a non-empty string without NUL, got {doc_id!r}.")
     if len(doc_id) > MAX_ID_LENGTH:
         raise InvalidInputError(f"{where} is longer than {MAX_ID_LENGTH} characters.")
+    _check_encodable(doc_id, where)
     return doc_id
 
 
@@ -121,12 +142,14 @@ def _check_metadata(meta: Any, where: str) -> str | None:
     if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
         raise InvalidInputError(f"{where} must be a dict with string keys (or None), got {meta!r}.")
     try:
-        return json.dumps(meta, allow_nan=False, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
+        out = json.dumps(meta, allow_nan=False, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInputError(
             f"{where} is not JSON-serialisable ({exc}); use strings, numbers, booleans, None, "
             "lists and dicts."
         ) from exc
+    _check_encodable(out, where)
+    return out
 
 
 def check_k(k: Any) -> int:
@@ -184,7 +207,13 @@ class Collection(LatentMixin, RetrievalMixin):
     """
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], model: str | None, backend: str | None
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        model: str | None,
+        backend: str | None,
+        *,
+        stamp: tuple[int, int, int] | None = None,
     ):
         self.path = path
         self.name = path.name
@@ -197,8 +226,10 @@ class Collection(LatentMixin, RetrievalMixin):
         self._write_mutex = threading.RLock()
         self._rw = RWLock()
         self._closed = False
-        self._stamp = self._manifest_stamp()
-        self._load(manifest)
+        # The stamp must describe the manifest we hold or an *older* one: taken after the
+        # read, a commit landing in between would make refresh() believe we are current.
+        self._stamp = stamp if stamp is not None else self._manifest_stamp()
+        self._load_first(manifest)
 
     # ------------------------------------------------------------------ loading
     def _manifest_stamp(self) -> tuple[int, int, int]:
@@ -215,6 +246,24 @@ class Collection(LatentMixin, RetrievalMixin):
         index = self._load_index(manifest, table)
         with self._rw.write():
             self._manifest, self._table, self._index = manifest, table, index
+
+    def _load_first(self, manifest: dict[str, Any]) -> None:
+        """Load the manifest open() read, following newer commits that replaced its files.
+
+        A compaction by another process between open()'s read and this load removes files
+        the manifest names: that is a newer commit, not corruption, so load that one instead.
+        """
+        for _attempt in range(5):
+            try:
+                self._load(manifest)
+                return
+            except CorruptionError:
+                stamp = self._manifest_stamp()
+                newer = store.read_manifest(self.path)
+                if self._version(newer) == self._version(manifest):
+                    raise  # the same commit is still damaged: real corruption
+                manifest, self._stamp = newer, stamp
+        self._load(manifest)
 
     def _load_index(self, manifest: dict[str, Any], table: MemTable) -> VectorIndex:
         spec = manifest["index"]["spec"]
@@ -352,7 +401,7 @@ class Collection(LatentMixin, RetrievalMixin):
     def as_unit_vector(self, vector: Any, what: str = "vector") -> np.ndarray:
         """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it."""
         try:
-            v = np.asarray(vector, dtype=np.float32)
+            v = np.asarray(vector, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"{what} must be a list of numbers ({exc}).") from exc
         if v.ndim != 1 or v.shape[0] != self.dim:
@@ -361,10 +410,11 @@ class Collection(LatentMixin, RetrievalMixin):
             )
         if not np.all(np.isfinite(v)):
             raise InvalidInputError(f"{what} contains NaN or infinity.")
-        norm = float(np.linalg.norm(v))
-        if norm == 0.0 or not math.isfinite(norm):
+        peak = float(np.max(np.abs(v)))
+        if peak == 0.0:
             raise InvalidInputError(f"{what} is the zero vector; it has no direction to search.")
-        return v / norm
+        v = v / peak  # scale first: the norm of 1e200-sized (or 1e-300) components stays finite
+        return (v / np.linalg.norm(v)).astype(np.float32)
 
     # ------------------------------------------------------------------ writes
     def add(
@@ -502,10 +552,8 @@ class Collection(LatentMixin, RetrievalMixin):
                     r.to_json() for r in written if "/del-" in r.file
                 ]
                 manifest = self._commit(manifest)
-            except BaseException:
-                for ref in written:
-                    with contextlib.suppress(OSError):
-                        (self.path / ref.file).unlink()
+            except BaseException as exc:
+                self._discard([ref.file for ref in written], exc)
                 raise
             finally:
                 bar.close()
@@ -564,14 +612,29 @@ class Collection(LatentMixin, RetrievalMixin):
             manifest["tombstones"] = manifest["tombstones"] + [ref.to_json()]
             try:
                 manifest = self._commit(manifest)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    (self.path / ref.file).unlink()
+            except BaseException as exc:
+                self._discard([ref.file], exc)
                 raise
             with self._rw.write():
                 self._table.kill(positions)
                 self._manifest = manifest
             return len(positions)
+
+    def _discard(self, files: list[str], exc: BaseException) -> None:
+        """Remove the files of a write that failed, unless its manifest did reach the disk.
+
+        When the manifest was renamed into place but the directory sync failed
+        (:class:`CommitUncertainError`), those files are named by the manifest on disk and
+        removing them would destroy a collection. The handle then gives up its writer lock,
+        so its next write starts from what is on disk.
+        """
+        if isinstance(exc, CommitUncertainError):
+            self._writer.release()
+            self._stamp = (0, 0, 0)  # the next refresh() reloads from disk
+            return
+        for name in files:
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
 
     def _commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
@@ -610,10 +673,8 @@ class Collection(LatentMixin, RetrievalMixin):
                 manifest["epoch"] = uuid.uuid4().hex
                 manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
                 manifest = self._commit(manifest)
-            except BaseException:
-                for ref in refs:
-                    with contextlib.suppress(OSError):
-                        (self.path / ref.file).unlink()
+            except BaseException as exc:
+                self._discard([ref.file for ref in refs], exc)
                 raise
             old_rows = table.rows
             self._load(manifest)
@@ -696,9 +757,8 @@ class Collection(LatentMixin, RetrievalMixin):
         }
         try:
             self._manifest = self._commit(manifest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                (self.path / name).unlink()
+        except BaseException as exc:
+            self._discard([name], exc)
             raise
         self._index_file_ok = True
         if saved:
@@ -917,6 +977,31 @@ def _progress_bar(total: int | None, show: bool, desc: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- open
+def _path_error(exc: OSError, path: Path) -> InvalidInputError:
+    return InvalidInputError(
+        f"Cannot use {str(path)[:200]!r} as a collection path ({exc.strerror}); choose a "
+        "shorter or simpler path."
+    )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError as exc:  # ENAMETOOLONG, ELOOP...: the path itself is unusable
+        raise _path_error(exc, path) from None
+
+
+def _stat_manifest(path: Path) -> tuple[int, int, int] | None:
+    """The manifest's (inode, mtime, size) stamp, or None if there is none."""
+    try:
+        st = (path / store.MANIFEST).stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise _path_error(exc, path) from None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def open(  # noqa: A001 - the public name is embedsearch.open, by contract
     name_or_path: str | os.PathLike[str],
     *,
@@ -947,7 +1032,8 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
 
     path = resolve_path(name_or_path)
     want = DEFAULT_MODEL if model in _DEFAULT_ALIASES else model
-    if (path / store.MANIFEST).exists():
+    stamp = _stat_manifest(path)
+    if stamp is not None:
         manifest = store.read_manifest(path)
         stored = manifest["model"]["name"]
         if want is not None and want != stored:
@@ -955,7 +1041,7 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
                 f"Collection {path.name!r} was built with model {stored!r}, not {want!r}; open it "
                 "with that model (or model=None), or build a new collection for the other model."
             )
-        col = Collection(path, manifest, None, backend)
+        col = Collection(path, manifest, None, backend, stamp=stamp)
         if index != "auto" and validate_spec(index, col.dim) != manifest["index"]["spec"]:
             col.reindex(index)
             col._writer.release()
@@ -965,7 +1051,7 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
             f"No collection at {path}. Create it with embedsearch.open({str(name_or_path)!r}) "
             "(create=True) or `embedsearch index`, or check EMBEDSEARCH_HOME."
         )
-    if path.exists() and (not path.is_dir() or not _unfinished_creation(path)):
+    if _exists(path) and (not path.is_dir() or not _unfinished_creation(path)):
         raise NotACollectionError(
             f"{path} exists and is not an embedsearch collection; choose another name or path."
         )

@@ -68,6 +68,13 @@ class CorruptionError(EmbedSearchError):
     http_status = 500
 
 
+class CommitUncertainError(EmbedSearchError):
+    """A commit reached the disk but could not be made durable (an I/O error after the
+    manifest was renamed into place): the write may or may not survive a crash."""
+
+    http_status = 500
+
+
 class LockedError(EmbedSearchError):
     """Another writer (process or handle) holds the collection's write lock."""
 

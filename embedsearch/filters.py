@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +30,15 @@ from .errors import FilterError
 
 Predicate = Callable[[dict[str, Any]], bool]
 _MISSING = object()
-_ORDER = {"$gt": "__gt__", "$gte": "__ge__", "$lt": "__lt__", "$lte": "__le__"}
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+#: Deepest nesting of $and/$or/$not accepted: real filters are a few levels deep, and a
+#: limit turns a hostile 5000-deep body into a FilterError instead of a RecursionError.
+MAX_DEPTH = 32
 _OPS = {"$eq", "$ne", "$in", "$nin", "$exists", *_ORDER}
 
 
@@ -63,10 +72,10 @@ def _compile_op(path: tuple[str, ...], op: str, operand: Any, where: str) -> Pre
     if op in ("$in", "$nin"):
         if not isinstance(operand, list):
             raise FilterError(f"{where}.{op}: needs a list of values, got {operand!r}.")
-        values = [_scalar(v, f"{where}.{op}") for v in operand]
+        keys = {_eq_key(_scalar(v, f"{where}.{op}")) for v in operand}
         if op == "$in":
-            return lambda m: _lookup(m, path) in values
-        return lambda m: _lookup(m, path) not in values
+            return lambda m: _eq_key(_lookup(m, path)) in keys
+        return lambda m: _eq_key(_lookup(m, path)) not in keys
     if op == "$exists":
         if not isinstance(operand, bool):
             raise FilterError(f"{where}.$exists: needs true or false.")
@@ -78,11 +87,11 @@ def _compile_op(path: tuple[str, ...], op: str, operand: Any, where: str) -> Pre
         return lambda m: not _equal(_lookup(m, path), value)
     if value is None or isinstance(value, bool):
         raise FilterError(f"{where}.{op}: compare with a number or a string, not {value!r}.")
-    method = _ORDER[op]
+    compare = _ORDER[op]
 
     def ordered(m: dict[str, Any]) -> bool:
         got = _lookup(m, path)
-        return _comparable(got, value) and getattr(got, method)(value) is True
+        return _comparable(got, value) and bool(compare(got, value))
 
     return ordered
 
@@ -95,7 +104,25 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _compile(obj: Any, where: str) -> Predicate:
+def _eq_key(value: Any) -> Any:
+    """A hashable key under which two values are equal exactly when ``_equal`` says so.
+
+    Booleans get their own tag (``True == 1`` in Python, not in a filter); lists, dicts and
+    a missing field get a key no scalar operand has.
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if value is None or isinstance(value, (int, float, str)):
+        return ("scalar", value)
+    return ("other", id(_MISSING))
+
+
+def _compile(obj: Any, where: str, depth: int = 0) -> Predicate:
+    if depth > MAX_DEPTH:
+        raise FilterError(
+            f"{where}: filter nested deeper than {MAX_DEPTH} levels; flatten it "
+            "(a list under one $and/$or holds any number of conditions)."
+        )
     if not isinstance(obj, dict) or not obj:
         raise FilterError(f"{where}: a filter is a non-empty JSON object, got {obj!r}.")
     parts: list[Predicate] = []
@@ -105,14 +132,14 @@ def _compile(obj: Any, where: str) -> Predicate:
         if key in ("$and", "$or"):
             if not isinstance(val, list) or not val:
                 raise FilterError(f"{where}.{key}: needs a non-empty list of filters.")
-            subs = [_compile(v, f"{where}.{key}[{i}]") for i, v in enumerate(val)]
+            subs = [_compile(v, f"{where}.{key}[{i}]", depth + 1) for i, v in enumerate(val)]
             parts.append(
                 (lambda s: lambda m: all(p(m) for p in s))(subs)
                 if key == "$and"
                 else (lambda s: lambda m: any(p(m) for p in s))(subs)
             )
         elif key == "$not":
-            sub = _compile(val, f"{where}.$not")
+            sub = _compile(val, f"{where}.$not", depth + 1)
             parts.append(lambda m, sub=sub: not sub(m))
         elif key.startswith("$"):
             raise FilterError(f"{where}: unknown top-level operator {key!r}; use $and, $or, $not.")
@@ -138,6 +165,8 @@ def compile_filter(where: dict[str, Any] | str) -> Predicate:
     if isinstance(where, str):
         try:
             where = json.loads(where)
+        except RecursionError as exc:
+            raise FilterError(f"where is nested too deeply (limit {MAX_DEPTH}).") from exc
         except ValueError as exc:
             raise FilterError(f"where is not valid JSON: {exc}.") from exc
     return _compile(where, "where")

@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterable
@@ -35,13 +36,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import CorruptionError, EmbedSearchError, LockedError, NotACollectionError
+from .errors import (
+    CommitUncertainError,
+    CorruptionError,
+    EmbedSearchError,
+    LockedError,
+    NotACollectionError,
+)
 
 FORMAT_NAME = "embedsearch-collection"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SEGMENTS_DIR = "segments"
 LOCK_FILE = "LOCK"
+#: What a file named inside a manifest may look like: a segment, a tombstone file or an
+#: index, inside the collection. Anything else (``../x``, absolute paths) is refused.
+FILE_NAME_RE = re.compile(
+    rf"{SEGMENTS_DIR}/(seg|del)-[0-9a-f]{{32}}\.parquet|index-[0-9a-f]{{32}}\.faiss"
+)
 
 
 # --------------------------------------------------------------------------- files
@@ -77,11 +89,18 @@ def atomic_write(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise_storage_error(exc, path)
+    try:
+        _fsync_dir(path.parent)
+    except OSError as exc:  # the new file is in place: the old state is gone for readers
+        raise CommitUncertainError(
+            f"{path.name} was replaced but its directory could not be synced ({exc.strerror}): "
+            "the change is visible now but may not survive a crash. Check the disk, then "
+            "reopen the collection to see its state."
+        ) from exc
 
 
 def sha256_file(path: Path) -> str:
@@ -108,6 +127,19 @@ class FileRef:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FileRef:
         return cls(str(obj["file"]), int(obj["rows"]), str(obj["sha256"]), int(obj["bytes"]))
+
+    @classmethod
+    def check(cls, obj: Any, where: str) -> None:
+        """Raise ValueError unless ``obj`` is a well-formed file entry of a manifest."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where} is not an object")
+        if not isinstance(obj.get("file"), str) or not FILE_NAME_RE.fullmatch(obj["file"]):
+            raise ValueError(f"{where}.file is not a file name of this collection")
+        for key in ("rows", "bytes"):
+            if type(obj.get(key)) is not int or obj[key] < 0:
+                raise ValueError(f"{where}.{key} is not a non-negative integer")
+        if not isinstance(obj.get("sha256"), str):
+            raise ValueError(f"{where}.sha256 is not a string")
 
 
 def verified_path(root: Path, ref: FileRef) -> Path:
@@ -290,7 +322,13 @@ def read_manifest(root: Path) -> dict[str, Any]:
         ) from exc
     if obj.get("format") != FORMAT_NAME:
         raise NotACollectionError(f"{path} is not an embedsearch manifest.")
-    if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+    version = obj.get("format_version")
+    if type(version) is not int:
+        raise CorruptionError(
+            f"{path} has no valid format_version; the commit point is damaged. Restore it "
+            "from a backup or run `embedsearch repair`."
+        )
+    if version > FORMAT_VERSION:
         raise EmbedSearchError(
             f"{root} was written by a newer embedsearch (format {obj['format_version']}); "
             "upgrade embedsearch to open it."
@@ -301,7 +339,47 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"{path} fails its checksum (edited or damaged). Restore it from a backup or run "
             "`embedsearch repair`."
         )
+    try:
+        _check_structure(obj)
+    except ValueError as exc:
+        raise CorruptionError(
+            f"{path} passes its checksum but is malformed ({exc}); it was not written by "
+            "embedsearch. Restore it from a backup or run `embedsearch repair`."
+        ) from None
     return obj
+
+
+def _check_structure(obj: dict[str, Any]) -> None:
+    """Raise ValueError unless a manifest has every field, with the right types.
+
+    A checksum proves only that the file is as some writer left it; a crafted collection
+    can carry a valid checksum, so nothing read from it is used before this check.
+    """
+    if type(obj.get("generation")) is not int or not isinstance(obj.get("epoch"), str):
+        raise ValueError("generation or epoch missing")
+    model = obj.get("model")
+    if (
+        not isinstance(model, dict)
+        or not isinstance(model.get("name"), str)
+        or type(model.get("dim")) is not int
+        or model["dim"] <= 0
+    ):
+        raise ValueError("model must name a model and its dimension")
+    index = obj.get("index")
+    if not isinstance(index, dict) or not isinstance(index.get("spec"), str):
+        raise ValueError("index.spec missing")
+    if index.get("file") is not None:
+        FileRef.check(index["file"], "index.file")
+        if not isinstance(index["file"].get("epoch"), str):
+            raise ValueError("index.file.epoch missing")
+        if not isinstance(index["file"].get("info"), dict):
+            raise ValueError("index.file.info missing")
+    for key in ("segments", "tombstones"):
+        refs = obj.get(key)
+        if not isinstance(refs, list):
+            raise ValueError(f"{key} is not a list")
+        for i, ref in enumerate(refs):
+            FileRef.check(ref, f"{key}[{i}]")
 
 
 def manifest_files(manifest: dict[str, Any]) -> set[str]:

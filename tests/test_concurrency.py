@@ -418,13 +418,6 @@ def _hook_after_read_manifest(monkeypatch: pytest.MonkeyPatch, action: Any) -> N
     monkeypatch.setattr(store, "read_manifest", read_then_act)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Collection.__init__ takes the manifest stamp (inode, mtime, size) *after* "
-    "open() read the manifest; a commit landing in between gives the handle the new stamp "
-    "with the old contents, so refresh() believes it is current and the handle misses that "
-    "commit until some later commit (stat before reading, or fstat the file actually read)",
-)
 def test_handle_opened_while_a_commit_lands_does_not_stay_stale(
     tmp_path: Path, demo_vectors: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -438,12 +431,6 @@ def test_handle_opened_while_a_commit_lands_does_not_stay_stale(
     assert sorted(reader.ids()) == ["a", "c"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: open() loads the manifest it read without the retry that refresh() now "
-    "has; a compaction by another process between the two fails open() with CorruptionError "
-    "'run embedsearch repair' on a healthy collection",
-)
 def test_open_racing_a_compaction_sees_no_corruption(
     tmp_path: Path, demo_vectors: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -325,13 +325,6 @@ def test_disk_full_while_saving_the_index_is_clean(fsize_results: dict, name: st
     assert r["tmp"] == r["tmp_after_op"] == [], r
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: store.atomic_write reports 'the collection is unchanged' when the "
-    "directory fsync fails *after* os.replace; Collection._write then unlinks the segment "
-    "files that the already-renamed manifest names, and every later open fails with "
-    "CorruptionError (an I/O error turned into data loss)",
-)
 def test_io_error_after_the_manifest_rename_loses_nothing(
     col_path: Path, monkeypatch: pytest.MonkeyPatch, demo_vectors: Any
 ) -> None:

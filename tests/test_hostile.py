@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import embedsearch
@@ -40,9 +40,6 @@ FUZZ = int(os.environ.get("ES_FUZZ_EXAMPLES", "60"))
 FUZZ_SETTINGS = settings(
     max_examples=FUZZ, deadline=None, database=None, suppress_health_check=list(HealthCheck)
 )
-# For fuzz tests that are expected to fail (xfail, core bug open): no shrinking, which would
-# spend minutes minimising a failure we already know about.
-KNOWN_BUG_FUZZ = settings(FUZZ_SETTINGS, phases=[Phase.explicit, Phase.generate])
 PACKAGE = Path(embedsearch.__file__).parent
 FUZZ_COUNTS: dict[str, int] = {}
 
@@ -101,11 +98,6 @@ def test_fuzz_bare_names_never_escape_home(name: str) -> None:
     assert "/" not in name and "\x00" not in name and name not in (".", "..")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: NAME_RE ends in '$', which also matches before a trailing newline, so "
-    "validate_name('abc\\n') accepts a name with a newline (use re.fullmatch or '\\Z')",
-)
 def test_name_with_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidInputError):
         validate_name("abc\n")
@@ -118,11 +110,6 @@ def test_bare_names_resolve_inside_home_and_nul_is_refused(home: Path) -> None:
     assert list(home.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: open(path) with a path component longer than NAME_MAX lets "
-    "OSError(ENAMETOOLONG) escape from Path.exists()/mkdir instead of an EmbedSearchError",
-)
 @pytest.mark.parametrize("create", [False, True])
 def test_very_long_path_is_a_clean_error(tmp_path: Path, encoder: Any, create: bool) -> None:
     with pytest.raises(EmbedSearchError):
@@ -171,12 +158,6 @@ def test_bad_ids_are_refused(tmp_path: Path, bad: Any, demo_vectors: Any) -> Non
     col.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: lone surrogates (e.g. '\\ud800', which json.loads and some HTTP stacks "
-    "produce) in ids, texts or metadata pass validation and then fail inside pyarrow/the "
-    "tokenizer with UnicodeEncodeError/TypeError instead of InvalidInputError",
-)
 @pytest.mark.parametrize("where", ["id", "text", "metadata"])
 def test_lone_surrogates_are_refused_cleanly(tmp_path: Path, where: str, demo_vectors: Any) -> None:
     col = embedsearch.open(tmp_path / "c")
@@ -249,11 +230,6 @@ def test_many_ids_in_one_delete_and_a_huge_in_filter(small_col: Any) -> None:
     assert len(hits) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: deeply nested filters ($not/$and 5000 deep, e.g. from an HTTP body) "
-    "raise RecursionError instead of FilterError with a depth limit",
-)
 def test_deeply_nested_filter_is_a_filter_error(small_col: Any) -> None:
     where: dict[str, Any] = {"g": 1}
     for _ in range(5000):
@@ -262,12 +238,6 @@ def test_deeply_nested_filter_is_a_filter_error(small_col: Any) -> None:
         small_col.search(np.ones(384), k=3, where=where)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: as_unit_vector computes the norm in float32, so a valid direction with "
-    "large (1e20) or tiny (1e-30) components overflows/underflows and is refused as 'the zero "
-    "vector'; compute the norm in float64 or scale by max|v| first",
-)
 def test_scaled_vectors_keep_their_direction(small_col: Any) -> None:
     ref = small_col.as_unit_vector(np.arange(1, 385, dtype=np.float32))
     for scale in (1e20, 1e-30):
@@ -275,12 +245,6 @@ def test_scaled_vectors_keep_their_direction(small_col: Any) -> None:
         assert np.allclose(got, ref, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: no size limit on texts: a 50 MB text goes whole into the tokenizer "
-    "(measured: 157 s and 7.4 GB peak RSS for one add); reject texts above a documented "
-    "limit or cut them to a few times max_seq_length tokens' worth of characters first",
-)
 def test_50mb_text_never_reaches_the_encoder_whole(
     small_col: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -408,14 +372,8 @@ def _mutated_manifest(real: dict[str, Any], data: st.DataObject) -> dict[str, An
     return m
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: read_manifest calls int(obj['format_version']) before any validation, "
-    "so a damaged manifest with format_version null/'x'/[1] raises TypeError/ValueError "
-    "instead of CorruptionError",
-)
 @given(data=st.data())
-@KNOWN_BUG_FUZZ
+@FUZZ_SETTINGS
 def test_fuzz_structured_manifest_unsigned(
     fuzz_template: Path, tmp_path_factory: Any, data: Any
 ) -> None:
@@ -428,14 +386,8 @@ def test_fuzz_structured_manifest_unsigned(
     _expect_clean(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a manifest that passes its checksum is trusted blindly: missing or "
-    "mistyped fields (model, index, segments entries, epoch) raise KeyError/TypeError/"
-    "AttributeError instead of CorruptionError; validate the structure in read_manifest",
-)
 @given(data=st.data())
-@KNOWN_BUG_FUZZ
+@FUZZ_SETTINGS
 def test_fuzz_structured_manifest_signed(
     fuzz_template: Path, tmp_path_factory: Any, data: Any
 ) -> None:
@@ -517,13 +469,6 @@ def test_fuzz_data_files_with_stale_checksums_are_refused(
 
 
 # ----------------------------------------------------------------------------- hostile manifest
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: file names inside manifest.json are not validated: a crafted collection "
-    "whose manifest names '../victim' as its (stale-epoch) index file makes the next write "
-    "unlink that file outside the collection (Collection._save_index deletes saved['file']); "
-    "segment names like '../x.parquet' or absolute paths are read from outside it too",
-)
 def test_manifest_file_names_cannot_point_outside(fuzz_template: Path, tmp_path: Path) -> None:
     path = tmp_path / "col"
     shutil.copytree(fuzz_template, path)

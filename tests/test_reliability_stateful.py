@@ -420,14 +420,8 @@ def _dump_stats() -> None:
 
 
 # ----------------------------------------------------------------------------- filter semantics
-# The state machine keeps int fields compared with int bounds and never puts booleans in
-# $in, because of the two core bugs below; these tests pin them down.
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: filters.py compares with getattr(got, '__gt__')(value) is True; "
-    "int.__gt__(float) is NotImplemented, so an int field never matches a float bound "
-    "({'year': {'$gt': 2009.5}} misses year=2010); use operator.gt & co.",
-)
+# Regression tests for two fixed filter bugs: an int field against a float bound, and
+# booleans in $in (True == 1 in Python, not in a filter).
 @pytest.mark.parametrize("op", ["$gt", "$gte", "$lt", "$lte"])
 def test_int_field_against_float_bound(op: str) -> None:
     from embedsearch.filters import compile_filter
@@ -437,12 +431,6 @@ def test_int_field_against_float_bound(op: str) -> None:
     assert compile_filter({"year": {op: value}})({"year": 2010})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: $in/$nin use Python 'in', where True == 1, so {'flag': {'$in': [1]}} "
-    "matches flag=True although {'flag': 1} ($eq) does not; compare with the same "
-    "bool-strict equality as $eq",
-)
 def test_in_is_as_strict_about_booleans_as_eq() -> None:
     from embedsearch.filters import compile_filter
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -67,6 +68,9 @@ def run_ingest(args: argparse.Namespace, sources: list[str], address: str | None
     from ..distributed import ingest
     from ..distributed.ingest import DEFAULT_BATCH_SIZE
 
+    if not getattr(args, "verbose", False):  # Ray Data logs every execution plan at INFO
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
     meta_fields = getattr(args, "meta_fields", None)
     meta = [f.strip() for f in meta_fields.split(",")] if meta_fields else None
     report = ingest(
@@ -86,6 +90,7 @@ def run_ingest(args: argparse.Namespace, sources: list[str], address: str | None
         cpus_per_actor=getattr(args, "cpus_per_actor", None),
         gpus_per_actor=getattr(args, "gpus_per_actor", None),
         on_shard=_shard_done,
+        progress=sys.stderr.isatty(),
     )
     if getattr(args, "json", False):
         print(json.dumps(report.to_json(), indent=2))
