@@ -62,6 +62,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default model)",
     )
     p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run sharded collections on Ray started at startup: bare --ray starts a local Ray "
+        "(or joins RAY_ADDRESS); --ray ADDRESS joins a cluster (auto, HOST:6379, "
+        "ray://HOST:10001). Needed with --workers > 1. Default: a local Ray on first use",
+    )
+    p.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.set_defaults(func=cmd_serve)
@@ -90,6 +100,7 @@ def server_config(args: argparse.Namespace) -> dict[str, Any]:
         },
         "models": args.models,
         "shared_writes": args.workers > 1,
+        "ray_address": args.ray or None,
     }
 
 
@@ -121,11 +132,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "warning: no API key set: every client that can connect has full access",
             file=sys.stderr,
         )
-    print(
-        f"serving {config['home'] or 'EMBEDSEARCH_HOME'} on http://{args.host}:{args.port} "
-        f"(docs at /docs; auth {'on' if keys else 'off'}; {args.workers} worker(s))",
-        file=sys.stderr,
-    )
     common = {
         "host": args.host,
         "port": args.port,
@@ -133,21 +139,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "server_header": False,
     }
-    if args.workers == 1:
-        app = create_app(api_keys=keys, **config)
-        uvicorn.run(app, **common)
-        return 0
-    if args.api_key_file:
-        os.environ["EMBEDSEARCH_API_KEY_FILE"] = str(Path(args.api_key_file).resolve())
-    config_to_env(config)
-    with _multiprocess_metrics():
-        uvicorn.run(
-            "embedsearch.server.app:create_app_from_env",
-            factory=True,
-            workers=args.workers,
-            **common,
+    with _ray_for(args, config):  # before the workers start: they get its address
+        print(
+            f"serving {config['home'] or 'EMBEDSEARCH_HOME'} on http://{args.host}:{args.port} "
+            f"(docs at /docs; auth {'on' if keys else 'off'}; {args.workers} worker(s))",
+            file=sys.stderr,
         )
+        if args.workers == 1:
+            app = create_app(api_keys=keys, **config)
+            uvicorn.run(app, **common)
+            return 0
+        if args.api_key_file:
+            os.environ["EMBEDSEARCH_API_KEY_FILE"] = str(Path(args.api_key_file).resolve())
+        config_to_env(config)
+        with _multiprocess_metrics():
+            uvicorn.run(
+                "embedsearch.server.app:create_app_from_env",
+                factory=True,
+                workers=args.workers,
+                **common,
+            )
     return 0
+
+
+@contextlib.contextmanager
+def _ray_for(args: argparse.Namespace, config: dict[str, Any]) -> Iterator[None]:
+    """With ``--ray``: start or join Ray here, before serving, and shut it down after.
+
+    Shard actors then live on that Ray. Worker processes (``--workers N``) join the same
+    cluster: they get its GCS address (a ``ray://`` client address is passed on as given).
+    Without ``--ray`` nothing starts here; a sharded collection starts a local Ray in the
+    server process on first use.
+    """
+    if args.ray is None:
+        yield
+        return
+    from ..distributed._ray import ray_session
+
+    address = args.ray or None
+    with ray_session(address) as ray:  # EmbedSearchError (exit 2) when Ray is missing/unreachable
+        if not (address or "").startswith("ray://"):
+            config["ray_address"] = ray.get_runtime_context().gcs_address
+        print(f"Ray: {config['ray_address'] or 'local'} (sharded collections)", file=sys.stderr)
+        yield
 
 
 @contextlib.contextmanager

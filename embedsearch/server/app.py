@@ -85,6 +85,7 @@ def create_app(
     write_wait_s: float = 5.0,
     separate_query_encoder: bool = True,
     warm: bool = True,
+    ray_address: str | None = None,
 ) -> FastAPI:
     """Build the HTTP app over the collections in ``home``.
 
@@ -105,6 +106,10 @@ def create_app(
         separate_query_encoder: embed queries with a private model copy, so searches do not
             wait for a running add (costs one more copy of the model in memory).
         warm: load the default model in the background at startup (``/readyz``).
+        ray_address: the Ray cluster that serves sharded collections, joined on first use
+            when Ray is not initialised in this process (``None``: ``RAY_ADDRESS``, else a
+            private local Ray). Shard actors stop, and a Ray the server started or joined
+            shuts down, when the app stops.
 
     Returns:
         The FastAPI app; run it with uvicorn.
@@ -112,7 +117,13 @@ def create_app(
     root = Path(home) if home is not None else default_home()
     limits = limits if isinstance(limits, Limits) else Limits.from_mapping(limits)
     keys = KeyChecker(keys_from_env() if api_keys is None else api_keys)
-    registry = Registry(root, models=models, shared_writes=shared_writes, write_wait_s=write_wait_s)
+    registry = Registry(
+        root,
+        models=models,
+        shared_writes=shared_writes,
+        write_wait_s=write_wait_s,
+        ray_address=ray_address,
+    )
     state = ServerState(
         registry=registry,
         limits=limits,

@@ -11,6 +11,14 @@ only one process may hold a collection's write lock at a time. In that mode
 releasing the lock for the next worker; the other workers' read handles pick the commit up on
 their next call. A write that finds the lock held waits up to ``write_wait_s`` and then
 answers 423.
+
+A *sharded* collection (a directory holding ``sharded.json``, see
+:mod:`embedsearch.distributed.layout`) is served under its bare name like an ordinary one: it
+opens as a :class:`ServedShardedCollection` (one Ray actor per shard) on Ray, which the
+registry starts or joins once (``ray_address``) and shuts down in :meth:`Registry.close_all`,
+after stopping the shard actors. Without Ray installed such a collection answers 503 saying
+to install ``embedsearch[distributed]``; operations a sharded collection lacks (latent space,
+RAG retrieval) answer 400 :class:`NotSupportedError`.
 """
 
 from __future__ import annotations
@@ -24,15 +32,19 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import store
 from ..collection import Collection, validate_name
 from ..collection import open as open_collection
+from ..distributed._ray import INSTALL_HINT, ray_session
+from ..distributed.layout import is_sharded, read_layout
+from ..distributed.sharded import ShardedCollection
 from ..encoder import DEFAULT_MODEL, default_model_name
 from ..errors import (
     CollectionExistsError,
     CollectionNotFoundError,
+    EmbedSearchError,
     InvalidInputError,
     LockedError,
 )
@@ -47,6 +59,71 @@ def canonical_model(name: str) -> str:
     return DEFAULT_MODEL if name in _DEFAULT_NAMES else name
 
 
+class NotSupportedError(EmbedSearchError, AttributeError):
+    """The operation exists for ordinary collections but not for a sharded one.
+
+    It is also an ``AttributeError``, so ``hasattr(col, "expr")`` stays ``False`` on a
+    sharded collection instead of raising.
+    """
+
+    http_status = 400
+
+
+class ShardedUnavailableError(EmbedSearchError):
+    """A sharded collection cannot be served: Ray is missing or cannot start/join."""
+
+    http_status = 503
+
+
+class ServedShardedCollection(ShardedCollection):
+    """A :class:`ShardedCollection` as the server hands it out.
+
+    It differs in two ways only: a public method that ``Collection`` has and a sharded
+    collection lacks (``expr``, ``cluster``, ``retrieve``…) raises :class:`NotSupportedError`
+    (a clear 400 naming the operation) instead of ``AttributeError`` (a 500), and
+    :meth:`stop` also stops shard actors shared with other worker processes (detached).
+    """
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached when normal lookup fails: every real attribute is untouched.
+        if attr.startswith("_") or not callable(getattr(Collection, attr, None)):
+            raise AttributeError(attr)
+        raise NotSupportedError(
+            f"{attr} is not supported on sharded collection {self.name!r} (its documents are "
+            f"spread over {self.shards} shards served by Ray). A sharded collection serves info, "
+            "count, ids, documents (add, upsert, get, delete), search and batch search, compact "
+            "and reindex; use an ordinary collection for this operation."
+        )
+
+    def stop(self) -> None:
+        """Close every shard and stop its actor, shared (detached) ones too (idempotent)."""
+        if self._closed:
+            return
+        try:
+            if not self._owns_actors:  # close() keeps detached actors for other processes
+                try:
+                    self.shutdown()
+                except EmbedSearchError as exc:
+                    import ray
+
+                    if not isinstance(exc.__cause__, ray.exceptions.RayActorError):
+                        raise
+                    # Another worker process stopped the shared actors first: nothing left.
+        finally:
+            self.close()
+
+
+Handle = Collection | ServedShardedCollection
+
+
+def _stop(col: Handle) -> None:
+    """Close a handle; a sharded one also stops its shard actors."""
+    if isinstance(col, ServedShardedCollection):
+        col.stop()
+    else:
+        col.close()
+
+
 class Registry:
     """The collections under one home directory, opened on first use and kept open.
 
@@ -56,6 +133,12 @@ class Registry:
             model). Collections already on disk open with whatever model built them.
         shared_writes: release the write lock after every write (several worker processes).
         write_wait_s: how long a write waits for a write lock held elsewhere before 423.
+        ray_address: the Ray cluster sharded collections run on, joined on first use when
+            Ray is not initialised in this process yet (``None``: ``RAY_ADDRESS``, else a
+            private local Ray; ``"auto"``, ``"host:6379"``, ``"ray://host:10001"``).
+        shared_actors: name the shard actors after the path and share them with other
+            processes (default: ``shared_writes``, i.e. several worker processes, which
+            must then all join one cluster).
     """
 
     def __init__(
@@ -65,15 +148,21 @@ class Registry:
         models: Sequence[str] | None = None,
         shared_writes: bool = False,
         write_wait_s: float = 5.0,
+        ray_address: str | None = None,
+        shared_actors: bool | None = None,
     ) -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.models = [canonical_model(m) for m in (models or [default_model_name()])]
         self.shared_writes = shared_writes
         self.write_wait_s = write_wait_s
-        self._handles: dict[str, Collection] = {}
+        self.ray_address = ray_address
+        self.shared_actors = shared_writes if shared_actors is None else shared_actors
+        self._handles: dict[str, Handle] = {}
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
+        self._ray_session: Any = None  # the Ray this registry started or joined, if any
+        self._ray_lock = threading.Lock()  # starting Ray takes seconds: not under _lock
 
     # ------------------------------------------------------------------ naming
     def path(self, name: str) -> Path:
@@ -81,7 +170,11 @@ class Registry:
         return self.home / validate_name(name)
 
     def _exists(self, path: Path) -> bool:
-        return (path / store.MANIFEST).is_file()
+        return (path / store.MANIFEST).is_file() or is_sharded(path)
+
+    def is_sharded(self, name: str) -> bool:
+        """Whether ``name`` is a sharded collection on disk (``sharded.json``)."""
+        return is_sharded(self.path(name))
 
     def _not_found(self, name: str) -> CollectionNotFoundError:
         return CollectionNotFoundError(
@@ -120,8 +213,11 @@ class Registry:
         return name
 
     # ------------------------------------------------------------------ handles
-    def get(self, name: str) -> Collection:
-        """The shared handle of an existing collection (404 if there is none)."""
+    def get(self, name: str) -> Handle:
+        """The shared handle of an existing collection (404 if there is none).
+
+        A sharded collection opens on Ray (503 when Ray is missing or unreachable).
+        """
         path = self.path(name)
         col = self._handles.get(name)
         if col is not None:
@@ -135,20 +231,55 @@ class Registry:
             if not self._exists(path):
                 raise self._not_found(name)
             try:
-                col = open_collection(path, create=False)
+                col = (
+                    self._open_sharded(name, path)
+                    if is_sharded(path)
+                    else open_collection(path, create=False)
+                )
             except CollectionNotFoundError:
                 raise self._not_found(name) from None
             self._handles[name] = col
             return col
 
-    def _evict(self, name: str, col: Collection) -> None:
+    def _open_sharded(self, name: str, path: Path) -> ServedShardedCollection:
+        """Open a sharded collection's actors on Ray (started or joined here if needed)."""
+        try:
+            import ray
+        except ImportError:
+            raise ShardedUnavailableError(
+                f"Collection {name!r} is sharded and serving it needs Ray, which this server "
+                f"does not have: {INSTALL_HINT} on the server, then restart it."
+            ) from None
+        self._ensure_ray(ray, name)
+        return ServedShardedCollection.open(path, create=False, detached=self.shared_actors)
+
+    def _ensure_ray(self, ray: Any, name: str) -> None:
+        with self._ray_lock:
+            if ray.is_initialized():
+                return
+            if self.shared_actors and not (self.ray_address or os.environ.get("RAY_ADDRESS")):
+                raise ShardedUnavailableError(
+                    f"Collection {name!r} is sharded; several worker processes can serve it only "
+                    "from one Ray cluster they all join. Start the server with `--ray` (it "
+                    "starts one) or `--ray ADDRESS` (e.g. auto after `ray start --head`)."
+                )
+            session = ray_session(self.ray_address)
+            try:
+                session.__enter__()
+            except EmbedSearchError as exc:
+                raise ShardedUnavailableError(
+                    f"Collection {name!r} is sharded and needs Ray: {exc}"
+                ) from exc
+            self._ray_session = session
+
+    def _evict(self, name: str, col: Handle) -> None:
         with self._lock:
             if self._handles.get(name) is col:
                 del self._handles[name]
         with contextlib.suppress(Exception):
-            col.close()
+            _stop(col)
 
-    def open_handles(self) -> dict[str, Collection]:
+    def open_handles(self) -> dict[str, Handle]:
         """A snapshot of the handles opened so far (for metrics)."""
         return dict(self._handles)
 
@@ -178,27 +309,32 @@ class Registry:
                 raise self._not_found(name)
             col = self._handles.pop(name, None)
             if col is not None:
-                col.close()  # waits for a running write, then releases the lock
-            lock = store.WriterLock(path)
-            lock.acquire()  # LockedError (423) while another process writes
+                _stop(col)  # waits for a running write, then releases the lock(s)
+            # A sharded collection's writers are its shards: lock every one of them.
+            dirs = [path / d for d in read_layout(path)["dirs"]] if is_sharded(path) else [path]
+            locks = [store.WriterLock(d) for d in dirs]
             trash = self.home / f".deleted-{name}-{uuid.uuid4().hex[:8]}"
             try:
+                for lock in locks:
+                    lock.acquire()  # LockedError (423) while another process writes
                 os.replace(path, trash)
             finally:
-                lock.release()
+                for lock in locks:
+                    lock.release()
         shutil.rmtree(trash, ignore_errors=True)
 
-    def write(self, name: str, fn: Callable[[Collection], T]) -> T:
+    def write(self, name: str, fn: Callable[[Handle], T]) -> T:
         """Run a write (``fn(collection)``), waiting a while for a write lock held elsewhere.
 
         A write that fails with :class:`LockedError` has changed nothing, so it is retried
-        until ``write_wait_s`` has passed.
+        until ``write_wait_s`` has passed. A sharded collection always writes through its
+        shared handle: its shard actors are the writers, whichever process calls them.
         """
         deadline = time.monotonic() + self.write_wait_s
         delay = 0.02
         while True:
             try:
-                if not self.shared_writes:
+                if not self.shared_writes or is_sharded(self.path(name)):
                     return fn(self.get(name))
                 with self._name_lock(f"write:{name}"):
                     if not self._exists(self.path(name)):
@@ -212,11 +348,22 @@ class Registry:
                 delay = min(delay * 2, 0.5)
 
     def close_all(self) -> None:
-        """Close every handle: save indexes that are behind and release write locks."""
+        """Close every handle: save indexes that are behind and release write locks.
+
+        Sharded collections stop their shard actors; then a Ray this registry started or
+        joined is shut down (a Ray the caller initialised is left running).
+        """
         with self._lock:
             handles, self._handles = self._handles, {}
         for name, col in handles.items():
             try:
-                col.close()
+                _stop(col)
             except Exception:  # noqa: BLE001 - closing the rest matters more
                 log.exception("closing collection %s failed", name)
+        with self._ray_lock:
+            session, self._ray_session = self._ray_session, None
+        if session is not None:
+            try:
+                session.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.exception("shutting down Ray failed")
