@@ -367,7 +367,10 @@ class Collection(LatentMixin, RetrievalMixin):
         return self._table.count
 
     def __contains__(self, doc_id: object) -> bool:
-        return isinstance(doc_id, str) and doc_id in self._table.id_to_pos
+        if not isinstance(doc_id, str):
+            return False
+        self.refresh()
+        return doc_id in self._table.id_to_pos
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, count={self._table.count}, model={self.model!r})"

@@ -44,6 +44,46 @@ def default_backend() -> str:
     return backend
 
 
+def query_backend(model: str, recorded: str | None) -> str | None:
+    """A faster backend that gives the same query vectors as ``recorded``, or None.
+
+    The ``onnx`` backend runs the very fp32 graph ``torch`` runs (cosine > 0.9999 between
+    the two, tested), without importing torch, which alone costs seconds of a command's
+    cold start. So a read-only command on a ``torch`` collection uses the ONNX export when
+    one is already cached (``embedsearch export``; ``embedsearch index`` makes it). Never
+    switches to ``onnx-int8`` (a different model) and never overrides
+    ``EMBEDSEARCH_BACKEND``.
+    """
+    if os.environ.get("EMBEDSEARCH_BACKEND") or (recorded or "torch") != "torch":
+        return None
+    try:
+        from .onnx_backend import cached_export
+
+        path = resolve_model_path(model)
+    except (EncoderError, ImportError):
+        return None
+    return "onnx" if Path(path).is_dir() and cached_export(path) else None
+
+
+def export_for_queries(model: str, backend: str) -> Path | None:
+    """Export ``model`` to ONNX fp32 (cached) so that :func:`query_backend` finds it.
+
+    Only for ``torch`` collections of local models; returns the export, or None when it
+    does not apply. Takes a few seconds once per model; later calls find the cache.
+    """
+    if backend != "torch":
+        return None
+    path = resolve_model_path(model)
+    if not Path(path).is_dir():
+        return None
+    from .onnx_backend import cached_export, default_cache_root, export_onnx, model_fingerprint
+
+    found = cached_export(path)
+    if found is not None:
+        return found
+    return export_onnx(path, default_cache_root() / model_fingerprint(path), quantized=False)
+
+
 def resolve_model_path(name: str) -> str:
     """Map a model name to what sentence-transformers loads: the packaged path for the default."""
     if name in _DEFAULT_ALIASES:
@@ -198,6 +238,10 @@ class Encoder:
                 cache.move_to_end(text)
             out[i] = vec
         return out
+
+    def clear_query_cache(self) -> None:
+        """Forget cached query embeddings (to time what a new question costs)."""
+        self._query_cache.clear()
 
     def token_count(self, text: str) -> int:
         """Tokens ``text`` uses before truncation (special tokens included)."""

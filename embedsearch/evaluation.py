@@ -265,8 +265,7 @@ def evaluate_mode(
             every query for every configuration of a large evaluation.
         settings: more ``retrieve`` arguments (alpha, prf, mmr, candidates...).
     """
-    cache = col.encoder._query_cache  # the core Encoder's LRU of query embeddings
-    cache.clear()
+    col.encoder.clear_query_cache()
     if timing_sample:
         sample = BeirDataset(
             ds.name,

@@ -343,6 +343,22 @@ def _quantize(src: Path, dest: Path) -> None:
         logging.disable(previous)
 
 
+def cached_export(
+    model_path: str | Path, *, quantized: bool = False, cache_dir: str | Path | None = None
+) -> Path | None:
+    """The verified ONNX export of a model if the cache already holds one, else None.
+
+    Never exports (exporting needs torch): a command that wants to answer fast checks here
+    and falls back to torch when nothing is cached.
+    """
+    try:
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+        path = root / model_fingerprint(model_path) / (_INT8_NAME if quantized else _FP32_NAME)
+    except (EncoderError, OSError):
+        return None
+    return path if verify_checksum(path) else None
+
+
 def export_onnx(model_path: str | Path, out_dir: str | Path, *, quantized: bool) -> Path:
     """Export a sentence-transformers model's transformer to ONNX, optionally int8.
 

@@ -24,6 +24,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +224,37 @@ def test_10k_dimensional_vectors_are_refused(small_col: Any) -> None:
 def test_k_out_of_range_is_refused(small_col: Any, k: Any) -> None:
     with pytest.raises(InvalidInputError):
         small_col.search(np.ones(384), k=k)
+
+
+_STREAM_SCRIPT = """
+import resource, sys
+from embedsearch.ingest import read_paths
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+n = 0
+for rec in read_paths(sys.argv[1:]):
+    n += 1
+    last = rec.text
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(n, (after - before) * 1024, last)
+"""
+
+
+def test_million_line_file_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """A 1,000,000-line .jsonl input is read one record at a time: the reader's peak memory
+    grows by a few MB however long the file (add() then embeds in WRITE_CHUNK batches)."""
+    path = tmp_path / "big.jsonl"
+    with path.open("w") as fh:
+        fh.writelines(
+            f'{{"id": "j{i}", "text": "line {i} about topic {i % 97}"}}\n' for i in range(1_000_000)
+        )
+    size = path.stat().st_size
+    proc = subprocess.run(
+        [sys.executable, "-c", _STREAM_SCRIPT, str(path)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    n, grew, last = proc.stdout.split(maxsplit=2)
+    assert int(n) == 1_000_000 and last.strip() == f"line 999999 about topic {999_999 % 97}"
+    assert int(grew) < min(size / 4, 32e6), f"grew {int(grew) / 1e6:.0f} MB for {size / 1e6:.0f} MB"
 
 
 def test_many_ids_in_one_delete_and_a_huge_in_filter(small_col: Any) -> None:

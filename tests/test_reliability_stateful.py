@@ -9,8 +9,9 @@ by brute-force numpy. After every step the two must agree:
 * approximate collections (``IVF16,Flat`` / ``HNSW16`` over 300+ real embeddings): every hit
   is live, passes the filter and carries its exact score, results are sorted, exactly
   ``min(k, matches)`` come back, searching with ``nprobe`` = all cells (IVF) or
-  ``exact=True`` equals the reference, and the mean recall@k of default searches over the
-  run is at least :data:`RECALL_BOUND`.
+  ``exact=True`` equals the reference, and the mean recall@k of default searches over all
+  runs of the test (and over each run of at least :data:`MIN_SEARCHES_PER_RUN` searches)
+  is at least :data:`RECALL_BOUND`.
 
 Texts come from the bundled demo corpus (350 real sentences); the collection embeds them
 with the real model, the reference uses the session's batch embeddings of the same texts
@@ -50,7 +51,10 @@ import embedsearch
 from embedsearch import DocumentNotFoundError, DuplicateIdError
 
 SCORE_TOL = 1e-5
-RECALL_BOUND = 0.90  # mean recall@k of default-parameter searches, per state-machine run
+RECALL_BOUND = 0.90  # mean recall@k of default-parameter searches, over all runs of a test
+#: A single run's mean is checked against the bound only when it holds this many searches:
+#: a 2-search run that meets one hard query (recall 0.7 at IVF16/nprobe 8) is noise.
+MIN_SEARCHES_PER_RUN = 20
 EXAMPLES = int(os.environ.get("ES_STATEFUL_EXAMPLES", "12"))
 STEPS = int(os.environ.get("ES_STATEFUL_STEPS", "30"))
 ID_POOL = [f"d{i}" for i in range(40)]  # small, so upserts and deletes hit existing ids
@@ -234,7 +238,9 @@ class CollectionMachine(RuleBasedStateMachine):
             mean = float(np.mean(self.recalls))
             self.stats["recall_sum"] += mean
             self.stats["min_recall"] = min(self.stats.get("min_recall", 1.0), mean)
-            assert mean >= RECALL_BOUND, f"mean recall@k {mean:.3f} < {RECALL_BOUND}"
+            self.stats.setdefault("recalls", []).extend(self.recalls)
+            if len(self.recalls) >= MIN_SEARCHES_PER_RUN:
+                assert mean >= RECALL_BOUND, f"mean recall@k {mean:.3f} < {RECALL_BOUND}"
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # ----------------------------------------------------------------- writes
@@ -327,9 +333,12 @@ class CollectionMachine(RuleBasedStateMachine):
             check_exact(hits, scores, k)
         else:
             self.recalls.append(check_approximate(hits, scores, k))
-            check_exact(self.col.search(q, k=k, where=where, exact=True), scores, k)
-            if self.spec.startswith("IVF"):
-                check_exact(self.col.search(q, k=k, where=where, nprobe=16), scores, k)
+            excl = exclude or None
+            check_exact(self.col.search(q, k=k, where=where, exclude=excl, exact=True), scores, k)
+            if self.spec.startswith("IVF"):  # every cell probed: exact again
+                check_exact(
+                    self.col.search(q, k=k, where=where, exclude=excl, nprobe=16), scores, k
+                )
 
     @rule(t=st.integers(0, 349), k=st.integers(1, 8))
     def search_text(self, t: int, k: int) -> None:
@@ -409,8 +418,12 @@ def test_approximate_collection_matches_reference(
     machine = machine_for(
         spec, texts, vecs, tmp_path, template=template, template_model=model, stats_key=spec
     )
+    STATS.get(spec, {}).pop("recalls", None)
     run_state_machine_as_test(machine, settings=_settings(max(2, EXAMPLES // 4)))
+    recalls = STATS.get(spec, {}).pop("recalls", [])
     _dump_stats()
+    if recalls:
+        assert float(np.mean(recalls)) >= RECALL_BOUND, (spec, float(np.mean(recalls)))
 
 
 def _dump_stats() -> None:
