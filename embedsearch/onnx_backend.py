@@ -200,6 +200,20 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: Per-process memo of file digests, keyed by path, inode, size and times: a CLI call would
+#: otherwise hash the same 90 MB twice (once to find the export, once to load it).
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _DIGESTS[key] = _sha256_file(path)
+    return digest
+
+
 def model_fingerprint(model_path: str | Path) -> str:
     """A short hash that changes whenever the model's weights or configuration change.
 
@@ -221,7 +235,7 @@ def model_fingerprint(model_path: str | Path) -> str:
     for path in [*weights, *configs]:
         if path.is_file():
             digest.update(path.name.encode())
-            digest.update(_sha256_file(path).encode())
+            digest.update(_file_digest(path).encode())
     return digest.hexdigest()[:16]
 
 
@@ -245,7 +259,7 @@ def verify_checksum(onnx_path: Path) -> bool:
         expected = sums.read_text("ascii").split()[0].lower()
     except (OSError, ValueError, IndexError):
         return False
-    return _sha256_file(onnx_path) == expected
+    return _file_digest(onnx_path) == expected
 
 
 def _export_fp32(spec: ModelSpec, dest: Path) -> None:

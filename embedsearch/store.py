@@ -180,6 +180,13 @@ def _write_parquet(root: Path, name: str, table: pa.Table) -> FileRef:
 
 
 # --------------------------------------------------------------------------- segments
+def _read_parquet(path: Path) -> pa.Table:
+    """Read a whole Parquet file; unlike ``pq.read_table`` this does not import
+    ``pyarrow.dataset`` (and pandas with it), a second of a CLI call's cold start."""
+    with pq.ParquetFile(path) as pf:
+        return pf.read()
+
+
 def segment_schema(dim: int) -> pa.Schema:
     """Arrow schema of a segment: one row per document, the vector stored with it."""
     return pa.schema(
@@ -228,7 +235,7 @@ def read_segment(root: Path, ref: FileRef, dim: int) -> SegmentData:
     """Read and checksum-verify one segment."""
     path = verified_path(root, ref)
     try:
-        table = pq.read_table(path)
+        table = _read_parquet(path)
     except (pa.ArrowException, OSError) as exc:
         raise CorruptionError(f"{ref.file} cannot be read as Parquet ({exc}).") from exc
     if table.schema != segment_schema(dim) or table.num_rows != ref.rows:
@@ -237,15 +244,28 @@ def read_segment(root: Path, ref: FileRef, dim: int) -> SegmentData:
             "collection. Run `embedsearch repair`."
         )
     vec = table.column("vector").combine_chunks()
-    vectors = (
-        vec.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
-    )
+    vectors = _vector_matrix(vec, dim)
     return SegmentData(
         ids=table.column("id").to_pylist(),
         texts=table.column("text").combine_chunks(),
         metadata=table.column("metadata").combine_chunks(),
         vectors=vectors,
     )
+
+
+def _vector_matrix(vec: pa.FixedSizeListArray, dim: int) -> np.ndarray:
+    """The (rows, dim) float32 view of a vector column, read straight from its buffer.
+
+    ``Array.to_numpy`` imports pandas (about a second of a CLI call's cold start), so the
+    common case (float32 values, no nulls) is read with ``np.frombuffer``.
+    """
+    values = vec.values
+    if vec.null_count == 0 and values.null_count == 0 and pa.types.is_float32(values.type):
+        start = values.offset + vec.offset * dim
+        flat = np.frombuffer(values.buffers()[1], dtype=np.float32)[start : start + len(vec) * dim]
+    else:
+        flat = vec.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, dim).astype(np.float32, copy=False)
 
 
 def write_tombstones(root: Path, positions: Iterable[int]) -> FileRef:
@@ -258,7 +278,7 @@ def read_tombstones(root: Path, ref: FileRef) -> np.ndarray:
     """Read and verify one tombstone file."""
     path = verified_path(root, ref)
     try:
-        table = pq.read_table(path)
+        table = _read_parquet(path)
         return table.column("position").to_numpy().astype(np.int64)
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise CorruptionError(f"{ref.file} cannot be read as a tombstone file ({exc}).") from exc

@@ -127,3 +127,43 @@ def test_entry_point_demo_runs(tmp_path):
     first = proc.stdout.split('search: "saving for old age"')[1].splitlines()[1]
     assert "finance-" in first
     assert not any(tmp_path.iterdir())  # the demo cleans up unless --keep
+
+
+_SEARCH_AND_REPORT = """
+import json, sys
+from embedsearch.cli import main
+code = main(["search", "fast", "a kitten playing", "-k", "5", "--json"])
+print()
+print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_search_command_uses_the_cached_onnx_export_instead_of_torch(
+    home, demo_rows, demo_vectors, tmp_path
+):
+    """`embedsearch export` caches the fp32 ONNX graph; `embedsearch search` on a torch
+    collection then answers without importing torch, with the same hits as torch."""
+    import embedsearch
+
+    col = embedsearch.open("fast")
+    col.add([r["text"] for r in demo_rows], ids=[r["id"] for r in demo_rows], vectors=demo_vectors)
+    assert col.info()["model"].get("backend", "torch") == "torch"
+    want = col.search("a kitten playing", k=5)  # embedded by torch, in this process
+    col.close()
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDSEARCH_BACKEND"}
+    env.update(EMBEDSEARCH_HOME=str(home), EMBEDSEARCH_CACHE=str(tmp_path / "cache"))
+    exe = Path(sys.executable).with_name("embedsearch")
+    proc = subprocess.run(
+        [str(exe), "export"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0 and "fp32:" in proc.stdout, proc.stderr[-2000:]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SEARCH_AND_REPORT],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    hits, report = json.loads(lines[-2]), json.loads(lines[-1])
+    assert report == {"code": 0, "torch": False}
+    assert [h["id"] for h in hits] == [h.id for h in want]
+    assert max(abs(h["score"] - w.score) for h, w in zip(hits, want)) < 1e-4
