@@ -59,3 +59,15 @@ def demo_col(tmp_path_factory: pytest.TempPathFactory, encoder, demo_rows):
     col = embedsearch.open(col.path)  # a reader handle: holds no write lock
     yield col
     col.close()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray (2 CPUs) for one test module; skips, saying why, if Ray cannot start."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (extra 'distributed')")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to start means: skip, saying why
+        pytest.skip(f"Ray cannot start on this machine: {type(exc).__name__}: {exc}")
+    yield
+    ray.shutdown()

@@ -47,16 +47,6 @@ FILTERS: list[Any] = [
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to start means: skip, saying why
-        pytest.skip(f"Ray cannot start on this machine: {type(exc).__name__}: {exc}")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory, demo_rows: list[dict[str, Any]]) -> list[Path]:
     """The demo corpus as 5 input shards: JSONL, Parquet, and gzip JSONL without ids."""
     root = tmp_path_factory.mktemp("src")

@@ -56,16 +56,6 @@ NEW_DOCS = [
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to start means: skip, saying why
-        pytest.skip(f"Ray cannot start on this machine: {type(exc).__name__}: {exc}")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def home(
     tmp_path_factory: pytest.TempPathFactory,
     ray_cluster: None,
