@@ -392,12 +392,16 @@ def _mutated_manifest(real: dict[str, Any], data: st.DataObject) -> dict[str, An
     for _ in range(data.draw(st.integers(1, 3))):
         key = data.draw(st.sampled_from(sorted(m) + ["model.dim", "index.spec", "segments.0"]))
         value = data.draw(json_values)
-        if key == "model.dim":
+        # nested keys only while their parent is still the real object (an earlier draw may
+        # have removed or replaced it: that case is covered by the plain keys)
+        if key == "model.dim" and isinstance(m.get("model"), dict):
             m["model"]["dim"] = value
-        elif key == "index.spec":
+        elif key == "index.spec" and isinstance(m.get("index"), dict):
             m["index"]["spec"] = value
-        elif key == "segments.0" and m["segments"]:
+        elif key == "segments.0" and isinstance(m.get("segments"), list) and m["segments"]:
             m["segments"][0] = value
+        elif "." in key:
+            continue
         elif data.draw(st.booleans()):
             m[key] = value
         else:
