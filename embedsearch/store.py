@@ -183,8 +183,13 @@ def _write_parquet(root: Path, name: str, table: pa.Table) -> FileRef:
 def _read_parquet(path: Path) -> pa.Table:
     """Read a whole Parquet file; unlike ``pq.read_table`` this does not import
     ``pyarrow.dataset`` (and pandas with it), a second of a CLI call's cold start."""
-    with pq.ParquetFile(path) as pf:
-        return pf.read()
+    try:
+        with pq.ParquetFile(path) as pf:
+            return pf.read()
+    except (pa.ArrowException, OSError):
+        raise
+    except Exception as exc:  # a damaged footer can fail while decoding its column names
+        raise pa.ArrowInvalid(f"unreadable Parquet metadata ({type(exc).__name__}: {exc})") from exc
 
 
 def segment_schema(dim: int) -> pa.Schema:
