@@ -229,7 +229,7 @@ class Collection(LatentMixin, RetrievalMixin):
         # The stamp must describe the manifest we hold or an *older* one: taken after the
         # read, a commit landing in between would make refresh() believe we are current.
         self._stamp = stamp if stamp is not None else self._manifest_stamp()
-        self._load_first(manifest)
+        self._load_following(manifest)
 
     # ------------------------------------------------------------------ loading
     def _manifest_stamp(self) -> tuple[int, int, int]:
@@ -247,22 +247,23 @@ class Collection(LatentMixin, RetrievalMixin):
         with self._rw.write():
             self._manifest, self._table, self._index = manifest, table, index
 
-    def _load_first(self, manifest: dict[str, Any]) -> None:
-        """Load the manifest open() read, following newer commits that replaced its files.
+    def _load_following(self, manifest: dict[str, Any]) -> None:
+        """Load ``manifest``, following newer commits that replaced its files meanwhile.
 
-        A compaction by another process between open()'s read and this load removes files
-        the manifest names: that is a newer commit, not corruption, so load that one instead.
+        A reader that read manifest N while a writer committed N+1 and removed N's files
+        (compaction, leftovers) sees a file vanish: that is a newer commit, not corruption.
+        The stamp is left as it was (older than what gets loaded): at worst one extra
+        refresh, never a missed commit.
         """
         for _attempt in range(5):
             try:
                 self._load(manifest)
                 return
             except CorruptionError:
-                stamp = self._manifest_stamp()
                 newer = store.read_manifest(self.path)
                 if self._version(newer) == self._version(manifest):
                     raise  # the same commit is still damaged: real corruption
-                manifest, self._stamp = newer, stamp
+                manifest = newer
         self._load(manifest)
 
     def _load_index(self, manifest: dict[str, Any], table: MemTable) -> VectorIndex:
@@ -293,23 +294,10 @@ class Collection(LatentMixin, RetrievalMixin):
         return (manifest["epoch"], int(manifest["generation"]))
 
     def _load_latest(self) -> None:
-        """Load the newest committed manifest, retrying if a writer replaces files meanwhile.
-
-        A reader that read manifest N while the writer committed N+1 and removed N's files
-        (compaction, leftovers) sees a file vanish: that is a newer commit, not corruption.
-        """
-        for _attempt in range(5):
-            manifest = store.read_manifest(self.path)
-            if self._version(manifest) == self._version(self._manifest):
-                return
-            try:
-                self._load(manifest)
-                return
-            except CorruptionError:
-                newer = store.read_manifest(self.path)
-                if self._version(newer) == self._version(manifest):
-                    raise  # the same commit is still damaged: real corruption
-        self._load(store.read_manifest(self.path))
+        """Load the newest committed manifest unless this handle already holds it."""
+        manifest = store.read_manifest(self.path)
+        if self._version(manifest) != self._version(self._manifest):
+            self._load_following(manifest)
 
     def refresh(self) -> bool:
         """Pick up commits made by another process since this handle last looked.
