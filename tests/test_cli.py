@@ -142,15 +142,24 @@ def test_search_command_uses_the_cached_onnx_export_instead_of_torch(
     home, demo_rows, demo_vectors, tmp_path
 ):
     """`embedsearch export` caches the fp32 ONNX graph; `embedsearch search` on a torch
-    collection then answers without importing torch, with the same hits as torch."""
+    collection then answers without importing torch, with the hits torch's query vector gets."""
+    from sentence_transformers import SentenceTransformer
+
     import embedsearch
+    from embedsearch.encoder import DEFAULT_MODEL, resolve_model_path
 
     col = embedsearch.open("fast")
     col.add([r["text"] for r in demo_rows], ids=[r["id"] for r in demo_rows], vectors=demo_vectors)
     assert col.info()["model"].get("backend", "torch") == "torch"
-    want = col.search("a kitten playing", k=5)  # embedded by torch, in this process
+    reference = SentenceTransformer(resolve_model_path(DEFAULT_MODEL), device="cpu")
+    query = reference.encode(["a kitten playing"], normalize_embeddings=True)[0]
+    want = col.search(query, k=5)  # the query embedded by sentence-transformers on torch
     col.close()
-    env = {k: v for k, v in os.environ.items() if k != "EMBEDSEARCH_BACKEND"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("EMBEDSEARCH_BACKEND", "EMBEDSEARCH_FP32_RUNTIME")
+    }
     env.update(EMBEDSEARCH_HOME=str(home), EMBEDSEARCH_CACHE=str(tmp_path / "cache"))
     exe = Path(sys.executable).with_name("embedsearch")
     proc = subprocess.run(

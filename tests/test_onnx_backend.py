@@ -343,3 +343,64 @@ def test_no_torch_at_inference(model_path: str, cache_root: Path, fp32: OnnxBack
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+# ------------------------------------------------ backend="torch" runs its fp32 twin on CPU
+@pytest.fixture()
+def cpu_only(monkeypatch: pytest.MonkeyPatch):
+    """The encoder module, seeing no GPU and no runtime override."""
+    from embedsearch import encoder
+
+    monkeypatch.delenv("EMBEDSEARCH_FP32_RUNTIME", raising=False)
+    monkeypatch.setattr(encoder, "_has_nvidia_gpu", lambda: False)
+    return encoder
+
+
+def test_torch_backend_runs_the_fp32_twin_on_cpu(cpu_only, model_path: str, st_model) -> None:
+    enc = cpu_only.Encoder(model_path, "torch")
+    assert (enc.backend, enc.runtime, enc.dim, enc.max_seq_length) == (
+        "torch",
+        "onnxruntime",
+        384,
+        256,
+    )
+    assert enc._st is None  # sentence-transformers (and torch) not loaded to embed
+    assert enc.describe()["backend"] == "torch"  # what a collection records is unchanged
+    cos = _rowwise_cos(enc.encode(TEXTS), _reference(st_model, TEXTS))
+    assert cos.min() > 0.9999, cos
+
+
+def test_fp32_runtime_can_be_forced_and_follows_the_gpu(
+    cpu_only, model_path: str, st_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMBEDSEARCH_FP32_RUNTIME", "torch")
+    enc = cpu_only.Encoder(model_path, "torch")
+    assert enc.runtime == "torch" and enc._onnx is None
+    assert _rowwise_cos(enc.encode(TEXTS[:5]), _reference(st_model, TEXTS[:5])).min() > 0.99999
+    monkeypatch.setenv("EMBEDSEARCH_FP32_RUNTIME", "auto")
+    monkeypatch.setattr(cpu_only, "_has_nvidia_gpu", lambda: True)
+    assert cpu_only.Encoder(model_path, "torch").runtime == "torch"  # torch can use the GPU
+    monkeypatch.setenv("EMBEDSEARCH_FP32_RUNTIME", "onnxruntime")
+    assert cpu_only.Encoder(model_path, "torch").runtime == "onnxruntime"
+    monkeypatch.setenv("EMBEDSEARCH_FP32_RUNTIME", "tensorflow")
+    with pytest.raises(EncoderError, match="auto, torch, onnxruntime"):
+        cpu_only.get_encoder(model_path, "torch")
+
+
+def test_model_without_an_onnx_twin_falls_back_to_torch(
+    cpu_only, model_path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plumbing: a stand-in OnnxBackend that refuses the model, as it refuses a Dense head."""
+    from embedsearch import onnx_backend
+
+    def refuse(self, *args, **kwargs) -> None:
+        raise EncoderError("modules.json names a Dense module the onnx backends do not implement")
+
+    monkeypatch.setattr(onnx_backend.OnnxBackend, "__init__", refuse)
+    with caplog.at_level(logging.WARNING, logger="embedsearch.encoder"):
+        enc = cpu_only.Encoder(model_path, "torch")
+    assert enc.runtime == "torch" and enc.encode(["a cat"]).shape == (1, 384)
+    assert "runs on torch" in caplog.text and "Dense" in caplog.text
+    monkeypatch.setenv("EMBEDSEARCH_FP32_RUNTIME", "onnxruntime")  # forced: the error surfaces
+    with pytest.raises(EncoderError, match="Dense"):
+        cpu_only.Encoder(model_path, "torch")

@@ -206,7 +206,12 @@ def test_writes_through_http_keep_the_two_equal(
     f, s = both(client, "GET", "/count")
     assert s.json() == f.json()
     f, s = both(client, "POST", "/get", json={"ids": [ids[3], "new-2"], "include_vectors": True})
-    assert s.json() == f.json()
+    # Shard actors embed with their own thread count, so the float sums may differ in the
+    # last bits: everything but the vectors is equal, the vectors to float32 precision.
+    s_docs, f_docs = s.json()["documents"], f.json()["documents"]
+    s_vecs = np.array([d.pop("vector") for d in s_docs])
+    f_vecs = np.array([d.pop("vector") for d in f_docs])
+    assert s_docs == f_docs and np.allclose(s_vecs, f_vecs, atol=1e-6)
     assert s.json()["documents"][0]["metadata"] == {"topic": "moved"}
     f, s = both(client, "GET", f"/documents/{gone[0]}")
     assert f.status_code == 404

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import open_existing, parse_json_arg, prepare_fast_queries, print_hits
+from .common import open_existing, parse_json_arg, print_hits
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +93,6 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
         took = time.perf_counter() - t0
         info = col.info()
-        prepare_fast_queries(col)
     rate = len(ids) / took if took else 0.0
     print(
         f"indexed {len(ids)} documents into {info['path']} in {took:.1f} s ({rate:.0f} docs/s); "
@@ -109,7 +108,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     where = parse_json_arg(args.where, "--where")
-    col = open_existing(args.name, for_queries=True)
+    col = open_existing(args.name)
     hits = col.search(
         args.query,
         k=args.k,

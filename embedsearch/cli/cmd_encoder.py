@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Export a sentence-transformers model to ONNX once (needs torch), cached and "
             "checksummed under $EMBEDSEARCH_CACHE/onnx or ~/.cache/embedsearch/onnx. The "
-            "onnx backends then run without torch, and query commands on torch collections "
-            "(`embedsearch search`) skip the torch import."
+            "onnx backends, and the torch backend on a machine without a GPU (it runs the "
+            "same fp32 model through onnxruntime), then never import torch. Without this "
+            "command the export happens on first use."
         ),
     )
     p.add_argument("--model", default=None, help="model path or name (default: the default model)")

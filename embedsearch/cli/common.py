@@ -10,44 +10,11 @@ from typing import Any
 from ..errors import InvalidInputError
 
 
-def open_existing(name: str, *, for_queries: bool = False) -> Any:
-    """Open a collection that must already exist.
-
-    ``for_queries``: the command only embeds queries, so it may use the cached ONNX export
-    of a ``torch`` collection's model (same vectors, no torch import; see
-    :func:`embedsearch.encoder.query_backend`).
-    """
+def open_existing(name: str) -> Any:
+    """Open a collection that must already exist."""
     from .. import open as open_collection
 
-    backend = _fast_query_backend(name) if for_queries else None
-    return open_collection(name, create=False, backend=backend)
-
-
-def _fast_query_backend(name: str) -> str | None:
-    from .. import store
-    from ..collection import resolve_path
-    from ..encoder import query_backend
-    from ..errors import EmbedSearchError
-
-    try:
-        manifest = store.read_manifest(resolve_path(name))
-    except (EmbedSearchError, OSError):
-        return None  # open() reports the problem properly
-    model = manifest["model"]
-    return query_backend(model["name"], model.get("backend"))
-
-
-def prepare_fast_queries(col: Any) -> None:
-    """After a command that loaded torch anyway, cache the ONNX export that lets later
-    query commands skip torch (once per model; a failure only costs the fast path)."""
-    import logging
-
-    from ..encoder import export_for_queries
-
-    try:
-        export_for_queries(col.model, col.encoder.backend)
-    except Exception as exc:  # noqa: BLE001 - an optimisation must never fail the command
-        logging.getLogger(__name__).info("no ONNX export for fast queries (%s)", exc)
+    return open_collection(name, create=False)
 
 
 def parse_json_arg(text: str | None, what: str) -> Any:
