@@ -240,6 +240,7 @@ class VectorIndex:
         if n and index is not None:
             index.add(np.ascontiguousarray(vectors[: n - hold], dtype=np.float32))
         self._index = index
+        _split_single_queries(index)
         self.info = IndexInfo(
             spec=self.spec,
             resolved="Flat" if waiting else resolved,
@@ -489,6 +490,7 @@ class VectorIndex:
                 f"index file {path.name} has dimension {index.d}, not {self.dim}"
             )
         self._index = index
+        _split_single_queries(index)
         self.info = IndexInfo(
             spec=info["spec"],
             resolved=info["resolved"],
@@ -507,6 +509,21 @@ class VectorIndex:
     def worth_saving(self) -> bool:
         """Exact indexes rebuild from the vectors in milliseconds; only trained ones are saved."""
         return self.approximate
+
+
+def _split_single_queries(index: Any) -> None:
+    """Let an IVF index spread *one* query's probed lists over the OpenMP threads.
+
+    FAISS's default (``parallel_mode`` 0) splits a batch by query, so a single query (the
+    common case: one user, one search) runs on one core. Mode 1 splits each query's lists
+    across threads: 1.8x the single-query rate at 1M vectors on 2 cores, same batch rate
+    (``benchmarks/index_curves.py``). Set once per index object, never per call.
+    """
+    if index is None:
+        return
+    f = faiss()
+    with contextlib.suppress(RuntimeError, AttributeError):  # not an IVF index
+        f.extract_index_ivf(index).parallel_mode = 1
 
 
 def _pad(scores: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
