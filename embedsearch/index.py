@@ -41,6 +41,11 @@ TARGET_RECALL = 0.95
 GPU_MAX_K = 2048
 _RERANK_MIN = 64
 _TUNE_QUERIES = 200
+#: Coarse k-means of IVF indexes: training rows per cell and iterations. 32 rows/cell and
+#: 10 iterations build IVF4096,SQ8 over 1M vectors in 89 s instead of 131 s (64 rows/cell,
+#: FAISS's 25 iterations) with the same held-out recall (benchmarks/index_curves.py).
+_TRAIN_PER_CELL = 32
+_TRAIN_ITERATIONS = 10
 #: Tuning queries are held out with their near-duplicates: rows at least this similar.
 NEAR_DUPLICATE = 0.85
 #: A sampled row with this many near-duplicates or more is not used as a tuning query.
@@ -229,10 +234,12 @@ class VectorIndex:
         trained = 0
         if index is not None and not index.is_trained:
             rng = np.random.default_rng(seed)
-            size = min(n, max(50_000, 64 * _min_train_rows(resolved)))
+            size = min(n, max(50_000, _TRAIN_PER_CELL * _min_train_rows(resolved)))
             sample = (
                 vectors[np.sort(rng.choice(n, size=size, replace=False))] if size < n else vectors
             )
+            with contextlib.suppress(RuntimeError, AttributeError):  # IVF: fewer iterations
+                faiss().extract_index_ivf(index).cp.niter = _TRAIN_ITERATIONS
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
             trained = sample.shape[0]
         # An HNSW graph is tuned with rows it does not hold yet (see tune); they go in after.
