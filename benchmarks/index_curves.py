@@ -65,9 +65,9 @@ FULL = {
         {"spec": "HNSW32", "values": _EF},
         {"spec": "IVF1024,Flat"},
         {"spec": "IVF1024,SQ8"},
-        {"spec": "IVF1024,PQ48", "reranks": [NONE_RERANK, None, 256]},
-        {"spec": "IVF1024,PQ96", "reranks": [NONE_RERANK, None, 256]},
-        {"spec": "IVF1024,PQ96x4fs", "reranks": [NONE_RERANK, None, 256]},
+        {"spec": "IVF1024,PQ48", "reranks": [NONE_RERANK, 64, None]},
+        {"spec": "IVF1024,PQ96", "reranks": [NONE_RERANK, 64, None]},
+        {"spec": "IVF1024,PQ96x4fs", "reranks": [NONE_RERANK, 64, None]},
     ],
     1_000_000: [
         {"spec": "Flat"},
@@ -75,8 +75,8 @@ FULL = {
         {"spec": "IVF1024,SQ8"},
         # The build before the policy's cheaper training (64 rows/cell, FAISS's 25 iterations).
         {"spec": "IVF4096,SQ8", "train": {"sample": 262_144, "niter": 25}},
-        {"spec": "IVF4096,PQ48", "reranks": [NONE_RERANK, None, 256]},
-        {"spec": "IVF4096,PQ96x4fs", "reranks": [NONE_RERANK, None, 256]},
+        {"spec": "IVF4096,PQ48", "reranks": [NONE_RERANK, 64, None]},
+        {"spec": "IVF4096,PQ96x4fs", "reranks": [NONE_RERANK, 64, None]},
     ],
 }
 SKIPPED = {
@@ -232,7 +232,7 @@ def measure_size(
                 "label": label + " (as tuned)",
                 "knob": knob,
                 "value": tuned,
-                "rerank": max(64, 4 * K),
+                "rerank": vi.default_rerank(K),
                 "recall": _recall(pos, truth),
                 "as_tuned": True,
                 **single,
@@ -253,7 +253,7 @@ def measure_size(
                     "label": label,
                     "knob": knob,
                     "value": value,
-                    "rerank": rerank if rerank is not None else max(64, 4 * K),
+                    "rerank": rerank if rerank is not None else vi.default_rerank(K),
                     "recall": recall,
                     **single,
                     **batch,
@@ -429,6 +429,9 @@ def main() -> None:
     ap.add_argument("--exact-batch", type=int, default=None, help="queries for exact batch timing")
     ap.add_argument("--stop-recall", type=float, default=0.999, help="stop a sweep at this recall")
     ap.add_argument("--hnsw-1m", action="store_true", help="also build HNSW32 at 1M (~7+ min)")
+    ap.add_argument(
+        "--no-train-variants", action="store_true", help="skip the training-override builds"
+    )
     ap.add_argument("--out", default=None, help="result name (default index_curves[_quick])")
     args = ap.parse_args()
     plan = FULL if args.full else QUICK
@@ -445,6 +448,8 @@ def main() -> None:
         entries = list(plan.get(n) or FULL.get(n) or FULL[1_000_000])
         if args.specs:
             entries = [e for e in entries if e["spec"] in args.specs or e["spec"] == "Flat"]
+        if args.no_train_variants:
+            entries = [e for e in entries if "train" not in e]
         if n >= 1_000_000:
             if args.hnsw_1m:
                 entries.append({"spec": "HNSW32", "values": _EF})

@@ -432,9 +432,11 @@ class OnnxBackend:
         quantized: use the int8 dynamically quantised export (``onnx-int8``).
         cache_dir: root of the export cache; files go to ``<cache_dir>/<fingerprint>/``.
             Defaults to :func:`default_cache_root`.
-        threads: CPU threads to use; defaults to ``os.cpu_count()``. Batched runs spend them
-            inside each onnxruntime call (``intra_op_num_threads``); per-text runs spend them
-            on texts in parallel, one single-threaded call per text.
+        threads: CPU threads to use; defaults to ``os.cpu_count()``. Every onnxruntime call
+            is single-threaded and up to ``threads`` calls (length buckets, or texts) run at
+            once: a lone query then pays no thread hand-off (single-query p50 24 ms -> ~10 ms
+            with 2 intra-op threads vs one, in ``benchmarks/peers.py``), and bulk work keeps
+            every core busy with coarse-grained calls.
         per_text: run each text alone (batch of one) instead of in padded length buckets.
             Defaults to ``quantized``: dynamic int8 quantisation picks one activation scale per
             call, so in a batch a text's vector depends on its neighbours (cosine to its
@@ -503,7 +505,7 @@ class OnnxBackend:
         self.threads = max(1, int(threads or os.cpu_count() or 1))
         self.per_text = quantized if per_text is None else bool(per_text)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1 if self.per_text else self.threads
+        options.intra_op_num_threads = 1  # parallel calls instead (see ``threads``)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -577,27 +579,21 @@ class OnnxBackend:
             return out
         encodings = self._tokenizer.encode_batch(prepared)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64)
-        order = np.argsort(lengths, kind="stable")
-        if self.per_text:
-            self._embed_each(encodings, order[::-1], out)  # longest first: balanced threads
-            return out
-        for start in range(0, len(order), BATCH_SIZE):
-            idx = order[start : start + BATCH_SIZE]
+        # Longest first, so that the last calls in flight are the short ones (balanced threads).
+        order = np.argsort(lengths, kind="stable")[::-1]
+        size = 1 if self.per_text else BATCH_SIZE
+        buckets = [order[start : start + size] for start in range(0, len(order), size)]
+
+        def run(idx: np.ndarray) -> None:
             out[idx] = self._embed_batch([encodings[i] for i in idx], int(lengths[idx].max()))
+
+        if self.threads == 1 or len(buckets) == 1:
+            for idx in buckets:
+                run(idx)
+            return out
+        with ThreadPoolExecutor(max_workers=min(self.threads, len(buckets))) as pool:
+            list(pool.map(run, buckets))  # onnxruntime drops the GIL while it computes
         return out
-
-    def _embed_each(self, encodings: list[Any], order: np.ndarray, out: np.ndarray) -> None:
-        """One onnxruntime call per text, ``self.threads`` calls in flight (they drop the GIL)."""
-
-        def one(i: int) -> None:
-            out[i] = self._embed_batch([encodings[i]], len(encodings[i].ids))[0]
-
-        if self.threads == 1 or len(order) == 1:
-            for i in order:
-                one(int(i))
-            return
-        with ThreadPoolExecutor(max_workers=min(self.threads, len(order))) as pool:
-            list(pool.map(one, (int(i) for i in order)))
 
     def _embed_batch(self, encodings: list[Any], width: int) -> np.ndarray:
         n = len(encodings)

@@ -22,7 +22,7 @@ def _recall(got: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, truth)]))
 
 
-@pytest.mark.parametrize("spec", ["IVF64,Flat", "IVF64,SQ8", "HNSW8"])
+@pytest.mark.parametrize("spec", ["IVF64,Flat", "IVF64,SQ8", "IVF64,PQ16x4fs", "HNSW8"])
 def test_tuned_recall_holds_for_queries_from_outside(spec: str) -> None:
     rng = np.random.default_rng(0)
     dim, clusters, copies, outside = 32, 1500, 6, 400
