@@ -242,8 +242,9 @@ class VectorIndex:
             sample = (
                 vectors[np.sort(rng.choice(n, size=size, replace=False))] if size < n else vectors
             )
-            with contextlib.suppress(RuntimeError, AttributeError):  # IVF: fewer iterations
-                faiss().extract_index_ivf(index).cp.niter = _TRAIN_ITERATIONS
+            coarse = self._unwrap(index)
+            if isinstance(coarse, faiss().IndexIVF):  # see _TRAIN_ITERATIONS
+                coarse.cp.niter = _TRAIN_ITERATIONS
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
             trained = sample.shape[0]
         # An HNSW graph is tuned with rows it does not hold yet (see tune); they go in after.
@@ -273,20 +274,15 @@ class VectorIndex:
         if self._needs_rebuild(n_after):
             self.build(all_vectors)
             return
-        if self.approximate and n_after >= 2 * self.info.extra.get("tuned_rows", n_after):
-            # The knob tuned at half the size may no longer reach the target: re-tune. An
-            # HNSW graph is tuned with the new rows as queries, before they go in (see tune).
-            graph = self._is_graph(self._index)
-            if graph:
-                self.info.rows = n_after
-                self.tune(all_vectors, indexed=n_after - vectors.shape[0])
-            self._add_rows(vectors)
-            self.info.rows = n_after
-            if not graph:
-                self.tune(all_vectors)
-            return
-        self._add_rows(vectors)
+        retune = self.approximate and n_after >= 2 * self.info.extra.get("tuned_rows", n_after)
         self.info.rows = n_after
+        if retune and self._is_graph(self._index) and len(vectors) >= _TUNE_QUERIES // 4:
+            # An HNSW graph is tuned with the new rows as queries, before they go in (see tune).
+            self.tune(all_vectors, indexed=n_after - len(vectors))
+            retune = False
+        self._add_rows(vectors)
+        if retune:  # the knob tuned at half the size may no longer reach the target
+            self.tune(all_vectors)
 
     def _add_rows(self, vectors: np.ndarray) -> None:
         if vectors.shape[0] and self._index is not None:
@@ -539,11 +535,9 @@ def _split_single_queries(index: Any) -> None:
     across threads: 1.8x the single-query rate at 1M vectors on 2 cores, same batch rate
     (``benchmarks/index_curves.py``). Set once per index object, never per call.
     """
-    if index is None:
-        return
-    f = faiss()
-    with contextlib.suppress(RuntimeError, AttributeError):  # not an IVF index
-        f.extract_index_ivf(index).parallel_mode = 1
+    base = None if index is None else VectorIndex._unwrap(index)
+    if base is not None and isinstance(base, faiss().IndexIVF):
+        base.parallel_mode = 1
 
 
 def _pad(scores: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
