@@ -135,6 +135,23 @@ def _time_batch(
     return {"qps_batch": float(1.0 / np.median(per_batch))}, np.concatenate(out)
 
 
+def _measure(
+    vi: Any,
+    base: np.ndarray,
+    truth: np.ndarray,
+    batch_qs: np.ndarray,
+    single_qs: np.ndarray,
+    opts: Any,
+) -> dict[str, float]:
+    """One search setting: recall@10 over ``batch_qs`` and the single / batch-100 rates."""
+    batch, pos = _time_batch(vi, base, batch_qs, opts)
+    return {
+        "recall": _recall(pos, truth[: len(pos)]),
+        **_time_single(vi, base, single_qs, opts),
+        **batch,
+    }
+
+
 def build_index(entry: dict[str, Any], base: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """Build one index the way embedsearch does (or with a training override); time it."""
     from embedsearch.index import IndexInfo, VectorIndex, _split_single_queries, faiss
@@ -193,27 +210,27 @@ def measure_size(
         print(f"[{n}] building {label} ...", file=sys.stderr, flush=True)
         vi, built = build_index(entry, base)
         print(f"[{n}]   built in {built['build_s']:.1f} s: {built}", file=sys.stderr, flush=True)
+        row = {"n": n, "spec": spec, "label": label}
         if not vi.approximate:
-            # Exact search is slow at 1M: time fewer single queries.
-            opts = SearchOptions()
-            single = _time_single(vi, base, single_q[: max(10, args.single // 10)], opts)
-            batch, pos = _time_batch(vi, base, queries[: args.exact_batch], opts)
-            exact_qps = single["qps_single"]
-            points.append(
-                {
-                    "n": n,
-                    "spec": spec,
-                    "label": label,
-                    "knob": None,
-                    "value": None,
-                    "rerank": None,
-                    "recall": _recall(pos, truth[: len(pos)]),
-                    **single,
-                    **batch,
-                    **built,
-                }
-            )
-            print(f"[{n}]   {points[-1]}", file=sys.stderr, flush=True)
+            # Exact search is slow at 1M: time fewer queries.
+            point = {
+                **row,
+                "knob": None,
+                "value": None,
+                "rerank": None,
+                **_measure(
+                    vi,
+                    base,
+                    truth,
+                    queries[: args.exact_batch],
+                    single_q[: max(10, args.single // 10)],
+                    SearchOptions(),
+                ),
+                **built,
+            }
+            exact_qps = point["qps_single"]
+            points.append(point)
+            print(f"[{n}]   {point}", file=sys.stderr, flush=True)
             continue
         knob = "ef_search" if spec.startswith("HNSW") else "nprobe"
         values = entry.get("values") or (_EF if knob == "ef_search" else _IVF)
@@ -222,51 +239,38 @@ def measure_size(
             values = [v for v in values if v <= nlist]
         # What a user gets without touching a knob: the build-time tuned value, default
         # re-ranking. Its recall on held-out queries checks the tuner's own estimate.
-        tuned = built["tuned_nprobe"] or built["tuned_ef_search"]
-        batch, pos = _time_batch(vi, base, queries, SearchOptions())
-        single = _time_single(vi, base, single_q, SearchOptions())
-        points.append(
-            {
-                "n": n,
-                "spec": spec,
-                "label": label + " (as tuned)",
-                "knob": knob,
-                "value": tuned,
-                "rerank": vi.default_rerank(K),
-                "recall": _recall(pos, truth),
-                "as_tuned": True,
-                **single,
-                **batch,
-                **built,
-            }
-        )
-        print(f"[{n}]   as tuned: {points[-1]}", file=sys.stderr, flush=True)
+        point = {
+            **row,
+            "label": label + " (as tuned)",
+            "knob": knob,
+            "value": built["tuned_nprobe"] or built["tuned_ef_search"],
+            "rerank": vi.default_rerank(K),
+            "as_tuned": True,
+            **_measure(vi, base, truth, queries, single_q, SearchOptions()),
+            **built,
+        }
+        points.append(point)
+        print(f"[{n}]   as tuned: {point}", file=sys.stderr, flush=True)
         for rerank in entry.get("reranks", [NONE_RERANK, None]):
             for value in values:
                 opts = SearchOptions(**{knob: value}, rerank=rerank)
-                batch, pos = _time_batch(vi, base, queries, opts)
-                recall = _recall(pos, truth)
-                single = _time_single(vi, base, single_q, opts)
                 point = {
-                    "n": n,
-                    "spec": spec,
-                    "label": label,
+                    **row,
                     "knob": knob,
                     "value": value,
                     "rerank": rerank if rerank is not None else vi.default_rerank(K),
-                    "recall": recall,
-                    **single,
-                    **batch,
+                    **_measure(vi, base, truth, queries, single_q, opts),
                     **built,
                 }
                 points.append(point)
                 print(
-                    f"[{n}]   {knob}={value} rerank={point['rerank']}: recall {recall:.4f} "
-                    f"single {single['qps_single']:.0f}/s batch {batch['qps_batch']:.0f}/s",
+                    f"[{n}]   {knob}={value} rerank={point['rerank']}: recall "
+                    f"{point['recall']:.4f} single {point['qps_single']:.0f}/s "
+                    f"batch {point['qps_batch']:.0f}/s",
                     file=sys.stderr,
                     flush=True,
                 )
-                if recall >= args.stop_recall:
+                if point["recall"] >= args.stop_recall:
                     break
         del vi
     for p in points:
