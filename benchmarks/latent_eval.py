@@ -45,7 +45,7 @@ def _rank(hits: list[Any], word: str) -> int | None:
 
 
 def vocabulary_part(out: dict[str, Any]) -> Any:
-    from embedsearch.collection import resolve_path
+    from embedsearch.validation import resolve_path
     from embedsearch.vocabulary import Vocabulary, default_name, read_marker
 
     existed = (

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
-import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,151 +46,23 @@ from .latent import LatentMixin
 from .memtable import MemTable
 from .rag.mixin import RetrievalMixin
 from .types import Document, Hit
+from .validation import (
+    check_id,
+    check_k,
+    check_metadata,
+    check_text,
+    home,
+    resolve_path,
+    rows,
+    sized,
+    unit_vector,
+    validate_name,
+)
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always used with fullmatch
-MAX_K = 10_000
-MAX_ID_LENGTH = 512
-#: Longest text accepted (characters). The encoder reads only its first max_seq_length
-#: tokens anyway; a longer text is a whole file that wants chunking (``add_documents``).
-MAX_TEXT_CHARS = 1_000_000
 WRITE_CHUNK = 2048  # documents embedded and written per segment while streaming an add
 COMPACT_SEGMENT_ROWS = 200_000
-
-
-# ----------------------------------------------------------------------------- paths
-def home() -> Path:
-    """Where bare collection names live: ``EMBEDSEARCH_HOME`` or ``./indexes``."""
-    return Path(os.environ.get("EMBEDSEARCH_HOME") or "indexes")
-
-
-def resolve_path(name_or_path: str | os.PathLike[str], base: Path | None = None) -> Path:
-    """A bare name → ``<home>/<name>``; anything path-like is used as given.
-
-    Bare names are 1–128 characters of letters, digits, ``.``, ``_``, ``-`` (not starting
-    with ``.`` or ``-``), so a name can never escape the home directory.
-    """
-    if isinstance(name_or_path, os.PathLike):
-        return Path(name_or_path)
-    if not isinstance(name_or_path, str) or not name_or_path or "\x00" in name_or_path:
-        raise InvalidInputError("A collection is named by a non-empty string or a path.")
-    if NAME_RE.fullmatch(name_or_path) and ".." not in name_or_path:
-        return (base or home()) / name_or_path
-    if "/" in name_or_path or name_or_path.startswith(("~", ".")):
-        return Path(name_or_path).expanduser()
-    raise InvalidInputError(
-        f"{name_or_path!r} is not a valid collection name: use 1–128 letters, digits, '.', '_' "
-        "or '-' (starting with a letter or digit), or pass a path."
-    )
-
-
-def validate_name(name: str) -> str:
-    """Check a bare collection name (the HTTP API accepts nothing else)."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
-        raise InvalidInputError(
-            f"{name!r} is not a valid collection name: use 1–128 letters, digits, '.', '_' or "
-            "'-', starting with a letter or digit."
-        )
-    return name
-
-
-# ----------------------------------------------------------------------------- input checks
-def _check_text(text: Any, where: str) -> str:
-    if not isinstance(text, str):
-        raise InvalidInputError(
-            f"{where} is {type(text).__name__}, not str; pass texts as strings."
-        )
-    if not text.strip():
-        raise InvalidInputError(f"{where} is empty or whitespace; remove it or give it content.")
-    if "\x00" in text:
-        raise InvalidInputError(f"{where} contains a NUL character; strip it before adding.")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InvalidInputError(
-            f"{where} is {len(text):,} characters long, over the {MAX_TEXT_CHARS:,}-character "
-            "limit; split it into passages (col.add_documents or `embedsearch index --chunk`)."
-        )
-    _check_encodable(text, where)
-    return text
-
-
-def _check_encodable(text: str, where: str) -> None:
-    """Refuse lone surrogates (``"\\ud800"``): valid in a Python str, not in UTF-8 storage."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(
-            f"{where} is not valid Unicode (a lone surrogate at position {exc.start}); "
-            "decode the source text with errors='replace' first."
-        ) from None
-
-
-def _check_id(doc_id: Any, where: str) -> str:
-    if not isinstance(doc_id, str) or not doc_id or "\x00" in doc_id:
-        raise InvalidInputError(f"{where} must be a non-empty string without NUL, got {doc_id!r}.")
-    if len(doc_id) > MAX_ID_LENGTH:
-        raise InvalidInputError(f"{where} is longer than {MAX_ID_LENGTH} characters.")
-    _check_encodable(doc_id, where)
-    return doc_id
-
-
-def _check_metadata(meta: Any, where: str) -> str | None:
-    if meta is None:
-        return None
-    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
-        raise InvalidInputError(f"{where} must be a dict with string keys (or None), got {meta!r}.")
-    try:
-        out = json.dumps(meta, allow_nan=False, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidInputError(
-            f"{where} is not JSON-serialisable ({exc}); use strings, numbers, booleans, None, "
-            "lists and dicts."
-        ) from exc
-    _check_encodable(out, where)
-    return out
-
-
-def check_k(k: Any) -> int:
-    """``k`` must be an int in [1, MAX_K]."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}.")
-    return int(k)
-
-
-def _sized(obj: Any) -> int | None:
-    try:
-        return len(obj)
-    except TypeError:
-        return None
-
-
-_END = object()
-
-
-def _rows(texts: Iterable[str], **columns: Iterable[Any] | None) -> Iterator[tuple[Any, ...]]:
-    """Zip texts with optional per-text columns, failing on a length mismatch (generators too).
-
-    Yields ``(i, text, *column values)``; an absent column yields ``None``.
-    """
-    if isinstance(texts, (str, bytes)):
-        raise InvalidInputError("texts must be a list (or iterable) of strings, not one string.")
-    n_t = _sized(texts)
-    for name, obj in columns.items():
-        if isinstance(obj, (str, bytes, dict)):
-            raise InvalidInputError(f"{name} must be a list with one entry per text.")
-        n = _sized(obj) if obj is not None else None
-        if n_t is not None and n is not None and n != n_t:
-            raise InvalidInputError(f"{n_t} texts but {n} {name}; give one per text.")
-    its = [iter(texts)] + [iter(c) if c is not None else None for c in columns.values()]
-    names = "texts, " + ", ".join(columns)
-    for i in itertools.count():
-        row = [next(c, _END) if c is not None else None for c in its]
-        ends = [r is _END for r, c in zip(row, its) if c is not None]
-        if all(ends):
-            return
-        if any(ends):
-            raise InvalidInputError(f"{names} have different lengths (at item {i}).")
-        yield (i, *row)
 
 
 # ----------------------------------------------------------------------------- facade
@@ -375,13 +245,13 @@ class Collection(LatentMixin, RetrievalMixin):
         single = isinstance(texts, str)
         items = [texts] if single else list(texts)
         for i, t in enumerate(items):
-            _check_text(t, f"texts[{i}]")
+            check_text(t, f"texts[{i}]")
         return self.encoder.encode(items)
 
     def _query_vectors(self, queries: Sequence[Any]) -> np.ndarray:
         """Unit vectors for text or vector queries; texts go to the model in one cached batch."""
         out = np.empty((len(queries), self.dim), dtype=np.float32)
-        texts = [(i, _check_text(q, "query")) for i, q in enumerate(queries) if isinstance(q, str)]
+        texts = [(i, check_text(q, "query")) for i, q in enumerate(queries) if isinstance(q, str)]
         if texts:
             out[[i for i, _ in texts]] = self.encoder.encode_queries([t for _, t in texts])
         for i, q in enumerate(queries):
@@ -391,21 +261,7 @@ class Collection(LatentMixin, RetrievalMixin):
 
     def as_unit_vector(self, vector: Any, what: str = "vector") -> np.ndarray:
         """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it."""
-        try:
-            v = np.asarray(vector, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"{what} must be a list of numbers ({exc}).") from exc
-        if v.ndim != 1 or v.shape[0] != self.dim:
-            raise InvalidInputError(
-                f"{what} has shape {v.shape}; this collection's vectors have {self.dim} dimensions."
-            )
-        if not np.all(np.isfinite(v)):
-            raise InvalidInputError(f"{what} contains NaN or infinity.")
-        peak = float(np.max(np.abs(v)))
-        if peak == 0.0:
-            raise InvalidInputError(f"{what} is the zero vector; it has no direction to search.")
-        v = v / peak  # scale first: the norm of 1e200-sized (or 1e-300) components stays finite
-        return (v / np.linalg.norm(v)).astype(np.float32)
+        return unit_vector(vector, self.dim, what)
 
     # ------------------------------------------------------------------ writes
     def add(
@@ -486,7 +342,7 @@ class Collection(LatentMixin, RetrievalMixin):
         with self._write_mutex:
             self._begin_write()
             table = self._table
-            total = _sized(texts)
+            total = sized(texts)
             show = progress if progress is not None else (total or 0) > 2000
             bar = _progress_bar(total, show, "embedding")
             written: list[store.FileRef] = []
@@ -495,13 +351,13 @@ class Collection(LatentMixin, RetrievalMixin):
             replaced: list[int] = []
             out_ids: list[str] = []
             try:
-                rows = _rows(texts, ids=ids, metadata=metadata, vectors=vectors)
-                while chunk := list(itertools.islice(rows, WRITE_CHUNK)):
+                stream = rows(texts, ids=ids, metadata=metadata, vectors=vectors)
+                while chunk := list(itertools.islice(stream, WRITE_CHUNK)):
                     c_ids, c_texts, c_meta, c_vecs = [], [], [], []
                     for i, text, doc_id, meta, vec in chunk:
-                        c_texts.append(_check_text(text, f"texts[{i}]"))
+                        c_texts.append(check_text(text, f"texts[{i}]"))
                         doc_id = uuid.uuid4().hex if doc_id is None and ids is None else doc_id
-                        doc_id = _check_id(doc_id, f"ids[{i}]")
+                        doc_id = check_id(doc_id, f"ids[{i}]")
                         if doc_id in seen:
                             raise DuplicateIdError(
                                 f"id {doc_id!r} appears twice in this call; ids must be unique."
@@ -516,7 +372,7 @@ class Collection(LatentMixin, RetrievalMixin):
                                 )
                             replaced.append(old)
                         c_ids.append(doc_id)
-                        c_meta.append(_check_metadata(meta, f"metadata[{i}]"))
+                        c_meta.append(check_metadata(meta, f"metadata[{i}]"))
                         if vectors is not None:
                             c_vecs.append(self.as_unit_vector(vec, f"vectors[{i}]"))
                     c_vectors = (
@@ -586,7 +442,7 @@ class Collection(LatentMixin, RetrievalMixin):
         """
         if isinstance(ids, str):
             ids = [ids]
-        ids = [_check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]
+        ids = [check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]
         with self._write_mutex:
             self._begin_write()
             positions, missing = self._table.positions(list(dict.fromkeys(ids)))

@@ -148,7 +148,7 @@ def build_collection(
         InvalidInputError: the collection exists but holds something else (another corpus):
             delete it or name another collection.
     """
-    from . import open as open_collection
+    from .collection import open as open_collection
 
     col = open_collection(name_or_path, model=model)
     marker = Path(col.path) / "derived" / "beir" / "source.json"

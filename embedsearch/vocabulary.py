@@ -206,8 +206,8 @@ class Vocabulary:
             NotACollectionError: the name holds a collection that is not a vocabulary.
             InvalidInputError: a bad word list.
         """
-        from . import open as open_collection
-        from .collection import resolve_path
+        from .collection import open as open_collection
+        from .validation import resolve_path
 
         path = resolve_path(name if name is not None else default_name(model))
         existing = read_marker(path) if path.exists() else None
@@ -281,8 +281,8 @@ class Vocabulary:
                 ``build=False``).
             NotACollectionError: the collection exists but is not a vocabulary.
         """
-        from . import open as open_collection
-        from .collection import resolve_path
+        from .collection import open as open_collection
+        from .validation import resolve_path
 
         is_default = name is None
         path = resolve_path(name if name is not None else default_name(model))

@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 import embedsearch
 from embedsearch import EmbedSearchError, FilterError, InvalidInputError, store
-from embedsearch.collection import resolve_path, validate_name
+from embedsearch.validation import resolve_path, validate_name
 
 FUZZ = int(os.environ.get("ES_FUZZ_EXAMPLES", "60"))
 FUZZ_SETTINGS = settings(

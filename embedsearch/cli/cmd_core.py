@@ -182,7 +182,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..collection import home
+    from ..validation import home
 
     root = Path(args.home) if args.home else home()
     names = (

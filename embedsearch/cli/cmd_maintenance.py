@@ -38,8 +38,8 @@ def _print_problems(problems: list[Any]) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..collection import resolve_path
     from ..maintenance import verify
+    from ..validation import resolve_path
 
     report = verify(resolve_path(args.name))
     if args.json:
@@ -59,8 +59,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from ..collection import resolve_path
     from ..maintenance import repair
+    from ..validation import resolve_path
 
     report = repair(resolve_path(args.name), rebuild_index=not args.no_index)
     if args.json:

@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 
 def open_existing(name: str) -> Any:
     """Open a collection that must already exist."""
-    from .. import open as open_collection
+    from ..collection import open as open_collection
 
     return open_collection(name, create=False)
 

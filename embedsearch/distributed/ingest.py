@@ -223,7 +223,7 @@ class _Target:
         address: str | None,
     ) -> None:
         from ..collection import open as open_collection
-        from ..collection import resolve_path
+        from ..validation import resolve_path
         from .sharded import ShardedCollection
 
         path = resolve_path(collection_path)

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..collection import _check_id, _check_metadata, _check_text, check_k, resolve_path
 from ..errors import (
     DocumentNotFoundError,
     DuplicateIdError,
@@ -45,6 +44,7 @@ from ..errors import (
     NotACollectionError,
 )
 from ..types import Document, Hit
+from ..validation import check_id, check_k, check_metadata, check_text, resolve_path
 from ._ray import call, require_ray
 from .layout import (
     HASH_NAME,
@@ -276,7 +276,7 @@ class ShardedCollection:
         """Embed texts with the collection's model: (n, dim) unit vectors."""
         items = [texts] if isinstance(texts, str) else list(texts)
         for i, t in enumerate(items):
-            _check_text(t, f"texts[{i}]")
+            check_text(t, f"texts[{i}]")
         return self.encoder.encode(items)
 
     def as_unit_vector(self, vector: Any, what: str = "vector") -> np.ndarray:
@@ -300,7 +300,7 @@ class ShardedCollection:
         out = np.empty((len(queries), self.dim), dtype=np.float32)
         texts = [(i, q) for i, q in enumerate(queries) if isinstance(q, str)]
         for _, q in texts:
-            _check_text(q, "query")
+            check_text(q, "query")
         if len(texts) == 1:
             out[texts[0][0]] = self.encoder.encode_query(texts[0][1])
         elif texts:
@@ -407,9 +407,9 @@ class ShardedCollection:
                 )
         seen: set[str] = set()
         for i, (t, d, m) in enumerate(zip(texts, ids, meta)):
-            _check_text(t, f"texts[{i}]")
-            _check_id(d, f"ids[{i}]")
-            _check_metadata(m, f"metadata[{i}]")
+            check_text(t, f"texts[{i}]")
+            check_id(d, f"ids[{i}]")
+            check_metadata(m, f"metadata[{i}]")
             if d in seen:
                 raise DuplicateIdError(f"id {d!r} appears twice in this call; ids must be unique.")
             seen.add(d)
@@ -539,7 +539,7 @@ class ShardedCollection:
             The number of documents deleted.
         """
         ids = [ids] if isinstance(ids, str) else list(ids)
-        ids = list(dict.fromkeys(_check_id(d, f"ids[{i}]") for i, d in enumerate(ids)))
+        ids = list(dict.fromkeys(check_id(d, f"ids[{i}]") for i, d in enumerate(ids)))
         if not ids:
             return 0
         if not missing_ok:

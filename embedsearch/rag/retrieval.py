@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..validation import check_k
 from .bm25 import BM25Store
 from .fusion import FUSIONS, check_fusion, fuse, minmax
 from .mmr import check_lambda, mmr_order
@@ -139,7 +140,6 @@ def retrieve(
     truncate: bool = False,
 ) -> list[Passage]:
     """See :meth:`embedsearch.rag.mixin.RetrievalMixin.retrieve`."""
-    from ..collection import check_k
 
     k = check_k(k)
     if mode not in MODES:

@@ -24,8 +24,8 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from ..collection import home as default_home
 from ..encoder import get_encoder
+from ..validation import home as default_home
 from . import errors
 from .auth import KeyChecker, keys_from_env, require_key
 from .deps import ServerState

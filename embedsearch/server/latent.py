@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter
 from pydantic import Field
 
-from ..collection import MAX_K, Collection
+from ..collection import Collection
 from ..errors import InvalidInputError
+from ..validation import MAX_K
 from .deps import ERRORS, ServerState, State, Stopwatch, call_with_options
 from .schemas import (
     CollectionName,

@@ -2,7 +2,7 @@
 
 Every request for collection ``news`` gets the same :class:`~embedsearch.Collection` object:
 its index lives in memory once, concurrent searches share it, and its single writer
-serialises adds. Names are checked with :func:`embedsearch.collection.validate_name`, so
+serialises adds. Names are checked with :func:`embedsearch.validation.validate_name`, so
 an HTTP client can never name a path outside the server's home directory.
 
 With several worker processes (``serve --workers N``) each process has its own handles, and
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import store
-from ..collection import Collection, validate_name
+from ..collection import Collection
 from ..collection import open as open_collection
 from ..distributed._ray import INSTALL_HINT, ray_session
 from ..distributed.layout import is_sharded, read_layout
@@ -48,6 +48,7 @@ from ..errors import (
     InvalidInputError,
     LockedError,
 )
+from ..validation import validate_name
 
 log = logging.getLogger("embedsearch.server")
 T = TypeVar("T")

@@ -13,8 +13,9 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ..collection import MAX_K, Collection
+from ..collection import Collection
 from ..errors import InvalidInputError
+from ..validation import MAX_K
 from .deps import ERRORS, State, Stopwatch, call_with_options
 from .limits import check_text_content
 from .schemas import CollectionName, Metadata, Request, Response, jsonable

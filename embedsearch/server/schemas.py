@@ -15,9 +15,9 @@ import numpy as np
 from fastapi import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..collection import MAX_ID_LENGTH, MAX_K
+from ..validation import MAX_ID_LENGTH, MAX_K
 
-# Bare collection names (embedsearch.collection.validate_name), written without look-ahead
+# Bare collection names (embedsearch.validation.validate_name), written without look-ahead
 # so that any JSON-Schema tool can use it: no "..", no leading "." or "-".
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
 

@@ -1,0 +1,212 @@
+"""The shared checks below everything: names and paths, texts, ids, metadata, ``k``, vectors.
+
+This is the ground floor of the package (with :mod:`.errors` and :mod:`.types`): it imports
+nothing of ours above it, so :class:`~embedsearch.Collection`, ``ShardedCollection``, the
+query wings (``latent/``, ``rag/``), vocabularies and every surface (CLI, HTTP) run the same
+checks and say the same words — no module imports helpers back from ``collection.py``.
+
+Every check raises :class:`~embedsearch.errors.InvalidInputError` with a message that says
+what was wrong and what to do; ``where``/``what`` name the argument in the caller's words.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always used with fullmatch
+MAX_K = 10_000
+MAX_ID_LENGTH = 512
+#: Longest text accepted (characters). The encoder reads only its first max_seq_length
+#: tokens anyway; a longer text is a whole file that wants chunking (``add_documents``).
+MAX_TEXT_CHARS = 1_000_000
+
+
+# ----------------------------------------------------------------------------- paths
+def home() -> Path:
+    """Where bare collection names live: ``EMBEDSEARCH_HOME`` or ``./indexes``."""
+    return Path(os.environ.get("EMBEDSEARCH_HOME") or "indexes")
+
+
+def resolve_path(name_or_path: str | os.PathLike[str], base: Path | None = None) -> Path:
+    """A bare name → ``<home>/<name>``; anything path-like is used as given.
+
+    Bare names are 1–128 characters of letters, digits, ``.``, ``_``, ``-`` (not starting
+    with ``.`` or ``-``), so a name can never escape the home directory.
+    """
+    if isinstance(name_or_path, os.PathLike):
+        return Path(name_or_path)
+    if not isinstance(name_or_path, str) or not name_or_path or "\x00" in name_or_path:
+        raise InvalidInputError("A collection is named by a non-empty string or a path.")
+    if NAME_RE.fullmatch(name_or_path) and ".." not in name_or_path:
+        return (base or home()) / name_or_path
+    if "/" in name_or_path or name_or_path.startswith(("~", ".")):
+        return Path(name_or_path).expanduser()
+    raise InvalidInputError(
+        f"{name_or_path!r} is not a valid collection name: use 1–128 letters, digits, '.', '_' "
+        "or '-' (starting with a letter or digit), or pass a path."
+    )
+
+
+def validate_name(name: str) -> str:
+    """Check a bare collection name (the HTTP API accepts nothing else)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        raise InvalidInputError(
+            f"{name!r} is not a valid collection name: use 1–128 letters, digits, '.', '_' or "
+            "'-', starting with a letter or digit."
+        )
+    return name
+
+
+# ----------------------------------------------------------------------------- input checks
+def check_text(text: Any, where: str) -> str:
+    """A non-empty str without NUL, at most :data:`MAX_TEXT_CHARS`, encodable as UTF-8."""
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"{where} is {type(text).__name__}, not str; pass texts as strings."
+        )
+    if not text.strip():
+        raise InvalidInputError(f"{where} is empty or whitespace; remove it or give it content.")
+    if "\x00" in text:
+        raise InvalidInputError(f"{where} contains a NUL character; strip it before adding.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidInputError(
+            f"{where} is {len(text):,} characters long, over the {MAX_TEXT_CHARS:,}-character "
+            "limit; split it into passages (col.add_documents or `embedsearch index --chunk`)."
+        )
+    check_encodable(text, where)
+    return text
+
+
+def check_encodable(text: str, where: str) -> None:
+    """Refuse lone surrogates (``"\\ud800"``): valid in a Python str, not in UTF-8 storage."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{where} is not valid Unicode (a lone surrogate at position {exc.start}); "
+            "decode the source text with errors='replace' first."
+        ) from None
+
+
+def check_id(doc_id: Any, where: str) -> str:
+    """A non-empty str without NUL, at most :data:`MAX_ID_LENGTH` characters."""
+    if not isinstance(doc_id, str) or not doc_id or "\x00" in doc_id:
+        raise InvalidInputError(f"{where} must be a non-empty string without NUL, got {doc_id!r}.")
+    if len(doc_id) > MAX_ID_LENGTH:
+        raise InvalidInputError(f"{where} is longer than {MAX_ID_LENGTH} characters.")
+    check_encodable(doc_id, where)
+    return doc_id
+
+
+def check_metadata(meta: Any, where: str) -> str | None:
+    """A JSON-serialisable dict with string keys (or None); returns its canonical JSON."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise InvalidInputError(f"{where} must be a dict with string keys (or None), got {meta!r}.")
+    try:
+        out = json.dumps(meta, allow_nan=False, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(
+            f"{where} is not JSON-serialisable ({exc}); use strings, numbers, booleans, None, "
+            "lists and dicts."
+        ) from exc
+    check_encodable(out, where)
+    return out
+
+
+def check_k(k: Any) -> int:
+    """``k`` must be an int in [1, MAX_K]."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}.")
+    return int(k)
+
+
+def unit_vector(vector: Any, dim: int, what: str = "vector") -> np.ndarray:
+    """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it.
+
+    Components are scaled by their largest magnitude before the norm is taken, so vectors
+    with components near 1e30 (or 1e-300) keep a finite, non-zero norm.
+    """
+    try:
+        v = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} must be a list of numbers ({exc}).") from exc
+    if v.ndim != 1 or v.shape[0] != dim:
+        raise InvalidInputError(
+            f"{what} has shape {v.shape}; this collection's vectors have {dim} dimensions."
+        )
+    if not np.all(np.isfinite(v)):
+        raise InvalidInputError(f"{what} contains NaN or infinity.")
+    peak = float(np.max(np.abs(v)))
+    if peak == 0.0:
+        raise InvalidInputError(f"{what} is the zero vector; it has no direction to search.")
+    v = v / peak  # scale first: the norm of 1e200-sized (or 1e-300) components stays finite
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- rows
+def sized(obj: Any) -> int | None:
+    """``len(obj)``, or None for an iterable without a length (a generator)."""
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
+_END = object()
+
+
+def rows(texts: Iterable[str], **columns: Iterable[Any] | None) -> Iterator[tuple[Any, ...]]:
+    """Zip texts with optional per-text columns, failing on a length mismatch (generators too).
+
+    Yields ``(i, text, *column values)``; an absent column yields ``None``.
+    """
+    if isinstance(texts, (str, bytes)):
+        raise InvalidInputError("texts must be a list (or iterable) of strings, not one string.")
+    n_t = sized(texts)
+    for name, obj in columns.items():
+        if isinstance(obj, (str, bytes, dict)):
+            raise InvalidInputError(f"{name} must be a list with one entry per text.")
+        n = sized(obj) if obj is not None else None
+        if n_t is not None and n is not None and n != n_t:
+            raise InvalidInputError(f"{n_t} texts but {n} {name}; give one per text.")
+    its = [iter(texts)] + [iter(c) if c is not None else None for c in columns.values()]
+    names = "texts, " + ", ".join(columns)
+    for i in itertools.count():
+        row = [next(c, _END) if c is not None else None for c in its]
+        ends = [r is _END for r, c in zip(row, its) if c is not None]
+        if all(ends):
+            return
+        if any(ends):
+            raise InvalidInputError(f"{names} have different lengths (at item {i}).")
+        yield (i, *row)
+
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_K",
+    "MAX_TEXT_CHARS",
+    "NAME_RE",
+    "check_encodable",
+    "check_id",
+    "check_k",
+    "check_metadata",
+    "check_text",
+    "home",
+    "resolve_path",
+    "rows",
+    "sized",
+    "unit_vector",
+    "validate_name",
+]
