@@ -21,14 +21,21 @@ from .errors import (
     DuplicateIdError,
     EmbedSearchError,
     EncoderError,
+    ExpressionError,
     FilterError,
     IndexSpecError,
     InvalidInputError,
+    LoadError,
     LockedError,
     ModelMismatchError,
     NotACollectionError,
+    ReadOnlyError,
+    UnknownWordsError,
 )
-from .interpolate import lerp, slerp
+from .latent import Clustering, InterpolationStep, MapResult, lerp, slerp
+from .latent.clustering import Cluster
+from .rag.documents import IngestReport
+from .rag.passage import Passage
 from .types import Document, Hit
 from .vocabulary import Vocabulary
 from .word_eval import evaluate_word_analogies, evaluate_word_pairs
@@ -36,6 +43,8 @@ from .word_eval import evaluate_word_analogies, evaluate_word_pairs
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cluster",
+    "Clustering",
     "Collection",
     "CollectionExistsError",
     "CollectionNotFoundError",
@@ -47,13 +56,21 @@ __all__ = [
     "EmbedSearchError",
     "Encoder",
     "EncoderError",
+    "ExpressionError",
     "FilterError",
     "Hit",
     "IndexSpecError",
+    "IngestReport",
+    "InterpolationStep",
     "InvalidInputError",
+    "LoadError",
     "LockedError",
+    "MapResult",
     "ModelMismatchError",
     "NotACollectionError",
+    "Passage",
+    "ReadOnlyError",
+    "UnknownWordsError",
     "get_encoder",
     "open",
     "Vocabulary",

@@ -42,7 +42,7 @@ from .errors import (
 )
 from .filters import compile_filter
 from .index import SearchOptions, VectorIndex, exact_search, validate_spec
-from .latent import LatentMixin
+from .latent.mixin import LatentMixin
 from .memtable import MemTable
 from .rag.mixin import RetrievalMixin
 from .types import Document, Hit
@@ -659,6 +659,26 @@ class Collection(LatentMixin, RetrievalMixin):
                     f"id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
                 )
             return table.vectors.view()[positions]
+
+    def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
+        """Ids and unit vectors of the live documents, optionally filtered by metadata.
+
+        The input of the whole-collection views (clusters, outliers, maps, centroids).
+
+        Args:
+            where: a metadata filter (see :mod:`embedsearch.filters`); None selects everything.
+
+        Returns:
+            ``(ids, vectors)`` in storage order.
+        """
+        ids = self.ids()
+        vectors = self.vectors()
+        if where is None:
+            return ids, vectors
+        predicate = compile_filter(where)
+        docs = self.get(ids)
+        keep = np.fromiter((predicate(d.metadata or {}) for d in docs), dtype=bool, count=len(docs))
+        return [i for i, k in zip(ids, keep) if k], vectors[keep]
 
     def search(
         self,

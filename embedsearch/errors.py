@@ -6,6 +6,8 @@ these classes to 4xx answers; anything else escaping is a real fault (5xx).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class EmbedSearchError(Exception):
     """Base class of every error embedsearch raises deliberately."""
@@ -95,3 +97,34 @@ class ReadOnlyError(EmbedSearchError):
     """A write was attempted on a collection opened read-only."""
 
     http_status = 409
+
+
+class ExpressionError(InvalidInputError):
+    """An expression does not parse; ``position`` is the 0-based offset of the problem."""
+
+    def __init__(self, message: str, expression: str, position: int) -> None:
+        self.expression = expression
+        self.position = position
+        self.reason = message
+        shown = expression.replace("\n", " ").replace("\t", " ")
+        super().__init__(f"{message} (at position {position}):\n  {shown}\n  {' ' * position}^")
+
+
+class UnknownWordsError(InvalidInputError):
+    """Words a vocabulary does not hold; ``words`` lists them."""
+
+    def __init__(self, missing: Sequence[str], name: str, size: int) -> None:
+        self.words = list(dict.fromkeys(missing))
+        shown = ", ".join(repr(w) for w in self.words[:10])
+        more = f" and {len(self.words) - 10} more" if len(self.words) > 10 else ""
+        super().__init__(
+            f"not in vocabulary {name!r} ({size:,} words): {shown}{more}. Check the spelling, "
+            "add them with Vocabulary.add([...]) (CLI: `embedsearch vocab add`), or write a "
+            "multi-word phrase, which is embedded as text."
+        )
+
+
+class LoadError(EmbedSearchError):
+    """A file could not be turned into text (the message says why and what to do)."""
+
+    http_status = 422

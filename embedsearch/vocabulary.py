@@ -35,31 +35,17 @@ from .errors import (
     CollectionNotFoundError,
     InvalidInputError,
     NotACollectionError,
+    UnknownWordsError,
 )
+from .latent.marker import MARKER_DIR, MARKER_FILE, read_marker
 
 log = logging.getLogger(__name__)
 
-MARKER_DIR = Path("derived") / "vocabulary"
-MARKER_FILE = "vocabulary.json"
 FORMAT = 1
 BUILD_CHUNK = 2048  # words per commit while building: an interrupted build resumes from here
 
 
 # ----------------------------------------------------------------------------- marker
-def read_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The vocabulary marker of the collection at ``path``, or None if it is not one."""
-    file = Path(path) / MARKER_DIR / MARKER_FILE
-    try:
-        data = json.loads(file.read_text("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise NotACollectionError(
-            f"{file} is unreadable ({exc}); delete it and rebuild the vocabulary."
-        ) from exc
-    return data if isinstance(data, dict) and data.get("kind") == "vocabulary" else None
-
-
 def _write_marker(path: Path, info: dict[str, Any]) -> None:
     folder = path / MARKER_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -423,20 +409,6 @@ class Vocabulary:
         if name.startswith("__") or name == "_col":
             raise AttributeError(name)
         return getattr(self._col, name)
-
-
-class UnknownWordsError(InvalidInputError):
-    """Words a vocabulary does not hold; ``words`` lists them."""
-
-    def __init__(self, missing: Sequence[str], name: str, size: int) -> None:
-        self.words = list(dict.fromkeys(missing))
-        shown = ", ".join(repr(w) for w in self.words[:10])
-        more = f" and {len(self.words) - 10} more" if len(self.words) > 10 else ""
-        super().__init__(
-            f"not in vocabulary {name!r} ({size:,} words): {shown}{more}. Check the spelling, "
-            "add them with Vocabulary.add([...]) (CLI: `embedsearch vocab add`), or write a "
-            "multi-word phrase, which is embedded as text."
-        )
 
 
 def _fill(col: Any, words: list[str], progress: bool | None) -> None:

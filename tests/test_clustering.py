@@ -9,13 +9,13 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import embedsearch
-from embedsearch.clustering import (
+from embedsearch.errors import InvalidInputError
+from embedsearch.latent.clustering import (
     ctfidf_keywords,
     outlier_scores,
     read_summary,
     spherical_kmeans,
 )
-from embedsearch.errors import InvalidInputError
 
 TOPICS = ("cooking", "astronomy", "finance", "music")
 

@@ -9,7 +9,7 @@ import pytest
 
 import embedsearch
 from embedsearch.errors import DocumentNotFoundError, InvalidInputError
-from embedsearch.expr import ExpressionError
+from embedsearch.latent.expr import ExpressionError
 from embedsearch.vocabulary import UnknownWordsError, Vocabulary
 
 WORDS = [
@@ -237,7 +237,7 @@ def test_interpolate_walks_between_two_documents(demo_col, demo_rows) -> None:
     assert steps[0].hits[0].id == a["id"] and steps[-1].hits[0].id == b["id"]
     np.testing.assert_allclose([np.linalg.norm(s.vector) for s in steps], 1.0, atol=1e-5)
     va, vb = demo_col.vectors([a["id"], b["id"]])
-    from embedsearch.interpolate import slerp
+    from embedsearch.latent.interpolate import slerp
 
     np.testing.assert_allclose(steps[2].vector, slerp(va, vb, 0.5), atol=1e-5)
     excl = demo_col.interpolate(a["id"], b["id"], steps=3, k=2, exclude_inputs=True)

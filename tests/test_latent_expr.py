@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedsearch.errors import InvalidInputError
-from embedsearch.expr import ExpressionError, parse
+from embedsearch.latent.expr import ExpressionError, parse
 
 
 def terms(source: str) -> list[tuple[float, str, str]]:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedsearch.errors import InvalidInputError
-from embedsearch.interpolate import angle, lerp, slerp
+from embedsearch.latent.interpolate import angle, lerp, slerp
 
 
 def unit(rng: np.random.Generator, dim: int = 64) -> np.ndarray:

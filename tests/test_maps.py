@@ -13,7 +13,7 @@ import pytest
 
 import embedsearch
 from embedsearch.errors import InvalidInputError
-from embedsearch.maps import categorize
+from embedsearch.latent.maps import categorize
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

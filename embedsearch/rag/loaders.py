@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EmbedSearchError
+from ..errors import LoadError
 
 FORMATS: dict[str, str] = {
     ".txt": "text",
@@ -41,12 +41,6 @@ FORMATS: dict[str, str] = {
     ".pdf": "pdf",
 }
 _SNIFF_BYTES = 8192
-
-
-class LoadError(EmbedSearchError):
-    """A file could not be turned into text (the message says why and what to do)."""
-
-    http_status = 422
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import InvalidInputError
+from ..errors import ExpressionError, InvalidInputError
 
 MAX_EXPRESSION_LENGTH = 10_000
 MAX_TERMS = 256
@@ -44,17 +44,6 @@ MAX_DEPTH = 64
 _OPERATORS = set("+-*/()@")
 _REF_STOP = set("()+*/\"'")
 _NUMBER_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-
-
-class ExpressionError(InvalidInputError):
-    """An expression does not parse; ``position`` is the 0-based offset of the problem."""
-
-    def __init__(self, message: str, expression: str, position: int) -> None:
-        self.expression = expression
-        self.position = position
-        self.reason = message
-        shown = expression.replace("\n", " ").replace("\t", " ")
-        super().__init__(f"{message} (at position {position}):\n  {shown}\n  {' ' * position}^")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 _PARALLEL_EPS = 1e-12  # |perpendicular component| below this: the inputs are (anti)parallel
 

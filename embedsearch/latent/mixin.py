@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .errors import DocumentNotFoundError, InvalidInputError
-from .types import Hit
+from ..errors import DocumentNotFoundError, InvalidInputError, UnknownWordsError
+from ..types import Hit
+from ..validation import check_k
+from .marker import read_marker
 
 if TYPE_CHECKING:
     from .clustering import Clustering
@@ -111,36 +113,12 @@ def check_weight(w: Any, what: str = "weight") -> float:
     return float(w)
 
 
-def select(col: Any, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
-    """Ids and unit vectors of a collection's live documents, optionally filtered.
-
-    Args:
-        col: the collection.
-        where: a metadata filter (see :mod:`embedsearch.filters`); None selects everything.
-
-    Returns:
-        ``(ids, vectors)`` in storage order.
-    """
-    ids = col.ids()
-    vectors = col.vectors()
-    if where is None:
-        return ids, vectors
-    from .filters import compile_filter
-
-    predicate = compile_filter(where)
-    docs = col.get(ids)
-    keep = np.fromiter((predicate(d.metadata or {}) for d in docs), dtype=bool, count=len(docs))
-    return [i for i, k in zip(ids, keep) if k], vectors[keep]
-
-
 # ----------------------------------------------------------------------------- mixin
 class LatentMixin:
     """Vector arithmetic, analogies, interpolation, clustering, outliers and maps."""
 
     # ------------------------------------------------------------------ resolution
     def _vocabulary_marker(self) -> dict[str, Any] | None:
-        from .vocabulary import read_marker
-
         return read_marker(self.path)  # type: ignore[attr-defined]
 
     def _word_id(self, word: str, lowercase: bool) -> str | None:
@@ -204,8 +182,6 @@ class LatentMixin:
                 "check the id, or drop the '@' to use the text itself."
             )
         if unknown_words:
-            from .vocabulary import UnknownWordsError
-
             raise UnknownWordsError(unknown_words, self.name, len(self))  # type: ignore[attr-defined,arg-type]
         if stored:
             idx = list(stored)
@@ -229,8 +205,6 @@ class LatentMixin:
         return (v / norm).astype(np.float32)
 
     def _check_k(self, k: Any, what: str = "k") -> int:
-        from .collection import check_k
-
         k = check_k(k)
         n = len(self)  # type: ignore[arg-type]
         if n == 0:
@@ -299,7 +273,7 @@ class LatentMixin:
 
     # ------------------------------------------------------------------ arithmetic
     def expr_vector(self, expression: str) -> np.ndarray:
-        """The unit vector an expression denotes (see :mod:`embedsearch.expr`).
+        """The unit vector an expression denotes (see :mod:`embedsearch.latent.expr`).
 
         Raises:
             ExpressionError: the expression does not parse (the message points at where).
@@ -327,7 +301,7 @@ class LatentMixin:
         direction is searched by cosine (3CosAdd when the expression is ``b - a + c``).
 
         Args:
-            expression: the expression (see :mod:`embedsearch.expr` for the grammar).
+            expression: the expression (see :mod:`embedsearch.latent.expr` for the grammar).
             k: number of results.
             exclude_inputs: leave out documents that are terms of the expression (the
                 standard analogy protocol); False keeps them.
@@ -416,7 +390,7 @@ class LatentMixin:
         k = self._check_k(k)
         triples, n_pos = self._terms(positive, negative, None)
         res = self._resolve(triples)
-        ids, matrix = select(self, where)
+        ids, matrix = self.select(where)  # type: ignore[attr-defined]
         if not ids:
             return []
         sims = (1.0 + matrix @ res.vectors.T) / 2.0  # (n_docs, n_terms)
@@ -650,7 +624,7 @@ class LatentMixin:
     ) -> Clustering:
         """Spherical k-means over the documents, with labels and medoids.
 
-        See :func:`embedsearch.clustering.cluster_collection` (criterion for automatic
+        See :func:`embedsearch.latent.clustering.cluster_collection` (criterion for automatic
         ``k``: the best cosine silhouette over ``k_range`` on a fixed sample).
 
         Args:
@@ -683,7 +657,7 @@ class LatentMixin:
 
         The score of a document is its cosine *distance* (1 - cosine) to its
         ``neighbors``-th nearest other document; see
-        :func:`embedsearch.clustering.outlier_scores`. ``Hit.score`` holds that distance
+        :func:`embedsearch.latent.clustering.outlier_scores`. ``Hit.score`` holds that distance
         (higher = more isolated), not a similarity.
         """
         from .clustering import find_outliers
@@ -703,7 +677,7 @@ class LatentMixin:
     ) -> MapResult:
         """Save a 2-D map of the collection: ``.png`` (matplotlib) or ``.html`` (interactive).
 
-        See :func:`embedsearch.maps.save_map`. Collections larger than ``max_points`` are
+        See :func:`embedsearch.latent.maps.save_map`. Collections larger than ``max_points`` are
         randomly sampled (seeded); the map's caption says so.
 
         Args:
@@ -733,4 +707,4 @@ def _unit(v: np.ndarray, what: str) -> np.ndarray:
     return v / norm
 
 
-__all__ = ["InterpolationStep", "LatentMixin", "check_weight", "select"]
+__all__ = ["InterpolationStep", "LatentMixin", "check_weight"]

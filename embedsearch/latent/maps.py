@@ -6,7 +6,7 @@
   when ``umap-learn`` is installed.
 * **Colour** — ``"cluster"`` uses the metadata field ``cluster`` when the sampled documents
   carry it (labels from a persisted clustering's summary), otherwise clusters the sample
-  (automatic k, see :mod:`embedsearch.clustering`); any other metadata field (dotted paths
+  (automatic k, see :mod:`embedsearch.latent.clustering`); any other metadata field (dotted paths
   allowed) colours by value: up to 19 categories plus "other", or 8 quantile bins for
   numbers with many distinct values.
 * **Formats** — ``.png`` through matplotlib's Agg canvas (no global pyplot state);
@@ -24,11 +24,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ..collection import Collection
 
 MAX_CATEGORIES = 20
 NUMERIC_BINS = 8
@@ -211,7 +214,7 @@ def palette(legend: list[str], numeric: bool = False) -> list[str]:
 
 
 def _cluster_colors(
-    col: Any, ids: list[str], vectors: np.ndarray, docs: list[Any], seed: int
+    col: Collection, ids: list[str], vectors: np.ndarray, docs: list[Any], seed: int
 ) -> tuple[list[str], np.ndarray, str]:
     """Legend and categories for ``color_by="cluster"`` (stored field, else computed)."""
     from .clustering import (
@@ -253,7 +256,7 @@ def _cluster_colors(
 
 # ----------------------------------------------------------------------------- main
 def save_map(
-    col: Any,
+    col: Collection,
     path: str | os.PathLike[str],
     *,
     color_by: str | None = "cluster",
@@ -281,8 +284,6 @@ def save_map(
     Raises:
         InvalidInputError: unknown suffix, bad parameters, an empty selection, UMAP missing.
     """
-    from .latent import select
-
     out = Path(path)
     fmt = out.suffix.lower()
     if fmt not in (".png", ".html", ".htm"):
@@ -297,7 +298,7 @@ def save_map(
         _umap()  # fail before any work when the extra is missing
     if not out.parent.exists():
         raise InvalidInputError(f"folder {out.parent} does not exist; create it first.")
-    ids, vectors = select(col, where)
+    ids, vectors = col.select(where)
     total = len(ids)
     if total < 2:
         raise InvalidInputError(f"a map needs at least 2 documents; {total} selected.")

@@ -29,12 +29,15 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import EmbedSearchError, InvalidInputError
-from .types import Hit
+from ..errors import EmbedSearchError, InvalidInputError
+from ..types import Hit
+
+if TYPE_CHECKING:
+    from ..collection import Collection
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +307,7 @@ def ctfidf_keywords(
 
 # ----------------------------------------------------------------------------- collection
 def cluster_collection(
-    col: Any,
+    col: Collection,
     k: int | None = None,
     *,
     seed: int = 0,
@@ -335,8 +338,6 @@ def cluster_collection(
         InvalidInputError: fewer documents than clusters, a bad k or k_range, a bad field.
             Nothing is written unless the clustering succeeded.
     """
-    from .latent import select
-
     if persist:
         _check_field(field)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -344,7 +345,7 @@ def cluster_collection(
     if isinstance(n_keywords, bool) or not isinstance(n_keywords, int) or n_keywords < 0:
         raise InvalidInputError(f"n_keywords must be a non-negative integer, got {n_keywords!r}.")
     state = col.state_key
-    ids, vectors = select(col, where)
+    ids, vectors = col.select(where)
     n = len(ids)
     if n == 0:
         raise InvalidInputError(
@@ -411,7 +412,7 @@ def _centroids(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def _describe(
-    col: Any,
+    col: Collection,
     ids: list[str],
     vectors: np.ndarray,
     labels: np.ndarray,
@@ -471,7 +472,7 @@ def _check_field(name: Any) -> None:
         )
 
 
-def _persist(col: Any, result: Clustering, field: str) -> None:
+def _persist(col: Collection, result: Clustering, field: str) -> None:
     """Write cluster numbers into metadata (upsert: vectors kept) and a JSON summary."""
     docs = col.get(result.ids)
     col.upsert(
@@ -491,7 +492,7 @@ def _persist(col: Any, result: Clustering, field: str) -> None:
     os.replace(tmp, folder / f"{field}.json")
 
 
-def read_summary(col: Any, field: str = "cluster") -> dict[str, Any] | None:
+def read_summary(col: Collection, field: str = "cluster") -> dict[str, Any] | None:
     """The summary a persisted clustering left for ``field`` (labels per cluster), if any."""
     try:
         return json.loads((Path(col.path) / SUMMARY_DIR / f"{field}.json").read_text("utf-8"))
@@ -544,16 +545,14 @@ def outlier_scores(vectors: np.ndarray, neighbors: int = 10) -> np.ndarray:
 
 
 def find_outliers(
-    col: Any, n: int = 20, *, neighbors: int = 10, where: dict[str, Any] | None = None
+    col: Collection, n: int = 20, *, neighbors: int = 10, where: dict[str, Any] | None = None
 ) -> list[Hit]:
     """The ``n`` most isolated documents, as Hits whose score is the outlier distance.
 
     Raises:
         InvalidInputError: ``n`` larger than the documents considered, bad ``neighbors``.
     """
-    from .latent import select
-
-    ids, vectors = select(col, where)
+    ids, vectors = col.select(where)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidInputError(f"n must be a positive integer, got {n!r}.")
     if n > len(ids):
