@@ -176,14 +176,27 @@ def create_app(
 
 
 def _include_routers(app: FastAPI) -> None:
-    from . import collections, documents, embeddings, health, latent, metrics, retrieve, search
+    from . import (
+        collections,
+        documents,
+        embeddings,
+        health,
+        latent,
+        maps,
+        metrics,
+        retrieve,
+        search,
+        ui,
+    )
 
     secured = [Depends(require_key)]
     app.include_router(health.router)
+    app.include_router(ui.router)  # the page holds no data; the API calls it makes are secured
     app.include_router(collections.router, dependencies=secured)
     app.include_router(documents.router, dependencies=secured)
     app.include_router(search.router, dependencies=secured)
     app.include_router(latent.build_router(), dependencies=secured)
+    app.include_router(maps.router, dependencies=secured)
     app.include_router(retrieve.build_router(), dependencies=secured)
     app.include_router(embeddings.router, dependencies=secured)
     app.include_router(metrics.router, dependencies=secured)
