@@ -22,7 +22,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from ..errors import InvalidInputError
-from ..maps import palette
+from ..latent.maps import palette
 from .deps import ERRORS, State, Stopwatch
 from .schemas import CollectionName, Metadata, Request, Response
 

@@ -28,9 +28,10 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field
 
 from .. import __version__, store
-from ..collection import Collection, validate_name
+from ..collection import Collection
 from ..collection import open as open_collection
 from ..errors import EmbedSearchError, InvalidInputError
+from ..validation import validate_name
 
 T = TypeVar("T")
 MAX_K = 200
