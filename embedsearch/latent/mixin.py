@@ -42,6 +42,7 @@ from .marker import read_marker
 if TYPE_CHECKING:
     from .clustering import Clustering
     from .maps import MapResult
+    from .topics import Topics
 
 COSMUL_EPS = 1e-6  # Levy & Goldberg's epsilon, as gensim uses it
 MAX_STEPS = 1000
@@ -512,6 +513,7 @@ class LatentMixin:
         *,
         toward: Sequence[TermLike] = (),
         away: Sequence[TermLike] = (),
+        direction: Any = None,
         strength: float = 0.5,
         k: int = 10,
         exclude_inputs: bool = False,
@@ -529,6 +531,9 @@ class LatentMixin:
         Args:
             query: a text, id or vector.
             toward / away: terms (texts, ids, vectors); either may be empty.
+            direction: an axis from :meth:`direction` (any vector; it is normalised): the
+                search vector gains ``s * direction``, a step along the concept (e.g.
+                news -> clickbait) that works for any query.
             strength: ``s`` in [0, 1]; 0 is the plain query.
             exclude_inputs: leave the query and concepts out of the results (default: keep).
 
@@ -553,6 +558,11 @@ class LatentMixin:
         if away:
             a = _unit(res.vectors[1 + len(toward) :].astype(np.float64).sum(0), "away")
             v -= s * (a - q)
+        if direction is not None:
+            v += s * _unit(
+                self.as_unit_vector(direction, "direction").astype(np.float64),  # type: ignore[attr-defined]
+                "direction",
+            )
         vector = _unit(v, "the moved query").astype(np.float32)
         return self._ranked(vector, k, res if exclude_inputs else None, where)
 
@@ -649,6 +659,123 @@ class LatentMixin:
             where=where,
             n_keywords=n_keywords,
         )
+
+    def topics(
+        self,
+        *,
+        level: int | None = None,
+        top: int | None = None,
+        leaves: int | None = None,
+        levels: int = 3,
+        where: dict[str, Any] | None = None,
+        seed: int = 0,
+        n_keywords: int = 10,
+        n_medoids: int = 3,
+    ) -> Topics:
+        """A topic hierarchy: level 0 the top (topic count chosen from the data), deeper
+        levels finer; every document is assigned at every level, outliers listed apart.
+
+        See :mod:`embedsearch.latent.topics` for every step and why.
+
+        Args:
+            level: None returns every level; a number returns a result holding that level
+                only (0 the top, -1 the finest).
+            top: topics at level 0 (None: best document silhouette over the tree's cuts).
+            leaves: topics at the finest level (None: ``round(sqrt(n))``, 2..256).
+            levels: number of levels.
+            where: only the documents matching this metadata filter.
+            seed: k-means and sampling seed (same collection and seed, same topics).
+            n_keywords / n_medoids: keywords and representative documents per topic.
+
+        Example:
+            >>> t = col.topics()
+            >>> [tp.label for tp in t.levels[0].topics]
+            ['oil prices, stocks, company', 'game, season, win', ...]
+        """
+        from .topics import topics_collection
+
+        result = topics_collection(
+            self,
+            top=top,
+            leaves=leaves,
+            levels=levels,
+            where=where,
+            seed=seed,
+            n_keywords=n_keywords,
+            n_medoids=n_medoids,
+        )
+        if level is not None:
+            result.levels = [result.level(level)]
+        return result
+
+    def direction(
+        self,
+        positive: Any,
+        negative: Any,
+        *,
+        refine: int = 2,
+        where: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        """A unit axis from examples of each end of a concept (texts, ids or vectors).
+
+        The difference of the two examples' mean directions, refined on the collection's own
+        documents (see :mod:`embedsearch.latent.directions`); ``refine=0`` keeps the plain
+        difference. Use it with :meth:`along` (rank by position) or :meth:`move`.
+
+        Args:
+            positive / negative: one or more examples of each end.
+            refine: refinement rounds on the collection (0: none).
+            where: refine on the matching documents only.
+
+        Example:
+            >>> axis = col.direction(["Stocks fall as rates rise"], ["You won't believe this"])
+            >>> col.along(axis, k=5)
+        """
+        from .directions import direction_vector
+
+        pos, neg = _as_list(positive), _as_list(negative)
+        if not pos or not neg:
+            raise InvalidInputError(
+                "direction needs at least one positive and one negative example "
+                "(texts, ids or vectors)."
+            )
+        res = self._resolve([(t, 1.0, "auto") for t in pos + neg])
+        background = None
+        if refine and len(self):  # type: ignore[arg-type]
+            background = self.select(where)[1]  # type: ignore[attr-defined]
+        return direction_vector(
+            res.vectors[: len(pos)], res.vectors[len(pos) :], background, refine=refine
+        )
+
+    def along(
+        self,
+        direction: Any,
+        k: int = 10,
+        *,
+        end: Literal["positive", "negative"] = "positive",
+        where: dict[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Documents ranked by their position on an axis (from :meth:`direction`).
+
+        ``Hit.score`` is the position: the cosine of the document with the unit axis.
+
+        Args:
+            direction: the axis (a vector; normalised).
+            k: number of documents.
+            end: ``"positive"`` (furthest toward the positive examples first) or
+                ``"negative"``.
+            where: only documents matching this metadata filter.
+        """
+        if end not in ("positive", "negative"):
+            raise InvalidInputError(f"end must be 'positive' or 'negative', not {end!r}.")
+        k = self._check_k(k)
+        axis = self.as_unit_vector(direction, "direction")  # type: ignore[attr-defined]
+        if end == "negative":
+            axis = -axis
+        hits = self._ranked(axis.astype(np.float32), k, None, where)
+        if end == "negative":
+            hits = [Hit(h.id, -h.score, h.text, h.metadata) for h in hits]
+        return hits
 
     def outliers(
         self, n: int = 20, *, neighbors: int = 10, where: dict[str, Any] | None = None

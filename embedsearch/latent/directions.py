@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 REFINE_SAMPLE = 20_000
 REFINE_ROUNDS = 2
@@ -70,9 +70,7 @@ def direction_vector(
     if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
         raise InvalidInputError(f"refine must be an integer >= 0, got {refine!r}.")
     if len(pos) == 0 or len(neg) == 0:
-        raise InvalidInputError(
-            "a direction needs at least one positive and one negative example."
-        )
+        raise InvalidInputError("a direction needs at least one positive and one negative example.")
     p = np.asarray(pos, dtype=np.float64)
     q = np.asarray(neg, dtype=np.float64)
     axis = _unit(

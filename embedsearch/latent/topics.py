@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 LEAVES_MAX = 256
 TOP_MAX = 20
@@ -53,8 +53,7 @@ SMOOTH_NEIGHBORS = 15
 SMOOTH_MAX = 50_000
 # HTML entity fragments and URL pieces that leak into scraped text (AG News: "#39;s", "&lt;b&gt;")
 NOISE_WORDS = frozenset(
-    "lt gt quot amp nbsp apos href http https www com html htm net org img src br "
-    "said says say just like ve ll re don didn doesn isn wasn aren".split()
+    ["lt", "gt", "quot", "amp", "nbsp", "apos", "href", "http", "https", "www", "com", "html", "htm", "net", "org", "img", "src", "br", "said", "says", "say", "just", "like", "ve", "ll", "re", "don", "didn", "doesn", "isn", "wasn", "aren"]
 )
 _TOKEN = re.compile(r"[^\W\d_][^\W\d_]+(?:'[^\W\d_]+)?|\S", re.UNICODE)
 _WORD = re.compile(r"^[^\W\d_]{2,}$", re.UNICODE)
@@ -210,7 +209,12 @@ def ward_tree(means: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         flat = int(np.argmin(d))
         a, b = divmod(flat, m)
         a, b = min(a, b), max(a, b)
-        out[step] = [cluster_id[a], cluster_id[b], math.sqrt(max(d[a, b], 0.0)), leaves_in[a] + leaves_in[b]]
+        out[step] = [
+            cluster_id[a],
+            cluster_id[b],
+            math.sqrt(max(d[a, b], 0.0)),
+            leaves_in[a] + leaves_in[b],
+        ]
         leaves_in[a] += leaves_in[b]
         mu[a] = (sz[a] * mu[a] + sz[b] * mu[b]) / (sz[a] + sz[b])
         sz[a] += sz[b]
@@ -345,9 +349,7 @@ def ctfidf(texts: list[str], groups: list[np.ndarray], stop: frozenset[str] | No
     return vocab, out
 
 
-def pick_keywords(
-    vocab: np.ndarray, counts: np.ndarray, weights: np.ndarray, n: int
-) -> list[str]:
+def pick_keywords(vocab: np.ndarray, counts: np.ndarray, weights: np.ndarray, n: int) -> list[str]:
     """Top terms of one group, without repeats: a word mostly seen inside one of the group's
     strong bigrams is shown as that bigram, and a term whose words are all shown is skipped."""
     if n < 1 or weights.size == 0:
@@ -630,11 +632,9 @@ def topics_collection(
     n_medoids: int = 3,
 ) -> Topics:
     """:func:`build_topics` over a collection's documents (those matching ``where``)."""
-    from .latent import select
-
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InvalidInputError(f"seed must be an integer, got {seed!r}.")
-    ids, vectors = select(col, where)
+    ids, vectors = col.select(where)
     if len(ids) < 2:
         raise InvalidInputError(
             f"collection {col.name!r} has {len(ids)} document(s)"

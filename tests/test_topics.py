@@ -1,0 +1,168 @@
+"""Topic hierarchy, directions and the label rules, on the packaged demo corpus (14 topics)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedsearch.errors import InvalidInputError
+from embedsearch.latent.topics import (
+    build_topics,
+    ctfidf,
+    npmi_coherence,
+    pick_keywords,
+    stop_words,
+    topic_diversity,
+    ward_tree,
+)
+
+
+@pytest.fixture(scope="module")
+def topics(demo_col):
+    return demo_col.topics()
+
+
+def test_every_document_assigned_at_every_level_and_levels_nest(topics, demo_col) -> None:
+    assert len(topics.levels) >= 2
+    n = len(demo_col)
+    ks = [lv.k for lv in topics.levels]
+    assert ks == sorted(ks) and len(set(ks)) == len(ks)  # finer and finer
+    for lv in topics.levels:
+        assert len(lv.labels) == n and lv.labels.min() >= 0 and lv.labels.max() == lv.k - 1
+        assert sum(t.size for t in lv.topics) == n
+    for upper, lower in zip(topics.levels, topics.levels[1:]):
+        # nested: each finer topic lies inside exactly one coarser topic
+        for t in range(lower.k):
+            parents = set(upper.labels[lower.labels == t].tolist())
+            assert len(parents) == 1
+            assert lower.topics[t].parent == parents.pop()
+            assert t in upper.topics[lower.topics[t].parent].children
+
+
+def test_levels_follow_the_labelled_topics(topics, demo_rows) -> None:
+    from sklearn.metrics import v_measure_score
+
+    truth = {r["id"]: r["topic"] for r in demo_rows}
+    finest = topics.levels[-1]
+    v = v_measure_score([truth[i] for i in topics.ids], finest.labels)
+    assert v > 0.75, v  # 14 clean topics: the finest cut must find most of them
+
+
+def test_labels_are_words_of_the_topic_and_medoids_are_members(topics, demo_col) -> None:
+    stop = stop_words()
+    for lv in topics.levels:
+        for t in lv.topics:
+            assert t.keywords, t
+            members = {topics.ids[i] for i in np.flatnonzero(lv.labels == t.id)}
+            assert t.medoids and all(mid in members for mid, _ in t.medoids)
+            for kw in t.keywords:
+                assert not any(ch.isdigit() for ch in kw)
+                assert not any(w in stop for w in kw.split()), kw
+    # the finest level of the demo names its subjects: some label has a cooking word
+    labels = " ".join(t.label for t in topics.levels[-1].topics)
+    assert any(w in labels for w in ("cooking", "pan", "oven", "dough", "bread", "sauce"))
+
+
+def test_outliers_are_a_subset_and_stay_assigned(topics) -> None:
+    ids = set(topics.ids)
+    assert set(topics.outliers) <= ids
+    assert len(topics.outliers) < 0.1 * len(ids)
+
+
+def test_given_top_level_and_level_selection(demo_col) -> None:
+    t = demo_col.topics(top=3, levels=2, level=0)
+    assert len(t.levels) == 1 and t.levels[0].k == 3
+    assert t.criterion == "given"
+    d = t.to_dict(include_ids=True)
+    assert len(d["assignments"][0]) == len(demo_col)
+
+
+def test_bad_arguments_name_the_argument(demo_col) -> None:
+    with pytest.raises(InvalidInputError, match="top"):
+        demo_col.topics(top=0)
+    with pytest.raises(InvalidInputError, match="leaves"):
+        demo_col.topics(leaves=10**6)
+    with pytest.raises(InvalidInputError, match="levels"):
+        demo_col.topics(levels=0)
+    with pytest.raises(InvalidInputError, match="level must be between"):
+        demo_col.topics(level=7)
+
+
+def test_html_fragments_and_numbers_never_become_keywords() -> None:
+    texts = [
+        "Oil prices rise &lt;b&gt;again&lt;/b&gt; as crude oil prices climb 39 percent #39;s",
+        "Crude oil prices jump; oil prices at record quot high quot 2004",
+        "Oil prices and crude supply worry traders &amp; markets",
+        "The team won the game in overtime, the game was close",
+        "Game day: the team wins the final game of the season",
+        "Season opener: team loses first game",
+    ]
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    vocab, [(counts, weights)] = ctfidf(texts, [groups], stop_words())
+    kw0 = pick_keywords(vocab, counts[0], weights[0], 5)
+    assert kw0[0] == "oil prices"  # the phrase, not the bare word
+    joined = " ".join(pick_keywords(vocab, counts[1], weights[1], 10) + kw0)
+    for bad in ("lt", "gt", "quot", "amp", "39", "2004", "the"):
+        assert bad not in joined.split(), (bad, joined)
+
+
+def test_ward_tree_matches_scipy_on_single_documents() -> None:
+    from scipy.cluster.hierarchy import linkage
+
+    x = np.random.default_rng(0).normal(size=(30, 5))
+    ours = ward_tree(x, np.ones(30))
+    ref = linkage(x, "ward")
+    assert np.allclose(np.sort(ours[:, 2]), np.sort(ref[:, 2]))
+
+
+def test_coherence_and_diversity_measures() -> None:
+    texts = ["apple banana", "apple banana", "car engine", "car engine", "apple car"]
+    good = npmi_coherence([["apple", "banana"], ["car", "engine"]], texts)
+    bad = npmi_coherence([["apple", "engine"], ["car", "banana"]], texts)
+    assert good > 0.5 > bad
+    assert topic_diversity([["a", "b"], ["a", "c"]]) == 0.75
+
+
+def test_build_topics_needs_two_documents() -> None:
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        build_topics(["a"], np.ones((1, 4), np.float32) / 2, lambda rows: ["x"])
+
+
+# ----------------------------------------------------------------------------- directions
+def test_direction_separates_two_topics_and_along_ranks_by_it(demo_col, demo_rows) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    cooking = [r["id"] for r in demo_rows if r["topic"] == "cooking"]
+    finance = [r["id"] for r in demo_rows if r["topic"] == "finance"]
+    axis = demo_col.direction(positive=cooking[:3], negative=finance[:3])
+    assert axis.shape == (demo_col.dim,) and abs(float(np.linalg.norm(axis)) - 1) < 1e-5
+    rest = cooking[3:] + finance[3:]
+    pos = demo_col.vectors(rest) @ axis
+    assert roc_auc_score([1] * len(cooking[3:]) + [0] * len(finance[3:]), pos) > 0.95
+    top = demo_col.along(axis, k=5, where={"topic": {"$in": ["cooking", "finance"]}})
+    assert all(h.metadata["topic"] == "cooking" for h in top)
+    assert [h.score for h in top] == sorted((h.score for h in top), reverse=True)
+    low = demo_col.along(
+        axis, k=5, end="negative", where={"topic": {"$in": ["cooking", "finance"]}}
+    )
+    assert all(h.metadata["topic"] == "finance" for h in low)
+    assert low[0].score < top[-1].score
+
+
+def test_move_along_a_direction_reaches_the_positive_side(demo_col, demo_rows) -> None:
+    music = [r["id"] for r in demo_rows if r["topic"] == "music"]
+    sports = [r["id"] for r in demo_rows if r["topic"] == "sports"]
+    axis = demo_col.direction(music[:3], sports[:3], refine=0)
+    moved = demo_col.move("the team scored in the final minute", direction=axis, strength=1.0, k=5)
+    plain = demo_col.move("the team scored in the final minute", strength=0.0, k=5)
+    topic = {r["id"]: r["topic"] for r in demo_rows}
+    assert sum(topic[h.id] == "music" for h in moved) > sum(topic[h.id] == "music" for h in plain)
+
+
+def test_direction_errors(demo_col) -> None:
+    with pytest.raises(InvalidInputError, match="positive and one negative"):
+        demo_col.direction(["cats"], [])
+    with pytest.raises(InvalidInputError, match="same"):
+        demo_col.direction(["cats"], ["cats"], refine=0)
+    with pytest.raises(InvalidInputError, match="end"):
+        demo_col.along(np.ones(demo_col.dim), end="up")
