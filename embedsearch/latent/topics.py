@@ -53,7 +53,40 @@ SMOOTH_NEIGHBORS = 15
 SMOOTH_MAX = 50_000
 # HTML entity fragments and URL pieces that leak into scraped text (AG News: "#39;s", "&lt;b&gt;")
 NOISE_WORDS = frozenset(
-    ["lt", "gt", "quot", "amp", "nbsp", "apos", "href", "http", "https", "www", "com", "html", "htm", "net", "org", "img", "src", "br", "said", "says", "say", "just", "like", "ve", "ll", "re", "don", "didn", "doesn", "isn", "wasn", "aren"]
+    [
+        "lt",
+        "gt",
+        "quot",
+        "amp",
+        "nbsp",
+        "apos",
+        "href",
+        "http",
+        "https",
+        "www",
+        "com",
+        "html",
+        "htm",
+        "net",
+        "org",
+        "img",
+        "src",
+        "br",
+        "said",
+        "says",
+        "say",
+        "just",
+        "like",
+        "ve",
+        "ll",
+        "re",
+        "don",
+        "didn",
+        "doesn",
+        "isn",
+        "wasn",
+        "aren",
+    ]
 )
 _TOKEN = re.compile(r"[^\W\d_][^\W\d_]+(?:'[^\W\d_]+)?|\S", re.UNICODE)
 _WORD = re.compile(r"^[^\W\d_]{2,}$", re.UNICODE)
