@@ -114,6 +114,7 @@ class Encoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self._st: Any = None
+        self._tokenizer: Any = None
         self._onnx: Any = self._fp32_twin() if backend == "torch" else None
         #: What actually runs the model: ``torch`` or ``onnxruntime`` (see :func:`fp32_runtime`).
         self.runtime = "torch" if backend == "torch" and self._onnx is None else "onnxruntime"
@@ -180,10 +181,22 @@ class Encoder:
 
     @property
     def tokenizer(self) -> Any:
-        """The model's Hugging Face tokenizer (for chunking in the encoder's own tokens)."""
-        if self._st is None:
-            self._st = self._load_torch()
-        return self._st.tokenizer
+        """The model's tokenizer (for chunking and window checks in the encoder's own tokens).
+
+        Read from the model folder's ``tokenizer.json`` with the ``tokenizers`` library
+        (:mod:`embedsearch.tokenizer`), so counting tokens never imports torch; a model
+        without that file (or a hub name) falls back to sentence-transformers' tokenizer.
+        """
+        if self._tokenizer is None:
+            from .tokenizer import load_tokenizer
+
+            try:
+                self._tokenizer = load_tokenizer(self.path, self.max_seq_length)
+            except EncoderError:
+                if self._st is None:
+                    self._st = self._load_torch()
+                self._tokenizer = self._st.tokenizer
+        return self._tokenizer
 
     def describe(self) -> dict[str, Any]:
         """What a collection records about its model."""
@@ -259,7 +272,16 @@ class Encoder:
 
     def token_count(self, text: str) -> int:
         """Tokens ``text`` uses before truncation (special tokens included)."""
-        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        return self.token_counts([text])[0]
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text uses before truncation (special tokens included); a count above
+        :attr:`max_seq_length` means only the text's start is embedded."""
+        texts = list(texts)
+        if not texts:
+            return []
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) for ids in enc["input_ids"]]
 
 
 _ENCODERS: dict[tuple[str, str, str], Encoder] = {}
@@ -282,3 +304,23 @@ def get_encoder(model: str | None = None, backend: str | None = None) -> Encoder
             log.info("loading model %s (%s backend)", name, backend)
             enc = _ENCODERS[key] = Encoder(name, backend)
         return enc
+
+
+def model_dim(model: str | None = None) -> int | None:
+    """The vector dimension of ``model`` without loading it when possible.
+
+    A loaded encoder answers; otherwise the model folder's config (hidden size times the
+    pooling modes) does. None when neither can tell (a hub name not cached here).
+    """
+    name = model or default_model_name()
+    name = DEFAULT_MODEL if name in _DEFAULT_ALIASES else name
+    for (loaded, _backend, _runtime), enc in list(_ENCODERS.items()):
+        if loaded == name:
+            return enc.dim
+    from .onnx_backend import read_model_spec
+
+    try:
+        spec = read_model_spec(resolve_model_path(name))
+    except EncoderError:
+        return None
+    return spec.hidden_size * len(spec.pooling_modes) or None

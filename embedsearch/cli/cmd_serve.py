@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -139,19 +141,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "server_header": False,
     }
+    from ..collection import home as default_home
+
+    home_dir = config["home"] or str(default_home().expanduser().resolve())
     with _ray_for(args, config):  # before the workers start: they get its address
-        print(
-            f"serving {config['home'] or 'EMBEDSEARCH_HOME'} on http://{args.host}:{args.port} "
-            f"(docs at /docs; auth {'on' if keys else 'off'}; {args.workers} worker(s))",
-            file=sys.stderr,
+        sock = bind_socket(args.host, args.port)  # a busy port fails here, before any claim
+        announce = (
+            f"serving {home_dir} on http://{_url_host(args.host)}:{args.port} (docs at /docs; "
+            f"ready when /readyz says 200; auth {'on' if keys else 'off'}; {args.workers} "
+            "worker(s))"
         )
         if args.workers == 1:
             app = create_app(api_keys=keys, **config)
-            uvicorn.run(app, **common)
+            server = uvicorn.Server(uvicorn.Config(app, **common))
+            print(announce, file=sys.stderr, flush=True)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop (as uvicorn.run)
+                server.run(sockets=[sock])
             return 0
+        sock.close()  # uvicorn's supervisor binds again for its workers (SO_REUSEADDR)
         if args.api_key_file:
             os.environ["EMBEDSEARCH_API_KEY_FILE"] = str(Path(args.api_key_file).resolve())
         config_to_env(config)
+        print(announce, file=sys.stderr, flush=True)
         with _multiprocess_metrics():
             uvicorn.run(
                 "embedsearch.server.app:create_app_from_env",
@@ -160,6 +171,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 **common,
             )
     return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` now, so a port in use is a clear error (exit 2)
+    instead of a traceback after the server claimed to be serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InvalidInputError(
+                f"port {port} on {host} is already in use (another server?); stop it or pass "
+                "--port with a free port."
+            ) from exc
+        raise InvalidInputError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); check --host."
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 @contextlib.contextmanager

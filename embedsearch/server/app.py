@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -60,17 +61,96 @@ class ReadyState:
 
 
 def _warm(app: FastAPI) -> None:
-    """Load the default model and its query copy, then report ready."""
+    """Make the server warm, then report ready: the first request after ``/readyz`` says 200
+    must be as fast as the tenth.
+
+    Loads the default model and its query copy, runs one encode through each and one token
+    count (the window check every text request makes), then opens every plain collection in
+    the home and runs one search in it (the index and its code paths loaded). A collection
+    that cannot be opened does not block readiness: ``detail`` names it.
+    """
     state: ServerState = app.state.server
     ready: ReadyState = app.state.ready
     try:
         enc = get_encoder(state.registry.models[0])
-        state.queries.encoder_for(enc)
-        ready.status, ready.detail = "ready", None
+        probe = ["warming up the encoder"]
+        enc.encode(probe)
+        enc.token_counts(probe)
+        state.queries.encoder_for(enc).encode(probe)
+        problems = []
+        for name in state.registry.names():
+            if state.registry.is_sharded(name):
+                continue  # lives on Ray, started on first use (or by --ray)
+            try:
+                col = state.registry.get(name)
+                if len(col):
+                    col.search(np.ones(col.dim, dtype=np.float32), k=1)
+            except Exception as exc:  # noqa: BLE001 - reported through /readyz
+                problems.append(f"{name}: {type(exc).__name__}: {exc}")
+        _first_request(app, next(iter(state.registry.open_handles()), None))
+        ready.status = "ready"
+        ready.detail = (
+            errors.scrub(
+                "collections that did not open: " + "; ".join(problems), state.registry.home
+            )
+            if problems
+            else None
+        )
     except Exception as exc:  # noqa: BLE001 - reported through /readyz, not raised
         log.exception("loading the model failed")
         ready.status = "failed"
         ready.detail = errors.scrub(f"{type(exc).__name__}: {exc}", state.registry.home)
+
+
+def _first_request(app: FastAPI, name: str | None) -> None:
+    """Send one search through the whole app in-process (middleware, auth, validation, the
+    route, serialisation), so that the costs of a first request are paid before ready.
+
+    With auth on, the request carries a one-time key that exists only in memory for the
+    duration of this call.
+    """
+    import asyncio
+    import secrets
+
+    keys: KeyChecker = app.state.keys
+    token = secrets.token_urlsafe(32)
+    body = json.dumps({"query": "warming up", "k": 1}).encode()
+    path = f"/collections/{name}/search" if name else "/collections/-/search"
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if keys.enabled:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 0),
+        "state": {},
+    }
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    with keys.temporary(token):
+        try:
+            asyncio.run(app(scope, receive, send))
+        except Exception:  # noqa: BLE001 - a warm-up only; real requests report their own errors
+            log.debug("warm-up request failed", exc_info=True)
 
 
 def create_app(
@@ -149,6 +229,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by _offline_docs from assets in a package: no CDN needed
     )
     app.state.server = state
     app.state.home = registry.home
@@ -158,6 +239,7 @@ def create_app(
 
     errors.install(app)
     _include_routers(app)
+    _offline_docs(app)
 
     app.add_middleware(errors.CatchAllMiddleware)  # innermost: sees what handlers do not
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes)
@@ -200,6 +282,26 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(retrieve.build_router(), dependencies=secured)
     app.include_router(embeddings.router, dependencies=secured)
     app.include_router(metrics.router, dependencies=secured)
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's JavaScript and CSS from the ``swagger-ui-bundle`` package,
+    mounted at ``/docs-assets``, so the API docs work on a machine without internet."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="embedsearch API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def config_to_env(config: dict[str, Any]) -> None:

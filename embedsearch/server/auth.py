@@ -9,11 +9,12 @@ reveal how much of a key was right, nor which key matched.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -84,6 +85,20 @@ class KeyChecker:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    @contextlib.contextmanager
+    def temporary(self, key: str) -> Iterator[None]:
+        """Accept ``key`` for the duration of a ``with`` block (the server's own warm-up
+        request); a disabled checker stays disabled."""
+        if not self._keys:
+            yield
+            return
+        raw = key.encode("utf-8")
+        self._keys = [*self._keys, raw]  # swapped, never mutated: readers see one list or the other
+        try:
+            yield
+        finally:
+            self._keys = [k for k in self._keys if k != raw]
 
     def accepts(self, presented: str) -> bool:
         """Whether ``presented`` equals one of the keys; every key is compared, always."""

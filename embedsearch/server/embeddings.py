@@ -74,4 +74,9 @@ def create_embeddings(body: EmbeddingsRequest, state: State) -> dict[str, Any]:
 @router.get("/models", response_model=ModelList, summary="Models (OpenAI)")
 def list_models(state: State) -> dict[str, Any]:
     """The models this server embeds with and creates collections with."""
-    return {"object": "list", "data": [{"id": m} for m in state.registry.models]}
+    from ..encoder import model_dim
+
+    return {
+        "object": "list",
+        "data": [{"id": m, "dim": model_dim(m)} for m in state.registry.models],
+    }

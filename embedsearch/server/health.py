@@ -1,4 +1,5 @@
-"""``GET /healthz`` (liveness) and ``GET /readyz`` (the default model is loaded).
+"""``GET /healthz`` (liveness) and ``GET /readyz`` (warm: model loaded and run once, the
+collections opened; see :func:`embedsearch.server.app._warm`).
 
 Both need no API key, answer from the event loop without touching a collection, and so stay
 fast while the worker threads are busy with a large add.
@@ -29,8 +30,9 @@ async def healthz() -> dict[str, Any]:
     responses={503: {"model": Ready, "description": "The model is still loading (or failed)."}},
 )
 async def readyz(request: Request) -> Any:
-    """200 once the default model (and its query copy) is loaded; 503 before, or if loading
-    failed (``detail`` says why)."""
+    """200 once the server is warm: the default model and its query copy loaded and run once,
+    the collections opened (so the first request is as fast as the tenth); 503 before, or if
+    loading failed (``detail`` says why)."""
     ready = request.app.state.ready
     body = {"status": ready.status, "model": ready.model, "detail": ready.detail}
     return JSONResponse(body, status_code=200 if ready.status == "ready" else 503)

@@ -96,17 +96,7 @@ def check_text_content(text: str, where: str) -> str:
 
 def token_counts(encoder: Any, texts: Sequence[str]) -> list[int]:
     """Tokens each text takes in ``encoder``'s own tokenizer, special tokens included."""
-    if not texts:
-        return []
-    enc = encoder.tokenizer(
-        list(texts),
-        add_special_tokens=True,
-        truncation=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,
-    )
-    return [len(ids) for ids in enc["input_ids"]]
+    return encoder.token_counts(texts)
 
 
 def over_window(
