@@ -120,7 +120,7 @@ def _split(rows: list[dict[str, Any]], shards: int, root: Path) -> list[Path]:
 def _single(paths: list[Path], target: Path) -> dict[str, Any]:
     import embedsearch
     from embedsearch.encoder import get_encoder
-    from embedsearch.ingest import read_paths
+    from embedsearch.readers import read_paths
 
     get_encoder().encode(["warm up"])
     c0, t0 = cpu_seconds(), time.perf_counter()

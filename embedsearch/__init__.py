@@ -10,6 +10,7 @@ Quick start:
 
 from __future__ import annotations
 
+from .catalog import CollectionSummary, drop, list_collections
 from .collection import Collection, open
 from .encoder import Encoder, get_encoder
 from .errors import (
@@ -46,6 +47,7 @@ __all__ = [
     "Cluster",
     "Clustering",
     "Collection",
+    "CollectionSummary",
     "CollectionExistsError",
     "CollectionNotFoundError",
     "CommitUncertainError",
@@ -71,7 +73,9 @@ __all__ = [
     "Passage",
     "ReadOnlyError",
     "UnknownWordsError",
+    "drop",
     "get_encoder",
+    "list_collections",
     "open",
     "Vocabulary",
     "evaluate_word_analogies",

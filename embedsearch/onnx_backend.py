@@ -533,7 +533,8 @@ class OnnxBackend:
                 self.onnx_path,
             )
         log.info(
-            "Exporting %s to ONNX%s (first use; takes a few seconds) into %s",
+            "first use of model %s: exporting its encoder to ONNX%s once (takes a few seconds; "
+            "later runs reuse it from %s)",
             self.spec.root,
             " int8" if quantized else "",
             self.cache_dir,

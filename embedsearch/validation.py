@@ -81,7 +81,7 @@ def check_text(text: Any, where: str) -> str:
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidInputError(
             f"{where} is {len(text):,} characters long, over the {MAX_TEXT_CHARS:,}-character "
-            "limit; split it into passages (col.add_documents or `embedsearch index --chunk`)."
+            "limit; split it into passages with col.add_documents()."
         )
     check_encodable(text, where)
     return text

@@ -72,12 +72,15 @@ def test_index_search_info_delete_compact(home, encoder, tmp_path, capsys):
     assert hits[0]["id"] == "b1" and hits[0]["text"].startswith("Volcanoes Lava")
     assert hits[0]["metadata"] == {"lang": "en"}
 
+    assert main(["search", "mixed", "music", "-k", "1", "--where", '{"year": 1878}']) == 0
+    assert "c1" in capsys.readouterr().out  # CSV columns are typed: 1878 is a number
     assert main(["search", "mixed", "music", "-k", "1", "--where", '{"year": "1878"}']) == 0
-    assert "c1" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "0 of 8 documents match" in err and "holds numbers" in err
     assert main(["search", "mixed", "baking bread", "-k", "3"]) == 0
     assert "lines:1" in capsys.readouterr().out
     assert main(["search", "mixed", "roses", "-k", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["id"] == "a.md"
+    assert json.loads(capsys.readouterr().out)[0]["id"] == "notes/a.md"  # from the common root
 
     assert main(["info", "mixed", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -99,9 +102,12 @@ def test_errors_are_one_line_with_exit_code_2(home, encoder, tmp_path, capsys):
     assert "error: No collection" in capsys.readouterr().err
     assert main(["index", "dup", str(files[0])]) == 0
     before = json.loads((home / "dup" / "manifest.json").read_text())["generation"]
-    assert main(["index", "dup", str(files[0])]) == 2  # ids exist: refused, nothing changed
+    assert main(["index", "dup", str(files[0])]) == 0  # same ids, same texts: resumed, no write
+    assert "2 already stored with the same text" in capsys.readouterr().out
+    files[0].write_text(files[0].read_text().replace("Lava flows", "Magma rises"))
+    assert main(["index", "dup", str(files[0])]) == 2  # an id with another text: refused
     err = capsys.readouterr().err
-    assert "already exists" in err and "upsert" in err
+    assert "already exists with a different text" in err and "--upsert" in err
     assert json.loads((home / "dup" / "manifest.json").read_text())["generation"] == before
     assert main(["index", "dup", str(files[0]), "--upsert"]) == 0
     assert main(["search", "dup", "x", "--where", "{bad json"]) == 2

@@ -32,7 +32,7 @@ from embedsearch.errors import (  # noqa: E402
     FilterError,
     InvalidInputError,
 )
-from embedsearch.ingest import read_paths  # noqa: E402
+from embedsearch.readers import read_paths  # noqa: E402
 
 ingest_module = importlib.import_module("embedsearch.distributed.ingest")
 

@@ -228,7 +228,7 @@ def test_k_out_of_range_is_refused(small_col: Any, k: Any) -> None:
 
 _STREAM_SCRIPT = """
 import resource, sys
-from embedsearch.ingest import read_paths
+from embedsearch.readers import read_paths
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 n = 0
 for rec in read_paths(sys.argv[1:]):

@@ -240,11 +240,11 @@ def tiny_cross_encoder(tmp_path_factory, encoder) -> Path:
     """A randomly initialised 1-layer BERT cross-encoder: no real weights are downloadable
     here, so this tests the plumbing only (loading by path, scoring, reordering)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-ce")
-    tok = encoder.tokenizer
+    tok = AutoTokenizer.from_pretrained(encoder.path)  # a transformers tokenizer, to save
     cfg = BertConfig(
         vocab_size=tok.vocab_size,
         hidden_size=32,

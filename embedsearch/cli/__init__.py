@@ -38,14 +38,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _show_model_export(args.verbose)
     try:
         return int(args.func(args) or 0)
     except EmbedSearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from .wording import reword
+
+        print(f"error: {reword(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; committed work is kept", file=sys.stderr)
         return 130
+
+
+def _show_model_export(verbose: bool) -> None:
+    """Let the one-time export of a model's encoder be seen (it takes seconds, once)."""
+    if verbose:
+        return  # basicConfig at INFO shows it already
+    log = logging.getLogger("embedsearch.onnx_backend")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 if __name__ == "__main__":  # pragma: no cover

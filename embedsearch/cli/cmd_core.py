@@ -1,4 +1,4 @@
-"""Core commands: index, search, info, delete, compact, list, demo."""
+"""Core commands: index, search, get, peek, info, delete, compact, list, drop, demo."""
 
 from __future__ import annotations
 
@@ -10,14 +10,52 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import open_existing, parse_json_arg, print_hits
+from .common import (
+    explain_empty,
+    long_query_note,
+    open_existing,
+    parse_json_arg,
+    print_hits,
+)
+
+INDEX_RULES = """\
+How files become documents (the same rules as `ray-index`):
+  .jsonl .ndjson .csv .parquet (also .gz)
+      one document per row. Text: the `text` field (BEIR corpora: title + text), or
+      --text-field. Id: `_id`, else `id`, else FILE-STEM:ROW (--id-field to choose).
+      Metadata: every other non-empty field (--meta-fields to choose). CSV values are
+      typed: integer, number and true/false columns become numbers and booleans (dates
+      and everything else stay text); --no-types keeps every value a string.
+  a .txt file named here
+      one document per non-empty line (id STEM:LINE).
+  .md / .markdown files, and .txt files inside a folder
+      one document per file; id = its path relative to the common folder of all inputs,
+      so two README.md in two folders never collide.
+  folders
+      walked recursively in sorted order; hidden entries (.git, .venv, ...), __pycache__
+      and node_modules are skipped (--hidden walks them); files of other types are counted
+      and reported, never dropped silently. HTML and PDF: use `embedsearch ingest`.
+  Text files are decoded as --encoding (default utf-8); a file that does not decode stops
+  the run with an error naming it.
+The model reads the first 256 tokens of a document (all-MiniLM-L6-v2); longer documents
+are counted and reported. To index long files as passages, use `embedsearch ingest`.
+
+Work is committed in batches (--batch-size): Ctrl-C keeps every committed batch, and
+re-running the same command resumes, skipping ids already stored with the same text.
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="embed files into a collection (created if needed)")
+    p = sub.add_parser(
+        "index",
+        help="embed files into a collection (created if needed; resumable)",
+        description="Embed documents read from files and folders into a collection.",
+        epilog=INDEX_RULES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("name", help="collection name (under EMBEDSEARCH_HOME) or path")
     p.add_argument(
-        "files", nargs="+", help=".jsonl/.csv/.parquet/.txt files (.gz too) or folders of .txt/.md"
+        "files", nargs="+", help=".jsonl/.csv/.parquet/.txt/.md files (.gz too) or folders"
     )
     p.add_argument(
         "--text-field", help="field holding the text (default: text; BEIR: title + text)"
@@ -26,10 +64,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--meta-fields", help="comma-separated fields to keep as metadata (default: all others)"
     )
+    p.add_argument("--encoding", default="utf-8", help="encoding of text files (utf-8)")
+    p.add_argument("--no-types", action="store_true", help="keep CSV values as strings")
+    p.add_argument("--hidden", action="store_true", help="also walk hidden folders and files")
     p.add_argument("--model", help="model path or name for a new collection")
     p.add_argument("--index", default="auto", help="index spec: auto or a FAISS factory string")
     p.add_argument("--upsert", action="store_true", help="replace documents whose id exists")
     p.add_argument("--limit", type=int, help="index at most N documents")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=2048,
+        help="documents per committed batch (default 2048): what Ctrl-C can lose at most",
+    )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="semantic search in a collection")
@@ -42,6 +89,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exact", action="store_true", help="force exact search")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("get", help="print documents by id (text and metadata)")
+    p.add_argument("name")
+    p.add_argument("ids", nargs="+")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("peek", help="print the first documents of a collection")
+    p.add_argument("name")
+    p.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_peek)
 
     p = sub.add_parser("info", help="count, model, index kind, recall, size on disk")
     p.add_argument("name")
@@ -58,57 +117,161 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_compact)
 
-    p = sub.add_parser("list", help="list the collections under EMBEDSEARCH_HOME")
+    p = sub.add_parser(
+        "list", help="list the collections under EMBEDSEARCH_HOME (documents, size, model)"
+    )
     p.add_argument("--home", help="home directory (default EMBEDSEARCH_HOME or ./indexes)")
+    p.add_argument(
+        "--all", action="store_true", help="also list helper collections (vocabularies, eval)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("demo", help="build a collection from the bundled corpus and search it")
+    p = sub.add_parser("drop", help="delete whole collections and their files (no undo)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--missing-ok", action="store_true", help="ignore names that do not exist")
+    p.set_defaults(func=cmd_drop)
+
+    p = sub.add_parser(
+        "demo",
+        help="build a temporary collection from the bundled corpus and search it",
+        description="Build a collection from the bundled corpus (350 short texts), search "
+        "it, and delete it at exit unless --keep NAME is given.",
+    )
     p.add_argument("--keep", metavar="NAME", help="keep the demo collection under this name")
     p.add_argument("queries", nargs="*", help="queries to run (default: a few examples)")
     p.set_defaults(func=cmd_demo)
 
 
-def cmd_index(args: argparse.Namespace) -> int:
-    from .. import open as open_collection
-    from ..ingest import ReadOptions, ReadReport, read_paths
+def _batches(records: Any, size: int) -> Any:
+    while batch := list(itertools.islice(records, size)):
+        yield batch
 
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from ..collection import open as open_collection
+    from ..catalog import drop
+    from ..validation import resolve_path
+    from ..errors import DuplicateIdError, InvalidInputError
+    from ..readers import ReadOptions, ReadReport, count_paths, read_paths
+    from .progress import Progress
+
+    if args.batch_size < 1:
+        raise InvalidInputError("--batch-size must be at least 1.")
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError("--limit must be at least 1.")
     opts = ReadOptions(
         text_field=args.text_field,
         id_field=args.id_field,
         meta_fields=[f.strip() for f in args.meta_fields.split(",")] if args.meta_fields else None,
+        encoding=args.encoding,
+        infer_types=not args.no_types,
+        hidden=args.hidden,
+        flag_names={
+            "text_field": "--text-field",
+            "id_field": "--id-field",
+            "meta_fields": "--meta-fields",
+            "encoding": "--encoding",
+        },
     )
     report = ReadReport()
     records = read_paths(args.files, opts, report)
     if args.limit:
         records = itertools.islice(records, args.limit)
+    batches = _batches(iter(records), args.batch_size)
+    first = next(batches, [])  # bad input fails here, before a collection is created
+    total = count_paths(args.files, opts)
+    if total is not None and args.limit:
+        total = min(total, args.limit)
+    path = resolve_path(args.name)
+    existed = (path / "manifest.json").is_file()
     t0 = time.perf_counter()
-    with open_collection(args.name, model=args.model, index=args.index) as col:
-        r_ids, r_texts, r_meta = (iter(x) for x in itertools.tee(records, 3))
-        write = col.upsert if args.upsert else col.add
-        ids = write(
-            (r.text for r in r_texts),
-            ids=(r.id for r in r_ids),
-            metadata=(r.metadata or None for r in r_meta),
-            progress=sys.stderr.isatty() or None,
+    added = resumed = long_docs = 0
+    col = open_collection(args.name, model=args.model, index=args.index)
+    progress = Progress("index", "documents", total)
+    try:
+        window = col.encoder.max_seq_length
+        for batch in itertools.chain([first] if first else [], batches):
+            present = [r.id for r in batch if r.id in col]
+            if present:
+                stored = {d.id: d.text for d in col.get(present)}
+                differ = [r.id for r in batch if r.id in stored and stored[r.id] != r.text]
+                if differ and not args.upsert:
+                    raise DuplicateIdError(
+                        f"id {differ[0]!r} already exists with a different text "
+                        f"({len(differ)} such id(s) in this batch); pass --upsert to replace "
+                        "them, or index into another collection."
+                    )
+                keep = [r for r in batch if r.id not in stored or stored[r.id] != r.text]
+                resumed += len(batch) - len(keep)
+                progress.update(len(batch) - len(keep))
+                batch = keep
+            if not batch:
+                continue
+            long_docs += sum(n > window for n in col.encoder.token_counts([r.text for r in batch]))
+            write = col.upsert if args.upsert else col.add
+            ids, texts, metas = zip(*batch)  # rows stay rows until here: the storage call
+            write(list(texts), ids=list(ids), metadata=[m or None for m in metas], progress=False)
+            added += len(batch)
+            progress.update(len(batch))
+    except KeyboardInterrupt:
+        progress.close()
+        holds = len(col)
+        col.close()
+        print(
+            f"interrupted: {added:,} documents of this run were committed and are kept "
+            f"(collection {args.name!r} holds {holds:,}); the batch being embedded was "
+            "discarded. Re-run the same command to resume: documents already stored are "
+            "skipped.",
+            file=sys.stderr,
         )
-        took = time.perf_counter() - t0
-        info = col.info()
-    rate = len(ids) / took if took else 0.0
+        return 130
+    except BaseException:
+        progress.close()
+        empty = len(col) == 0
+        col.close()
+        if not existed and empty:
+            drop(path, missing_ok=True)  # never leave an empty collection behind a failure
+        raise
+    progress.close()
+    took = time.perf_counter() - t0
+    info = col.info()
+    col.close()
+    rate = added / took if took else 0.0
+    done = f"indexed {added:,} documents"
+    if resumed:
+        done += f" ({resumed:,} already stored with the same text: skipped)"
     print(
-        f"indexed {len(ids)} documents into {info['path']} in {took:.1f} s ({rate:.0f} docs/s); "
-        f"collection now holds {info['count']} ({info['index']['resolved']}, "
+        f"{done} into {info['path']} in {took:.1f} s ({rate:.0f} docs/s); "
+        f"collection now holds {info['count']:,} ({info['index']['resolved']}, "
         f"{info['disk_bytes'] / 1e6:.1f} MB on disk)"
     )
     if report.skipped_empty or report.skipped_files:
         print(
-            f"skipped {report.skipped_empty} empty rows/files; unreadable: {report.skipped_files or 'none'}"
+            f"skipped {report.skipped_empty} empty rows/files; unreadable: "
+            f"{', '.join(report.skipped_files) or 'none'}"
         )
+    ignored = report.ignored_summary()
+    if ignored:
+        print(f"{ignored}; `index` reads .jsonl .csv .parquet .txt .md (see --help)")
+    if long_docs:
+        print(
+            f"{long_docs:,} document(s) are longer than the model window ({window} tokens): "
+            f"only their start is embedded. Use `embedsearch ingest {args.name}-passages "
+            "FILES...` to chunk long files into passages."
+        )
+    if not added and not resumed:
+        print("nothing to index: the inputs hold no documents", file=sys.stderr)
+        if not existed and info["count"] == 0:
+            drop(path, missing_ok=True)
+        return 1
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     where = parse_json_arg(args.where, "--where")
     col = open_existing(args.name)
+    long_query_note(col, args.query)
     hits = col.search(
         args.query,
         k=args.k,
@@ -118,6 +281,40 @@ def cmd_search(args: argparse.Namespace) -> int:
         exact=args.exact,
     )
     print_hits(hits, as_json=args.json)
+    if not hits:
+        explain_empty(col, where)
+    return 0
+
+
+def _print_docs(docs: list[Any], as_json: bool) -> None:
+    if as_json:
+        json.dump([d.to_dict() for d in docs], sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return
+    for d in docs:
+        meta = json.dumps(d.metadata, ensure_ascii=False) if d.metadata else "{}"
+        print(f"id        {d.id}\nmetadata  {meta}\n{d.text}\n")
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    col = open_existing(args.name)
+    _print_docs(col.get(args.ids), args.json)
+    return 0
+
+
+def cmd_peek(args: argparse.Namespace) -> int:
+    from ..errors import InvalidInputError
+
+    if args.n < 1:
+        raise InvalidInputError("-n must be at least 1.")
+    col = open_existing(args.name)
+    ids = col.ids()[: args.n]
+    if not ids:
+        explain_empty(col, None)
+        return 0
+    _print_docs(col.get(ids), args.json)
+    if len(col) > len(ids):
+        print(f"({len(ids)} of {len(col):,} documents)", file=sys.stderr)
     return 0
 
 
@@ -161,7 +358,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from .. import open as open_collection
+    from ..collection import open as open_collection
 
     with open_collection(args.name, create=False) as col:
         n = col.delete(args.ids, missing_ok=args.missing_ok)
@@ -170,7 +367,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from .. import open as open_collection
+    from ..collection import open as open_collection
 
     with open_collection(args.name, create=False) as col:
         r = col.compact()
@@ -182,18 +379,45 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from ..catalog import list_collections
     from ..validation import home
 
-    root = Path(args.home) if args.home else home()
-    names = (
-        sorted(p.name for p in root.glob("*/manifest.json") for p in [p.parent])
-        if root.is_dir()
-        else []
-    )
-    for name in names:
-        print(name)
-    if not names:
-        print(f"no collections under {root}", file=sys.stderr)
+    root = Path(args.home).expanduser() if args.home else home()
+    found = list_collections(root, helpers=args.all)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in found], indent=2))
+        return 0
+    if not found:
+        hidden = len(list_collections(root, helpers=True))
+        more = f" ({hidden} helper collection(s): --all shows them)" if hidden else ""
+        print(f"no collections under {root.resolve()}{more}", file=sys.stderr)
+        return 0
+    width = max(len(c.name) for c in found)
+    print(f"{'name':<{width}}  {'documents':>10}  {'size':>9}  model")
+    for c in found:
+        count = f"{c.count:,}" if c.count is not None else "?"
+        kind = "" if c.kind == "collection" else f"  [{c.kind}]"
+        print(f"{c.name:<{width}}  {count:>10}  {_human(c.bytes):>9}  {c.model or '?'}{kind}")
+    print(f"({len(found)} under {root.resolve()})", file=sys.stderr)
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from ..catalog import _summary, drop
+    from ..validation import resolve_path
+
+    for name in args.names:
+        path = resolve_path(name)
+        about = _summary(path) if (path / "manifest.json").is_file() else None
+        if drop(name, missing_ok=args.missing_ok):
+            what = (
+                f" ({about.count:,} documents, {_human(about.bytes)})"
+                if about and about.count is not None
+                else ""
+            )
+            print(f"dropped {name}{what}")
+        else:
+            print(f"no collection {name!r}; nothing to drop", file=sys.stderr)
     return 0
 
 
@@ -221,9 +445,15 @@ def demo_records() -> list[dict[str, Any]]:
 def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .. import open as open_collection
+    from ..collection import open as open_collection
 
     rows = demo_records()
+    if not args.keep:
+        print(
+            "demo: building a temporary collection, deleted at exit (pass --keep NAME to keep "
+            "it and search it later with `embedsearch search NAME ...`)",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory(prefix="embedsearch-demo-") as tmp:
         target = args.keep or str(Path(tmp) / "demo")
         t0 = time.perf_counter()
@@ -245,4 +475,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             where = {"year": {"$gte": 2015}}
             print(f'search: "space telescopes" where {json.dumps(where)}')
             print_hits(col.search("space telescopes", k=3, where=where), as_json=False)
+    if args.keep:
+        print(f'\nkept as {args.keep!r}: try `embedsearch search {args.keep} "your question"`')
+    else:
+        print("\n(the demo collection was deleted; `embedsearch demo --keep demo` keeps it)")
     return 0

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import open_existing, parse_json_arg
+from .common import explain_empty, long_query_note, open_existing, parse_json_arg
 
 _MODES = ("dense", "bm25", "hybrid")
 _FUSIONS = ("rrf", "convex", "dbsf")
@@ -122,6 +122,9 @@ def _print_passages(passages: list[Any], as_json: bool) -> None:
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     col = open_existing(args.name)
+    where = parse_json_arg(args.where, "--where")
+    if args.mode != "bm25":
+        long_query_note(col, args.query)  # then embedded from its start, as `search` does
     passages = col.retrieve(
         args.query,
         k=args.k,
@@ -129,11 +132,14 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
         fusion=args.fusion,
         rerank=args.rerank,
         mmr=args.mmr,
-        where=parse_json_arg(args.where, "--where"),
+        where=where,
         alpha=args.alpha,
         prf=True if args.prf else None,
+        truncate=True,
     )
     _print_passages(passages, args.json)
+    if not passages:
+        explain_empty(col, where)
     return 0
 
 

@@ -141,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "server_header": False,
     }
-    from ..collection import home as default_home
+    from ..validation import home as default_home
 
     home_dir = config["home"] or str(default_home().expanduser().resolve())
     with _ray_for(args, config):  # before the workers start: they get its address

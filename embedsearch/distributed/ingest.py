@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import store
 from ..errors import EmbedSearchError, InvalidInputError
-from ..ingest import ReadOptions
+from ..readers import ReadOptions
 from . import sources
 from ._ray import original_error, ray_session
 
@@ -174,7 +174,7 @@ class _ShardEncoder:
             task = json.loads(str(raw))
             skip = set(task["skip_ids"])
             pending: list[sources.Row] = []
-            for row in sources.read_rows(task["uri"], self.opts):
+            for row in sources.read_rows(task["uri"], self.opts, task.get("prefix")):
                 if row.n < task["start"] or row.id in skip:
                     continue
                 pending.append(row)
@@ -329,7 +329,7 @@ def _plan(
         start, skip_ids = rec["committed_rows"], []
         if rec["pending_rows"] > start:  # a commit was under way when the last run stopped
             window, more = [], False
-            for r in sources.read_rows(shard.uri, opts):  # reading only: nothing is embedded
+            for r in sources.read_rows(shard.uri, opts, shard.stem):  # reading only
                 if r.n >= rec["pending_rows"]:
                     more = True
                     break
@@ -477,7 +477,13 @@ def _run(
     items = [
         {
             "task": json.dumps(
-                {"index": t.index, "uri": t.shard.uri, "start": t.start, "skip_ids": t.skip_ids}
+                {
+                    "index": t.index,
+                    "uri": t.shard.uri,
+                    "prefix": t.shard.stem,
+                    "start": t.start,
+                    "skip_ids": t.skip_ids,
+                }
             )
         }
         for t in tasks

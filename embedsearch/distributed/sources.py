@@ -8,25 +8,31 @@ Files are reached through :mod:`pyarrow.fs`, so anything pyarrow can open works:
 paths, ``file://``, ``s3://``, ``gs://``, ``hdfs://``, ``abfs://``. Rows are turned into
 documents by the same rules as the single-node reader (:mod:`embedsearch.ingest`): the same
 text field defaults, the same ids (``_id``/``id``, else ``<file stem>:<row number>``) and the
-same metadata, so a collection built on Ray equals one built by ``embedsearch index``.
+same metadata, so a collection built on Ray equals one built by ``embedsearch index``:
+both read through :mod:`embedsearch.readers`, the one reader of input formats.
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import fnmatch
-import io
 import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..ingest import ReadOptions, _row_record
+from ..readers import (
+    TABLE_SUFFIXES,
+    ReadOptions,
+    base_suffix,
+    row_id_prefixes,
+    row_record,
+    table_rows,
+)
 
-SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv")
+SUFFIXES = TABLE_SUFFIXES
 _WILDCARDS = "*?["
 
 
@@ -37,22 +43,19 @@ class Shard:
     uri: str
     size: int
     mtime_ns: int | None
+    prefix: str | None = None
 
     @property
     def stem(self) -> str:
-        """The file name before its first dot: the prefix of generated ids."""
-        return self.uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+        """The prefix of generated ids: the file name before its first dot (its path from the
+        common folder when two shards share a stem, as :func:`readers.row_id_prefixes`)."""
+        return self.prefix or self.uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
 
     def to_json(self) -> dict[str, Any]:
         return {"uri": self.uri, "size": self.size, "mtime_ns": self.mtime_ns}
 
 
-def kind_of(uri: str) -> str:
-    """The shard's format suffix (``.parquet``, ``.jsonl``…), ignoring a trailing ``.gz``."""
-    name = uri.rstrip("/").rsplit("/", 1)[-1].lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    return os.path.splitext(name)[1]
+kind_of = base_suffix  # the shard's format suffix, ignoring a trailing ``.gz``
 
 
 def _filesystem(uri: str) -> tuple[Any, str]:
@@ -131,41 +134,14 @@ def expand(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) ->
         raise InvalidInputError(
             f"{source!r} matches no {'/'.join(SUFFIXES)} files; check the path or glob."
         )
-    return [found[k] for k in sorted(found)]
+    prefixes = row_id_prefixes(sorted(found))
+    return [dataclasses.replace(found[k], prefix=prefixes[k]) for k in sorted(found)]
 
 
 def stat(uri: str) -> Shard:
     """The current size and mtime of one shard."""
     fs, path = _filesystem(uri)
     return _shard(uri, fs.get_file_info(path))
-
-
-def _raw_rows(uri: str) -> Iterator[dict[str, Any]]:
-    fs, path = _filesystem(uri)
-    kind = kind_of(uri)
-    if kind == ".parquet":
-        import pyarrow.parquet as pq
-
-        with fs.open_input_file(path) as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=4096):
-                yield from batch.to_pylist()
-        return
-    compression = "gzip" if uri.lower().endswith(".gz") else None
-    with fs.open_input_stream(path, compression=compression) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        if kind == ".csv":
-            yield from csv.DictReader(text)
-            return
-        for lineno, line in enumerate(text, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InvalidInputError(f"{uri}:{lineno} is not valid JSON ({exc}).") from exc
-            if not isinstance(row, dict):
-                raise InvalidInputError(f"{uri}:{lineno} is not a JSON object.")
-            yield row
 
 
 @dataclass
@@ -178,7 +154,9 @@ class Row:
     metadata_json: str | None
 
 
-def read_rows(uri: str, opts: ReadOptions | None = None) -> Iterator[Row]:
+def read_rows(
+    uri: str, opts: ReadOptions | None = None, prefix: str | None = None
+) -> Iterator[Row]:
     """Documents of one shard, in file order; rows with empty text are skipped.
 
     ``n`` is the row number in the file (blank JSONL lines not counted), as in the
@@ -188,9 +166,9 @@ def read_rows(uri: str, opts: ReadOptions | None = None) -> Iterator[Row]:
         InvalidInputError: unreadable rows, a missing text field, metadata that is not JSON.
     """
     opts = opts or ReadOptions()
-    stem = Path(uri.rstrip("/").rsplit("/", 1)[-1]).name.split(".")[0]
-    for n, raw in enumerate(_raw_rows(uri)):
-        rec = _row_record(raw, n, stem, opts)
+    stem = prefix or uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+    for n, raw in enumerate(table_rows(uri, opts)):
+        rec = row_record(raw, n, stem, opts)
         if rec is None:
             continue
         meta = None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LoadError
+from ..readers import ReadReport, walk
 
 FORMATS: dict[str, str] = {
     ".txt": "text",
@@ -353,24 +354,18 @@ def load_text(item: TextInput) -> SourceDoc:
 def expand_paths(
     paths: Iterable[str | os.PathLike[str]], ignored: list[str] | None = None
 ) -> Iterator[Path]:
-    """Files named by ``paths``: files as given, folders walked (sorted, hidden entries and
-    unsupported suffixes left out — those are appended to ``ignored``)."""
+    """Files named by ``paths``: files as given, folders walked by the shared rules of
+    :func:`embedsearch.readers.walk` (sorted; hidden, VCS, ``__pycache__`` and
+    ``node_modules`` entries skipped; unsupported suffixes appended to ``ignored``)."""
     for raw in paths:
-        p = Path(raw).expanduser()
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    f = Path(root) / name
-                    if name.startswith("."):
-                        continue
-                    if format_of(f) is None:
-                        if ignored is not None:
-                            ignored.append(str(f))
-                        continue
-                    yield f
-        else:
-            yield p
+        if not Path(raw).expanduser().exists():
+            yield Path(raw).expanduser()  # load_file reports it as a missing file
+            continue
+        report = ReadReport()
+        for path, _named in walk([raw], FORMATS, report):
+            yield path
+        if ignored is not None:
+            ignored.extend(report.ignored_files)
 
 
 def iter_sources(
