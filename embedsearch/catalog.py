@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from . import store
+from .errors import CollectionNotFoundError, InvalidInputError
 from .validation import home as default_home
 from .validation import resolve_path, validate_name
-from .errors import CollectionNotFoundError, InvalidInputError
 
 SHARDED_FILE = "sharded.json"  # the layout file of a sharded collection (distributed/layout.py)
 HELPER_KINDS = ("vocabulary", "evaluation")

@@ -149,11 +149,11 @@ def _batches(records: Any, size: int) -> Any:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from ..collection import open as open_collection
     from ..catalog import drop
-    from ..validation import resolve_path
+    from ..collection import open as open_collection
     from ..errors import DuplicateIdError, InvalidInputError
     from ..readers import ReadOptions, ReadReport, count_paths, read_paths
+    from ..validation import resolve_path
     from .progress import Progress
 
     if args.batch_size < 1:
