@@ -40,7 +40,7 @@ from .errors import (
     ModelMismatchError,
     NotACollectionError,
 )
-from .filters import compile_filter
+from .filters import column_mask, compile_filter
 from .index import SearchOptions, VectorIndex, exact_search, validate_spec
 from .latent.mixin import LatentMixin
 from .memtable import MemTable
@@ -146,7 +146,9 @@ class Collection(LatentMixin, RetrievalMixin):
             try:
                 ref = store.FileRef.from_json(saved)
                 index.load(store.verified_path(self.path, ref), saved["info"])
-                index.add(vectors[saved["rows"] :], vectors)  # catch up with newer segments
+                # Catch up with newer segments by appending (never retraining: that is a
+                # writer's job, see _maintain_index; a reader only loads).
+                index.add(vectors[saved["rows"] :], vectors)
                 return index
             except Exception as exc:  # derived data: rebuild rather than fail
                 log.warning(
@@ -410,8 +412,22 @@ class Collection(LatentMixin, RetrievalMixin):
                 table.kill(replaced)
                 self._manifest = manifest
                 self._index.add(table.vectors.view()[self._index.ntotal :], table.vectors.view())
-            self._maybe_save_index()
+            self._maybe_save_index(force=self._maintain_index())
             return out_ids
+
+    def _maintain_index(self) -> bool:
+        """Retrain or re-tune the index when its policy says so, without blocking readers.
+
+        Returns whether the index was replaced. Runs in the writer (under its mutex, so the stored vectors cannot change meanwhile)
+        but outside the read/write lock: searches keep using the current index until the
+        rebuilt one is swapped in, and the swap is the only moment they wait for.
+        """
+        fresh = self._index.maintain(self._table.vectors.view())
+        if fresh is None:
+            return False
+        with self._rw.write():
+            self._index = fresh
+        return True  # a new index: save it whatever the saved one holds
 
     def _vectors_for(self, ids: list[str], texts: list[str], table: MemTable | None) -> np.ndarray:
         """Embed ``texts``, reusing stored vectors of upserted documents whose text is unchanged."""
@@ -745,7 +761,8 @@ class Collection(LatentMixin, RetrievalMixin):
             queries = list(queries)  # type: ignore[arg-type]
         if not queries:
             return []
-        predicate = compile_filter(where) if where is not None else None
+        if where is not None:
+            compile_filter(where)  # a malformed filter fails before any work
         excluded = [exclude] if isinstance(exclude, str) else list(exclude or [])
         qvecs = self._query_vectors(list(queries))
         self.refresh()
@@ -753,10 +770,9 @@ class Collection(LatentMixin, RetrievalMixin):
         with self._rw.read():
             table = self._table
             mask = table.live if table.has_tombstones else None
-            if predicate is not None:
-                meta = table.all_metadata()
+            if where is not None:
                 mask = (
-                    np.fromiter((predicate(m or {}) for m in meta), dtype=bool, count=len(meta))
+                    column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
                     & table.live
                 )
             if excluded:

@@ -44,12 +44,18 @@ _RERANK_MIN = 64
 #: recall@10 after re-ranking 64 plateaus near 0.87 at 1M vectors; 256 reaches 0.95+.
 _RERANK_MIN_PQ = 256
 _TUNE_QUERIES = 200
+#: An ``auto`` index is retrained when the collection reaches this multiple of the size it
+#: was trained for: ``auto_nlist`` grows with √n, so 4x the rows is 2x the cells. Growth by
+#: a constant factor keeps the total retraining cost a constant multiple of the rows.
+RETRAIN_GROWTH = 4
 #: Coarse k-means of IVF indexes: training rows per cell and iterations. 40 rows/cell (FAISS
 #: warns below 39) and 10 iterations instead of 64 rows/cell and FAISS's 25: IVF4096,SQ8
 #: over 1M vectors trained on 131k rows for 10 iterations built in 89 s instead of 131 s,
 #: with the same held-out recall (benchmarks/index_curves.py).
 _TRAIN_PER_CELL = 40
 _TRAIN_ITERATIONS = 10
+#: Training sample floor (rows), for small IVF indexes and PQ codebooks.
+_TRAIN_MIN_SAMPLE = 50_000
 #: Tuning queries are held out with their near-duplicates: rows at least this similar.
 NEAR_DUPLICATE = 0.85
 #: A sampled row with this many near-duplicates or more is not used as a tuning query.
@@ -141,7 +147,8 @@ class IndexInfo:
     resolved: str
     kind: str  # "exact" | "approximate"
     rows: int = 0
-    trained_rows: int = 0
+    trained_rows: int = 0  # rows of the training sample
+    trained_for: int = 0  # collection size the index (its coarse quantizer) was built for
     nprobe: int | None = None
     ef_search: int | None = None
     recall_at_10: float | None = None
@@ -155,6 +162,7 @@ class IndexInfo:
             "kind": self.kind,
             "rows": self.rows,
             "trained_rows": self.trained_rows,
+            "trained_for": self.trained_for,
             "nprobe": self.nprobe,
             "ef_search": self.ef_search,
             "recall_at_10": self.recall_at_10,
@@ -238,7 +246,7 @@ class VectorIndex:
         trained = 0
         if index is not None and not index.is_trained:
             rng = np.random.default_rng(seed)
-            size = min(n, max(50_000, _TRAIN_PER_CELL * _min_train_rows(resolved)))
+            size = min(n, max(_TRAIN_MIN_SAMPLE, _TRAIN_PER_CELL * _min_train_rows(resolved)))
             sample = (
                 vectors[np.sort(rng.choice(n, size=size, replace=False))] if size < n else vectors
             )
@@ -259,6 +267,7 @@ class VectorIndex:
             kind=kind,
             rows=n,
             trained_rows=trained,
+            trained_for=n,
         )
         if waiting:
             self.info.extra["waiting_for"] = resolved
@@ -269,20 +278,45 @@ class VectorIndex:
         self._place_on_gpu()
 
     def add(self, vectors: np.ndarray, all_vectors: np.ndarray) -> None:
-        """Append rows; rebuilds instead when the auto policy calls for another index."""
-        n_after = all_vectors.shape[0]
-        if self._needs_rebuild(n_after):
-            self.build(all_vectors)
-            return
-        retune = self.approximate and n_after >= 2 * self.info.extra.get("tuned_rows", n_after)
-        self.info.rows = n_after
-        if retune and self._is_graph(self._index) and len(vectors) >= _TUNE_QUERIES // 4:
-            # An HNSW graph is tuned with the new rows as queries, before they go in (see tune).
-            self.tune(all_vectors, indexed=n_after - len(vectors))
-            retune = False
+        """Append rows to the index as it is: never retrains, never re-tunes.
+
+        Cheap and proportional to ``len(vectors)``, so both readers (catching up with
+        segments committed after the saved index) and writers (under the lock readers
+        wait on) can call it. A writer then calls :meth:`maintain` outside that lock.
+        """
+        self.info.rows = all_vectors.shape[0]
+        graph_retune = (
+            self._index is not None
+            and self.approximate
+            and self._retune_due(all_vectors.shape[0])
+            and self._is_graph(self._index)
+            and len(vectors) >= _TUNE_QUERIES // 4
+        )
+        if graph_retune:  # an HNSW graph is tuned with the new rows as queries (see tune)
+            self.tune(all_vectors, indexed=all_vectors.shape[0] - len(vectors))
         self._add_rows(vectors)
-        if retune:  # the knob tuned at half the size may no longer reach the target
-            self.tune(all_vectors)
+
+    def maintain(self, all_vectors: np.ndarray) -> VectorIndex | None:
+        """Writer-side upkeep after rows were added: retrain or re-tune when due.
+
+        Returns a *new* index when the policy calls for a rebuild (the caller swaps it in;
+        readers keep searching this one meanwhile), else ``None`` after re-tuning in place
+        if the rows doubled since the last tuning (only the per-call default knob changes).
+        Retraining follows the size the index was trained *for*: it happens when the rows
+        outgrow it by :data:`RETRAIN_GROWTH`, so its cost, amortised over the rows added
+        since, stays constant per row however large the collection gets.
+        """
+        n = all_vectors.shape[0]
+        if self.needs_rebuild(n):
+            fresh = VectorIndex(self.spec, self.dim)
+            fresh.build(all_vectors)
+            return fresh
+        if self._index is not None and self.approximate and self._retune_due(n):
+            self.tune(all_vectors)  # the knob tuned at half the size may miss the target now
+        return None
+
+    def _retune_due(self, n_after: int) -> bool:
+        return n_after >= 2 * self.info.extra.get("tuned_rows", n_after)
 
     def _add_rows(self, vectors: np.ndarray) -> None:
         if vectors.shape[0] and self._index is not None:
@@ -291,7 +325,8 @@ class VectorIndex:
             if self._gpu is not None:
                 self._gpu.add(batch)
 
-    def _needs_rebuild(self, n_after: int) -> bool:
+    def needs_rebuild(self, n_after: int) -> bool:
+        """Whether ``n_after`` rows call for a (re)trained index (writers act on it)."""
         if self._index is None and self.info.kind == "approximate":
             return True
         if "waiting_for" in self.info.extra:
@@ -300,8 +335,9 @@ class VectorIndex:
             return False
         if resolve_spec("auto", n_after) == "Flat":
             return False
-        # Crossing the exact threshold, or outgrowing the trained coarse quantizer by 4x.
-        return self.info.kind == "exact" or n_after > 4 * max(self.info.trained_rows, 1)
+        # Crossing the exact threshold, or outgrowing what the index was trained for.
+        trained_for = self.info.trained_for or self.info.rows
+        return self.info.kind == "exact" or n_after >= RETRAIN_GROWTH * max(trained_for, 1)
 
     # ----------------------------------------------------------------- tuning
     def tune(
@@ -513,6 +549,8 @@ class VectorIndex:
             kind=info["kind"],
             rows=int(index.ntotal),
             trained_rows=int(info.get("trained_rows") or 0),
+            # Files saved before trained_for existed: the rows they hold (never retrain on load).
+            trained_for=int(info.get("trained_for") or index.ntotal),
             nprobe=info.get("nprobe"),
             ef_search=info.get("ef_search"),
             recall_at_10=info.get("recall_at_10"),

@@ -57,3 +57,39 @@ def test_hnsw_retuned_on_growth_with_the_new_rows_as_queries() -> None:
     _, truth = exact_search(everything, queries, 10)
     _, got = vi.search(everything, queries, 10, None)
     assert _recall(got, truth) >= TARGET_RECALL - 0.03
+
+
+def _clustered(rng: np.random.Generator, n: int, dim: int = 32) -> np.ndarray:
+    centers = _unit(rng.normal(size=(64, dim)))
+    return _unit(centers[rng.integers(0, 64, n)] + 0.3 * rng.normal(size=(n, dim)))
+
+
+def test_retraining_follows_the_size_trained_for_not_the_sample(monkeypatch, tmp_path) -> None:
+    """Adds append; only growth past RETRAIN_GROWTH x the trained-for size retrains (a writer)."""
+    import embedsearch.index as index_mod
+
+    monkeypatch.setattr(index_mod, "EXACT_MAX_ROWS", 500)
+    monkeypatch.setattr(index_mod, "_TRAIN_PER_CELL", 4)  # a sample far smaller than the rows
+    monkeypatch.setattr(index_mod, "_TRAIN_MIN_SAMPLE", 256)
+    rng = np.random.default_rng(3)
+    data = _clustered(rng, 4000)
+    vi = VectorIndex("auto", 32)
+    vi.build(data[:1000])
+    assert vi.approximate and vi.info.trained_for == 1000
+    assert 4 * vi.info.trained_rows < 3999  # the old trigger (4x the sample) fires below
+    # Growth below 4x the trained-for size: appended, never retrained, recall still held.
+    vi.add(data[1000:3999], data[:3999])
+    assert vi._index.ntotal == 3999 and vi.maintain(data[:3999]) is None
+    assert vi.info.extra["tuned_rows"] == 3999  # re-tuned in place when the rows doubled
+    # A saved index loads as it is, whatever its sample size, legacy info included.
+    vi.save(tmp_path / "ix.faiss")
+    legacy = {k: v for k, v in vi.info.to_json().items() if k != "trained_for"}
+    loaded = VectorIndex("auto", 32)
+    loaded.load(tmp_path / "ix.faiss", legacy)
+    loaded.add(data[3999:4000], data[:4000])  # a reader catching up: appends only
+    assert loaded._index.ntotal == 4000 and loaded.info.trained_for == 3999
+    assert not loaded.needs_rebuild(4000)
+    # At 4x what it was trained for, the writer's upkeep hands back a new, retrained index.
+    fresh = vi.maintain(data[:4000])
+    assert fresh is not None and fresh is not vi and fresh.info.trained_for == 4000
+    assert fresh.info.recall_at_10 >= TARGET_RECALL

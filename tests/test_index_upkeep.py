@@ -1,0 +1,83 @@
+"""Index upkeep in a whole collection: readers load the saved index, writers retrain it.
+
+Real FAISS and real files; the vectors are given (no encoder). The ``auto`` policy's
+thresholds are lowered so that a few hundred rows exercise what happens at a million.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import embedsearch
+import embedsearch.index as index_mod
+from embedsearch.index import VectorIndex
+
+
+@pytest.fixture
+def small_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_mod, "EXACT_MAX_ROWS", 300)
+    monkeypatch.setattr(index_mod, "_TRAIN_PER_CELL", 4)
+    monkeypatch.setattr(index_mod, "_TRAIN_MIN_SAMPLE", 256)
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(16, 384))
+    x = centers[rng.integers(0, 16, n)] + 0.5 * rng.normal(size=(n, 384))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _add(col, vecs: np.ndarray, start: int) -> None:
+    ids = [f"d{i}" for i in range(start, start + len(vecs))]
+    col.add(ids, ids=ids, vectors=vecs, progress=False)
+
+
+def test_open_loads_the_saved_index_and_never_retrains(home, small_policy, monkeypatch) -> None:
+    col = embedsearch.open("big")
+    data = _vectors(700, 0)
+    _add(col, data[:400], 0)
+    assert col.info()["index"]["kind"] == "approximate"
+    _add(col, data[400:700], 400)  # past 4x the training sample: the old rule retrained here
+    info = col.info()["index"]
+    assert info["trained_for"] == 400 and info["rows"] == 700
+    col.close()
+
+    def no_build(self, vectors, **kw):  # a reader must load, not train
+        raise AssertionError("a reader rebuilt the index")
+
+    monkeypatch.setattr(VectorIndex, "build", no_build)
+    reader = embedsearch.open("big")
+    hits = reader.search(data[5], k=3)
+    assert hits[0].id == "d5"
+    assert reader.info()["index"]["trained_for"] == 400
+    reader.close()
+
+
+def test_writer_retrains_without_blocking_readers(home, small_policy, monkeypatch) -> None:
+    col = embedsearch.open("grow")
+    data = _vectors(1700, 1)
+    _add(col, data[:400], 0)
+    old = col._index
+    started, release = threading.Event(), threading.Event()
+    real_build = VectorIndex.build
+
+    def slow_build(self, vectors, **kw):
+        started.set()
+        assert release.wait(60)
+        real_build(self, vectors, **kw)
+
+    monkeypatch.setattr(VectorIndex, "build", slow_build)
+    writer = threading.Thread(target=_add, args=(col, data[400:1700], 400))
+    writer.start()
+    assert started.wait(60)  # the writer is retraining (1,700 rows >= 4 x 400) ...
+    # ... and searches meanwhile are answered by the previous index, new rows included.
+    assert col._index is old
+    assert col.search(data[1600], k=1)[0].id == "d1600"
+    release.set()
+    writer.join(60)
+    assert col._index is not old and col.info()["index"]["trained_for"] == 1700
+    assert col.search(data[1650], k=1)[0].id == "d1650"
+    col.close()
