@@ -19,13 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from . import columns as columns_mod
+from .columns import KeyColumn, Path
 from .errors import FilterError
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -175,6 +178,144 @@ def compile_filter(where: dict[str, Any] | str) -> Predicate:
 def filter_mask(
     where: dict[str, Any] | str, metadata: Sequence[dict[str, Any] | None]
 ) -> np.ndarray:
-    """Boolean mask of the rows whose metadata satisfies ``where``."""
+    """Boolean mask of the rows whose metadata satisfies ``where`` (row by row, in Python).
+
+    The reference semantics; :func:`column_mask` computes the same mask over typed columns.
+    """
     pred = compile_filter(where)
     return np.fromiter((pred(m or {}) for m in metadata), dtype=bool, count=len(metadata))
+
+
+# --------------------------------------------------------------------------- columns
+Columns = Callable[[Sequence[Path]], dict[Path, KeyColumn]]
+Rows = Callable[[np.ndarray], Sequence[dict[str, Any] | None]]
+
+
+def filter_paths(where: dict[str, Any] | str) -> list[Path]:
+    """The key paths a (valid) filter reads, each once."""
+    where = _as_dict(where)
+    out: dict[Path, None] = {}
+
+    def walk(obj: dict[str, Any]) -> None:
+        for key, val in obj.items():
+            if key in ("$and", "$or"):
+                for sub in val:
+                    walk(sub)
+            elif key == "$not":
+                walk(val)
+            else:
+                out[tuple(key.split("."))] = None
+
+    walk(where)
+    return list(out)
+
+
+def column_mask(where: dict[str, Any] | str, n: int, columns: Columns, rows: Rows) -> np.ndarray:
+    """Boolean mask over ``n`` rows of the rows satisfying ``where``, from typed columns.
+
+    Same result as :func:`filter_mask` (the semantics in this module's docstring) at the
+    cost of a few numpy operations per condition: ``columns(paths)`` hands the
+    :class:`~embedsearch.columns.KeyColumn` of each path. Rows a column cannot decide
+    (integers beyond float64's exact range) are re-evaluated with the row predicate on
+    ``rows(positions)``, their parsed metadata: only those rows, only then.
+    """
+    pred = compile_filter(where)  # validates; also the fallback for undecided rows
+    where = _as_dict(where)
+    paths = filter_paths(where)
+    if _has_big_int(where):  # no exact float64 for the operand: decide every row in Python
+        return np.fromiter((pred(m or {}) for m in rows(np.arange(n))), dtype=bool, count=n)
+    cols = columns(paths)
+    mask = _eval(where, cols, n)
+    undecided = [c.undecided for c in cols.values() if c.undecided.size]
+    if undecided:
+        todo = np.unique(np.concatenate(undecided))
+        mask[todo] = [pred(m or {}) for m in rows(todo)]
+    return mask
+
+
+def _has_big_int(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(_has_big_int(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_big_int(v) for v in obj)
+    return isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) > 2**53
+
+
+def _as_dict(where: dict[str, Any] | str) -> dict[str, Any]:
+    return json.loads(where) if isinstance(where, str) else where
+
+
+def _eval(obj: dict[str, Any], cols: dict[Path, KeyColumn], n: int) -> np.ndarray:
+    mask: np.ndarray | None = None
+    for key, val in obj.items():
+        if key == "$and":
+            part = _all(_eval(v, cols, n) for v in val)
+        elif key == "$or":
+            part = _any(_eval(v, cols, n) for v in val)
+        elif key == "$not":
+            part = ~_eval(val, cols, n)
+        else:
+            col = cols[tuple(key.split("."))]
+            ops = val.items() if isinstance(val, dict) else [("$eq", val)]
+            part = _all(_op(col, op, arg) for op, arg in ops)
+        mask = part if mask is None else mask & part
+    assert mask is not None  # validated: a filter is a non-empty object
+    return mask
+
+
+def _all(masks: Iterable[np.ndarray]) -> np.ndarray:
+    return functools.reduce(np.logical_and, masks)
+
+
+def _any(masks: Iterable[np.ndarray]) -> np.ndarray:
+    return functools.reduce(np.logical_or, masks)
+
+
+def _op(col: KeyColumn, op: str, arg: Any) -> np.ndarray:
+    if op == "$exists":
+        return (col.kind != columns_mod.ABSENT) == arg
+    if op in ("$eq", "$in"):
+        return _isin(col, [arg] if op == "$eq" else arg)
+    if op in ("$ne", "$nin"):
+        return ~_isin(col, [arg] if op == "$ne" else arg)
+    if isinstance(arg, str):
+        s = col.strings
+        if op in ("$lt", "$gte"):
+            cut = int(np.searchsorted(s, arg, side="left")) if len(s) else 0
+        else:
+            cut = int(np.searchsorted(s, arg, side="right")) if len(s) else 0
+        got = col.codes < cut if op in ("$lt", "$lte") else col.codes >= cut
+        return got & (col.kind == columns_mod.STRING)
+    return (col.kind == columns_mod.NUMBER) & _ORDER[op](col.num, arg)
+
+
+def _isin(col: KeyColumn, values: list[Any]) -> np.ndarray:
+    """Rows equal to one of ``values`` under :func:`_equal` (bool apart, 1 == 1.0)."""
+    kind = col.kind
+    out = np.zeros(len(col), dtype=bool)
+    if any(v is None for v in values):
+        out |= kind == columns_mod.NULL
+    bools = [float(v) for v in values if isinstance(v, bool)]
+    if bools:
+        out |= (kind == columns_mod.BOOL) & _num_in(col.num, bools)
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    exact = [float(v) for v in nums if not isinstance(v, int) or abs(v) <= 2**53]
+    if exact:
+        out |= (kind == columns_mod.NUMBER) & _num_in(col.num, exact)
+    strs = [v for v in values if isinstance(v, str)]
+    if strs and len(col.strings):
+        at = np.searchsorted(col.strings, strs)
+        hit = [int(i) for i, v in zip(at, strs) if i < len(col.strings) and col.strings[i] == v]
+        if 0 < len(hit) <= 8:  # a few comparisons beat a gather at 1M rows
+            out |= _any(col.codes == h for h in hit)
+        elif hit:
+            table = np.zeros(len(col.strings) + 1, dtype=bool)  # code -1 reads the last: False
+            table[hit] = True
+            out |= table[col.codes]
+    return out
+
+
+def _num_in(num: np.ndarray, values: list[float]) -> np.ndarray:
+    if len(values) <= 8:  # a few comparisons beat np.isin's sort at 1M rows
+        return _any(num == v for v in values)
+    return np.isin(num, values)

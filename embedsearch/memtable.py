@@ -16,7 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .columns import KeyColumn, Path, columns_from_json_array
 from .store import SegmentData
+
+#: Key paths whose typed columns a table keeps (each ~13 bytes a row).
+MAX_CACHED_PATHS = 32
 
 
 class GrowableMatrix:
@@ -57,6 +61,9 @@ class MemTable:
         self.live = np.zeros(0, dtype=bool)
         self.id_to_pos: dict[str, int] = {}
         self._parsed_meta: list[dict[str, Any] | None] | None = None
+        # Typed metadata columns for filters, built per chunk on first use of a key path.
+        self._chunk_cols: dict[Path, list[KeyColumn]] = {}
+        self._full_cols: dict[Path, KeyColumn] = {}
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -126,6 +133,42 @@ class MemTable:
                 parsed.extend(_parse(m) for m in arr.to_pylist())
             self._parsed_meta = parsed
         return self._parsed_meta
+
+    def metadata_columns(self, paths: Sequence[Path]) -> dict[Path, KeyColumn]:
+        """Typed columns of ``paths`` over every position, for vectorised filters.
+
+        Built from the metadata JSON on first use of a path (one parse per chunk for all the
+        paths asked together), then kept: a later append builds only its own chunks.
+        Columns of the least recently used paths are dropped past :data:`MAX_CACHED_PATHS`.
+        """
+        chunks = len(self._meta)
+        todo = [p for p in paths if len(self._chunk_cols.get(p, ())) < chunks]
+        if todo:
+            start = min(len(self._chunk_cols.get(p, ())) for p in todo)
+            raw = pa.concat_arrays([a.cast(pa.string()) for a in self._meta[start:chunks]])
+            built = columns_from_json_array(raw, todo)
+            bounds = np.cumsum([0] + [len(a) for a in self._meta[start:chunks]])
+            for p in todo:
+                have = self._chunk_cols.setdefault(p, [])
+                whole = built[p]
+                for c in range(len(have), chunks):
+                    have.append(whole.slice(int(bounds[c - start]), int(bounds[c - start + 1])))
+        out: dict[Path, KeyColumn] = {}
+        for p in paths:
+            full = self._full_cols.pop(p, None)
+            if full is None or len(full) != self.rows:
+                parts = self._chunk_cols.get(p, [])[:chunks]
+                full = KeyColumn.concat(parts) if parts else KeyColumn.from_values([])
+            self._full_cols[p] = out[p] = full  # re-inserted: most recently used last
+        while len(self._full_cols) > MAX_CACHED_PATHS:
+            oldest = next(iter(self._full_cols))
+            self._full_cols.pop(oldest, None)
+            self._chunk_cols.pop(oldest, None)
+        return out
+
+    def metadata_rows(self, positions: np.ndarray) -> list[dict[str, Any] | None]:
+        """Parsed metadata of ``positions`` (rows a typed column cannot decide)."""
+        return [self.metadata(int(p)) for p in positions]
 
     def positions(self, ids: Sequence[str]) -> tuple[list[int], list[str]]:
         """Positions of the live ``ids`` and the list of ids that are not live."""
