@@ -32,6 +32,7 @@ from .errors import (
     NotACollectionError,
     ReadOnlyError,
     UnknownWordsError,
+    UnsafeFileError,
 )
 from .latent import Clustering, InterpolationStep, MapResult, lerp, slerp
 from .latent.clustering import Cluster
@@ -74,6 +75,7 @@ __all__ = [
     "ReadOnlyError",
     "UnknownWordsError",
     "drop",
+    "UnsafeFileError",
     "get_encoder",
     "list_collections",
     "open",

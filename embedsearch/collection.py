@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import durable, store
 from .concurrency import RWLock
 from .encoder import Encoder, get_encoder
 from .errors import (
@@ -103,7 +103,7 @@ class Collection(LatentMixin, RetrievalMixin):
 
     # ------------------------------------------------------------------ loading
     def _manifest_stamp(self) -> tuple[int, int, int]:
-        st = (self.path / store.MANIFEST).stat()
+        st = (self.path / store.MANIFEST).lstat()
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self, manifest: dict[str, Any]) -> None:
@@ -145,7 +145,8 @@ class Collection(LatentMixin, RetrievalMixin):
         if saved and saved.get("epoch") == manifest["epoch"] and saved["rows"] <= table.rows:
             try:
                 ref = store.FileRef.from_json(saved)
-                index.load(store.verified_path(self.path, ref), saved["info"])
+                with store.open_verified(self.path, ref) as fh:
+                    index.load(fh, saved["info"])
                 # Catch up with newer segments by appending (never retraining: that is a
                 # writer's job, see _maintain_index; a reader only loads).
                 index.add(vectors[saved["rows"] :], vectors)
@@ -497,7 +498,7 @@ class Collection(LatentMixin, RetrievalMixin):
             return
         for name in files:
             with contextlib.suppress(OSError):
-                (self.path / name).unlink()
+                durable.unlink(self.path, name)
 
     def _commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
@@ -574,9 +575,6 @@ class Collection(LatentMixin, RetrievalMixin):
             self._save_index(force)
         except Exception as exc:
             self._index_file_ok = False
-            for tmp in self.path.glob(".index-*.tmp"):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
             log.warning(
                 "could not save the index of %s (%s); the data is committed and the index will "
                 "be rebuilt from the segments when the collection is next opened",
@@ -599,20 +597,8 @@ class Collection(LatentMixin, RetrievalMixin):
         ):
             return
         name = f"index-{uuid.uuid4().hex}.faiss"
-        tmp = self.path / f".{name}.tmp"
-        index.save(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path / name)
-        ref = store.FileRef(
-            name,
-            index.ntotal,
-            store.sha256_file(self.path / name),
-            (self.path / name).stat().st_size,
-        )
+        size, digest = durable.write_file(self.path, name, index.save)
+        ref = store.FileRef(name, index.ntotal, digest, size)
         manifest = dict(self._manifest)
         manifest["index"] = {
             "spec": manifest["index"]["spec"],
@@ -626,7 +612,7 @@ class Collection(LatentMixin, RetrievalMixin):
         self._index_file_ok = True
         if saved:
             with contextlib.suppress(OSError):
-                (self.path / saved["file"]).unlink()
+                durable.unlink(self.path, saved["file"])
 
     # ------------------------------------------------------------------ reads
     def get(self, ids: Sequence[str] | str, *, include_vectors: bool = False) -> list[Document]:
@@ -797,7 +783,7 @@ class Collection(LatentMixin, RetrievalMixin):
     # ------------------------------------------------------------------ status
     def disk_bytes(self) -> int:
         """Bytes the collection's files take on disk."""
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return sum(p.lstat().st_size for p in self.path.rglob("*") if not p.is_symlink())
 
     def info(self) -> dict[str, Any]:
         """Counts, model, index kind and measured recall, size on disk."""

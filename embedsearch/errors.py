@@ -70,6 +70,13 @@ class CorruptionError(EmbedSearchError):
     http_status = 500
 
 
+class UnsafeFileError(CorruptionError):
+    """A path inside a collection is a symbolic link, a device, a FIFO or otherwise not the
+    plain file or directory embedsearch wrote there; it is refused, never followed."""
+
+    http_status = 409
+
+
 class CommitUncertainError(EmbedSearchError):
     """A commit reached the disk but could not be made durable (an I/O error after the
     manifest was renamed into place): the write may or may not survive a crash."""

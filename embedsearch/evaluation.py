@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import statistics
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import durable
 from .errors import InvalidInputError
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
@@ -125,11 +125,7 @@ def load_beir(path: str | os.PathLike[str], split: str = "test") -> BeirDataset:
 
 def corpus_fingerprint(path: str | os.PathLike[str]) -> str:
     """sha256 of a BEIR folder's corpus.jsonl (identifies the corpus a collection holds)."""
-    h = hashlib.sha256()
-    with open(Path(path) / "corpus.jsonl", "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return durable.sha256_file(Path(path) / "corpus.jsonl")
 
 
 def build_collection(
@@ -151,9 +147,12 @@ def build_collection(
     from .collection import open as open_collection
 
     col = open_collection(name_or_path, model=model)
-    marker = Path(col.path) / "derived" / "beir" / "source.json"
+    marker = Path("derived") / "beir" / "source.json"
     fingerprint = corpus_fingerprint(ds.path)
-    stored = json.loads(marker.read_text()) if marker.is_file() else {}
+    try:
+        stored = json.loads(durable.read_bytes(Path(col.path), marker))
+    except (FileNotFoundError, NotADirectoryError):
+        stored = {}
     have = set(col.ids()) if len(col) else set()
     if stored.get("fingerprint") == fingerprint and have == set(ds.corpus):
         return col
@@ -168,8 +167,8 @@ def build_collection(
     for lo in range(0, len(todo), BUILD_BATCH):
         ids = todo[lo : lo + BUILD_BATCH]
         col.add([ds.doc_text(d) for d in ids], ids=ids, progress=progress)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": fingerprint, "source": str(ds.path)}))
+    info = {"fingerprint": fingerprint, "source": str(ds.path)}
+    durable.write_file(Path(col.path), marker, json.dumps(info).encode(), create_dirs=True)
     return col
 
 

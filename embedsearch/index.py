@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -530,17 +530,27 @@ class VectorIndex:
         self.info.device = "gpu"
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: Path) -> None:
-        """Write the CPU index in FAISS's own format (no pickle); approximate indexes only."""
-        faiss().write_index(self._index, str(path))
+    def save(self, out: Path | IO[bytes]) -> None:
+        """Write the CPU index in FAISS's own format (no pickle) to a path or an open binary
+        file (the store's durable writer hands one); approximate indexes only."""
+        f = faiss()
+        if isinstance(out, (str, os.PathLike)):
+            f.write_index(self._index, str(out))
+            return
+        writer = f.PyCallbackIOWriter(out.write)
+        f.write_index(self._index, writer)
+        del writer  # flushes FAISS's buffer into ``out``
 
-    def load(self, path: Path, info: dict[str, Any]) -> None:
-        """Load a saved index (the caller has verified its checksum)."""
-        index = faiss().read_index(str(path))
+    def load(self, src: Path | IO[bytes], info: dict[str, Any]) -> None:
+        """Load a saved index from a path or an open binary file (the caller has verified
+        its checksum, reading the same descriptor)."""
+        f = faiss()
+        if isinstance(src, (str, os.PathLike)):
+            index = f.read_index(str(src))
+        else:
+            index = f.read_index(f.PyCallbackIOReader(src.read))
         if index.d != self.dim:
-            raise InvalidInputError(
-                f"index file {path.name} has dimension {index.d}, not {self.dim}"
-            )
+            raise InvalidInputError(f"the saved index has dimension {index.d}, not {self.dim}")
         self._index = index
         _split_single_queries(index)
         self.info = IndexInfo(

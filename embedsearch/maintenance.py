@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import uuid
@@ -36,8 +35,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import store
-from .errors import CollectionNotFoundError, CorruptionError
+from . import durable, store
+from .errors import CollectionNotFoundError, CorruptionError, UnsafeFileError
 
 Severity = Literal["error", "warning"]
 
@@ -163,36 +162,42 @@ def _safe_name(name: str, pattern: re.Pattern[str]) -> bool:
 
 def _classify(root: Path, ref: store.FileRef) -> tuple[str, str]:
     """Why a file named by the manifest failed to load: (kind, detail)."""
-    path = root / ref.file
-    if not path.is_file():
-        return "missing", "named in the manifest but not on disk"
     try:
-        digest = store.sha256_file(path)
+        with durable.open_file(root, ref.file) as fh:
+            digest = store.sha256_file(fh)
+            size = fh.tell()
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing", "named in the manifest but not on disk"
+    except UnsafeFileError:
+        return "unsafe", "is a link or not a regular file; it is never followed"
     except OSError as exc:
         return "unreadable", f"cannot be read ({exc.strerror})"
     if digest != ref.sha256:
-        size = path.stat().st_size
         return "checksum", f"SHA-256 differs from the manifest ({size} bytes, expected {ref.bytes})"
     return "unreadable", "checksum matches but the content cannot be parsed as expected"
 
 
 def _leftovers(root: Path, manifest: dict[str, Any] | None) -> list[tuple[str, str]]:
     """(relative name, kind) of temp files and files no manifest names."""
-    keep = store.manifest_files(manifest) if manifest else set()
-    out: list[tuple[str, str]] = []
-    seg_dir = root / store.SEGMENTS_DIR
-    candidates = sorted(seg_dir.iterdir()) if seg_dir.is_dir() else []
-    candidates += sorted(p for p in root.iterdir() if p.is_file())
-    for path in candidates:
-        rel = path.relative_to(root).as_posix()
-        if path.name.endswith(".tmp"):
-            out.append((rel, "temp-file"))
-        elif manifest is not None and (
-            (rel.startswith(f"{store.SEGMENTS_DIR}/") and rel not in keep)
-            or (path.name.startswith("index-") and rel not in keep)
-        ):
-            out.append((rel, "orphan"))
-    return out
+    return [
+        (rel, "temp-file" if rel.endswith(".tmp") else "orphan")
+        for rel in store.leftovers(root, manifest)
+    ]
+
+
+def _report_leftovers(root: Path, manifest: dict[str, Any] | None, report: VerifyReport) -> None:
+    try:
+        found = _leftovers(root, manifest)
+    except UnsafeFileError as exc:  # a linked segments/: reported, never followed
+        report.add("error", store.SEGMENTS_DIR, "unsafe", str(exc))
+        return
+    for rel, kind in found:
+        report.add(
+            "warning",
+            rel,
+            kind,
+            "leftover of an interrupted or replaced write; the next writer (or repair) removes it",
+        )
 
 
 def _read_manifest(root: Path, report: VerifyReport) -> dict[str, Any] | None:
@@ -223,8 +228,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     manifest = _read_manifest(root, report)
     report.files_checked += 1
     if manifest is None:
-        for rel, kind in _leftovers(root, None):
-            report.add("warning", rel, kind, "leftover of an interrupted write")
+        _report_leftovers(root, None, report)
         return report
     dim = int(manifest["model"]["dim"])
     report.segments = len(manifest["segments"])
@@ -286,13 +290,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     report.live = int(sum(1 for i, alive in zip(ids, live) if alive and i is not None))
 
     _verify_index(root, manifest, dim, report)
-    for rel, kind in _leftovers(root, manifest):
-        report.add(
-            "warning",
-            rel,
-            kind,
-            "leftover of an interrupted or replaced write; the next writer (or repair) removes it",
-        )
+    _report_leftovers(root, manifest, report)
     return report
 
 
@@ -327,19 +325,19 @@ def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: Verify
     if not _safe_name(ref.file, _INDEX_NAME):
         report.add("error", ref.file, "bad-name", "not an index file name; never opened")
         return
-    path = root / ref.file
-    if not path.is_file():
+    kind, _detail = _classify(root, ref)
+    if kind == "missing":
         report.add(
             "error", ref.file, "missing", "index file missing; `embedsearch repair` rebuilds it"
         )
         return
-    if store.sha256_file(path) != ref.sha256:
+    if kind != "unreadable":
         report.add(
             "error",
             ref.file,
-            "checksum",
-            "index file fails its checksum; it is not loaded (rebuilt in memory on every open) "
-            "until `embedsearch repair` rebuilds it",
+            kind,
+            "index file fails its checksum or is not a plain file; it is not loaded (rebuilt "
+            "in memory on every open) until `embedsearch repair` rebuilds it",
         )
         return
     if saved.get("epoch") != manifest["epoch"]:
@@ -354,7 +352,8 @@ def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: Verify
     from .index import faiss  # only after the checksum matched
 
     try:
-        index = faiss().read_index(str(path))
+        with store.open_verified(root, ref) as fh:
+            index = faiss().read_index(faiss().PyCallbackIOReader(fh.read))
     except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
         report.add("error", ref.file, "unreadable", f"FAISS cannot read it ({exc})")
         return
@@ -370,24 +369,11 @@ def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: Verify
 
 # ----------------------------------------------------------------------------- repair
 def _quarantine(root: Path, rel: str, report: RepairReport) -> None:
-    """Move a damaged file into ``quarantine/`` (kept for inspection, never loaded)."""
-    src = root / rel
-    if not src.is_file():
-        return
-    qdir = root / QUARANTINE_DIR
-    qdir.mkdir(exist_ok=True)
-    dst = qdir / src.name
-    if dst.exists():
-        dst = qdir / f"{src.stem}.{uuid.uuid4().hex[:8]}{src.suffix}"
-    os.replace(src, dst)
-    for folder in (qdir, src.parent):  # best effort: make the move itself durable
-        with contextlib.suppress(OSError):
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    report.quarantined.append(f"{QUARANTINE_DIR}/{dst.name}")
+    """Move a damaged file into ``quarantine/`` (kept for inspection, never loaded); a link
+    or anything but a regular file is never moved or followed."""
+    new = durable.move(root, rel, QUARANTINE_DIR)
+    if new is not None:
+        report.quarantined.append(f"{QUARANTINE_DIR}/{new}")
 
 
 def _remap(positions: Iterable[np.ndarray], spans: list[tuple[int, int, int | None]]) -> list[int]:
@@ -524,10 +510,10 @@ def _index_file_ok(
     if not _safe_name(ref.file, _INDEX_NAME) or saved.get("epoch") != manifest["epoch"]:
         return False
     try:
-        path = store.verified_path(root, ref)
         from .index import faiss
 
-        index = faiss().read_index(str(path))
+        with store.open_verified(root, ref) as fh:
+            index = faiss().read_index(faiss().PyCallbackIOReader(fh.read))
     except Exception:  # noqa: BLE001 - any failure means: rebuild it
         return False
     return index.d == int(manifest["model"]["dim"]) and index.ntotal == ref.rows

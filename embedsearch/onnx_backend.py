@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .durable import sha256_file
 from .errors import EncoderError
 
 log = logging.getLogger(__name__)
@@ -192,14 +193,6 @@ def read_model_spec(model_path: str | Path) -> ModelSpec:
     )
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 #: Per-process memo of file digests, keyed by path, inode, size and times: a CLI call would
 #: otherwise hash the same 90 MB twice (once to find the export, once to load it).
 _DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
@@ -210,7 +203,7 @@ def _file_digest(path: Path) -> str:
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _DIGESTS.get(key)
     if digest is None:
-        digest = _DIGESTS[key] = _sha256_file(path)
+        digest = _DIGESTS[key] = sha256_file(path)
     return digest
 
 
@@ -406,7 +399,7 @@ def export_onnx(model_path: str | Path, out_dir: str | Path, *, quantized: bool)
         staged = tmp / target.name
         if quantized:
             _quantize(fp32, staged)
-        digest = _sha256_file(staged)
+        digest = sha256_file(staged)
         sums = tmp / _checksum_path(target).name
         sums.write_text(f"{digest}  {target.name}\n", "ascii")
         # The .onnx first, then its checksum: a crash in between leaves a stale or missing

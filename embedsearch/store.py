@@ -13,13 +13,15 @@ is live until a new manifest naming it has been renamed over the old one. A cras
 at any point therefore leaves either the old or the new committed state, plus
 unreferenced files that the next writer removes (:func:`remove_orphans`).
 No pickle, no code-executing loader: Parquet and JSON only, each checked by SHA-256.
+
+Every file is opened, written and removed through :mod:`embedsearch.durable`: relative to
+directory descriptors, never through a symbolic link, regular files only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import fcntl
 import hashlib
 import json
@@ -27,17 +29,18 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import durable
+from .durable import raise_storage_error, sha256_file
 from .errors import (
-    CommitUncertainError,
     CorruptionError,
     EmbedSearchError,
     LockedError,
@@ -54,62 +57,20 @@ LOCK_FILE = "LOCK"
 FILE_NAME_RE = re.compile(
     rf"{SEGMENTS_DIR}/(seg|del)-[0-9a-f]{{32}}\.parquet|index-[0-9a-f]{{32}}\.faiss"
 )
+#: Names embedsearch writes in ``segments/`` and at the top of a collection. Orphan cleanup
+#: removes only regular files whose names match these (or temp files made for such names):
+#: nothing else in the directory is ever touched.
+SEGMENT_FILE_RE = re.compile(r"(seg|del)-[0-9a-f]{32}\.parquet")
+ROOT_FILE_RE = re.compile(r"index-[0-9a-f]{32}\.faiss")
+#: Temp files of earlier versions (``.<name>.tmp``) and of :func:`durable.write_file`.
+_OLD_TEMP_RE = re.compile(r"\.((seg|del)-[0-9a-f]{32}\.parquet|index-[0-9a-f]{32}\.faiss)\.tmp")
 
 
 # --------------------------------------------------------------------------- files
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def raise_storage_error(exc: OSError, path: Path) -> NoReturn:
-    """Turn an OSError from writing ``path`` into an EmbedSearchError that says what to do."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        raise EmbedSearchError(
-            f"No room to write {path.name} ({exc.strerror}); free disk space or raise the "
-            "file-size limit and retry. The collection is unchanged."
-        ) from exc
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        raise EmbedSearchError(
-            f"Cannot write in {path.parent} ({exc.strerror}); check its permissions. "
-            "The collection is unchanged."
-        ) from exc
-    raise exc
-
-
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise_storage_error(exc, path)
-    try:
-        _fsync_dir(path.parent)
-    except OSError as exc:  # the new file is in place: the old state is gone for readers
-        raise CommitUncertainError(
-            f"{path.name} was replaced but its directory could not be synced ({exc.strerror}): "
-            "the change is visible now but may not survive a crash. Check the disk, then "
-            "reopen the collection to see its state."
-        ) from exc
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix
+    (:func:`durable.write_file`: temp file, fsync, rename, directory fsync)."""
+    durable.write_file(path.parent, path.name, data)
 
 
 @dataclass(frozen=True)
@@ -142,45 +103,55 @@ class FileRef:
             raise ValueError(f"{where}.sha256 is not a string")
 
 
-def verified_path(root: Path, ref: FileRef) -> Path:
-    """Return the path of ``ref`` after checking that it exists and matches its checksum."""
-    path = root / ref.file
-    if not path.is_file():
+@contextlib.contextmanager
+def open_verified(root: Path, ref: FileRef) -> Iterator[IO[bytes]]:
+    """The file of ``ref``, open for reading at its start, after checking that it is a
+    regular file inside the collection (no link followed) that matches its checksum.
+
+    Reading goes through this one descriptor, so the file checked is the file read.
+    """
+    try:
+        fh_cm = durable.open_file(root, ref.file)
+        fh = fh_cm.__enter__()
+    except (FileNotFoundError, NotADirectoryError):
         raise CorruptionError(
             f"{ref.file} is named in the manifest but missing from {root}; run "
             "`embedsearch repair` to rebuild what can be rebuilt."
-        )
-    if sha256_file(path) != ref.sha256:
-        raise CorruptionError(
-            f"{ref.file} fails its checksum (the file was changed or damaged); run "
-            "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
-        )
-    return path
+        ) from None
+    try:
+        if sha256_file(fh) != ref.sha256:
+            raise CorruptionError(
+                f"{ref.file} fails its checksum (the file was changed or damaged); run "
+                "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
+            )
+        fh.seek(0)
+        yield fh
+    finally:
+        fh_cm.__exit__(None, None, None)
+
+
+def verified_path(root: Path, ref: FileRef) -> Path:
+    """Return the path of ``ref`` after checking that it is a regular file (no link) and
+    matches its checksum. Prefer :func:`open_verified`, which reads what it checked."""
+    with open_verified(root, ref):
+        return root / ref.file
 
 
 def _write_parquet(root: Path, name: str, table: pa.Table) -> FileRef:
-    path = root / SEGMENTS_DIR / name
-    tmp = path.with_name(f".{name}.tmp")
-    try:
+    def write(fh: IO[bytes]) -> None:
         pq.write_table(
             table,
-            tmp,
+            fh,
             compression={c: ("none" if c == "vector" else "zstd") for c in table.column_names},
             use_dictionary=False,
         )
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise_storage_error(exc, path)
-    return FileRef(f"{SEGMENTS_DIR}/{name}", table.num_rows, sha256_file(path), path.stat().st_size)
+
+    size, digest = durable.write_file(root, f"{SEGMENTS_DIR}/{name}", write)
+    return FileRef(f"{SEGMENTS_DIR}/{name}", table.num_rows, digest, size)
 
 
 # --------------------------------------------------------------------------- segments
-def _read_parquet(path: Path) -> pa.Table:
+def _read_parquet(path: Path | IO[bytes]) -> pa.Table:
     """Read a whole Parquet file; unlike ``pq.read_table`` this does not import
     ``pyarrow.dataset`` (and pandas with it), a second of a CLI call's cold start."""
     try:
@@ -238,11 +209,11 @@ class SegmentData:
 
 def read_segment(root: Path, ref: FileRef, dim: int) -> SegmentData:
     """Read and checksum-verify one segment."""
-    path = verified_path(root, ref)
-    try:
-        table = _read_parquet(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptionError(f"{ref.file} cannot be read as Parquet ({exc}).") from exc
+    with open_verified(root, ref) as fh:
+        try:
+            table = _read_parquet(fh)
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptionError(f"{ref.file} cannot be read as Parquet ({exc}).") from exc
     if table.schema != segment_schema(dim) or table.num_rows != ref.rows:
         raise CorruptionError(
             f"{ref.file} has an unexpected schema or row count; it does not belong to this "
@@ -281,12 +252,14 @@ def write_tombstones(root: Path, positions: Iterable[int]) -> FileRef:
 
 def read_tombstones(root: Path, ref: FileRef) -> np.ndarray:
     """Read and verify one tombstone file."""
-    path = verified_path(root, ref)
-    try:
-        table = _read_parquet(path)
-        return table.column("position").to_numpy().astype(np.int64)
-    except (pa.ArrowException, OSError, KeyError) as exc:
-        raise CorruptionError(f"{ref.file} cannot be read as a tombstone file ({exc}).") from exc
+    with open_verified(root, ref) as fh:
+        try:
+            table = _read_parquet(fh)
+            return table.column("position").to_numpy().astype(np.int64)
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise CorruptionError(
+                f"{ref.file} cannot be read as a tombstone file ({exc})."
+            ) from exc
 
 
 # --------------------------------------------------------------------------- manifest
@@ -330,8 +303,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
     """Read and verify ``manifest.json``; raises if absent, not ours, or damaged."""
     path = root / MANIFEST
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = durable.read_bytes(root, MANIFEST)
+    except (FileNotFoundError, NotADirectoryError):
         raise NotACollectionError(
             f"{root} has no {MANIFEST}: it is not an embedsearch collection. Choose another "
             "name or an empty directory."
@@ -415,27 +388,58 @@ def manifest_files(manifest: dict[str, Any]) -> set[str]:
     return names
 
 
+def _ours(name: str, final: re.Pattern[str]) -> bool:
+    """A name embedsearch could have written: ``final`` itself or one of its temp files."""
+    return bool(final.fullmatch(name) or _OLD_TEMP_RE.fullmatch(name)) or durable.is_temp_of(
+        name, final
+    )
+
+
+_ROOT_TEMPS = re.compile(rf"{ROOT_FILE_RE.pattern}|{re.escape(MANIFEST)}")
+
+
+def leftovers(root: Path, manifest: dict[str, Any] | None) -> list[str]:
+    """Relative names of files embedsearch wrote that ``manifest`` does not keep alive:
+    temp files always; unreferenced segments and index files when a manifest is given.
+
+    Only regular files with names embedsearch itself writes are listed; links, folders and
+    anyone else's files never are. ``segments/`` must be a real directory (a link is
+    refused with UnsafeFileError).
+    """
+    keep = manifest_files(manifest) if manifest is not None else None
+    out: list[str] = []
+    for name in durable.list_files(root, SEGMENTS_DIR):
+        rel = f"{SEGMENTS_DIR}/{name}"
+        if SEGMENT_FILE_RE.fullmatch(name):
+            if keep is not None and rel not in keep:
+                out.append(rel)
+        elif _ours(name, SEGMENT_FILE_RE):
+            out.append(rel)
+    for name in durable.list_files(root):
+        if ROOT_FILE_RE.fullmatch(name):
+            if keep is not None and name not in keep:
+                out.append(name)
+        elif _ours(name, _ROOT_TEMPS) and name != MANIFEST:
+            out.append(name)
+    return out
+
+
 def remove_orphans(root: Path, manifest: dict[str, Any]) -> list[str]:
     """Delete files no committed manifest names (leftovers of crashed or replaced writes).
 
     Only the lock holder may call this: a concurrent writer's uncommitted file would look
-    like an orphan.
+    like an orphan. Only names embedsearch writes are ever removed (see :func:`leftovers`),
+    never through a link.
     """
-    keep = manifest_files(manifest)
     removed: list[str] = []
-    candidates = list((root / SEGMENTS_DIR).iterdir()) if (root / SEGMENTS_DIR).is_dir() else []
-    candidates += [p for p in root.iterdir() if p.is_file()]
-    for path in candidates:
-        rel = path.relative_to(root).as_posix()
-        orphan = (
-            path.name.endswith(".tmp")
-            or (rel.startswith(f"{SEGMENTS_DIR}/") and rel not in keep)
-            or (path.name.startswith("index-") and rel not in keep)
-        )
-        if orphan:
-            with contextlib.suppress(OSError):
-                path.unlink()
+    for rel in leftovers(root, manifest):
+        with contextlib.suppress(OSError):
+            if durable.unlink(root, rel):
                 removed.append(rel)
+    if removed:
+        with contextlib.suppress(OSError, EmbedSearchError):
+            durable.fsync_dir(root, SEGMENTS_DIR)
+            durable.fsync_dir(root)
     return removed
 
 
@@ -459,7 +463,7 @@ class WriterLock:
         if self._fd is not None:
             return
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = durable.open_fd(self.path.parent, LOCK_FILE, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise_storage_error(exc, self.path)
         try:
@@ -472,10 +476,15 @@ class WriterLock:
                 "collection at a time: close the other process's collection (or wait for it) and "
                 "retry; reading needs no lock."
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(
-            fd, f"pid={os.getpid()} host={socket.gethostname()} since={now_iso()}".encode(), 0
-        )
+        try:  # who holds it, for the message a second writer gets; the lock is the flock
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd, f"pid={os.getpid()} host={socket.gethostname()} since={now_iso()}".encode(), 0
+            )
+        except OSError as exc:  # disk full, file-size limit: give the lock back, then fail
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise_storage_error(exc, self.path)
         self._fd = fd
 
     def release(self) -> None:
@@ -489,5 +498,11 @@ class WriterLock:
 
 
 def ensure_layout(root: Path) -> None:
-    """Create the directory skeleton of a collection."""
-    (root / SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
+    """Create the directory skeleton of a collection, durably: every new directory is
+    fsynced into its parent, so a collection created before a power cut survives it.
+
+    Raises UnsafeFileError if ``segments`` exists as a link or a file.
+    """
+    durable.make_dirs(root)
+    with durable.opened_dir(root, SEGMENTS_DIR, create=True):
+        pass

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from . import durable
 from .errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -47,13 +48,8 @@ BUILD_CHUNK = 2048  # words per commit while building: an interrupted build resu
 
 # ----------------------------------------------------------------------------- marker
 def _write_marker(path: Path, info: dict[str, Any]) -> None:
-    folder = path / MARKER_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{MARKER_FILE}.tmp"
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True), "utf-8")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / MARKER_FILE)
+    data = json.dumps(info, indent=1, sort_keys=True).encode("utf-8")
+    durable.write_file(path, MARKER_DIR / MARKER_FILE, data, create_dirs=True)
 
 
 # ----------------------------------------------------------------------------- word lists

@@ -169,13 +169,18 @@ def test_verify_intact_collection_and_cli_exit_codes(
 
 
 def test_verify_reports_leftovers_as_warnings(col_path: Path) -> None:
-    (col_path / "segments" / ".seg-abc.parquet.tmp").write_bytes(b"partial")
+    (col_path / "segments" / f".seg-{'a' * 32}.parquet.{'b' * 32}.tmp").write_bytes(b"partial")
     (col_path / "segments" / f"seg-{'0' * 32}.parquet").write_bytes(b"uncommitted")
+    # Files embedsearch never writes are someone else's: never reported, never removed.
+    (col_path / "segments" / "notes.txt").write_bytes(b"mine")
+    (col_path / "segments" / ".seg-abc.parquet.tmp").write_bytes(b"not our name either")
     report = verify(col_path)
     assert report.ok
     assert sorted(p.kind for p in report.warnings) == ["orphan", "temp-file"]
     fixed = repair(col_path)
     assert len(fixed.removed_leftovers) == 2 and verify(col_path).problems == []
+    assert (col_path / "segments" / "notes.txt").read_bytes() == b"mine"
+    assert (col_path / "segments" / ".seg-abc.parquet.tmp").exists()
 
 
 def test_repair_quarantines_a_bad_segment_and_deletes_stay_deleted(
@@ -330,15 +335,17 @@ def test_io_error_after_the_manifest_rename_loses_nothing(
 ) -> None:
     import errno
 
-    real_fsync_dir = store._fsync_dir  # fault injection point: the directory fsync
+    from embedsearch import durable
 
-    def failing(path: Path) -> None:
-        if Path(path) == col_path:
+    real_fsync = durable.fsync_fd  # fault injection point: the directory fsync
+
+    def failing(fd: int, path: Any, *, directory: bool = False) -> None:
+        if directory and Path(path) == col_path:
             raise OSError(errno.EIO, "Input/output error")
-        real_fsync_dir(path)
+        real_fsync(fd, path, directory=directory)
 
     col = embedsearch.open(col_path)
-    monkeypatch.setattr(store, "_fsync_dir", failing)
+    monkeypatch.setattr(durable, "fsync_fd", failing)
     with pytest.raises(EmbedSearchError):
         col.add(["after the fault"], ids=["late"], vectors=demo_vectors[:1])
     monkeypatch.undo()

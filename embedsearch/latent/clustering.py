@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import durable
 from ..errors import EmbedSearchError, InvalidInputError
 from ..types import Hit
 
@@ -480,23 +480,21 @@ def _persist(col: Collection, result: Clustering, field: str) -> None:
         ids=result.ids,
         metadata=[{**(d.metadata or {}), field: int(c)} for d, c in zip(docs, result.labels)],
     )
-    folder = Path(col.path) / SUMMARY_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     summary = {
         "field": field,
         "state_key": col.state_key,
         **result.to_dict(include_ids=False),
     }
-    tmp = folder / f".{field}.json.tmp"
-    tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=1), "utf-8")
-    os.replace(tmp, folder / f"{field}.json")
+    data = json.dumps(summary, ensure_ascii=False, indent=1).encode("utf-8")
+    durable.write_file(Path(col.path), SUMMARY_DIR / f"{field}.json", data, create_dirs=True)
 
 
 def read_summary(col: Collection, field: str = "cluster") -> dict[str, Any] | None:
     """The summary a persisted clustering left for ``field`` (labels per cluster), if any."""
     try:
-        return json.loads((Path(col.path) / SUMMARY_DIR / f"{field}.json").read_text("utf-8"))
-    except (OSError, ValueError):
+        raw = durable.read_bytes(Path(col.path), SUMMARY_DIR / f"{field}.json")
+        return json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, EmbedSearchError):
         return None
 
 

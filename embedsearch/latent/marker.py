@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotACollectionError
+from .. import durable
+from ..errors import EmbedSearchError, NotACollectionError
 
 MARKER_DIR = Path("derived") / "vocabulary"
 MARKER_FILE = "vocabulary.json"
@@ -23,10 +24,10 @@ def read_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The vocabulary marker of the collection at ``path``, or None if it is not one."""
     file = Path(path) / MARKER_DIR / MARKER_FILE
     try:
-        data = json.loads(file.read_text("utf-8"))
-    except FileNotFoundError:
+        data = json.loads(durable.read_bytes(Path(path), MARKER_DIR / MARKER_FILE).decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EmbedSearchError) as exc:
         raise NotACollectionError(
             f"{file} is unreadable ({exc}); delete it and rebuild the vocabulary."
         ) from exc

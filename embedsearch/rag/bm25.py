@@ -15,23 +15,29 @@ docs/rag.md).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import shutil
+import os
+import re
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import durable
+from ..errors import EmbedSearchError
+
 log = logging.getLogger(__name__)
 
 DIRNAME = "bm25"
+#: Names of saved BM25 indexes (``<state key>-<config digest>``) and of their temp folders.
+_DIR_RE = re.compile(
+    r"[A-Za-z0-9_-]+-[0-9a-f]{12}|\.[A-Za-z0-9_-]+-[0-9a-f]{12}\.[0-9a-f]{32}\.tmp"
+)
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,8 @@ class BM25Index:
         return cls(retriever, list(ids), config)
 
     def save(self, path: Path) -> None:
-        """Write the index files and ``ids.json`` into the (new) directory ``path``."""
-        path.mkdir(parents=True)
+        """Write the index files and ``ids.json`` into the directory ``path``."""
+        path.mkdir(parents=True, exist_ok=True)
         if self.ids:
             self.retriever.save(str(path), show_progress=False)
         (path / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
@@ -149,6 +155,15 @@ class BM25Index:
         return [(self.ids[i], float(scores[i])) for i in hits]
 
 
+def _real_dir(root: Path, rel: Path) -> bool:
+    """True if ``root/rel`` is a directory reached without following a link."""
+    try:
+        with durable.opened_dir(root, rel):
+            return True
+    except (OSError, EmbedSearchError):
+        return False
+
+
 class BM25Store:
     """The BM25 index of one collection handle: loaded or rebuilt when ``state_key`` moves."""
 
@@ -177,7 +192,7 @@ class BM25Store:
                 return self._index
             path = self.root / self._dirname(key)
             index, meta = None, None
-            if path.is_dir():
+            if _real_dir(self.col.path, Path("derived", DIRNAME, self._dirname(key))):
                 try:
                     index = BM25Index.load(path, self.config)
                 except Exception as exc:  # derived data: rebuild rather than fail
@@ -202,21 +217,17 @@ class BM25Store:
         return index, key, [d.metadata for d in docs]
 
     def _persist(self, index: BM25Index, key: str) -> None:
-        final = self.root / self._dirname(key)
-        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        """Publish the index durably under ``derived/bm25/<key>`` (through the store's file
+        layer: no link followed, files and directories fsynced), then drop older ones."""
+        rel = Path("derived", DIRNAME)
+        final = self._dirname(key)
         try:
-            index.save(tmp)
-            try:
-                tmp.rename(final)
-            except OSError:  # another process saved the same key first
-                shutil.rmtree(tmp, ignore_errors=True)
-            for old in self.root.iterdir():
-                if old.name != final.name and not old.name.startswith(".tmp-"):
-                    shutil.rmtree(old, ignore_errors=True)
-        except OSError as exc:  # read-only collection: keep the index in memory only
+            durable.write_dir(self.col.path, rel / final, index.save)
+            for old in os.listdir(self.root) if _real_dir(self.col.path, rel) else []:
+                if old != final and _DIR_RE.fullmatch(old):
+                    durable.remove_tree(self.col.path, rel / old)
+        except (OSError, EmbedSearchError) as exc:  # read-only, links: keep it in memory only
             log.warning("cannot save the BM25 index under %s (%s)", self.root, exc)
-            with contextlib.suppress(OSError):
-                shutil.rmtree(tmp, ignore_errors=True)
 
     def metadata(self, index: BM25Index) -> list[dict[str, Any]]:
         """Stored metadata of the index's documents, in index order (for ``where``)."""

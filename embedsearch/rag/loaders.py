@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..durable import sha256_file
 from ..errors import LoadError
 from ..readers import ReadReport, walk
 
@@ -121,11 +122,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def file_hash(path: Path) -> str:
     """Hex sha256 of a file's bytes, streamed (the change detector for re-ingesting)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def format_of(path: Path) -> str | None:
