@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import store
+from .. import durable, store
 from ..errors import EmbedSearchError, InvalidInputError
 from ..readers import ReadOptions
 from . import sources
@@ -140,7 +140,7 @@ def load_progress(root: Path) -> dict[str, Any]:
 def _save_progress(root: Path, progress: dict[str, Any]) -> None:
     """Write the progress file atomically (old or new, never torn)."""
     path = progress_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    durable.make_dirs(path.parent)
     progress["updated"] = store.now_iso()
     store.atomic_write(path, json.dumps(progress, indent=1, sort_keys=True).encode())
 

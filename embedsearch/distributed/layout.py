@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import store
+from .. import durable, store
 from ..errors import EmbedSearchError, InvalidInputError, NotACollectionError
 from ..types import Document, Hit
 
@@ -150,7 +150,7 @@ def create_layout(
                 f"{root} exists and is not a sharded collection (it holds {stray[:3]}); choose "
                 "another path."
             )
-    root.mkdir(parents=True, exist_ok=True)
+    durable.make_dirs(root)  # fsynced into its parent: survives a power cut
     described = None
     for i in range(shards):
         with open_collection(
