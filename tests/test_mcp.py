@@ -216,3 +216,47 @@ def test_write_tools_with_allow_writes(mcp_home: Path) -> None:
         assert len(col) == 2
     finally:
         col.close()
+
+
+def test_streamable_http_under_serve_shares_keys_and_handles(mcp_home: Path) -> None:
+    """``create_app(mcp=True)``: the same tools at ``/mcp`` through the SDK's HTTP client,
+    behind the server's API key."""
+    httpx2 = pytest.importorskip("httpx2", reason="the mcp SDK's HTTP client library")
+    from mcp.client.streamable_http import streamable_http_client
+
+    from embedsearch.server import create_app
+    from embedsearch.server.runner import ServerThread
+
+    key = "mcp-http-key-0123456789abcdef"
+    app = create_app(mcp_home, api_keys=[key], warm=False, mcp=True)
+
+    async def call(url: str, headers: dict[str, str]) -> Any:
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=120) as http,
+            streamable_http_client(url, http_client=http) as (read, write),
+            ClientSession(read, write) as s,
+        ):
+            await s.initialize()
+            tools = {t.name for t in (await s.list_tools()).tools}
+            found = await s.call_tool("search", {"collection": "demo", "query": "jazz", "k": 3})
+            missing = await s.call_tool("get", {"collection": "demo", "ids": ["no-such-id"]})
+            return tools, found, missing
+
+    with ServerThread(app) as srv:
+        denied = httpx2.post(
+            f"{srv.url}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        assert denied.status_code == 401
+        tools, found, missing = anyio.run(
+            call, f"{srv.url}/mcp", {"Authorization": f"Bearer {key}"}
+        )
+        http_hits = httpx2.post(
+            f"{srv.url}/collections/demo/search",
+            json={"query": "jazz", "k": 3},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()["hits"]
+    assert tools == READ_TOOLS
+    assert [h["id"] for h in payload(found)["results"]] == [h["id"] for h in http_hits]
+    assert missing.is_error and "no-such-id" in missing.content[0].text

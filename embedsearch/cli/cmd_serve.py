@@ -74,6 +74,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ray://HOST:10001). Needed with --workers > 1. Default: a local Ray on first use",
     )
     p.add_argument(
+        "--mcp",
+        action="store_true",
+        help="also serve the MCP tools (for AI agents) over streamable HTTP at /mcp, behind "
+        "the same API keys (needs the extra 'mcp')",
+    )
+    p.add_argument(
+        "--mcp-allow-writes",
+        action="store_true",
+        help="with --mcp: offer the add, upsert and delete tools too",
+    )
+    p.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.set_defaults(func=cmd_serve)
@@ -103,6 +114,8 @@ def server_config(args: argparse.Namespace) -> dict[str, Any]:
         "models": args.models,
         "shared_writes": args.workers > 1,
         "ray_address": args.ray or None,
+        "mcp": args.mcp,
+        "mcp_allow_writes": args.mcp_allow_writes,
     }
 
 
@@ -147,9 +160,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with _ray_for(args, config):  # before the workers start: they get its address
         sock = bind_socket(args.host, args.port)  # a busy port fails here, before any claim
         announce = (
-            f"serving {home_dir} on http://{_url_host(args.host)}:{args.port} (docs at /docs; "
-            f"ready when /readyz says 200; auth {'on' if keys else 'off'}; {args.workers} "
-            "worker(s))"
+            f"serving {home_dir} on http://{_url_host(args.host)}:{args.port} (web page at /ui, "
+            f"docs at /docs{', MCP at /mcp' if args.mcp else ''}; ready when /readyz says 200; "
+            f"auth {'on' if keys else 'off'}; {args.workers} worker(s))"
         )
         if args.workers == 1:
             app = create_app(api_keys=keys, **config)

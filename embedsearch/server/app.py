@@ -166,6 +166,8 @@ def create_app(
     separate_query_encoder: bool = True,
     warm: bool = True,
     ray_address: str | None = None,
+    mcp: bool = False,
+    mcp_allow_writes: bool = False,
 ) -> FastAPI:
     """Build the HTTP app over the collections in ``home``.
 
@@ -190,6 +192,9 @@ def create_app(
             when Ray is not initialised in this process (``None``: ``RAY_ADDRESS``, else a
             private local Ray). Shard actors stop, and a Ray the server started or joined
             shuts down, when the app stops.
+        mcp: also serve the MCP tools (:mod:`.mcp_server`) over streamable HTTP at ``/mcp``
+            (needs the extra ``mcp``; same API keys as the other routes).
+        mcp_allow_writes: offer MCP's add/upsert/delete tools too.
 
     Returns:
         The FastAPI app; run it with uvicorn.
@@ -211,6 +216,12 @@ def create_app(
         rerankers=tuple(rerankers),
     )
 
+    mcp_server, mcp_endpoint = None, None
+    if mcp:
+        from .mcp_server import http_endpoint
+
+        mcp_server, mcp_endpoint = http_endpoint(registry, keys, allow_writes=mcp_allow_writes)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm:
@@ -220,7 +231,11 @@ def create_app(
         else:
             app.state.ready.status = "ready"
         try:
-            yield
+            if mcp_server is not None:
+                async with mcp_server.session_manager.run():
+                    yield
+            else:
+                yield
         finally:
             registry.close_all()
 
@@ -240,6 +255,8 @@ def create_app(
     errors.install(app)
     _include_routers(app)
     _offline_docs(app)
+    if mcp_endpoint is not None:
+        app.router.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"])
 
     app.add_middleware(errors.CatchAllMiddleware)  # innermost: sees what handlers do not
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import Field
@@ -36,7 +36,13 @@ class MapRequest(Request):
         5000, ge=2, le=MAX_POINTS, description="Sample cap: a seeded random sample above it."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    method: Literal["pca", "umap"] = Field("pca", description="umap needs umap-learn.")
+    method: str | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="Projection: 'pca' or 'umap' (needs umap-learn); default: the one "
+        "Collection.map uses.",
+    )
     color_by: str | None = Field(
         "cluster",
         min_length=1,
@@ -84,14 +90,16 @@ def compute_map(col: Any, body: MapRequest) -> dict[str, Any]:
             f"collection {col.name!r} cannot draw a map (sharded collections have none); "
             "map a plain collection."
         )
+    # Options left out (None) take Collection.map's own defaults; color_by=None is a choice.
+    opts = {"method": body.method, "where": body.where}
+    opts = {k: v for k, v in opts.items() if v is not None}
     with tempfile.TemporaryDirectory(prefix="embedsearch-map-") as tmp:
         result = col.map(
             Path(tmp) / "map.html",
             color_by=body.color_by,
-            method=body.method,
             max_points=body.max_points,
             seed=body.seed,
-            where=body.where,
+            **opts,
         )
     docs = col.get(list(result.ids))
     cats = [int(c) for c in result.categories]

@@ -19,6 +19,7 @@ is held only while a write runs and ``embedsearch serve`` or the CLI can write i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from pydantic import Field
 from .. import __version__, store
 from ..collection import Collection
 from ..collection import open as open_collection
-from ..errors import EmbedSearchError, InvalidInputError
+from ..errors import CollectionExistsError, EmbedSearchError, InvalidInputError
 from ..validation import validate_name
 
 T = TypeVar("T")
@@ -156,6 +157,26 @@ class Collections:
             col.close()
 
 
+class RegistryCollections:
+    """The HTTP server's :class:`~.registry.Registry` as MCP's collections (``serve --mcp``):
+    the tools share the routes' open handles and write through the registry's lock waits."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def names(self) -> list[str]:
+        return self.registry.names()
+
+    def get(self, name: str) -> Any:
+        return self.registry.get(name)
+
+    def write(self, name: str, fn: Callable[[Any], T], *, create: bool = False) -> T:
+        if create and name not in self.registry.names():
+            with contextlib.suppress(CollectionExistsError):  # created meanwhile: fine
+                self.registry.create(name)
+        return self.registry.write(name, fn)
+
+
 def _hit(h: Any) -> dict[str, Any]:
     return {"id": h.id, "score": round(float(h.score), 6), "text": h.text, "metadata": h.metadata}
 
@@ -203,7 +224,7 @@ def _tool_errors(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def build_server(cols: Collections, *, allow_writes: bool = False) -> Any:
+def build_server(cols: Collections | RegistryCollections, *, allow_writes: bool = False) -> Any:
     """The MCP server (an ``mcp.server.MCPServer``) over the collections of ``cols``.
 
     Args:
@@ -303,7 +324,7 @@ def build_server(cols: Collections, *, allow_writes: bool = False) -> Any:
     return server
 
 
-def _add_write_tools(server: Any, cols: Collections) -> None:
+def _add_write_tools(server: Any, cols: Collections | RegistryCollections) -> None:
     from mcp.types import ToolAnnotations
 
     @_tool_errors
@@ -375,4 +396,56 @@ def run_stdio(home: str | os.PathLike[str] | None = None, *, allow_writes: bool 
         cols.close()
 
 
-__all__ = ["Collections", "build_server", "run_stdio"]
+class _KeyGuard:
+    """ASGI wrapper: the MCP endpoint answers only with a valid ``Authorization: Bearer`` key
+    (when the HTTP server has keys), like every other route but the health checks."""
+
+    def __init__(self, app: Any, keys: Any) -> None:
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.keys.enabled:
+            auth = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not self.keys.accepts(token.strip()):
+                from starlette.responses import JSONResponse
+
+                body = {
+                    "error": {
+                        "type": "UnauthorizedError",
+                        "message": "Missing or invalid API key: send `Authorization: Bearer "
+                        "<key>` with a key from the server's key list.",
+                    }
+                }
+                headers = {"WWW-Authenticate": "Bearer"}
+                await JSONResponse(body, 401, headers=headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def http_endpoint(registry: Any, keys: Any, *, allow_writes: bool = False) -> tuple[Any, Any]:
+    """The MCP server over streamable HTTP for ``embedsearch serve --mcp``.
+
+    Returns ``(server, asgi_app)``: route ``asgi_app`` at ``/mcp`` and run the app inside
+    ``server.session_manager.run()`` (the FastAPI lifespan does both, see
+    :func:`embedsearch.server.create_app`). Stateless JSON responses: every request stands
+    alone, so any worker process can answer it. Without API keys (loopback only) the
+    endpoint also refuses requests whose ``Host`` or ``Origin`` is not loopback, against DNS
+    rebinding from a web page in the user's browser.
+    """
+    server = build_server(RegistryCollections(registry), allow_writes=allow_writes)
+    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=not keys.enabled,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    )
+    server.streamable_http_app(
+        stateless_http=True, json_response=True, transport_security=security
+    )  # creates server.session_manager
+    return server, _KeyGuard(StreamableHTTPASGIApp(server.session_manager), keys)
+
+
+__all__ = ["Collections", "RegistryCollections", "build_server", "http_endpoint", "run_stdio"]

@@ -154,6 +154,18 @@ async function loadCollections() {
   }
   if (!state.collection && names.length === 1) state.collection = names[0];
   select.value = state.collection;
+  labelCounts(names.slice(0, 50));
+}
+
+// "news · 20,000 docs" in the picker (info of each collection, fetched in parallel, in the
+// background: the page does not wait for it).
+function labelCounts(names) {
+  for (const name of names) {
+    api(`collections/${encodeURIComponent(name)}`).then((info) => {
+      const opt = [...$("collection").options].find((o) => o.value === name);
+      if (opt) opt.textContent = `${name} · ${info.count.toLocaleString()} docs`;
+    }, () => {});
+  }
 }
 
 async function loadInfo() {
