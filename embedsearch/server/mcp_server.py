@@ -104,8 +104,8 @@ class Collections:
     """Collections under ``EMBEDSEARCH_HOME``: shared read handles, short-lived write handles.
 
     Collections open by bare name (checked by :func:`validate_name`, so a tool call can never
-    reach outside the home) through :func:`embedsearch.open`, exactly as the CLI opens them:
-    the same lookups give the same errors, word for word.
+    reach outside the home) exactly as the CLI opens them (``cli.common.open_existing``): the
+    same lookups give the same errors, word for word (``embedsearch mcp`` is a CLI command).
     """
 
     def __init__(self) -> None:
@@ -140,7 +140,9 @@ class Collections:
                 return col
             if col is not None:
                 self._handles.pop(name).close()
-            col = open_collection(name, create=False)
+            from ..cli.common import open_existing  # the CLI's lookup and its messages
+
+            col = open_existing(name)
             self._handles[name] = col
             return col
 
