@@ -154,7 +154,7 @@ async function loadCollections() {
   }
   if (!state.collection && names.length === 1) state.collection = names[0];
   select.value = state.collection;
-  labelCounts(names.slice(0, 50));
+  return names;
 }
 
 // "news · 20,000 docs" in the picker (info of each collection, fetched in parallel, in the
@@ -378,7 +378,8 @@ async function loadMap() {
   if (map && map.collection === state.collection) { drawMap(); return; }
   $("map").replaceChildren();
   $("legend").replaceChildren();
-  $("map-caption").textContent = "computing the map…";
+  $("map-caption").textContent = "computing the map: a 2-D projection and clusters of up to " +
+    "5,000 documents (the first time can take a minute on a large collection; then it is cached)…";
   try {
     const data = await api(col("/map"), { max_points: 5000 });
     map = { collection: state.collection, data };
@@ -605,14 +606,17 @@ window.addEventListener("popstate", () => { readUrl(); start(); });
 // ----------------------------------------------------------------------------- start
 async function start() {
   showError("");
+  let names;
   try {
-    await loadCollections();
+    names = await loadCollections();
   } catch (e) { report(e); return; }
-  try {
-    if (!(await loadInfo())) return;
-  } catch (e) { report(e); renderResults([]); return; }
-  if (state.q) await search(false);
-  if (state.view === "map") loadMap();
+  if (state.collection) {
+    // The search does not wait for the collection's info line: both go out at once.
+    const info = loadInfo().catch((e) => { report(e); renderResults([]); return false; });
+    if (state.q) await search(false);
+    if (await info && state.view === "map") loadMap();
+  }
+  labelCounts(names.slice(0, 50));
 }
 
 readUrl();
