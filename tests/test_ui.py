@@ -270,6 +270,7 @@ def test_map_draws_every_sampled_point_and_marks_hits(
     hits = httpx.post(f"{server.url}/collections/demo/search", json={"query": q, "k": 10}).json()
     marked = page.eval_on_selector_all("#map circle.hit", "e => e.map(c => c.dataset.id)")
     assert sorted(marked) == sorted(h["id"] for h in hits["hits"])
+    assert "all 10 results outlined" in page.inner_text("#map-caption")
     # hovering a point shows its text
     first = api["points"][0]
     page.hover(f'#map-dots circle[data-id="{first["id"]}"]', force=True)

@@ -501,12 +501,18 @@ function markHits() {
     if (!c) continue;
     const copy = c.cloneNode(false);
     copy.setAttribute("class", "pt " + cls);
-    copy.setAttribute("r", Number(c.getAttribute("r")) + (cls === "sel" ? 4 : 2));
+    copy.setAttribute("r", Number(c.getAttribute("r")) + (cls === "sel" ? 5 : 3.5));
     top.append(copy);
     if (cls === "hit") shown += 1;
   }
   const cap = $("map-caption");
   cap.dataset.hitsShown = String(shown);
+  cap.textContent = map.data.caption;
+  if (hits.length) {
+    const note = shown === hits.length ? `all ${shown} results outlined` :
+      `${shown} of ${hits.length} results are in the drawn sample (outlined)`;
+    cap.append(" · ", el("b", "", note));
+  }
 }
 
 function showTip(ev) {
