@@ -29,7 +29,9 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - before faiss: one OpenMP runtime set up first (FINDINGS.md)
 
     from ..server.mcp_server import run_stdio
+    from .common import open_existing
 
     home = Path(args.home).expanduser().resolve() if args.home else None
-    run_stdio(home, allow_writes=args.allow_writes)
+    # open_existing: an unknown collection is the CLI's own message, word for word
+    run_stdio(home, allow_writes=args.allow_writes, opener=open_existing)
     return 0

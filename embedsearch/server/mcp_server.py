@@ -104,14 +104,16 @@ class Collections:
     """Collections under ``EMBEDSEARCH_HOME``: shared read handles, short-lived write handles.
 
     Collections open by bare name (checked by :func:`validate_name`, so a tool call can never
-    reach outside the home) exactly as the CLI opens them (``cli.common.open_existing``): the
-    same lookups give the same errors, word for word (``embedsearch mcp`` is a CLI command).
+    reach outside the home) through ``opener`` (default ``embedsearch.open(name,
+    create=False)``); ``embedsearch mcp`` passes the CLI's own opener, so the same lookups
+    give the CLI's errors, word for word.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Callable[[str], Collection] | None = None) -> None:
         from ..collection import home
 
         self.home = home()
+        self._opener = opener or (lambda name: open_collection(name, create=False))
         self._handles: dict[str, Collection] = {}
         self._lock = threading.Lock()
 
@@ -140,9 +142,7 @@ class Collections:
                 return col
             if col is not None:
                 self._handles.pop(name).close()
-            from ..cli.common import open_existing  # the CLI's lookup and its messages
-
-            col = open_existing(name)
+            col = self._opener(name)
             self._handles[name] = col
             return col
 
@@ -382,15 +382,21 @@ def _add_write_tools(server: Any, cols: Collections | RegistryCollections) -> No
     )
 
 
-def run_stdio(home: str | os.PathLike[str] | None = None, *, allow_writes: bool = False) -> None:
+def run_stdio(
+    home: str | os.PathLike[str] | None = None,
+    *,
+    allow_writes: bool = False,
+    opener: Callable[[str], Collection] | None = None,
+) -> None:
     """Serve the collections in ``home`` over stdio until the client closes the pipe.
 
     ``home`` becomes this process's ``EMBEDSEARCH_HOME`` (default: the variable, else
-    ``./indexes``), as if the CLI ran there.
+    ``./indexes``), as if the CLI ran there; ``opener`` opens an existing collection by name
+    (see :class:`Collections`).
     """
     if home is not None:
         os.environ["EMBEDSEARCH_HOME"] = str(Path(home))
-    cols = Collections()
+    cols = Collections(opener)
     server = build_server(cols, allow_writes=allow_writes)
     try:
         server.run("stdio")
