@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -755,17 +756,7 @@ class Collection(LatentMixin, RetrievalMixin):
         opts = SearchOptions(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
         with self._rw.read():
             table = self._table
-            mask = table.live if table.has_tombstones else None
-            if where is not None:
-                mask = (
-                    column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
-                    & table.live
-                )
-            if excluded:
-                positions, _ = table.positions(excluded)
-                if positions:
-                    mask = (table.live if mask is None else mask).copy()
-                    mask[positions] = False
+            mask = self._allowed(table, where, excluded)
             vectors = table.vectors.view()
             if exact:
                 scores, pos = exact_search(vectors, qvecs, k, mask)
@@ -779,6 +770,61 @@ class Collection(LatentMixin, RetrievalMixin):
                 ]
                 for srow, prow in zip(scores, pos)
             ]
+
+    @staticmethod
+    def _allowed(
+        table: MemTable, where: dict[str, Any] | str | None, excluded: list[str]
+    ) -> np.ndarray | None:
+        """Mask of the positions a search may return (``None``: all of them)."""
+        mask = table.live if table.has_tombstones else None
+        if where is not None:
+            mask = (
+                column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
+                & table.live
+            )
+        if excluded:
+            positions, _ = table.positions(excluded)
+            if positions:
+                mask = (table.live if mask is None else mask).copy()
+                mask[positions] = False
+        return mask
+
+    def explain(
+        self,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        rerank: int | None = None,
+    ) -> dict[str, Any]:
+        """How :meth:`search` with these arguments would run, without running it.
+
+        Returns the plan chosen from the numbers the engine sees: ``plan`` (``exact``,
+        ``exact-filtered``: exact search over the rows the filter matches, ``approximate``,
+        or ``approximate-filtered``: the index with the filter inside FAISS and raised
+        probes), ``rows``, ``matching`` and ``selectivity`` of the filter, the knobs used
+        (``nprobe``/``ef_search``, ``rerank``), and ``filter_ms``, the time the filter took.
+
+        Example:
+            >>> col.explain(where={"year": 2015})["plan"]
+            'exact-filtered'
+        """
+        self._ensure_open()
+        k = check_k(k)
+        if where is not None:
+            compile_filter(where)
+        self.refresh()
+        with self._rw.read():
+            table = self._table
+            started = time.perf_counter()
+            mask = self._allowed(table, where, [])
+            took = time.perf_counter() - started
+            matching = None if mask is None else int(np.count_nonzero(mask))
+            opts = SearchOptions(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+            out = self._index.plan(table.rows, matching, k, opts).to_json()
+        out["filter_ms"] = round(took * 1000, 3)
+        return out
 
     # ------------------------------------------------------------------ status
     def disk_bytes(self) -> int:

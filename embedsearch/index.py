@@ -56,6 +56,11 @@ _TRAIN_PER_CELL = 40
 _TRAIN_ITERATIONS = 10
 #: Training sample floor (rows), for small IVF indexes and PQ codebooks.
 _TRAIN_MIN_SAMPLE = 50_000
+#: Filtered search: exact over the matching rows when gathering them costs less than the
+#: rows an approximate search with raised probes would scan; gathering a row (1.5 KB of
+#: float32, random access) counts as this many scanned index codes.
+FILTER_GATHER_COST = 4
+_FILTER_MAX_EF = 4096
 #: Tuning queries are held out with their near-duplicates: rows at least this similar.
 NEAR_DUPLICATE = 0.85
 #: A sampled row with this many near-duplicates or more is not used as a tuning query.
@@ -137,6 +142,26 @@ class SearchOptions:
     nprobe: int | None = None
     ef_search: int | None = None
     rerank: int | None = None  # shortlist size re-scored exactly (approximate indexes)
+
+
+@dataclass
+class Plan:
+    """How one search runs (shown by :meth:`Collection.explain`)."""
+
+    kind: str  # "exact" | "exact-filtered" | "approximate" | "approximate-filtered"
+    rows: int
+    matching: int | None  # rows the filter (and tombstones) allow; None: all
+    nprobe: int | None = None
+    ef_search: int | None = None
+    rerank: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"plan": self.kind, "rows": self.rows, "matching": self.matching}
+        out["selectivity"] = (
+            None if self.matching is None else round(self.matching / max(self.rows, 1), 6)
+        )
+        out.update(nprobe=self.nprobe, ef_search=self.ef_search, rerank=self.rerank)
+        return out
 
 
 @dataclass
@@ -480,12 +505,13 @@ class VectorIndex:
         if n == 0 or k <= 0:
             return exact_search(vectors, queries, max(k, 0))
         gpu_ok = self._gpu is not None and live is None and not _tuning
-        if not self.approximate:
+        plan = self.plan(n, None if live is None else int(np.count_nonzero(live)), k, opts)
+        if plan.kind in ("exact", "exact-filtered"):
             if gpu_ok and k <= GPU_MAX_K:
                 scores, pos = self._gpu.search(queries, min(k, n))
                 return _pad(scores, pos, k)
             return exact_search(vectors, queries, k, live)
-        fetch = min(n, max(k, int(opts.rerank or self.default_rerank(k))))
+        fetch = min(n, plan.rerank or k)
         if gpu_ok and fetch <= GPU_MAX_K:
             scores, pos = self._gpu.search(queries, fetch)
         else:
@@ -494,7 +520,8 @@ class VectorIndex:
             if live is not None:
                 bitmap = np.packbits(live.astype(bool), bitorder="little")
                 sel = f.IDSelectorBitmap(n, f.swig_ptr(bitmap))
-            params, _inner = self._params(opts, sel)
+            knobs = SearchOptions(plan.nprobe, plan.ef_search, plan.rerank)
+            params, _inner = self._params(knobs, sel)
             scores, pos = self._index.search(queries, fetch, params=params)
             del bitmap  # must outlive the search call
         scores, pos = _rerank(vectors, queries, pos, k)
@@ -505,6 +532,54 @@ class VectorIndex:
         if short.size:
             scores[short], pos[short] = exact_search(vectors, queries[short], k, live)
         return scores, pos
+
+    def plan(
+        self, rows: int, matching: int | None, k: int, opts: SearchOptions | None = None
+    ) -> Plan:
+        """How a search over ``rows`` positions, ``matching`` of them allowed, will run.
+
+        ``matching`` is ``None`` without a filter (and without tombstones). Exact indexes
+        search exactly. An approximate index answers a filter matching few rows by exact
+        search over those rows (gather their vectors, one matmul: cost ∝ matching rows)
+        and one matching many inside FAISS with the filter as an ID selector and the
+        probes raised by 1/selectivity (cost ∝ rows scanned), so that as many matching
+        rows reach the shortlist as an unfiltered search sees and the tuned recall holds.
+        The cheaper of the two, by :data:`FILTER_GATHER_COST`, is chosen per query.
+        """
+        opts = opts or SearchOptions()
+        if not self.approximate or self._index is None:
+            return Plan("exact", rows, matching)
+        base = self._unwrap(self._index)
+        f = faiss()
+        rerank = max(k, int(opts.rerank or self.default_rerank(k)))
+        nprobe = ef = None
+        if isinstance(base, f.IndexIVF):
+            nprobe = int(opts.nprobe or self.info.nprobe or 1)
+        elif isinstance(base, f.IndexHNSW):
+            ef = int(opts.ef_search or self.info.ef_search or 64)
+        if matching is None or matching >= rows:
+            return Plan("approximate", rows, matching, nprobe=nprobe, ef_search=ef, rerank=rerank)
+        share = max(matching, 1) / rows
+        if nprobe is not None:
+            raised = min(int(base.nlist), math.ceil(nprobe / share))
+            scanned = raised * rows / int(base.nlist)
+            if opts.nprobe is not None:  # the caller's own knob wins
+                raised, scanned = opts.nprobe, opts.nprobe * rows / int(base.nlist)
+        else:
+            raised = min(_FILTER_MAX_EF, math.ceil((ef or 64) / share))
+            scanned = rows  # a graph walked under a selector: no good cost bound; be cautious
+            if opts.ef_search is not None:
+                raised = opts.ef_search
+        if matching * FILTER_GATHER_COST <= scanned:
+            return Plan("exact-filtered", rows, matching)
+        return Plan(
+            "approximate-filtered",
+            rows,
+            matching,
+            nprobe=raised if nprobe is not None else None,
+            ef_search=raised if ef is not None else None,
+            rerank=rerank,
+        )
 
     # ----------------------------------------------------------------- GPU
     def _place_on_gpu(self) -> None:

@@ -160,6 +160,9 @@ def test_collection_filters_match_the_reference(home) -> None:
         want = {ids[i] for i in np.flatnonzero(filter_mask(where, metas))}
         got = {h.id for h in col.search(vecs[0], k=300, where=where)}
         assert got == want, where
+        plan = col.explain(where=where)
+        assert plan["plan"] == "exact" and plan["matching"] == len(want) and plan["rows"] == 300
+    assert col.explain()["matching"] is None and col.explain()["selectivity"] is None
     col.close()
 
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedsearch.index import NEAR_DUPLICATE, TARGET_RECALL, VectorIndex, exact_search
+from embedsearch.index import (
+    NEAR_DUPLICATE,
+    TARGET_RECALL,
+    SearchOptions,
+    VectorIndex,
+    exact_search,
+)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -93,3 +99,42 @@ def test_retraining_follows_the_size_trained_for_not_the_sample(monkeypatch, tmp
     fresh = vi.maintain(data[:4000])
     assert fresh is not None and fresh is not vi and fresh.info.trained_for == 4000
     assert fresh.info.recall_at_10 >= TARGET_RECALL
+
+
+def test_filtered_search_plans_keep_recall_at_every_selectivity() -> None:
+    """Few matching rows: exact over them; many: the selector inside FAISS, probes raised."""
+    rng = np.random.default_rng(5)
+    n, dim = 20_000, 32
+    centers = _unit(rng.normal(size=(2000, dim)))
+    everything = _unit(
+        centers[rng.integers(0, 2000, n + 100)] + 0.08 * rng.normal(size=(n + 100, dim))
+    )
+    data, queries = everything[:n], everything[n:]  # held-out rows of the same clusters
+    vi = VectorIndex("IVF256,SQ8", dim)
+    vi.build(data)
+    assert vi.info.nprobe is not None and vi.info.nprobe < 256
+    cat = np.arange(n) % 1000
+    for share, mask in (
+        (0.1, cat < 100),
+        (0.01, cat < 10),
+        (0.001, cat == 3),
+        (0.0001, np.arange(n) < 2),
+    ):
+        _, truth = exact_search(data, queries, 10, mask)
+        _, got = vi.search(data, queries, 10, mask)
+        assert set(got[got >= 0].tolist()) <= set(np.flatnonzero(mask).tolist())
+        hits = [
+            len(set(g[g >= 0]) & set(t[t >= 0])) / max(1, (t >= 0).sum())
+            for g, t in zip(got, truth)
+        ]
+        assert np.mean(hits) >= TARGET_RECALL, (
+            share,
+            np.mean(hits),
+            vi.plan(n, int(mask.sum()), 10),
+        )
+    assert vi.plan(n, None, 10).kind == "approximate"
+    assert vi.plan(n, 2, 10).kind == "exact-filtered"
+    # Many matching rows and a cheap probe: the filter goes inside FAISS, probes raised 1/share.
+    plan = vi.plan(n, n // 2, 10)
+    assert plan.kind == "approximate-filtered" and plan.nprobe == min(256, 2 * vi.info.nprobe)
+    assert vi.plan(n, n // 2, 10, SearchOptions(nprobe=3)).nprobe == 3  # the caller's knob wins
