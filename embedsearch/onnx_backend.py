@@ -193,17 +193,53 @@ def read_model_spec(model_path: str | Path) -> ModelSpec:
     )
 
 
-#: Per-process memo of file digests, keyed by path, inode, size and times: a CLI call would
-#: otherwise hash the same 90 MB twice (once to find the export, once to load it).
+#: Memo of file digests, keyed by path, inode, size and times: a CLI call would otherwise
+#: hash the same 90 MB twice (once to find the export, once to load it). It is also kept on
+#: disk (``digests.json`` beside the export cache), so a fresh process does not re-hash a
+#: model and its export on every call (~1 s of a cold command): a file whose inode, size,
+#: mtime or ctime changed is hashed again.
 _DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+_DIGESTS_LOADED: set[Path] = set()
+
+
+def _digest_store() -> Path:
+    return default_cache_root() / "digests.json"
+
+
+def _load_digests(store: Path) -> None:
+    if store in _DIGESTS_LOADED:
+        return
+    _DIGESTS_LOADED.add(store)
+    try:
+        raw = json.loads(store.read_text("utf-8"))
+        for key, digest in raw.items():
+            path, ino, size, mtime, ctime = key.rsplit("|", 4)
+            _DIGESTS.setdefault((path, int(ino), int(size), int(mtime), int(ctime)), str(digest))
+    except (OSError, ValueError, AttributeError):
+        return  # no memo yet (or a damaged one): hash again
+
+
+def _save_digests(store: Path) -> None:
+    body = {"|".join(str(x) for x in key): digest for key, digest in _DIGESTS.items()}
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".digests-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(body, fh)
+        os.replace(tmp, store)
+    except OSError:
+        pass  # a read-only cache: hashing again next time is only slower
 
 
 def _file_digest(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    store = _digest_store()
+    _load_digests(store)
     digest = _DIGESTS.get(key)
     if digest is None:
         digest = _DIGESTS[key] = sha256_file(path)
+        _save_digests(store)
     return digest
 
 
@@ -487,9 +523,11 @@ class OnnxBackend:
         self._tokenizer = Tokenizer.from_file(str(tok_file))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=self.max_seq_length)
-        self._counter = Tokenizer.from_file(str(tok_file))
-        self._counter.no_padding()
-        self._counter.no_truncation()
+        from .tokenizer import load_tokenizer
+
+        self._counter = load_tokenizer(
+            self.spec.root, self.max_seq_length
+        ).raw  # shared, no truncation
         self._pad_id = int(self._tokenizer.token_to_id("[PAD]") or 0)
         pad = _read_json(self.spec.transformer_dir / "config.json").get("pad_token_id")
         if isinstance(pad, int):

@@ -68,6 +68,12 @@ class ModelTokenizer:
         self.path = Path(path)
         self.max_seq_length = int(max_seq_length)
 
+    @property
+    def raw(self) -> Any:
+        """The underlying ``tokenizers.Tokenizer`` (no padding, no truncation): do not
+        reconfigure it, it is shared."""
+        return self._tok
+
     def __call__(
         self,
         text: str | Sequence[str],

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EmbedSearchError as exc:
-        from .wording import reword
+        from ..wording import reword
 
         print(f"error: {reword(str(exc))}", file=sys.stderr)
         return 2

@@ -80,28 +80,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .. import open as open_collection
+    from ..rag.loaders import expand_paths
+    from ..wording import reword
+    from .progress import Progress
 
     meta = parse_json_arg(args.meta, "--meta")
     t0 = time.perf_counter()
-    with open_collection(args.name, model=args.model) as col:
-        report = col.add_documents(
-            [Path(p) for p in args.paths],
-            chunker=args.chunk,
-            max_tokens=args.max_tokens,
-            overlap=args.overlap,
-            metadata=meta,
-            encoding=args.encoding,
-            prune=args.prune,
-            progress=sys.stderr.isatty() or None,
-        )
-        total = len(col)
+    files = Progress("ingest", "files", sum(1 for _ in expand_paths(args.paths)))
+    try:
+        with open_collection(args.name, model=args.model) as col:
+            report = col.add_documents(
+                [Path(p) for p in args.paths],
+                chunker=args.chunk,
+                max_tokens=args.max_tokens,
+                overlap=args.overlap,
+                metadata=meta,
+                encoding=args.encoding,
+                prune=args.prune,
+                progress=False,
+                on_source=lambda _source: files.update(1),
+            )
+            total = len(col)
+    finally:
+        files.close()
     took = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**report.to_dict(), "count": total, "seconds": round(took, 3)}))
     else:
         print(f"{report.summary()} in {took:.1f} s; collection holds {total} passages")
         for s in report.skipped:
-            print(f"  skipped {s.source}: {s.reason}")
+            print(f"  skipped {s.source}: {reword(s.reason)}")
         if report.ignored:
             print(
                 f"  ignored {len(report.ignored)} files of other types (e.g. {report.ignored[0]})"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,7 @@ def add_documents(
     encoding: str = "utf-8",
     prune: bool = False,
     progress: bool | None = None,
+    on_source: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """See :meth:`embedsearch.rag.mixin.RetrievalMixin.add_documents`."""
     if isinstance(sources, (str, os.PathLike, dict)):
@@ -180,21 +181,25 @@ def add_documents(
     for loaded, item_meta in iter_sources(
         sources, encoding=encoding, ignored=report.ignored, precheck=precheck
     ):
-        if isinstance(loaded, Skipped):
-            report.skipped.append(loaded)
-            continue
-        if loaded.source in seen:
-            continue
-        seen.add(loaded.source)
-        if isinstance(loaded, Unchanged):
-            report.unchanged.append(loaded.source)
-            continue
         try:
-            user = {**base_meta, **_check_user_meta(item_meta, f"metadata of {loaded.source}")}
-        except InvalidInputError as exc:
-            report.skipped.append(Skipped(loaded.source, str(exc)))
-            continue
-        _ingest_one(col, ch, loaded, user, existing, writer, report)
+            if isinstance(loaded, Skipped):
+                report.skipped.append(loaded)
+                continue
+            if loaded.source in seen:
+                continue
+            seen.add(loaded.source)
+            if isinstance(loaded, Unchanged):
+                report.unchanged.append(loaded.source)
+                continue
+            try:
+                user = {**base_meta, **_check_user_meta(item_meta, f"metadata of {loaded.source}")}
+            except InvalidInputError as exc:
+                report.skipped.append(Skipped(loaded.source, str(exc)))
+                continue
+            _ingest_one(col, ch, loaded, user, existing, writer, report)
+        finally:  # a file is done (indexed, unchanged or skipped)
+            if on_source is not None:
+                on_source(loaded.source)
     writer.flush()
     if prune:
         _prune(col, sources, seen, existing, report)

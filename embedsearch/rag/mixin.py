@@ -7,7 +7,7 @@ imported on first use so that importing embedsearch stays light.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class RetrievalMixin:
         encoding: str = "utf-8",
         prune: bool = False,
         progress: bool | None = None,
+        on_source: Callable[[str], None] | None = None,
     ) -> IngestReport:
         """Load files (or texts), cut them into passages and index the passages.
 
@@ -48,6 +49,8 @@ class RetrievalMixin:
                 skipped with a report).
             prune: also delete the chunks of files that disappeared from the given folders.
             progress: show an embedding progress bar.
+            on_source: called with each source's name once it is done (indexed, found
+                unchanged or skipped): a caller's progress over files.
 
         Returns:
             An :class:`~embedsearch.rag.documents.IngestReport`: added / updated /
@@ -70,6 +73,7 @@ class RetrievalMixin:
             encoding=encoding,
             prune=prune,
             progress=progress,
+            on_source=on_source,
         )
 
     def remove_documents(self, sources: Iterable[str | os.PathLike[str]] | str) -> int:

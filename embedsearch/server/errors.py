@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import EmbedSearchError, InvalidInputError
+from ..wording import HTTP_WORDS, reword
 
 log = logging.getLogger("embedsearch.server")
 
@@ -87,7 +88,7 @@ def _home(request: Request) -> Path | None:
 async def _embedsearch_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EmbedSearchError)
     status = int(getattr(exc, "http_status", 400))
-    message = scrub(str(exc), _home(request))
+    message = scrub(reword(str(exc), HTTP_WORDS), _home(request))
     if status >= 500:
         err_id = uuid.uuid4().hex[:12]
         log.error("error %s on %s %s: %s", err_id, request.method, request.url.path, exc)

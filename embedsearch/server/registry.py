@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import store
+from ..catalog import did_you_mean
 from ..collection import Collection
 from ..collection import open as open_collection
 from ..distributed._ray import INSTALL_HINT, ray_session
@@ -179,8 +180,8 @@ class Registry:
 
     def _not_found(self, name: str) -> CollectionNotFoundError:
         return CollectionNotFoundError(
-            f"Collection {name!r} does not exist. List collections with GET /collections, or "
-            "create it with POST /collections."
+            f"Collection {name!r} does not exist.{did_you_mean(name, self.home)} List "
+            "collections with GET /collections, or create it with POST /collections."
         )
 
     def _name_lock(self, name: str) -> threading.Lock:

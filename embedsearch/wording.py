@@ -1,9 +1,10 @@
-"""Library messages in the words of the command line.
+"""Library messages in the words of each surface: the CLI's flags, HTTP's request fields.
 
 Errors raised by the library name Python arguments (``missing_ok=True``, ``upsert()``); a
-user at the shell needs the flag that exists. :func:`reword` rewrites those phrases at the
-surface, so the library keeps one message and each surface speaks its own language (the
-HTTP twin is :data:`embedsearch.server.errors.HTTP_WORDS`).
+user at the shell needs the flag that exists, an HTTP client the field to send. Each
+surface passes its messages through :func:`reword` with its table (:data:`CLI_WORDS`,
+:data:`HTTP_WORDS`), so the library keeps one message and every surface speaks its own
+language. A phrase missing from a table is shown as the library wrote it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,25 @@ CLI_WORDS: tuple[tuple[str, str], ...] = (
         r"Create it with `embedsearch index \2 FILES...`, list collections with "
         "`embedsearch list`",
     ),
+    (r"pass encoding= \(e\.g\. 'latin-1'\)", "pass --encoding (e.g. latin-1)"),
     (r"\bmodel=None\b", "no --model"),
     (r"\bmax_tokens\b", "--max-tokens"),
     (r"\boverlap=", "--overlap "),
+)
+
+
+#: (library phrase, HTTP phrase) pairs for the JSON error bodies of the server.
+HTTP_WORDS: tuple[tuple[str, str], ...] = (
+    (
+        r"use upsert\(\) to replace it or delete\(\) it first",
+        "send it with PUT /collections/{name}/documents (upsert) to replace it, or delete it first",
+    ),
+    (r"[Pp]ass missing_ok=True", 'Send "missing_ok": true'),
+    (r"pass truncate=True", 'send "truncate": true'),
+    (r"use mode='bm25'", 'send "mode": "bm25"'),
+    (r"pass overwrite=True", 'send "overwrite": true'),
+    (r"\bmodel=None\b", 'no "model"'),
+    (r"\bmax_tokens=", '"max_tokens": '),
 )
 
 
