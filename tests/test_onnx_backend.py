@@ -303,7 +303,7 @@ def test_damaged_cache_is_detected_and_reexported(
     with caplog.at_level(logging.INFO, logger="embedsearch.onnx_backend"):
         backend = OnnxBackend(model_path, quantized=quantized, cache_dir=root, threads=2)
     assert backend.onnx_path == target
-    assert "Exporting" in caplog.text
+    assert "exporting its encoder to ONNX" in caplog.text
     if damage is not _drop_checksum:
         assert "corrupted" in caplog.text
     assert verify_checksum(target)
