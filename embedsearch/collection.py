@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import durable, store
+from . import durable, store, versions
 from .concurrency import RWLock
 from .encoder import Encoder, get_encoder
 from .errors import (
@@ -37,11 +37,14 @@ from .errors import (
     CorruptionError,
     DocumentNotFoundError,
     DuplicateIdError,
+    EmbedSearchError,
     InvalidInputError,
     ModelMismatchError,
     NotACollectionError,
+    ReadOnlyError,
 )
 from .filters import column_mask, compile_filter
+from .history import HistoryMixin
 from .index import SearchOptions, VectorIndex, exact_search, validate_spec
 from .latent.mixin import LatentMixin
 from .memtable import MemTable
@@ -67,7 +70,7 @@ COMPACT_SEGMENT_ROWS = 200_000
 
 
 # ----------------------------------------------------------------------------- facade
-class Collection(LatentMixin, RetrievalMixin):
+class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
     """A persistent, searchable set of texts with their embeddings and metadata.
 
     Open one with :func:`embedsearch.open`. Example:
@@ -85,8 +88,11 @@ class Collection(LatentMixin, RetrievalMixin):
         backend: str | None,
         *,
         stamp: tuple[int, int, int] | None = None,
+        version: int | None = None,
     ):
         self.path = path
+        #: The version this handle is pinned to (a read-only view), or None (follows commits).
+        self.pinned_version = version
         self.name = path.name
         self._manifest = manifest
         self._model_name = model or manifest["model"]["name"]
@@ -126,6 +132,9 @@ class Collection(LatentMixin, RetrievalMixin):
         The stamp is left as it was (older than what gets loaded): at worst one extra
         refresh, never a missed commit.
         """
+        if self.pinned_version is not None:  # a view of one version never moves
+            self._load(manifest)
+            return
         for _attempt in range(5):
             try:
                 self._load(manifest)
@@ -179,6 +188,8 @@ class Collection(LatentMixin, RetrievalMixin):
         Returns:
             True if the collection changed. Read calls do this automatically.
         """
+        if self.pinned_version is not None:
+            return False
         # A write in progress on this handle has the newest state; never race it.
         if not self._write_mutex.acquire(blocking=False):
             return False
@@ -320,13 +331,19 @@ class Collection(LatentMixin, RetrievalMixin):
     def _begin_write(self) -> None:
         """Take the cross-process lock; on first take, catch up with disk and clean leftovers."""
         self._ensure_open()
+        if self.pinned_version is not None:
+            raise ReadOnlyError(
+                f"collection {self.name!r} is open at version {self.pinned_version}, a read-only "
+                "view of the past: it cannot be changed. Open it without version= to write, or "
+                f"restore({self.pinned_version}) to make this state the newest version."
+            )
         if self._writer.held:
             return
         self._writer.acquire()
         try:
             self._load_latest()
             self._stamp = self._manifest_stamp()
-            removed = store.remove_orphans(self.path, self._manifest)
+            removed = versions.cleanup(self.path, self._manifest)
             if removed:
                 log.info("removed %d leftover files of interrupted writes", len(removed))
         except BaseException:
@@ -402,7 +419,13 @@ class Collection(LatentMixin, RetrievalMixin):
                 manifest["tombstones"] = manifest["tombstones"] + [
                     r.to_json() for r in written if "/del-" in r.file
                 ]
-                manifest = self._commit(manifest)
+                manifest = self._commit(
+                    manifest,
+                    "upsert" if upsert else "add",
+                    added=len(out_ids),
+                    deleted=len(replaced),
+                    live=table.count + len(out_ids) - len(replaced),
+                )
             except BaseException as exc:
                 self._discard([ref.file for ref in written], exc)
                 raise
@@ -476,7 +499,12 @@ class Collection(LatentMixin, RetrievalMixin):
             manifest = dict(self._manifest)
             manifest["tombstones"] = manifest["tombstones"] + [ref.to_json()]
             try:
-                manifest = self._commit(manifest)
+                manifest = self._commit(
+                    manifest,
+                    "delete",
+                    deleted=len(positions),
+                    live=self._table.count - len(positions),
+                )
             except BaseException as exc:
                 self._discard([ref.file], exc)
                 raise
@@ -501,10 +529,23 @@ class Collection(LatentMixin, RetrievalMixin):
             with contextlib.suppress(OSError):
                 durable.unlink(self.path, name)
 
-    def _commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _commit(
+        self,
+        manifest: dict[str, Any],
+        op: str = "unknown",
+        *,
+        added: int = 0,
+        deleted: int = 0,
+        live: int | None = None,
+    ) -> dict[str, Any]:
+        """Commit ``manifest``, recording it in the version history as made by ``op``."""
         manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
-        committed = store.write_manifest(self.path, manifest)
+        live = self._table.count if live is None else live
+        hook = versions.record_hook(self.path, op, added, deleted, live)
+        committed = store.write_manifest(self.path, manifest, hook)
         self._stamp = self._manifest_stamp()
+        with contextlib.suppress(OSError, EmbedSearchError):
+            versions.expire_quick(self.path, int(committed["generation"]))
         return committed
 
     def compact(self) -> dict[str, int]:
@@ -537,14 +578,14 @@ class Collection(LatentMixin, RetrievalMixin):
                 manifest["tombstones"] = []
                 manifest["epoch"] = uuid.uuid4().hex
                 manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
-                manifest = self._commit(manifest)
+                manifest = self._commit(manifest, "compact")
             except BaseException as exc:
                 self._discard([ref.file for ref in refs], exc)
                 raise
             old_rows = table.rows
             self._load(manifest)
             self._maybe_save_index(force=True)
-            store.remove_orphans(self.path, self._manifest)
+            versions.cleanup(self.path, self._manifest)
             return {
                 "rows_before": old_rows,
                 "rows_after": self._table.rows,
@@ -561,7 +602,7 @@ class Collection(LatentMixin, RetrievalMixin):
             index.build(self._table.vectors.view())
             manifest = dict(self._manifest)
             manifest["index"] = {"spec": spec, "file": None}
-            manifest = self._commit(manifest)
+            manifest = self._commit(manifest, "reindex")
             with self._rw.write():
                 self._index, self._manifest = index, manifest
             self._maybe_save_index(force=True)
@@ -606,14 +647,13 @@ class Collection(LatentMixin, RetrievalMixin):
             "file": {**ref.to_json(), "epoch": manifest["epoch"], "info": index.info.to_json()},
         }
         try:
-            self._manifest = self._commit(manifest)
+            self._manifest = self._commit(manifest, "index")
         except BaseException as exc:
             self._discard([name], exc)
             raise
         self._index_file_ok = True
-        if saved:
-            with contextlib.suppress(OSError):
-                durable.unlink(self.path, saved["file"])
+        if saved:  # the old index file goes unless a kept version still names it
+            versions.cleanup(self.path, self._manifest)
 
     # ------------------------------------------------------------------ reads
     def get(self, ids: Sequence[str] | str, *, include_vectors: bool = False) -> list[Document]:
@@ -849,6 +889,8 @@ class Collection(LatentMixin, RetrievalMixin):
             "created": m["created"],
             "updated": m["updated"],
             "generation": m["generation"],
+            "version": m["generation"],
+            "read_only": self.pinned_version is not None,
         }
 
     def _ensure_open(self) -> None:
@@ -924,6 +966,7 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
     index: str = "auto",
     create: bool = True,
     backend: str | None = None,
+    version: int | str | None = None,
 ) -> Collection:
     """Open (or create) a collection.
 
@@ -938,6 +981,10 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
         create: create the collection if it does not exist.
         backend: encoder backend (``torch``, ``onnx``, ``onnx-int8``); default
             ``EMBEDSEARCH_BACKEND`` or what the collection recorded.
+        version: open a read-only view of a kept past version: its number (see
+            :meth:`Collection.versions`; negative counts back from the newest) or a tag.
+            Search, filters, RAG retrieval and the latent methods answer as the collection
+            did then; writes raise :class:`ReadOnlyError`.
 
     Raises:
         CollectionNotFoundError, NotACollectionError, ModelMismatchError, CorruptionError,
@@ -956,12 +1003,16 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
                 f"Collection {path.name!r} was built with model {stored!r}, not {want!r}; open it "
                 "with that model (or model=None), or build a new collection for the other model."
             )
+        if version is not None:
+            past = versions.manifest_at(path, version, manifest)
+            gen = int(past["generation"])
+            return Collection(path, past, None, backend, stamp=(0, 0, 0), version=gen)
         col = Collection(path, manifest, None, backend, stamp=stamp)
         if index != "auto" and validate_spec(index, col.dim) != manifest["index"]["spec"]:
             col.reindex(index)
             col._writer.release()
         return col
-    if not create:
+    if not create or version is not None:
         raise CollectionNotFoundError(
             f"No collection at {path}. Create it with embedsearch.open({str(name_or_path)!r}) "
             "(create=True) or `embedsearch index`, or check EMBEDSEARCH_HOME."
@@ -980,7 +1031,8 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
     lock.acquire()
     try:
         if not (path / store.MANIFEST).exists():  # another process may have just created it
-            store.write_manifest(path, store.new_manifest(enc.describe(), spec))
+            hook = versions.record_hook(path, "create", live=0)
+            store.write_manifest(path, store.new_manifest(enc.describe(), spec), hook)
         manifest = store.read_manifest(path)
     finally:
         lock.release()

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import durable, store
+from . import durable, store, versions
 from .errors import CollectionNotFoundError, CorruptionError, UnsafeFileError
 
 Severity = Literal["error", "warning"]
@@ -181,7 +181,9 @@ def _leftovers(root: Path, manifest: dict[str, Any] | None) -> list[tuple[str, s
     """(relative name, kind) of temp files and files no manifest names."""
     return [
         (rel, "temp-file" if rel.endswith(".tmp") else "orphan")
-        for rel in store.leftovers(root, manifest)
+        for rel in store.leftovers(
+            root, manifest, keep=versions.kept_files(root, manifest) if manifest else None
+        )
     ]
 
 
@@ -425,9 +427,10 @@ def repair(path: str | os.PathLike[str], *, rebuild_index: bool = True) -> Repai
         changed = _repair_files(root, manifest, report)
         if changed:
             manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
-            manifest = store.write_manifest(root, manifest)
+            hook = versions.record_hook(root, "repair", deleted=report.lost_rows)
+            manifest = store.write_manifest(root, manifest, hook)
             report.manifest_rewritten = True
-        report.removed_leftovers = store.remove_orphans(root, manifest)
+        report.removed_leftovers = versions.cleanup(root, manifest)
     finally:
         lock.release()
     if rebuild_index:

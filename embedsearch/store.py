@@ -29,7 +29,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -289,12 +289,24 @@ def new_manifest(model: dict[str, Any], index_spec: str) -> dict[str, Any]:
     }
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Commit ``manifest`` (bumping its generation); returns what was written."""
+def write_manifest(
+    root: Path,
+    manifest: dict[str, Any],
+    before_commit: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Commit ``manifest`` (bumping its generation); returns what was written.
+
+    ``before_commit`` receives the exact body (checksum included) before it becomes the
+    commit point: the version history records it there, so a crash can leave a record of
+    a version that never committed (ignored: its generation is above the manifest's) but
+    never a committed version without its record.
+    """
     body = {k: v for k, v in manifest.items() if k != "checksum"}
     body["generation"] = int(body.get("generation", 0)) + 1
     body["updated"] = now_iso()
     body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
+    if before_commit is not None:
+        before_commit(body)
     atomic_write(root / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
     return body
 
@@ -309,6 +321,15 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"{root} has no {MANIFEST}: it is not an embedsearch collection. Choose another "
             "name or an empty directory."
         ) from None
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
+    """Check and parse the bytes of a manifest (``path`` names it in errors).
+
+    Also used for the manifests the version history and snapshots keep.
+    """
+    root = path.parent
     try:
         obj = json.loads(raw)
         if not isinstance(obj, dict):
@@ -398,15 +419,18 @@ def _ours(name: str, final: re.Pattern[str]) -> bool:
 _ROOT_TEMPS = re.compile(rf"{ROOT_FILE_RE.pattern}|{re.escape(MANIFEST)}")
 
 
-def leftovers(root: Path, manifest: dict[str, Any] | None) -> list[str]:
+def leftovers(
+    root: Path, manifest: dict[str, Any] | None, keep: set[str] | None = None
+) -> list[str]:
     """Relative names of files embedsearch wrote that ``manifest`` does not keep alive:
-    temp files always; unreferenced segments and index files when a manifest is given.
+    temp files always; unreferenced segments and index files when a manifest is given
+    (``keep``: more names to spare, the files of the versions the history keeps).
 
     Only regular files with names embedsearch itself writes are listed; links, folders and
     anyone else's files never are. ``segments/`` must be a real directory (a link is
     refused with UnsafeFileError).
     """
-    keep = manifest_files(manifest) if manifest is not None else None
+    keep = (manifest_files(manifest) | (keep or set())) if manifest is not None else None
     out: list[str] = []
     for name in durable.list_files(root, SEGMENTS_DIR):
         rel = f"{SEGMENTS_DIR}/{name}"
@@ -424,15 +448,16 @@ def leftovers(root: Path, manifest: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def remove_orphans(root: Path, manifest: dict[str, Any]) -> list[str]:
+def remove_orphans(root: Path, manifest: dict[str, Any], keep: set[str] | None = None) -> list[str]:
     """Delete files no committed manifest names (leftovers of crashed or replaced writes).
 
+    ``keep`` adds names to spare (the files of the versions the history keeps).
     Only the lock holder may call this: a concurrent writer's uncommitted file would look
     like an orphan. Only names embedsearch writes are ever removed (see :func:`leftovers`),
     never through a link.
     """
     removed: list[str] = []
-    for rel in leftovers(root, manifest):
+    for rel in leftovers(root, manifest, keep):
         with contextlib.suppress(OSError):
             if durable.unlink(root, rel):
                 removed.append(rel)

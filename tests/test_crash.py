@@ -221,10 +221,10 @@ def check_collection(path: Path, model: dict[str, Any], vecs: np.ndarray) -> Non
 
 
 def leftovers(path: Path) -> list[str]:
-    from embedsearch import store
+    from embedsearch import store, versions
 
     manifest = store.read_manifest(path)
-    keep = store.manifest_files(manifest)
+    keep = versions.kept_files(path, manifest)  # the current version and every kept one
     out = [p.relative_to(path).as_posix() for p in path.rglob("*.tmp")]
     out += [
         p.relative_to(path).as_posix()

@@ -87,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nprobe", type=int, help="IVF cells to visit (approximate indexes)")
     p.add_argument("--ef-search", type=int, help="HNSW search breadth (approximate indexes)")
     p.add_argument("--exact", action="store_true", help="force exact search")
+    p.add_argument(
+        "--version", help="search a kept past version (number, -1 = newest, or tag), read-only"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)
 
@@ -104,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="count, model, index kind, recall, size on disk")
     p.add_argument("name")
+    p.add_argument("--version", help="describe a kept past version (number or tag)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
@@ -270,7 +274,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     where = parse_json_arg(args.where, "--where")
-    col = open_existing(args.name)
+    col = open_existing(args.name, args.version)
     long_query_note(col, args.query)
     hits = col.search(
         args.query,
@@ -327,7 +331,7 @@ def _human(n: float) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = open_existing(args.name).info()
+    info = open_existing(args.name, args.version).info()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

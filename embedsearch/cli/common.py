@@ -14,14 +14,15 @@ from ..errors import CollectionNotFoundError, InvalidInputError
 HINT_SAMPLE = 2000
 
 
-def open_existing(name: str) -> Any:
-    """Open a collection that must already exist ("did you mean" on a mistyped name)."""
+def open_existing(name: str, version: str | None = None) -> Any:
+    """Open a collection that must already exist ("did you mean" on a mistyped name); with
+    ``version`` (a number or tag), a read-only view of that kept past version."""
     from ..catalog import did_you_mean
     from ..collection import open as open_collection
     from ..validation import resolve_path
 
     try:
-        return open_collection(name, create=False)
+        return open_collection(name, create=False, version=version)
     except CollectionNotFoundError as exc:
         path = resolve_path(name)
         raise CollectionNotFoundError(

@@ -286,6 +286,7 @@ def _include_routers(app: FastAPI) -> None:
         retrieve,
         search,
         ui,
+        versions,
     )
 
     secured = [Depends(require_key)]
@@ -299,6 +300,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(retrieve.build_router(), dependencies=secured)
     app.include_router(embeddings.router, dependencies=secured)
     app.include_router(metrics.router, dependencies=secured)
+    app.include_router(versions.router, dependencies=secured)
 
 
 def _offline_docs(app: FastAPI) -> None:

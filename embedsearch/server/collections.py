@@ -16,6 +16,7 @@ from .schemas import (
     CompactResult,
     CreateCollection,
     Reindex,
+    VersionQuery,
 )
 
 router = APIRouter(prefix="/collections", tags=["collections"], responses=ERRORS)
@@ -43,9 +44,11 @@ def create_collection(body: CreateCollection, state: State) -> dict[str, Any]:
 
 
 @router.get("/{name}", response_model=CollectionInfo, summary="Collection info")
-def collection_info(name: CollectionName, state: State) -> dict[str, Any]:
+def collection_info(
+    name: CollectionName, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Counts, model, index kind and measured recall, size on disk."""
-    return public_info(state.registry.get(name))
+    return public_info(state.registry.get(name, version))
 
 
 @router.delete("/{name}", response_model=CollectionDeleted, summary="Delete a collection")

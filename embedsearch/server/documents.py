@@ -26,6 +26,7 @@ from .schemas import (
     GetDocuments,
     IdPage,
     UpsertDocuments,
+    VersionQuery,
     WriteResult,
 )
 
@@ -86,10 +87,12 @@ def upsert_documents(name: CollectionName, body: UpsertDocuments, state: State) 
 
 
 @router.post("/{name}/get", response_model=DocumentList, summary="Get documents")
-def get_documents(name: CollectionName, body: GetDocuments, state: State) -> dict[str, Any]:
+def get_documents(
+    name: CollectionName, body: GetDocuments, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Stored documents by id, in the order asked; 404 lists unknown ids."""
     state.limits.check_texts(body.ids, "ids")
-    docs = state.registry.get(name).get(body.ids, include_vectors=body.include_vectors)
+    docs = state.registry.get(name, version).get(body.ids, include_vectors=body.include_vectors)
     return {"documents": [_doc(d) for d in docs]}
 
 
@@ -99,9 +102,10 @@ def get_document(
     doc_id: DocIdPath,
     state: State,
     include_vector: Annotated[bool, Query(description="Also return the stored vector.")] = False,
+    version: VersionQuery = None,
 ) -> dict[str, Any]:
     """One stored document by id."""
-    (doc,) = state.registry.get(name).get([doc_id], include_vectors=include_vector)
+    (doc,) = state.registry.get(name, version).get([doc_id], include_vectors=include_vector)
     return _doc(doc)
 
 
@@ -124,9 +128,9 @@ def delete_document(name: CollectionName, doc_id: DocIdPath, state: State) -> di
 
 
 @router.get("/{name}/count", response_model=Count, summary="Count documents")
-def count(name: CollectionName, state: State) -> dict[str, Any]:
+def count(name: CollectionName, state: State, version: VersionQuery = None) -> dict[str, Any]:
     """Live documents in the collection."""
-    return {"count": len(state.registry.get(name))}
+    return {"count": len(state.registry.get(name, version))}
 
 
 @router.get("/{name}/ids", response_model=IdPage, summary="List document ids")
@@ -135,9 +139,10 @@ def list_ids(
     state: State,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    version: VersionQuery = None,
 ) -> dict[str, Any]:
     """Ids of live documents in storage order, a page at a time."""
-    ids = state.registry.get(name).ids()
+    ids = state.registry.get(name, version).ids()
     return {
         "ids": ids[offset : offset + limit],
         "total": len(ids),

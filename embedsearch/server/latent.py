@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from ..collection import Collection
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, ReadOnlyError
 from ..validation import MAX_K
 from .deps import ERRORS, ServerState, State, Stopwatch, call_with_options
 from .schemas import (
@@ -27,6 +27,7 @@ from .schemas import (
     Request,
     Response,
     Vector,
+    VersionQuery,
     hit_dict,
     jsonable,
 )
@@ -154,23 +155,27 @@ def _hits(hits: list[Any], watch: Stopwatch) -> dict[str, Any]:
     return {"hits": [hit_dict(h) for h in hits], "took_ms": watch.ms}
 
 
-def expr(name: CollectionName, body: ExprRequest, state: State) -> dict[str, Any]:
+def expr(
+    name: CollectionName, body: ExprRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Search with vector arithmetic over texts: ``king - man + woman``."""
     watch = Stopwatch()
     state.limits.check_k(body.k)
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     hits = call_with_options(
         col.expr, body.expression, k=body.k, exclude_inputs=body.exclude_inputs, where=body.where
     )
     return _hits(hits, watch)
 
 
-def most_similar(name: CollectionName, body: MostSimilarRequest, state: State) -> dict[str, Any]:
+def most_similar(
+    name: CollectionName, body: MostSimilarRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Documents nearest ``sum(positive) - sum(negative)`` (3CosAdd), or 3CosMul."""
     watch = Stopwatch()
     state.limits.check_k(body.k)
     _terms(state, *body.positive, *body.negative)
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     common = {"k": body.k, "exclude_inputs": body.exclude_inputs, "where": body.where}
     if body.method == "3cosmul":
         if body.weights is not None:
@@ -185,12 +190,14 @@ def most_similar(name: CollectionName, body: MostSimilarRequest, state: State) -
     return _hits(hits, watch)
 
 
-def analogy(name: CollectionName, body: AnalogyRequest, state: State) -> dict[str, Any]:
+def analogy(
+    name: CollectionName, body: AnalogyRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """``a`` is to ``b`` as ``c`` is to ...? (inputs excluded)."""
     watch = Stopwatch()
     state.limits.check_k(body.k)
     _terms(state, body.a, body.b, body.c)
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     hits = call_with_options(
         col.analogy,
         body.a,
@@ -204,13 +211,15 @@ def analogy(name: CollectionName, body: AnalogyRequest, state: State) -> dict[st
     return _hits(hits, watch)
 
 
-def interpolate(name: CollectionName, body: InterpolateRequest, state: State) -> dict[str, Any]:
+def interpolate(
+    name: CollectionName, body: InterpolateRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Walk from ``x`` to ``y`` (slerp or lerp): each step's nearest documents."""
     watch = Stopwatch()
     if body.k is not None:
         state.limits.check_k(body.k)
     _terms(state, body.x, body.y)
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     steps = call_with_options(
         col.interpolate,
         body.x,
@@ -230,7 +239,9 @@ def interpolate(name: CollectionName, body: InterpolateRequest, state: State) ->
     return {"steps": out, "took_ms": watch.ms}
 
 
-def cluster(name: CollectionName, body: ClusterRequest, state: State) -> dict[str, Any]:
+def cluster(
+    name: CollectionName, body: ClusterRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Spherical k-means: size, medoid, keyword label (and members) of each cluster."""
     watch = Stopwatch()
     opts = {
@@ -245,17 +256,26 @@ def cluster(name: CollectionName, body: ClusterRequest, state: State) -> dict[st
     def run(col: Collection) -> Any:
         return call_with_options(col.cluster, body.k, **opts)
 
-    result = state.registry.write(name, run) if body.persist else run(state.registry.get(name))
+    if body.persist and version is not None:
+        raise ReadOnlyError(
+            f"version={version} is a read-only view of the past: persist=true would write "
+            "into it. Drop version (cluster the newest version) or persist=false."
+        )
+    result = (
+        state.registry.write(name, run) if body.persist else run(state.registry.get(name, version))
+    )
     out = result.to_dict(include_ids=body.include_ids) if hasattr(result, "to_dict") else result
     return {**jsonable(out), "took_ms": watch.ms}
 
 
-def outliers(name: CollectionName, body: OutliersRequest, state: State) -> dict[str, Any]:
+def outliers(
+    name: CollectionName, body: OutliersRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """The most isolated documents; ``score`` is the cosine distance to the
     ``neighbors``-th nearest other document (higher = more isolated)."""
     watch = Stopwatch()
     state.limits.check_k(body.n, "n")
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     hits = call_with_options(col.outliers, body.n, neighbors=body.neighbors, where=body.where)
     return _hits(hits, watch)
 

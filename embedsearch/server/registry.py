@@ -53,6 +53,7 @@ from ..validation import validate_name
 
 log = logging.getLogger("embedsearch.server")
 T = TypeVar("T")
+MAX_VIEWS = 8  # read-only views of past versions kept open (least recently used go first)
 _DEFAULT_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 
@@ -161,6 +162,7 @@ class Registry:
         self.ray_address = ray_address
         self.shared_actors = shared_writes if shared_actors is None else shared_actors
         self._handles: dict[str, Handle] = {}
+        self._views: dict[tuple[str, int], Handle] = {}  # read-only past versions, LRU
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self._ray_session: Any = None  # the Ray this registry started or joined, if any
@@ -215,11 +217,15 @@ class Registry:
         return name
 
     # ------------------------------------------------------------------ handles
-    def get(self, name: str) -> Handle:
+    def get(self, name: str, version: int | str | None = None) -> Handle:
         """The shared handle of an existing collection (404 if there is none).
 
-        A sharded collection opens on Ray (503 when Ray is missing or unreachable).
+        With ``version`` (a number or tag, e.g. from ``?version=``), a read-only view of that
+        kept version, cached per (name, version number). A sharded collection opens on Ray
+        (503 when Ray is missing or unreachable).
         """
+        if version is not None:
+            return self._view(name, version)
         path = self.path(name)
         col = self._handles.get(name)
         if col is not None:
@@ -242,6 +248,34 @@ class Registry:
                 raise self._not_found(name) from None
             self._handles[name] = col
             return col
+
+    def _view(self, name: str, version: int | str) -> Handle:
+        col = self.get(name)
+        if not hasattr(col, "at"):
+            raise NotSupportedError(
+                f"Collection {name!r} is sharded; past versions are kept per shard and cannot be "
+                "opened as one view. Drop ?version= for this collection."
+            )
+        ref: int | str = int(version) if str(version).lstrip("-").isdigit() else str(version)
+        gen = col.resolve_version(ref)
+        key = (name, gen)
+        with self._lock:
+            view = self._views.get(key)
+            if view is not None:
+                self._views[key] = self._views.pop(key)  # most recently used last
+                return view
+        view = col.at(gen)
+        with self._lock:
+            self._views[key] = view
+            while len(self._views) > MAX_VIEWS:
+                old_key = next(iter(self._views))
+                self._views.pop(old_key).close()
+        return view
+
+    def _drop_views(self, name: str) -> None:
+        with self._lock:
+            for key in [k for k in self._views if k[0] == name]:
+                self._views.pop(key).close()
 
     def _open_sharded(self, name: str, path: Path) -> ServedShardedCollection:
         """Open a sharded collection's actors on Ray (started or joined here if needed)."""
@@ -275,6 +309,7 @@ class Registry:
             self._ray_session = session
 
     def _evict(self, name: str, col: Handle) -> None:
+        self._drop_views(name)
         with self._lock:
             if self._handles.get(name) is col:
                 del self._handles[name]
@@ -310,6 +345,7 @@ class Registry:
             if not self._exists(path):
                 raise self._not_found(name)
             col = self._handles.pop(name, None)
+            self._drop_views(name)
             if col is not None:
                 _stop(col)  # waits for a running write, then releases the lock(s)
             # A sharded collection's writers are its shards: lock every one of them.

@@ -18,7 +18,7 @@ from ..errors import InvalidInputError
 from ..validation import MAX_K
 from .deps import ERRORS, State, Stopwatch, call_with_options
 from .limits import check_text_content
-from .schemas import CollectionName, Metadata, Request, Response, jsonable
+from .schemas import CollectionName, Metadata, Request, Response, VersionQuery, jsonable
 
 
 class PseudoRelevance(Request):
@@ -59,7 +59,9 @@ def available() -> bool:
     return callable(getattr(Collection, "retrieve", None))
 
 
-def retrieve(name: CollectionName, body: RetrieveRequest, state: State) -> dict[str, Any]:
+def retrieve(
+    name: CollectionName, body: RetrieveRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Passages for a RAG prompt: dense, BM25 or hybrid with fusion, MMR, reranking."""
     watch = Stopwatch()
     state.limits.check_k(body.k)
@@ -71,7 +73,7 @@ def retrieve(name: CollectionName, body: RetrieveRequest, state: State) -> dict[
             f"{list(state.rerankers) or 'none'}."
         )
     prf = body.prf.model_dump(exclude_none=True) if isinstance(body.prf, BaseModel) else body.prf
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     passages = call_with_options(
         col.retrieve,
         body.query,

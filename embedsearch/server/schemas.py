@@ -12,7 +12,7 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import Body, Path
+from fastapi import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..validation import MAX_ID_LENGTH, MAX_K
@@ -29,6 +29,16 @@ CollectionName = Annotated[
         max_length=128,
         description="A bare collection name: letters, digits, '.', '_' or '-'.",
         examples=["news"],
+    ),
+]
+VersionQuery = Annotated[
+    str | None,
+    Query(
+        max_length=80,
+        description="Read a kept past version instead of the newest: its number (negative: "
+        "back from the newest, -1 = newest) or a tag. Read-only; see GET "
+        "/collections/{name}/versions.",
+        examples=["3", "before-cleanup"],
     ),
 ]
 DocId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]

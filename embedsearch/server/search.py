@@ -24,6 +24,7 @@ from .schemas import (
     SearchRequest,
     SearchResult,
     TextSearch,
+    VersionQuery,
     hit_dict,
 )
 
@@ -68,7 +69,9 @@ def _knobs(body: SearchKnobs, state: ServerState) -> dict[str, Any]:
 
 
 @router.post("/{name}/search", response_model=SearchResult, summary="Search")
-def search(name: CollectionName, body: SearchRequest, state: State) -> dict[str, Any]:
+def search(
+    name: CollectionName, body: SearchRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """The ``k`` documents most similar to a text ``query`` or a ``vector``.
 
     ``where`` filters on metadata before the top-k cut, so ``k`` hits come back whenever
@@ -76,7 +79,7 @@ def search(name: CollectionName, body: SearchRequest, state: State) -> dict[str,
     """
     watch = Stopwatch()
     knobs = _knobs(body, state)
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     query: Any = body.query if isinstance(body, TextSearch) else body.vector
     (vec,), truncated = embed_queries(state, col, [query], truncate=body.truncate)
     hits = col.search(vec, body.k, **knobs)
@@ -88,12 +91,14 @@ def search(name: CollectionName, body: SearchRequest, state: State) -> dict[str,
 
 
 @router.post("/{name}/search/batch", response_model=BatchSearchResult, summary="Batch search")
-def batch_search(name: CollectionName, body: BatchSearchRequest, state: State) -> dict[str, Any]:
+def batch_search(
+    name: CollectionName, body: BatchSearchRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Many queries (texts and/or vectors) in one call: one encoder batch, one index call."""
     watch = Stopwatch()
     knobs = _knobs(body, state)
     state.limits.check_count(len(body.queries), "queries")
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     vectors, truncated = embed_queries(state, col, list(body.queries), truncate=body.truncate)
     results = col.batch_search(vectors, body.k, **knobs)
     return {

@@ -1,0 +1,123 @@
+"""History over HTTP: versions, tags, retention, restore (and snapshots, diffs).
+
+Read routes elsewhere take ``?version=`` (a number, a negative offset or a tag) to answer
+from a read-only view of a kept past version; these routes manage the history itself.
+Writes (tag, untag, retention, restore) go through the registry's writer like every write.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from .deps import ERRORS, State, Stopwatch
+from .schemas import CollectionName, Request, Response
+
+router = APIRouter(prefix="/collections", tags=["versions"], responses=ERRORS)
+
+VersionRef = Annotated[
+    int | Annotated[str, Field(min_length=1, max_length=64)],
+    Field(description="A version number (negative: back from the newest) or a tag."),
+]
+
+
+class VersionOut(Response):
+    version: int = Field(description="Commit number (grows by one per commit).")
+    time: str = Field(description="Commit time, ISO 8601 UTC.")
+    op: str = Field(description="Operation that made it: add, upsert, delete, compact, ...")
+    added: int = Field(description="Rows written by that operation.")
+    deleted: int = Field(description="Rows it deleted (a replacing upsert counts one of each).")
+    rows: int = Field(description="Live rows in this version.")
+    tags: list[str]
+    current: bool = Field(description="Whether this is the newest version.")
+
+
+class VersionList(Response):
+    versions: list[VersionOut]
+    keep_days: float = Field(description="Untagged versions are kept this many days.")
+    tags: dict[str, int]
+
+
+class TagRequest(Request):
+    tag: str = Field(min_length=1, max_length=64, examples=["before-cleanup"])
+    version: VersionRef | None = Field(default=None, description="Default: the newest version.")
+
+
+class TagResult(Response):
+    tag: str
+    version: int
+
+
+class RetentionRequest(Request):
+    keep_days: float = Field(
+        ge=0, le=36_500, description="Days to keep untagged versions (0: only the newest)."
+    )
+
+
+class RestoreRequest(Request):
+    version: VersionRef
+
+
+class RestoreResult(Response):
+    restored: int = Field(description="The version whose state was restored.")
+    version: int = Field(description="The new version (a commit holding that state).")
+    count: int
+    took_ms: float
+
+
+def _listing(col: Any) -> dict[str, Any]:
+    return {
+        "versions": [v.to_dict() for v in col.versions()],
+        "keep_days": col.keep_days,
+        "tags": col.tags(),
+    }
+
+
+@router.get("/{name}/versions", response_model=VersionList, summary="List versions")
+def list_versions(name: CollectionName, state: State) -> dict[str, Any]:
+    """The kept versions, oldest first, with their operations, counts and tags. Read any of
+    them with ``?version=`` on the read routes (search, documents, retrieve, latent)."""
+    return _listing(state.registry.get(name))
+
+
+@router.post("/{name}/tags", response_model=TagResult, status_code=201, summary="Tag a version")
+def tag(name: CollectionName, body: TagRequest, state: State) -> dict[str, Any]:
+    """Name a version (default: the newest); tagged versions are kept until untagged.
+    409 if the tag already names another version."""
+    n = state.registry.write(name, lambda col: col.tag(body.tag, body.version))
+    return {"tag": body.tag, "version": n}
+
+
+@router.delete("/{name}/tags/{tag}", response_model=VersionList, summary="Remove a tag")
+def untag(name: CollectionName, tag: str, state: State) -> dict[str, Any]:
+    """Remove a tag; the version then follows the retention rule."""
+    state.registry.write(name, lambda col: col.untag(tag))
+    return _listing(state.registry.get(name))
+
+
+@router.put("/{name}/retention", response_model=VersionList, summary="Set retention")
+def retention(name: CollectionName, body: RetentionRequest, state: State) -> dict[str, Any]:
+    """Keep untagged versions ``keep_days`` days; files no kept version needs are freed."""
+    state.registry.write(name, lambda col: col.set_retention(body.keep_days))
+    return _listing(state.registry.get(name))
+
+
+@router.post("/{name}/restore", response_model=RestoreResult, summary="Restore a version")
+def restore(name: CollectionName, body: RestoreRequest, state: State) -> dict[str, Any]:
+    """Make a kept version's state the newest, as a new commit (the history in between
+    stays: a restore can itself be undone)."""
+    watch = Stopwatch()
+
+    def run(col: Any) -> tuple[int, int]:
+        return col.restore(body.version), len(col)
+
+    new, count = state.registry.write(name, run)
+    restored = body.version
+    return {
+        "restored": restored if isinstance(restored, int) else -1,
+        "version": new,
+        "count": count,
+        "took_ms": watch.ms,
+    }

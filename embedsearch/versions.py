@@ -1,0 +1,408 @@
+"""The version history of one collection: a record per commit, tags, and retention.
+
+Every commit writes a new manifest naming immutable files, so the past costs only the
+files it still names. This module keeps that past addressable::
+
+    versions/v-<generation>.json   the manifest of one commit, exactly as committed, plus
+                                   what made it (operation, rows added/deleted, time)
+    versions/tags.json             {"tag": generation}
+    versions/settings.json         {"keep_days": 7.0}: the retention setting
+
+A record is written (durably) *before* the manifest it copies becomes the commit point
+(:func:`embedsearch.store.write_manifest` calls :func:`record_hook`), so a crash never
+leaves a committed version without its record; a record whose generation is above the
+current manifest's is the leftover of a commit that never happened and is ignored (the
+next commit overwrites it).
+
+Retention: a version is *kept* while it is the current one, tagged, or younger than
+``keep_days`` (default 7). Expired records are deleted first and their files second
+(:func:`cleanup`), so a crash in between leaves orphans for the next writer, never a
+record naming missing files. Writers call these under the collection's write lock.
+
+Example:
+    >>> [v.version for v in list_versions(root)]
+    [1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import store
+from .errors import CorruptionError, InvalidInputError
+
+VERSIONS_DIR = "versions"
+TAGS_FILE = "tags.json"
+SETTINGS_FILE = "settings.json"
+DEFAULT_KEEP_DAYS = 7.0
+_RECORD_RE = re.compile(r"v-(\d{12})\.json")
+_TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
+MAX_RECORD_BYTES = 256 << 20
+OPS = (
+    "create",
+    "add",
+    "upsert",
+    "delete",
+    "compact",
+    "reindex",
+    "index",
+    "restore",
+    "repair",
+    "upgrade",
+    "unknown",
+)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One entry of :meth:`Collection.versions`.
+
+    Attributes:
+        version: the commit's generation number (grows by one per commit).
+        time: when it was committed (ISO 8601, UTC).
+        op: the operation that made it (``add``, ``upsert``, ``delete``, ``compact``,
+            ``reindex``, ``index`` (a saved index), ``restore``, ``create``, ``repair``).
+        added: rows written by that operation.
+        deleted: rows it deleted (an upsert that replaces a row counts one of each).
+        rows: live rows in this version.
+        tags: the tags naming this version.
+        current: whether this is the newest version.
+    """
+
+    version: int
+    time: str
+    op: str
+    added: int
+    deleted: int
+    rows: int
+    tags: tuple[str, ...] = ()
+    current: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "time": self.time,
+            "op": self.op,
+            "added": self.added,
+            "deleted": self.deleted,
+            "rows": self.rows,
+            "tags": list(self.tags),
+            "current": self.current,
+        }
+
+
+# --------------------------------------------------------------------------- files
+def _dir(root: Path) -> Path:
+    return root / VERSIONS_DIR
+
+
+def record_path(root: Path, generation: int) -> Path:
+    return _dir(root) / f"v-{generation:012d}.json"
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return default
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptionError(
+            f"{path} is not valid JSON ({exc}); restore it from a backup or delete it "
+            "(tags/retention fall back to their defaults)."
+        ) from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    if not path.parent.is_dir():
+        path.parent.mkdir(exist_ok=True)
+        _fsync_dir(path.parent.parent)
+    store.atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def record_hook(root: Path, op: str, added: int = 0, deleted: int = 0, live: int = -1) -> Any:
+    """The ``before_commit`` callback for :func:`embedsearch.store.write_manifest`."""
+
+    def hook(body: dict[str, Any]) -> None:
+        payload = {
+            "generation": body["generation"],
+            "time": body["updated"],
+            "op": op,
+            "added": int(added),
+            "deleted": int(deleted),
+            "live": int(live),
+            "manifest": body,
+        }
+        _write_json(record_path(root, int(body["generation"])), payload)
+
+    return hook
+
+
+def _generations(root: Path) -> list[int]:
+    try:
+        names = os.listdir(_dir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(m.group(1)) for n in names if (m := _RECORD_RE.fullmatch(n)))
+
+
+def _load_record(root: Path, generation: int) -> dict[str, Any] | None:
+    path = record_path(root, generation)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_RECORD_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise CorruptionError(
+            f"{path} is not valid JSON: version {generation}'s record is damaged. "
+            "Other versions are unaffected; untag it or let retention expire it."
+        ) from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("manifest"), dict):
+        raise CorruptionError(f"{path} is not a version record of embedsearch.")
+    return obj
+
+
+def manifest_of(root: Path, rec: dict[str, Any]) -> dict[str, Any]:
+    """The checked manifest a record holds (checksum and structure, as for the live one)."""
+    raw = json.dumps(rec["manifest"]).encode()
+    return store.parse_manifest(raw, record_path(root, int(rec.get("generation", 0))))
+
+
+# --------------------------------------------------------------------------- tags, settings
+def tags(root: Path) -> dict[str, int]:
+    """``{tag: version}`` of a collection."""
+    obj = _read_json(_dir(root) / TAGS_FILE, {})
+    if not isinstance(obj, dict):
+        raise CorruptionError(f"{_dir(root) / TAGS_FILE} is not a JSON object of tags.")
+    return {str(k): int(v) for k, v in obj.items() if type(v) is int}
+
+
+def check_tag(tag: Any) -> str:
+    """A tag name: a letter, then up to 63 letters, digits, ``.``, ``_`` or ``-``."""
+    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag) or tag.isdigit():
+        raise InvalidInputError(
+            f"tag {tag!r} is not a valid tag: use a letter followed by up to 63 letters, "
+            "digits, '.', '_' or '-' (e.g. 'before-cleanup')."
+        )
+    return tag
+
+
+def set_tag(root: Path, tag: str, version: int | None) -> None:
+    """Point ``tag`` at ``version`` (None removes it). Caller holds the write lock."""
+    current = tags(root)
+    if version is None:
+        current.pop(tag, None)
+    else:
+        current[tag] = int(version)
+    _write_json(_dir(root) / TAGS_FILE, current)
+
+
+def keep_days(root: Path) -> float:
+    """The retention setting: untagged versions are kept this many days (0: only the newest)."""
+    obj = _read_json(_dir(root) / SETTINGS_FILE, {})
+    val = obj.get("keep_days", DEFAULT_KEEP_DAYS) if isinstance(obj, dict) else DEFAULT_KEEP_DAYS
+    return float(val) if isinstance(val, (int, float)) and val >= 0 else DEFAULT_KEEP_DAYS
+
+
+def check_keep_days(days: Any) -> float:
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 <= days <= 36_500:
+        raise InvalidInputError(
+            f"keep_days must be a number of days from 0 to 36500, got {days!r} "
+            "(0 keeps only the newest version and tagged ones)."
+        )
+    return float(days)
+
+
+def set_keep_days(root: Path, days: float) -> None:
+    """Change the retention setting. Caller holds the write lock."""
+    _write_json(_dir(root) / SETTINGS_FILE, {"keep_days": check_keep_days(days)})
+
+
+# --------------------------------------------------------------------------- listing
+def _parse_time(stamp: str) -> _dt.datetime | None:
+    try:
+        out = _dt.datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return None
+    return out if out.tzinfo else out.replace(tzinfo=_dt.timezone.utc)
+
+
+def _is_kept(root: Path, gen: int, rec: dict[str, Any]) -> bool:
+    """Whether a past (not current) version is kept: tagged, or inside the window."""
+    if gen in set(tags(root).values()):
+        return True
+    stamp = _parse_time(str(rec.get("time", "")))
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return stamp is not None and (now - stamp).total_seconds() <= keep_days(root) * 86400
+
+
+def _kept_generations(
+    root: Path, current: int, now: _dt.datetime | None = None
+) -> tuple[list[int], dict[int, dict[str, Any]]]:
+    """(kept generations, their records) under the retention rule."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    days = keep_days(root)
+    tagged = set(tags(root).values())
+    kept: list[int] = []
+    recs: dict[int, dict[str, Any]] = {}
+    for gen in _generations(root):
+        if gen > current:
+            continue  # a record of a commit that never happened
+        rec = _load_record(root, gen)
+        if rec is None:
+            continue
+        stamp = _parse_time(str(rec.get("time", "")))
+        young = stamp is not None and (now - stamp).total_seconds() <= days * 86400
+        if gen == current or gen in tagged or young:
+            kept.append(gen)
+            recs[gen] = rec
+    return kept, recs
+
+
+def list_versions(root: Path, current: dict[str, Any]) -> list[VersionInfo]:
+    """The kept versions, oldest first; the current manifest is always the last."""
+    cur_gen = int(current["generation"])
+    kept, recs = _kept_generations(root, cur_gen)
+    by_version: dict[int, list[str]] = {}
+    for tag, gen in sorted(tags(root).items()):
+        by_version.setdefault(gen, []).append(tag)
+    out = []
+    for gen in kept:
+        rec = recs[gen]
+        out.append(_info(rec, rec["manifest"], by_version, gen == cur_gen))
+    if cur_gen not in recs:  # a collection written before histories existed
+        rec = {"op": "unknown", "added": 0, "deleted": 0, "time": current.get("updated", "")}
+        out.append(_info(rec, current, by_version, True))
+    return out
+
+
+def _info(
+    rec: dict[str, Any], manifest: dict[str, Any], tagmap: dict[int, list[str]], cur: bool
+) -> VersionInfo:
+    gen = int(manifest["generation"])
+    live = int(rec.get("live", -1))
+    return VersionInfo(
+        version=gen,
+        time=str(rec.get("time", "")),
+        op=str(rec.get("op", "unknown")),
+        added=int(rec.get("added", 0)),
+        deleted=int(rec.get("deleted", 0)),
+        rows=live if live >= 0 else int(manifest.get("rows", 0) or 0),
+        tags=tuple(tagmap.get(gen, ())),
+        current=cur,
+    )
+
+
+def resolve(root: Path, version: int | str, current: dict[str, Any]) -> int:
+    """A version number from a number or a tag; raises if unknown or no longer kept."""
+    if isinstance(version, str) and not version.lstrip("-").isdigit():
+        tagmap = tags(root)
+        if version not in tagmap:
+            known = ", ".join(sorted(tagmap)) or "none"
+            raise InvalidInputError(
+                f"no tag {version!r} in this collection (tags: {known}); list them with "
+                "versions()/`embedsearch versions NAME`."
+            )
+        return tagmap[version]
+    if isinstance(version, bool) or not isinstance(version, (int, str)):
+        raise InvalidInputError(f"version must be a version number or a tag, got {version!r}.")
+    gen = int(version)
+    cur = int(current["generation"])
+    if gen < 0:  # -1 is the newest, -2 the one before...
+        kept = [v.version for v in list_versions(root, current)]
+        if -gen > len(kept):
+            raise InvalidInputError(f"version {gen}: only {len(kept)} version(s) are kept.")
+        return kept[gen]
+    if gen > cur or gen < 1:
+        raise InvalidInputError(
+            f"version {gen} does not exist: versions run from 1 to {cur}; list the kept ones "
+            "with versions()."
+        )
+    return gen
+
+
+def manifest_at(root: Path, version: int | str, current: dict[str, Any]) -> dict[str, Any]:
+    """The checked manifest of a kept version (number or tag)."""
+    gen = resolve(root, version, current)
+    if gen == int(current["generation"]):
+        return current
+    rec = _load_record(root, gen)
+    if rec is None or not _is_kept(root, gen, rec):
+        raise InvalidInputError(
+            f"version {gen} is no longer kept (retention keeps {keep_days(root):g} days and "
+            "tagged versions); list the kept ones with versions()."
+        )
+    return manifest_of(root, rec)
+
+
+# --------------------------------------------------------------------------- cleanup
+def kept_files(root: Path, current: dict[str, Any]) -> set[str]:
+    """Every file a kept version names (the current one included)."""
+    _, recs = _kept_generations(root, int(current["generation"]))
+    names = set(store.manifest_files(current))
+    for rec in recs.values():
+        names |= store.manifest_files(rec["manifest"])
+    return names
+
+
+def expire(root: Path, current: dict[str, Any]) -> list[int]:
+    """Delete the records of versions retention no longer keeps (and of uncommitted ones)."""
+    cur = int(current["generation"])
+    kept, _ = _kept_generations(root, cur)
+    keep = set(kept)
+    gone = []
+    with contextlib.suppress(OSError):
+        for stale in _dir(root).glob(".*.tmp"):  # an interrupted tags/settings/record write
+            stale.unlink()
+    for gen in _generations(root):
+        if gen not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                record_path(root, gen).unlink()
+                gone.append(gen)
+    if gone:
+        _fsync_dir(_dir(root))
+    return gone
+
+
+def expire_quick(root: Path, current: int) -> None:
+    """After a commit: drop untagged records older than the retention window, judged by the
+    record file's mtime (no record is parsed), so history stays bounded between cleanups."""
+    days = keep_days(root)
+    tagged = set(tags(root).values())
+    limit = _dt.datetime.now(_dt.timezone.utc).timestamp() - days * 86400
+    gone = False
+    for gen in _generations(root):
+        if gen >= current or gen in tagged:
+            continue
+        path = record_path(root, gen)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < limit:
+                path.unlink()
+                gone = True
+    if gone:
+        _fsync_dir(_dir(root))
+
+
+def cleanup(root: Path, current: dict[str, Any]) -> list[str]:
+    """Expire old records, then remove files no kept version names. Lock holder only."""
+    expire(root, current)
+    return store.remove_orphans(root, current, keep=kept_files(root, current))

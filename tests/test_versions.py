@@ -1,0 +1,277 @@
+"""Version history: every commit a version, time travel, tags, retention, restore."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+import embedsearch
+from embedsearch import InvalidInputError, ReadOnlyError, versions
+
+QUERIES = ["black holes", "retirement savings", "tomato garden", "memory leak"]
+
+
+def _vecs(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 384)).astype(np.float32)
+
+
+def _answers(col) -> dict:
+    """Everything a reader can ask, rounded: search, filters, RAG retrieval, latent methods."""
+    return {
+        "search": [[(h.id, round(h.score, 5)) for h in col.search(q, k=5)] for q in QUERIES],
+        "filtered": [
+            [h.id for h in col.search(q, k=5, where={"year": {"$gte": 2010}})] for q in QUERIES
+        ],
+        "retrieve": [[p.id for p in col.retrieve(q, k=3)] for q in QUERIES[:2]],
+        "similar": [h.id for h in col.most_similar(["space telescope"], k=5)],
+        "clusters": sorted(len(c.ids) for c in col.cluster(k=4, seed=1).clusters),
+        "count": len(col),
+        "ids": sorted(col.ids()),
+    }
+
+
+def test_every_commit_is_a_version_with_op_and_counts(tmp_path):
+    col = embedsearch.open(tmp_path / "c")
+    v = _vecs(20)
+    col.add([f"t{i}" for i in range(20)], ids=[f"d{i}" for i in range(20)], vectors=v)
+    col.delete(["d1", "d2", "d3"])
+    col.upsert(["t0 again", "fresh"], ids=["d0", "new"], vectors=v[:2])
+    got = [(x.version, x.op, x.added, x.deleted, x.rows) for x in col.versions()]
+    assert got == [
+        (1, "create", 0, 0, 0),
+        (2, "add", 20, 0, 20),
+        (3, "delete", 0, 3, 17),
+        (4, "upsert", 2, 1, 18),
+    ]
+    assert [x.current for x in col.versions()] == [False, False, False, True]
+    assert col.version == 4
+    # a second process sees the same history
+    other = embedsearch.open(tmp_path / "c")
+    assert [x.to_dict() for x in other.versions()] == [x.to_dict() for x in col.versions()]
+    col.close()
+    other.close()
+
+
+def test_time_travel_answers_exactly_as_then(home, encoder, demo_rows):
+    col = embedsearch.open("tt")
+    col.add(
+        [r["text"] for r in demo_rows[:200]],
+        ids=[r["id"] for r in demo_rows[:200]],
+        metadata=[{"topic": r["topic"], "year": r["year"]} for r in demo_rows[:200]],
+    )
+    then = _answers(col)
+    v = col.version
+    col.delete([r["id"] for r in demo_rows[:60]])
+    col.add(
+        [r["text"] for r in demo_rows[200:]],
+        ids=[r["id"] for r in demo_rows[200:]],
+        metadata=[{"topic": r["topic"], "year": r["year"]} for r in demo_rows[200:]],
+    )
+    col.compact()  # old segments are replaced: the kept version must still have its files
+    now = _answers(col)
+    assert now != then
+    col.close()
+
+    view = embedsearch.open("tt", version=v)
+    assert _answers(view) == then
+    assert view.info()["read_only"] and view.info()["version"] == v
+    assert embedsearch.open("tt", version=-1).version == embedsearch.open("tt").version
+    for write in (
+        lambda: view.add(["x"]),
+        lambda: view.upsert(["x"], ids=["x"]),
+        lambda: view.delete([demo_rows[0]["id"]]),
+        lambda: view.compact(),
+        lambda: view.reindex("Flat"),
+        lambda: view.tag("x"),
+        lambda: view.add_documents(["a passage of text to ingest"]),
+    ):
+        with pytest.raises(ReadOnlyError, match=f"version {v}.*read-only"):
+            write()
+    assert _answers(embedsearch.open("tt")) == now  # nothing the view refused changed it
+
+
+def test_tags_restore_and_errors(tmp_path):
+    col = embedsearch.open(tmp_path / "c")
+    v = _vecs(30, 1)
+    col.add([f"t{i}" for i in range(30)], ids=[f"d{i}" for i in range(30)], vectors=v)
+    tagged = col.tag("before-cleanup")
+    col.delete([f"d{i}" for i in range(10)])
+    col.upsert(["changed"], ids=["d20"], vectors=v[:1], metadata=[{"m": 1}])
+    assert col.tags() == {"before-cleanup": tagged}
+    assert [x.tags for x in col.versions() if x.tags] == [("before-cleanup",)]
+
+    new = col.restore("before-cleanup")
+    assert new == tagged + 3 and col.version == new
+    assert sorted(col.ids()) == sorted(f"d{i}" for i in range(30))
+    assert col.get("d20")[0].text == "t20"
+    last = col.versions()[-1]
+    assert (last.op, last.added, last.deleted, last.rows) == ("restore", 10, 0, 30)
+    # the history in between is kept: undo the undo
+    col.restore(new - 1)
+    assert len(col) == 20 and col.get("d20")[0].text == "changed"
+
+    with pytest.raises(InvalidInputError, match="already names version"):
+        col.tag("before-cleanup")
+    with pytest.raises(InvalidInputError, match="not a valid tag"):
+        col.tag("../etc")
+    with pytest.raises(InvalidInputError, match="no tag 'nope'"):
+        embedsearch.open(tmp_path / "c", version="nope")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        embedsearch.open(tmp_path / "c", version=999)
+    col.untag("before-cleanup")
+    assert col.tags() == {}
+    with pytest.raises(InvalidInputError, match="no tag"):
+        col.untag("before-cleanup")
+    col.tag("again", version=tagged)
+    assert embedsearch.open(tmp_path / "c", version="again").version == tagged
+    col.close()
+
+
+def test_retention_keeps_what_versions_need_and_frees_the_rest(tmp_path):
+    root = tmp_path / "c"
+    col = embedsearch.open(root)
+    v = _vecs(40, 2)
+    col.add([f"t{i}" for i in range(40)], ids=[f"d{i}" for i in range(40)], vectors=v)
+    col.delete([f"d{i}" for i in range(20)])
+    assert col.keep_days == versions.DEFAULT_KEEP_DAYS
+    col.compact()
+    # default retention: the pre-compaction segments are still named by kept versions
+    assert len(embedsearch.open(root, version=2)) == 40
+    before = len(list((root / "segments").iterdir()))
+    assert before >= 3
+
+    col.tag("keep-me", version=2)
+    col.set_retention(0)
+    vs = [x.version for x in col.versions()]
+    assert vs == [2, col.version]  # only the tagged one and the newest
+    assert len(embedsearch.open(root, version="keep-me")) == 40
+    col.untag("keep-me")
+    col.set_retention(0)  # cleanup runs: version 2's files are no longer needed
+    assert [x.version for x in col.versions()] == [col.version]
+    assert len(list((root / "segments").iterdir())) == 1
+    with pytest.raises(InvalidInputError, match="no longer kept"):
+        embedsearch.open(root, version=2)
+    with pytest.raises(InvalidInputError, match="keep_days"):
+        col.set_retention(-1)
+    col.close()
+
+
+def test_expired_by_age(tmp_path):
+    root = tmp_path / "c"
+    col = embedsearch.open(root)
+    v = _vecs(5, 3)
+    col.add(["a", "b"], ids=["a", "b"], vectors=v[:2])
+    col.add(["c"], ids=["c"], vectors=v[2:3])
+    col.set_retention(1)
+    old = versions.record_path(root, 2)
+    obj = json.loads(old.read_text())
+    obj["time"] = "2020-01-01T00:00:00+00:00"  # 2 is old: expired on the next cleanup
+    old.write_text(json.dumps(obj))
+    os.utime(old, (time.time() - 5 * 86400,) * 2)
+    col.add(["d"], ids=["d"], vectors=v[3:4])
+    assert 2 not in [x.version for x in col.versions()]
+    assert 3 in [x.version for x in col.versions()]
+    col.close()
+
+
+def test_uncommitted_record_is_ignored(tmp_path):
+    """A crash after the record but before the manifest rename: no phantom version."""
+    root = tmp_path / "c"
+    col = embedsearch.open(root)
+    col.add(["a"], ids=["a"], vectors=_vecs(1))
+    cur = col._manifest
+    phantom = dict(cur, generation=cur["generation"] + 1, segments=[])
+    versions.record_hook(root, "delete")(phantom)
+    assert [x.version for x in col.versions()] == [1, 2]
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        embedsearch.open(root, version=3)
+    col.add(["b"], ids=["b"], vectors=_vecs(1, 5))  # overwrites the phantom record
+    assert [(x.version, x.op) for x in col.versions()][-1] == (3, "add")
+    assert len(embedsearch.open(root, version=3)) == 2
+    col.close()
+
+
+def test_http_versions_tags_restore_and_version_param(tmp_path, encoder, demo_rows):
+    import httpx
+
+    from embedsearch.server import create_app
+    from embedsearch.server.runner import ServerThread
+
+    home = tmp_path / "srv"
+    app = create_app(home, api_keys=[], write_wait_s=0.2)
+    docs = [
+        {"id": r["id"], "text": r["text"], "metadata": {"year": r["year"]}} for r in demo_rows[:80]
+    ]
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        assert c.post("/collections", json={"name": "h"}).status_code == 201
+        assert c.post("/collections/h/documents", json={"documents": docs}).status_code == 201
+        r = c.post("/collections/h/tags", json={"tag": "full"})
+        assert r.status_code == 201 and r.json() == {"tag": "full", "version": 2}
+        q = {"query": demo_rows[0]["text"], "k": 3}
+        before = c.post("/collections/h/search", json=q).json()["hits"]
+        assert c.post("/collections/h/delete", json={"ids": [demo_rows[0]["id"]]}).is_success
+        now = c.post("/collections/h/search", json=q).json()["hits"]
+        assert now[0]["id"] != demo_rows[0]["id"]
+        for ref in ("full", "2", "-2"):
+            old = c.post(f"/collections/h/search?version={ref}", json=q).json()["hits"]
+            assert old == before
+        assert c.get("/collections/h/count?version=full").json()["count"] == 80
+        assert c.get("/collections/h/count").json()["count"] == 79
+        assert c.get(f"/collections/h/documents/{demo_rows[0]['id']}?version=2").is_success
+        info = c.get("/collections/h?version=full").json()
+        assert info["count"] == 80
+        listing = c.get("/collections/h/versions").json()
+        assert [v["op"] for v in listing["versions"]] == ["create", "add", "delete"]
+        assert listing["tags"] == {"full": 2} and listing["keep_days"] == 7
+        # bad references: 4xx that say what to do
+        r = c.post("/collections/h/search?version=nope", json=q)
+        assert r.status_code == 422 and "no tag 'nope'" in r.json()["error"]["message"]
+        r = c.post("/collections/h/search?version=77", json=q)
+        assert r.status_code == 422 and "does not exist" in r.json()["error"]["message"]
+        r = c.post("/collections/h/tags", json={"tag": "full"})
+        assert r.status_code == 422 and "already names" in r.json()["error"]["message"]
+        r = c.post("/collections/h/cluster?version=full", json={"k": 2, "persist": True})
+        assert r.status_code == 409, r.text
+        # restore over HTTP, then the newest answers as the tagged one did
+        r = c.post("/collections/h/restore", json={"version": "full"})
+        assert r.status_code == 200 and r.json()["version"] == 4 and r.json()["count"] == 80
+        assert c.post("/collections/h/search", json=q).json()["hits"] == before
+        r = c.put("/collections/h/retention", json={"keep_days": 0})
+        assert [v["version"] for v in r.json()["versions"]] == [2, 4]
+        assert c.delete("/collections/h/tags/full").is_success
+        assert c.get("/collections/h/versions").json()["tags"] == {}
+        spec = c.get("/openapi.json").json()
+        for route in ("/collections/{name}/versions", "/collections/{name}/restore"):
+            assert route in spec["paths"]
+        params = spec["paths"]["/collections/{name}/search"]["post"]["parameters"]
+        assert any(p["name"] == "version" for p in params)
+
+
+def test_cli_versions_tag_restore(tmp_path, monkeypatch, encoder, capsys):
+    from embedsearch.cli import main
+
+    monkeypatch.setenv("EMBEDSEARCH_HOME", str(tmp_path))
+    col = embedsearch.open("c")
+    col.add(["the cat sat on the mat", "stocks fell sharply"], ids=["a", "b"])
+    col.close()
+    assert main(["tag", "c", "two-docs"]) == 0
+    assert main(["delete", "c", "a"]) == 0
+    assert main(["versions", "c", "--json"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out[out.index("[") :])
+    assert [(v["version"], v["op"], v["tags"]) for v in rows] == [
+        (1, "create", []),
+        (2, "add", ["two-docs"]),
+        (3, "delete", []),
+    ]
+    assert main(["search", "c", "a kitten", "-k", "1", "--version", "two-docs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == "a"
+    assert main(["restore", "c", "two-docs"]) == 0
+    assert "as version 4" in capsys.readouterr().out
+    assert sorted(embedsearch.open("c").ids()) == ["a", "b"]
+    assert main(["tag", "c", "bad/tag"]) == 2
+    assert "not a valid tag" in capsys.readouterr().err
