@@ -31,6 +31,7 @@ from .errors import (
     ModelMismatchError,
     NotACollectionError,
     ReadOnlyError,
+    SnapshotError,
     UnknownWordsError,
     UnsafeFileError,
 )
@@ -38,7 +39,9 @@ from .latent import Clustering, InterpolationStep, MapResult, lerp, slerp
 from .latent.clustering import Cluster
 from .rag.documents import IngestReport
 from .rag.passage import Passage
+from .snapshot import SnapshotInfo, restore_snapshot
 from .types import Document, Hit
+from .versions import VersionInfo
 from .vocabulary import Vocabulary
 from .word_eval import evaluate_word_analogies, evaluate_word_pairs
 
@@ -73,6 +76,10 @@ __all__ = [
     "NotACollectionError",
     "Passage",
     "ReadOnlyError",
+    "SnapshotError",
+    "SnapshotInfo",
+    "VersionInfo",
+    "restore_snapshot",
     "UnknownWordsError",
     "drop",
     "UnsafeFileError",

@@ -106,6 +106,11 @@ class ReadOnlyError(EmbedSearchError):
     http_status = 409
 
 
+class SnapshotError(InvalidInputError):
+    """A snapshot archive is damaged, hostile or not an embedsearch snapshot; nothing was
+    restored."""
+
+
 class ExpressionError(InvalidInputError):
     """An expression does not parse; ``position`` is the 0-based offset of the problem."""
 

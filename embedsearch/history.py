@@ -46,7 +46,7 @@ class HistoryMixin:
     def version(self: Collection) -> int:
         """The version this handle shows: the newest, or the one a view is pinned to."""
         self.refresh()
-        return int(self._manifest["generation"])
+        return _versions.generation_of(self._manifest)
 
     def resolve_version(self: Collection, version: int | str) -> int:
         """The number of a version given as a number, a negative offset or a tag."""
@@ -84,7 +84,12 @@ class HistoryMixin:
         self.refresh()
         past = _versions.manifest_at(self.path, version, self._manifest)
         view = type(self)(
-            self.path, past, None, self._backend, stamp=(0, 0, 0), version=int(past["generation"])
+            self.path,
+            past,
+            None,
+            self._backend,
+            stamp=(0, 0, 0),
+            version=_versions.generation_of(past),
         )
         view._encoder = self._encoder
         return view
@@ -101,9 +106,9 @@ class HistoryMixin:
             self._begin_write()
             current = self._manifest
             gen = (
-                int(current["generation"])
+                _versions.generation_of(current)
                 if version is None
-                else int(_versions.manifest_at(self.path, version, current)["generation"])
+                else _versions.generation_of(_versions.manifest_at(self.path, version, current))
             )
             existing = _versions.tags(self.path)
             if tag in existing and existing[tag] != gen:
@@ -111,8 +116,10 @@ class HistoryMixin:
                     f"tag {tag!r} already names version {existing[tag]}; untag it first or "
                     "choose another name."
                 )
-            if gen == int(current["generation"]) and not _record_exists(self.path, gen):
-                _versions.record_hook(self.path, "unknown", live=self._table.count)(current)
+            if gen == _versions.generation_of(current) and not _record_exists(self.path, gen):
+                _versions.record_hook(self.path, "unknown", live=self._table.count)(
+                    _versions.as_json(current)
+                )
             _versions.set_tag(self.path, tag, gen)
             return gen
 
@@ -139,9 +146,9 @@ class HistoryMixin:
             self._begin_write()
             current = self._manifest
             past = _versions.manifest_at(self.path, version, current)
-            if int(past["generation"]) == int(current["generation"]):
-                return int(current["generation"])
-            view = self.at(int(past["generation"]))  # loads and checksums every file
+            if _versions.generation_of(past) == _versions.generation_of(current):
+                return _versions.generation_of(current)
+            view = self.at(_versions.generation_of(past))  # loads and checksums every file
             now_ids = set(self.ids())
             then_ids = view.ids()
             added = sum(1 for i in then_ids if i not in now_ids)
@@ -153,7 +160,7 @@ class HistoryMixin:
             )
             self._load(committed)
             view.close()
-            return int(committed["generation"])
+            return _versions.generation_of(committed)
 
     # ------------------------------------------------------------------ snapshots, diffs
     def snapshot(
@@ -166,7 +173,8 @@ class HistoryMixin:
         """
         from .snapshot import write_snapshot
 
-        self.refresh()
+        if version is None and self.pinned_version is not None:
+            version = self.pinned_version  # a view archives the version it shows
         return write_snapshot(self.path, file, version)
 
     def diff(

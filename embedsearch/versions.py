@@ -181,6 +181,41 @@ def _load_record(root: Path, generation: int) -> dict[str, Any] | None:
     return obj
 
 
+def as_json(manifest: Any) -> dict[str, Any]:
+    """A manifest as its JSON object (typed manifests have ``to_json``)."""
+    return manifest.to_json() if hasattr(manifest, "to_json") else manifest
+
+
+def file_checksums(manifest: Any) -> dict[str, tuple[str, int]]:
+    """``{file: (sha256, bytes)}`` of every file a manifest (object or JSON) names."""
+    obj = as_json(manifest)
+    out: dict[str, tuple[str, int]] = {}
+    refs = list(obj.get("segments", [])) + list(obj.get("tombstones", []))
+    refs += [r["vectors"] for r in obj.get("segments", []) if isinstance(r.get("vectors"), dict)]
+    index_file = (obj.get("index") or {}).get("file")
+    if index_file:
+        refs.append(index_file)
+    for ref in refs:
+        out[str(ref["file"])] = (str(ref["sha256"]), int(ref["bytes"]))
+    return out
+
+
+def live_rows(manifest: Any) -> int:
+    """Live rows of a manifest: stored rows less the positions its tombstone files delete."""
+    obj = as_json(manifest)
+    stored = sum(int(r["rows"]) for r in obj.get("segments", []))
+    return stored - sum(int(t["rows"]) for t in obj.get("tombstones", []))
+
+
+def generation_of(manifest: Any) -> int:
+    return int(manifest["generation"] if isinstance(manifest, dict) else manifest.generation)
+
+
+def files_of(manifest: Any) -> set[str]:
+    """Every file name a manifest (object or JSON) keeps alive."""
+    return set(file_checksums(manifest))
+
+
 def manifest_of(root: Path, rec: dict[str, Any]) -> dict[str, Any]:
     """The checked manifest a record holds (checksum and structure, as for the live one)."""
     raw = json.dumps(rec["manifest"]).encode()
@@ -280,7 +315,8 @@ def _kept_generations(
 
 def list_versions(root: Path, current: dict[str, Any]) -> list[VersionInfo]:
     """The kept versions, oldest first; the current manifest is always the last."""
-    cur_gen = int(current["generation"])
+    current = as_json(current)
+    cur_gen = generation_of(current)
     kept, recs = _kept_generations(root, cur_gen)
     by_version: dict[int, list[str]] = {}
     for tag, gen in sorted(tags(root).items()):
@@ -306,7 +342,7 @@ def _info(
         op=str(rec.get("op", "unknown")),
         added=int(rec.get("added", 0)),
         deleted=int(rec.get("deleted", 0)),
-        rows=live if live >= 0 else int(manifest.get("rows", 0) or 0),
+        rows=live if live >= 0 else live_rows(manifest),
         tags=tuple(tagmap.get(gen, ())),
         current=cur,
     )
@@ -326,7 +362,7 @@ def resolve(root: Path, version: int | str, current: dict[str, Any]) -> int:
     if isinstance(version, bool) or not isinstance(version, (int, str)):
         raise InvalidInputError(f"version must be a version number or a tag, got {version!r}.")
     gen = int(version)
-    cur = int(current["generation"])
+    cur = generation_of(current)
     if gen < 0:  # -1 is the newest, -2 the one before...
         kept = [v.version for v in list_versions(root, current)]
         if -gen > len(kept):
@@ -343,7 +379,7 @@ def resolve(root: Path, version: int | str, current: dict[str, Any]) -> int:
 def manifest_at(root: Path, version: int | str, current: dict[str, Any]) -> dict[str, Any]:
     """The checked manifest of a kept version (number or tag)."""
     gen = resolve(root, version, current)
-    if gen == int(current["generation"]):
+    if gen == generation_of(current):
         return current
     rec = _load_record(root, gen)
     if rec is None or not _is_kept(root, gen, rec):
@@ -357,16 +393,16 @@ def manifest_at(root: Path, version: int | str, current: dict[str, Any]) -> dict
 # --------------------------------------------------------------------------- cleanup
 def kept_files(root: Path, current: dict[str, Any]) -> set[str]:
     """Every file a kept version names (the current one included)."""
-    _, recs = _kept_generations(root, int(current["generation"]))
-    names = set(store.manifest_files(current))
+    _, recs = _kept_generations(root, generation_of(current))
+    names = files_of(current)
     for rec in recs.values():
-        names |= store.manifest_files(rec["manifest"])
+        names |= files_of(rec["manifest"])
     return names
 
 
 def expire(root: Path, current: dict[str, Any]) -> list[int]:
     """Delete the records of versions retention no longer keeps (and of uncommitted ones)."""
-    cur = int(current["generation"])
+    cur = generation_of(current)
     kept, _ = _kept_generations(root, cur)
     keep = set(kept)
     gone = []

@@ -146,7 +146,11 @@ def test_hostile_ids_are_data_not_paths(tmp_path: Path, demo_vectors: Any) -> No
     names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
     assert all(n.startswith("c") for n in names), names  # nothing outside the collection
     assert all(
-        re.fullmatch(r"c(/(LOCK|manifest\.json|segments(/(seg|del)-[0-9a-f]{32}\.parquet)?))?", n)
+        re.fullmatch(
+            r"c(/(LOCK|manifest\.json|segments(/(seg|del)-[0-9a-f]{32}\.parquet)?"
+            r"|versions(/(v-\d{12}|tags|settings)\.json)?))?",
+            n,
+        )
         for n in names
     ), names
 
