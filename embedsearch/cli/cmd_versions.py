@@ -62,6 +62,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="the new collection's name (must not exist)")
     p.set_defaults(func=cmd_restore_snapshot)
 
+    p = sub.add_parser(
+        "diff",
+        help="what changed between two versions: ids, topics, centroid, probe queries, a map",
+    )
+    p.add_argument("name")
+    p.add_argument("a", help="the older version (number, negative offset or tag)")
+    p.add_argument("b", nargs="?", help="the newer version (default: the newest)")
+    p.add_argument(
+        "--probe", action="append", default=[], help="a query whose top-k is compared (repeat)"
+    )
+    p.add_argument("-k", type=int, default=10, help="depth of the probe comparison (default 10)")
+    p.add_argument("--clusters", type=int, help="number of topics (default: by size)")
+    p.add_argument("--map", help="also draw both versions side by side (.png or .html)")
+    p.add_argument("--json", action="store_true", help="print the whole diff as JSON")
+    p.set_defaults(func=cmd_diff)
+
 
 def _print_versions(rows: list[Any]) -> None:
     print(f"{'version':>8}  {'time':<25} {'op':<8} {'added':>8} {'deleted':>8} {'rows':>9}  tags")
@@ -144,4 +160,22 @@ def cmd_restore_snapshot(args: argparse.Namespace) -> int:
         f"restored {args.name} (version {info.version}, {info.files} files, all checksums "
         f"verified) from {info.path} in {info.seconds:.2f} s ({info.mb_per_s:.0f} MB/s)"
     )
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    col = open_existing(args.name)
+    d = col.diff(
+        _version(args.a),
+        None if args.b is None else _version(args.b),
+        probes=args.probe,
+        k=args.k,
+        clusters=args.clusters,
+        map_path=args.map,
+    )
+    if args.json:
+        json.dump(d.to_dict(), sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(d.summary())
     return 0

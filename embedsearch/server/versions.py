@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi import Request as HttpRequest
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -128,6 +128,86 @@ def restore(name: CollectionName, body: RestoreRequest, state: State) -> dict[st
     }
 
 
+# ----------------------------------------------------------------------------- diff
+class TopicChangeOut(Response):
+    topic: int
+    change: str = Field(description="appeared, vanished, grew, shrank or steady.")
+    label: str
+    keywords: list[str]
+    size_a: int
+    size_b: int
+    share_a: float
+    share_b: float
+    added: int = Field(description="Documents of the newer version in it that are new.")
+    examples: list[str]
+
+
+class ProbeChangeOut(Response):
+    query: str
+    overlap: float = Field(description="overlap@k of the two versions' top-k.")
+    changed: bool
+    entered: list[str]
+    left: list[str]
+    top_a: list[str]
+    top_b: list[str]
+
+
+class DiffOut(Response):
+    from_: int = Field(alias="from", serialization_alias="from")
+    to: int
+    count_from: int
+    count_to: int
+    added: int
+    removed: int
+    changed: int
+    added_ids: list[str]
+    removed_ids: list[str]
+    changed_ids: list[str]
+    changed_text_ids: list[str]
+    changed_metadata_ids: list[str]
+    ids_truncated: bool = Field(description="Id lists hold at most max_ids entries each.")
+    centroid_cosine: float
+    centroid_shift: float = Field(description="1 - cosine of the two versions' centroids.")
+    centroid_toward: list[str] = Field(description="New texts most along the shift.")
+    topics: list[TopicChangeOut]
+    probes: list[ProbeChangeOut]
+    k: int
+    seconds: float
+    notes: list[str]
+
+
+@router.get("/{name}/diff", response_model=DiffOut, response_model_by_alias=True, summary="Diff")
+def diff(
+    name: CollectionName,
+    state: State,
+    from_: Annotated[str, Query(alias="from", max_length=80, description="Older version or tag.")],
+    to: Annotated[
+        str | None, Query(max_length=80, description="Newer version or tag (default: newest).")
+    ] = None,
+    probe: Annotated[
+        list[str] | None, Query(description="Probe queries whose top-k is compared (repeat).")
+    ] = None,
+    k: Annotated[int, Query(ge=1, le=1000)] = 10,
+    clusters: Annotated[int | None, Query(ge=1, le=200)] = None,
+    max_ids: Annotated[int, Query(ge=0, le=100_000)] = 1000,
+) -> dict[str, Any]:
+    """What changed from one version to another: ids added/removed/changed, topics that
+    appeared, vanished, grew or shrank (labels and sizes), the centroid shift, and for each
+    ``probe`` query the overlap@k of the two versions' results."""
+    col = state.registry.get(name)
+    probes = probe or []
+    if probes:
+        state.limits.check_count(len(probes), "probe")
+        state.limits.check_texts(probes, "probe")
+    result = col.diff(_ref(from_), None if to is None else _ref(to), probes=probes, k=k,
+                      clusters=clusters)  # fmt: skip
+    return result.to_dict(max_ids=max_ids)
+
+
+def _ref(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
 # ----------------------------------------------------------------------------- snapshots
 class SnapshotRestored(Response):
     name: str
@@ -148,9 +228,7 @@ def snapshot(name: CollectionName, state: State, version: VersionQuery = None) -
     written while writers and searches go on. Restore it with POST
     /collections/{name}/snapshot/restore or `embedsearch restore-snapshot`."""
     col = state.registry.get(name)
-    ref: int | str | None = None
-    if version is not None:
-        ref = int(version) if version.lstrip("-").isdigit() else version
+    ref = None if version is None else _ref(version)
     tmpdir = state.registry.home / ".snapshots"
     tmpdir.mkdir(exist_ok=True)
     out = tmpdir / f"{uuid.uuid4().hex}.tar"
