@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import store, versions
+from . import durable, store, versions
 from .errors import CollectionExistsError, CorruptionError, InvalidInputError, SnapshotError
 from .validation import resolve_path
 
@@ -93,7 +93,7 @@ def _open_version(
         handles: dict[str, IO[bytes]] = {}
         try:
             for name in sorted(versions.files_of(body)):
-                handles[name] = open(root / name, "rb")  # noqa: SIM115 - closed by caller
+                handles[name] = os.fdopen(durable.open_fd(root, name), "rb")  # never via a link
         except FileNotFoundError:
             for fh in handles.values():
                 fh.close()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import store
+from . import durable, store
 from .errors import CorruptionError, InvalidInputError
 
 VERSIONS_DIR = "versions"
@@ -43,8 +43,9 @@ TAGS_FILE = "tags.json"
 SETTINGS_FILE = "settings.json"
 DEFAULT_KEEP_DAYS = 7.0
 _RECORD_RE = re.compile(r"v-(\d{12})\.json")
+#: The names this module writes under versions/ (their temp files are ours to remove).
+_FILE_RE = re.compile(r"v-\d{12}\.json|tags\.json|settings\.json")
 _TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
-MAX_RECORD_BYTES = 256 << 20
 OPS = (
     "create",
     "add",
@@ -103,37 +104,38 @@ def _dir(root: Path) -> Path:
     return root / VERSIONS_DIR
 
 
+def _rel(name: str) -> str:
+    return f"{VERSIONS_DIR}/{name}"
+
+
+def record_name(generation: int) -> str:
+    return f"v-{generation:012d}.json"
+
+
 def record_path(root: Path, generation: int) -> Path:
-    return _dir(root) / f"v-{generation:012d}.json"
+    """Where the record of ``generation`` lives."""
+    return _dir(root) / record_name(generation)
 
 
-def _read_json(path: Path, default: Any) -> Any:
+def _read_json(root: Path, name: str, default: Any) -> Any:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = durable.read_bytes(root, _rel(name))
+    except (FileNotFoundError, NotADirectoryError):
         return default
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise CorruptionError(
-            f"{path} is not valid JSON ({exc}); restore it from a backup or delete it "
-            "(tags/retention fall back to their defaults)."
+            f"{_dir(root) / name} is not valid JSON ({exc}); restore it from a backup or "
+            "delete it (tags/retention fall back to their defaults)."
         ) from None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    if not path.parent.is_dir():
-        path.parent.mkdir(exist_ok=True)
-        _fsync_dir(path.parent.parent)
-    store.atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+def _write_json(root: Path, name: str, obj: Any) -> None:
+    """Durably replace ``versions/<name>`` (the directory is created and synced if new)."""
+    durable.write_file(
+        root, _rel(name), json.dumps(obj, indent=1, sort_keys=True).encode(), create_dirs=True
+    )
 
 
 def record_hook(root: Path, op: str, added: int = 0, deleted: int = 0, live: int = -1) -> Any:
@@ -149,15 +151,15 @@ def record_hook(root: Path, op: str, added: int = 0, deleted: int = 0, live: int
             "live": int(live),
             "manifest": body,
         }
-        _write_json(record_path(root, int(body["generation"])), payload)
+        _write_json(root, record_name(int(body["generation"])), payload)
 
     return hook
 
 
 def _generations(root: Path) -> list[int]:
     try:
-        names = os.listdir(_dir(root))
-    except (FileNotFoundError, NotADirectoryError):
+        names = durable.list_files(root, VERSIONS_DIR)
+    except NotADirectoryError:
         return []
     return sorted(int(m.group(1)) for n in names if (m := _RECORD_RE.fullmatch(n)))
 
@@ -165,8 +167,7 @@ def _generations(root: Path) -> list[int]:
 def _load_record(root: Path, generation: int) -> dict[str, Any] | None:
     path = record_path(root, generation)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_RECORD_BYTES + 1)
+        raw = durable.read_bytes(root, _rel(record_name(generation)))
     except FileNotFoundError:
         return None
     try:
@@ -225,7 +226,7 @@ def manifest_of(root: Path, rec: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- tags, settings
 def tags(root: Path) -> dict[str, int]:
     """``{tag: version}`` of a collection."""
-    obj = _read_json(_dir(root) / TAGS_FILE, {})
+    obj = _read_json(root, TAGS_FILE, {})
     if not isinstance(obj, dict):
         raise CorruptionError(f"{_dir(root) / TAGS_FILE} is not a JSON object of tags.")
     return {str(k): int(v) for k, v in obj.items() if type(v) is int}
@@ -248,12 +249,12 @@ def set_tag(root: Path, tag: str, version: int | None) -> None:
         current.pop(tag, None)
     else:
         current[tag] = int(version)
-    _write_json(_dir(root) / TAGS_FILE, current)
+    _write_json(root, TAGS_FILE, current)
 
 
 def keep_days(root: Path) -> float:
     """The retention setting: untagged versions are kept this many days (0: only the newest)."""
-    obj = _read_json(_dir(root) / SETTINGS_FILE, {})
+    obj = _read_json(root, SETTINGS_FILE, {})
     val = obj.get("keep_days", DEFAULT_KEEP_DAYS) if isinstance(obj, dict) else DEFAULT_KEEP_DAYS
     return float(val) if isinstance(val, (int, float)) and val >= 0 else DEFAULT_KEEP_DAYS
 
@@ -269,7 +270,7 @@ def check_keep_days(days: Any) -> float:
 
 def set_keep_days(root: Path, days: float) -> None:
     """Change the retention setting. Caller holds the write lock."""
-    _write_json(_dir(root) / SETTINGS_FILE, {"keep_days": check_keep_days(days)})
+    _write_json(root, SETTINGS_FILE, {"keep_days": check_keep_days(days)})
 
 
 # --------------------------------------------------------------------------- listing
@@ -406,16 +407,16 @@ def expire(root: Path, current: dict[str, Any]) -> list[int]:
     kept, _ = _kept_generations(root, cur)
     keep = set(kept)
     gone = []
+    # an interrupted record/tags/settings write leaves a temp file: ours, so it may go
     with contextlib.suppress(OSError):
-        for stale in _dir(root).glob(".*.tmp"):  # an interrupted tags/settings/record write
-            stale.unlink()
+        for name in durable.list_files(root, VERSIONS_DIR):
+            if durable.is_temp_of(name, _FILE_RE):
+                durable.unlink(root, _rel(name))
     for gen in _generations(root):
-        if gen not in keep:
-            with contextlib.suppress(FileNotFoundError):
-                record_path(root, gen).unlink()
-                gone.append(gen)
+        if gen not in keep and durable.unlink(root, _rel(record_name(gen))):
+            gone.append(gen)
     if gone:
-        _fsync_dir(_dir(root))
+        durable.fsync_dir(root, VERSIONS_DIR)
     return gone
 
 
@@ -429,13 +430,11 @@ def expire_quick(root: Path, current: int) -> None:
     for gen in _generations(root):
         if gen >= current or gen in tagged:
             continue
-        path = record_path(root, gen)
         with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < limit:
-                path.unlink()
-                gone = True
+            if os.stat(record_path(root, gen), follow_symlinks=False).st_mtime < limit:
+                gone = durable.unlink(root, _rel(record_name(gen))) or gone
     if gone:
-        _fsync_dir(_dir(root))
+        durable.fsync_dir(root, VERSIONS_DIR)
 
 
 def cleanup(root: Path, current: dict[str, Any]) -> list[str]:
