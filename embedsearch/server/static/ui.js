@@ -425,7 +425,7 @@ function drawMap() {
   const top = document.createElementNS(SVG, "g");
   top.id = "map-top";
   const labels = document.createElementNS(SVG, "g");
-  svg.append(dots, top, labels);
+  svg.append(dots, labels, top); // results and the selection above the labels
   placeLabels(labels, data, px, py, W);
   $("map-caption").textContent = data.caption;
   const legend = $("legend");
