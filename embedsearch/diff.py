@@ -7,11 +7,11 @@
 * **Topics** — one spherical k-means (:func:`embedsearch.latent.clustering.spherical_kmeans`)
   is fitted on the documents of *both* versions (the old rows plus the new ones), so a topic
   has the same centroid in both; each version's documents are assigned to their nearest
-  centroid and the sizes compared. A topic *appeared* when it is new mass (at most a quarter
-  of its new size, or fewer than 3 documents, existed before), *vanished* in the mirror
-  case, *grew* / *shrank* when its *share* of the collection changed by at least a quarter
-  and its size by at least ``max(3, 0.5 % of the collection)`` documents (a topic that only
-  kept pace with a growing collection is *steady*). Labels are class-based
+  centroid and the sizes compared, as *shares* of each version (a topic that only kept pace
+  with a growing collection is *steady*). A topic *appeared* when its share at least
+  quadrupled (or it had at most 2 documents), *vanished* in the mirror case, *grew* /
+  *shrank* when its share changed by at least a quarter; each needs at least
+  ``max(3, 0.5 % of the collection)`` documents to have moved. Labels are class-based
   TF-IDF keywords (:func:`~embedsearch.latent.clustering.ctfidf_keywords`) over a sample of
   each topic's texts from both versions; each topic shows a few of its new documents.
 * **Centroid** — the cosine between the two versions' mean directions, its complement as
@@ -239,14 +239,14 @@ def _default_k(n: int) -> int:
 
 
 def _classify(size_a: int, size_b: int, n_a: int, n_b: int) -> Change:
-    """Appeared / vanished by size; grew / shrank by *share* of the collection (a topic that
-    merely kept pace with a growing collection is steady)."""
+    """Judged by *share* of each version, so a topic that merely kept pace with a growing
+    (or shrinking) collection is steady; ``floor`` documents at least must have moved."""
     floor = max(3, int(0.005 * max(n_a, n_b)))
-    if size_a <= max(2, size_b // 4) and size_b >= floor:
-        return "appeared"
-    if size_b <= max(2, size_a // 4) and size_a >= floor:
-        return "vanished"
     share_a, share_b = size_a / max(n_a, 1), size_b / max(n_b, 1)
+    if (size_a <= 2 or 4 * share_a <= share_b) and size_b >= floor:
+        return "appeared"
+    if (size_b <= 2 or 4 * share_b <= share_a) and size_a >= floor:
+        return "vanished"
     if share_b >= 1.25 * share_a and size_b - size_a >= floor:
         return "grew"
     if share_a >= 1.25 * share_b and abs(size_a - size_b * n_a / max(n_b, 1)) >= floor:

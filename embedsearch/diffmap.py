@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from .diff import VersionDiff
 
 MAX_POINTS = 6000  # per panel
-_MARK = {"appeared": "▲ new", "grew": "▲", "vanished": "▼ gone", "shrank": "▼", "steady": ""}
+_MARK = {"appeared": "▲", "grew": "▲", "vanished": "▼", "shrank": "▼", "steady": ""}
+MAX_LABELS = 8  # per panel: the topics that moved most
+_GAINED, _LOST = ("appeared", "grew"), ("vanished", "shrank")
 
 
 def _sample(n: int, keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -156,15 +158,20 @@ def _render(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(head, fontsize=11, loc="left")
+        # the older panel names what was lost, the newer what was gained (most moved first)
+        kinds = _LOST if ax is axes[0] else _GAINED
+        shown = sorted(
+            (t for t in moved.values() if t.change in kinds),
+            key=lambda t: -abs(t.share_b - t.share_a),
+        )[:MAX_LABELS]
         spots = []
-        for c, t in moved.items():
-            pts = xy[lab == c]
+        for t in shown:
+            pts = xy[lab == t.topic]
             if len(pts) >= 3:
                 size = t.size_a if ax is axes[0] else t.size_b
-                spots.append(
-                    (*np.median(pts, axis=0), f"{_MARK[t.change]} {t.label[:26]} ({size})")
-                )
-        for x, y, text in _spread(spots, hi - lo):
+                text = f"{_MARK[t.change]} {t.label[:24]} ({size})"
+                spots.append((*np.median(pts, axis=0), text))
+        for x, y, text in _spread(spots, lo, hi):
             ax.text(
                 x, y, text, fontsize=8, ha="center", va="center", weight="bold", color="#111111",
                 path_effects=[withStroke(linewidth=3, foreground="white")],
@@ -189,7 +196,7 @@ def _render(
         lines.append(
             (
                 colors[t.topic % len(colors)],
-                f"{t.change} {t.size_a}→{t.size_b}",
+                f"{t.change} {t.size_a}→{t.size_b} ({100 * t.share_a:.1f}%→{100 * t.share_b:.1f}%)",
                 t.label[:38],
             )
         )
@@ -218,14 +225,25 @@ def _render(
 
 
 def _spread(
-    spots: list[tuple[float, float, str]], span: np.ndarray
+    spots: list[tuple[float, float, str]], lo: np.ndarray, hi: np.ndarray
 ) -> list[tuple[float, float, str]]:
-    """Move labels apart vertically so that no two overlap (greedy, top to bottom)."""
-    dy, dx = 0.045 * float(span[1]), 0.28 * float(span[0])
+    """Move labels apart vertically so that no two overlap, inside the plot (greedy: down
+    first, up when the bottom is reached)."""
+    span = hi - lo
+    dy, dx = 0.045 * float(span[1]), 0.3 * float(span[0])
     placed: list[tuple[float, float, str]] = []
-    for x, y, text in sorted(spots, key=lambda s: -s[1]):
-        while any(abs(x - px) < dx and abs(y - py) < dy for px, py, _ in placed):
+
+    def clash(x: float, y: float) -> bool:
+        return any(abs(x - px) < dx and abs(y - py) < dy for px, py, _ in placed)
+
+    for x, y0, text in sorted(spots, key=lambda s: -s[1]):
+        y = y0
+        while clash(x, y) and y > lo[1] + dy:
             y -= dy / 2
+        if clash(x, y):  # no room below: look above the natural place instead
+            y = y0
+            while clash(x, y) and y < hi[1] - dy:
+                y += dy / 2
         placed.append((x, y, text))
     return placed
 
