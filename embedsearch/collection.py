@@ -38,6 +38,7 @@ from .errors import (
     DocumentNotFoundError,
     DuplicateIdError,
     EmbedSearchError,
+    IndexSpecError,
     InvalidInputError,
     ModelMismatchError,
     NotACollectionError,
@@ -45,7 +46,14 @@ from .errors import (
 )
 from .filters import column_mask, compile_filter
 from .history import HistoryMixin
-from .index import SearchOptions, VectorIndex, exact_search, validate_spec
+from .index import (
+    SearchOptions,
+    VectorIndex,
+    build_or_exact,
+    exact_fallback,
+    exact_search,
+    validate_spec,
+)
 from .latent.mixin import LatentMixin
 from .memtable import MemTable
 from .rag.mixin import RetrievalMixin
@@ -165,10 +173,8 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
                 log.warning(
                     "index file %s unusable (%s); rebuilding from segments", saved["file"], exc
                 )
-                index = VectorIndex(spec, self.dim)
                 self._index_file_ok = False  # the next writer replaces it
-        index.build(vectors)
-        return index
+        return build_or_exact(spec, self.dim, vectors)
 
     @staticmethod
     def _version(manifest: dict[str, Any]) -> tuple[str, int]:
@@ -436,7 +442,7 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
                     table.append(seg)
                 table.kill(replaced)
                 self._manifest = manifest
-                self._index.add(table.vectors.view()[self._index.ntotal :], table.vectors.view())
+                self._index_add_committed()
             self._maybe_save_index(force=self._maintain_index())
             return out_ids
 
@@ -447,12 +453,27 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
         but outside the read/write lock: searches keep using the current index until the
         rebuilt one is swapped in, and the swap is the only moment they wait for.
         """
-        fresh = self._index.maintain(self._table.vectors.view())
+        try:
+            fresh = self._index.maintain(self._table.vectors.view())
+        except Exception as exc:  # noqa: BLE001 - the write has committed: never fail it
+            fresh = exact_fallback(self._index.spec, self.dim, self._table.vectors.view(), exc)
         if fresh is None:
             return False
         with self._rw.write():
             self._index = fresh
         return True  # a new index: save it whatever the saved one holds
+
+    def _index_add_committed(self) -> None:
+        """Index rows that a commit just made live (caller holds the write lock).
+
+        The commit has happened, so a failure here must not fail the write: the index is
+        derived data, and exact search stands in for one that cannot take the rows.
+        """
+        vectors = self._table.vectors.view()
+        try:
+            self._index.add(vectors[self._index.ntotal :], vectors)
+        except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
+            self._index = exact_fallback(self._index.spec, self.dim, vectors, exc)
 
     def _vectors_for(self, ids: list[str], texts: list[str], table: MemTable | None) -> np.ndarray:
         """Embed ``texts``, reusing stored vectors of upserted documents whose text is unchanged."""
@@ -599,7 +620,15 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
         with self._write_mutex:
             self._begin_write()
             index = VectorIndex(spec, self.dim)
-            index.build(self._table.vectors.view())
+            try:
+                index.build(self._table.vectors.view())
+            except Exception as exc:  # nothing committed yet: refuse the spec cleanly
+                first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                raise IndexSpecError(
+                    f"index {spec!r} cannot be built over this collection's "
+                    f"{self._table.rows} rows ({first}); nothing was changed. Choose another "
+                    "spec (e.g. 'auto')."
+                ) from exc
             manifest = dict(self._manifest)
             manifest["index"] = {"spec": spec, "file": None}
             manifest = self._commit(manifest, "reindex")

@@ -106,33 +106,182 @@ def resolve_spec(spec: str, n: int) -> str:
     return spec
 
 
+#: Bounds of the numbers a spec may carry (see :func:`parse_spec`).
+MAX_NLIST = 1 << 16
+HNSW_M = (4, 256)
+PQ_BITS = (4, 12)
+_SPEC_HELP = (
+    "Supported: 'auto', 'Flat', 'HNSW<M>' (M 4-256, optionally ',Flat|SQ8|SQ4|SQ6|SQfp16|"
+    "PQ<m>'), 'IVF<nlist>,<codes>' (nlist 1-65536; codes Flat, SQ8, SQ4, SQ6, SQfp16, "
+    "PQ<m>[x<bits>], PQ<m>x4fs), 'IVF<nlist>_HNSW<M>,<codes>', plain '<codes>', each "
+    "optionally after 'PCA<d>,' / 'PCAR<d>,' (d up to the model's dimension)."
+)
+_TRANSFORM_RE = re.compile(r"(?P<kind>PCAR|PCA)(?P<d>\d+)")
+_COARSE_RE = re.compile(r"IVF(?P<nlist>\d+)(?:_HNSW(?P<qm>\d+))?|HNSW(?P<m>\d+)")
+_CODES_RE = re.compile(r"Flat|SQ(?:4|6|8|fp16)|PQ(?P<pq>\d+)(?:x(?P<bits>\d+))?(?P<fs>fs)?")
+
+
+@dataclass(frozen=True)
+class SpecShape:
+    """What a validated spec asks FAISS to build: the numbers the size checks need.
+
+    Attributes:
+        dim_out: dimension after the optional PCA/OPQ transform.
+        min_rows: rows needed before it can be trained (fewer: exact search meanwhile).
+    """
+
+    spec: str
+    dim_out: int
+    min_rows: int
+
+
+def _spec_error(spec: str, why: str) -> IndexSpecError:
+    return IndexSpecError(f"index {spec!r}: {why}. {_SPEC_HELP}")
+
+
+def _bounded(spec: str, name: str, value: str, lo: int, hi: int) -> int:
+    n = int(value)
+    if not lo <= n <= hi:
+        raise _spec_error(spec, f"{name} must be between {lo} and {hi}, got {n}")
+    return n
+
+
+def parse_spec(spec: str, dim: int) -> SpecShape:
+    """Check ``spec`` against an allow-list grammar of index families with numeric bounds.
+
+    FAISS aborts or segfaults on some factory strings it accepts (``HNSW0``, ``HNSW1``,
+    ``NSG`` over few rows...), and an abort cannot be caught, so no spec reaches FAISS
+    unless it is one of the families below, with numbers FAISS handles at every size:
+    a transform (``PCA<d>``, ``PCAR<d>``), then ``Flat``, ``HNSW<M>[,codes]``,
+    ``IVF<nlist>[_HNSW<M>],codes`` or plain ``codes`` (``Flat``, ``SQ4/6/8/fp16``; PQ codes
+    ``PQ<m>[x<bits>]`` and ``PQ<m>x4fs`` only under IVF or HNSW, since FAISS's plain PQ
+    indexes take no per-call search parameters). OPQ, NSG, LSQ/RQ and the rest are refused
+    (some abort, some hang or train for minutes on small collections). Refinement suffixes (``RFlat``) are refused:
+    embedsearch re-ranks every approximate shortlist with the exact vectors already.
+
+    Raises:
+        IndexSpecError: naming what is wrong and listing what is supported.
+    """
+    parts = [p.strip() for p in spec.split(",")]
+    if any(not p for p in parts):
+        raise _spec_error(spec, "an empty part between commas")
+    d = dim
+    min_rows = 0
+    i = 0
+    m = _TRANSFORM_RE.fullmatch(parts[0]) if len(parts) > 1 else None
+    if m:
+        d = _bounded(spec, f"{m.group('kind')} dimension", m.group("d"), 1, dim)
+        min_rows = max(min_rows, d)
+        i = 1
+    rest = parts[i:]
+    if not rest or len(rest) > 2:
+        raise _spec_error(spec, "expected one index, optionally with its codes")
+    coarse = _COARSE_RE.fullmatch(rest[0])
+    if coarse is None and len(rest) == 2:
+        raise _spec_error(spec, f"{rest[0]!r} is not an index family embedsearch supports")
+    codes_part = rest[-1]
+    if coarse is not None:
+        if coarse.group("nlist") is not None:
+            nlist = _bounded(spec, "nlist", coarse.group("nlist"), 1, MAX_NLIST)
+            if coarse.group("qm") is not None:
+                _bounded(spec, "HNSW M", coarse.group("qm"), *HNSW_M)
+            if len(rest) != 2:
+                raise _spec_error(spec, "IVF needs its codes, e.g. 'IVF1024,Flat' or 'IVF1024,SQ8'")
+            min_rows = max(min_rows, nlist)
+        else:
+            _bounded(spec, "HNSW M", coarse.group("m"), *HNSW_M)
+            if len(rest) == 1:
+                return SpecShape(spec, d, min_rows)
+    codes = _CODES_RE.fullmatch(codes_part)
+    if codes is None:
+        raise _spec_error(spec, f"{codes_part!r} is not a code type embedsearch supports")
+    if codes.group("pq") is not None and coarse is None:
+        raise _spec_error(
+            spec,
+            f"plain {codes_part} cannot take per-call search parameters; write 'IVF1,{codes_part}'",
+        )
+    if codes.group("pq") is not None:
+        pq = _bounded(spec, "PQ sub-quantizers", codes.group("pq"), 1, d)
+        if d % pq:
+            raise _spec_error(spec, f"PQ{pq} needs a dimension divisible by {pq}, got {d}")
+        bits = int(codes.group("bits") or 8)
+        if codes.group("fs"):
+            if bits != 4:
+                raise _spec_error(spec, "fast-scan PQ ('fs') is 4 bits: write PQ<m>x4fs")
+        else:
+            bits = _bounded(spec, "PQ bits", str(bits), *PQ_BITS)
+        min_rows = max(min_rows, 1 << bits)
+    return SpecShape(spec, d, min_rows)
+
+
 def validate_spec(spec: str, dim: int) -> str:
-    """Check that ``spec`` is ``auto`` or a FAISS factory string FAISS accepts."""
+    """Check that ``spec`` is ``auto`` or a supported index spec (:func:`parse_spec`) that
+    FAISS builds; returns it stripped."""
     if not isinstance(spec, str) or not spec.strip():
         raise IndexSpecError("index must be 'auto' or a FAISS factory string such as 'HNSW32'.")
     spec = spec.strip()
     if spec == "auto":
         return spec
-    if re.search(r"IDMap|,\s*$|^\s*,", spec):
-        raise IndexSpecError(f"index {spec!r}: leave id mapping to embedsearch (drop 'IDMap').")
+    if len(spec) > 200:
+        raise IndexSpecError("index spec is longer than 200 characters; " + _SPEC_HELP)
+    parse_spec(spec, dim)
     try:
         faiss().index_factory(dim, spec, faiss().METRIC_INNER_PRODUCT)
     except Exception as exc:  # faiss raises RuntimeError with C++ text
         raise IndexSpecError(
             f"index {spec!r} is not a FAISS factory string FAISS accepts ({str(exc).splitlines()[0]}). "
-            "Use 'auto', 'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF1024,SQ8', 'IVF1024,PQ48'…"
+            + _SPEC_HELP
         ) from exc
     return spec
 
 
-def _min_train_rows(spec: str) -> int:
-    """Rows an index needs before it can be trained (IVF: one per cell at least)."""
-    m = re.search(r"IVF(\d+)", spec)
-    need = int(m.group(1)) if m else 0
-    m = re.search(r"PQ(\d+)(?:x(\d+))?", spec)
-    if m:
-        need = max(need, 2 ** int(m.group(2) or 8))
-    return need
+def build_or_exact(spec: str, dim: int, vectors: np.ndarray) -> VectorIndex:
+    """The index of ``spec`` over ``vectors``; when it cannot be built, exact search.
+
+    The index is derived data: a spec stored by an older version that is no longer
+    supported (or one FAISS fails to build at this size) must never make a collection
+    unopenable or fail a write that has committed. The spec is checked against
+    :func:`parse_spec` first (FAISS aborts on some it accepts, and an abort cannot be
+    caught); the fallback answers exactly and says why in ``info["index"]["fallback"]``.
+    """
+    try:
+        if spec != "auto":
+            parse_spec(spec, dim)
+        index = VectorIndex(spec, dim)
+        index.build(vectors)
+        return index
+    except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
+        return exact_fallback(spec, dim, vectors, exc)
+
+
+def exact_fallback(spec: str, dim: int, vectors: np.ndarray, exc: BaseException) -> VectorIndex:
+    """An exact index standing in for ``spec``, which could not be built (see info)."""
+    reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    log.warning("index %s cannot be built (%s); searching exactly instead", spec, reason)
+    index = VectorIndex("Flat", dim)
+    index.build(vectors)
+    index.spec = index.info.spec = spec
+    index.info.extra["fallback"] = (
+        f"index {spec!r} could not be built ({reason}); searches are exact. Reindex with a "
+        "supported spec (e.g. 'auto') to use an approximate index."
+    )
+    return index
+
+
+def _min_train_rows(spec: str, dim: int | None = None) -> int:
+    """Rows an index needs before it can be trained (IVF: one per cell; PQ: 2^bits; PCA:
+    its output dimension; OPQ: 256). Below that, search is exact."""
+    if spec in ("auto", "Flat"):
+        return 0
+    try:
+        return parse_spec(spec, dim or 1 << 16).min_rows
+    except IndexSpecError:  # a spec stored by an older version: FAISS decides at build
+        m = re.search(r"IVF(\d+)", spec)
+        need = int(m.group(1)) if m else 0
+        m = re.search(r"PQ(\d+)(?:x(\d+))?", spec)
+        if m:
+            need = max(need, 2 ** int(m.group(2) or 8))
+        return need
 
 
 @dataclass
@@ -193,6 +342,7 @@ class IndexInfo:
             "recall_at_10": self.recall_at_10,
             "device": self.device,
             "tuned_rows": self.extra.get("tuned_rows"),
+            **({"fallback": self.extra["fallback"]} if "fallback" in self.extra else {}),
         }
 
 
@@ -525,7 +675,8 @@ class VectorIndex:
             scores, pos = self._index.search(queries, fetch, params=params)
             del bitmap  # must outlive the search call
         scores, pos = _rerank(vectors, queries, pos, k)
-        scores, pos = scores[:, :k], pos[:, :k]
+        # k may exceed the rows (or the shortlist): pad, so the exact fill-in below fits.
+        scores, pos = _pad(scores[:, :k], pos[:, :k], k)
         # A selective filter can starve the probed cells: answer those queries exactly.
         wanted = min(k, n if live is None else int(np.count_nonzero(live)))
         short = np.flatnonzero((pos >= 0).sum(axis=1) < wanted)
