@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -67,10 +68,21 @@ NEAR_DUPLICATE = 0.85
 _TUNE_MAX_DUPLICATES = 64
 
 
+def _torch_expected() -> bool:
+    """Whether this process will run torch: a GPU, or the torch runtime forced. Otherwise
+    the encoder runs on onnxruntime and importing torch would only cost seconds."""
+    if "torch" in sys.modules:
+        return True
+    return os.path.exists("/dev/nvidiactl") or os.environ.get("EMBEDSEARCH_FP32_RUNTIME") == "torch"
+
+
 def faiss():  # noqa: ANN201 - the faiss module
-    """Import faiss lazily, after torch: both bundle OpenMP, and this order avoids contention."""
-    with contextlib.suppress(ImportError):  # torch is a dependency; be lenient anyway
-        import torch  # noqa: F401
+    """Import faiss lazily; after torch when torch will run here: both bundle OpenMP, and
+    that order avoids contention (FINDINGS.md). A CPU process on onnxruntime (every cold CLI
+    call) never imports torch for it."""
+    if _torch_expected():
+        with contextlib.suppress(ImportError):  # torch is a dependency; be lenient anyway
+            import torch  # noqa: F401
     import faiss as _faiss
 
     return _faiss

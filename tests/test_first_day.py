@@ -95,10 +95,12 @@ def test_1_cold_query_and_unchanged_ingest_never_import_torch(user):
     (docs / "money.md").write_text("# Money\n\nSave for retirement early.\n")
     user("ingest", "notes", str(docs))
     user("index", "rows", str(_corpus(user.dir / "c.jsonl", 20)))
+    user("index", "graph", str(user.dir / "c.jsonl"), "--index", "HNSW32")  # faiss is used
     for args in (
         ("retrieve", "notes", "what do cats eat", "--mode", "hybrid"),
         ("retrieve", "notes", "what do cats eat", "--mode", "dense"),
         ("search", "rows", "kittens"),
+        ("search", "graph", "kittens"),
         ("ingest", "notes", str(docs)),  # unchanged: chunking needs the tokenizer only
         ("info", "rows"),
         ("list",),
@@ -146,6 +148,12 @@ def test_2_12_13_server_ready_means_warm_docs_offline_and_honest_startup(user):
             f"{base}/collections/news/documents", json={"documents": [{"id": "n", "text": "new"}]}
         )
         assert r.status_code == 201
+
+        # 5: a long query is embedded from its start on both paths, and said so
+        long_query = "kittens and cats " * 200
+        for route in ("search", "retrieve"):
+            r = httpx.post(f"{base}/collections/news/{route}", json={"query": long_query})
+            assert r.status_code == 200 and r.json()["query_truncated"] is True, r.text
 
         # 12: /docs is served from packaged assets, no CDN
         page = httpx.get(f"{base}/docs").text

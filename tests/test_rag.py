@@ -182,8 +182,8 @@ def test_bad_parameters_are_clear_errors(col, docs):
         col.retrieve("cats", mode="bm25", prf=True)
     long_query = "why do cats purr " * 100
     with pytest.raises(InvalidInputError, match="tokens; the model reads at most 256"):
-        col.retrieve(long_query)
-    assert col.retrieve(long_query, truncate=True)
+        col.retrieve(long_query, truncate=False)
+    assert col.retrieve(long_query)  # embedded from its start by default, as search does
     assert col.retrieve(long_query, mode="bm25")  # keywords have no window
 
 

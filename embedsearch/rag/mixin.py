@@ -96,7 +96,7 @@ class RetrievalMixin:
         candidates: int | None = None,
         prf: Any = None,
         rerank_depth: int | None = None,
-        truncate: bool = False,
+        truncate: bool = True,
     ) -> list[Passage]:
         """The ``k`` passages that best answer ``query``, with scores and provenance.
 
@@ -115,8 +115,8 @@ class RetrievalMixin:
             candidates: results each side fetches before fusion (default ``max(100, k)``).
             prf: dense pseudo-relevance feedback (``True`` or ``{"docs": 3, "beta": 0.5}``).
             rerank_depth: how many top candidates the cross-encoder rescores.
-            truncate: allow a query longer than the model window (only its beginning is
-                embedded); by default such a query is an error.
+            truncate: a query longer than the model window is embedded from its beginning
+                (the default, as ``search`` does); ``False`` makes such a query an error.
 
         Returns:
             :class:`~embedsearch.rag.passage.Passage` objects, best first.

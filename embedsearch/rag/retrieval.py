@@ -137,7 +137,7 @@ def retrieve(
     candidates: int | None = None,
     prf: Any = None,
     rerank_depth: int | None = None,
-    truncate: bool = False,
+    truncate: bool = True,
 ) -> list[Passage]:
     """See :meth:`embedsearch.rag.mixin.RetrievalMixin.retrieve`."""
 

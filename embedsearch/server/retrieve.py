@@ -17,7 +17,7 @@ from ..collection import Collection
 from ..errors import InvalidInputError
 from ..validation import MAX_K
 from .deps import ERRORS, State, Stopwatch, call_with_options
-from .limits import check_text_content
+from .limits import check_text_content, over_window
 from .schemas import CollectionName, Metadata, Request, Response, VersionQuery, jsonable
 
 
@@ -38,7 +38,11 @@ class RetrieveRequest(Request):
     candidates: int | None = Field(None, ge=1, le=MAX_K, description="Per side, before fusion.")
     prf: bool | PseudoRelevance | None = Field(None, description="Dense pseudo-relevance feedback.")
     rerank_depth: int | None = Field(None, ge=1, le=MAX_K)
-    truncate: bool | None = Field(None, description="Allow a query over the model window.")
+    truncate: bool = Field(
+        True,
+        description="A query over the model window is embedded from its start (reported in "
+        "`query_truncated`), as in /search; false answers 422 instead.",
+    )
 
 
 class PassageOut(Response):
@@ -51,6 +55,9 @@ class PassageOut(Response):
 
 class RetrieveResult(Response):
     passages: list[PassageOut]
+    query_truncated: bool = Field(
+        False, description="The query was longer than the model window: its start was embedded."
+    )
     took_ms: float
 
 
@@ -89,7 +96,12 @@ def retrieve(
         rerank_depth=body.rerank_depth,
         truncate=body.truncate,
     )
-    return {"passages": [jsonable(p) for p in passages], "took_ms": watch.ms}
+    over = over_window(col.encoder, [body.query], truncate=True)[0] if body.mode != "bm25" else []
+    return {
+        "passages": [jsonable(p) for p in passages],
+        "query_truncated": bool(over),
+        "took_ms": watch.ms,
+    }
 
 
 def build_router() -> APIRouter:
