@@ -371,8 +371,9 @@ def test_10_cli_errors_name_cli_flags(user):
     corpus.write_text(corpus.read_text().replace("note 0", "changed note 0"))
     p = user("index", "news", str(corpus), check=2)
     assert "--upsert" in p.stderr and "upsert()" not in p.stderr
-    p = user("ingest", "news2", str(corpus.parent / "missing.md"), check=None)
+    p = user("ingest", "news2", str(corpus.parent / "missing.md"), check=1)
     assert "=True" not in p.stdout + p.stderr
+    assert not (user.home / "news2").exists()  # nothing indexed: no empty collection kept
 
 
 # ----------------------------------------------------------------------------- finding 13

@@ -80,11 +80,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .. import open as open_collection
+    from ..catalog import drop
     from ..rag.loaders import expand_paths
+    from ..validation import resolve_path
     from ..wording import reword
     from .progress import Progress
 
     meta = parse_json_arg(args.meta, "--meta")
+    path = resolve_path(args.name)
+    existed = (path / "manifest.json").is_file()
     t0 = time.perf_counter()
     files = Progress("ingest", "files", sum(1 for _ in expand_paths(args.paths)))
     try:
@@ -101,13 +105,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 on_source=lambda _source: files.update(1),
             )
             total = len(col)
+    except BaseException:
+        if not existed and (path / "manifest.json").is_file() and _empty(path):
+            drop(path, missing_ok=True)  # a failed first run leaves no empty collection
+        raise
     finally:
         files.close()
+    if not existed and total == 0:
+        drop(path, missing_ok=True)
     took = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**report.to_dict(), "count": total, "seconds": round(took, 3)}))
     else:
         print(f"{report.summary()} in {took:.1f} s; collection holds {total} passages")
+        if not existed and total == 0:
+            print(f"  nothing was indexed, so no collection {args.name!r} was kept")
         for s in report.skipped:
             print(f"  skipped {s.source}: {reword(s.reason)}")
         if report.ignored:
@@ -115,6 +127,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 f"  ignored {len(report.ignored)} files of other types (e.g. {report.ignored[0]})"
             )
     return 1 if report.skipped and not (report.added or report.updated or report.unchanged) else 0
+
+
+def _empty(path: Path) -> bool:
+    from ..collection import open as open_collection
+
+    with open_collection(path, create=False) as col:
+        return len(col) == 0
 
 
 def _print_passages(passages: list[Any], as_json: bool) -> None:
