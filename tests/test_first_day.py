@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 import embedsearch
+from embedsearch.store import WriterLock
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_PROBE = (
@@ -93,7 +94,8 @@ def test_1_cold_query_and_unchanged_ingest_never_import_torch(user):
     docs.mkdir()
     (docs / "cats.md").write_text("# Cats\n\nCats purr and chase mice.\n\n## Food\n\nFish.\n")
     (docs / "money.md").write_text("# Money\n\nSave for retirement early.\n")
-    user("ingest", "notes", str(docs))
+    first = user("ingest", "notes", str(docs), EMBEDSEARCH_PROGRESS_SECONDS="0")
+    assert "ingest: 2/2 files (100%)" in first.stderr  # 11: progress over files, with total
     user("index", "rows", str(_corpus(user.dir / "c.jsonl", 20)))
     user("index", "graph", str(user.dir / "c.jsonl"), "--index", "HNSW32")  # faiss is used
     for args in (
@@ -354,6 +356,13 @@ def test_9_empty_results_are_explained(user):
         pass
     p = user("search", "empty", "anything")
     assert p.stdout == "" and "collection 'empty' holds 0 documents" in p.stderr
+    lock = WriterLock(user.home / "empty")  # as another process's `index` would hold it
+    lock.acquire()
+    try:
+        p = user("search", "empty", "anything")
+        assert f"another process is writing to it now (pid={os.getpid()}" in p.stderr
+    finally:
+        lock.release()
     user("index", "news", str(_corpus(user.dir / "c.jsonl", 12)))
     p = user("search", "news", "cats", "--where", '{"lang": "fr"}')
     assert "0 of 12 documents match the filter" in p.stderr

@@ -6,7 +6,7 @@ inputs into many files — 100k to 1M rows each works well.
 
 Files are reached through :mod:`pyarrow.fs`, so anything pyarrow can open works: local
 paths, ``file://``, ``s3://``, ``gs://``, ``hdfs://``, ``abfs://``. Rows are turned into
-documents by the same rules as the single-node reader (:mod:`embedsearch.ingest`): the same
+documents by the same rules as the single-node reader (:mod:`embedsearch.readers`): the same
 text field defaults, the same ids (``_id``/``id``, else ``<file stem>:<row number>``) and the
 same metadata, so a collection built on Ray equals one built by ``embedsearch index``:
 both read through :mod:`embedsearch.readers`, the one reader of input formats.
