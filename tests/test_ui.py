@@ -327,3 +327,36 @@ def test_auth_asks_once_and_keeps_the_key_out_of_the_url(ui_home: Path, page: An
         assert page.is_hidden("#auth")
     finally:
         srv.stop()
+
+
+def test_results_outside_a_sampled_map_are_placed_near_their_neighbours(
+    server: ServerThread, page: Any
+) -> None:
+    q = "space telescopes"
+    page.goto(f"{server.url}/ui?collection=demo&q={quote(q)}&view=map&points=60")
+    page.wait_for_selector("#map-dots circle.pt")
+    page.wait_for_function("document.querySelectorAll('#map circle.hit').length === 10")
+    assert page.eval_on_selector_all("#map-dots circle.pt", "e => e.length") == 60
+    placed = page.eval_on_selector_all("#map circle.hit.placed", "e => e.map(c => c.dataset.id)")
+    body = {"max_points": 60}
+    drawn = httpx.post(f"{server.url}/collections/demo/map", json=body).json()
+    hits = httpx.post(f"{server.url}/collections/demo/search", json={"query": q, "k": 10}).json()
+    in_sample = {p["id"] for p in drawn["points"]}
+    assert sorted(placed) == sorted(h["id"] for h in hits["hits"] if h["id"] not in in_sample)
+    assert placed  # 60 of 350: most results are outside the sample
+    assert "placed near their nearest sampled points" in page.inner_text("#map-caption")
+    # the route: sampled documents keep their own point; others sit inside the sample's box
+    ids = [drawn["points"][0]["id"], *placed[:2]]
+    out = httpx.post(f"{server.url}/collections/demo/map/place", json={**body, "ids": ids}).json()
+    assert [p["placed"] for p in out["points"]] == [False, True, True][: len(ids)]
+    assert (out["points"][0]["x"], out["points"][0]["y"]) == (
+        drawn["points"][0]["x"],
+        drawn["points"][0]["y"],
+    )
+    xs, ys = [p["x"] for p in drawn["points"]], [p["y"] for p in drawn["points"]]
+    for p in out["points"][1:]:
+        assert min(xs) <= p["x"] <= max(xs) and min(ys) <= p["y"] <= max(ys)
+        assert 0 <= p["c"] < len(drawn["legend"])
+    unknown = httpx.post(f"{server.url}/collections/demo/map/place", json={**body, "ids": ["nope"]})
+    assert unknown.status_code == 404 and "nope" in unknown.text
+    shoot(page, "9-map-sampled-hits-placed")

@@ -18,13 +18,14 @@ from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter
 from pydantic import Field
 
 from ..errors import InvalidInputError
 from ..latent.maps import palette
 from .deps import ERRORS, State, Stopwatch
-from .schemas import CollectionName, Metadata, Request, Response
+from .schemas import CollectionName, DocId, Metadata, Request, Response
 
 SNIPPET_CHARS = 240
 MAX_POINTS = 20_000
@@ -131,14 +132,8 @@ def compute_map(col: Any, body: MapRequest) -> dict[str, Any]:
     }
 
 
-@router.post("/{name}/map", response_model=MapOut, summary="2-D map (points)")
-def map_points(name: CollectionName, body: MapRequest, state: State) -> dict[str, Any]:
-    """The collection's 2-D map as points: ``x``, ``y``, id, a text snippet and a colour
-    category (cluster, or a metadata value) with its legend label; sampled (seeded) above
-    ``max_points``. The same map as ``embedsearch map``; cached until the collection changes.
-    """
-    watch = Stopwatch()
-    col = state.registry.get(name)
+def cached_map(name: str, col: Any, body: MapRequest) -> dict[str, Any]:
+    """:func:`compute_map`, cached per collection state and request."""
     info = col.info()
     key = (
         name,
@@ -157,4 +152,64 @@ def map_points(name: CollectionName, body: MapRequest, state: State) -> dict[str
             _cache[key] = hit
             while len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
+    return hit
+
+
+@router.post("/{name}/map", response_model=MapOut, summary="2-D map (points)")
+def map_points(name: CollectionName, body: MapRequest, state: State) -> dict[str, Any]:
+    """The collection's 2-D map as points: ``x``, ``y``, id, a text snippet and a colour
+    category (cluster, or a metadata value) with its legend label; sampled (seeded) above
+    ``max_points``. The same map as ``embedsearch map``; cached until the collection changes.
+    """
+    watch = Stopwatch()
+    hit = cached_map(name, state.registry.get(name), body)
     return {**hit, "took_ms": watch.ms}
+
+
+class PlaceRequest(MapRequest):
+    ids: list[DocId] = Field(min_length=1, max_length=1000, description="Documents to place.")
+
+
+class PlacedPoint(MapPoint):
+    placed: bool = Field(
+        description="False: the document is in the drawn sample (its own position); true: it "
+        "is not, and sits at the similarity-weighted mean of its 3 nearest sampled points."
+    )
+
+
+class PlaceOut(Response):
+    points: list[PlacedPoint]
+    took_ms: float
+
+
+@router.post("/{name}/map/place", response_model=PlaceOut, summary="Place documents on the map")
+def place(name: CollectionName, body: PlaceRequest, state: State) -> dict[str, Any]:
+    """Positions of given documents on the map that ``POST /map`` with the same parameters
+    draws: their own point when sampled, else near their nearest sampled neighbours (so a
+    search's results can all be shown on a sampled map). Unknown ids are a 404."""
+    watch = Stopwatch()
+    col = state.registry.get(name)
+    data = cached_map(name, col, MapRequest(**body.model_dump(exclude={"ids"})))
+    drawn = {p["id"]: i for i, p in enumerate(data["points"])}
+    ids = list(dict.fromkeys(body.ids))
+    missing = [i for i in ids if i not in drawn]
+    out = {i: {**data["points"][drawn[i]], "placed": False} for i in ids if i in drawn}
+    if missing:
+        docs = col.get(missing)  # DocumentNotFoundError (404) names unknown ids
+        sample = col.vectors([p["id"] for p in data["points"]])
+        sims = np.asarray(col.vectors(missing), dtype=np.float32) @ sample.T
+        near = np.argsort(-sims, axis=1)[:, :3]
+        for doc, row, nbrs in zip(docs, sims, near):
+            w = np.clip(row[nbrs], 1e-3, None)
+            pts = [data["points"][j] for j in nbrs]
+            x = float(np.dot(w, [p["x"] for p in pts]) / w.sum())
+            y = float(np.dot(w, [p["y"] for p in pts]) / w.sum())
+            out[doc.id] = {
+                "id": doc.id,
+                "x": round(x, 5),
+                "y": round(y, 5),
+                "c": pts[0]["c"],
+                "text": doc.text[:SNIPPET_CHARS],
+                "placed": True,
+            }
+    return {"points": [out[i] for i in ids], "took_ms": watch.ms}

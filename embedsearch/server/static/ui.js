@@ -9,9 +9,12 @@ const FUSIONS = ["rrf", "convex", "dbsf"];
 const SVG = "http://www.w3.org/2000/svg";
 const NEIGHBOURS = 8;
 
-const state = { collection: "", q: "", mode: "dense", fusion: "rrf", k: 10, where: "", view: "results" };
+const POINTS = 5000;  // default map sample size
+const state = {
+  collection: "", q: "", mode: "dense", fusion: "rrf", k: 10, where: "", view: "results", points: POINTS,
+};
 let hits = [];          // current results (ids in rank order)
-let map = null;         // {collection, data} of the drawn map
+let map = null;         // {collection, points, data, px, py, r, placed: Map} of the drawn map
 let selected = null;    // {id, neighbours: [ids]} shown in the detail panel
 
 class ApiError extends Error {
@@ -102,6 +105,8 @@ function readUrl() {
   state.k = Number.isFinite(k) && k > 0 ? k : 10;
   state.where = p.get("where") || "";
   state.view = p.get("view") === "map" ? "map" : "results";
+  const points = parseInt(p.get("points") || String(POINTS), 10);
+  state.points = Number.isFinite(points) ? Math.min(20000, Math.max(2, points)) : POINTS;
   writeForm();
 }
 
@@ -114,6 +119,7 @@ function writeUrl(push) {
   if (state.k !== 10) p.set("k", String(state.k));
   if (state.where) p.set("where", state.where);
   if (state.view === "map") p.set("view", "map");
+  if (state.points !== POINTS) p.set("points", String(state.points));
   const url = "ui" + (p.toString() ? "?" + p.toString() : "");
   if (url === "ui" + location.search) return;
   (push ? history.pushState : history.replaceState).call(history, null, "", url);
@@ -225,7 +231,7 @@ async function search(push) {
     report(e);
     renderResults([]);
   }
-  markHits();
+  placeHits();
 }
 
 const STOP = new Set(("a an and are as at be by can do does for from has have how i in is it its " +
@@ -375,14 +381,17 @@ $("detail-body").addEventListener("keydown", (ev) => {
 // ----------------------------------------------------------------------------- map
 async function loadMap() {
   if (!state.collection) return;
-  if (map && map.collection === state.collection) { drawMap(); return; }
+  if (map && map.collection === state.collection && map.points === state.points) {
+    drawMap();
+    return;
+  }
   $("map").replaceChildren();
   $("legend").replaceChildren();
   $("map-caption").textContent = "computing the map: a 2-D projection and clusters of up to " +
     "5,000 documents (the first time can take a minute on a large collection; then it is cached)…";
   try {
-    const data = await api(col("/map"), { max_points: 5000 });
-    map = { collection: state.collection, data };
+    const data = await api(col("/map"), { max_points: state.points });
+    map = { collection: state.collection, points: state.points, data, placed: new Map() };
     drawMap();
   } catch (e) {
     $("map-caption").textContent = "";
@@ -408,6 +417,7 @@ function drawMap() {
   const px = (x) => ox + s * (x - x0), py = (y) => H - (oy + s * (y - y0));
   const n = data.points.length;
   const r = n <= 1000 ? 4 : n <= 5000 ? 2.5 : 1.6;
+  Object.assign(map, { px, py, r });
   svg.replaceChildren();
   const dots = document.createElementNS(SVG, "g");
   dots.id = "map-dots";
@@ -436,6 +446,23 @@ function drawMap() {
     sw.style.background = entry.color;
     li.append(sw, `${entry.label} (${entry.size})`);
     legend.append(li);
+  }
+  placeHits();
+}
+
+// Results that are not in the drawn sample are placed near their nearest sampled points by
+// the server (POST /map/place) and drawn dashed.
+async function placeHits() {
+  if (map && hits.length) {
+    const drawn = new Set(map.data.points.map((p) => p.id));
+    const missing = hits.filter((id) => !drawn.has(id) && !map.placed.has(id));
+    if (missing.length) {
+      const want = map;
+      try {
+        const r = await api(col("/map/place"), { max_points: want.points, ids: missing });
+        for (const p of r.points) want.placed.set(p.id, p);
+      } catch (_) { /* the caption says how many results are missing */ }
+    }
   }
   markHits();
 }
@@ -495,22 +522,35 @@ function markHits() {
   }
   const dim = marks.length > 0;
   svg.querySelectorAll("circle.pt").forEach((c) => c.classList.toggle("dim", dim));
-  let shown = 0;
+  let shown = 0, placed = 0;
   for (const [id, cls] of marks) {
-    const c = byId.get(id);
-    if (!c) continue;
-    const copy = c.cloneNode(false);
-    copy.setAttribute("class", "pt " + cls);
-    copy.setAttribute("r", Number(c.getAttribute("r")) + (cls === "sel" ? 5 : 3.5));
-    top.append(copy);
+    let c = byId.get(id);
+    const p = c ? null : map.placed.get(id);
+    if (!c && !p) continue;
+    if (c) {
+      c = c.cloneNode(false);
+      c.setAttribute("class", "pt " + cls);
+    } else {
+      c = document.createElementNS(SVG, "circle");
+      c.setAttribute("class", `pt ${cls} placed`);
+      c.setAttribute("cx", map.px(p.x).toFixed(1));
+      c.setAttribute("cy", map.py(p.y).toFixed(1));
+      c.setAttribute("fill", map.data.legend[p.c] ? map.data.legend[p.c].color : "#888");
+      c.dataset.id = id;
+      c.dataset.placed = "1";
+      placed += cls === "hit" ? 1 : 0;
+    }
+    c.setAttribute("r", map.r + (cls === "sel" ? 5 : 3.5));
+    top.append(c);
     if (cls === "hit") shown += 1;
   }
   const cap = $("map-caption");
   cap.dataset.hitsShown = String(shown);
   cap.textContent = map.data.caption;
   if (hits.length) {
-    const note = shown === hits.length ? `all ${shown} results outlined` :
-      `${shown} of ${hits.length} results are in the drawn sample (outlined)`;
+    let note = shown === hits.length ? `all ${shown} results outlined` :
+      `${shown} of ${hits.length} results outlined`;
+    if (placed) note += ` (${placed} not in the sample: placed near their nearest sampled points, dashed)`;
     cap.append(" · ", el("b", "", note));
   }
 }
@@ -519,7 +559,7 @@ function showTip(ev) {
   const c = ev.target.closest("circle");
   const tip = $("tooltip");
   if (!c || !map) { tip.hidden = true; return; }
-  const p = map.data.points[Number(c.dataset.i)];
+  const p = c.dataset.placed ? map.placed.get(c.dataset.id) : map.data.points[Number(c.dataset.i)];
   if (!p) { tip.hidden = true; return; }
   const label = map.data.legend[p.c] ? map.data.legend[p.c].label : "";
   tip.replaceChildren(el("code", "", p.id), " · " + label, el("br"), p.text + (p.text.length >= 240 ? "…" : ""));
