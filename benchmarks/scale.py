@@ -424,6 +424,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     ap.add_argument("--root", type=Path, default=Path("/tmp/embedsearch-scale"))
     ap.add_argument("--no-add", action="store_true", help="skip adding 10k rows")
+    ap.add_argument("--reuse", action="store_true", help="query the stores already built")
     ap.add_argument("--child")
     ap.add_argument("--phase")
     ap.add_argument("--n", type=int)
@@ -442,17 +443,23 @@ def main() -> None:
             owner = SHARES.get(engine, engine)
             path = args.root / f"{owner}-{n}"
             row: dict[str, Any] = {"engine": engine, "n": n}
-            if owner == engine:
+            old = results["runs"].get(f"{engine}-{n}", {})
+            if args.reuse and path.exists():  # keep the build (and add) figures measured then
+                row.update(
+                    {k: v for k, v in old.items() if k in ("build_s", "disk_mb", "add_10k_s")}
+                )
+            elif owner == engine:
                 shutil.rmtree(path, ignore_errors=True)
                 row.update(run_child(python, engine, "build", n, path))
             print(f"{engine} {n:,} build: {row}", file=sys.stderr, flush=True)
             row.update(run_child(python, engine, "query", n, path))
-            if not args.no_add and owner == engine:
+            if not args.no_add and not args.reuse and owner == engine:
                 row.update(run_child(python, engine, "add", n, path))
             print(json.dumps(row, default=str)[:1500], file=sys.stderr, flush=True)
             results["runs"][f"{engine}-{n}"] = row
             out_path.write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
+    print(ratios(results))
     plot(results, RESULTS / "scale.png")
 
 
@@ -480,6 +487,43 @@ def table(results: dict[str, Any]) -> str:
             + f" | {u.get('recall_at_10', float('nan')):.3f} | "
             + " | ".join(f)
             + f" | {row.get('add_10k_s', float('nan')):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(results: dict[str, Any]) -> str:
+    """embedsearch / peer at the same size: < 1 favours embedsearch for time and memory."""
+    runs = [r for r in results["runs"].values() if "error" not in r and "unfiltered" in r]
+    lines = [
+        "| embedsearch / peer | n | build | open+1st query | RSS 1k q | disk | p50 | "
+        + " | ".join(f"{s[0]} p50" for s in SELECTIVITIES)
+        + " | recall (es vs peer, unfiltered / worst filtered) |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SELECTIVITIES) + "---|",
+    ]
+    mine = {r["n"]: r for r in runs if r["engine"] == "embedsearch"}
+
+    def q(a: Any, b: Any) -> str:
+        return (
+            f"{a / b:.2f}"
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
+            else "—"
+        )
+
+    for r in runs:
+        es = mine.get(r["n"])
+        if es is None or r["engine"] == "embedsearch":
+            continue
+        sel = [q(es[s[0]]["p50_ms"], r[s[0]]["p50_ms"]) for s in SELECTIVITIES]
+        worst = lambda x: min(x[s[0]]["recall_at_10"] for s in SELECTIVITIES)  # noqa: E731
+        lines.append(
+            f"| vs {r['engine']} | {r['n']:,} | {q(es.get('build_s'), r.get('build_s'))} | "
+            f"{q(es['open_first_query_s'], r['open_first_query_s'])} | "
+            f"{q(es['rss_1000_queries_mb'], r['rss_1000_queries_mb'])} | "
+            f"{q(es.get('disk_mb'), r.get('disk_mb'))} | "
+            f"{q(es['unfiltered']['p50_ms'], r['unfiltered']['p50_ms'])} | "
+            + " | ".join(sel)
+            + f" | {es['unfiltered']['recall_at_10']:.3f} vs {r['unfiltered']['recall_at_10']:.3f}"
+            f" / {worst(es):.3f} vs {worst(r):.3f} |"
         )
     return "\n".join(lines)
 
