@@ -566,7 +566,7 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
         committed = store.write_manifest(self.path, manifest, hook)
         self._stamp = self._manifest_stamp()
         with contextlib.suppress(OSError, EmbedSearchError):
-            versions.expire_quick(self.path, int(committed["generation"]))
+            versions.expire_quick(self.path, versions.generation_of(committed))
         return committed
 
     def compact(self) -> dict[str, int]:
@@ -1034,7 +1034,7 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
             )
         if version is not None:
             past = versions.manifest_at(path, version, manifest)
-            gen = int(past["generation"])
+            gen = versions.generation_of(past)
             return Collection(path, past, None, backend, stamp=(0, 0, 0), version=gen)
         col = Collection(path, manifest, None, backend, stamp=stamp)
         if index != "auto" and validate_spec(index, col.dim) != manifest["index"]["spec"]:

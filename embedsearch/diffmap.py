@@ -2,9 +2,9 @@
 
 Both panels share one 2-D projection (PCA of a sample of both versions, through
 :func:`embedsearch.latent.maps.project`), so a point stays where it was and only what changed
-moves. Every document is drawn pale in its topic's colour; in the newer panel the documents
-it added are drawn solid with a dark edge, in the older panel the documents that were later
-removed are marked with red crosses. Topics whose size moved carry their label and sizes
+moves. Every document is drawn pale, in its topic's colour when the topic moved (grey when
+its share held); in the newer panel the documents it added are drawn solid with a dark edge,
+in the older panel the documents that were later removed are marked with red crosses. Topics whose size moved carry their label and sizes
 (``▲`` appeared/grew, ``▼`` vanished/shrank); a side panel lists them with examples.
 ``.html`` embeds the same picture in a self-contained page with the full tables.
 """
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 MAX_POINTS = 6000  # per panel
 _MARK = {"appeared": "▲", "grew": "▲", "vanished": "▼", "shrank": "▼", "steady": ""}
+STEADY = "#a0a0a0"  # topics whose share held
+_HUES = [c for c in PALETTE if c not in ("#7f7f7f", "#c7c7c7")]  # no grey for a moved topic
 MAX_LABELS = 8  # per panel: the topics that moved most
 _GAINED, _LOST = ("appeared", "grew"), ("vanished", "shrank")
 
@@ -123,8 +125,12 @@ def _render(
     every = np.concatenate([xy_a, xy_b])
     lo, hi = every.min(axis=0), every.max(axis=0)
     pad = (hi - lo) * 0.04
-    colors = [PALETTE[c % len(PALETTE)] for c in range(max(len(diff.topics), 1))]
     moved = {t.topic: t for t in diff.topics if t.change != "steady"}
+    # colour only what moved (the most moved first); steady topics stay grey
+    colors = [STEADY] * max(len(diff.topics), 1)
+    ranked = sorted(moved.values(), key=lambda t: -abs(t.share_b - t.share_a))
+    for i, t in enumerate(ranked):
+        colors[t.topic] = _HUES[i % len(_HUES)]
 
     def base(ax: Any, xy: np.ndarray, lab: np.ndarray) -> None:
         ax.scatter(

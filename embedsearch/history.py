@@ -153,8 +153,8 @@ class HistoryMixin:
             then_ids = view.ids()
             added = sum(1 for i in then_ids if i not in now_ids)
             deleted = len(now_ids) - (len(then_ids) - added)
-            manifest = {k: v for k, v in past.items() if k != "checksum"}
-            manifest["generation"] = current["generation"]
+            manifest = {k: v for k, v in _versions.as_json(past).items() if k != "checksum"}
+            manifest["generation"] = _versions.generation_of(current)
             committed = self._commit(
                 manifest, "restore", added=added, deleted=deleted, live=len(then_ids)
             )

@@ -382,7 +382,7 @@ def _check_manifest(obj: Any, header: dict[str, Any], staging: Path) -> dict[str
     if not isinstance(obj, dict):
         raise SnapshotError("the archive's manifest.json is not a JSON object.")
     try:
-        store.parse_manifest(json.dumps(obj).encode(), staging / store.MANIFEST)
+        versions.check_manifest(obj, staging / store.MANIFEST)
     except Exception as exc:  # every failure here means: not a trustworthy manifest
         raise SnapshotError(f"the archive's manifest is not valid: {exc}") from None
     sums = versions.file_checksums(obj)

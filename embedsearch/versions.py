@@ -217,10 +217,15 @@ def files_of(manifest: Any) -> set[str]:
     return set(file_checksums(manifest))
 
 
-def manifest_of(root: Path, rec: dict[str, Any]) -> dict[str, Any]:
-    """The checked manifest a record holds (checksum and structure, as for the live one)."""
-    raw = json.dumps(rec["manifest"]).encode()
-    return store.parse_manifest(raw, record_path(root, int(rec.get("generation", 0))))
+def check_manifest(obj: dict[str, Any], where: Path) -> Any:
+    """A manifest kept outside ``manifest.json`` (a record, a snapshot), checked exactly as
+    the live one is (checksum, structure, file names); ``where`` names it in errors."""
+    return store.parse_manifest(json.dumps(obj).encode(), where)
+
+
+def manifest_of(root: Path, rec: dict[str, Any]) -> Any:
+    """The checked manifest a record holds."""
+    return check_manifest(rec["manifest"], record_path(root, int(rec.get("generation", 0))))
 
 
 # --------------------------------------------------------------------------- tags, settings
@@ -335,7 +340,7 @@ def list_versions(root: Path, current: dict[str, Any]) -> list[VersionInfo]:
 def _info(
     rec: dict[str, Any], manifest: dict[str, Any], tagmap: dict[int, list[str]], cur: bool
 ) -> VersionInfo:
-    gen = int(manifest["generation"])
+    gen = generation_of(manifest)
     live = int(rec.get("live", -1))
     return VersionInfo(
         version=gen,

@@ -198,7 +198,7 @@ def test_http_and_cli_snapshot_twins(tmp_path, monkeypatch, capsys):
     import httpx
 
     from embedsearch.cli import main
-    from embedsearch.server import create_app
+    from embedsearch.server import Limits, create_app
     from embedsearch.server.runner import ServerThread
 
     home = tmp_path / "home"
@@ -214,9 +214,11 @@ def test_http_and_cli_snapshot_twins(tmp_path, monkeypatch, capsys):
     assert main(["restore-snapshot", str(tmp_path / "cli.tar"), "cli-copy"]) == 2
     assert "already exists" in capsys.readouterr().err
     # HTTP, with a server running on the same home
-    app = create_app(home, api_keys=[], write_wait_s=0.2)
+    limits = Limits(max_body_bytes=64 * 1024)  # archives are bigger: their own limit applies
+    app = create_app(home, api_keys=[], write_wait_s=0.2, limits=limits)
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         r = c.get("/collections/src/snapshot")
+        assert len(r.content) > limits.max_body_bytes
         assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
         assert "src-v" in r.headers["content-disposition"]
         r2 = c.post("/collections/http-copy/snapshot/restore", content=r.content)
@@ -225,6 +227,8 @@ def test_http_and_cli_snapshot_twins(tmp_path, monkeypatch, capsys):
         assert _answers(embedsearch.open(home / "http-copy")) == want
         r3 = c.post("/collections/http-copy/snapshot/restore", content=r.content)
         assert r3.status_code == 409
+        big = {"query": "x" * 70_000}
+        assert c.post("/collections/src/search", json=big).status_code == 413  # others: 64 KB
         bad = bytearray(r.content)
         bad[len(bad) // 2] ^= 0xFF
         r4 = c.post("/collections/bad/snapshot/restore", content=bytes(bad))

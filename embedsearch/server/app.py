@@ -276,7 +276,11 @@ def create_app(
         app.router.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"])
 
     app.add_middleware(errors.CatchAllMiddleware)  # innermost: sees what handlers do not
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=limits.max_body_bytes,
+        upload_max_bytes=limits.max_snapshot_bytes,
+    )
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -34,12 +34,15 @@ class Limits:
         max_text_chars: characters in one text or query (413 above it). Tokens past the model
             window are truncated (reported) or refused, see ``truncate`` on each route.
         max_k: the largest ``k`` (and ``n``) a request may ask for (422 above it).
+        max_snapshot_bytes: body size of a snapshot upload (``POST
+            /collections/{name}/snapshot/restore``), streamed to disk, never held in memory.
     """
 
     max_body_bytes: int = 32 * MiB
     max_texts: int = 2048
     max_text_chars: int = 100_000
     max_k: int = 1000
+    max_snapshot_bytes: int = 64 * 1024 * MiB
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -123,6 +126,10 @@ def over_window(
     return over, [min(n, window) for n in counts]
 
 
+#: Routes whose body is a snapshot archive, streamed to disk: ``max_snapshot_bytes`` applies.
+SNAPSHOT_UPLOAD_SUFFIX = "/snapshot/restore"
+
+
 class BodySizeLimitMiddleware:
     """Answer 413 to request bodies above ``max_bytes`` without reading them whole.
 
@@ -130,21 +137,24 @@ class BodySizeLimitMiddleware:
     chunked body is counted as it streams and refused as soon as it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("path", "").endswith(SNAPSHOT_UPLOAD_SUFFIX)  # streamed to a file
+        limit = self.upload_max_bytes if upload else self.max_bytes
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
+                if declared > limit:
                     await self._refuse(send, declared)
                     return
         seen = 0
@@ -156,7 +166,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     too_big = True
                     raise _BodyTooLarge()
             return message
