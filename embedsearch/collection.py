@@ -630,11 +630,15 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
                     "spec (e.g. 'auto')."
                 ) from exc
             manifest = dict(self._manifest)
+            old = manifest["index"].get("file")
             manifest["index"] = {"spec": spec, "file": None}
             manifest = self._commit(manifest, "reindex")
             with self._rw.write():
                 self._index, self._manifest = index, manifest
             self._maybe_save_index(force=True)
+            if old:  # the previous index file is no longer named: not left behind
+                with contextlib.suppress(OSError, EmbedSearchError):
+                    versions.cleanup(self.path, self._manifest)
 
     def _maybe_save_index(self, force: bool = False) -> None:
         """Persist a trained index when it is missing on disk or far behind the segments.

@@ -172,7 +172,10 @@ def columns_from_json(raw: Iterable[str | None], paths: Sequence[Path]) -> dict[
     """Typed columns for ``paths`` from rows of metadata JSON, parsed in Python (reference)."""
     values: dict[Path, list[Any]] = {p: [] for p in paths}
     for text in raw:
-        meta = json.loads(text) if text is not None else None
+        try:
+            meta = json.loads(text) if text is not None else None
+        except RecursionError:  # nested deeper than json parses (older versions stored it)
+            meta = None
         for p, out in values.items():
             out.append(lookup(meta, p))
     return {p: KeyColumn.from_values(v) for p, v in values.items()}

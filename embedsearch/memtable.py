@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from .columns import KeyColumn, Path, columns_from_json_array
 from .store import SegmentData
+from .validation import clip_metadata
 
 #: Key paths whose typed columns a table keeps (each ~13 bytes a row).
 MAX_CACHED_PATHS = 32
@@ -183,4 +184,9 @@ class MemTable:
 
 
 def _parse(raw: str | None) -> dict[str, Any] | None:
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    try:
+        return clip_metadata(json.loads(raw))
+    except RecursionError:  # stored by an older version, deeper than json can parse
+        return {"_unreadable": "metadata nested too deeply to parse; rewrite this document"}

@@ -29,6 +29,11 @@ MAX_ID_LENGTH = 512
 #: Longest text accepted (characters). The encoder reads only its first max_seq_length
 #: tokens anyway; a longer text is a whole file that wants chunking (``add_documents``).
 MAX_TEXT_CHARS = 1_000_000
+#: Deepest metadata nesting accepted (the same bound as a ``where`` filter) and the largest
+#: metadata JSON per document. Deeper documents broke every read that touched them (HTTP
+#: serialisation and the old row filter recurse), so the limit is checked at write time.
+MAX_METADATA_DEPTH = 32
+MAX_METADATA_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- paths
@@ -113,7 +118,14 @@ def check_metadata(meta: Any, where: str) -> str | None:
     if meta is None:
         return None
     if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
-        raise InvalidInputError(f"{where} must be a dict with string keys (or None), got {meta!r}.")
+        raise InvalidInputError(
+            f"{where} must be a dict with string keys (or None), got {str(meta)[:200]}."
+        )
+    if metadata_depth(meta, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise InvalidInputError(
+            f"{where} is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it (for "
+            "example join the keys of a path with '.') or store the deep part as a JSON string."
+        )
     try:
         out = json.dumps(meta, allow_nan=False, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -122,7 +134,53 @@ def check_metadata(meta: Any, where: str) -> str | None:
             "lists and dicts."
         ) from exc
     check_encodable(out, where)
+    if len(out) > MAX_METADATA_BYTES:  # characters; the UTF-8 bytes are at least as many
+        raise InvalidInputError(
+            f"{where} is {len(out):,} characters of JSON, over the {MAX_METADATA_BYTES:,} limit "
+            "per document; keep large payloads outside the collection and store a reference."
+        )
     return out
+
+
+def metadata_depth(obj: Any, limit: int | None = None) -> int:
+    """Nesting depth of dicts/lists in ``obj`` (a scalar is 0, ``{}`` is 1), computed without
+    recursion; stops counting once past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        cur, depth = stack.pop()
+        if isinstance(cur, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if limit is not None and deepest > limit:
+                return deepest
+            stack.extend((v, depth) for v in (cur.values() if isinstance(cur, dict) else cur))
+    return deepest
+
+
+def clip_metadata(obj: Any, limit: int = MAX_METADATA_DEPTH) -> Any:
+    """``obj`` with every dict/list below nesting level ``limit`` replaced by its JSON text.
+
+    Documents stored by older versions (before :data:`MAX_METADATA_DEPTH` was checked at
+    write time) may nest hundreds of levels; reads return them clipped so that every
+    surface can serialise them, and nothing is lost (the deep part is its JSON text).
+    """
+    if metadata_depth(obj, limit) <= limit:
+        return obj
+
+    def clip(cur: Any, depth: int) -> Any:
+        if not isinstance(cur, (dict, list)):
+            return cur
+        if depth >= limit:
+            try:
+                return json.dumps(cur, ensure_ascii=False)
+            except RecursionError:
+                return "<metadata nested too deeply to show>"
+        if isinstance(cur, dict):
+            return {k: clip(v, depth + 1) for k, v in cur.items()}
+        return [clip(v, depth + 1) for v in cur]
+
+    return clip(obj, 0)
 
 
 def check_k(k: Any) -> int:

@@ -73,7 +73,18 @@ def scrub(message: str, home: Path | None = None) -> str:
         for root in {str(home), str(Path(home).resolve())}:
             if root not in ("", "/", "."):
                 message = message.replace(root + "/", "").replace(root, "<home>")
-    return _ABS_PATH.sub("<path>", message)
+    return _ABS_PATH.sub(_scrub_one, message)
+
+
+#: First segments of the server's own routes: ``POST /collections/{name}/documents`` in a
+#: message is advice about the API, not a filesystem path, and is left as it is.
+_ROUTE_RE = re.compile(
+    r"/(?:collections|v1|healthz|readyz|livez|metrics|docs|openapi\.json|ui|encoders|mcp)(?:/|$)"
+)
+
+
+def _scrub_one(match: re.Match[str]) -> str:
+    return match.group(0) if _ROUTE_RE.match(match.group(0)) else "<path>"
 
 
 def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -106,8 +117,29 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+def _unauthenticated(request: Request) -> bool:
+    """True when keys are required and the request carries none that is valid.
+
+    FastAPI parses (and validates) the body before it runs the auth dependency, so a body
+    error would otherwise answer 422 to a client that is not allowed to ask at all.
+    """
+    checker = getattr(request.app.state, "keys", None)
+    if checker is None or not checker.enabled:
+        return False
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() != "bearer" or not checker.accepts(key.strip())
+
+
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if _unauthenticated(request):
+        return await _embedsearch_error(
+            request,
+            UnauthorizedError(
+                "Missing or invalid API key: send `Authorization: Bearer <key>` with a key "
+                "from the server's key list."
+            ),
+        )
     errors = list(exc.errors())
     details = [
         {

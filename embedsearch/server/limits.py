@@ -18,6 +18,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidInputError
+from ..validation import check_encodable
 from .errors import LimitExceededError, TextTooLongError
 
 MiB = 1024 * 1024
@@ -94,6 +95,7 @@ def check_text_content(text: str, where: str) -> str:
         raise InvalidInputError(f"{where} is empty or whitespace; remove it or give it content.")
     if "\x00" in text:
         raise InvalidInputError(f"{where} contains a NUL character; strip it first.")
+    check_encodable(text, where)  # a lone surrogate cannot be tokenised (was a 500)
     return text
 
 

@@ -48,6 +48,7 @@ from ..errors import (
     EmbedSearchError,
     InvalidInputError,
     LockedError,
+    NotACollectionError,
 )
 from ..validation import validate_name
 
@@ -180,7 +181,15 @@ class Registry:
         """Whether ``name`` is a sharded collection on disk (``sharded.json``)."""
         return is_sharded(self.path(name))
 
-    def _not_found(self, name: str) -> CollectionNotFoundError:
+    def _not_found(self, name: str) -> EmbedSearchError:
+        """404 for a free name; for a name taken by something else (a plain directory), the
+        same 409 that POST /collections gives, so GET and POST agree."""
+        path = self.path(name)
+        if path.exists() or path.is_symlink():
+            return NotACollectionError(
+                f"{name!r} exists in the collection home but is not an embedsearch collection; "
+                "choose another name, or remove that directory."
+            )
         return CollectionNotFoundError(
             f"Collection {name!r} does not exist.{did_you_mean(name, self.home)} List "
             "collections with GET /collections, or create it with POST /collections."
@@ -325,11 +334,13 @@ class Registry:
         path = self.path(name)
         model_name = self.check_model(model)
         with self._name_lock(name):
-            if self._exists(path) or path.exists():
+            if self._exists(path):
                 raise CollectionExistsError(
                     f"Collection {name!r} already exists; delete it first (DELETE "
-                    "/collections/{name}) or choose another name."
+                    f"/collections/{name}) or choose another name."
                 )
+            if path.exists() or path.is_symlink():
+                raise self._not_found(name)
             col = open_collection(path, model=model_name, index=index, create=True)
             self._handles[name] = col
             return col
