@@ -16,6 +16,10 @@ What it measures (default model all-MiniLM-L6-v2, torch backend):
    of them (seeded). A PNG coloured by ``kind`` (news vs clickbait), an HTML map coloured by
    computed clusters, and a PNG by cluster, under ``benchmarks/results/``.
 
+Topics against BERTopic, map quality (trustworthiness), direction AUCs and outlier
+precision are measured by ``benchmarks/latent_structure.py`` (its own requirements:
+``benchmarks/requirements-latent.txt``).
+
 Usage::
 
     python benchmarks/latent_eval.py [--data ../shared/data] [--home DIR] [--full]

@@ -13,7 +13,7 @@ import pytest
 
 import embedsearch
 from embedsearch.errors import InvalidInputError
-from embedsearch.latent.maps import categorize
+from embedsearch.latent.maps import MAX_CATEGORIES, categorize, palette, place_labels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,7 +27,7 @@ def html_data(path) -> dict:
 
 def test_png_map_coloured_by_topic(demo_col, tmp_path) -> None:
     out = tmp_path / "topics.png"
-    result = demo_col.map(out, color_by="topic")
+    result = demo_col.map(out, color_by="topic", method="pca")
     assert out.read_bytes()[:8] == PNG_SIGNATURE
     from matplotlib.image import imread
 
@@ -90,8 +90,8 @@ def test_numeric_field_is_binned_and_missing_values_are_grey() -> None:
     assert cats[0] == 0 and cats[99] == 7 and cats[100] == 8
     legend, cats = categorize(["a", "b", "a", None])
     assert legend == ["a", "b", "(missing)"] and cats.tolist() == [0, 1, 0, 2]
-    legend, cats = categorize([f"v{i}" for i in range(30)] + ["v0"] * 5)
-    assert len(legend) == 20 and legend[-1] == "other" and legend.index("v0") == cats[0]
+    legend, cats = categorize([f"v{i}" for i in range(40)] + ["v0"] * 5)
+    assert len(legend) == MAX_CATEGORIES and legend[-1] == "other" and legend.index("v0") == cats[0]
 
 
 def test_year_colouring_and_stored_clusters(demo_col, tmp_path) -> None:
@@ -106,7 +106,7 @@ def test_year_colouring_and_stored_clusters(demo_col, tmp_path) -> None:
         ({"path": "missing-folder/out.png"}, "does not exist"),
         ({"path": "out.png", "color_by": "nosuchfield"}, "nosuchfield"),
         ({"path": "out.png", "max_points": 1}, "max_points"),
-        ({"path": "out.png", "method": "tsne"}, "pca"),
+        ({"path": "out.png", "method": "isomap"}, "pca always works"),
         ({"path": "out.png", "where": {"topic": "nothing"}}, "at least 2 documents"),
     ],
 )
@@ -169,3 +169,43 @@ def test_html_script_draws_every_point_and_hover_shows_the_text(demo_col, tmp_pa
     data = html_data(out)
     assert seen["shown"] == "block"
     assert seen["tip"][1] == data["text"][0] and seen["tip"][2] == "id: " + data["id"][0]
+
+
+def test_labels_never_overlap_and_stay_inside_the_axes() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.1, 0.1, 0.8, 0.8))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    # 30 labels crowded around 3 anchors: most must move, some cannot be placed
+    items = [(np.array([5.0 + (i % 3) * 0.1, 5.0]), f"topic {i} label") for i in range(30)]
+    boxes = place_labels(ax, items)
+    assert 3 <= len(boxes) < 30
+    assert len(ax.texts) == len(boxes)  # labels without a free place were removed
+    frame = ax.get_window_extent(fig.canvas.get_renderer())
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :])
+
+
+def test_palette_has_distinct_colours_for_32_categories() -> None:
+    from matplotlib.colors import to_rgb
+
+    legend = [f"t{i}" for i in range(MAX_CATEGORIES)]
+    colors = palette(legend)
+    assert len(set(colors)) == MAX_CATEGORIES >= 30
+    rgb = np.array([to_rgb(c) for c in colors])
+    dist = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1)) + np.eye(len(rgb)) * 9
+    assert dist.min() > 0.12  # no two colours nearly the same
+
+
+def test_auto_method_resolves_to_an_installed_projection(demo_col, tmp_path) -> None:
+    from embedsearch.latent.maps import check_method
+
+    chosen = check_method("auto")
+    assert chosen in ("umap", "pacmap", "tsne", "pca")
+    result = demo_col.map(tmp_path / "a.png", color_by="topic", max_points=60, method="pca")
+    assert result.method == "pca" and "PCA" in result.caption

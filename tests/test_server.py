@@ -556,6 +556,23 @@ def test_latent_routes_match_python_api(
     assert r.json()["k"] == 4 and sum(c["size"] for c in clusters) == 350
     py_clusters = demo_col.cluster(4, seed=1).clusters
     assert [sorted(c["ids"]) for c in clusters] == [sorted(c.ids) for c in py_clusters]
+    r = client.post(f"{url}/topics", json={"levels": 2, "include_ids": True})
+    assert r.status_code == 200, r.text
+    py_topics = demo_col.topics(levels=2)
+    assert [lv["k"] for lv in r.json()["levels"]] == [lv.k for lv in py_topics.levels]
+    assert r.json()["assignments"][0] == py_topics.levels[0].labels.tolist()
+    assert r.json()["levels"][0]["topics"][0]["label"] == py_topics.levels[0].topics[0].label
+    body = {
+        "positive": ["baking bread", "roasting vegetables"],
+        "negative": ["stock market"],
+        "k": 4,
+    }
+    r = client.post(f"{url}/along", json=body)
+    assert r.status_code == 200, r.text
+    axis = demo_col.direction(body["positive"], body["negative"])
+    assert_same_hits(r.json()["hits"], demo_col.along(axis, 4))
+    r = client.post(f"{url}/topics", json={"top": 0})
+    assert r.status_code == 422
     r = client.post(f"{url}/expr", json={"expression": "space - (", "k": 5})
     assert r.status_code == 422
     r = client.post(f"{url}/most_similar", json={"positive": [], "k": 5})

@@ -91,7 +91,7 @@ def _openapi() -> dict[str, Any]:
 # Operations whose every case runs the model (or k-means): fuzzed with fewer, random cases
 # only; the rest also get schemathesis' coverage phase (boundary values, wrong types,
 # missing fields), which is where most schema violations show up.
-HEAVY = r"^/collections/\{name\}/(expr|most_similar|analogy|interpolate|cluster|outliers|retrieve|documents)$"
+HEAVY = r"^/collections/\{name\}/(expr|most_similar|analogy|interpolate|cluster|outliers|topics|along|retrieve|documents)$"
 
 
 def load_schema(*, heavy: bool) -> Any:

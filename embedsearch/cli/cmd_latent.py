@@ -97,6 +97,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (with member ids)")
     p.set_defaults(func=_cluster)
 
+    p = sub.add_parser(
+        "topics", help="topic hierarchy: level 0 the top, deeper levels finer, with labels"
+    )
+    p.add_argument("collection", metavar="COLLECTION")
+    p.add_argument("--level", type=int, default=None, help="show one level (0 = top, -1 finest)")
+    p.add_argument("--top", type=int, default=None, help="topics at level 0 (default: chosen)")
+    p.add_argument("--leaves", type=int, default=None, help="topics at the finest level")
+    p.add_argument("--levels", type=int, default=3, help="number of levels (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--where", default=None, help="JSON metadata filter: only these documents")
+    p.add_argument("--json", action="store_true", help="print JSON (with assignments)")
+    p.set_defaults(func=_topics)
+
+    p = sub.add_parser(
+        "along", help="rank documents along a direction given by examples of each end"
+    )
+    p.add_argument("collection", metavar="COLLECTION")
+    p.add_argument("--positive", "-p", action="append", required=True, metavar="TEXT_OR_ID",
+                   help="an example of the positive end (repeat the flag for more)")  # fmt: skip
+    p.add_argument("--negative", "-n", action="append", required=True, metavar="TEXT_OR_ID",
+                   help="an example of the negative end (repeat the flag for more)")  # fmt: skip
+    p.add_argument("--end", choices=["positive", "negative"], default="positive")
+    p.add_argument("--refine", type=int, default=2, help="refinement rounds (0: plain)")
+    p.add_argument("--where", default=None, help="JSON metadata filter on the results")
+    _common(p, k=10, exclude=False)
+    p.set_defaults(func=_along)
+
     p = sub.add_parser("outliers", help="documents far from their neighbours")
     p.add_argument("collection", metavar="COLLECTION")
     p.add_argument("-n", type=int, default=20, help="how many (default 20)")
@@ -113,7 +140,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--color-by", default="cluster", help="'cluster' (default), a metadata field, or 'none'"
     )
-    p.add_argument("--method", choices=["pca", "umap"], default="pca")
+    p.add_argument(
+        "--method",
+        choices=["auto", "pca", "umap", "pacmap", "tsne"],
+        default="auto",
+        help="projection (default auto: UMAP, PaCMAP or t-SNE if installed, else PCA)",
+    )
     p.add_argument("--max-points", type=int, default=5000, help="sample cap (default 5000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--where", default=None, help="JSON metadata filter")
@@ -304,6 +336,42 @@ def _cluster(args: argparse.Namespace) -> int:
             print(f"       medoid {c.medoid_id}: {_clip(c.medoid_text, 90)}")
         if result.persisted_field:
             print(f"cluster numbers written to metadata field {result.persisted_field!r}")
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    with _open(args.collection) as col:
+        result = col.topics(
+            level=args.level,
+            top=args.top,
+            leaves=args.leaves,
+            levels=args.levels,
+            seed=args.seed,
+            where=_where(args),
+        )
+        if args.json:
+            json.dump(result.to_dict(include_ids=True), sys.stdout, ensure_ascii=False)
+            sys.stdout.write("\n")
+            return 0
+        print(f"{len(result.ids):,} documents; top level: {result.criterion}")
+        for lv in result.levels:
+            print(f"level {lv.level}: {lv.k} topics")
+            for t in lv.topics:
+                parent = "" if t.parent is None else f"  (in {t.parent})"
+                print(f"  {t.id:>3}. {t.size:>6}  {t.label}{parent}")
+                if t.medoids:
+                    print(f"         e.g. {_clip(t.medoids[0][1], 90)}")
+        print(f"outliers (kept in their topics): {len(result.outliers):,}")
+    return 0
+
+
+def _along(args: argparse.Namespace) -> int:
+    with _open(args.collection) as col:
+        axis = col.direction(args.positive, args.negative, refine=args.refine)
+        hits = col.along(axis, args.k, end=args.end, where=_where(args))
+        if not args.json:
+            print(f"score = position on the axis (cosine), {args.end} end first")
+        _print_ranked(hits, col, args.json)
     return 0
 
 

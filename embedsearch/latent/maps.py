@@ -33,16 +33,19 @@ from ..errors import InvalidInputError
 if TYPE_CHECKING:
     from ..collection import Collection
 
-MAX_CATEGORIES = 20
+MAX_CATEGORIES = 32
 NUMERIC_BINS = 8
 HOVER_TEXT_CHARS = 300
 _MISSING = "(missing)"
 _OTHER = "other"
-# tab20-like palette, ordered so the first 10 are the strong tab10 colours
+# glasbey_category10 (colorcet, CC-BY 4.0): the tab10 colours, then colours chosen one by one
+# to be as distinct as possible from all before them (grey and a pale yellow left out: grey
+# means "other"/"missing", the yellow vanishes on white). 32 categories stay distinguishable.
 PALETTE = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
-    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+    "#17becf", "#3a0183", "#004301", "#0fffa9", "#5e0040", "#bcbcff", "#d8afa2", "#b80080",
+    "#004e53", "#6b6500", "#7d0200", "#6126ff", "#574964", "#8cb894", "#94fcff", "#028268",
+    "#91ff00", "#8300a0", "#ad8944", "#5b3400", "#ffc0f3", "#ff6f76", "#798cff", "#dd00ff",
 ]  # fmt: skip
 VIRIDIS = ["#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725"]
 
@@ -86,19 +89,55 @@ class MapResult:
 
 
 # ----------------------------------------------------------------------------- projection
+METHODS = ("auto", "pca", "umap", "pacmap", "tsne")
+# "auto" tries these in order and takes the first installed one (see docs/latent.md: chosen
+# by trustworthiness at k=10 and seconds at 10,000 headlines)
+AUTO_ORDER = ("umap", "pacmap", "tsne")
+_MODULES = {"umap": "umap", "pacmap": "pacmap", "tsne": "openTSNE"}
+_PIP = {"umap": "umap-learn", "pacmap": "pacmap", "tsne": "openTSNE"}
+
+
+def check_method(method: Any) -> str:
+    """The projection method, validated (``auto`` resolved to an installed one)."""
+    import importlib.util
+
+    if method not in METHODS:
+        raise InvalidInputError(
+            f"method must be one of {', '.join(METHODS)} (pca always works), not {method!r}."
+        )
+    if method == "auto":
+        return next(
+            (m for m in AUTO_ORDER if importlib.util.find_spec(_MODULES[m]) is not None), "pca"
+        )
+    if method != "pca" and importlib.util.find_spec(_MODULES[method]) is None:
+        raise InvalidInputError(
+            f"method={method!r} needs {_PIP[method]}: `pip install {_PIP[method]}`"
+            + (" (or the extra: `pip install 'embedsearch[maps]'`)" if method == "umap" else "")
+            + "; method='pca' always works."
+        )
+    return str(method)
+
+
 def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, str]:
     """Project unit vectors to 2-D.
+
+    Args:
+        method: ``"pca"`` (linear, instant), ``"umap"`` (cosine, 15 neighbours),
+            ``"pacmap"``, ``"tsne"`` (openTSNE, cosine) or ``"auto"`` (the first of UMAP,
+            PaCMAP, t-SNE that is installed, else PCA).
 
     Returns:
         ``(coords, description)``, e.g. ``"PCA (explained variance 6.1% + 4.3%)"``.
 
     Raises:
-        InvalidInputError: unknown method, too few points, or UMAP without umap-learn.
+        InvalidInputError: unknown method, too few points, or a method whose package is
+            missing (the message says what to install).
     """
+    method = check_method(method)
     n = vectors.shape[0]
-    if method == "pca":
-        if n < 2:
-            raise InvalidInputError("a map needs at least 2 documents.")
+    if n < 2:
+        raise InvalidInputError("a map needs at least 2 documents.")
+    if method == "pca" or n < 8:
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=2, random_state=seed)
@@ -106,24 +145,31 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
         var = pca.explained_variance_ratio_
         return coords, f"PCA (explained variance {100 * var[0]:.1f}% + {100 * var[1]:.1f}%)"
     if method == "umap":
-        umap = _umap()
-        if n < 4:
-            raise InvalidInputError("a UMAP map needs at least 4 documents; use method='pca'.")
+        import umap
+
+        neighbors = min(15, n - 1)
         reducer = umap.UMAP(
-            n_components=2, metric="cosine", random_state=seed, n_neighbors=min(15, n - 1)
+            n_components=2, metric="cosine", random_state=seed, n_neighbors=neighbors
         )
-        return np.asarray(reducer.fit_transform(vectors)), "UMAP (cosine, 15 neighbours)"
-    raise InvalidInputError(f"method must be 'pca' or 'umap', not {method!r}.")
+        return np.asarray(reducer.fit_transform(vectors)), f"UMAP (cosine, {neighbors} neighbours)"
+    if method == "pacmap":
+        import pacmap
+
+        reducer = pacmap.PaCMAP(n_components=2, random_state=seed, n_neighbors=min(10, n - 2))
+        return np.asarray(reducer.fit_transform(vectors.astype(np.float32))), "PaCMAP"
+    from openTSNE import TSNE
+
+    perplexity = float(min(30, max(2, (n - 1) // 3)))
+    emb = TSNE(metric="cosine", perplexity=perplexity, random_state=seed, n_jobs=1).fit(
+        vectors.astype(np.float64)
+    )
+    return np.asarray(emb), f"t-SNE (openTSNE, cosine, perplexity {perplexity:g})"
 
 
 def _umap() -> Any:
-    try:
-        import umap
-    except ImportError as exc:
-        raise InvalidInputError(
-            "method='umap' needs umap-learn: `pip install umap-learn` (or the extra: "
-            "`pip install 'embedsearch[maps]'`); method='pca' always works."
-        ) from exc
+    check_method("umap")
+    import umap
+
     return umap
 
 
@@ -217,13 +263,7 @@ def _cluster_colors(
     col: Collection, ids: list[str], vectors: np.ndarray, docs: list[Any], seed: int
 ) -> tuple[list[str], np.ndarray, str]:
     """Legend and categories for ``color_by="cluster"`` (stored field, else computed)."""
-    from .clustering import (
-        choose_k,
-        ctfidf_keywords,
-        default_k_range,
-        read_summary,
-        spherical_kmeans,
-    )
+    from .clustering import read_summary
 
     stored = [_lookup(d.metadata, "cluster") for d in docs]
     if any(v is not None for v in stored):
@@ -242,16 +282,14 @@ def _cluster_colors(
             np.zeros(n, dtype=np.int64),
             "one colour (too few documents to cluster)",
         )
-    k, _ = choose_k(vectors, default_k_range(n), seed=seed)
-    _, labels = spherical_kmeans(vectors, k, seed=seed)
-    sizes = np.bincount(labels, minlength=k)
-    order = np.argsort(-sizes, kind="stable")
-    remap = np.empty(k, dtype=np.int64)
-    remap[order] = np.arange(k)
-    labels = remap[labels]
-    keywords = ctfidf_keywords([d.text for d in docs], labels, k, 3)
-    legend = [f"{c} · {', '.join(kw) or 'cluster'}" for c, kw in enumerate(keywords)]
-    return legend, labels, f"cluster (k={k} by silhouette, computed on the drawn sample)"
+    from .topics import build_topics
+
+    texts = [d.text for d in docs]
+    topics = build_topics(ids, vectors, lambda rows: [texts[i] for i in rows], levels=1)
+    top = topics.levels[0]
+    legend = [f"{t.id} · {', '.join(t.keywords[:3]) or 'topic'}" for t in top.topics]
+    how = "chosen by silhouette" if topics.criterion != "given" else "given"
+    return legend, top.labels, f"top-level topics (k={top.k} {how}, computed on the drawn sample)"
 
 
 # ----------------------------------------------------------------------------- main
@@ -260,7 +298,7 @@ def save_map(
     path: str | os.PathLike[str],
     *,
     color_by: str | None = "cluster",
-    method: str = "pca",
+    method: str = "auto",
     max_points: int = 5000,
     seed: int = 0,
     where: dict[str, Any] | None = None,
@@ -272,7 +310,8 @@ def save_map(
         col: the collection.
         path: ``*.png`` or ``*.html``.
         color_by: ``"cluster"``, a metadata field (dotted path), or None.
-        method: ``"pca"`` or ``"umap"``.
+        method: ``"auto"`` (default: UMAP, else PaCMAP, else t-SNE, else PCA, whichever is
+            installed first), ``"pca"``, ``"umap"``, ``"pacmap"`` or ``"tsne"``.
         max_points: sample cap (seeded uniform sample above it).
         seed: seed of the sample, the projection and computed clusters.
         where: metadata filter.
@@ -290,12 +329,9 @@ def save_map(
         raise InvalidInputError(f"map file must end in .png or .html, not {out.name!r}.")
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
         raise InvalidInputError(f"max_points must be an integer >= 2, got {max_points!r}.")
-    if method not in ("pca", "umap"):
-        raise InvalidInputError(f"method must be 'pca' or 'umap', not {method!r}.")
+    method = check_method(method)  # fails before any work when a package is missing
     if color_by is not None and (not isinstance(color_by, str) or not color_by):
         raise InvalidInputError("color_by must be 'cluster', a metadata field name, or None.")
-    if method == "umap":
-        _umap()  # fail before any work when the extra is missing
     if not out.parent.exists():
         raise InvalidInputError(f"folder {out.parent} does not exist; create it first.")
     ids, vectors = col.select(where)
@@ -356,7 +392,6 @@ def _render_png(
 ) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patheffects import withStroke
 
     fig = Figure(figsize=(12, 8), dpi=100)
     FigureCanvasAgg(fig)
@@ -376,21 +411,12 @@ def _render_png(
                 label=f"{_short(label, 48)} ({len(pts)})",
             )
     if 1 < len(legend) <= MAX_CATEGORIES:
-        for c, label in enumerate(legend):
-            pts = coords[cats == c]
-            if len(pts) >= max(3, n // 200) and label not in (_MISSING, _OTHER):
-                x, y = np.median(pts, axis=0)
-                ax.text(
-                    x,
-                    y,
-                    _short(label, 28),
-                    fontsize=8,
-                    ha="center",
-                    va="center",
-                    weight="bold",
-                    color="#222222",
-                    path_effects=[withStroke(linewidth=3, foreground="white")],
-                )
+        labels = [
+            (int((cats == c).sum()), np.median(coords[cats == c], axis=0), _short(label, 28))
+            for c, label in enumerate(legend)
+            if (cats == c).sum() >= max(3, n // 200) and label not in (_MISSING, _OTHER)
+        ]
+        place_labels(ax, [(xy, text) for _, xy, text in sorted(labels, key=lambda t: -t[0])])
     ax.set_xticks([])
     ax.set_yticks([])
     fig.suptitle(title, x=0.04, ha="left", fontsize=14, weight="bold")
@@ -405,6 +431,52 @@ def _render_png(
         )
     with open(path, "wb") as fh:
         fig.savefig(fh, format="png")
+
+
+# offsets (in points) tried around a cluster's median, nearest first
+_LABEL_OFFSETS = [(0, 0), (0, 12), (0, -12), (30, 0), (-30, 0), (30, 12), (-30, 12), (30, -12),
+                  (-30, -12), (0, 24), (0, -24), (60, 0), (-60, 0), (0, 36), (0, -36)]  # fmt: skip
+
+
+def place_labels(ax: Any, items: list[tuple[np.ndarray, str]]) -> list[Any]:
+    """Write labels at their anchors without overlaps: each label (most important first)
+    takes the first offset around its anchor where its box clears every box already placed
+    and stays inside the axes; a label with no free place is left out (the legend has it).
+
+    Returns:
+        The window extents (``Bbox``) of the labels placed, in placing order.
+    """
+    from matplotlib.patheffects import withStroke
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    for xy, text in items:
+        for dx, dy in _LABEL_OFFSETS:
+            t = ax.annotate(
+                text,
+                xy=(float(xy[0]), float(xy[1])),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=8,
+                ha="center",
+                va="center",
+                weight="bold",
+                color="#222222",
+                path_effects=[withStroke(linewidth=3, foreground="white")],
+                annotation_clip=False,
+            )
+            box = t.get_window_extent(renderer).expanded(1.06, 1.15)
+            inside = (
+                box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+                and box.y1 <= frame.y1
+            )  # fmt: skip
+            if inside and not any(box.overlaps(b) for b in placed):
+                placed.append(box)
+                break
+            t.remove()
+    return placed
 
 
 def _short(text: str, width: int) -> str:

@@ -796,7 +796,7 @@ class LatentMixin:
         path: str | os.PathLike[str],
         *,
         color_by: str | None = "cluster",
-        method: Literal["pca", "umap"] = "pca",
+        method: Literal["auto", "pca", "umap", "pacmap", "tsne"] = "auto",
         max_points: int = 5000,
         seed: int = 0,
         where: dict[str, Any] | None = None,
@@ -811,7 +811,10 @@ class LatentMixin:
             path: output file; its suffix picks the format (``.png`` / ``.html``).
             color_by: ``"cluster"`` (the metadata field when present, else clusters computed
                 on the sample), any metadata field (dotted paths allowed), or None.
-            method: ``"pca"`` (always available) or ``"umap"`` (needs umap-learn).
+            method: ``"auto"`` (default: UMAP when umap-learn is installed, else PaCMAP,
+                else t-SNE via openTSNE, else PCA), or one of ``"pca"`` (always available,
+                instant, but linear: neighbourhoods overlap), ``"umap"``, ``"pacmap"``,
+                ``"tsne"``. Chosen by trustworthiness (see docs/latent.md).
         """
         from .maps import save_map
 

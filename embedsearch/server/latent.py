@@ -34,7 +34,9 @@ from .schemas import (
 
 Term = Annotated[str, Field(min_length=1, max_length=100_000)] | Vector
 K = Annotated[int, Field(ge=1, le=MAX_K)]
-METHODS = ("expr", "most_similar", "analogy", "interpolate", "cluster", "outliers")
+METHODS = (
+    "expr", "most_similar", "analogy", "interpolate", "cluster", "outliers", "topics", "along",
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- bodies
@@ -106,6 +108,30 @@ class OutliersRequest(Request):
     where: Metadata | None = None
 
 
+class TopicsRequest(Request):
+    level: int | None = Field(None, ge=-64, le=63, description="One level (0 top, -1 finest).")
+    top: int | None = Field(
+        None, ge=1, le=10_000, description="Topics at level 0; chosen if omitted."
+    )
+    leaves: int | None = Field(None, ge=2, le=10_000, description="Topics at the finest level.")
+    levels: int | None = Field(None, ge=1, le=64, description="Number of levels (default 3).")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    where: Metadata | None = None
+    n_keywords: int | None = Field(None, ge=0, le=100)
+    n_medoids: int | None = Field(None, ge=0, le=100)
+    include_ids: bool = Field(False, description="Return ids and each level's assignments.")
+
+
+class AlongRequest(Request):
+    positive: list[Term] = Field(min_length=1, max_length=256, description="Examples of one end.")
+    negative: list[Term] = Field(min_length=1, max_length=256, description="Examples of the other.")
+    k: K = 10
+    end: Literal["positive", "negative"] = "positive"
+    refine: int | None = Field(None, ge=0, le=10, description="Refinement rounds (0: none).")
+    where: Metadata | None = None
+    include_vector: bool = Field(False, description="Return the unit axis too.")
+
+
 # ----------------------------------------------------------------------------- answers
 class Hits(Response):
     hits: list[HitOut]
@@ -143,6 +169,42 @@ class ClusteringOut(Response):
     documents: int
     persisted_field: str | None = None
     clusters: list[ClusterOut]
+    took_ms: float
+
+
+class TopicOut(Response):
+    id: int
+    level: int
+    parent: int | None = None
+    children: list[int]
+    size: int
+    label: str
+    keywords: list[str]
+    medoids: list[dict[str, str]]
+    cohesion: float
+
+
+class TopicLevelOut(Response):
+    level: int
+    k: int
+    topics: list[TopicOut]
+
+
+class TopicsOut(Response):
+    documents: int
+    criterion: str
+    scores: dict[str, float] = Field(default_factory=dict)
+    seed: int
+    levels: list[TopicLevelOut]
+    outliers: list[str]
+    ids: list[str] | None = None
+    assignments: list[list[int]] | None = None
+    took_ms: float
+
+
+class AlongOut(Response):
+    hits: list[HitOut]
+    vector: list[float] | None = None
     took_ms: float
 
 
@@ -280,6 +342,39 @@ def outliers(
     return _hits(hits, watch)
 
 
+def topics(name: CollectionName, body: TopicsRequest, state: State) -> dict[str, Any]:
+    """Topic hierarchy: level 0 the top, deeper levels finer; every document assigned at
+    every level; outliers listed apart (still assigned)."""
+    watch = Stopwatch()
+    col = state.registry.get(name)
+    opts = {
+        "level": body.level,
+        "top": body.top,
+        "leaves": body.leaves,
+        "levels": body.levels,
+        "seed": body.seed,
+        "where": body.where,
+        "n_keywords": body.n_keywords,
+        "n_medoids": body.n_medoids,
+    }
+    result = call_with_options(col.topics, **opts)
+    return {**jsonable(result.to_dict(include_ids=body.include_ids)), "took_ms": watch.ms}
+
+
+def along(name: CollectionName, body: AlongRequest, state: State) -> dict[str, Any]:
+    """Documents ranked by position on the axis from the negative toward the positive
+    examples; ``score`` is that position (cosine with the unit axis)."""
+    watch = Stopwatch()
+    _terms(state, *body.positive, *body.negative)
+    col = state.registry.get(name)
+    axis = call_with_options(col.direction, body.positive, body.negative, refine=body.refine)
+    hits = col.along(axis, body.k, end=body.end, where=body.where)
+    out: dict[str, Any] = {"hits": [hit_dict(h) for h in hits], "took_ms": watch.ms}
+    if body.include_vector:
+        out["vector"] = [float(x) for x in axis]
+    return out
+
+
 _ROUTES: dict[str, tuple[Callable[..., Any], type[Response], str]] = {
     "expr": (expr, Hits, "Vector arithmetic"),
     "most_similar": (most_similar, Hits, "Most similar (positive/negative)"),
@@ -287,6 +382,8 @@ _ROUTES: dict[str, tuple[Callable[..., Any], type[Response], str]] = {
     "interpolate": (interpolate, Interpolation, "Interpolate"),
     "cluster": (cluster, ClusteringOut, "Cluster"),
     "outliers": (outliers, Hits, "Outliers"),
+    "topics": (topics, TopicsOut, "Topic hierarchy"),
+    "along": (along, AlongOut, "Rank along a direction"),
 }
 
 

@@ -41,8 +41,8 @@ class MapRequest(Request):
         None,
         min_length=1,
         max_length=32,
-        description="Projection: 'pca' or 'umap' (needs umap-learn); default: the one "
-        "Collection.map uses.",
+        description="Projection: 'auto', 'pca', 'umap', 'pacmap' or 'tsne' (umap/pacmap/tsne "
+        "need umap-learn / pacmap / openTSNE); default: the one Collection.map uses.",
     )
     color_by: str | None = Field(
         "cluster",
