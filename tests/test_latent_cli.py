@@ -113,3 +113,19 @@ def test_cluster_outliers_map(notes, capsys, tmp_path) -> None:
     assert main(["map", notes, str(page), "--color-by", "topic", "--max-points", "20"]) == 0
     assert "20 of 45 documents" in capsys.readouterr().out
     assert page.read_text("utf-8").count('"id":[') == 1
+
+
+def test_topics_and_along(notes, capsys) -> None:
+    assert main(["topics", notes, "--levels", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["documents"] == 45 and len(result["assignments"]) == 2
+    assert all(len(a) == 45 for a in result["assignments"])
+    assert main(["topics", notes, "--top", "3", "--level", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "level 0: 3 topics" in out and "e.g." in out
+    assert main(["topics", notes, "--top", "0"]) == 2
+    assert "top must be" in capsys.readouterr().err
+    args = ["along", notes, "-p", "a recipe for dinner", "-n", "stars and galaxies", "-k", "5"]
+    assert main([*args, "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 5 and all(h["metadata"]["topic"] == "cooking" for h in hits)
