@@ -10,6 +10,7 @@ Usage::
     .venv/bin/python benchmarks/reliability.py                 # default long settings
     .venv/bin/python benchmarks/reliability.py --quick         # CI-sized, a smoke test
     .venv/bin/python benchmarks/reliability.py --crash-trials 500 --huge-text
+    .venv/bin/python benchmarks/reliability.py --only powerloss --powerloss-states 64
 
 Each part runs in its own pytest process; a part that fails is reported, not hidden.
 """
@@ -158,61 +159,83 @@ def main() -> None:
     ap.add_argument("--concurrency-seconds", type=float, default=60)
     ap.add_argument("--fuzz-examples", type=int, default=500)
     ap.add_argument("--census", type=int, default=200, help="mutated manifests per mode")
+    ap.add_argument(
+        "--powerloss-states",
+        type=int,
+        default=48,
+        help="crash states checked per crash point by the power-loss checker",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        choices=["stateful", "crash", "concurrency", "fuzz", "powerloss", "census"],
+        help="run only these parts",
+    )
     ap.add_argument("--huge-text", action="store_true", help="also time a 50 MB text (minutes)")
     args = ap.parse_args()
     if args.quick:
         args.crash_trials, args.stateful_examples, args.stateful_steps = 20, 12, 30
         args.concurrency_seconds, args.fuzz_examples, args.census = 4, 60, 30
-        args.crash_max_delay = 1.0
+        args.crash_max_delay, args.powerloss_states = 1.0, 4
 
-    parts = [
-        run_pytest(
-            "stateful",
+    specs = {
+        "stateful": (
             ["tests/test_reliability_stateful.py"],
             {
                 "ES_STATEFUL_EXAMPLES": str(args.stateful_examples),
                 "ES_STATEFUL_STEPS": str(args.stateful_steps),
             },
         ),
-        run_pytest(
-            "crash",
+        "crash": (
             ["tests/test_crash.py", "-k", "sigkill", "-s"],
             {
                 "ES_CRASH_TRIALS": str(args.crash_trials),
                 "ES_CRASH_MAX_DELAY": str(args.crash_max_delay),
             },
         ),
-        run_pytest(
-            "concurrency",
+        "concurrency": (
             ["tests/test_concurrency.py", "-k", "readers", "-s"],
             {"ES_CONCURRENCY_SECONDS": str(args.concurrency_seconds)},
         ),
-        run_pytest(
-            "fuzz",
+        "fuzz": (
             ["tests/test_hostile.py", "-k", "fuzz"],
             {"ES_FUZZ_EXAMPLES": str(args.fuzz_examples)},
         ),
-    ]
+        # every on-disk state a power cut could leave (tests/test_powerloss.py)
+        "powerloss": (
+            ["tests/test_powerloss.py", "-k", "every_power_loss", "-s"],
+            {"ES_POWERLOSS_STATES": str(args.powerloss_states)},
+        ),
+    }
+    only = set(args.only or [*specs, "census"])
+    parts = [run_pytest(name, *spec) for name, spec in specs.items() if name in only]
     result: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
         "load_average_at_start": os.getloadavg(),
         "parts": parts,
-        "fuzz_census": fuzz_census(args.census),
     }
+    if "census" in only:
+        result["fuzz_census"] = fuzz_census(args.census)
     if args.huge_text:
         result["huge_text_50mb"] = huge_text()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1, default=str))
+    out = (
+        RESULTS
+        if args.only is None
+        else RESULTS.with_name(f"reliability-{'-'.join(sorted(only))}.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str))
 
     print(f"{'part':<12} {'exit':>4} {'wall s':>8}  pytest outcome / counts")
     for p in parts:
         print(f"{p['part']:<12} {p['exit_code']:>4} {p['wall_s']:>8}  {p['pytest']}")
         for key, stats in p["stats"].items():
             print(f"{'':<27}{key}: {json.dumps(stats, sort_keys=True)}")
-    print("fuzz census (known bugs):", json.dumps(result["fuzz_census"], sort_keys=True))
+    if "fuzz_census" in result:
+        print("fuzz census (known bugs):", json.dumps(result["fuzz_census"], sort_keys=True))
     if "huge_text_50mb" in result:
         print("50 MB text:", result["huge_text_50mb"])
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
