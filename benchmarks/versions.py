@@ -234,6 +234,12 @@ def main() -> None:
     ap.add_argument("--upserts", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument(
+        "--snapshot-rows",
+        type=int,
+        help="measure snapshots on a separate collection of this many rows (e.g. 1000000) "
+        "instead of the history one",
+    )
     ap.add_argument("--headlines", type=int, default=6000)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
@@ -248,7 +254,17 @@ def main() -> None:
     try:
         hist = history_cost(work, args.rows, args.upserts, args.batch, log)
         travel = time_travel(Path(hist["path_on"]), args.queries)
-        snap = snapshots(Path(hist["path_on"]), work, args.rows, args.queries, log)
+        snap_path, snap_rows = Path(hist["path_on"]), args.rows
+        if args.snapshot_rows:
+            snap_path, snap_rows = work / "big", args.snapshot_rows
+            big = embedsearch.open(snap_path, index="Flat")
+            for lo in range(0, snap_rows, 50_000):
+                n = min(50_000, snap_rows - lo)
+                ids = [f"d{i}" for i in range(lo, lo + n)]
+                big.add(ids, ids=ids, vectors=_unit(np.random.default_rng(lo), n), progress=False)
+                log(f"built {lo + n}/{snap_rows} rows for the snapshot test")
+            big.close()
+        snap = snapshots(snap_path, work, snap_rows, args.queries, log)
         diff = None if args.skip_diff else real_diff(work, args.data, args.headlines, log)
     finally:
         if args.work is None:

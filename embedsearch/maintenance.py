@@ -292,8 +292,38 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     report.live = int(sum(1 for i, alive in zip(ids, live) if alive and i is not None))
 
     _verify_index(root, manifest, dim, report)
+    _verify_history(root, manifest, report)
     _report_leftovers(root, manifest, report)
     return report
+
+
+def _verify_history(root: Path, manifest: dict[str, Any], report: VerifyReport) -> None:
+    """Every kept past version must still find its files (present, right size); the ones
+    the current version shares were checked above, the others are checked here by size."""
+    current = versions.files_of(manifest)
+    try:
+        kept = versions.kept_manifests(root, manifest)
+    except CorruptionError as exc:
+        report.add("error", versions.VERSIONS_DIR, "history", str(exc))
+        return
+    for gen, past in kept.items():
+        for name, (_, size) in versions.file_checksums(past).items():
+            if name in current:
+                continue
+            report.files_checked += 1
+            try:
+                actual = (root / name).stat().st_size
+            except OSError:
+                actual = -1
+            if actual != size:
+                what = "missing" if actual < 0 else f"{actual} bytes, not {size}"
+                report.add(
+                    "error",
+                    name,
+                    "history",
+                    f"kept version {gen} names this file but it is {what}; that version cannot "
+                    "be opened (untag it, or let retention expire it).",
+                )
 
 
 def _check_duplicates(ids: list[str | None], live: np.ndarray, report: VerifyReport) -> None:

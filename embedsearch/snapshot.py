@@ -16,7 +16,8 @@ archive is written to a temporary name, fsynced and renamed.
 
 **Restoring** (:func:`restore_snapshot`) treats the archive as hostile: it is read as a
 stream, member by member; anything but regular files with the expected names (path
-traversal, absolute names, symlinks, hardlinks, devices, FIFOs), a member larger than its
+traversal, absolute names, symlinks, hardlinks, devices, FIFOs), a compressed archive (a
+plain tar bounds every member by the archive's own size), a member larger than its
 declared size, a duplicate member, a missing or unexpected file, or any checksum mismatch is
 refused with an error naming the member. Files land in a hidden staging directory beside
 the target, are verified and fsynced, and only then is the directory renamed into place:
@@ -313,8 +314,16 @@ def _extract(src: Path, staging: Path) -> tuple[dict[str, Any], dict[str, Any], 
     manifest: dict[str, Any] | None = None
     sums: dict[str, tuple[str, int]] = {}
     seen: set[str] = set()
+    with open(src, "rb") as fh:
+        magic = fh.read(6)
+    if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic[:6] == b"\xfd7zXZ\x00":
+        raise SnapshotError(
+            f"{src} is compressed; restore-snapshot reads plain tar archives only (so that no "
+            "member can claim more bytes than the archive holds). Decompress it first, e.g. "
+            "`gunzip` / `xz -d`."
+        )
     try:
-        tar = tarfile.open(src, mode="r|*")  # noqa: SIM115 - closed by the with below
+        tar = tarfile.open(src, mode="r|")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise SnapshotError(f"{src} is not a readable tar archive ({exc}).") from None
     with tar:

@@ -396,6 +396,13 @@ def manifest_at(root: Path, version: int | str, current: dict[str, Any]) -> dict
     return manifest_of(root, rec)
 
 
+def kept_manifests(root: Path, current: Any) -> dict[int, dict[str, Any]]:
+    """``{version: manifest JSON}`` of the kept past versions (the current one left out)."""
+    cur = generation_of(current)
+    _, recs = _kept_generations(root, cur)
+    return {gen: rec["manifest"] for gen, rec in recs.items() if gen != cur}
+
+
 # --------------------------------------------------------------------------- cleanup
 def kept_files(root: Path, current: dict[str, Any]) -> set[str]:
     """Every file a kept version names (the current one included)."""

@@ -186,6 +186,11 @@ def test_hostile_archives_are_refused_and_leave_nothing(tmp_path, good):
     (tmp_path / "trunc.tar").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(SnapshotError, match="truncated|damaged"):
         embedsearch.restore_snapshot(tmp_path / "trunc.tar", home / "t")
+    import gzip
+
+    (tmp_path / "good.tar.gz").write_bytes(gzip.compress(raw))
+    with pytest.raises(SnapshotError, match="compressed"):
+        embedsearch.restore_snapshot(tmp_path / "good.tar.gz", home / "gz")
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(SnapshotError, match="not a readable tar|not an embedsearch"):
         embedsearch.restore_snapshot(tmp_path / "junk.tar", home / "j")

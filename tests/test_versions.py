@@ -149,6 +149,18 @@ def test_retention_keeps_what_versions_need_and_frees_the_rest(tmp_path):
     vs = [x.version for x in col.versions()]
     assert vs == [2, col.version]  # only the tagged one and the newest
     assert len(embedsearch.open(root, version="keep-me")) == 40
+    from embedsearch.maintenance import verify
+
+    assert verify(root).ok
+    seg = next(iter(versions.files_of(versions.kept_manifests(root, col._manifest)[2])))
+    saved = (root / seg).read_bytes()
+    (root / seg).unlink()  # a file only the tagged version needs goes missing
+    report = verify(root)
+    assert not report.ok and any(
+        p.kind == "history" and "kept version 2" in p.detail for p in report.errors
+    )
+    (root / seg).write_bytes(saved)
+    assert verify(root).ok
     col.untag("keep-me")
     col.set_retention(0)  # cleanup runs: version 2's files are no longer needed
     assert [x.version for x in col.versions()] == [col.version]
