@@ -234,6 +234,9 @@ def test_http_versions_tags_restore_and_version_param(tmp_path, encoder, demo_ro
         assert c.get("/collections/h/count?version=full").json()["count"] == 80
         assert c.get("/collections/h/count").json()["count"] == 79
         assert c.get(f"/collections/h/documents/{demo_rows[0]['id']}?version=2").is_success
+        m_old = c.post("/collections/h/map?version=full", json={"max_points": 100}).json()
+        m_new = c.post("/collections/h/map", json={"max_points": 100}).json()
+        assert len(m_old["points"]) == 80 and len(m_new["points"]) == 79
         info = c.get("/collections/h?version=full").json()
         assert info["count"] == 80
         listing = c.get("/collections/h/versions").json()

@@ -25,7 +25,7 @@ from pydantic import Field
 from ..errors import InvalidInputError
 from ..latent.maps import palette
 from .deps import ERRORS, State, Stopwatch
-from .schemas import CollectionName, DocId, Metadata, Request, Response
+from .schemas import CollectionName, DocId, Metadata, Request, Response, VersionQuery
 
 SNIPPET_CHARS = 240
 MAX_POINTS = 20_000
@@ -156,13 +156,15 @@ def cached_map(name: str, col: Any, body: MapRequest) -> dict[str, Any]:
 
 
 @router.post("/{name}/map", response_model=MapOut, summary="2-D map (points)")
-def map_points(name: CollectionName, body: MapRequest, state: State) -> dict[str, Any]:
+def map_points(
+    name: CollectionName, body: MapRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """The collection's 2-D map as points: ``x``, ``y``, id, a text snippet and a colour
     category (cluster, or a metadata value) with its legend label; sampled (seeded) above
     ``max_points``. The same map as ``embedsearch map``; cached until the collection changes.
     """
     watch = Stopwatch()
-    hit = cached_map(name, state.registry.get(name), body)
+    hit = cached_map(name, state.registry.get(name, version), body)
     return {**hit, "took_ms": watch.ms}
 
 
@@ -183,12 +185,14 @@ class PlaceOut(Response):
 
 
 @router.post("/{name}/map/place", response_model=PlaceOut, summary="Place documents on the map")
-def place(name: CollectionName, body: PlaceRequest, state: State) -> dict[str, Any]:
+def place(
+    name: CollectionName, body: PlaceRequest, state: State, version: VersionQuery = None
+) -> dict[str, Any]:
     """Positions of given documents on the map that ``POST /map`` with the same parameters
     draws: their own point when sampled, else near their nearest sampled neighbours (so a
     search's results can all be shown on a sampled map). Unknown ids are a 404."""
     watch = Stopwatch()
-    col = state.registry.get(name)
+    col = state.registry.get(name, version)
     data = cached_map(name, col, MapRequest(**body.model_dump(exclude={"ids"})))
     drawn = {p["id"]: i for i, p in enumerate(data["points"])}
     ids = list(dict.fromkeys(body.ids))
