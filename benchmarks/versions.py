@@ -244,6 +244,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
     ap.add_argument("--skip-diff", action="store_true")
+    ap.add_argument("--out", default="versions", help="result name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="es-versions-"))
     t0 = time.perf_counter()
@@ -280,7 +281,7 @@ def main() -> None:
         "diff": diff,
         "seconds": time.perf_counter() - t0,
     }
-    path = write_result("versions", result)
+    path = write_result(args.out, result)
     print()
     print(
         table(
