@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import durable, store, versions
+from .base import CollectionBase, SearchRequest
 from .concurrency import RWLock
 from .encoder import Encoder, get_encoder
 from .errors import (
@@ -59,15 +60,10 @@ from .memtable import MemTable
 from .rag.mixin import RetrievalMixin
 from .types import Document, Hit
 from .validation import (
-    check_id,
     check_k,
-    check_metadata,
-    check_text,
     home,
     resolve_path,
-    rows,
     sized,
-    unit_vector,
     validate_name,
 )
 
@@ -78,7 +74,7 @@ COMPACT_SEGMENT_ROWS = 200_000
 
 
 # ----------------------------------------------------------------------------- facade
-class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
+class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     """A persistent, searchable set of texts with their embeddings and metadata.
 
     Open one with :func:`embedsearch.open`. Example:
@@ -245,95 +241,14 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
         self.refresh()
         return self._table.count
 
-    def __contains__(self, doc_id: object) -> bool:
-        if not isinstance(doc_id, str):
-            return False
+    def _contains(self, doc_id: str) -> bool:
         self.refresh()
         return doc_id in self._table.id_to_pos
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, count={self._table.count}, model={self.model!r})"
 
-    def __enter__(self) -> Collection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ embedding
-    def embed(self, texts: Sequence[str] | str) -> np.ndarray:
-        """Embed texts with the collection's model: an (n, dim) float32 array of unit vectors."""
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        for i, t in enumerate(items):
-            check_text(t, f"texts[{i}]")
-        return self.encoder.encode(items)
-
-    def _query_vectors(self, queries: Sequence[Any]) -> np.ndarray:
-        """Unit vectors for text or vector queries; texts go to the model in one cached batch."""
-        out = np.empty((len(queries), self.dim), dtype=np.float32)
-        texts = [(i, check_text(q, "query")) for i, q in enumerate(queries) if isinstance(q, str)]
-        if texts:
-            out[[i for i, _ in texts]] = self.encoder.encode_queries([t for _, t in texts])
-        for i, q in enumerate(queries):
-            if not isinstance(q, str):
-                out[i] = self.as_unit_vector(q, "query vector")
-        return out
-
-    def as_unit_vector(self, vector: Any, what: str = "vector") -> np.ndarray:
-        """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it."""
-        return unit_vector(vector, self.dim, what)
-
     # ------------------------------------------------------------------ writes
-    def add(
-        self,
-        texts: Iterable[str],
-        *,
-        ids: Iterable[str] | None = None,
-        metadata: Iterable[dict[str, Any] | None] | None = None,
-        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
-        progress: bool | None = None,
-    ) -> list[str]:
-        """Embed and store new documents; all or nothing.
-
-        Args:
-            texts: strings, a list or any iterable (a generator is streamed in batches of
-                :data:`WRITE_CHUNK` with bounded working memory).
-            ids: one unique string per text; generated (uuid4 hex) when omitted.
-            metadata: one JSON-serialisable dict (or None) per text.
-            vectors: precomputed embeddings, one per text (normalised for you); when given,
-                the model is not run. They must come from the collection's model for search
-                by text to make sense.
-            progress: show a progress bar; default: when more than 2,000 texts are known.
-
-        Returns:
-            The ids, in input order.
-
-        Raises:
-            InvalidInputError: a bad text, id or metadata entry, or mismatched lengths.
-            DuplicateIdError: an id repeats in the call or already exists (use ``upsert``).
-            LockedError: another writer holds the collection.
-        """
-        return self._write(texts, ids, metadata, vectors, upsert=False, progress=progress)
-
-    def upsert(
-        self,
-        texts: Iterable[str],
-        *,
-        ids: Iterable[str],
-        metadata: Iterable[dict[str, Any] | None] | None = None,
-        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
-        progress: bool | None = None,
-    ) -> list[str]:
-        """Insert or replace documents by id (all or nothing).
-
-        A replaced document whose text is unchanged keeps its vector (no re-encoding), so
-        updating metadata is cheap.
-        """
-        if ids is None:
-            raise InvalidInputError("upsert needs ids: it replaces documents by id.")
-        return self._write(texts, ids, metadata, vectors, upsert=True, progress=progress)
-
     def _begin_write(self) -> None:
         """Take the cross-process lock; on first take, catch up with disk and clean leftovers."""
         self._ensure_open()
@@ -374,34 +289,26 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
             bar = _progress_bar(total, show, "embedding")
             written: list[store.FileRef] = []
             segments: list[store.SegmentData] = []
-            seen: set[str] = set()
             replaced: list[int] = []
             out_ids: list[str] = []
             try:
-                stream = rows(texts, ids=ids, metadata=metadata, vectors=vectors)
+                stream = self._checked_rows(texts, ids, metadata, vectors)
                 while chunk := list(itertools.islice(stream, WRITE_CHUNK)):
                     c_ids, c_texts, c_meta, c_vecs = [], [], [], []
-                    for i, text, doc_id, meta, vec in chunk:
-                        c_texts.append(check_text(text, f"texts[{i}]"))
-                        doc_id = uuid.uuid4().hex if doc_id is None and ids is None else doc_id
-                        doc_id = check_id(doc_id, f"ids[{i}]")
-                        if doc_id in seen:
-                            raise DuplicateIdError(
-                                f"id {doc_id!r} appears twice in this call; ids must be unique."
-                            )
-                        seen.add(doc_id)
-                        old = table.id_to_pos.get(doc_id)
+                    for row in chunk:
+                        old = table.id_to_pos.get(row.id)
                         if old is not None:
                             if not upsert:
                                 raise DuplicateIdError(
-                                    f"id {doc_id!r} already exists; use upsert() to replace it or "
-                                    "delete() it first."
+                                    f"id {row.id!r} already exists; use upsert() to replace it "
+                                    "or delete() it first."
                                 )
                             replaced.append(old)
-                        c_ids.append(doc_id)
-                        c_meta.append(check_metadata(meta, f"metadata[{i}]"))
-                        if vectors is not None:
-                            c_vecs.append(self.as_unit_vector(vec, f"vectors[{i}]"))
+                        c_ids.append(row.id)
+                        c_texts.append(row.text)
+                        c_meta.append(row.metadata_json)
+                        if row.vector is not None:
+                            c_vecs.append(row.vector)
                     c_vectors = (
                         np.stack(c_vecs)
                         if vectors is not None
@@ -492,22 +399,11 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
             out[j] = vec
         return out
 
-    def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
-        """Delete documents by id (a tombstone until :meth:`compact`); all or nothing.
-
-        Returns:
-            The number of documents deleted.
-
-        Raises:
-            DocumentNotFoundError: an id is not in the collection (nothing is deleted); pass
-                ``missing_ok=True`` to ignore unknown ids.
-        """
-        if isinstance(ids, str):
-            ids = [ids]
-        ids = [check_id(d, f"ids[{i}]") for i, d in enumerate(ids)]
+    def _delete(self, ids: list[str], missing_ok: bool) -> int:
+        """Tombstone ``ids`` (checked, unique); see :meth:`CollectionBase.delete`."""
         with self._write_mutex:
             self._begin_write()
-            positions, missing = self._table.positions(list(dict.fromkeys(ids)))
+            positions, missing = self._table.positions(ids)
             if missing and not missing_ok:
                 shown = ", ".join(repr(m) for m in missing[:5])
                 raise DocumentNotFoundError(
@@ -689,15 +585,8 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
             versions.cleanup(self.path, self._manifest)
 
     # ------------------------------------------------------------------ reads
-    def get(self, ids: Sequence[str] | str, *, include_vectors: bool = False) -> list[Document]:
-        """Stored documents by id, in the order asked.
-
-        Raises:
-            DocumentNotFoundError: any id is unknown (the message lists them).
-        """
-        self._ensure_open()
+    def _get(self, ids: list[str], include_vectors: bool) -> list[Document]:
         self.refresh()
-        ids = [ids] if isinstance(ids, str) else list(ids)
         with self._rw.read():
             table = self._table
             positions, missing = table.positions(ids)
@@ -736,102 +625,18 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
                 )
             return table.vectors.view()[positions]
 
-    def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
-        """Ids and unit vectors of the live documents, optionally filtered by metadata.
-
-        The input of the whole-collection views (clusters, outliers, maps, centroids).
-
-        Args:
-            where: a metadata filter (see :mod:`embedsearch.filters`); None selects everything.
-
-        Returns:
-            ``(ids, vectors)`` in storage order.
-        """
-        ids = self.ids()
-        vectors = self.vectors()
-        if where is None:
-            return ids, vectors
-        predicate = compile_filter(where)
-        docs = self.get(ids)
-        keep = np.fromiter((predicate(d.metadata or {}) for d in docs), dtype=bool, count=len(docs))
-        return [i for i, k in zip(ids, keep) if k], vectors[keep]
-
-    def search(
-        self,
-        query: str | Sequence[float] | np.ndarray,
-        k: int = 10,
-        *,
-        where: dict[str, Any] | None = None,
-        exclude: Iterable[str] | None = None,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        rerank: int | None = None,
-        exact: bool = False,
-    ) -> list[Hit]:
-        """The ``k`` documents most similar (cosine) to ``query``.
-
-        Args:
-            query: text, or a vector of the collection's dimension (normalised for you).
-            k: how many results (1..10,000); fewer only when fewer documents match.
-            where: metadata filter (see :mod:`embedsearch.filters`), applied before the top-k
-                cut, so ``k`` results come back whenever ``k`` documents match.
-            exclude: ids never to return (e.g. the inputs of an analogy).
-            nprobe / ef_search / rerank: per-call knobs for approximate indexes.
-            exact: force exact search (ground truth for recall checks).
-
-        Example:
-            >>> col.search("pets that purr", k=3, where={"year": {"$gte": 2010}})
-        """
-        return self.batch_search(
-            [query],
-            k,
-            where=where,
-            exclude=exclude,
-            nprobe=nprobe,
-            ef_search=ef_search,
-            rerank=rerank,
-            exact=exact,
-        )[0]
-
-    def batch_search(
-        self,
-        queries: Sequence[str | Sequence[float] | np.ndarray] | np.ndarray,
-        k: int = 10,
-        *,
-        where: dict[str, Any] | None = None,
-        exclude: Iterable[str] | None = None,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        rerank: int | None = None,
-        exact: bool = False,
-    ) -> list[list[Hit]]:
-        """:meth:`search` for many queries at once (one encoder batch, one index call)."""
-        self._ensure_open()
-        k = check_k(k)
-        for name, val in (("nprobe", nprobe), ("ef_search", ef_search), ("rerank", rerank)):
-            if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
-                raise InvalidInputError(f"{name} must be a positive integer, got {val!r}.")
-        if isinstance(queries, np.ndarray) and queries.ndim == 2:
-            queries = list(queries)
-        if (
-            isinstance(queries, str)
-            or not isinstance(queries, Sequence)
-            and not isinstance(queries, list)
-        ):
-            queries = list(queries)  # type: ignore[arg-type]
-        if not queries:
-            return []
-        if where is not None:
-            compile_filter(where)  # a malformed filter fails before any work
-        excluded = [exclude] if isinstance(exclude, str) else list(exclude or [])
-        qvecs = self._query_vectors(list(queries))
+    def _search_vectors(self, request: SearchRequest) -> list[list[Hit]]:
+        """One FAISS call (or an exact scan) for the batch, under ``where`` and ``exclude``."""
+        k, qvecs, excluded, where = request.k, request.vectors, request.exclude, request.where
         self.refresh()
-        opts = SearchOptions(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+        opts = SearchOptions(
+            nprobe=request.nprobe, ef_search=request.ef_search, rerank=request.rerank
+        )
         with self._rw.read():
             table = self._table
             mask = self._allowed(table, where, excluded)
             vectors = table.vectors.view()
-            if exact:
+            if request.exact:
                 scores, pos = exact_search(vectors, qvecs, k, mask)
             else:
                 scores, pos = self._index.search(vectors, qvecs, k, mask, opts)
@@ -925,10 +730,6 @@ class Collection(LatentMixin, RetrievalMixin, HistoryMixin):
             "version": m["generation"],
             "read_only": self.pinned_version is not None,
         }
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise InvalidInputError(f"collection {self.name!r} is closed; open it again.")
 
     def close(self) -> None:
         """Save a trained index if it is behind, and release the write lock (idempotent)."""

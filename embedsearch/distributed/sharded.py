@@ -8,10 +8,12 @@ indexes the merged result is the unsharded result: the global top-k is contained
 union of the shards' top-k. Writes are routed by id; a ``where`` filter and tombstones
 behave as on one node because each shard applies them to its own rows.
 
-:class:`ShardedCollection` has the method names and signatures of
-:class:`~embedsearch.Collection` for ``search``, ``batch_search``, ``add``, ``upsert``,
-``delete``, ``get``, ``ids``, ``vectors``, ``info``, ``len`` and ``in``, so code (and the
-HTTP server) written against a Collection can use one.
+:class:`ShardedCollection` implements the declared collection shape,
+:class:`~embedsearch.base.CollectionBase`, as :class:`~embedsearch.Collection` does: the
+argument checks, query embedding, ``search``/``batch_search``, ``add``/``upsert`` row checks,
+``delete``/``get`` and ``select`` are the base's, written once; this module supplies the
+fan-out. Code (and the HTTP server) written against a Collection can use one, and
+``tests/test_congruence.py`` holds the two to the same answers and the same errors.
 
 Atomicity: each shard commits all-or-nothing. Across shards, ``add`` checks every id first
 and undoes (deletes) the documents of shards that committed when another shard fails;
@@ -25,10 +27,8 @@ import contextlib
 import hashlib
 import heapq
 import itertools
-import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
+from ..base import CollectionBase, SearchRequest
 from ..errors import (
     DocumentNotFoundError,
     DuplicateIdError,
@@ -44,7 +45,7 @@ from ..errors import (
     NotACollectionError,
 )
 from ..types import Document, Hit
-from ..validation import check_id, check_k, check_metadata, check_text, resolve_path
+from ..validation import resolve_path
 from ._ray import call, require_ray
 from .layout import (
     HASH_NAME,
@@ -64,7 +65,7 @@ DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {
 
 
 # --------------------------------------------------------------------------- facade
-class ShardedCollection:
+class ShardedCollection(CollectionBase):
     """A collection split into shards by id hash, served by Ray actors (one per shard).
 
     Open one with :meth:`ShardedCollection.open`. Example:
@@ -272,114 +273,27 @@ class ShardedCollection:
     def model(self) -> str:
         return self.layout["model"]["name"]
 
-    def embed(self, texts: Sequence[str] | str) -> np.ndarray:
-        """Embed texts with the collection's model: (n, dim) unit vectors."""
-        items = [texts] if isinstance(texts, str) else list(texts)
-        for i, t in enumerate(items):
-            check_text(t, f"texts[{i}]")
-        return self.encoder.encode(items)
-
-    def as_unit_vector(self, vector: Any, what: str = "vector") -> np.ndarray:
-        """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it."""
-        try:
-            v = np.asarray(vector, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"{what} must be a list of numbers ({exc}).") from exc
-        if v.ndim != 1 or v.shape[0] != self.dim:
-            raise InvalidInputError(
-                f"{what} has shape {v.shape}; this collection's vectors have {self.dim} dimensions."
-            )
-        if not np.all(np.isfinite(v)):
-            raise InvalidInputError(f"{what} contains NaN or infinity.")
-        norm = float(np.linalg.norm(v))
-        if norm == 0.0 or not math.isfinite(norm):
-            raise InvalidInputError(f"{what} is the zero vector; it has no direction to search.")
-        return v / norm
-
-    def _query_vectors(self, queries: Sequence[Any]) -> np.ndarray:
-        out = np.empty((len(queries), self.dim), dtype=np.float32)
-        texts = [(i, q) for i, q in enumerate(queries) if isinstance(q, str)]
-        for _, q in texts:
-            check_text(q, "query")
-        if len(texts) == 1:
-            out[texts[0][0]] = self.encoder.encode_query(texts[0][1])
-        elif texts:
-            out[[i for i, _ in texts]] = self.encoder.encode([q for _, q in texts])
-        for i, q in enumerate(queries):
-            if not isinstance(q, str):
-                out[i] = self.as_unit_vector(q, "query vector")
-        return out
-
     # ------------------------------------------------------------------ search
-    def search(
-        self,
-        query: str | Sequence[float] | np.ndarray,
-        k: int = 10,
-        *,
-        where: dict[str, Any] | None = None,
-        exclude: Iterable[str] | None = None,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        rerank: int | None = None,
-        exact: bool = False,
-    ) -> list[Hit]:
-        """The ``k`` most similar documents over all shards (see :meth:`Collection.search`)."""
-        return self.batch_search(
-            [query],
-            k,
-            where=where,
-            exclude=exclude,
-            nprobe=nprobe,
-            ef_search=ef_search,
-            rerank=rerank,
-            exact=exact,
-        )[0]
-
-    def batch_search(
-        self,
-        queries: Sequence[str | Sequence[float] | np.ndarray] | np.ndarray,
-        k: int = 10,
-        *,
-        where: dict[str, Any] | None = None,
-        exclude: Iterable[str] | None = None,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        rerank: int | None = None,
-        exact: bool = False,
-    ) -> list[list[Hit]]:
-        """:meth:`search` for many queries: one encoder batch, one call per shard, merged."""
-        from ..filters import compile_filter
-
-        self._ensure_open()
-        k = check_k(k)
-        if where is not None:
-            compile_filter(where)  # a bad filter fails here, once, with the filter's own message
-        if isinstance(queries, np.ndarray) and queries.ndim == 2:
-            queries = list(queries)
-        if isinstance(queries, str):
-            raise InvalidInputError("queries must be a list of queries, not one string.")
-        queries = list(queries)
-        if not queries:
-            return []
-        qvecs = self._query_vectors(queries)
-        excluded = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    def _search_vectors(self, request: SearchRequest) -> list[list[Hit]]:
+        """Each shard answers the whole batch under the same filter; the top-k are merged."""
+        k = request.k
         by_shard: dict[int, list[str]] = {}
-        for doc_id in excluded:
-            if isinstance(doc_id, str):
-                by_shard.setdefault(shard_of(doc_id, self.shards), []).append(doc_id)
+        for doc_id in request.exclude:
+            by_shard.setdefault(shard_of(doc_id, self.shards), []).append(doc_id)
         base = {
-            "where": where,
-            "nprobe": nprobe,
-            "ef_search": ef_search,
-            "rerank": rerank,
-            "exact": exact,
+            "where": request.where,
+            "nprobe": request.nprobe,
+            "ef_search": request.ef_search,
+            "rerank": request.rerank,
+            "exact": request.exact,
         }
         args = {
-            i: (qvecs, k, {**base, "exclude": by_shard.get(i) or None}) for i in range(self.shards)
+            i: (request.vectors, k, {**base, "exclude": by_shard.get(i) or None})
+            for i in range(self.shards)
         }
         results = self._fan("search", args)
         merged: list[list[Hit]] = []
-        for qi in range(len(queries)):
+        for qi in range(len(request.vectors)):
             pool = itertools.chain.from_iterable(results[i][qi] for i in range(self.shards))
             merged.append(heapq.nlargest(k, pool, key=lambda h: h.score))
         return merged
@@ -392,31 +306,17 @@ class ShardedCollection:
         metadata: Iterable[dict[str, Any] | None] | None,
         vectors: Iterable[Sequence[float]] | np.ndarray | None,
     ) -> tuple[list[str], list[str], list[Any], np.ndarray | None]:
-        if isinstance(texts, (str, bytes)):
-            raise InvalidInputError(
-                "texts must be a list (or iterable) of strings, not one string."
-            )
-        texts = list(texts)
-        ids = [uuid.uuid4().hex for _ in texts] if ids is None else list(ids)
-        meta = [None] * len(texts) if metadata is None else list(metadata)
-        vecs = None if vectors is None else list(vectors)
-        for name, col in (("ids", ids), ("metadata", meta), ("vectors", vecs)):
-            if col is not None and len(col) != len(texts):
-                raise InvalidInputError(
-                    f"{len(texts)} texts but {len(col)} {name}; give one per text."
-                )
-        seen: set[str] = set()
-        for i, (t, d, m) in enumerate(zip(texts, ids, meta)):
-            check_text(t, f"texts[{i}]")
-            check_id(d, f"ids[{i}]")
-            check_metadata(m, f"metadata[{i}]")
-            if d in seen:
-                raise DuplicateIdError(f"id {d!r} appears twice in this call; ids must be unique.")
-            seen.add(d)
+        """The write's rows, checked by the shared rules (:meth:`CollectionBase._checked_rows`)."""
+        checked = list(self._checked_rows(texts, ids, metadata, vectors))
         arr = None
-        if vecs is not None:
-            arr = np.stack([self.as_unit_vector(v, f"vectors[{i}]") for i, v in enumerate(vecs)])
-        return texts, ids, meta, arr
+        if vectors is not None and checked:
+            arr = np.stack([r.vector for r in checked])
+        return (
+            [r.text for r in checked],
+            [r.id for r in checked],
+            [r.metadata for r in checked],
+            arr,
+        )
 
     def _embed_for(self, texts: list[str], ids: list[str], upsert: bool) -> np.ndarray:
         """Vectors for a write, embedded here once: shard actors never load a model.
@@ -449,7 +349,11 @@ class ShardedCollection:
         vectors: Iterable[Any] | None,
         *,
         upsert: bool,
+        progress: bool | None = None,
     ) -> list[str]:
+        """Route checked rows to their shards; ``progress`` is accepted and ignored (texts are
+        embedded here in one call; bulk loads go through :func:`embedsearch.distributed.ingest`).
+        """
         texts, ids, meta, arr = self._prepare(texts, ids, metadata, vectors)
         if not texts:
             return []
@@ -497,51 +401,9 @@ class ShardedCollection:
             raise failure
         return ids
 
-    def add(
-        self,
-        texts: Iterable[str],
-        *,
-        ids: Iterable[str] | None = None,
-        metadata: Iterable[dict[str, Any] | None] | None = None,
-        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
-        progress: bool | None = None,
-    ) -> list[str]:
-        """Add new documents, routed by id; all or nothing (see the module notes).
-
-        Texts are embedded in this process (the model that embeds queries), unless
-        ``vectors`` are given; shard actors hold no model. For bulk loads use
-        :func:`embedsearch.distributed.ingest`, which embeds on a pool of encoder actors.
-        ``progress`` is accepted for compatibility with :meth:`Collection.add` and ignored.
-
-        Raises:
-            InvalidInputError, DuplicateIdError (an id repeats or exists), LockedError.
-        """
-        return self._write(texts, ids, metadata, vectors, upsert=False)
-
-    def upsert(
-        self,
-        texts: Iterable[str],
-        *,
-        ids: Iterable[str],
-        metadata: Iterable[dict[str, Any] | None] | None = None,
-        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
-        progress: bool | None = None,
-    ) -> list[str]:
-        """Insert or replace documents by id (an unchanged text keeps its vector)."""
-        if ids is None:
-            raise InvalidInputError("upsert needs ids: it replaces documents by id.")
-        return self._write(texts, ids, metadata, vectors, upsert=True)
-
-    def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
-        """Delete documents by id; nothing is deleted when an id is unknown (unless ``missing_ok``).
-
-        Returns:
-            The number of documents deleted.
-        """
-        ids = [ids] if isinstance(ids, str) else list(ids)
-        ids = list(dict.fromkeys(check_id(d, f"ids[{i}]") for i, d in enumerate(ids)))
-        if not ids:
-            return 0
+    def _delete(self, ids: list[str], missing_ok: bool) -> int:
+        """Delete checked, unique ids; nothing is deleted when one is unknown (unless
+        ``missing_ok``)."""
         if not missing_ok:
             missing = self.missing(ids)
             if missing:
@@ -565,16 +427,10 @@ class ShardedCollection:
         gone = set(itertools.chain.from_iterable(out.values()))
         return [d for d in ids if d in gone]
 
-    def __contains__(self, doc_id: object) -> bool:
-        return isinstance(doc_id, str) and not self.missing([doc_id])
+    def _contains(self, doc_id: str) -> bool:
+        return not self.missing([doc_id])
 
-    def get(self, ids: Sequence[str] | str, *, include_vectors: bool = False) -> list[Document]:
-        """Stored documents by id, in the order asked.
-
-        Raises:
-            DocumentNotFoundError: any id is unknown (the message lists them).
-        """
-        ids = [ids] if isinstance(ids, str) else list(ids)
+    def _get(self, ids: list[str], include_vectors: bool) -> list[Document]:
         groups = self._route(ids)
         out = self._fan(
             "get", {s: ([ids[j] for j in js], include_vectors) for s, js in groups.items()}
@@ -652,14 +508,6 @@ class ShardedCollection:
         """Change every shard's index spec (no re-encoding)."""
         self._fan("reindex", {i: (spec,) for i in range(self.shards)}, read=False)
 
-    def refresh(self) -> bool:
-        """Shards pick up commits themselves on every call; kept for API compatibility."""
-        return False
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise InvalidInputError(f"collection {self.name!r} is closed; open it again.")
-
     def close(self) -> None:
         """Close the shards (saving indexes that are behind) and stop the actors (idempotent).
 
@@ -684,12 +532,6 @@ class ShardedCollection:
             for h in self._handles:
                 with contextlib.suppress(Exception):  # already gone
                     ray.kill(h)
-
-    def __enter__(self) -> ShardedCollection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ShardedCollection({str(self.path)!r}, shards={self.shards}, model={self.model!r})"

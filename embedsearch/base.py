@@ -1,0 +1,433 @@
+"""The declared shape of a collection: what every implementation offers, logic written once.
+
+:class:`CollectionBase` is to :class:`~embedsearch.Collection` (one directory, one process)
+and :class:`~embedsearch.distributed.ShardedCollection` (shards behind Ray actors) what
+qdrant-client's ``QdrantBase`` is to its local and remote clients, or LanceDB's
+``Table(ABC)`` to ``RemoteTable``: code written against the base (the HTTP server, the RAG
+layer, a user's script) works with either.
+
+The base owns everything that does not depend on where the data lives — argument
+normalisation and checks (:mod:`embedsearch.validation`), query embedding, ``search`` as a
+batch of one, ``add``/``upsert`` row checks, ``delete``/``get`` id lists, ``select`` — so
+both implementations accept and refuse the same inputs with the same errors. A subclass
+supplies storage: ``_write``, ``_delete``, ``_get``, ``_search_vectors`` and the reads
+(``ids``, ``vectors``, ``__len__``, ``info``...). ``tests/test_congruence.py`` runs the same
+calls through every implementation and demands the same answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import DuplicateIdError, InvalidInputError
+from .filters import compile_filter
+from .types import Document, Hit
+from .validation import check_id, check_k, check_metadata, check_text, rows, unit_vector
+
+Query = str | Sequence[float] | np.ndarray
+C = TypeVar("C", bound="CollectionBase")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A batch search after normalisation: what an implementation's ``_search_vectors`` runs.
+
+    Attributes:
+        vectors: (n, dim) float32 unit query vectors.
+        k: results per query (checked: 1..MAX_K).
+        where: the metadata filter as given (already compiled once, so it is valid).
+        exclude: ids never to return.
+        nprobe / ef_search / rerank: per-call knobs for approximate indexes (checked).
+        exact: force exact search.
+    """
+
+    vectors: np.ndarray
+    k: int
+    where: dict[str, Any] | None
+    exclude: list[str]
+    nprobe: int | None
+    ef_search: int | None
+    rerank: int | None
+    exact: bool
+
+
+@dataclass(frozen=True)
+class CheckedRow:
+    """One document of a write after the shared checks (see :meth:`CollectionBase._checked_rows`).
+
+    Attributes:
+        text: the text.
+        id: the id (generated when the call gave no ids).
+        metadata: the metadata dict as given (or None).
+        metadata_json: its canonical JSON (what the store keeps).
+        vector: the caller's vector, normalised, or None when the model embeds the text.
+    """
+
+    text: str
+    id: str
+    metadata: dict[str, Any] | None
+    metadata_json: str | None
+    vector: np.ndarray | None
+
+
+class CollectionBase(ABC):
+    """What a collection is, whatever its storage: see the module notes.
+
+    Attributes:
+        path: the collection's directory.
+        name: its name (the directory's name).
+        dim: the dimension of its vectors.
+    """
+
+    path: Path
+    name: str
+    dim: int
+    _closed: bool
+
+    # ------------------------------------------------------------------ storage (abstract)
+    @property
+    @abstractmethod
+    def encoder(self) -> Any:
+        """The model that embeds this collection's texts and queries."""
+
+    @property
+    @abstractmethod
+    def model(self) -> str:
+        """The name of the collection's model."""
+
+    @property
+    @abstractmethod
+    def state_key(self) -> str:
+        """Changes whenever the committed contents change: a cache key for derived data."""
+
+    @abstractmethod
+    def _write(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[str] | None,
+        metadata: Iterable[Any] | None,
+        vectors: Iterable[Any] | None,
+        *,
+        upsert: bool,
+        progress: bool | None,
+    ) -> list[str]:
+        """Store documents (rows checked with :meth:`_checked_rows`); all or nothing."""
+
+    @abstractmethod
+    def _delete(self, ids: list[str], missing_ok: bool) -> int:
+        """Delete checked, de-duplicated ids; all or nothing."""
+
+    @abstractmethod
+    def _get(self, ids: list[str], include_vectors: bool) -> list[Document]:
+        """Documents for ``ids`` in that order; DocumentNotFoundError listing unknown ones."""
+
+    @abstractmethod
+    def _contains(self, doc_id: str) -> bool:
+        """Whether a live document has this id."""
+
+    @abstractmethod
+    def _search_vectors(self, request: SearchRequest) -> list[list[Hit]]:
+        """Run a normalised batch search: one list of hits per query vector, best first."""
+
+    @abstractmethod
+    def ids(self) -> list[str]:
+        """Ids of all live documents."""
+
+    @abstractmethod
+    def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Stored unit vectors of ``ids`` (in that order), or of all live documents."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """The number of live documents."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Counts, model, index and size on disk."""
+
+    @abstractmethod
+    def compact(self) -> dict[str, int]:
+        """Make deletes permanent and shrink the files."""
+
+    @abstractmethod
+    def reindex(self, spec: str) -> None:
+        """Change the index spec (no re-encoding)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the handle holds (idempotent)."""
+
+    def refresh(self) -> bool:
+        """Pick up commits made elsewhere; True if the contents changed."""
+        return False
+
+    # ------------------------------------------------------------------ shared: lifecycle
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError(f"collection {self.name!r} is closed; open it again.")
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __contains__(self, doc_id: object) -> bool:
+        return isinstance(doc_id, str) and self._contains(doc_id)
+
+    # ------------------------------------------------------------------ shared: vectors
+    def as_unit_vector(self, vector: Any, what: str = "vector") -> np.ndarray:
+        """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it."""
+        return unit_vector(vector, self.dim, what)
+
+    def embed(self, texts: Sequence[str] | str) -> np.ndarray:
+        """Embed texts with the collection's model: an (n, dim) float32 array of unit vectors."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        for i, t in enumerate(items):
+            check_text(t, f"texts[{i}]")
+        return self.encoder.encode(items)
+
+    def _query_vectors(self, queries: Sequence[Any]) -> np.ndarray:
+        """Unit vectors for text or vector queries; texts go to the model in one cached batch."""
+        out = np.empty((len(queries), self.dim), dtype=np.float32)
+        texts = [(i, check_text(q, "query")) for i, q in enumerate(queries) if isinstance(q, str)]
+        if texts:
+            out[[i for i, _ in texts]] = self.encoder.encode_queries([t for _, t in texts])
+        for i, q in enumerate(queries):
+            if not isinstance(q, str):
+                out[i] = self.as_unit_vector(q, "query vector")
+        return out
+
+    # ------------------------------------------------------------------ shared: search
+    def search(
+        self,
+        query: Query,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        exclude: Iterable[str] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        rerank: int | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` documents most similar (cosine) to ``query``.
+
+        Args:
+            query: text, or a vector of the collection's dimension (normalised for you).
+            k: how many results (1..10,000); fewer only when fewer documents match.
+            where: metadata filter (see :mod:`embedsearch.filters`), applied before the top-k
+                cut, so ``k`` results come back whenever ``k`` documents match.
+            exclude: ids never to return (e.g. the inputs of an analogy).
+            nprobe / ef_search / rerank: per-call knobs for approximate indexes.
+            exact: force exact search (ground truth for recall checks).
+
+        Example:
+            >>> col.search("pets that purr", k=3, where={"year": {"$gte": 2010}})
+        """
+        return self.batch_search(
+            [query],
+            k,
+            where=where,
+            exclude=exclude,
+            nprobe=nprobe,
+            ef_search=ef_search,
+            rerank=rerank,
+            exact=exact,
+        )[0]
+
+    def batch_search(
+        self,
+        queries: Sequence[Query] | np.ndarray,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        exclude: Iterable[str] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        rerank: int | None = None,
+        exact: bool = False,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries at once (one encoder batch, one index call).
+
+        Args:
+            queries: a list of texts and/or vectors, or an (n, dim) array. A single string
+                is refused (it is not a list of queries): call :meth:`search` for one.
+
+        Returns:
+            One list of hits per query, in the order given.
+        """
+        self._ensure_open()
+        k = check_k(k)
+        for name, val in (("nprobe", nprobe), ("ef_search", ef_search), ("rerank", rerank)):
+            if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+                raise InvalidInputError(f"{name} must be a positive integer, got {val!r}.")
+        if isinstance(queries, (str, bytes)):
+            raise InvalidInputError(
+                "queries must be a list of queries, not one string; use search() for one query "
+                "or wrap it in a list."
+            )
+        if isinstance(queries, np.ndarray):
+            if queries.ndim != 2:
+                raise InvalidInputError(
+                    f"queries as an array must be 2-D (n, {self.dim}), got shape {queries.shape}; "
+                    "use search() for one vector."
+                )
+            queries = list(queries)
+        try:
+            queries = list(queries)
+        except TypeError:
+            raise InvalidInputError(
+                f"queries must be a list of texts or vectors, got {type(queries).__name__}."
+            ) from None
+        if where is not None:
+            compile_filter(where)  # a bad filter fails here, once, with the filter's own message
+        if exclude is None:
+            excluded: list[str] = []
+        elif isinstance(exclude, str):
+            excluded = [exclude]
+        else:
+            excluded = [e for e in exclude if isinstance(e, str)]
+        if not queries:
+            return []
+        qvecs = self._query_vectors(queries)
+        request = SearchRequest(qvecs, k, where, excluded, nprobe, ef_search, rerank, bool(exact))
+        return self._search_vectors(request)
+
+    # ------------------------------------------------------------------ shared: writes
+    def add(
+        self,
+        texts: Iterable[str],
+        *,
+        ids: Iterable[str] | None = None,
+        metadata: Iterable[dict[str, Any] | None] | None = None,
+        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Embed and store new documents; all or nothing.
+
+        Args:
+            texts: strings, a list or any iterable (a generator is streamed in batches with
+                bounded working memory where the implementation can).
+            ids: one unique string per text; generated (uuid4 hex) when omitted.
+            metadata: one JSON-serialisable dict (or None) per text.
+            vectors: precomputed embeddings, one per text (normalised for you); when given,
+                the model is not run. They must come from the collection's model for search
+                by text to make sense.
+            progress: show a progress bar; default: when more than 2,000 texts are known.
+
+        Returns:
+            The ids, in input order.
+
+        Raises:
+            InvalidInputError: a bad text, id or metadata entry, or mismatched lengths.
+            DuplicateIdError: an id repeats in the call or already exists (use ``upsert``).
+            LockedError: another writer holds the collection.
+        """
+        self._ensure_open()
+        return self._write(texts, ids, metadata, vectors, upsert=False, progress=progress)
+
+    def upsert(
+        self,
+        texts: Iterable[str],
+        *,
+        ids: Iterable[str],
+        metadata: Iterable[dict[str, Any] | None] | None = None,
+        vectors: Iterable[Sequence[float]] | np.ndarray | None = None,
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Insert or replace documents by id (all or nothing).
+
+        A replaced document whose text is unchanged keeps its vector (no re-encoding), so
+        updating metadata is cheap.
+        """
+        self._ensure_open()
+        if ids is None:
+            raise InvalidInputError("upsert needs ids: it replaces documents by id.")
+        return self._write(texts, ids, metadata, vectors, upsert=True, progress=progress)
+
+    def _checked_rows(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[str] | None,
+        metadata: Iterable[Any] | None,
+        vectors: Iterable[Any] | None,
+    ) -> Iterator[CheckedRow]:
+        """The rows of a write, each checked as it streams past (generators stay lazy).
+
+        Raises:
+            InvalidInputError: a bad text, id, metadata entry or vector, or mismatched lengths.
+            DuplicateIdError: an id repeats within the call.
+        """
+        seen: set[str] = set()
+        for i, text, doc_id, meta, vec in rows(texts, ids=ids, metadata=metadata, vectors=vectors):
+            text = check_text(text, f"texts[{i}]")
+            doc_id = uuid.uuid4().hex if doc_id is None and ids is None else doc_id
+            doc_id = check_id(doc_id, f"ids[{i}]")
+            if doc_id in seen:
+                raise DuplicateIdError(
+                    f"id {doc_id!r} appears twice in this call; ids must be unique."
+                )
+            seen.add(doc_id)
+            meta_json = check_metadata(meta, f"metadata[{i}]")
+            unit = self.as_unit_vector(vec, f"vectors[{i}]") if vectors is not None else None
+            yield CheckedRow(text, doc_id, meta, meta_json, unit)
+
+    def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Delete documents by id (a tombstone until :meth:`compact`); all or nothing.
+
+        Returns:
+            The number of documents deleted.
+
+        Raises:
+            DocumentNotFoundError: an id is not in the collection (nothing is deleted); pass
+                ``missing_ok=True`` to ignore unknown ids.
+        """
+        self._ensure_open()
+        items = [ids] if isinstance(ids, str) else list(ids)
+        checked = [check_id(d, f"ids[{i}]") for i, d in enumerate(items)]
+        unique = list(dict.fromkeys(checked))
+        if not unique:
+            return 0
+        return self._delete(unique, missing_ok)
+
+    # ------------------------------------------------------------------ shared: reads
+    def get(self, ids: Sequence[str] | str, *, include_vectors: bool = False) -> list[Document]:
+        """Stored documents by id, in the order asked.
+
+        Raises:
+            DocumentNotFoundError: any id is unknown (the message lists them).
+        """
+        self._ensure_open()
+        items = [ids] if isinstance(ids, str) else list(ids)
+        return self._get([check_id(d, f"ids[{i}]") for i, d in enumerate(items)], include_vectors)
+
+    def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
+        """Ids and unit vectors of the live documents, optionally filtered by metadata.
+
+        The input of the whole-collection views (clusters, outliers, maps, centroids).
+
+        Args:
+            where: a metadata filter (see :mod:`embedsearch.filters`); None selects everything.
+
+        Returns:
+            ``(ids, vectors)`` in ``ids()`` order.
+        """
+        predicate = compile_filter(where) if where is not None else None
+        ids = self.ids()
+        vectors = self.vectors()
+        if predicate is None:
+            return ids, vectors
+        docs = self.get(ids)
+        keep = np.fromiter((predicate(d.metadata or {}) for d in docs), dtype=bool, count=len(docs))
+        return [i for i, k in zip(ids, keep) if k], vectors[keep]
+
+
+__all__ = ["CheckedRow", "CollectionBase", "Query", "SearchRequest"]
