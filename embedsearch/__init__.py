@@ -19,6 +19,7 @@ import os as _os
 # with load 17 on 2 cores (benchmarks/scale.py). Not yet measured on a quiet machine.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from ._version import __version__ as __version__
 from .catalog import CollectionSummary, drop, list_collections
 from .collection import Collection, open
 from .encoder import Encoder, get_encoder
@@ -53,8 +54,6 @@ from .types import Document, Hit
 from .versions import VersionInfo
 from .vocabulary import Vocabulary
 from .word_eval import evaluate_word_analogies, evaluate_word_pairs
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Cluster",

@@ -182,3 +182,16 @@ def test_search_command_uses_the_cached_onnx_export_instead_of_torch(
     assert report == {"code": 0, "torch": False}
     assert [h["id"] for h in hits] == [h.id for h in want]
     assert max(abs(h["score"] - w.score) for h, w in zip(hits, want)) < 1e-4
+
+
+def test_every_command_module_is_declared_in_the_registry():
+    """The command list lives in code (cli.COMMAND_MODULES); a cmd_*.py left out of it
+    would silently drop its commands from `embedsearch --help`."""
+    import embedsearch.cli as cli
+
+    files = {p.stem for p in Path(cli.__file__).parent.glob("cmd_*.py")}
+    declared = [m.__name__.rsplit(".", 1)[1] for m in cli.COMMAND_MODULES]
+    assert sorted(declared) == sorted(files)
+    assert len(set(declared)) == len(declared)
+    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)
+    assert {"index", "search", "serve", "info"} <= commands

@@ -1,33 +1,55 @@
 """The ``embedsearch`` command line.
 
 Each ``embedsearch/cli/cmd_*.py`` module contributes sub-commands through
-``register(subparsers)``; heavy imports (torch, faiss, fastapi) stay inside the command
-functions so that ``embedsearch --help`` and light commands start fast.
+``register(subparsers)``, and :data:`COMMAND_MODULES` lists them: the command list is
+declared here, in code (a new ``cmd_*.py`` goes into that tuple; ``tests/test_cli.py``
+checks that none is forgotten). Heavy imports (torch, faiss, fastapi) stay inside the
+command functions so that ``embedsearch --help`` and light commands start fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from ..errors import EmbedSearchError
+from . import (
+    cmd_core,
+    cmd_distributed,
+    cmd_encoder,
+    cmd_latent,
+    cmd_maintenance,
+    cmd_mcp,
+    cmd_rag,
+    cmd_serve,
+)
+
+#: The modules whose ``register(subparsers)`` add sub-commands, in ``--help`` order.
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    cmd_core,
+    cmd_distributed,
+    cmd_encoder,
+    cmd_latent,
+    cmd_maintenance,
+    cmd_mcp,
+    cmd_rag,
+    cmd_serve,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every discovered sub-command."""
+    """The argument parser with every sub-command of :data:`COMMAND_MODULES`."""
     parser = argparse.ArgumentParser(
         prog="embedsearch", description="Semantic search over text collections on disk."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name.startswith("cmd_"):
-            importlib.import_module(f"{__name__}.{mod.name}").register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

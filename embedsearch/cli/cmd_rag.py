@@ -79,8 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .. import open as open_collection
     from ..catalog import drop
+    from ..collection import open as open_collection
     from ..rag.loaders import expand_paths
     from ..validation import resolve_path
     from ..wording import reword

@@ -37,7 +37,7 @@ from ..errors import EmbedSearchError, InvalidInputError
 from ..types import Hit
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from ..base import CollectionBase
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def ctfidf_keywords(
 
 # ----------------------------------------------------------------------------- collection
 def cluster_collection(
-    col: Collection,
+    col: CollectionBase,
     k: int | None = None,
     *,
     seed: int = 0,
@@ -412,7 +412,7 @@ def _centroids(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def _describe(
-    col: Collection,
+    col: CollectionBase,
     ids: list[str],
     vectors: np.ndarray,
     labels: np.ndarray,
@@ -472,7 +472,7 @@ def _check_field(name: Any) -> None:
         )
 
 
-def _persist(col: Collection, result: Clustering, field: str) -> None:
+def _persist(col: CollectionBase, result: Clustering, field: str) -> None:
     """Write cluster numbers into metadata (upsert: vectors kept) and a JSON summary."""
     docs = col.get(result.ids)
     col.upsert(
@@ -489,7 +489,7 @@ def _persist(col: Collection, result: Clustering, field: str) -> None:
     durable.write_file(Path(col.path), SUMMARY_DIR / f"{field}.json", data, create_dirs=True)
 
 
-def read_summary(col: Collection, field: str = "cluster") -> dict[str, Any] | None:
+def read_summary(col: CollectionBase, field: str = "cluster") -> dict[str, Any] | None:
     """The summary a persisted clustering left for ``field`` (labels per cluster), if any."""
     try:
         raw = durable.read_bytes(Path(col.path), SUMMARY_DIR / f"{field}.json")
@@ -543,7 +543,7 @@ def outlier_scores(vectors: np.ndarray, neighbors: int = 10) -> np.ndarray:
 
 
 def find_outliers(
-    col: Collection, n: int = 20, *, neighbors: int = 10, where: dict[str, Any] | None = None
+    col: CollectionBase, n: int = 20, *, neighbors: int = 10, where: dict[str, Any] | None = None
 ) -> list[Hit]:
     """The ``n`` most isolated documents, as Hits whose score is the outlier distance.
 

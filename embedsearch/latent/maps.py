@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from ..base import CollectionBase
 
 MAX_CATEGORIES = 32
 NUMERIC_BINS = 8
@@ -260,7 +260,7 @@ def palette(legend: list[str], numeric: bool = False) -> list[str]:
 
 
 def _cluster_colors(
-    col: Collection, ids: list[str], vectors: np.ndarray, docs: list[Any], seed: int
+    col: CollectionBase, ids: list[str], vectors: np.ndarray, docs: list[Any], seed: int
 ) -> tuple[list[str], np.ndarray, str]:
     """Legend and categories for ``color_by="cluster"`` (stored field, else computed)."""
     from .clustering import read_summary
@@ -294,7 +294,7 @@ def _cluster_colors(
 
 # ----------------------------------------------------------------------------- main
 def save_map(
-    col: Collection,
+    col: CollectionBase,
     path: str | os.PathLike[str],
     *,
     color_by: str | None = "cluster",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .bm25 import BM25Store
     from .chunking import Chunker
     from .documents import IngestReport
     from .passage import Passage
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 
 class RetrievalMixin:
     """add_documents / retrieve / remove_documents; uses only the collection's public API."""
+
+    #: The handle's BM25 index, built on the first hybrid retrieval
+    #: (:func:`embedsearch.rag.retrieval.bm25_store`); RAG state, declared here rather than
+    #: hung on the handle's ``__dict__``.
+    _rag_bm25: BM25Store | None = None
 
     def add_documents(
         self,

@@ -22,7 +22,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from .mmr import check_lambda, mmr_order
 from .passage import Passage
 from .prf import as_config, rocchio
 from .rerank import rerank_scores, resolve
+
+if TYPE_CHECKING:
+    from .mixin import RetrievalMixin
 
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 DEFAULT_MODE = "dense"
@@ -65,14 +68,18 @@ def candidate_depth(k: int, candidates: int | None = None) -> int:
     return candidates
 
 
-def bm25_store(col: Any) -> BM25Store:
-    """The collection handle's BM25 store (created on first use)."""
-    store = col.__dict__.get("_rag_bm25")
+def bm25_store(col: RetrievalMixin) -> BM25Store:
+    """The collection handle's BM25 store, created on first use.
+
+    Kept in the attribute :class:`~embedsearch.rag.mixin.RetrievalMixin` declares for it, so
+    it lives exactly as long as the handle.
+    """
+    store = col._rag_bm25
     if store is None:
         with _STORE_LOCK:
-            store = col.__dict__.get("_rag_bm25")
+            store = col._rag_bm25
             if store is None:
-                store = col.__dict__["_rag_bm25"] = BM25Store(col)
+                store = col._rag_bm25 = BM25Store(col)
     return store
 
 

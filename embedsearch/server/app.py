@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from .. import __version__
+from .._version import __version__
 from ..encoder import get_encoder
 from ..validation import home as default_home
 from . import errors

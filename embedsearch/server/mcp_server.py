@@ -28,7 +28,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field
 
-from .. import __version__, store
+from .. import store
+from .._version import __version__
 from ..collection import Collection
 from ..collection import open as open_collection
 from ..errors import CollectionExistsError, EmbedSearchError, InvalidInputError
