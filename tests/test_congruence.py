@@ -289,6 +289,7 @@ def read_calls(ids: list[str], vec: list[float]) -> list[Call]:
     """Reads on the 60 documents: good inputs, then hostile ones."""
     big = [x * 1e30 for x in vec]
     tiny = [x * 1e-30 for x in vec]
+    huge = [x * 1e39 for x in vec]
     where_year = {"year": {"$gte": 2012}}
     return [
         # ---- good
@@ -305,6 +306,7 @@ def read_calls(ids: list[str], vec: list[float]) -> list[Call]:
         Call("search stored vector", lambda c: c.search(vec, k=5), nonempty=True),
         Call("search vector * 1e30", lambda c: c.search(big, k=5), nonempty=True),
         Call("search vector * 1e-30", lambda c: c.search(tiny, k=5), nonempty=True),
+        Call("search vector * 1e39 (> float32)", lambda c: c.search(huge, k=5), nonempty=True),
         Call("search k = all", lambda c: c.search("music", k=N_DOCS), nonempty=True),
         Call("search k > count", lambda c: c.search("music", k=500), nonempty=True),
         Call("search exact", lambda c: c.search("music", k=7, exact=True), nonempty=True),
