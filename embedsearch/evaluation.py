@@ -30,10 +30,13 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import durable
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .collection import Collection
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
 RUN_DEPTH = 100
@@ -217,7 +220,7 @@ class EvalResult:
 
 
 def run_queries(
-    col: Any,
+    col: Collection,
     ds: BeirDataset,
     mode: str,
     *,
@@ -245,7 +248,7 @@ def run_queries(
 
 
 def evaluate_mode(
-    col: Any,
+    col: Collection,
     ds: BeirDataset,
     mode: str,
     *,

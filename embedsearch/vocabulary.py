@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from .errors import (
     UnknownWordsError,
 )
 from .latent.marker import MARKER_DIR, MARKER_FILE, read_marker
+
+if TYPE_CHECKING:
+    from .collection import Collection
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +410,7 @@ class Vocabulary:
         return getattr(self._col, name)
 
 
-def _fill(col: Any, words: list[str], progress: bool | None) -> None:
+def _fill(col: Collection, words: list[str], progress: bool | None) -> None:
     """Add the words the collection lacks, committing every BUILD_CHUNK words."""
     from tqdm.auto import tqdm
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..collection import Collection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -195,13 +198,13 @@ def _open(name: str) -> Any:
     return open_existing(name)
 
 
-def _is_vocabulary(col: Any) -> bool:
+def _is_vocabulary(col: Collection) -> bool:
     from ..vocabulary import read_marker
 
     return read_marker(col.path) is not None
 
 
-def _print_ranked(hits: list[Any], col: Any, as_json: bool) -> None:
+def _print_ranked(hits: list[Any], col: Collection, as_json: bool) -> None:
     from .common import print_hits
 
     if as_json or not _is_vocabulary(col):

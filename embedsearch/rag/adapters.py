@@ -18,10 +18,13 @@ langchain-core`` / ``pip install llama-index-core``.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EmbedSearchError
 from .passage import Passage
+
+if TYPE_CHECKING:
+    from .mixin import RetrievalMixin
 
 _SETTINGS = (
     "k",
@@ -122,13 +125,13 @@ def _llamaindex_class() -> type:
     return EmbedsearchLlamaRetriever
 
 
-def langchain_retriever(col: Any, **settings: Any) -> Any:
+def langchain_retriever(col: RetrievalMixin, **settings: Any) -> Any:
     """A ``langchain_core.retrievers.BaseRetriever`` calling ``col.retrieve(q, **settings)``."""
     cls = _langchain_class()
     return cls(collection=col, settings=_check_settings(settings))
 
 
-def llamaindex_retriever(col: Any, **settings: Any) -> Any:
+def llamaindex_retriever(col: RetrievalMixin, **settings: Any) -> Any:
     """A ``llama_index.core.retrievers.BaseRetriever`` calling ``col.retrieve(q, **settings)``."""
     cls = _llamaindex_class()
     return cls(col, _check_settings(settings))

@@ -24,12 +24,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import durable
 from ..errors import EmbedSearchError
+
+if TYPE_CHECKING:
+    from ..base import CollectionBase
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,7 @@ def _real_dir(root: Path, rel: Path) -> bool:
 class BM25Store:
     """The BM25 index of one collection handle: loaded or rebuilt when ``state_key`` moves."""
 
-    def __init__(self, col: Any, config: BM25Config | None = None) -> None:
+    def __init__(self, col: CollectionBase, config: BM25Config | None = None) -> None:
         self.col = col
         self.config = config or BM25Config()
         self._lock = threading.Lock()

@@ -24,11 +24,14 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 from .chunking import Chunker, make_chunker
 from .loaders import Skipped, SourceDoc, Unchanged, file_hash, iter_sources
+
+if TYPE_CHECKING:
+    from ..base import CollectionBase
 
 RESERVED_KEYS = frozenset(
     [
@@ -98,7 +101,7 @@ def chunk_id(source: str, index: int) -> str:
     return f"{source_key(source)}#{index}"
 
 
-def _ids_by_key(col: Any) -> dict[str, set[int]]:
+def _ids_by_key(col: CollectionBase) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for doc_id in col.ids():
         key, sep, num = doc_id.rpartition("#")
@@ -127,7 +130,7 @@ def _check_user_meta(meta: Any, where: str) -> dict[str, Any]:
 class _Writer:
     """Accumulates chunks and commits them in batches (upsert, then delete surplus)."""
 
-    def __init__(self, col: Any, report: IngestReport, progress: bool | None) -> None:
+    def __init__(self, col: CollectionBase, report: IngestReport, progress: bool | None) -> None:
         self.col, self.report, self.progress = col, report, progress
         self.texts: list[str] = []
         self.ids: list[str] = []
@@ -152,7 +155,7 @@ class _Writer:
 
 
 def add_documents(
-    col: Any,
+    col: CollectionBase,
     sources: Iterable[Any] | str | os.PathLike[str],
     *,
     chunker: str | Chunker = "auto",
@@ -207,7 +210,7 @@ def add_documents(
 
 
 def _is_unchanged(
-    col: Any,
+    col: CollectionBase,
     source: str,
     digest: str,
     ch: Chunker,
@@ -229,7 +232,7 @@ def _is_unchanged(
 
 
 def _ingest_one(
-    col: Any,
+    col: CollectionBase,
     ch: Chunker,
     doc: SourceDoc,
     user: dict[str, Any],
@@ -276,7 +279,7 @@ def _ingest_one(
 
 
 def _prune(
-    col: Any,
+    col: CollectionBase,
     sources: list[Any],
     seen: set[str],
     existing: dict[str, set[int]],
@@ -302,7 +305,7 @@ def _prune(
     report.removed.extend(gone)
 
 
-def remove_documents(col: Any, sources: Iterable[str | os.PathLike[str]]) -> int:
+def remove_documents(col: CollectionBase, sources: Iterable[str | os.PathLike[str]]) -> int:
     """Delete every chunk of the given sources (paths are resolved as at ingest).
 
     Returns:

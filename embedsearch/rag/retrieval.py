@@ -22,7 +22,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .prf import as_config, rocchio
 from .rerank import rerank_scores, resolve
 
 if TYPE_CHECKING:
-    from .mixin import RetrievalMixin
+    from ..base import CollectionBase
 
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 DEFAULT_MODE = "dense"
@@ -68,18 +68,26 @@ def candidate_depth(k: int, candidates: int | None = None) -> int:
     return candidates
 
 
-def bm25_store(col: RetrievalMixin) -> BM25Store:
+class _BM25Holder(Protocol):
+    """A handle that keeps its BM25 store: :class:`~embedsearch.rag.mixin.RetrievalMixin`
+    declares the attribute."""
+
+    _rag_bm25: BM25Store | None
+
+
+def bm25_store(col: CollectionBase) -> BM25Store:
     """The collection handle's BM25 store, created on first use.
 
     Kept in the attribute :class:`~embedsearch.rag.mixin.RetrievalMixin` declares for it, so
     it lives exactly as long as the handle.
     """
-    store = col._rag_bm25
+    holder = cast(_BM25Holder, col)
+    store = holder._rag_bm25
     if store is None:
         with _STORE_LOCK:
-            store = col._rag_bm25
+            store = holder._rag_bm25
             if store is None:
-                store = col._rag_bm25 = BM25Store(col)
+                store = holder._rag_bm25 = BM25Store(col)
     return store
 
 
@@ -95,7 +103,7 @@ class _Pool:
         for doc, s in ranked:
             self.scores.setdefault(doc, {})[stage] = float(s)
 
-    def fill(self, col: Any, ids: Sequence[str]) -> None:
+    def fill(self, col: CollectionBase, ids: Sequence[str]) -> None:
         missing = [d for d in ids if d not in self.text]
         if missing:
             for doc in col.get(missing):
@@ -103,7 +111,7 @@ class _Pool:
                 self.meta[doc.id] = doc.metadata
 
 
-def _check_query(col: Any, query: Any, needs_model: bool, truncate: bool) -> str:
+def _check_query(col: CollectionBase, query: Any, needs_model: bool, truncate: bool) -> str:
     if not isinstance(query, str):
         raise InvalidInputError(f"query must be a string, got {type(query).__name__}.")
     if not query.strip():
@@ -122,7 +130,9 @@ def _check_query(col: Any, query: Any, needs_model: bool, truncate: bool) -> str
     return query
 
 
-def _dense(col: Any, q: Any, depth: int, where: Any, pool: _Pool) -> list[tuple[str, float]]:
+def _dense(
+    col: CollectionBase, q: Any, depth: int, where: Any, pool: _Pool
+) -> list[tuple[str, float]]:
     hits = col.search(q, k=depth, where=where)
     for h in hits:
         pool.text[h.id] = h.text
@@ -131,7 +141,7 @@ def _dense(col: Any, q: Any, depth: int, where: Any, pool: _Pool) -> list[tuple[
 
 
 def retrieve(
-    col: Any,
+    col: CollectionBase,
     query: str,
     k: int = 8,
     mode: str = DEFAULT_MODE,

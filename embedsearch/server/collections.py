@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
@@ -19,10 +19,13 @@ from .schemas import (
     VersionQuery,
 )
 
+if TYPE_CHECKING:
+    from ..base import CollectionBase
+
 router = APIRouter(prefix="/collections", tags=["collections"], responses=ERRORS)
 
 
-def public_info(col: Any) -> dict[str, Any]:
+def public_info(col: CollectionBase) -> dict[str, Any]:
     """``Collection.info()`` without the server-side path."""
     info = dict(col.info())
     info.pop("path", None)

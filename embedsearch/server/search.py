@@ -8,7 +8,7 @@ the same query gives the same ids and scores over HTTP as in Python.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
@@ -27,11 +27,14 @@ from .schemas import (
     hit_dict,
 )
 
+if TYPE_CHECKING:
+    from ..base import CollectionBase
+
 router = APIRouter(prefix="/collections", tags=["search"], responses=ERRORS)
 
 
 def embed_queries(
-    state: ServerState, col: Any, queries: list[Any], *, truncate: bool
+    state: ServerState, col: CollectionBase, queries: list[Any], *, truncate: bool
 ) -> tuple[list[Any], list[int]]:
     """Texts → vectors with the query encoder; vectors pass through. Returns truncations."""
     for i, q in enumerate(queries):
