@@ -140,3 +140,42 @@ class LoadError(EmbedSearchError):
     """A file could not be turned into text (the message says why and what to do)."""
 
     http_status = 422
+
+
+# ----------------------------------------------------------------------------- HTTP surface
+class LimitExceededError(EmbedSearchError):
+    """A request is larger than this server accepts (body bytes, texts, characters)."""
+
+    http_status = 413
+
+
+class TextTooLongError(InvalidInputError):
+    """A text exceeds the model window and the caller asked for ``truncate=false``."""
+
+
+class UnauthorizedError(EmbedSearchError):
+    """No or a wrong ``Authorization: Bearer`` key."""
+
+    http_status = 401
+
+
+class NotReadyError(EmbedSearchError):
+    """The server is still loading its model."""
+
+    http_status = 503
+
+
+class NotSupportedError(EmbedSearchError, AttributeError):
+    """The operation exists for ordinary collections but not for a sharded one.
+
+    It is also an ``AttributeError``, so ``hasattr(col, "expr")`` stays ``False`` on a
+    sharded collection instead of raising.
+    """
+
+    http_status = 400
+
+
+class ShardedUnavailableError(EmbedSearchError):
+    """A sharded collection cannot be served: Ray is missing or cannot start/join."""
+
+    http_status = 503

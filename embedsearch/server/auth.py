@@ -21,8 +21,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import InvalidInputError
-from .errors import UnauthorizedError
+from ..errors import InvalidInputError, UnauthorizedError
 
 log = logging.getLogger("embedsearch.server")
 

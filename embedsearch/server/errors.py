@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import EmbedSearchError, InvalidInputError
+from ..errors import EmbedSearchError
 from ..wording import HTTP_WORDS, reword
 
 log = logging.getLogger("embedsearch.server")
@@ -40,28 +40,6 @@ _STATUS_TYPES = {
     429: "TooManyRequests",
     503: "ServiceUnavailable",
 }
-
-
-class LimitExceededError(EmbedSearchError):
-    """A request is larger than this server accepts (body bytes, texts, characters)."""
-
-    http_status = 413
-
-
-class TextTooLongError(InvalidInputError):
-    """A text exceeds the model window and the caller asked for ``truncate=false``."""
-
-
-class UnauthorizedError(EmbedSearchError):
-    """No or a wrong ``Authorization: Bearer`` key."""
-
-    http_status = 401
-
-
-class NotReadyError(EmbedSearchError):
-    """The server is still loading its model."""
-
-    http_status = 503
 
 
 def scrub(message: str, home: Path | None = None) -> str:

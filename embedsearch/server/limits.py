@@ -17,9 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, LimitExceededError, TextTooLongError
 from ..validation import check_encodable
-from .errors import LimitExceededError, TextTooLongError
 
 MiB = 1024 * 1024
 

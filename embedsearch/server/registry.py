@@ -49,6 +49,8 @@ from ..errors import (
     InvalidInputError,
     LockedError,
     NotACollectionError,
+    NotSupportedError,
+    ShardedUnavailableError,
 )
 from ..validation import validate_name
 
@@ -61,22 +63,6 @@ _DEFAULT_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 def canonical_model(name: str) -> str:
     """Fold the aliases of the default model into its one name."""
     return DEFAULT_MODEL if name in _DEFAULT_NAMES else name
-
-
-class NotSupportedError(EmbedSearchError, AttributeError):
-    """The operation exists for ordinary collections but not for a sharded one.
-
-    It is also an ``AttributeError``, so ``hasattr(col, "expr")`` stays ``False`` on a
-    sharded collection instead of raising.
-    """
-
-    http_status = 400
-
-
-class ShardedUnavailableError(EmbedSearchError):
-    """A sharded collection cannot be served: Ray is missing or cannot start/join."""
-
-    http_status = 503
 
 
 class ServedShardedCollection(ShardedCollection):
