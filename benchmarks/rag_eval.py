@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if tuning:  # the keyword side with the tuned k1/b
             from embedsearch.rag.bm25 import BM25Store
 
-            col.__dict__["_rag_bm25"] = BM25Store(
+            col._rag_bm25 = BM25Store(  # the store RetrievalMixin declares
                 col, replace(BM25Config(), k1=tuning["bm25"]["k1"], b=tuning["bm25"]["b"])
             )
         n = args.timing_sample

@@ -393,10 +393,7 @@ class CollectionBase(ABC):
         self._ensure_open()
         items = [ids] if isinstance(ids, str) else list(ids)
         checked = [check_id(d, f"ids[{i}]") for i, d in enumerate(items)]
-        unique = list(dict.fromkeys(checked))
-        if not unique:
-            return 0
-        return self._delete(unique, missing_ok)
+        return self._delete(list(dict.fromkeys(checked)), missing_ok)
 
     # ------------------------------------------------------------------ shared: reads
     def get(self, ids: Sequence[str] | str, *, include_vectors: bool = False) -> list[Document]:

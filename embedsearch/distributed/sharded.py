@@ -404,6 +404,8 @@ class ShardedCollection(CollectionBase):
     def _delete(self, ids: list[str], missing_ok: bool) -> int:
         """Delete checked, unique ids; nothing is deleted when one is unknown (unless
         ``missing_ok``)."""
+        if not ids:
+            return 0
         if not missing_ok:
             missing = self.missing(ids)
             if missing:
