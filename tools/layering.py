@@ -26,15 +26,18 @@ LAYERS: list[tuple[str, ...]] = [
     ("embedsearch.errors", "embedsearch.types", "embedsearch._version"),
     ("embedsearch.validation",),
     ("embedsearch.onnx_backend",),
+    ("embedsearch.tokenizer", "embedsearch.columns"),
     (
         "embedsearch.store",
         "embedsearch.index",
         "embedsearch.encoder",
         "embedsearch.filters",
-        "embedsearch.ingest",
+        "embedsearch.readers",
+        "embedsearch.ingest",  # the input reader before it became readers.py
         "embedsearch.concurrency",
+        "embedsearch.filter_hints",
     ),
-    ("embedsearch.memtable",),
+    ("embedsearch.memtable", "embedsearch.catalog"),
     ("embedsearch.base",),
     (
         "embedsearch.latent",
