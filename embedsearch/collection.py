@@ -625,6 +625,18 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 )
             return table.vectors.view()[positions]
 
+    def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
+        """:meth:`CollectionBase.select`, with ``where`` evaluated over the typed metadata
+        columns in one snapshot (no Python object per row)."""
+        if where is None:
+            return super().select()
+        self.refresh()
+        with self._rw.read():
+            table = self._table
+            mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
+            positions = np.flatnonzero(mask & table.live)
+            return [table.ids[p] for p in positions], table.vectors.view()[positions]
+
     def _search_vectors(self, request: SearchRequest) -> list[list[Hit]]:
         """One FAISS call (or an exact scan) for the batch, under ``where`` and ``exclude``."""
         k, qvecs, excluded, where = request.k, request.vectors, request.exclude, request.where

@@ -54,6 +54,7 @@ N_DOCS = 60
 SCORE_ATOL = 1e-5
 PYTHON_ONLY = frozenset({"plain", "reopened", "sharded"})
 OK = "ok"
+NO_ROUTE = "select() has no HTTP route of its own (maps and clusters use it server-side)"
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -90,6 +91,11 @@ class PythonImpl:
 
     def count(self) -> int:
         return self._run(len)
+
+    def select(self, where: Any = None) -> Any:
+        """``(id, vector)`` pairs sorted by id (shards list their documents shard by shard)."""
+        ids, vectors = self._run(lambda c: c.select(where))
+        return sorted((i, v.astype(float).tolist()) for i, v in zip(ids, vectors))
 
     def add(self, texts: Any, ids: Any, metadata: Any = None) -> Any:
         return self._run(lambda c: c.add(texts, ids=ids, metadata=metadata, progress=False))
@@ -332,6 +338,21 @@ def read_calls(ids: list[str], vec: list[float]) -> list[Call]:
         Call("get two", lambda c: c.get([ids[5], ids[2]]), nonempty=True),
         Call("get repeated id", lambda c: c.get([ids[1], ids[1]]), nonempty=True),
         Call("count", lambda c: c.count(), nonempty=True),
+        Call("select all", lambda c: c.select(), only=PYTHON_ONLY, why=NO_ROUTE, nonempty=True),
+        Call(
+            "select where",
+            lambda c: c.select({"topic": {"$in": ["space", "music"]}, "year": {"$gte": 2005}}),
+            only=PYTHON_ONLY,
+            why=NO_ROUTE,
+            nonempty=True,
+        ),
+        Call(
+            "select bad filter",
+            lambda c: c.select({"year": {"$near": 3}}),
+            FilterError,
+            only=PYTHON_ONLY,
+            why=NO_ROUTE,
+        ),
         # ---- hostile: k
         Call("k=0", lambda c: c.search("cats", k=0), InvalidInputError),
         Call("k=-3", lambda c: c.search("cats", k=-3), InvalidInputError),

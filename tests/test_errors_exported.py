@@ -14,7 +14,7 @@ def _all_modules() -> list[str]:
     return [
         m.name
         for m in pkgutil.walk_packages(embedsearch.__path__, "embedsearch.")
-        if not m.name.startswith("embedsearch.data")
+        if not m.name.startswith("embedsearch.data") and not m.name.endswith(".__main__")
     ]
 
 
