@@ -341,7 +341,7 @@ def read_calls(ids: list[str], vec: list[float]) -> list[Call]:
         Call("select all", lambda c: c.select(), only=PYTHON_ONLY, why=NO_ROUTE, nonempty=True),
         Call(
             "select where",
-            lambda c: c.select({"topic": {"$in": ["space", "music"]}, "year": {"$gte": 2005}}),
+            lambda c: c.select({"topic": {"$in": ["astronomy", "sports"]}, "year": {"$gte": 2005}}),
             only=PYTHON_ONLY,
             why=NO_ROUTE,
             nonempty=True,
