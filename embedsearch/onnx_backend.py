@@ -523,11 +523,12 @@ class OnnxBackend:
         self._tokenizer = Tokenizer.from_file(str(tok_file))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=self.max_seq_length)
-        from .tokenizer import load_tokenizer
-
-        self._counter = load_tokenizer(
-            self.spec.root, self.max_seq_length
-        ).raw  # shared, no truncation
+        # A second handle on the same file, never truncated, counts tokens. (Not the shared
+        # one of embedsearch.tokenizer: that module reads the model spec from here, and
+        # importing it back would make a loop.)
+        self._counter = Tokenizer.from_file(str(tok_file))
+        self._counter.no_padding()
+        self._counter.no_truncation()
         self._pad_id = int(self._tokenizer.token_to_id("[PAD]") or 0)
         pad = _read_json(self.spec.transformer_dir / "config.json").get("pad_token_id")
         if isinstance(pad, int):

@@ -24,7 +24,7 @@ import grimp
 # Layers from the ground up; a module takes the rank of the first prefix that matches it.
 LAYERS: list[tuple[str, ...]] = [
     ("embedsearch.errors", "embedsearch.types", "embedsearch._version"),
-    ("embedsearch.validation",),
+    ("embedsearch.validation", "embedsearch.durable"),
     ("embedsearch.onnx_backend",),
     ("embedsearch.tokenizer", "embedsearch.columns"),
     (
@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "embedsearch.ingest",  # the input reader before it became readers.py
         "embedsearch.concurrency",
         "embedsearch.filter_hints",
+        "embedsearch.wording",
     ),
     ("embedsearch.memtable", "embedsearch.catalog"),
     ("embedsearch.base",),
