@@ -25,6 +25,7 @@ from . import (
     cmd_mcp,
     cmd_rag,
     cmd_serve,
+    cmd_versions,
 )
 
 #: The modules whose ``register(subparsers)`` add sub-commands, in ``--help`` order.
@@ -37,6 +38,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     cmd_mcp,
     cmd_rag,
     cmd_serve,
+    cmd_versions,
 )
 
 
