@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import EmbedSearchError
+from ..errors import EmbedSearchError, UnauthorizedError
 from ..wording import HTTP_WORDS, reword
 
 log = logging.getLogger("embedsearch.server")
