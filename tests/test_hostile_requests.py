@@ -220,3 +220,41 @@ def test_reindex_leaves_no_old_index_file(tmp_path: Path, demo_vectors: Any) -> 
         col.reindex("PCA1000,Flat")
     assert sorted(os.listdir(root)) == before
     col.close()
+
+
+def test_idle_and_slowloris_connections_are_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that sends nothing, or trickles a header, is closed after the header
+    deadline; a normal request on the same server still works."""
+    import socket
+    import time
+
+    from embedsearch.server import protocol
+
+    monkeypatch.setattr(protocol.TimedH11Protocol, "header_timeout_s", 1.0)
+    app = create_app(tmp_path, api_keys=[])
+    with ServerThread(app) as srv:
+        idle = socket.create_connection((srv.host, srv.port), timeout=10)
+        slow = socket.create_connection((srv.host, srv.port), timeout=10)
+        t0 = time.monotonic()
+        closed_at = {}
+        for _ in range(8):  # one header byte every 0.5 s: never completes
+            try:
+                slow.sendall(b"G")
+            except OSError:
+                break
+            time.sleep(0.5)
+        for name, sock in (("idle", idle), ("slow", slow)):
+            sock.settimeout(10)
+            try:
+                data = sock.recv(1024)
+            except (ConnectionResetError, TimeoutError) as exc:
+                data = type(exc).__name__.encode()
+            closed_at[name] = (time.monotonic() - t0, data)
+            sock.close()
+        assert closed_at["idle"][1] in (b"", b"ConnectionResetError"), closed_at
+        assert closed_at["slow"][1] in (b"", b"ConnectionResetError"), closed_at
+        assert max(t for t, _ in closed_at.values()) < 9, closed_at
+        r = httpx.get(f"{srv.url}/healthz", timeout=10)
+        assert r.status_code == 200

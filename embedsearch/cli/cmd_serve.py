@@ -141,6 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..server.app import config_to_env, create_app
+    from ..server.protocol import UVICORN_OPTIONS
 
     if not keys:
         print(
@@ -153,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_level": args.log_level,
         "proxy_headers": False,
         "server_header": False,
+        **UVICORN_OPTIONS,  # header deadline for slow or idle connections
     }
     from ..validation import home as default_home
 

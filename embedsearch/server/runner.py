@@ -15,6 +15,8 @@ from typing import Any
 
 import uvicorn
 
+from .protocol import UVICORN_OPTIONS
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
@@ -37,7 +39,13 @@ class ServerThread:
         self.host = host
         self.port = port or free_port(host)
         config = uvicorn.Config(
-            app, host=host, port=self.port, log_level=log_level, lifespan="on", access_log=False
+            app,
+            host=host,
+            port=self.port,
+            log_level=log_level,
+            lifespan="on",
+            access_log=False,
+            **UVICORN_OPTIONS,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
