@@ -36,6 +36,7 @@ writes ``benchmarks/results/latent_structure.json`` and ``latent_topics.png``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -108,7 +109,9 @@ def labelled_sets(data: Path, cache: Path | None) -> dict[str, tuple[np.ndarray,
 
 
 # ----------------------------------------------------------------------------- topics
-def topics_part(sets: dict[str, Any], out: dict[str, Any]) -> str:
+def topics_part(
+    sets: dict[str, Any], out: dict[str, Any], reuse: dict[str, Any] | None = None
+) -> str:
     from sklearn.metrics import adjusted_rand_score as ari
     from sklearn.metrics import v_measure_score as vm
 
@@ -134,22 +137,13 @@ def topics_part(sets: dict[str, Any], out: dict[str, Any]) -> str:
             "top_labels": [f"{tp.size}: {tp.label}" for tp in res.levels[0].topics],
         }
         for variant in ("defaults", "stop words"):
-            b = bertopic_run(v, texts, stop=variant == "stop words")
-            # our level whose topic count is closest to BERTopic's (outlier topic excluded)
-            lv = min(res.levels, key=lambda lv: abs(lv.k - b["topics"]))
-            kw = [tp.keywords for tp in lv.topics]
-            b_lab = np.asarray(b["labels"])
-            rows.append(
-                {
-                    **ours,
-                    "vs": f"BERTopic {variant}",
-                    "compared_level_k": lv.k,
-                    "NPMI": round(npmi_coherence(kw, texts), 4),
-                    "diversity": round(topic_diversity(kw), 4),
-                }
-            )
-            rows.append(
-                {
+            key = f"{name} / BERTopic {variant}"
+            if reuse and key in reuse:  # an earlier run's BERTopic row (same data, same vectors)
+                b_row = {**reuse[key], "reused_from_earlier_run": True}
+            else:
+                b = bertopic_run(v, texts, stop=variant == "stop words")
+                b_lab = np.asarray(b["labels"])
+                b_row = {
                     "corpus": name,
                     "system": f"BERTopic {variant}",
                     "top_k": b["topics"],
@@ -164,7 +158,19 @@ def topics_part(sets: dict[str, Any], out: dict[str, Any]) -> str:
                     "seconds": round(b["seconds"], 1),
                     "top_labels": b["top_labels"],
                 }
+            # our level whose topic count is closest to BERTopic's (outlier topic excluded)
+            lv = min(res.levels, key=lambda lv: abs(lv.k - b_row["top_k"]))
+            kw = [tp.keywords for tp in lv.topics]
+            rows.append(
+                {
+                    **ours,
+                    "vs": f"BERTopic {variant}",
+                    "compared_level_k": lv.k,
+                    "NPMI": round(npmi_coherence(kw, texts), 4),
+                    "diversity": round(topic_diversity(kw), 4),
+                }
             )
+            rows.append(b_row)
             print(
                 table(
                     rows[-2:],
@@ -249,10 +255,16 @@ def plot_topics(rows: list[dict[str, Any]]) -> None:
         ax.set_xticklabels([c.split(" (")[0] for c in corp], fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.axhline(0, color="#444", lw=0.6)
-        if j == 0:
-            ax.legend(fontsize=7, loc="upper right")
+        for bar in ax.patches:
+            h = bar.get_height()
+            if np.isfinite(h):
+                ax.annotate(f"{h:.2f}", (bar.get_x() + bar.get_width() / 2, h), ha="center",
+                            va="bottom" if h >= 0 else "top", fontsize=6.5,
+                            xytext=(0, 2 if h >= 0 else -2), textcoords="offset points")  # fmt: skip
     fig.suptitle("Topics on the same MiniLM vectors, 3,000 documents per corpus", fontsize=11)
-    fig.tight_layout()
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / "latent_topics.png")
 
@@ -418,6 +430,8 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
     p.add_argument("--parts", default="topics,directions,outliers,maps")
     p.add_argument("--cache", type=Path, default=None, help="folder keeping corpus vectors")
+    p.add_argument("--bertopic-from", type=Path, default=None,
+                   help="reuse the BERTopic runs stored in an earlier result JSON (same data)")  # fmt: skip
     p.add_argument("--big-maps", action="store_true", help="also time maps at 100,000 points")
     args = p.parse_args()
     import torch  # noqa: F401 - torch before faiss: their OpenMP runtimes contend otherwise
@@ -440,7 +454,17 @@ def main() -> int:
     if "topics" in parts:
         md += [
             "### Topics vs BERTopic (same vectors)",
-            topics_part(labelled_sets(args.data, args.cache), out),
+            topics_part(
+                labelled_sets(args.data, args.cache),
+                out,
+                {
+                    f"{r['corpus']} / {r['system']}": r
+                    for r in json.loads(args.bertopic_from.read_text())["topics"]
+                    if r["system"].startswith("BERTopic")
+                }
+                if args.bertopic_from
+                else None,
+            ),
         ]
         print(md[-1], flush=True)
     if "pictures" in parts:

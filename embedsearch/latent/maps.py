@@ -1,13 +1,14 @@
-"""2-D maps of a collection: PCA (always) or UMAP (extra ``maps``) to PNG or interactive HTML.
+"""2-D maps of a collection (t-SNE, UMAP, PaCMAP or PCA) to PNG or interactive HTML.
 
 * **Sampling** — at most ``max_points`` documents (default 5,000) are drawn, a seeded
   uniform random sample when the collection is larger; the caption states ``n of N``.
-* **Projection** — PCA (scikit-learn) of the unit vectors, or UMAP with the cosine metric
-  when ``umap-learn`` is installed.
+* **Projection** — ``method="auto"``: t-SNE (openTSNE, cosine) when installed (extra
+  ``maps``), else UMAP, else PaCMAP, else PCA; chosen by trustworthiness (see
+  :data:`AUTO_ORDER`). PCA is instant but linear: neighbourhoods overlap.
 * **Colour** — ``"cluster"`` uses the metadata field ``cluster`` when the sampled documents
-  carry it (labels from a persisted clustering's summary), otherwise clusters the sample
-  (automatic k, see :mod:`embedsearch.latent.clustering`); any other metadata field (dotted paths
-  allowed) colours by value: up to 19 categories plus "other", or 8 quantile bins for
+  carry it (labels from a persisted clustering's summary), otherwise the top-level topics of the
+  sample (:mod:`embedsearch.latent.topics`); any other metadata field (dotted paths
+  allowed) colours by value: up to 31 categories plus "other", or 8 quantile bins for
   numbers with many distinct values.
 * **Formats** — ``.png`` through matplotlib's Agg canvas (no global pyplot state);
   ``.html`` as one self-contained file (inline data and JavaScript, no network): hover shows
@@ -90,9 +91,11 @@ class MapResult:
 
 # ----------------------------------------------------------------------------- projection
 METHODS = ("auto", "pca", "umap", "pacmap", "tsne")
-# "auto" tries these in order and takes the first installed one (see docs/latent.md: chosen
-# by trustworthiness at k=10 and seconds at 10,000 headlines)
-AUTO_ORDER = ("umap", "pacmap", "tsne")
+# "auto" tries these in order and takes the first installed one. Measured on 10,000 headlines
+# (benchmarks/latent_structure.py, trustworthiness at k=10): openTSNE 0.948, UMAP 0.886,
+# PaCMAP 0.841, PCA 0.706; openTSNE is compiled ahead (no ~40 s numba compile on first use,
+# which UMAP and PaCMAP pay).
+AUTO_ORDER = ("tsne", "umap", "pacmap")
 _MODULES = {"umap": "umap", "pacmap": "pacmap", "tsne": "openTSNE"}
 _PIP = {"umap": "umap-learn", "pacmap": "pacmap", "tsne": "openTSNE"}
 
@@ -123,8 +126,8 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
 
     Args:
         method: ``"pca"`` (linear, instant), ``"umap"`` (cosine, 15 neighbours),
-            ``"pacmap"``, ``"tsne"`` (openTSNE, cosine) or ``"auto"`` (the first of UMAP,
-            PaCMAP, t-SNE that is installed, else PCA).
+            ``"pacmap"``, ``"tsne"`` (openTSNE, cosine) or ``"auto"`` (the first of t-SNE,
+            UMAP, PaCMAP that is installed, else PCA — openTSNE first: best trustworthiness).
 
     Returns:
         ``(coords, description)``, e.g. ``"PCA (explained variance 6.1% + 4.3%)"``.
@@ -184,7 +187,7 @@ def _lookup(meta: dict[str, Any] | None, dotted: str) -> Any:
 
 
 def categorize(values: list[Any]) -> tuple[list[str], np.ndarray]:
-    """Map metadata values to at most 20 categories.
+    """Map metadata values to at most MAX_CATEGORIES (32) categories.
 
     Numbers with more than 20 distinct values become 8 quantile bins; other values keep
     their 19 most common, the rest become ``other``; missing values ``(missing)``.
@@ -310,8 +313,8 @@ def save_map(
         col: the collection.
         path: ``*.png`` or ``*.html``.
         color_by: ``"cluster"``, a metadata field (dotted path), or None.
-        method: ``"auto"`` (default: UMAP, else PaCMAP, else t-SNE, else PCA, whichever is
-            installed first), ``"pca"``, ``"umap"``, ``"pacmap"`` or ``"tsne"``.
+        method: ``"auto"`` (default: t-SNE via openTSNE, else UMAP, else PaCMAP, else PCA,
+            whichever is installed first), ``"pca"``, ``"umap"``, ``"pacmap"`` or ``"tsne"``.
         max_points: sample cap (seeded uniform sample above it).
         seed: seed of the sample, the projection and computed clusters.
         where: metadata filter.

@@ -811,8 +811,8 @@ class LatentMixin:
             path: output file; its suffix picks the format (``.png`` / ``.html``).
             color_by: ``"cluster"`` (the metadata field when present, else clusters computed
                 on the sample), any metadata field (dotted paths allowed), or None.
-            method: ``"auto"`` (default: UMAP when umap-learn is installed, else PaCMAP,
-                else t-SNE via openTSNE, else PCA), or one of ``"pca"`` (always available,
+            method: ``"auto"`` (default: t-SNE when openTSNE is installed, else UMAP,
+                else PaCMAP, else PCA), or one of ``"pca"`` (always available,
                 instant, but linear: neighbourhoods overlap), ``"umap"``, ``"pacmap"``,
                 ``"tsne"``. Chosen by trustworthiness (see docs/latent.md).
         """

@@ -25,8 +25,9 @@ How :func:`build_topics` (``col.topics()``) works, and why:
 5. **Labels** — class-based TF-IDF (c-TF-IDF, as BERTopic) over unigrams and *adjacent*
    bigrams (a bigram is two neighbouring words of the text, neither a stop word, so phrases
    are real phrases such as "oil prices"). English stop words, HTML entity fragments
-   ("lt", "gt", "quot", "amp", "39"...), URL pieces and anything with a digit never become
-   keywords. A unigram that mostly occurs inside one of the topic's top bigrams is shown as
+   ("lt", "gt", "quot", "amp", "39"...), URL pieces, anything with a digit, and common terms
+   spread evenly over the leaves (normalised entropy > 0.8: corpus boilerplate such as the
+   wire tags "ap" and "reuters" or weekdays in AG News) never become keywords. A unigram that mostly occurs inside one of the topic's top bigrams is shown as
    that bigram. Beside each label: the documents closest to the topic's centroid (medoids).
 6. **Outliers** — a document whose cosine to its leaf's centroid is more than 3 robust
    standard deviations (median absolute deviation) below the leaf's median is flagged as an
@@ -50,6 +51,11 @@ SILHOUETTE_SAMPLE = 3000
 LABEL_DOCS_PER_LEAF = 400
 OUTLIER_MADS = 3.0
 SMOOTH_NEIGHBORS = 15
+# a term spread evenly over the leaves (normalised entropy above SPREAD_MAX) and common
+# (more than SPREAD_MIN_SHARE occurrences per document) is the corpus's boilerplate (news-wire
+# tags "ap"/"reuters", weekdays in AG News), not the name of a topic
+SPREAD_MAX = 0.8
+SPREAD_MIN_SHARE = 0.02
 SMOOTH_MAX = 50_000
 # HTML entity fragments and URL pieces that leak into scraped text (AG News: "#39;s", "&lt;b&gt;")
 NOISE_WORDS = frozenset(
@@ -560,6 +566,17 @@ def build_topics(
     vocab, weighted = (
         ctfidf(texts, [lab[rows_arr] for lab in doc_labels]) if not wordlist else ([], [])
     )
+
+    if not wordlist and len(vocab) and m >= 4:
+        leaf_counts = weighted[-1][0] if counts[-1] == m else None
+        if leaf_counts is not None:
+            total = leaf_counts.sum(0)
+            p = leaf_counts / np.maximum(total, 1.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ent = -np.where(p > 0, p * np.log(p), 0.0).sum(0) / math.log(m)
+            boiler = (ent > SPREAD_MAX) & (total / len(texts) > SPREAD_MIN_SHARE)
+            for _, w in weighted:
+                w[:, boiler] = 0.0
 
     # medoids and cohesion per topic
     out_levels: list[TopicLevel] = []
