@@ -51,7 +51,7 @@ from .errors import (
     UnknownWordsError,
     UnsafeFileError,
 )
-from .latent import Clustering, InterpolationStep, MapResult, lerp, slerp
+from .latent import Clustering, InterpolationStep, MapResult, Topics, lerp, slerp
 from .latent.clustering import Cluster
 from .rag.documents import IngestReport
 from .rag.passage import Passage
@@ -111,4 +111,5 @@ __all__ = [
     "ShardedUnavailableError",
     "TextTooLongError",
     "UnauthorizedError",
+    "Topics",
 ]
