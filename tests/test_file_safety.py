@@ -289,3 +289,18 @@ def test_http_refuses_symlinked_segments_and_lock(
         assert r.status_code < 500, r.text
         assert precious.read_text() == "keep"
         assert _snapshot(victim) == before
+
+
+def test_lock_holder_and_sharded_layout_are_never_read_through_a_link(tmp_path: Path) -> None:
+    from embedsearch.cli.common import writer_of
+    from embedsearch.distributed.layout import SHARDED_FILE, read_layout
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("pid=1 host=x password=hunter2")
+    col = tmp_path / "c"
+    col.mkdir()
+    (col / "LOCK").symlink_to(secret)
+    assert writer_of(col) is None  # the secret is never read to name a "holder"
+    (col / SHARDED_FILE).symlink_to(secret)
+    with pytest.raises(UnsafeFileError):
+        read_layout(col)

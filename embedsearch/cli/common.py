@@ -78,9 +78,12 @@ def writer_of(path: Any) -> str | None:
     """Who holds the collection's writer lock (``pid=… host=… since=…``), or None."""
     import socket
 
-    try:
-        text = (path / "LOCK").read_text().strip()
-    except OSError:
+    from ..durable import read_bytes
+    from ..errors import EmbedSearchError
+
+    try:  # never through a link: a LOCK pointing at a secret must not print it
+        text = read_bytes(path, "LOCK")[:500].decode("utf-8", "replace").strip()
+    except (OSError, EmbedSearchError):
         return None
     fields = dict(f.split("=", 1) for f in text.split() if "=" in f)
     try:

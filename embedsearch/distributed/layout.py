@@ -117,8 +117,8 @@ def read_layout(root: Path) -> dict[str, Any]:
         NotACollectionError: no (or a foreign) ``sharded.json``.
     """
     try:
-        obj = json.loads((root / SHARDED_FILE).read_bytes())
-    except FileNotFoundError:
+        obj = json.loads(durable.read_bytes(root, SHARDED_FILE))  # never through a link
+    except (FileNotFoundError, NotADirectoryError):
         raise NotACollectionError(
             f"{root} has no {SHARDED_FILE}: it is not a sharded collection."
         ) from None

@@ -159,10 +159,11 @@ class BM25Index:
 
 
 def _real_dir(root: Path, rel: Path) -> bool:
-    """True if ``root/rel`` is a directory reached without following a link."""
+    """True if ``root/rel`` is a directory reached without following a link, holding only
+    regular files (what :meth:`BM25Index.load` then reads by path)."""
     try:
-        with durable.opened_dir(root, rel):
-            return True
+        with durable.opened_dir(root, rel) as fd:
+            return len(durable.list_files(root, rel)) == len(os.listdir(fd))
     except (OSError, EmbedSearchError):
         return False
 
@@ -226,7 +227,9 @@ class BM25Store:
         final = self._dirname(key)
         try:
             durable.write_dir(self.col.path, rel / final, index.save)
-            for old in os.listdir(self.root) if _real_dir(self.col.path, rel) else []:
+            with durable.opened_dir(self.col.path, rel) as fd:  # never through a link
+                names = os.listdir(fd)
+            for old in names:
                 if old != final and _DIR_RE.fullmatch(old):
                     durable.remove_tree(self.col.path, rel / old)
         except (OSError, EmbedSearchError) as exc:  # read-only, links: keep it in memory only
