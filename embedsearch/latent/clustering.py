@@ -18,7 +18,7 @@
 * **Medoid** — the member with the highest cosine to the cluster's vector sum, which is
   exactly the member minimising the summed cosine distance to the others.
 * **Outliers** — a document's score is its cosine distance to its ``neighbors``-th nearest
-  other document (exact search up to 100,000 documents, an IVF index above).
+  other document (exact search up to 20,000 documents, an IVF index above).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ SILHOUETTE_SAMPLE = 2000
 K_MAX_DEFAULT = 20
 TRAIN_CAP = 100_000
 LABEL_DOCS_PER_CLUSTER = 1000
-EXACT_OUTLIER_LIMIT = 100_000
+EXACT_OUTLIER_LIMIT = 20_000
 SUMMARY_DIR = Path("derived") / "clusters"
 
 
@@ -502,7 +502,7 @@ def read_summary(col: CollectionBase, field: str = "cluster") -> dict[str, Any] 
 def outlier_scores(vectors: np.ndarray, neighbors: int = 10) -> np.ndarray:
     """Cosine distance of each vector to its ``neighbors``-th nearest *other* vector.
 
-    Exact (``IndexFlatIP``) up to 100,000 vectors; above, an ``IVF{4 sqrt n},Flat`` index
+    Exact (``IndexFlatIP``) up to 20,000 vectors; above, an ``IVF{4 sqrt n},Flat`` index
     searched with ``nprobe=32`` (approximate: a few neighbours may be missed, which can only
     overstate a distance).
 
