@@ -563,20 +563,24 @@ def build_topics(
     rows_arr = np.asarray(sorted(rows))
     texts = list(texts_for(rows_arr.tolist()))
     wordlist = all(len(t.split()) == 1 for t in texts)
-    vocab, weighted = (
-        ctfidf(texts, [lab[rows_arr] for lab in doc_labels]) if not wordlist else ([], [])
-    )
+    # the leaves are always counted (the boilerplate test below needs them), shown or not
+    groupings = [lab[rows_arr] for lab in doc_labels]
+    leaves_shown = counts[-1] == m
+    if not leaves_shown:
+        groupings.append(leaf_of[rows_arr])
+    vocab, weighted = ctfidf(texts, groupings) if not wordlist else ([], [])
+    leaf_counts = weighted[-1][0] if len(weighted) else None
+    if not leaves_shown and len(weighted):
+        weighted = weighted[:-1]
 
-    if not wordlist and len(vocab) and m >= 4:
-        leaf_counts = weighted[-1][0] if counts[-1] == m else None
-        if leaf_counts is not None:
-            total = leaf_counts.sum(0)
-            p = leaf_counts / np.maximum(total, 1.0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ent = -np.where(p > 0, p * np.log(p), 0.0).sum(0) / math.log(m)
-            boiler = (ent > SPREAD_MAX) & (total / len(texts) > SPREAD_MIN_SHARE)
-            for _, w in weighted:
-                w[:, boiler] = 0.0
+    if not wordlist and len(vocab) and m >= 4 and leaf_counts is not None:
+        total = leaf_counts.sum(0)
+        p = leaf_counts / np.maximum(total, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(p > 0, p * np.log(p), 0.0).sum(0) / math.log(m)
+        boiler = (ent > SPREAD_MAX) & (total / len(texts) > SPREAD_MIN_SHARE)
+        for _, w in weighted:
+            w[:, boiler] = 0.0
 
     # medoids and cohesion per topic
     out_levels: list[TopicLevel] = []
