@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import EncoderError, InvalidInputError
+from .validation import check_encodable
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,10 @@ class Encoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):  # the tokenizer raises a bare TypeError otherwise
+            if not isinstance(text, str):
+                raise InvalidInputError(f"texts[{i}] is {type(text).__name__}, not str.")
+            check_encodable(text, f"texts[{i}]")
         with self._lock:  # torch / onnxruntime sessions are not re-entrant across threads
             if self._onnx is not None:
                 vecs = self._onnx.embed(texts)

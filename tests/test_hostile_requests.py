@@ -258,3 +258,10 @@ def test_idle_and_slowloris_connections_are_closed(
         assert max(t for t, _ in closed_at.values()) < 9, closed_at
         r = httpx.get(f"{srv.url}/healthz", timeout=10)
         assert r.status_code == 200
+
+
+def test_the_encoder_refuses_lone_surrogates_cleanly(encoder: Any) -> None:
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        encoder.encode(["fine", "bad \ud800"])
+    with pytest.raises(InvalidInputError, match="not str"):
+        encoder.encode(["fine", 3])  # type: ignore[list-item]
