@@ -290,3 +290,25 @@ def test_cli_versions_tag_restore(tmp_path, monkeypatch, encoder, capsys):
     assert sorted(embedsearch.open("c").ids()) == ["a", "b"]
     assert main(["tag", "c", "bad/tag"]) == 2
     assert "not a valid tag" in capsys.readouterr().err
+
+
+def test_time_travel_on_an_approximate_index_is_exact_to_then(tmp_path):
+    """The saved IVF index a version used is kept with it: its answers, not a rebuild's."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4000, 384)).astype(np.float32)
+    col = embedsearch.open(tmp_path / "c", index="IVF16,Flat")
+    col.add([f"t{i}" for i in range(3000)], ids=[f"i{i}" for i in range(3000)], vectors=v[:3000])
+    col.close()
+    col = embedsearch.open(tmp_path / "c")
+    q = rng.normal(size=(30, 384)).astype(np.float32)
+    then = [[(h.id, round(h.score, 6)) for h in r] for r in col.batch_search(q, 10)]
+    col.tag("t")
+    ids = [f"i{i}" for i in range(3000, 4000)]
+    col.add(ids, ids=ids, vectors=v[3000:])
+    col.delete([f"i{i}" for i in range(100)])
+    col.compact()
+    col.reindex("IVF32,Flat")
+    col.close()
+    view = embedsearch.open(tmp_path / "c", version="t")
+    assert view.info()["index"]["resolved"] == "IVF16,Flat"
+    assert [[(h.id, round(h.score, 6)) for h in r] for r in view.batch_search(q, 10)] == then
