@@ -83,7 +83,7 @@ def fuzz_census(n: int) -> dict[str, Any]:
         col.add([f"t{i}" for i in range(30)], ids=[f"a{i}" for i in range(30)], vectors=vecs)
         col.delete(["a1"])
         col.close()
-        real = store.read_manifest(base)
+        real = store.read_manifest_json(base)
         values = [None, True, -1, 0, 10**12, 2.5, "x", "", [], {}, [1], {"file": 1}, "../x"]
         for i in range(n):
             for mode in ("signed", "unsigned"):

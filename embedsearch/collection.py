@@ -56,8 +56,11 @@ from .index import (
     validate_spec,
 )
 from .latent.mixin import LatentMixin
-from .memtable import MemTable
+from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef
 from .rag.mixin import RetrievalMixin
+from .segment import open_segment
+from .segment import write_segment as _write_segment
+from .table import Table, parse_metadata
 from .types import Document, Hit
 from .validation import (
     check_k,
@@ -87,7 +90,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     def __init__(
         self,
         path: Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         model: str | None,
         backend: str | None,
         *,
@@ -99,10 +102,10 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         self.pinned_version = version
         self.name = path.name
         self._manifest = manifest
-        self._model_name = model or manifest["model"]["name"]
+        self._model_name = model or manifest.model_name
         self._backend = backend
         self._encoder: Encoder | None = None
-        self.dim = int(manifest["model"]["dim"])
+        self.dim = manifest.dim
         self._writer = store.WriterLock(path)
         self._write_mutex = threading.RLock()
         self._rw = RWLock()
@@ -117,18 +120,22 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         st = (self.path / store.MANIFEST).lstat()
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _load(self, manifest: dict[str, Any]) -> None:
-        """Build the in-memory image and the index from a committed manifest."""
-        table = MemTable(self.dim)
-        for ref in manifest["segments"]:
-            table.append(store.read_segment(self.path, store.FileRef.from_json(ref), self.dim))
-        for ref in manifest["tombstones"]:
-            table.kill(store.read_tombstones(self.path, store.FileRef.from_json(ref)))
+    def _load(self, manifest: Manifest) -> None:
+        """Map the segments of a committed manifest and load (or build) its index.
+
+        O(manifest) for format-2 segments: each file is mapped and its size checked; its
+        bytes are checksummed when a query first touches them (:mod:`embedsearch.segment`).
+        Format-1 (Parquet) segments are read whole, as version 1 did, until upgraded.
+        """
+        table = Table(self.dim)
+        table.extend([open_segment(self.path, ref, self.dim) for ref in manifest.segments])
+        for ref in manifest.tombstones:
+            table.kill(store.read_tombstones(self.path, ref))
         index = self._load_index(manifest, table)
         with self._rw.write():
             self._manifest, self._table, self._index = manifest, table, index
 
-    def _load_following(self, manifest: dict[str, Any]) -> None:
+    def _load_following(self, manifest: Manifest) -> None:
         """Load ``manifest``, following newer commits that replaced its files meanwhile.
 
         A reader that read manifest N while a writer committed N+1 and removed N's files
@@ -145,43 +152,53 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 return
             except CorruptionError:
                 newer = store.read_manifest(self.path)
-                if self._version(newer) == self._version(manifest):
+                if newer.version == manifest.version:
                     raise  # the same commit is still damaged: real corruption
                 manifest = newer
         self._load(manifest)
 
-    def _load_index(self, manifest: dict[str, Any], table: MemTable) -> VectorIndex:
-        spec = manifest["index"]["spec"]
-        index = VectorIndex(spec, self.dim)
-        saved = manifest["index"].get("file")
-        self._index_file_ok = True
-        vectors = table.vectors.view()
-        if saved and saved.get("epoch") == manifest["epoch"] and saved["rows"] <= table.rows:
+    def _load_index(self, manifest: Manifest, table: Table) -> VectorIndex:
+        spec = manifest.index.spec
+        if spec not in ("auto", "Flat"):
             try:
-                ref = store.FileRef.from_json(saved)
-                with store.open_verified(self.path, ref) as fh:
-                    index.load(fh, saved["info"])
-                # Catch up with newer segments by appending (never retraining: that is a
-                # writer's job, see _maintain_index; a reader only loads).
-                index.add(vectors[saved["rows"] :], vectors)
-                return index
+                validate_spec(spec, self.dim)
+            except IndexSpecError as exc:
+                raise CorruptionError(
+                    f"{self.path / store.MANIFEST} names index spec {spec!r}, which FAISS does not "
+                    f"accept ({exc}); it was not written by embedsearch. Restore the manifest "
+                    "from a backup."
+                ) from None
+        index = VectorIndex(spec, self.dim)
+        saved = manifest.index.file
+        self._index_file_ok = True
+        vectors = table.vectors_view()
+        if saved and saved.epoch == manifest.epoch and saved.rows <= table.rows:
+            try:
+                with store.open_verified(self.path, saved) as fh:
+                    index.load(fh, saved.info)
+                problem = index.check_against(saved.rows)
+                if problem:
+                    raise CorruptionError(f"{saved.file}: {problem}")
             except Exception as exc:  # derived data: rebuild rather than fail
                 log.warning(
-                    "index file %s unusable (%s); rebuilding from segments", saved["file"], exc
+                    "index file %s unusable (%s); rebuilding from segments", saved.file, exc
                 )
                 self._index_file_ok = False  # the next writer replaces it
+            else:
+                index.add(vectors[saved.rows :], vectors)  # catch up with newer segments
+                return index
         return build_or_exact(spec, self.dim, vectors)
 
     @staticmethod
-    def _version(manifest: dict[str, Any]) -> tuple[str, int]:
+    def _version(manifest: Manifest) -> tuple[str, int]:
         # The epoch changes on compaction *and* when a collection is deleted and re-created, so
         # a generation number alone cannot tell two different histories apart.
-        return (manifest["epoch"], int(manifest["generation"]))
+        return manifest.version
 
     def _load_latest(self) -> None:
         """Load the newest committed manifest unless this handle already holds it."""
         manifest = store.read_manifest(self.path)
-        if self._version(manifest) != self._version(self._manifest):
+        if manifest.version != self._manifest.version:
             self._load_following(manifest)
 
     def refresh(self) -> bool:
@@ -217,12 +234,12 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         """The model that embeds this collection's texts (loaded on first use)."""
         if self._encoder is None:
             enc = get_encoder(
-                self._model_name, self._backend or self._manifest["model"].get("backend")
+                self._model_name, self._backend or self._manifest.model.get("backend")
             )
             if enc.dim != self.dim:
                 raise ModelMismatchError(
                     f"Model {enc.name!r} makes {enc.dim}-d vectors; collection {self.name!r} holds "
-                    f"{self.dim}-d vectors. Open it with model={self._manifest['model']['name']!r}."
+                    f"{self.dim}-d vectors. Open it with model={self._manifest.model_name!r}."
                 )
             self._encoder = enc
         return self._encoder
@@ -231,11 +248,11 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     def state_key(self) -> str:
         """Changes whenever the committed contents change: a cache key for derived data."""
         self.refresh()
-        return f"{self._manifest['epoch']}-{self._table.rows}-{self._table.count}"
+        return f"{self._manifest.epoch}-{self._table.rows}-{self._table.count}"
 
     @property
     def model(self) -> str:
-        return self._manifest["model"]["name"]
+        return self._manifest.model_name
 
     def __len__(self) -> int:
         self.refresh()
@@ -243,14 +260,15 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
 
     def _contains(self, doc_id: str) -> bool:
         self.refresh()
-        return doc_id in self._table.id_to_pos
+        return doc_id in self._table
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, count={self._table.count}, model={self.model!r})"
 
     # ------------------------------------------------------------------ writes
     def _begin_write(self) -> None:
-        """Take the cross-process lock; on first take, catch up with disk and clean leftovers."""
+        """Take the cross-process lock; on first take, catch up with disk, clean leftovers,
+        and upgrade format-1 segments (the first write after an upgrade of embedsearch)."""
         self._ensure_open()
         if self.pinned_version is not None:
             raise ReadOnlyError(
@@ -267,9 +285,55 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             removed = versions.cleanup(self.path, self._manifest)
             if removed:
                 log.info("removed %d leftover files of interrupted writes", len(removed))
+            if self._manifest.legacy_segments:
+                self._upgrade_locked()
         except BaseException:
             self._writer.release()
             raise
+
+    def upgrade(self) -> dict[str, int]:
+        """Rewrite format-1 (Parquet) segments in the current format; nothing else changes.
+
+        Row positions, tombstones and the saved index stay valid (rows keep their order), so
+        no index is rebuilt. Writes do this by themselves first; ``embedsearch upgrade NAME``
+        does it ahead of time.
+
+        Returns:
+            ``{"segments": upgraded segment files, "rows": rows rewritten}``.
+        """
+        with self._write_mutex:
+            legacy = len(self._manifest.legacy_segments)
+            rows = sum(s.rows for s in self._manifest.legacy_segments)
+            self._begin_write()  # upgrades whatever is still in format 1
+            return {"segments": legacy, "rows": rows}
+
+    def _upgrade_locked(self) -> None:
+        manifest = self._manifest
+        table = self._table
+        refs: list[SegmentRef] = []
+        written: list[str] = []
+        try:
+            for start, seg, ref in zip(table.segment_starts(), table.segments, manifest.segments):
+                if not ref.legacy:
+                    refs.append(ref)
+                    continue
+                pos = np.arange(start, start + ref.rows)
+                new = _write_segment(
+                    self.path,
+                    table.ids_at(pos),
+                    table.texts_at(pos),
+                    table.metadata_json(pos),
+                    seg.vectors(),
+                )
+                written += new.files()
+                refs.append(new)
+            upgraded = self._commit(manifest.replace(segments=refs))
+        except BaseException as exc:
+            self._discard(written, exc)
+            raise
+        log.info("upgraded %d format-1 segments of %s", len(manifest.legacy_segments), self.name)
+        self._load(upgraded)
+        store.remove_orphans(self.path, self._manifest)
 
     def _write(
         self,
@@ -287,51 +351,44 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             total = sized(texts)
             show = progress if progress is not None else (total or 0) > 2000
             bar = _progress_bar(total, show, "embedding")
-            written: list[store.FileRef] = []
-            segments: list[store.SegmentData] = []
+            written: list[SegmentRef] = []
+            tombs: list[store.FileRef] = []
             replaced: list[int] = []
             out_ids: list[str] = []
             try:
                 stream = self._checked_rows(texts, ids, metadata, vectors)
                 while chunk := list(itertools.islice(stream, WRITE_CHUNK)):
-                    c_ids, c_texts, c_meta, c_vecs = [], [], [], []
-                    for row in chunk:
-                        old = table.id_to_pos.get(row.id)
-                        if old is not None:
-                            if not upsert:
-                                raise DuplicateIdError(
-                                    f"id {row.id!r} already exists; use upsert() to replace it "
-                                    "or delete() it first."
-                                )
-                            replaced.append(old)
-                        c_ids.append(row.id)
-                        c_texts.append(row.text)
-                        c_meta.append(row.metadata_json)
-                        if row.vector is not None:
-                            c_vecs.append(row.vector)
+                    c_ids = [row.id for row in chunk]
+                    c_texts = [row.text for row in chunk]
+                    c_meta = [row.metadata_json for row in chunk]
+                    c_dicts = [row.metadata or None for row in chunk]
+                    c_vecs = [row.vector for row in chunk if row.vector is not None]
+                    old = table.lookup(c_ids)  # one vectorised look-up per chunk
+                    if old.max(initial=-1) >= 0:
+                        if not upsert:
+                            doc_id = c_ids[int(np.flatnonzero(old >= 0)[0])]
+                            raise DuplicateIdError(
+                                f"id {doc_id!r} already exists; use upsert() to replace it or "
+                                "delete() it first."
+                            )
+                        replaced.extend(old[old >= 0].tolist())
                     c_vectors = (
                         np.stack(c_vecs)
                         if vectors is not None
                         else self._vectors_for(c_ids, c_texts, table if upsert else None)
                     )
-                    ref = store.write_segment(self.path, c_ids, c_texts, c_meta, c_vectors)
+                    ref = _write_segment(self.path, c_ids, c_texts, c_meta, c_vectors, c_dicts)
                     written.append(ref)
-                    segments.append(
-                        store.SegmentData(c_ids, _arrow(c_texts), _arrow(c_meta), c_vectors)
-                    )
                     out_ids.extend(c_ids)
                     bar.update(len(c_ids))
                 if not out_ids:
                     return []
                 if replaced:
-                    written.append(store.write_tombstones(self.path, replaced))
-                manifest = dict(self._manifest)
-                manifest["segments"] = manifest["segments"] + [
-                    r.to_json() for r in written if "/seg-" in r.file
-                ]
-                manifest["tombstones"] = manifest["tombstones"] + [
-                    r.to_json() for r in written if "/del-" in r.file
-                ]
+                    tombs.append(store.write_tombstones(self.path, replaced))
+                manifest = self._manifest.replace(
+                    segments=self._manifest.segments + tuple(written),
+                    tombstones=self._manifest.tombstones + tuple(tombs),
+                )
                 manifest = self._commit(
                     manifest,
                     "upsert" if upsert else "add",
@@ -340,13 +397,15 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     live=table.count + len(out_ids) - len(replaced),
                 )
             except BaseException as exc:
-                self._discard([ref.file for ref in written], exc)
+                self._discard(
+                    [f for r in written for f in r.files()] + [t.file for t in tombs], exc
+                )
                 raise
             finally:
                 bar.close()
+            segments = [open_segment(self.path, r, self.dim, verified=True) for r in written]
             with self._rw.write():
-                for seg in segments:
-                    table.append(seg)
+                table.extend(segments)
                 table.kill(replaced)
                 self._manifest = manifest
                 self._index_add_committed()
@@ -356,14 +415,15 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     def _maintain_index(self) -> bool:
         """Retrain or re-tune the index when its policy says so, without blocking readers.
 
-        Returns whether the index was replaced. Runs in the writer (under its mutex, so the stored vectors cannot change meanwhile)
-        but outside the read/write lock: searches keep using the current index until the
-        rebuilt one is swapped in, and the swap is the only moment they wait for.
+        Returns whether the index was replaced. Runs in the writer (under its mutex, so the
+        stored vectors cannot change meanwhile) but outside the read/write lock: searches keep
+        using the current index until the rebuilt one is swapped in, and the swap is the only
+        moment they wait for.
         """
         try:
-            fresh = self._index.maintain(self._table.vectors.view())
+            fresh = self._index.maintain(self._table.vectors_view())
         except Exception as exc:  # noqa: BLE001 - the write has committed: never fail it
-            fresh = exact_fallback(self._index.spec, self.dim, self._table.vectors.view(), exc)
+            fresh = exact_fallback(self._index.spec, self.dim, self._table.vectors_view(), exc)
         if fresh is None:
             return False
         with self._rw.write():
@@ -376,27 +436,28 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         The commit has happened, so a failure here must not fail the write: the index is
         derived data, and exact search stands in for one that cannot take the rows.
         """
-        vectors = self._table.vectors.view()
+        vectors = self._table.vectors_view()
         try:
             self._index.add(vectors[self._index.ntotal :], vectors)
         except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
             self._index = exact_fallback(self._index.spec, self.dim, vectors, exc)
 
-    def _vectors_for(self, ids: list[str], texts: list[str], table: MemTable | None) -> np.ndarray:
+    def _vectors_for(self, ids: list[str], texts: list[str], table: Table | None) -> np.ndarray:
         """Embed ``texts``, reusing stored vectors of upserted documents whose text is unchanged."""
-        reuse: dict[int, np.ndarray] = {}
+        reuse: dict[int, int] = {}
         if table is not None:
-            stored = table.vectors.view()
-            for j, (doc_id, text) in enumerate(zip(ids, texts)):
-                pos = table.id_to_pos.get(doc_id)
-                if pos is not None and table.text(pos) == text:
-                    reuse[j] = stored[pos]
+            found = table.lookup(ids)
+            have = np.flatnonzero(found >= 0)
+            stored_texts = table.texts_at(found[have])
+            for j, old_text in zip(have.tolist(), stored_texts):
+                if old_text == texts[j]:
+                    reuse[j] = int(found[j])
         todo = [j for j in range(len(texts)) if j not in reuse]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if todo:
             out[todo] = self.encoder.encode([texts[j] for j in todo])
-        for j, vec in reuse.items():
-            out[j] = vec
+        if reuse and table is not None:
+            out[list(reuse)] = table.take(np.array(list(reuse.values()), dtype=np.int64))
         return out
 
     def _delete(self, ids: list[str], missing_ok: bool) -> int:
@@ -413,8 +474,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             if not positions:
                 return 0
             ref = store.write_tombstones(self.path, positions)
-            manifest = dict(self._manifest)
-            manifest["tombstones"] = manifest["tombstones"] + [ref.to_json()]
+            manifest = self._manifest.replace(tombstones=self._manifest.tombstones + (ref,))
             try:
                 manifest = self._commit(
                     manifest,
@@ -448,21 +508,20 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
 
     def _commit(
         self,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         op: str = "unknown",
         *,
         added: int = 0,
         deleted: int = 0,
         live: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Manifest:
         """Commit ``manifest``, recording it in the version history as made by ``op``."""
-        manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
         live = self._table.count if live is None else live
         hook = versions.record_hook(self.path, op, added, deleted, live)
         committed = store.write_manifest(self.path, manifest, hook)
         self._stamp = self._manifest_stamp()
         with contextlib.suppress(OSError, EmbedSearchError):
-            versions.expire_quick(self.path, versions.generation_of(committed))
+            versions.expire_quick(self.path, committed.generation)
         return committed
 
     def compact(self) -> dict[str, int]:
@@ -476,28 +535,28 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             table = self._table
             before = self.disk_bytes()
             live = table.live_positions()
-            vectors = table.vectors.view()
-            refs: list[store.FileRef] = []
+            refs: list[SegmentRef] = []
             try:
                 for lo in range(0, len(live), COMPACT_SEGMENT_ROWS):
-                    pos = live[lo : lo + COMPACT_SEGMENT_ROWS].tolist()
+                    pos = live[lo : lo + COMPACT_SEGMENT_ROWS]
                     refs.append(
-                        store.write_segment(
+                        _write_segment(
                             self.path,
-                            [table.ids[p] for p in pos],
-                            [table.text(p) for p in pos],
-                            [table.metadata_json(p) for p in pos],
-                            vectors[pos],
+                            table.ids_at(pos),
+                            table.texts_at(pos),
+                            table.metadata_json(pos),
+                            table.take(pos),
                         )
                     )
-                manifest = dict(self._manifest)
-                manifest["segments"] = [r.to_json() for r in refs]
-                manifest["tombstones"] = []
-                manifest["epoch"] = uuid.uuid4().hex
-                manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
+                manifest = self._manifest.replace(
+                    segments=refs,
+                    tombstones=(),
+                    epoch=uuid.uuid4().hex,
+                    index=IndexSection(self._manifest.index.spec, None),
+                )
                 manifest = self._commit(manifest, "compact")
             except BaseException as exc:
-                self._discard([ref.file for ref in refs], exc)
+                self._discard([f for r in refs for f in r.files()], exc)
                 raise
             old_rows = table.rows
             self._load(manifest)
@@ -517,7 +576,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             self._begin_write()
             index = VectorIndex(spec, self.dim)
             try:
-                index.build(self._table.vectors.view())
+                index.build(self._table.vectors_view())
             except Exception as exc:  # nothing committed yet: refuse the spec cleanly
                 first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
                 raise IndexSpecError(
@@ -525,9 +584,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     f"{self._table.rows} rows ({first}); nothing was changed. Choose another "
                     "spec (e.g. 'auto')."
                 ) from exc
-            manifest = dict(self._manifest)
-            old = manifest["index"].get("file")
-            manifest["index"] = {"spec": spec, "file": None}
+            old = self._manifest.index.file
+            manifest = self._manifest.replace(index=IndexSection(spec, None))
             manifest = self._commit(manifest, "reindex")
             with self._rw.write():
                 self._index, self._manifest = index, manifest
@@ -553,28 +611,37 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 exc,
             )
 
+    def _saved_rows(self) -> int:
+        saved = self._manifest.index.file
+        return saved.rows if saved and saved.epoch == self._manifest.epoch else 0
+
     def _save_index(self, force: bool) -> None:
         index = self._index
         if not index.worth_saving:
             return
-        saved = self._manifest["index"].get("file")
-        behind = index.ntotal - (saved["rows"] if saved else 0)
+        saved = self._manifest.index.file
+        behind = index.ntotal - (saved.rows if saved else 0)
         if (
             not force
             and self._index_file_ok
             and saved
-            and saved.get("epoch") == self._manifest["epoch"]
+            and saved.epoch == self._manifest.epoch
             and behind < max(10_000, index.ntotal // 10)
         ):
             return
         name = f"index-{uuid.uuid4().hex}.faiss"
         size, digest = durable.write_file(self.path, name, index.save)
-        ref = store.FileRef(name, index.ntotal, digest, size)
-        manifest = dict(self._manifest)
-        manifest["index"] = {
-            "spec": manifest["index"]["spec"],
-            "file": {**ref.to_json(), "epoch": manifest["epoch"], "info": index.info.to_json()},
-        }
+        crc = store.file_checksums(self.path / name)[1]
+        ref = IndexFileRef(
+            name,
+            index.ntotal,
+            digest,
+            size,
+            epoch=self._manifest.epoch,
+            info=index.info.to_json(),
+            crc32=crc,
+        )
+        manifest = self._manifest.replace(index=IndexSection(self._manifest.index.spec, ref))
         try:
             self._manifest = self._commit(manifest, "index")
         except BaseException as exc:
@@ -594,22 +661,24 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 raise DocumentNotFoundError(
                     f"{len(missing)} id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
                 )
-            vectors = table.vectors.view()
+            vecs = table.take(positions) if include_vectors else None
+            texts = table.texts_at(positions)
+            metas = table.metadata_json(positions)
             return [
                 Document(
-                    table.ids[p],
-                    table.text(p),
-                    table.metadata(p),
-                    vectors[p].copy() if include_vectors else None,
+                    doc_id,
+                    text,
+                    parse_metadata(meta) or {},
+                    vecs[i] if vecs is not None else None,
                 )
-                for p in positions
+                for i, (doc_id, text, meta) in enumerate(zip(table.ids_at(positions), texts, metas))
             ]
 
     def ids(self) -> list[str]:
         """Ids of all live documents, in storage order."""
         self.refresh()
         with self._rw.read():
-            return [self._table.ids[p] for p in self._table.live_positions()]
+            return self._table.ids_at(self._table.live_positions())
 
     def vectors(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """Stored unit vectors: of ``ids`` (in that order), or of all live documents (``ids()`` order)."""
@@ -617,13 +686,13 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         with self._rw.read():
             table = self._table
             if ids is None:
-                return table.vectors.view()[table.live_positions()]
+                return table.take(table.live_positions())
             positions, missing = table.positions(list(ids))
             if missing:
                 raise DocumentNotFoundError(
                     f"id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
                 )
-            return table.vectors.view()[positions]
+            return table.take(np.asarray(positions, dtype=np.int64))
 
     def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
         """:meth:`CollectionBase.select`, with ``where`` evaluated over the typed metadata
@@ -635,7 +704,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             table = self._table
             mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
             positions = np.flatnonzero(mask & table.live)
-            return [table.ids[p] for p in positions], table.vectors.view()[positions]
+            return table.ids_at(positions), table.take(positions)
 
     def _search_vectors(self, request: SearchRequest) -> list[list[Hit]]:
         """One FAISS call (or an exact scan) for the batch, under ``where`` and ``exclude``."""
@@ -647,23 +716,16 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         with self._rw.read():
             table = self._table
             mask = self._allowed(table, where, excluded)
-            vectors = table.vectors.view()
+            vectors = table.vectors_view()
             if request.exact:
                 scores, pos = exact_search(vectors, qvecs, k, mask)
             else:
                 scores, pos = self._index.search(vectors, qvecs, k, mask, opts)
-            return [
-                [
-                    Hit(table.ids[p], float(s), table.text(p), table.metadata(p))
-                    for s, p in zip(srow, prow)
-                    if p >= 0
-                ]
-                for srow, prow in zip(scores, pos)
-            ]
+            return _hits(table, scores, pos)
 
     @staticmethod
     def _allowed(
-        table: MemTable, where: dict[str, Any] | str | None, excluded: list[str]
+        table: Table, where: dict[str, Any] | str | None, excluded: list[str]
     ) -> np.ndarray | None:
         """Mask of the positions a search may return (``None``: all of them)."""
         mask = table.live if table.has_tombstones else None
@@ -732,14 +794,16 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             "count": table.count,
             "rows": table.rows,
             "deleted": table.rows - table.count,
-            "segments": len(m["segments"]),
-            "model": m["model"],
+            "segments": len(m.segments),
+            "format_version": m.format_version,
+            "legacy_segments": len(m.legacy_segments),
+            "model": m.model,
             "index": self._index.info.to_json(),
             "disk_bytes": self.disk_bytes(),
-            "created": m["created"],
-            "updated": m["updated"],
-            "generation": m["generation"],
-            "version": m["generation"],
+            "created": m.created,
+            "updated": m.updated,
+            "generation": m.generation,
+            "version": m.generation,
             "read_only": self.pinned_version is not None,
         }
 
@@ -749,8 +813,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             return
         with self._write_mutex:
             try:
-                if self._writer.held:
-                    self._maybe_save_index()
+                if self._writer.held:  # leave no catching up to readers (see _save_index)
+                    self._maybe_save_index(force=self._index.ntotal != self._saved_rows())
             finally:
                 self._writer.release()
                 self._closed = True
@@ -767,10 +831,21 @@ def _unfinished_creation(path: Path) -> bool:
     return True
 
 
-def _arrow(values: list[Any]) -> Any:
-    import pyarrow as pa
-
-    return pa.array(values, pa.string())
+def _hits(table: Table, scores: np.ndarray, pos: np.ndarray) -> list[list[Hit]]:
+    """Hydrate search results: one vectorised read of ids, texts and metadata for all hits."""
+    flat = pos[pos >= 0]
+    ids, texts, metas = table.ids_at(flat), table.texts_at(flat), table.metadata_json(flat)
+    out: list[list[Hit]] = []
+    i = 0
+    for srow, prow in zip(scores, pos):
+        row = []
+        for s, p in zip(srow.tolist(), prow.tolist()):
+            if p >= 0:
+                meta = metas[i]
+                row.append(Hit(ids[i], float(s), texts[i], parse_metadata(meta) or {}))
+                i += 1
+        out.append(row)
+    return out
 
 
 def _progress_bar(total: int | None, show: bool, desc: str) -> Any:
@@ -843,7 +918,7 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
     stamp = _stat_manifest(path)
     if stamp is not None:
         manifest = store.read_manifest(path)
-        stored = manifest["model"]["name"]
+        stored = manifest.model_name
         if want is not None and want != stored:
             raise ModelMismatchError(
                 f"Collection {path.name!r} was built with model {stored!r}, not {want!r}; open it "
@@ -851,10 +926,10 @@ def open(  # noqa: A001 - the public name is embedsearch.open, by contract
             )
         if version is not None:
             past = versions.manifest_at(path, version, manifest)
-            gen = versions.generation_of(past)
+            gen = past.generation
             return Collection(path, past, None, backend, stamp=(0, 0, 0), version=gen)
         col = Collection(path, manifest, None, backend, stamp=stamp)
-        if index != "auto" and validate_spec(index, col.dim) != manifest["index"]["spec"]:
+        if index != "auto" and validate_spec(index, col.dim) != manifest.index.spec:
             col.reindex(index)
             col._writer.release()
         return col

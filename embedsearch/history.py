@@ -148,13 +148,13 @@ class HistoryMixin:
             past = _versions.manifest_at(self.path, version, current)
             if _versions.generation_of(past) == _versions.generation_of(current):
                 return _versions.generation_of(current)
-            view = self.at(_versions.generation_of(past))  # loads and checksums every file
+            view = self.at(_versions.generation_of(past))
+            view._table.check_all()  # reads and checksums every file of that version
             now_ids = set(self.ids())
             then_ids = view.ids()
             added = sum(1 for i in then_ids if i not in now_ids)
             deleted = len(now_ids) - (len(then_ids) - added)
-            manifest = {k: v for k, v in _versions.as_json(past).items() if k != "checksum"}
-            manifest["generation"] = _versions.generation_of(current)
+            manifest = past.replace(generation=current.generation, checksum=None)
             committed = self._commit(
                 manifest, "restore", added=added, deleted=deleted, live=len(then_ids)
             )

@@ -807,6 +807,38 @@ class VectorIndex:
             self.info.extra["tuned_rows"] = int(info["tuned_rows"])
         self._place_on_gpu()
 
+    def check_against(self, rows: int) -> str | None:
+        """Why a loaded index cannot serve a collection whose manifest says it holds ``rows``
+        rows (None when it can): a crafted file can pass its checksum (issue 14, finding 9).
+
+        Checks ``ntotal`` and, for IVF indexes, that every stored id is a position in
+        ``0..rows-1`` and the lists hold ``ntotal`` ids in all (O(ntotal), vectorised per list).
+        """
+        index = self._index
+        if index is None:
+            return None
+        if index.ntotal != rows:
+            return f"the index holds {index.ntotal} vectors, the manifest says {rows}"
+        f = faiss()
+        base = self._unwrap(index)
+        if isinstance(base, f.IndexIVF):
+            inv = base.invlists
+            total = 0
+            for lst in range(base.nlist):
+                size = inv.list_size(lst)
+                if not size:
+                    continue
+                total += size
+                ptr = inv.get_ids(lst)
+                ids = f.rev_swig_ptr(ptr, size)
+                bad = int(ids.min()) < 0 or int(ids.max()) >= rows
+                inv.release_ids(lst, ptr)
+                if bad:
+                    return f"inverted list {lst} holds ids outside 0..{rows - 1}"
+            if total != rows:
+                return f"the inverted lists hold {total} ids, the manifest says {rows}"
+        return None
+
     @property
     def worth_saving(self) -> bool:
         """Exact indexes rebuild from the vectors in milliseconds; only trained ones are saved."""

@@ -37,15 +37,18 @@ import numpy as np
 
 from . import durable, store, versions
 from .errors import CollectionNotFoundError, CorruptionError, UnsafeFileError
+from .manifest import INDEX_RE, SEGMENT_RE, TOMBSTONE_RE, IndexSection, Manifest, SegmentRef
+from .segment import verify_segment
 
 Severity = Literal["error", "warning"]
 
 QUARANTINE_DIR = "quarantine"
 # The only file names a manifest may contain: anything else (``../x``, absolute paths) is
 # refused without being opened, so a hostile manifest cannot point us outside the collection.
-_SEGMENT_NAME = re.compile(r"^segments/seg-[0-9a-f]{32}\.parquet\Z")
-_TOMBSTONE_NAME = re.compile(r"^segments/del-[0-9a-f]{32}\.parquet\Z")
-_INDEX_NAME = re.compile(r"^index-[0-9a-f]{32}\.faiss\Z")
+# (The typed manifest already refuses other names; these checks stay as a second guard.)
+_SEGMENT_NAME = re.compile(rf"^{SEGMENT_RE.pattern}\Z")
+_TOMBSTONE_NAME = re.compile(rf"^{TOMBSTONE_RE.pattern}\Z")
+_INDEX_NAME = re.compile(rf"^{INDEX_RE.pattern}\Z")
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,20 @@ def _safe_name(name: str, pattern: re.Pattern[str]) -> bool:
     return bool(pattern.match(name))
 
 
+def _culprit(root: Path, ref: SegmentRef) -> tuple[str, str, str]:
+    """Which file of a segment that failed to load is at fault: (file, kind, detail)."""
+    parts = [store.FileRef(ref.file, ref.rows, ref.sha256, ref.bytes)]
+    if ref.vectors is not None:
+        parts.append(
+            store.FileRef(ref.vectors.file, ref.rows, ref.vectors.sha256, ref.vectors.bytes)
+        )
+    found = [(part.file, *_classify(root, part)) for part in parts]
+    for file, kind, detail in found:
+        if kind != "unreadable" or "cannot be read" in detail:
+            return file, kind, detail
+    return found[0]
+
+
 def _classify(root: Path, ref: store.FileRef) -> tuple[str, str]:
     """Why a file named by the manifest failed to load: (kind, detail)."""
     try:
@@ -177,7 +194,7 @@ def _classify(root: Path, ref: store.FileRef) -> tuple[str, str]:
     return "unreadable", "checksum matches but the content cannot be parsed as expected"
 
 
-def _leftovers(root: Path, manifest: dict[str, Any] | None) -> list[tuple[str, str]]:
+def _leftovers(root: Path, manifest: Manifest | None) -> list[tuple[str, str]]:
     """(relative name, kind) of temp files and files no manifest names."""
     return [
         (rel, "temp-file" if rel.endswith(".tmp") else "orphan")
@@ -187,7 +204,7 @@ def _leftovers(root: Path, manifest: dict[str, Any] | None) -> list[tuple[str, s
     ]
 
 
-def _report_leftovers(root: Path, manifest: dict[str, Any] | None, report: VerifyReport) -> None:
+def _report_leftovers(root: Path, manifest: Manifest | None, report: VerifyReport) -> None:
     try:
         found = _leftovers(root, manifest)
     except UnsafeFileError as exc:  # a linked segments/: reported, never followed
@@ -202,7 +219,7 @@ def _report_leftovers(root: Path, manifest: dict[str, Any] | None, report: Verif
         )
 
 
-def _read_manifest(root: Path, report: VerifyReport) -> dict[str, Any] | None:
+def _read_manifest(root: Path, report: VerifyReport) -> Manifest | None:
     try:
         manifest = store.read_manifest(root)
     except CorruptionError as exc:
@@ -232,38 +249,40 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     if manifest is None:
         _report_leftovers(root, None, report)
         return report
-    dim = int(manifest["model"]["dim"])
-    report.segments = len(manifest["segments"])
-    report.tombstone_files = len(manifest["tombstones"])
+    dim = manifest.dim
+    report.segments = len(manifest.segments)
+    report.tombstone_files = len(manifest.tombstones)
 
     ids: list[str | None] = []
-    for raw in manifest["segments"]:
-        ref = store.FileRef.from_json(raw)
-        report.files_checked += 1
+    segments: list[Any] = []
+    for ref in manifest.segments:
+        report.files_checked += len(ref.files())
         if not _safe_name(ref.file, _SEGMENT_NAME):
             report.add("error", ref.file, "bad-name", "not a segment file name; never opened")
             ids.extend([None] * ref.rows)
             continue
         try:
-            seg = store.read_segment(root, ref, dim)
+            seg = verify_segment(root, ref, dim)
         except CorruptionError:
-            kind, detail = _classify(root, ref)
-            report.add("error", ref.file, kind, f"segment {detail}; run `embedsearch repair`")
+            file, kind, detail = _culprit(root, ref)
+            report.add("error", file, kind, f"segment {detail}; run `embedsearch repair`")
             ids.extend([None] * ref.rows)
+            segments.append(None)
             continue
-        ids.extend(seg.ids)
+        ids.extend(seg.ids().to_pylist())
+        segments.append(seg)
     report.rows = len(ids)
-    if manifest.get("rows") is not None and manifest["rows"] != report.rows:
+    if ref_rows := manifest.legacy_segments:
         report.add(
             "warning",
             store.MANIFEST,
-            "row-count",
-            f"manifest says {manifest['rows']} rows, its segments hold {report.rows}",
+            "format",
+            f"{len(ref_rows)} segment(s) in format 1 (read whole on every open); run "
+            "`embedsearch upgrade` (or write to the collection) to convert them",
         )
 
     live = np.ones(len(ids), dtype=bool)
-    for raw in manifest["tombstones"]:
-        ref = store.FileRef.from_json(raw)
+    for ref in manifest.tombstones:
         report.files_checked += 1
         if not _safe_name(ref.file, _TOMBSTONE_NAME):
             report.add("error", ref.file, "bad-name", "not a tombstone file name; never opened")
@@ -291,7 +310,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     _check_duplicates(ids, live, report)
     report.live = int(sum(1 for i, alive in zip(ids, live) if alive and i is not None))
 
-    _verify_index(root, manifest, dim, report)
+    _verify_index(root, manifest, dim, report, segments)
     _verify_history(root, manifest, report)
     _report_leftovers(root, manifest, report)
     return report
@@ -347,11 +366,13 @@ def _check_duplicates(ids: list[str | None], live: np.ndarray, report: VerifyRep
         )
 
 
-def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: VerifyReport) -> None:
-    saved = manifest["index"].get("file")
+def _verify_index(
+    root: Path, manifest: Manifest, dim: int, report: VerifyReport, segments: list[Any]
+) -> None:
+    saved = manifest.index.file
     if not saved:
         return
-    ref = store.FileRef.from_json(saved)
+    ref = saved
     report.index_file = ref.file
     report.files_checked += 1
     if not _safe_name(ref.file, _INDEX_NAME):
@@ -372,7 +393,7 @@ def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: Verify
             "in memory on every open) until `embedsearch repair` rebuilds it",
         )
         return
-    if saved.get("epoch") != manifest["epoch"]:
+    if saved.epoch != manifest.epoch:
         report.add("warning", ref.file, "stale-index", "index belongs to an older epoch; ignored")
     if ref.rows > report.rows:
         report.add(
@@ -381,7 +402,7 @@ def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: Verify
             "index-rows",
             f"index holds {ref.rows} rows but the segments only {report.rows}",
         )
-    from .index import faiss  # only after the checksum matched
+    from .index import VectorIndex, faiss  # only after the checksum matched
 
     try:
         with store.open_verified(root, ref) as fh:
@@ -397,6 +418,53 @@ def _verify_index(root: Path, manifest: dict[str, Any], dim: int, report: Verify
             f"index has d={index.d}, ntotal={index.ntotal}; manifest expects d={dim}, "
             f"rows={ref.rows}",
         )
+        return
+    holder = VectorIndex(manifest.index.spec, dim)
+    holder._index = index
+    problem = holder.check_against(ref.rows)
+    if problem:
+        report.add("error", ref.file, "index-ids", f"{problem}; `embedsearch repair` rebuilds it")
+        return
+    detail = _index_content(index, segments, ref.rows)
+    if detail:
+        report.add(
+            "error", ref.file, "index-content", f"{detail}; `embedsearch repair` rebuilds it"
+        )
+
+
+def _index_content(index: Any, segments: list[Any], rows: int, sample: int = 64) -> str | None:
+    """Compare the index's stored vectors with the segments' on a sample of positions.
+
+    Reconstructs sampled rows from the index (approximately, for quantised codes) and
+    requires a mean cosine of at least 0.5 with the stored vectors: an index built from
+    other vectors, or with rows shuffled, scores near 0. Indexes that cannot reconstruct
+    are not judged here.
+    """
+    from .index import VectorIndex, faiss
+
+    starts = np.cumsum([0] + [s.rows if s is not None else 0 for s in segments])
+    if not rows or any(s is None for s in segments):
+        return None
+    picks = np.unique(np.random.default_rng(0).integers(0, rows, size=min(sample, rows)))
+    base = VectorIndex._unwrap(index)
+    try:
+        if isinstance(base, faiss().IndexIVF):
+            base.make_direct_map()
+        got = np.stack([index.reconstruct(int(p)) for p in picks.tolist()])
+    except Exception:  # noqa: BLE001 - this index type does not reconstruct
+        return None
+    want = np.empty_like(got)
+    for i, p in enumerate(picks.tolist()):
+        s = int(np.searchsorted(starts, p, side="right")) - 1
+        want[i] = segments[s].take(np.array([p - starts[s]]))[0]
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
+    cos = float(np.mean(np.sum(got * want, axis=1) / np.maximum(norms, 1e-12)))
+    if cos < 0.5:
+        return (
+            f"its vectors do not match the segments' (mean cosine {cos:.2f} over "
+            f"{len(picks)} sampled rows)"
+        )
+    return None
 
 
 # ----------------------------------------------------------------------------- repair
@@ -454,9 +522,8 @@ def repair(path: str | os.PathLike[str], *, rebuild_index: bool = True) -> Repai
     lock.acquire()
     try:
         manifest = store.read_manifest(root)
-        changed = _repair_files(root, manifest, report)
+        manifest, changed = _repair_files(root, manifest, report)
         if changed:
-            manifest["rows"] = sum(r["rows"] for r in manifest["segments"])
             hook = versions.record_hook(root, "repair", deleted=report.lost_rows)
             manifest = store.write_manifest(root, manifest, hook)
             report.manifest_rewritten = True
@@ -469,24 +536,24 @@ def repair(path: str | os.PathLike[str], *, rebuild_index: bool = True) -> Repai
     return report
 
 
-def _repair_files(root: Path, manifest: dict[str, Any], report: RepairReport) -> bool:
-    """Drop unreadable files from ``manifest`` (in place); True if anything changed."""
-    dim = int(manifest["model"]["dim"])
+def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple[Manifest, bool]:
+    """Drop unreadable files from ``manifest``; returns (new manifest, anything changed)."""
+    dim = manifest.dim
     spans: list[tuple[int, int, int | None]] = []
-    good_segments: list[dict[str, Any]] = []
+    good_segments: list[SegmentRef] = []
     old = new = 0
-    for raw in manifest["segments"]:
-        ref = store.FileRef.from_json(raw)
+    for ref in manifest.segments:
         ok = _safe_name(ref.file, _SEGMENT_NAME)
         if ok:
             try:
-                store.read_segment(root, ref, dim)
+                verify_segment(root, ref, dim)
             except CorruptionError:
                 ok = False
-                _quarantine(root, ref.file, report)
+                for name in ref.files():
+                    _quarantine(root, name, report)
         if ok:
             spans.append((old, ref.rows, new))
-            good_segments.append(raw)
+            good_segments.append(ref)
             new += ref.rows
         else:
             spans.append((old, ref.rows, None))
@@ -495,14 +562,13 @@ def _repair_files(root: Path, manifest: dict[str, Any], report: RepairReport) ->
         old += ref.rows
 
     tomb_positions: list[np.ndarray] = []
-    good_tombs: list[dict[str, Any]] = []
-    for raw in manifest["tombstones"]:
-        ref = store.FileRef.from_json(raw)
+    good_tombs: list[store.FileRef] = []
+    for ref in manifest.tombstones:
         try:
             if not _safe_name(ref.file, _TOMBSTONE_NAME):
                 raise CorruptionError(ref.file)
             tomb_positions.append(store.read_tombstones(root, ref))
-            good_tombs.append(raw)
+            good_tombs.append(ref)
         except CorruptionError:
             if _safe_name(ref.file, _TOMBSTONE_NAME):
                 _quarantine(root, ref.file, report)
@@ -510,46 +576,45 @@ def _repair_files(root: Path, manifest: dict[str, Any], report: RepairReport) ->
             report.lost_tombstone_files += 1
 
     changed = False
-    if len(good_segments) != len(manifest["segments"]):
+    if len(good_segments) != len(manifest.segments):
         # Positions shift: rewrite the deletes as one tombstone file in the new numbering,
         # and start a new epoch so no saved index (built on the old numbering) is reused.
         positions = _remap(tomb_positions, spans)
-        manifest["tombstones"] = (
-            [store.write_tombstones(root, positions).to_json()] if positions else []
+        manifest = manifest.replace(
+            tombstones=(store.write_tombstones(root, positions),) if positions else (),
+            segments=good_segments,
+            epoch=uuid.uuid4().hex,
+            index=IndexSection(manifest.index.spec, None),
         )
-        manifest["segments"] = good_segments
-        manifest["epoch"] = uuid.uuid4().hex
-        manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
         changed = True
-    elif len(good_tombs) != len(manifest["tombstones"]):
-        manifest["tombstones"] = good_tombs
+    elif len(good_tombs) != len(manifest.tombstones):
+        manifest = manifest.replace(tombstones=tuple(good_tombs))
         changed = True
 
-    saved = manifest["index"].get("file")
-    if saved:
-        ref = store.FileRef.from_json(saved)
-        if not _index_file_ok(root, ref, saved, manifest):
-            if _safe_name(ref.file, _INDEX_NAME):
-                _quarantine(root, ref.file, report)
-            report.dropped_refs.append(ref.file)
-            manifest["index"] = {"spec": manifest["index"]["spec"], "file": None}
-            changed = True
-    return changed
+    saved = manifest.index.file
+    if saved and not _index_file_ok(root, manifest):
+        if _safe_name(saved.file, _INDEX_NAME):
+            _quarantine(root, saved.file, report)
+        report.dropped_refs.append(saved.file)
+        manifest = manifest.replace(index=IndexSection(manifest.index.spec, None))
+        changed = True
+    return manifest, changed
 
 
-def _index_file_ok(
-    root: Path, ref: store.FileRef, saved: dict[str, Any], manifest: dict[str, Any]
-) -> bool:
-    if not _safe_name(ref.file, _INDEX_NAME) or saved.get("epoch") != manifest["epoch"]:
+def _index_file_ok(root: Path, manifest: Manifest) -> bool:
+    saved = manifest.index.file
+    if saved is None or not _safe_name(saved.file, _INDEX_NAME) or saved.epoch != manifest.epoch:
         return False
     try:
-        from .index import faiss
+        from .index import VectorIndex, faiss
 
-        with store.open_verified(root, ref) as fh:
+        with store.open_verified(root, saved) as fh:
             index = faiss().read_index(faiss().PyCallbackIOReader(fh.read))
+        holder = VectorIndex(manifest.index.spec, manifest.dim)
+        holder._index = index
     except Exception:  # noqa: BLE001 - any failure means: rebuild it
         return False
-    return index.d == int(manifest["model"]["dim"]) and index.ntotal == ref.rows
+    return index.d == manifest.dim and holder.check_against(saved.rows) is None
 
 
 def _rebuild_index(root: Path) -> bool:
@@ -560,9 +625,9 @@ def _rebuild_index(root: Path) -> bool:
     try:
         info = col.info()["index"]
         manifest = store.read_manifest(root)
-        if info["kind"] != "approximate" or manifest["index"].get("file"):
+        if info["kind"] != "approximate" or manifest.index.file:
             return False
-        col.reindex(manifest["index"]["spec"])
+        col.reindex(manifest.index.spec)
         return True
     finally:
         col.close()

@@ -1,9 +1,12 @@
-"""Durable storage of one collection: Parquet segments, tombstones, a manifest, a lock.
+"""Durable storage of one collection: segments, tombstones, a typed manifest, a lock.
 
 Layout of a collection directory::
 
     manifest.json            the commit point: which files are live, with checksums
-    segments/seg-*.parquet   id, text, metadata (JSON), vector — append-only
+                             (parsed and checked as a typed :class:`Manifest`)
+    segments/seg-*.arrow     id, text, metadata (JSON + typed columns) — memory-mapped
+    segments/seg-*.f32       the same rows' vectors, raw float32 — memory-mapped
+    segments/seg-*.parquet   format-1 segments (vectors inside), until upgraded
     segments/del-*.parquet   tombstones: row positions deleted by one operation
     index-*.faiss            derived FAISS index (rebuilt when missing or stale)
     LOCK                     held (flock) by the one writer; names its pid
@@ -12,7 +15,9 @@ Every write goes to a fresh file that is fsynced and renamed into place; nothing
 is live until a new manifest naming it has been renamed over the old one. A crash
 at any point therefore leaves either the old or the new committed state, plus
 unreferenced files that the next writer removes (:func:`remove_orphans`).
-No pickle, no code-executing loader: Parquet and JSON only, each checked by SHA-256.
+No pickle, no code-executing loader: Arrow IPC, raw float32, Parquet and JSON only, each
+checked by SHA-256 (``verify``) and, on the read path, by CRC-32 once per process for the
+bytes a query touches (see :mod:`embedsearch.segment`).
 
 Every file is opened, written and removed through :mod:`embedsearch.durable`: relative to
 directory descriptors, never through a symbolic link, regular files only.
@@ -29,6 +34,7 @@ import os
 import re
 import socket
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,24 +52,30 @@ from .errors import (
     LockedError,
     NotACollectionError,
 )
-
-FORMAT_NAME = "embedsearch-collection"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-SEGMENTS_DIR = "segments"
-LOCK_FILE = "LOCK"
-#: What a file named inside a manifest may look like: a segment, a tombstone file or an
-#: index, inside the collection. Anything else (``../x``, absolute paths) is refused.
-FILE_NAME_RE = re.compile(
-    rf"{SEGMENTS_DIR}/(seg|del)-[0-9a-f]{{32}}\.parquet|index-[0-9a-f]{{32}}\.faiss"
+from .manifest import (
+    FILE_NAME_RE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_MANIFEST_BYTES,
+    SEGMENTS_DIR,
+    FileRef,
+    IndexFileRef,
+    IndexSection,
+    Manifest,
+    SegmentRef,
 )
+
+MANIFEST = "manifest.json"
+LOCK_FILE = "LOCK"
 #: Names embedsearch writes in ``segments/`` and at the top of a collection. Orphan cleanup
 #: removes only regular files whose names match these (or temp files made for such names):
 #: nothing else in the directory is ever touched.
-SEGMENT_FILE_RE = re.compile(r"(seg|del)-[0-9a-f]{32}\.parquet")
+SEGMENT_FILE_RE = re.compile(r"seg-[0-9a-f]{32}\.(parquet|arrow|f32)|del-[0-9a-f]{32}\.parquet")
 ROOT_FILE_RE = re.compile(r"index-[0-9a-f]{32}\.faiss")
 #: Temp files of earlier versions (``.<name>.tmp``) and of :func:`durable.write_file`.
-_OLD_TEMP_RE = re.compile(r"\.((seg|del)-[0-9a-f]{32}\.parquet|index-[0-9a-f]{32}\.faiss)\.tmp")
+_OLD_TEMP_RE = re.compile(
+    r"\.((seg|del)-[0-9a-f]{32}\.(parquet|arrow|f32)|index-[0-9a-f]{32}\.faiss)\.tmp"
+)
 
 
 # --------------------------------------------------------------------------- files
@@ -73,34 +85,22 @@ def atomic_write(path: Path, data: bytes) -> None:
     durable.write_file(path.parent, path.name, data)
 
 
-@dataclass(frozen=True)
-class FileRef:
-    """A file the manifest names: its name inside the collection, row count and checksum."""
+def file_checksums(path: Path) -> tuple[str, str]:
+    """(SHA-256, CRC-32) hex digests of a file, in one read."""
+    digest = hashlib.sha256()
+    crc = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            crc = zlib.crc32(block, crc)
+    return digest.hexdigest(), f"{crc:08x}"
 
-    file: str
-    rows: int
-    sha256: str
-    bytes: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> FileRef:
-        return cls(str(obj["file"]), int(obj["rows"]), str(obj["sha256"]), int(obj["bytes"]))
-
-    @classmethod
-    def check(cls, obj: Any, where: str) -> None:
-        """Raise ValueError unless ``obj`` is a well-formed file entry of a manifest."""
-        if not isinstance(obj, dict):
-            raise ValueError(f"{where} is not an object")
-        if not isinstance(obj.get("file"), str) or not FILE_NAME_RE.fullmatch(obj["file"]):
-            raise ValueError(f"{where}.file is not a file name of this collection")
-        for key in ("rows", "bytes"):
-            if type(obj.get(key)) is not int or obj[key] < 0:
-                raise ValueError(f"{where}.{key} is not a non-negative integer")
-        if not isinstance(obj.get("sha256"), str):
-            raise ValueError(f"{where}.sha256 is not a string")
+def _crc32(fh: IO[bytes]) -> str:
+    crc = 0
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
 
 
 @contextlib.contextmanager
@@ -108,7 +108,9 @@ def open_verified(root: Path, ref: FileRef) -> Iterator[IO[bytes]]:
     """The file of ``ref``, open for reading at its start, after checking that it is a
     regular file inside the collection (no link followed) that matches its checksum.
 
-    Reading goes through this one descriptor, so the file checked is the file read.
+    Reading goes through this one descriptor, so the file checked is the file read. A
+    reference with a ``crc32`` (format-2 index files) is checked by it, ~2.5x faster than
+    SHA-256 here: a reader pays it for a 400 MB index on every open; ``verify`` checks both.
     """
     try:
         fh_cm = durable.open_file(root, ref.file)
@@ -119,7 +121,8 @@ def open_verified(root: Path, ref: FileRef) -> Iterator[IO[bytes]]:
             "`embedsearch repair` to rebuild what can be rebuilt."
         ) from None
     try:
-        if sha256_file(fh) != ref.sha256:
+        crc = getattr(ref, "crc32", None)
+        if (_crc32(fh) != crc) if crc else (sha256_file(fh) != ref.sha256):
             raise CorruptionError(
                 f"{ref.file} fails its checksum (the file was changed or damaged); run "
                 "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
@@ -164,7 +167,7 @@ def _read_parquet(path: Path | IO[bytes]) -> pa.Table:
 
 
 def segment_schema(dim: int) -> pa.Schema:
-    """Arrow schema of a segment: one row per document, the vector stored with it."""
+    """Arrow schema of a format-1 segment: one row per document, the vector stored with it."""
     return pa.schema(
         [
             ("id", pa.string()),
@@ -175,31 +178,9 @@ def segment_schema(dim: int) -> pa.Schema:
     )
 
 
-def write_segment(
-    root: Path,
-    ids: list[str],
-    texts: list[str],
-    metadata_json: list[str | None],
-    vectors: np.ndarray,
-) -> FileRef:
-    """Write a new (not yet committed) segment file and return its reference."""
-    dim = vectors.shape[1]
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    table = pa.Table.from_arrays(
-        [
-            pa.array(ids, pa.string()),
-            pa.array(texts, pa.string()),
-            pa.array(metadata_json, pa.string()),
-            pa.FixedSizeListArray.from_arrays(flat, dim),
-        ],
-        schema=segment_schema(dim),
-    )
-    return _write_parquet(root, f"seg-{uuid.uuid4().hex}.parquet", table)
-
-
 @dataclass
 class SegmentData:
-    """The columns of one segment, in memory."""
+    """The columns of one format-1 (Parquet) segment, in memory."""
 
     ids: list[str]
     texts: pa.Array
@@ -208,7 +189,7 @@ class SegmentData:
 
 
 def read_segment(root: Path, ref: FileRef, dim: int) -> SegmentData:
-    """Read and checksum-verify one segment."""
+    """Read and checksum-verify one format-1 (Parquet) segment, whole."""
     with open_verified(root, ref) as fh:
         try:
             table = _read_parquet(fh)
@@ -271,69 +252,81 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_manifest(model: dict[str, Any], index_spec: str) -> dict[str, Any]:
+def new_manifest(model: dict[str, Any], index_spec: str) -> Manifest:
     """The manifest of an empty collection."""
-    stamp = now_iso()
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "generation": 0,
-        "epoch": uuid.uuid4().hex,
-        "created": stamp,
-        "updated": stamp,
-        "model": model,
-        "metric": "cosine",
-        "index": {"spec": index_spec, "file": None},
-        "segments": [],
-        "tombstones": [],
-    }
+    return Manifest.new(model, index_spec, now_iso())
 
 
 def write_manifest(
     root: Path,
-    manifest: dict[str, Any],
+    manifest: Manifest | dict[str, Any],
     before_commit: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Commit ``manifest`` (bumping its generation); returns what was written.
+) -> Manifest:
+    """Commit ``manifest`` (bumping its generation, at the current format); returns it.
 
+    A plain dict (tests, tools) is parsed and checked as :class:`Manifest` first.
     ``before_commit`` receives the exact body (checksum included) before it becomes the
     commit point: the version history records it there, so a crash can leave a record of
     a version that never committed (ignored: its generation is above the manifest's) but
     never a committed version without its record.
     """
-    body = {k: v for k, v in manifest.items() if k != "checksum"}
-    body["generation"] = int(body.get("generation", 0)) + 1
-    body["updated"] = now_iso()
-    body["checksum"] = hashlib.sha256(_canonical(body)).hexdigest()
+    if isinstance(manifest, dict):
+        body = {k: v for k, v in manifest.items() if k != "checksum"}
+        body.setdefault("rows", None)
+        try:
+            manifest = Manifest.from_json({**body, "format_version": FORMAT_VERSION})
+        except ValueError as exc:
+            raise CorruptionError(f"refusing to write a malformed manifest ({exc})") from exc
+    committed = manifest.replace(
+        format_version=FORMAT_VERSION,
+        generation=manifest.generation + 1,
+        updated=now_iso(),
+        checksum=None,
+    )
+    body = committed.to_json()
+    checksum = hashlib.sha256(_canonical(body)).hexdigest()
+    body["checksum"] = checksum
     if before_commit is not None:
         before_commit(body)
     atomic_write(root / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
-    return body
+    return committed.replace(checksum=checksum)
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """Read and verify ``manifest.json``; raises if absent, not ours, or damaged."""
-    path = root / MANIFEST
+def _read_raw(root: Path) -> bytes:
     try:
-        raw = durable.read_bytes(root, MANIFEST)
+        with durable.open_file(root, MANIFEST) as fh:
+            return fh.read(MAX_MANIFEST_BYTES + 1)
     except (FileNotFoundError, NotADirectoryError):
         raise NotACollectionError(
             f"{root} has no {MANIFEST}: it is not an embedsearch collection. Choose another "
             "name or an empty directory."
         ) from None
-    return parse_manifest(raw, path)
 
 
-def parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
-    """Check and parse the bytes of a manifest (``path`` names it in errors).
+def read_manifest_json(root: Path) -> dict[str, Any]:
+    """Read ``manifest.json`` and check its checksum; returns the raw object (for tools
+    and tests that edit it). Code reads manifests through :func:`read_manifest`."""
+    return parse_manifest_json(_read_raw(root), root / MANIFEST)
 
-    Also used for the manifests the version history and snapshots keep.
-    """
+
+def parse_manifest_json(raw: bytes, path: Path) -> dict[str, Any]:
+    """Check the bytes of a manifest (size, JSON, ours, version, checksum); ``path`` names
+    it in errors. Returns the raw object; :func:`parse_manifest` also checks its fields."""
     root = path.parent
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise CorruptionError(
+            f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; no embedsearch writes such a "
+            "manifest. Restore it from a backup."
+        )
     try:
         obj = json.loads(raw)
         if not isinstance(obj, dict):
             raise ValueError("not an object")
+    except RecursionError:
+        raise CorruptionError(
+            f"{path} is JSON nested too deeply to be a manifest; the collection's commit point "
+            "is damaged or crafted. Restore it from a backup."
+        ) from None
     except ValueError as exc:
         raise CorruptionError(
             f"{path} is not valid JSON ({exc}); the collection's commit point is damaged. "
@@ -353,60 +346,44 @@ def parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
             "upgrade embedsearch to open it."
         )
     body = {k: v for k, v in obj.items() if k != "checksum"}
-    if obj.get("checksum") != hashlib.sha256(_canonical(body)).hexdigest():
+    try:
+        canonical = _canonical(body)
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise CorruptionError(f"{path} cannot be checked ({type(exc).__name__}).") from None
+    if obj.get("checksum") != hashlib.sha256(canonical).hexdigest():
         raise CorruptionError(
             f"{path} fails its checksum (edited or damaged). Restore it from a backup or run "
             "`embedsearch repair`."
         )
+    return obj
+
+
+def parse_manifest(raw: bytes, path: Path) -> Manifest:
+    """Check and parse the bytes of a manifest into a :class:`Manifest` (``path`` names it
+    in errors). Also used for the manifests the version history and snapshots keep.
+
+    Raises:
+        NotACollectionError: not ours.
+        CorruptionError: damaged, crafted or malformed (the message names what is wrong).
+    """
+    obj = parse_manifest_json(raw, path)
     try:
-        _check_structure(obj)
-    except ValueError as exc:
+        return Manifest.from_json(obj)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise CorruptionError(
             f"{path} passes its checksum but is malformed ({exc}); it was not written by "
             "embedsearch. Restore it from a backup or run `embedsearch repair`."
         ) from None
-    return obj
 
 
-def _check_structure(obj: dict[str, Any]) -> None:
-    """Raise ValueError unless a manifest has every field, with the right types.
-
-    A checksum proves only that the file is as some writer left it; a crafted collection
-    can carry a valid checksum, so nothing read from it is used before this check.
-    """
-    if type(obj.get("generation")) is not int or not isinstance(obj.get("epoch"), str):
-        raise ValueError("generation or epoch missing")
-    model = obj.get("model")
-    if (
-        not isinstance(model, dict)
-        or not isinstance(model.get("name"), str)
-        or type(model.get("dim")) is not int
-        or model["dim"] <= 0
-    ):
-        raise ValueError("model must name a model and its dimension")
-    index = obj.get("index")
-    if not isinstance(index, dict) or not isinstance(index.get("spec"), str):
-        raise ValueError("index.spec missing")
-    if index.get("file") is not None:
-        FileRef.check(index["file"], "index.file")
-        if not isinstance(index["file"].get("epoch"), str):
-            raise ValueError("index.file.epoch missing")
-        if not isinstance(index["file"].get("info"), dict):
-            raise ValueError("index.file.info missing")
-    for key in ("segments", "tombstones"):
-        refs = obj.get(key)
-        if not isinstance(refs, list):
-            raise ValueError(f"{key} is not a list")
-        for i, ref in enumerate(refs):
-            FileRef.check(ref, f"{key}[{i}]")
+def read_manifest(root: Path) -> Manifest:
+    """Read, checksum and parse ``manifest.json`` into a checked :class:`Manifest`."""
+    return parse_manifest(_read_raw(root), root / MANIFEST)
 
 
-def manifest_files(manifest: dict[str, Any]) -> set[str]:
+def manifest_files(manifest: Manifest) -> set[str]:
     """Every file name (relative to the collection) that ``manifest`` keeps alive."""
-    names = {r["file"] for r in manifest["segments"]} | {r["file"] for r in manifest["tombstones"]}
-    if manifest["index"].get("file"):
-        names.add(manifest["index"]["file"]["file"])
-    return names
+    return manifest.files()
 
 
 def _ours(name: str, final: re.Pattern[str]) -> bool:
@@ -419,9 +396,7 @@ def _ours(name: str, final: re.Pattern[str]) -> bool:
 _ROOT_TEMPS = re.compile(rf"{ROOT_FILE_RE.pattern}|{re.escape(MANIFEST)}")
 
 
-def leftovers(
-    root: Path, manifest: dict[str, Any] | None, keep: set[str] | None = None
-) -> list[str]:
+def leftovers(root: Path, manifest: Manifest | None, keep: set[str] | None = None) -> list[str]:
     """Relative names of files embedsearch wrote that ``manifest`` does not keep alive:
     temp files always; unreferenced segments and index files when a manifest is given
     (``keep``: more names to spare, the files of the versions the history keeps).
@@ -448,7 +423,7 @@ def leftovers(
     return out
 
 
-def remove_orphans(root: Path, manifest: dict[str, Any], keep: set[str] | None = None) -> list[str]:
+def remove_orphans(root: Path, manifest: Manifest, keep: set[str] | None = None) -> list[str]:
     """Delete files no committed manifest names (leftovers of crashed or replaced writes).
 
     ``keep`` adds names to spare (the files of the versions the history keeps).
@@ -531,3 +506,35 @@ def ensure_layout(root: Path) -> None:
     durable.make_dirs(root)
     with durable.opened_dir(root, SEGMENTS_DIR, create=True):
         pass
+
+
+__all__ = [
+    "FILE_NAME_RE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "SEGMENTS_DIR",
+    "FileRef",
+    "IndexFileRef",
+    "IndexSection",
+    "Manifest",
+    "SegmentRef",
+    "WriterLock",
+    "atomic_write",
+    "ensure_layout",
+    "file_checksums",
+    "leftovers",
+    "new_manifest",
+    "open_verified",
+    "parse_manifest",
+    "parse_manifest_json",
+    "read_manifest",
+    "read_manifest_json",
+    "read_segment",
+    "read_tombstones",
+    "remove_orphans",
+    "sha256_file",
+    "verified_path",
+    "write_manifest",
+    "write_tombstones",
+]

@@ -365,7 +365,9 @@ def test_refresh_racing_a_write_on_the_same_handle_loses_nothing(
     other.add([demo_rows[2]["text"]], ids=["from-other"])  # makes `handle` stale
     other.close()
     entered, release = threading.Event(), threading.Event()
-    real = store.read_segment
+    from embedsearch import collection as collection_module
+
+    real = collection_module.open_segment  # what a reader calls per segment while loading
 
     def slow_read(*args: Any, **kw: Any) -> Any:
         if threading.current_thread().name == "slow-reader":
@@ -373,7 +375,7 @@ def test_refresh_racing_a_write_on_the_same_handle_loses_nothing(
             release.wait(30)
         return real(*args, **kw)
 
-    monkeypatch.setattr(store, "read_segment", slow_read)
+    monkeypatch.setattr(collection_module, "open_segment", slow_read)
     th = threading.Thread(
         target=lambda: handle.search(np.ones(handle.dim), k=1), name="slow-reader"
     )

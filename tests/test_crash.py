@@ -357,7 +357,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, demo_vectors: An
 def store_spec(path: Path) -> str:
     from embedsearch import store
 
-    return store.read_manifest(path)["index"]["spec"]
+    return store.read_manifest(path).index.spec
 
 
 def _report(stats: dict[str, int]) -> None:
@@ -403,7 +403,9 @@ col.upsert(["first text here"], ids=["a"], metadata=[{{"m": 1}}])  # same text: 
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-500:]
-    assert len(list((path / "segments").glob("*.parquet"))) == 3  # old + orphan seg + del
+    segs = path / "segments"
+    assert len(list(segs.glob("seg-*.arrow"))) == len(list(segs.glob("seg-*.f32"))) == 2
+    assert len(list(segs.glob("del-*.parquet"))) == 1  # old + orphan segment, and a delete
     col = embedsearch.open(path)
     assert col.ids() == ["a"] and col.get("a")[0].metadata == {}
     col.delete([], missing_ok=True)  # the next writer removes the orphans

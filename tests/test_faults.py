@@ -26,6 +26,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import embedsearch
@@ -51,7 +52,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, encoder: Any, demo_rows: 
         )
     col.delete([demo_rows[1]["id"], demo_rows[40]["id"], demo_rows[90]["id"]])
     col.close()
-    m = store.read_manifest(path)
+    m = store.read_manifest_json(path)
     assert len(m["segments"]) == 3 and len(m["tombstones"]) == 1 and m["index"]["file"]
     return path
 
@@ -64,10 +65,11 @@ def col_path(template: Path, tmp_path: Path) -> Path:
 
 
 def _files(path: Path) -> dict[str, str]:
-    m = store.read_manifest(path)
+    m = store.read_manifest_json(path)
     return {
         "manifest": store.MANIFEST,
         "segment": m["segments"][1]["file"],
+        "vectors": m["segments"][1]["vectors"]["file"],
         "tombstone": m["tombstones"][0]["file"],
         "index": m["index"]["file"]["file"],
     }
@@ -93,11 +95,23 @@ def _contents(path: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- corruption
+def _open_and_read(path: Path) -> None:
+    """Open, then touch every stored byte a reader can reach: ids, texts, vectors."""
+    col = embedsearch.open(path)
+    try:
+        col.get(col.ids(), include_vectors=True)
+        col.search(np.ones(col.dim), k=3, exact=True)
+    finally:
+        col.close()
+
+
 @pytest.mark.parametrize("damage", ["flip-start", "flip-middle", "flip-end", "truncate", "empty"])
-@pytest.mark.parametrize("which", ["manifest", "segment", "tombstone"])
-def test_damaged_data_file_is_detected_on_open_naming_the_file(
+@pytest.mark.parametrize("which", ["manifest", "segment", "vectors", "tombstone"])
+def test_damaged_data_file_is_detected_before_use_naming_the_file(
     col_path: Path, which: str, damage: str
 ) -> None:
+    """Open maps segments (O(manifest)); their bytes are checked before first use, so
+    damage surfaces as a CorruptionError naming the file, never as a wrong result."""
     rel = _files(col_path)[which]
     target = col_path / rel
     if damage.startswith("flip"):
@@ -105,7 +119,7 @@ def test_damaged_data_file_is_detected_on_open_naming_the_file(
     else:
         _truncate(target, 0.5 if damage == "truncate" else 0.0)
     with pytest.raises(EmbedSearchError) as info:
-        embedsearch.open(col_path)
+        _open_and_read(col_path)
     assert Path(rel).name in str(info.value)
     if which != "manifest" or damage != "flip-start":  # "format" itself may be hit: not ours
         assert isinstance(info.value, CorruptionError)
@@ -286,7 +300,7 @@ _FSIZE_SCRIPT = textwrap.dedent(
         col.close()
         lock = store.WriterLock(__import__("pathlib").Path(path))
         lock.acquire()
-        m = store.read_manifest(lock.path.parent)
+        m = store.read_manifest_json(lock.path.parent)
         m["index"]["file"] = None
         store.write_manifest(lock.path.parent, m)
         lock.release()

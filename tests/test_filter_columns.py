@@ -12,13 +12,14 @@ import random
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import embedsearch
 from embedsearch.columns import KeyColumn
 from embedsearch.filters import column_mask, filter_mask
-from embedsearch.memtable import MemTable
-from embedsearch.store import SegmentData
+from embedsearch.segment import MemorySegment
+from embedsearch.table import Table
 
 VALUES: list[Any] = [
     0,
@@ -88,17 +89,20 @@ def _filter(rng: random.Random, depth: int = 0) -> dict[str, Any]:
     return _leaf(rng)
 
 
-def _table(metas: list[dict[str, Any] | None], chunks: int) -> MemTable:
+def _table(metas: list[dict[str, Any] | None], chunks: int) -> Table:
     import pyarrow as pa
 
-    table = MemTable(4)
+    table = Table(4)
     bounds = np.linspace(0, len(metas), chunks + 1).astype(int)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         raw = [None if m is None else json.dumps(m) for m in metas[lo:hi]]
         ids = [f"r{i}" for i in range(lo, hi)]
         table.append(
-            SegmentData(
-                ids, pa.array(ids), pa.array(raw, pa.string()), np.zeros((hi - lo, 4), np.float32)
+            MemorySegment(
+                pa.array(ids),
+                pa.array(ids),
+                pa.array(raw, pa.string()),
+                np.zeros((hi - lo, 4), np.float32),
             )
         )
     return table
@@ -127,10 +131,10 @@ def test_columns_follow_appends() -> None:
     assert (first == filter_mask(where, metas[:100])).all()
     more = _table(metas[100:], chunks=1)
     table.append(
-        SegmentData(
-            ["x" + str(i) for i in range(100)],
-            more._texts[0],
-            more._meta[0],
+        MemorySegment(
+            pa.array(["x" + str(i) for i in range(100)]),
+            more.segments[0].texts(),
+            more.segments[0].metadata_json(),
             np.zeros((100, 4), np.float32),
         )
     )
@@ -192,7 +196,7 @@ def test_arrow_parsed_columns_equal_the_row_predicate() -> None:
         for i in range(500)
     ]
     table = _table(metas, chunks=4)
-    raw = table._meta[0]
+    raw = table.segments[0].metadata_json()
     assert columns._arrow_parse(raw, [("cat",), ("n", "x")])[("cat",)].kind.tolist()[:3] == [3] * 3
     leaves = [
         {"cat": {"$in": [1, 2, 3]}},

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def test_hostile_ids_are_data_not_paths(tmp_path: Path, demo_vectors: Any) -> No
     assert all(n.startswith("c") for n in names), names  # nothing outside the collection
     assert all(
         re.fullmatch(
-            r"c(/(LOCK|manifest\.json|segments(/(seg|del)-[0-9a-f]{32}\.parquet)?"
+            rf"c(/(LOCK|manifest\.json|segments|{store.FILE_NAME_RE.pattern}"
             r"|versions(/(v-\d{12}|tags|settings)\.json)?))?",
             n,
         )
@@ -335,7 +336,7 @@ def fuzz_template(tmp_path_factory: pytest.TempPathFactory, demo_vectors: Any) -
     col.add([f"u{i}" for i in range(20)], ids=[f"b{i}" for i in range(20)], vectors=vecs[20:])
     col.delete(["a3", "b7"])
     col.close()
-    m = store.read_manifest(path)
+    m = store.read_manifest_json(path)
     assert m["index"]["file"] and len(m["tombstones"]) == 1
     return path
 
@@ -420,7 +421,7 @@ def test_fuzz_structured_manifest_unsigned(
 ) -> None:
     _count("manifest_unsigned")
     path = _fresh(fuzz_template, tmp_path_factory.mktemp("m"))
-    m = _mutated_manifest(store.read_manifest(path), data)
+    m = _mutated_manifest(store.read_manifest_json(path), data)
     if data.draw(st.booleans()):
         m["format_version"] = data.draw(json_values)
     (path / store.MANIFEST).write_text(json.dumps(m))
@@ -434,7 +435,7 @@ def test_fuzz_structured_manifest_signed(
 ) -> None:
     _count("manifest_signed")
     path = _fresh(fuzz_template, tmp_path_factory.mktemp("m"))
-    m = _mutated_manifest(store.read_manifest(path), data)
+    m = _mutated_manifest(store.read_manifest_json(path), data)
     m["format"], m["format_version"] = store.FORMAT_NAME, store.FORMAT_VERSION
     (path / store.MANIFEST).write_text(json.dumps(_sign(m)))
     _expect_clean(path)
@@ -465,12 +466,14 @@ def _mutate(data: bytes, draw: Any) -> bytes:
 def _rewrite_with_matching_checksum(path: Path, rel: str, new: bytes) -> None:
     """Replace a file and re-sign the manifest so the *parser*, not the checksum, is tested."""
     (path / rel).write_bytes(new)
-    m = store.read_manifest(path)
+    m = store.read_manifest_json(path)
     for key in ("segments", "tombstones"):
         for ref in m[key]:
             if ref["file"] == rel:
                 ref["sha256"] = hashlib.sha256(new).hexdigest()
                 ref["bytes"] = len(new)
+                if "crc32" in ref:  # format 2: the read path's checksum too
+                    ref["crc32"] = f"{zlib.crc32(new):08x}"
     idx = m["index"].get("file")
     if idx and idx["file"] == rel:
         idx["sha256"], idx["bytes"] = hashlib.sha256(new).hexdigest(), len(new)
@@ -485,7 +488,7 @@ def test_fuzz_data_files_with_matching_checksums(
 ) -> None:
     _count(f"{which}_resigned")
     path = _fresh(fuzz_template, tmp_path_factory.mktemp("f"))
-    m = store.read_manifest(path)
+    m = store.read_manifest_json(path)
     rel = m["segments"][1]["file"] if which == "segment" else m["tombstones"][0]["file"]
     _rewrite_with_matching_checksum(path, rel, _mutate((path / rel).read_bytes(), data.draw))
     _expect_clean(path)
@@ -498,7 +501,7 @@ def test_fuzz_data_files_with_stale_checksums_are_refused(
 ) -> None:
     _count("any_file_damaged")
     path = _fresh(fuzz_template, tmp_path_factory.mktemp("f"))
-    m = store.read_manifest(path)
+    m = store.read_manifest_json(path)
     rel = data.draw(st.sampled_from([m["segments"][0]["file"], m["tombstones"][0]["file"]]))
     original = (path / rel).read_bytes()
     damaged = _mutate(original, data.draw)
@@ -515,7 +518,7 @@ def test_manifest_file_names_cannot_point_outside(fuzz_template: Path, tmp_path:
     shutil.copytree(fuzz_template, path)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    m = store.read_manifest(path)
+    m = store.read_manifest_json(path)
     m["index"]["file"]["file"] = "../victim.txt"
     m["index"]["file"]["epoch"] = "an-older-epoch"
     (path / store.MANIFEST).write_text(json.dumps(_sign(m)))
@@ -526,7 +529,7 @@ def test_manifest_file_names_cannot_point_outside(fuzz_template: Path, tmp_path:
     except EmbedSearchError:
         pass  # refusing the manifest is the right answer
     assert victim.exists(), "a write deleted a file outside the collection"
-    m = store.read_manifest(fuzz_template)
+    m = store.read_manifest_json(fuzz_template)
     outside = tmp_path / "outside.parquet"
     shutil.copy(fuzz_template / m["segments"][0]["file"], outside)
     m["segments"][0]["file"] = str(outside)  # absolute path, matching checksum

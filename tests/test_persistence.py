@@ -179,10 +179,22 @@ def test_corrupted_manifest_and_segment_are_detected(home, encoder):
     with pytest.raises(CorruptionError):
         embedsearch.open("corrupt")
     manifest.write_bytes(good)
-    seg = next(col.path.glob("segments/seg-*.parquet"))
-    data = bytearray(seg.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    seg.write_bytes(bytes(data))
+    # Segment bytes are checked when first touched (open maps them, O(manifest)): damage
+    # surfaces on the first read that needs them, never as a wrong result.
+    for pattern in ("segments/seg-*.arrow", "segments/seg-*.f32"):
+        seg = next(col.path.glob(pattern))
+        pristine = seg.read_bytes()
+        data = bytearray(pristine)
+        data[len(data) // 2] ^= 0xFF
+        seg.write_bytes(bytes(data))
+        reopened = embedsearch.open("corrupt")
+        with pytest.raises(CorruptionError, match=seg.name):
+            reopened.get(["a", "b"], include_vectors=True)
+        with pytest.raises(CorruptionError, match=seg.name):
+            reopened.search("text", k=2)
+        reopened.close()
+        seg.write_bytes(pristine)
+    seg.write_bytes(pristine[:-1])  # a truncated file is caught by open itself (sizes)
     with pytest.raises(CorruptionError, match=seg.name):
         embedsearch.open("corrupt")
 

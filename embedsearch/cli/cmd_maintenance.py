@@ -1,4 +1,4 @@
-"""``embedsearch verify NAME`` and ``embedsearch repair NAME``: check and heal a collection."""
+"""``embedsearch verify|repair|upgrade NAME``: check, heal and upgrade a collection on disk."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-index", action="store_true", help="do not rebuild the FAISS index")
     p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser(
+        "upgrade",
+        help="rewrite a collection's format-1 (Parquet) segments in the current format",
+        description="Takes the write lock and rewrites segments written by embedsearch before "
+        "on-disk format 2 as memory-mapped Arrow + float32 files, so the collection opens "
+        "without reading its data. Rows, deletes and the saved index are kept. The next "
+        "write does the same by itself; this does it ahead of time.",
+    )
+    p.add_argument("name", help="collection name (under EMBEDSEARCH_HOME) or path")
+    p.set_defaults(func=cmd_upgrade)
 
 
 def _print_problems(problems: list[Any]) -> None:
@@ -84,3 +95,23 @@ def cmd_repair(args: argparse.Namespace) -> int:
             print(f"  now: {'OK' if report.after.ok else 'still damaged'}")
             _print_problems(report.after.problems)
     return 0 if report.ok else 1
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from ..collection import open as open_collection
+    from ..validation import resolve_path
+
+    col = open_collection(resolve_path(args.name), create=False)
+    try:
+        done = col.upgrade()
+        info = col.info()
+    finally:
+        col.close()
+    if done["segments"]:
+        print(
+            f"upgraded {info['path']}: {done['segments']} segment(s), {done['rows']:,} rows "
+            f"rewritten in format {info['format_version']}"
+        )
+    else:
+        print(f"{info['path']} is already in format {info['format_version']}; nothing to do")
+    return 0

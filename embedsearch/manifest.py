@@ -1,0 +1,390 @@
+"""The typed manifest of a collection: parsed and validated in one place.
+
+``manifest.json`` is a collection's commit point (see :mod:`embedsearch.store`). Code reads
+it only through :class:`Manifest`, a frozen dataclass built by :meth:`Manifest.from_json`,
+which checks every field before anything else sees it: a checksum proves only that a file
+is as *some* writer left it, and a crafted collection can carry a valid one. Whatever is
+wrong becomes a ``ValueError`` naming the field, which :func:`embedsearch.store.read_manifest`
+turns into a :class:`~embedsearch.errors.CorruptionError`.
+
+Format versions:
+
+* **1** — segments are Parquet files (``segments/seg-*.parquet``) with the vector column
+  inside; opening one reads and hashes every byte.
+* **2** — segments are an uncompressed Arrow IPC file (``seg-*.arrow``: id, text, metadata
+  JSON and typed metadata columns) plus a raw float32 file (``seg-*.f32``), both memory-mapped;
+  see :mod:`embedsearch.segment`. A version-2 manifest may still name version-1 segments
+  (a collection part-way through :meth:`Collection.upgrade`); writers upgrade them first.
+
+Example:
+    >>> m = Manifest.from_json(json.loads(raw))
+    >>> m.dim, len(m.segments), m.index.spec
+    (384, 12, 'auto')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_NAME = "embedsearch-collection"
+#: Written by this code. 1 = Parquet segments; 2 = Arrow IPC + float32 segments.
+FORMAT_VERSION = 2
+SEGMENTS_DIR = "segments"
+#: Largest manifest accepted (bytes). 10M rows in 2,048-row segments is ~2 MB of JSON.
+MAX_MANIFEST_BYTES = 256 << 20
+_HEX32 = "[0-9a-f]{32}"
+SEGMENT_RE = re.compile(rf"{SEGMENTS_DIR}/seg-{_HEX32}\.(parquet|arrow)")
+VECTORS_RE = re.compile(rf"{SEGMENTS_DIR}/seg-{_HEX32}\.f32")
+TOMBSTONE_RE = re.compile(rf"{SEGMENTS_DIR}/del-{_HEX32}\.parquet")
+INDEX_RE = re.compile(rf"index-{_HEX32}\.faiss")
+#: What a file named inside a manifest may look like. Anything else (``../x``, absolute
+#: paths) is refused before it is opened.
+FILE_NAME_RE = re.compile(
+    rf"{SEGMENT_RE.pattern}|{VECTORS_RE.pattern}|{TOMBSTONE_RE.pattern}|{INDEX_RE.pattern}"
+)
+#: A FAISS factory string as a manifest may hold it (checked by FAISS only when used).
+_SPEC_RE = re.compile(r"[A-Za-z0-9_,.=+\- ]{1,200}")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _int(obj: dict[str, Any], key: str, where: str, *, low: int = 0) -> int:
+    val = obj.get(key)
+    if type(val) is not int or val < low:
+        raise ValueError(f"{where}.{key} is not an integer >= {low}")
+    return val
+
+
+def _str(obj: dict[str, Any], key: str, where: str) -> str:
+    val = obj.get(key)
+    if not isinstance(val, str):
+        raise ValueError(f"{where}.{key} is not a string")
+    return val
+
+
+def _obj(val: Any, where: str) -> dict[str, Any]:
+    if not isinstance(val, dict):
+        raise ValueError(f"{where} is not an object")
+    return val
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file the manifest names: its name inside the collection, row count and checksum."""
+
+    file: str
+    rows: int
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes}
+
+    @classmethod
+    def from_json(
+        cls, obj: Any, where: str = "file", pattern: re.Pattern[str] = FILE_NAME_RE
+    ) -> FileRef:
+        obj = _obj(obj, where)
+        name = _str(obj, "file", where)
+        if not pattern.fullmatch(name):
+            raise ValueError(f"{where}.file {name[:80]!r} is not a file name of this collection")
+        sha = _str(obj, "sha256", where)
+        if not _SHA_RE.fullmatch(sha):
+            raise ValueError(f"{where}.sha256 is not a SHA-256 hex digest")
+        return cls(name, _int(obj, "rows", where), sha, _int(obj, "bytes", where))
+
+    @classmethod
+    def check(cls, obj: Any, where: str) -> None:
+        """Raise ValueError unless ``obj`` is a well-formed file entry of a manifest."""
+        cls.from_json(obj, where)
+
+
+@dataclass(frozen=True)
+class VectorsRef:
+    """The raw float32 file of a version-2 segment: ``rows × dim`` little-endian floats.
+
+    ``crc32`` holds one CRC-32 per block of ``block_rows`` rows (8 hex digits each), so a
+    reader checks only the blocks a query touches, once per process; ``sha256`` covers the
+    whole file for ``verify``.
+    """
+
+    file: str
+    sha256: str
+    bytes: int
+    block_rows: int
+    crc32: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str, rows: int, dim: int) -> VectorsRef:
+        obj = _obj(obj, where)
+        name = _str(obj, "file", where)
+        if not VECTORS_RE.fullmatch(name):
+            raise ValueError(f"{where}.file {name[:80]!r} is not a vector file name")
+        sha = _str(obj, "sha256", where)
+        if not _SHA_RE.fullmatch(sha):
+            raise ValueError(f"{where}.sha256 is not a SHA-256 hex digest")
+        size = _int(obj, "bytes", where)
+        if size != rows * dim * 4:
+            raise ValueError(f"{where}.bytes is {size}, not rows × dim × 4 = {rows * dim * 4}")
+        block = _int(obj, "block_rows", where, low=1)
+        crc = _str(obj, "crc32", where)
+        blocks = -(-rows // block)
+        if len(crc) != 8 * blocks or not re.fullmatch(r"[0-9a-f]*", crc):
+            raise ValueError(f"{where}.crc32 does not hold {blocks} block checksums")
+        return cls(name, sha, size, block, crc)
+
+
+@dataclass(frozen=True)
+class SegmentRef(FileRef):
+    """A segment: its main file (Parquet in v1, Arrow IPC in v2) and, in v2, its vectors.
+
+    ``crc32`` is the CRC-32 of the whole Arrow file (checked when a process first touches
+    it; ``sha256`` is for ``verify``). Both are absent for Parquet segments.
+    """
+
+    crc32: str | None = None
+    vectors: VectorsRef | None = None
+
+    @property
+    def legacy(self) -> bool:
+        """A version-1 Parquet segment (vectors inside; read whole)."""
+        return self.file.endswith(".parquet")
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if self.vectors is not None:
+            out["crc32"] = self.crc32
+            out["vectors"] = self.vectors.to_json()
+        return out
+
+    @classmethod
+    def parse(cls, obj: Any, where: str, dim: int) -> SegmentRef:
+        base = FileRef.from_json(obj, where, SEGMENT_RE)
+        if base.rows < 1:
+            raise ValueError(f"{where}.rows is 0; an empty segment is never written")
+        if base.file.endswith(".parquet"):
+            return cls(base.file, base.rows, base.sha256, base.bytes)
+        crc = _str(obj, "crc32", where)
+        if not re.fullmatch(r"[0-9a-f]{8}", crc):
+            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+        vec = VectorsRef.from_json(obj.get("vectors"), f"{where}.vectors", base.rows, dim)
+        if vec.file[:-4] != base.file[:-6]:
+            raise ValueError(f"{where}.vectors.file does not belong to {base.file}")
+        return cls(base.file, base.rows, base.sha256, base.bytes, crc, vec)
+
+    def files(self) -> list[str]:
+        return [self.file] + ([self.vectors.file] if self.vectors else [])
+
+
+@dataclass(frozen=True)
+class IndexFileRef(FileRef):
+    """A saved FAISS index: valid for the collection ``epoch`` it was built in."""
+
+    epoch: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    #: CRC-32 of the whole file, checked when a reader loads it (SHA-256 is for ``verify``).
+    crc32: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {**super().to_json(), "epoch": self.epoch, "info": self.info}
+        if self.crc32 is not None:
+            out["crc32"] = self.crc32
+        return out
+
+    @classmethod
+    def parse(cls, obj: Any, where: str) -> IndexFileRef:
+        base = FileRef.from_json(obj, where, INDEX_RE)
+        epoch = _str(obj, "epoch", where)
+        info = _obj(obj.get("info"), f"{where}.info")
+        for key in ("spec", "resolved", "kind"):
+            _str(info, key, f"{where}.info")
+        crc = obj.get("crc32")
+        if crc is not None and (not isinstance(crc, str) or not re.fullmatch(r"[0-9a-f]{8}", crc)):
+            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+        return cls(base.file, base.rows, base.sha256, base.bytes, epoch, info, crc)
+
+
+@dataclass(frozen=True)
+class IndexSection:
+    """The index the collection asks for (``spec``) and the saved file, if any."""
+
+    spec: str
+    file: IndexFileRef | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spec": self.spec, "file": self.file.to_json() if self.file else None}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything ``manifest.json`` says, checked. Change one with :func:`dataclasses.replace`.
+
+    Attributes:
+        format_version: 1 or 2 (see the module docstring).
+        generation: bumped by every commit.
+        epoch: changes when positions are renumbered (compaction, repair) or the collection
+            is re-created; a saved index is valid only for its own epoch.
+        model: ``{"name", "dim", ...}`` as the encoder described itself.
+        index: the index spec and the saved index file.
+        segments: in position order: row ``i`` of the collection is row ``i`` of their
+            concatenation.
+        tombstones: files of deleted row positions.
+        rows: sum of the segments' rows.
+    """
+
+    format_version: int
+    generation: int
+    epoch: str
+    created: str
+    updated: str
+    model: dict[str, Any]
+    metric: str
+    index: IndexSection
+    segments: tuple[SegmentRef, ...]
+    tombstones: tuple[FileRef, ...]
+    rows: int
+    checksum: str | None = None
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def dim(self) -> int:
+        return int(self.model["dim"])
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model["name"])
+
+    @property
+    def version(self) -> tuple[str, int]:
+        """``(epoch, generation)``: identifies one commit of one history."""
+        return (self.epoch, self.generation)
+
+    @property
+    def legacy_segments(self) -> list[SegmentRef]:
+        """Segments still in the version-1 (Parquet) format."""
+        return [s for s in self.segments if s.legacy]
+
+    def files(self) -> set[str]:
+        """Every file name (relative to the collection) this manifest keeps alive."""
+        names = {f for s in self.segments for f in s.files()}
+        names |= {t.file for t in self.tombstones}
+        if self.index.file is not None:
+            names.add(self.index.file.file)
+        return names
+
+    def with_segments(
+        self, segments: list[SegmentRef] | tuple[SegmentRef, ...], **changes: Any
+    ) -> Manifest:
+        """A copy naming ``segments`` (row count kept in step)."""
+        segs = tuple(segments)
+        return dataclasses.replace(self, segments=segs, rows=sum(s.rows for s in segs), **changes)
+
+    def replace(self, **changes: Any) -> Manifest:
+        if "segments" in changes:
+            segs = tuple(changes.pop("segments"))
+            return self.with_segments(segs, **changes)
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "generation": self.generation,
+            "epoch": self.epoch,
+            "created": self.created,
+            "updated": self.updated,
+            "model": self.model,
+            "metric": self.metric,
+            "index": self.index.to_json(),
+            "segments": [s.to_json() for s in self.segments],
+            "tombstones": [t.to_json() for t in self.tombstones],
+            "rows": self.rows,
+        }
+        if self.checksum is not None:
+            out["checksum"] = self.checksum
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Manifest:
+        """Parse and check a manifest object; raises ValueError naming what is wrong."""
+        obj = _obj(obj, "manifest")
+        version = obj.get("format_version")
+        if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+            raise ValueError(f"format_version {version!r} is not one this code reads")
+        generation = _int(obj, "generation", "manifest")
+        epoch = _str(obj, "epoch", "manifest")
+        model = _obj(obj.get("model"), "model")
+        _str(model, "name", "model")
+        dim = _int(model, "dim", "model", low=1)
+        if dim > 65_536:
+            raise ValueError(f"model.dim {dim} is beyond any embedding model")
+        index = _obj(obj.get("index"), "index")
+        spec = _str(index, "spec", "index")
+        if not _SPEC_RE.fullmatch(spec):
+            raise ValueError(f"index.spec {spec[:80]!r} is not an index spec")
+        saved = (
+            IndexFileRef.parse(index["file"], "index.file")
+            if index.get("file") is not None
+            else None
+        )
+        for key in ("segments", "tombstones"):
+            if not isinstance(obj.get(key), list):
+                raise ValueError(f"{key} is not a list")
+        segments = tuple(
+            SegmentRef.parse(raw, f"segments[{i}]", dim) for i, raw in enumerate(obj["segments"])
+        )
+        if version < 2 and any(not s.legacy for s in segments):
+            raise ValueError("a version-1 manifest names a version-2 segment")
+        tombstones = tuple(
+            FileRef.from_json(raw, f"tombstones[{i}]", TOMBSTONE_RE)
+            for i, raw in enumerate(obj["tombstones"])
+        )
+        seen: set[str] = set()
+        named = [f for s in segments for f in s.files()] + [t.file for t in tombstones]
+        for name in named:  # a file listed twice would show its rows twice
+            if name in seen:
+                raise ValueError(f"{name} is listed more than once")
+            seen.add(name)
+        rows = sum(s.rows for s in segments)
+        if obj.get("rows") is not None and obj.get("rows") != rows:
+            raise ValueError(f"rows is {obj.get('rows')!r} but the segments hold {rows}")
+        if saved is not None and saved.rows > rows:
+            raise ValueError(f"index.file holds {saved.rows} rows, the segments only {rows}")
+        return cls(
+            format_version=version,
+            generation=generation,
+            epoch=epoch,
+            created=str(obj.get("created", "")),
+            updated=str(obj.get("updated", "")),
+            model=model,
+            metric=str(obj.get("metric", "cosine")),
+            index=IndexSection(spec, saved),
+            segments=segments,
+            tombstones=tombstones,
+            rows=rows,
+            checksum=obj.get("checksum") if isinstance(obj.get("checksum"), str) else None,
+        )
+
+    @classmethod
+    def new(cls, model: dict[str, Any], index_spec: str, stamp: str) -> Manifest:
+        """The manifest of an empty collection."""
+        return cls(
+            format_version=FORMAT_VERSION,
+            generation=0,
+            epoch=uuid.uuid4().hex,
+            created=stamp,
+            updated=stamp,
+            model=dict(model),
+            metric="cosine",
+            index=IndexSection(index_spec, None),
+            segments=(),
+            tombstones=(),
+            rows=0,
+        )

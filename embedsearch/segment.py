@@ -1,0 +1,405 @@
+"""Segment files: how one batch of rows is stored, and how it is read without copying.
+
+Format 2 (written by this code), two files per segment, both memory-mapped when read:
+
+* ``segments/seg-<hex>.arrow`` — an *uncompressed* Arrow IPC file, one record batch:
+  ``id``, ``text``, ``metadata`` (the JSON text, the source of truth) and one typed column
+  per top-level metadata key whose values in this segment all have one scalar type
+  (``meta:<key>``: int64, float64, bool or string; nulls where a row lacks the key). Keys
+  with mixed, null or nested values stay in the JSON only and are listed in the schema
+  metadata (``embedsearch.untyped``), so a reader knows the typed column would not tell
+  the whole story. Uncompressed IPC gives O(1) access to row ``i``'s strings through the
+  memory map; Parquet would decompress a whole page per hit.
+* ``segments/seg-<hex>.f32`` — the vectors, ``rows × dim`` little-endian float32, nothing
+  else: ``np.frombuffer`` over the map is the matrix, zero-copy.
+
+Checksums (decided for open time; numbers in ``benchmarks/scale_open.py``): hashing every
+byte on every open costs ~1.7 s per GB here, the whole budget of a CLI search at 1M rows.
+So each file carries a SHA-256 (``verify`` checks all of them) *and* a cheaper CRC-32 that
+readers check lazily, once per process: the Arrow file (ids, texts, metadata: ~100 bytes a
+row) whole on first touch; the vector file per block of :data:`BLOCK_ROWS` rows, just
+before a block is first used. Bytes that fail are never returned: the caller gets a
+:class:`CorruptionError` naming the file.
+
+Format 1 (read only, for upgrades): one Parquet file with a ``vector`` column, read whole.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import threading
+import uuid
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import durable
+from .errors import CorruptionError
+from .manifest import SEGMENTS_DIR, SegmentRef, VectorsRef
+
+#: Rows per checksummed vector block: 256 rows × 384 dims = 384 KiB, so a query that
+#: re-ranks 64 candidates checks at most 24 MiB the first time, then nothing.
+BLOCK_ROWS = 256
+#: Typed columns kept per segment; rarer keys stay in the JSON column only.
+MAX_TYPED_KEYS = 64
+TYPED_PREFIX = "meta:"
+_UNTYPED_KEY = b"embedsearch.untyped"
+#: Ints beyond this magnitude are not exact as float64; such a key is not typed as float.
+_EXACT_FLOAT_INT = 2**53
+_INT64 = 2**63
+
+
+def base_schema() -> list[tuple[str, pa.DataType]]:
+    return [("id", pa.string()), ("text", pa.string()), ("metadata", pa.string())]
+
+
+# ----------------------------------------------------------------------------- typing
+def infer_typed_columns(
+    metadata: Sequence[dict[str, Any] | None],
+) -> tuple[dict[str, pa.Array], list[str]]:
+    """Typed columns for the top-level keys of ``metadata`` (one dict or None per row).
+
+    Returns ``(columns, untyped)``: ``columns[key]`` is an Arrow array with one value per
+    row (null where the row lacks the key); ``untyped`` lists keys whose values are mixed,
+    null or nested (they stay in the JSON column only).
+    """
+    kinds: dict[str, set[type]] = {}
+    for meta in metadata:
+        if meta:
+            for key, val in meta.items():
+                kinds.setdefault(key, set()).add(type(val))
+    columns: dict[str, pa.Array] = {}
+    untyped: list[str] = []
+    ranked = sorted(kinds, key=lambda k: -sum(1 for m in metadata if m and k in m))
+    for rank, key in enumerate(ranked):
+        kind = _column_type(kinds[key])
+        values = [m.get(key) if m else None for m in metadata] if kind is not None else []
+        if kind == pa.int64() and any(not -_INT64 <= v < _INT64 for v in values if v is not None):
+            kind = None
+        if (
+            kind == pa.float64()
+            and int in kinds[key]
+            and any(abs(v) > _EXACT_FLOAT_INT for v in values if type(v) is int)
+        ):
+            kind = None
+        if kind is None or rank >= MAX_TYPED_KEYS:
+            untyped.append(key)
+            continue
+        columns[key] = pa.array(values, type=kind)
+    return columns, sorted(untyped)
+
+
+def _column_type(kinds: set[type]) -> pa.DataType | None:
+    if kinds == {bool}:
+        return pa.bool_()
+    if kinds == {int}:
+        return pa.int64()
+    if kinds <= {int, float}:
+        return pa.float64()
+    if kinds == {str}:
+        return pa.string()
+    return None  # None values, lists, dicts, or a mix
+
+
+def _parse_json(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except RecursionError:  # deeper than json parses (older versions stored such): untyped
+        return None
+
+
+# ----------------------------------------------------------------------------- writing
+def encode_segment(
+    ids: Sequence[str],
+    texts: Sequence[str],
+    metadata_json: Sequence[str | None],
+    vectors: np.ndarray,
+    metadata: Sequence[dict[str, Any] | None] | None = None,
+) -> tuple[pa.Buffer, np.ndarray]:
+    """The bytes of a format-2 segment: (Arrow IPC file, float32 matrix)."""
+    if metadata is None:
+        metadata = [_parse_json(m) for m in metadata_json]
+    typed, untyped = infer_typed_columns(metadata)
+    fields = [pa.field(n, t) for n, t in base_schema()]
+    arrays: list[pa.Array] = [
+        pa.array(list(ids), pa.string()),
+        pa.array(list(texts), pa.string()),
+        pa.array(list(metadata_json), pa.string()),
+    ]
+    for key, arr in typed.items():
+        fields.append(pa.field(TYPED_PREFIX + key, arr.type))
+        arrays.append(arr)
+    schema = pa.schema(fields, metadata={_UNTYPED_KEY: json.dumps(untyped).encode()})
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema, options=pa.ipc.IpcWriteOptions(compression=None)) as w:
+        w.write_batch(batch)
+    return sink.getvalue(), np.ascontiguousarray(vectors, dtype="<f4")
+
+
+def block_crcs(matrix: np.ndarray, block_rows: int = BLOCK_ROWS) -> str:
+    """CRC-32 of each block of ``block_rows`` rows, as 8 hex digits each."""
+    flat = memoryview(matrix).cast("B")
+    step = block_rows * matrix.shape[1] * 4
+    blocks = -(-matrix.shape[0] // block_rows)
+    return "".join(f"{zlib.crc32(flat[b * step : (b + 1) * step]):08x}" for b in range(blocks))
+
+
+def write_segment(
+    root: Path,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    metadata_json: Sequence[str | None],
+    vectors: np.ndarray,
+    metadata: Sequence[dict[str, Any] | None] | None = None,
+) -> SegmentRef:
+    """Write a new (not yet committed) format-2 segment; returns its manifest entry.
+
+    Both files go through :func:`durable.write_file` (fresh file, fsync, rename, directory
+    fsync); the vector file first, so a crash leaves at most orphans. The SHA-256 recorded
+    is of the bytes as written to disk (read back by the durable writer).
+    """
+    arrow, matrix = encode_segment(ids, texts, metadata_json, vectors, metadata)
+    stem = f"{SEGMENTS_DIR}/seg-{uuid.uuid4().hex}"
+    vec_bytes = memoryview(matrix).cast("B")
+    vec_size, vec_sha = durable.write_file(root, f"{stem}.f32", vec_bytes)
+    arrow_size, arrow_sha = durable.write_file(root, f"{stem}.arrow", memoryview(arrow))
+    vref = VectorsRef(
+        file=f"{stem}.f32",
+        sha256=vec_sha,
+        bytes=vec_size,
+        block_rows=BLOCK_ROWS,
+        crc32=block_crcs(matrix),
+    )
+    return SegmentRef(
+        file=f"{stem}.arrow",
+        rows=len(ids),
+        sha256=arrow_sha,
+        bytes=arrow_size,
+        crc32=f"{zlib.crc32(memoryview(arrow)):08x}",
+        vectors=vref,
+    )
+
+
+# ----------------------------------------------------------------------------- reading
+def _map(root: Path, name: str, size: int) -> mmap.mmap:
+    """Map a whole file read-only after checking it is a regular file of ``size`` bytes
+    inside the collection (opened relative to its directory, never through a link)."""
+    try:
+        fd = durable.open_fd(root, name)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CorruptionError(
+            f"{name} is named in the manifest but missing; run `embedsearch repair` to "
+            "rebuild what can be rebuilt."
+        ) from None
+    except OSError as exc:
+        raise CorruptionError(f"{name} cannot be opened ({exc.strerror}).") from exc
+    try:
+        st = os.fstat(fd)
+        if st.st_size != size or size == 0:
+            raise CorruptionError(
+                f"{name} is {st.st_size} bytes, the manifest says {size} (truncated or "
+                "replaced); run `embedsearch verify` for details and `embedsearch repair`."
+            )
+        try:
+            return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise CorruptionError(f"{name} cannot be mapped ({exc}).") from exc
+    finally:
+        os.close(fd)
+
+
+class MappedSegment:
+    """A format-2 segment, memory-mapped at construction, verified lazily.
+
+    Mapping at load (not at first touch) keeps the files alive for this reader even if a
+    writer compacts and unlinks them meanwhile. Thread-safe: verification is idempotent.
+    """
+
+    def __init__(self, root: Path, ref: SegmentRef, dim: int, *, verified: bool = False):
+        assert ref.vectors is not None
+        self.ref, self.rows, self.dim = ref, ref.rows, dim
+        self._arrow_map = _map(root, ref.file, ref.bytes)
+        self._vec_map = _map(root, ref.vectors.file, ref.vectors.bytes)
+        self._matrix = np.frombuffer(self._vec_map, dtype="<f4").reshape(ref.rows, dim)
+        self._block_rows = ref.vectors.block_rows
+        nblocks = -(-ref.rows // self._block_rows)
+        self._block_ok = np.full(nblocks, verified, dtype=bool)
+        self._batch: pa.RecordBatch | None = None
+        self._verified_arrow = verified
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ vectors
+    def _check_blocks(self, blocks: np.ndarray) -> None:
+        todo = blocks[~self._block_ok[blocks]]
+        if not todo.size:
+            return
+        vref = self.ref.vectors
+        assert vref is not None
+        flat = memoryview(self._vec_map)
+        step = self._block_rows * self.dim * 4
+        for b in np.unique(todo).tolist():
+            want = int(vref.crc32[8 * b : 8 * b + 8], 16)
+            if zlib.crc32(flat[b * step : (b + 1) * step]) != want:
+                raise CorruptionError(
+                    f"{vref.file} fails its checksum at rows {b * self._block_rows}–"
+                    f"{min(self.rows, (b + 1) * self._block_rows) - 1} (the file was changed "
+                    "or damaged); run `embedsearch verify` and `embedsearch repair`."
+                )
+            self._block_ok[b] = True
+
+    def vectors(self) -> np.ndarray:
+        """The whole (rows, dim) matrix, a read-only view of the map (all blocks checked)."""
+        if not self._block_ok.all():
+            self._check_blocks(np.arange(len(self._block_ok)))
+        return self._matrix
+
+    def take(self, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` (in order), copied out of the map after their blocks are checked."""
+        if local.size:
+            self._check_blocks(local // self._block_rows)
+        return self._matrix[local]
+
+    # ------------------------------------------------------------------ columns
+    def batch(self) -> pa.RecordBatch:
+        """The Arrow columns (ids, texts, metadata, typed), checked on first use."""
+        batch = self._batch
+        if batch is not None:
+            return batch
+        with self._lock:
+            if self._batch is None:
+                self._batch = self._open_batch()
+            return self._batch
+
+    def _open_batch(self) -> pa.RecordBatch:
+        name = self.ref.file
+        if not self._verified_arrow and f"{zlib.crc32(self._arrow_map):08x}" != self.ref.crc32:
+            raise CorruptionError(
+                f"{name} fails its checksum (the file was changed or damaged); run "
+                "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
+            )
+        try:
+            reader = pa.ipc.open_file(pa.py_buffer(self._arrow_map))
+            if reader.num_record_batches != 1:
+                raise ValueError("expected one record batch")
+            batch = reader.get_batch(0)
+            batch.validate(full=True)  # once per process: offsets in bounds, valid UTF-8
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise CorruptionError(f"{name} cannot be read as an Arrow segment ({exc}).") from exc
+        schema = batch.schema
+        if (
+            batch.num_rows != self.rows
+            or [(f.name, f.type) for f in list(schema)[:3]] != base_schema()
+        ):
+            raise CorruptionError(
+                f"{name} has an unexpected schema or row count; it does not belong to this "
+                "collection. Run `embedsearch repair`."
+            )
+        for f in list(schema)[3:]:
+            if not f.name.startswith(TYPED_PREFIX) or f.type not in _TYPED_TYPES:
+                raise CorruptionError(f"{name} has an unexpected column {f.name[:60]!r}.")
+        self._verified_arrow = True
+        return batch
+
+    def ids(self) -> pa.StringArray:
+        return self.batch().column(0)
+
+    def texts(self) -> pa.StringArray:
+        return self.batch().column(1)
+
+    def metadata_json(self) -> pa.StringArray:
+        return self.batch().column(2)
+
+    def typed(self) -> tuple[dict[str, pa.Array], list[str] | None]:
+        """(typed columns by key, keys that are present but untyped in this segment).
+
+        A key in neither is held by no row of the segment."""
+        batch = self.batch()
+        cols = {
+            f.name[len(TYPED_PREFIX) :]: batch.column(i)
+            for i, f in enumerate(batch.schema)
+            if i >= 3
+        }
+        raw = (batch.schema.metadata or {}).get(_UNTYPED_KEY, b"[]")
+        try:
+            untyped = json.loads(raw)
+            if not isinstance(untyped, list) or not all(isinstance(k, str) for k in untyped):
+                raise ValueError("not a list of keys")
+        except ValueError as exc:
+            raise CorruptionError(f"{self.ref.file} has unreadable column notes ({exc}).") from exc
+        return cols, untyped
+
+
+_TYPED_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string())
+
+
+class MemorySegment:
+    """A segment held in memory: format-1 segments once read, and tests' plain tables."""
+
+    def __init__(
+        self, ids: pa.Array, texts: pa.Array, metadata_json: pa.Array, vectors: np.ndarray
+    ) -> None:
+        self.rows, self.dim = len(ids), vectors.shape[1]
+        self._ids, self._texts, self._meta = ids, texts, metadata_json
+        self._matrix = vectors
+
+    def vectors(self) -> np.ndarray:
+        return self._matrix
+
+    def take(self, local: np.ndarray) -> np.ndarray:
+        return self._matrix[local]
+
+    def ids(self) -> pa.StringArray:
+        return self._ids
+
+    def texts(self) -> pa.StringArray:
+        return self._texts
+
+    def metadata_json(self) -> pa.StringArray:
+        return self._meta
+
+    def typed(self) -> tuple[dict[str, pa.Array], list[str] | None]:
+        return {}, None  # no typed columns stored: every key is decided from the JSON
+
+
+class LegacySegment(MemorySegment):
+    """A format-1 (Parquet) segment, read whole and verified at load, as version 1 did."""
+
+    def __init__(self, root: Path, ref: SegmentRef, dim: int):
+        from . import store
+
+        data = store.read_segment(root, ref, dim)
+        super().__init__(pa.array(data.ids, pa.string()), data.texts, data.metadata, data.vectors)
+        self.ref = ref
+
+
+Segment = MappedSegment | MemorySegment
+
+
+def open_segment(root: Path, ref: SegmentRef, dim: int, *, verified: bool = False) -> Segment:
+    """Open a committed segment of either format (format 1 is read whole)."""
+    if ref.legacy:
+        return LegacySegment(root, ref, dim)
+    return MappedSegment(root, ref, dim, verified=verified)
+
+
+def verify_segment(root: Path, ref: SegmentRef, dim: int) -> Segment:
+    """Hash every byte of a segment against the manifest (for ``verify`` and ``repair``)."""
+    from . import store
+
+    if ref.legacy:
+        return LegacySegment(root, ref, dim)
+    for name, want in ((ref.file, ref.sha256), (ref.vectors.file, ref.vectors.sha256)):  # type: ignore[union-attr]
+        store.verified_path(root, store.FileRef(name, 0, want, 0))
+    seg = MappedSegment(root, ref, dim)
+    seg.vectors()
+    seg.batch()
+    return seg

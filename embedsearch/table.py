@@ -1,0 +1,461 @@
+"""The rows of a collection as the query code sees them: positions over memory-mapped segments.
+
+Row ``i`` (a *position*) is the i-th row of the segments in manifest order; positions are
+stable until compaction renumbers them, which is why the FAISS index can use them as ids.
+Nothing here holds a Python object per row: vectors stay in the segments' memory maps,
+ids/texts/metadata in their Arrow columns, liveness in one numpy bool array, and
+id → position in sorted arrays of 64-bit id hashes.
+
+**The contract** (what :mod:`embedsearch.index`, :mod:`embedsearch.filters` and the
+collection rely on; keep it when changing this file):
+
+* ``rows`` — positions in use, tombstoned ones included; ``count`` — live rows;
+  ``live`` — ``np.bool_`` array of length ``rows`` (replaced, never mutated in place, once
+  published: a reader holding it keeps a consistent view); ``has_tombstones``.
+* ``take(positions) -> (len, dim) float32`` — rows in the order asked (checksummed blocks);
+  ``blocks() -> Iterator[(start, (n, dim) float32 view)]`` — every row, one view per
+  segment, zero-copy: for full scans and index builds. ``vectors_view()`` — a ``(rows,
+  dim)`` array-like (``shape``, ``__getitem__`` → ``take``, ``__array__``); turning it into
+  one ndarray copies every vector (O(n) memory), so hot paths use ``take``/``blocks``.
+* ``metadata_columns(paths) -> {path: KeyColumn}`` — a typed column per key path over every
+  position (:mod:`embedsearch.columns`), built from the segments' on-disk typed columns
+  where they have one (int64/float64/bool/string per top-level key of a single scalar type
+  in that segment), from the metadata JSON otherwise; ``metadata_rows(positions)`` — parsed
+  metadata of the rows a column cannot decide; ``metadata_json(positions)`` — the stored
+  JSON, the source of truth.
+* ``text(pos)``, ``metadata(pos)``, ``metadata_json(positions)``, ``ids_at(positions)``,
+  ``positions(ids) -> (found positions, missing ids)``, ``live_positions()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .columns import KeyColumn, columns_from_json_array
+from .columns import Path as ColumnPath
+from .segment import Segment
+from .validation import clip_metadata
+
+#: Key paths whose typed columns a table keeps (each ~13 bytes a row).
+MAX_CACHED_PATHS = 32
+
+_P = np.uint64(0x100000001B3)  # FNV prime; the polynomial base of the id hash
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def hash_strings(arr: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string of an Arrow string array, computed in numpy.
+
+    Polynomial over the UTF-8 bytes, then splitmix64-finalised. Not collision-free: lookups
+    confirm the id itself (:meth:`IdMap.lookup`).
+    """
+    arr = arr.cast(pa.string()) if arr.type != pa.string() else arr
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset : arr.offset + n + 1].astype(
+        np.int64
+    )
+    lens = np.diff(offsets)
+    base = offsets[0]
+    total = int(offsets[-1] - base)
+    data = (
+        np.frombuffer(bufs[2], dtype=np.uint8)[base : base + total].astype(np.uint64)
+        if total
+        else np.zeros(0, dtype=np.uint64)
+    )
+    with np.errstate(over="ignore"):
+        h = lens.astype(np.uint64) * _MIX2
+        if total:
+            maxlen = int(lens.max())
+            powers = np.ones(maxlen, dtype=np.uint64)
+            for i in range(1, maxlen):
+                powers[i] = powers[i - 1] * _P
+            starts = offsets[:-1] - base
+            within = np.arange(total, dtype=np.int64) - np.repeat(starts, lens)
+            vals = (data + np.uint64(1)) * powers[within]
+            nonempty = lens > 0
+            h[nonempty] += np.add.reduceat(vals, starts[nonempty])
+        h ^= h >> np.uint64(30)
+        h *= _MIX1
+        h ^= h >> np.uint64(27)
+        h *= _MIX2
+        h ^= h >> np.uint64(31)
+    return h
+
+
+class IdMap:
+    """id → position as sorted runs of (hash, position): O(log n) lookups, no dict of strings.
+
+    Appending a segment adds a run; runs are merged when the newest is at least half the
+    size of the one before (as in a log-structured merge), so each row is re-sorted
+    O(log n) times in all and the cost of one add does not grow with the collection.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, hashes: np.ndarray, start: int) -> None:
+        order = np.argsort(hashes, kind="stable")
+        self._runs.append((hashes[order], order.astype(np.int64) + start))
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+            (h1, p1), (h2, p2) = self._runs[-2], self._runs[-1]
+            h = np.concatenate([h1, h2])
+            p = np.concatenate([p1, p2])
+            order = np.argsort(h, kind="stable")
+            self._runs[-2:] = [(h[order], p[order])]
+
+    def candidates(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query index, position) for every stored row whose hash equals a query's."""
+        qi: list[np.ndarray] = []
+        pos: list[np.ndarray] = []
+        for h, p in self._runs:
+            lo = np.searchsorted(h, hashes, side="left")
+            hi = np.searchsorted(h, hashes, side="right")
+            counts = hi - lo
+            hit = np.flatnonzero(counts)
+            if not hit.size:
+                continue
+            reps = counts[hit]
+            q = np.repeat(hit, reps)
+            offs = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+            qi.append(q)
+            pos.append(p[np.repeat(lo[hit], reps) + offs])
+        if not qi:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(qi), np.concatenate(pos)
+
+
+class VectorView:
+    """``Table.vectors_view()``: a (rows, dim) float32 array-like over the segments.
+
+    Indexing with positions (int array, list, slice, int) returns an ndarray via
+    :meth:`Table.take`; ``np.asarray(view)`` or ``view.T`` builds one contiguous copy of
+    every vector (cached until the table changes): fine for small collections, O(n) memory
+    for large ones, so hot paths use ``take`` and ``blocks``.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self.shape = (table.rows, table.dim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            rows, rest = key[0], key[1:]
+            return self[rows][(slice(None), *rest)]
+        if isinstance(key, slice):
+            return self._table.take(np.arange(self.shape[0])[key])
+        if isinstance(key, (int, np.integer)):
+            pos = int(key) + (self.shape[0] if key < 0 else 0)
+            return self._table.take(np.array([pos]))[0]
+        arr = np.asarray(key)
+        if arr.dtype == bool:
+            arr = np.flatnonzero(arr)
+        return self._table.take(arr.astype(np.int64, copy=False))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        full = self._table.contiguous(self.shape[0])
+        return full if dtype is None else full.astype(dtype, copy=False)
+
+    @property
+    def T(self) -> np.ndarray:  # noqa: N802 - numpy's name
+        return np.asarray(self).T
+
+
+class Table:
+    """Rows of a collection over its segments (see the module docstring for the contract)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._segments: list[Segment] = []
+        self._starts = np.zeros(0, dtype=np.int64)  # first position of each segment
+        self.rows = 0
+        self.count = 0
+        self.live = np.zeros(0, dtype=bool)
+        self._live_buf = self.live
+        self._idmap: IdMap | None = None
+        # Typed metadata columns for filters, per segment, built on first use of a key path.
+        self._seg_cols: dict[ColumnPath, list[KeyColumn]] = {}
+        self._full_cols: dict[ColumnPath, KeyColumn] = {}
+        # A contiguous copy of every vector, made only when something asks for one
+        # (vectors_view() as an ndarray); grown by doubling so appends stay amortised O(1).
+        self._contiguous: np.ndarray | None = None
+        self._contiguous_n = 0
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def has_tombstones(self) -> bool:
+        return self.count != self.rows
+
+    @property
+    def segments(self) -> list[Segment]:
+        return list(self._segments)
+
+    def segment_starts(self) -> list[int]:
+        """First position of each segment."""
+        return self._starts.tolist()
+
+    # ------------------------------------------------------------------ changes
+    def append(self, seg: Segment) -> None:
+        """Add a committed segment's rows (see :meth:`extend`)."""
+        self.extend([seg])
+
+    def extend(self, segments: Sequence[Segment]) -> None:
+        """Add committed segments' rows; the caller kills the rows they replace.
+
+        Amortised O(rows added): liveness grows by doubling (rows a reader may hold are
+        never written), and the id map, when built, takes one sorted run per segment.
+        """
+        if not segments:
+            return
+        start = self.rows
+        starts = np.cumsum([0] + [s.rows for s in segments])[:-1] + start
+        self._segments.extend(segments)
+        self._starts = np.concatenate([self._starts, starts.astype(np.int64)])
+        rows = start + sum(s.rows for s in segments)
+        if self._live_buf.shape[0] < rows:
+            buf = np.zeros(max(2 * self._live_buf.shape[0], rows, 1024), dtype=bool)
+            buf[:start] = self.live
+            self._live_buf = buf
+        self._live_buf[start:rows] = True
+        self.live = self._live_buf[:rows]
+        self.rows = rows
+        self.count += rows - start
+        if self._idmap is not None:
+            for first, seg in zip(starts.tolist(), segments):
+                self._idmap.add(hash_strings(seg.ids()), first)
+        if self._contiguous is not None and self._contiguous_n == start:
+            buf = self._contiguous
+            if buf.shape[0] < rows:  # never write into rows a reader may hold
+                buf = np.empty((max(2 * buf.shape[0], rows), self.dim), dtype=np.float32)
+                buf[:start] = self._contiguous[:start]
+            for first, seg in zip(starts.tolist(), segments):
+                buf[first : first + seg.rows] = seg.vectors()
+            self._contiguous, self._contiguous_n = buf, rows
+        else:
+            self._contiguous, self._contiguous_n = None, 0
+
+    def kill(self, positions: Sequence[int] | np.ndarray) -> None:
+        """Apply tombstones: the rows stop being visible."""
+        positions = np.asarray(positions, dtype=np.int64)
+        positions = positions[(positions >= 0) & (positions < self.rows)]
+        buf = self._live_buf.copy()  # readers holding the old mask keep a consistent view
+        buf[positions] = False
+        self._live_buf = buf
+        self.live = buf[: self.rows]
+        self.count = int(np.count_nonzero(self.live))
+
+    # ------------------------------------------------------------------ locating
+    def _locate(self, positions: np.ndarray) -> np.ndarray:
+        """Segment index of each position."""
+        return np.searchsorted(self._starts, positions, side="right") - 1
+
+    def _groups(self, positions: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(segment, indices into ``positions``, local rows) for each segment touched."""
+        seg = self._locate(positions)
+        order = np.argsort(seg, kind="stable")
+        bounds = np.flatnonzero(np.diff(seg[order])) + 1
+        for idx in np.split(order, bounds):
+            if idx.size:
+                s = int(seg[idx[0]])
+                yield s, idx, positions[idx] - self._starts[s]
+
+    def _check(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if positions.size and (positions.min() < 0 or positions.max() >= self.rows):
+            raise IndexError(f"positions outside 0..{self.rows - 1}")
+        return positions
+
+    # ------------------------------------------------------------------ vectors
+    def take(self, positions: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Vectors of ``positions`` (in that order) as a new (len, dim) float32 array."""
+        positions = self._check(positions)
+        if self._contiguous_n == self.rows and self._contiguous is not None:
+            return self._contiguous[positions]
+        out = np.empty((positions.size, self.dim), dtype=np.float32)
+        for s, idx, local in self._groups(positions):
+            out[idx] = self._segments[s].take(local)
+        return out
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start position, (n, dim) float32 view)`` per segment, zero-copy, checksummed."""
+        for start, seg in zip(self._starts.tolist(), self._segments):
+            yield start, seg.vectors()
+
+    def check_all(self) -> None:
+        """Checksum every byte of every segment now (otherwise checked on first touch)."""
+        for seg in self._segments:
+            seg.vectors()
+            seg.ids()
+
+    def vectors_view(self) -> VectorView:
+        return VectorView(self)
+
+    def contiguous(self, rows: int | None = None) -> np.ndarray:
+        """One (rows, dim) ndarray of every vector: a view for one segment, else a cached copy."""
+        rows = self.rows if rows is None else rows
+        if len(self._segments) == 1 and self._segments[0].rows == rows:
+            return self._segments[0].vectors()
+        if not self._segments:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._contiguous is None or self._contiguous_n != self.rows:
+            self._contiguous = np.concatenate([seg.vectors() for seg in self._segments])
+            self._contiguous_n = self.rows
+        return self._contiguous[:rows]
+
+    # ------------------------------------------------------------------ strings
+    def _strings(self, positions: np.ndarray, column: str) -> list[Any]:
+        positions = self._check(positions)
+        out: list[Any] = [None] * positions.size
+        for s, idx, local in self._groups(positions):
+            seg = self._segments[s]
+            arr = {"id": seg.ids, "text": seg.texts, "metadata": seg.metadata_json}[column]()
+            vals = arr.take(pa.array(local)).to_pylist()
+            for i, v in zip(idx.tolist(), vals):
+                out[i] = v
+        return out
+
+    def ids_at(self, positions: np.ndarray | Sequence[int]) -> list[str]:
+        return self._strings(np.asarray(positions), "id")
+
+    def texts_at(self, positions: np.ndarray | Sequence[int]) -> list[str]:
+        return self._strings(np.asarray(positions), "text")
+
+    def metadata_json(self, positions: np.ndarray | Sequence[int]) -> list[str | None]:
+        """The stored metadata JSON (or None) of ``positions``: the source of truth."""
+        return self._strings(np.asarray(positions), "metadata")
+
+    def text(self, pos: int) -> str:
+        return self.texts_at([pos])[0]
+
+    def metadata(self, pos: int) -> dict[str, Any]:
+        return parse_metadata(self.metadata_json([pos])[0]) or {}
+
+    def live_positions(self) -> np.ndarray:
+        return np.flatnonzero(self.live)
+
+    # ------------------------------------------------------------------ ids
+    def _ids(self) -> IdMap:
+        if self._idmap is None:
+            idmap = IdMap()
+            for start, seg in zip(self._starts.tolist(), self._segments):
+                idmap.add(hash_strings(seg.ids()), start)
+            self._idmap = idmap
+        return self._idmap
+
+    def lookup(self, ids: Sequence[str]) -> np.ndarray:
+        """Live position of each id, or -1 (vectorised; the id strings are confirmed)."""
+        out = np.full(len(ids), -1, dtype=np.int64)
+        if not ids or not self.rows:
+            return out
+        qi, pos = self._ids().candidates(hash_strings(pa.array(list(ids), pa.string())))
+        keep = self.live[pos]
+        qi, pos = qi[keep], pos[keep]
+        if not qi.size:
+            return out
+        stored = self.ids_at(pos)
+        for q, p, s in zip(qi.tolist(), pos.tolist(), stored):
+            if s == ids[q] and p > out[q]:
+                out[q] = p
+        return out
+
+    def positions(self, ids: Sequence[str]) -> tuple[list[int], list[str]]:
+        """Positions of the live ``ids`` and the list of ids that are not live."""
+        found = self.lookup(ids)
+        return (
+            [int(p) for p in found if p >= 0],
+            [d for d, p in zip(ids, found.tolist()) if p < 0],
+        )
+
+    def __contains__(self, doc_id: str) -> bool:
+        return bool(self.lookup([doc_id])[0] >= 0)
+
+    # ------------------------------------------------------------------ metadata
+    def metadata_columns(self, paths: Sequence[ColumnPath]) -> dict[ColumnPath, KeyColumn]:
+        """Typed columns of ``paths`` over every position, for vectorised filters.
+
+        Per segment: a top-level key stored as a typed column on disk converts without
+        parsing (:meth:`KeyColumn.from_arrow`); a key the segment does not hold is absent
+        everywhere in it; only keys a segment marks as mixed/null/nested (and format-1
+        segments) are parsed from the JSON, by pyarrow's JSON reader. Built per segment on
+        first use of a path, then kept: an append builds only its own segments. Columns of
+        the least recently used paths are dropped past :data:`MAX_CACHED_PATHS`.
+        """
+        n_seg = len(self._segments)
+        start = min((len(self._seg_cols.get(p, ())) for p in paths), default=n_seg)
+        for s in range(start, n_seg):
+            todo = [p for p in paths if len(self._seg_cols.setdefault(p, [])) <= s]
+            if not todo:
+                continue
+            built = _segment_columns(self._segments[s], todo)
+            for p in todo:
+                self._seg_cols[p].append(built[p])
+        out: dict[ColumnPath, KeyColumn] = {}
+        for p in paths:
+            full = self._full_cols.pop(p, None)
+            if full is None or len(full) != self.rows:
+                parts = self._seg_cols.get(p, [])[:n_seg]
+                full = KeyColumn.concat(parts) if parts else _absent(0)
+            self._full_cols[p] = out[p] = full  # re-inserted: most recently used last
+        while len(self._full_cols) > MAX_CACHED_PATHS:
+            oldest = next(iter(self._full_cols))
+            self._full_cols.pop(oldest, None)
+            self._seg_cols.pop(oldest, None)
+        return out
+
+    def metadata_rows(self, positions: np.ndarray) -> list[dict[str, Any] | None]:
+        """Parsed metadata of ``positions`` (rows a typed column cannot decide)."""
+        return [_parse(m) for m in self.metadata_json(np.asarray(positions, dtype=np.int64))]
+
+
+def _absent(n: int) -> KeyColumn:
+    return KeyColumn(
+        np.zeros(n, dtype=np.int8),
+        np.zeros(n, dtype=np.float64),
+        np.full(n, -1, dtype=np.int32),
+        np.array([], dtype=object),
+    )
+
+
+def _segment_columns(seg: Segment, paths: Sequence[ColumnPath]) -> dict[ColumnPath, KeyColumn]:
+    """Typed columns of ``paths`` over one segment (see :meth:`Table.metadata_columns`)."""
+    typed, untyped = seg.typed()
+    out: dict[ColumnPath, KeyColumn] = {}
+    parse: list[ColumnPath] = []
+    for p in paths:
+        if untyped is None or p[0] in untyped:
+            parse.append(p)  # mixed, null or nested values: the JSON decides
+        elif p[0] in typed:
+            # a scalar has no sub-keys: a nested path under a typed key is absent
+            out[p] = KeyColumn.from_arrow(typed[p[0]]) if len(p) == 1 else _absent(seg.rows)
+        else:
+            out[p] = _absent(seg.rows)  # no row of this segment has the key
+    if parse:
+        out.update(columns_from_json_array(seg.metadata_json(), parse))
+    return out
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    """Stored metadata JSON as a dict, clipped to the depth writes allow (metadata stored by
+    older versions may be deeper: its deep part comes back as JSON text, never an error)."""
+    if raw is None:
+        return None
+    try:
+        return clip_metadata(json.loads(raw))
+    except RecursionError:  # stored by an older version, deeper than json can parse
+        return {"_unreadable": "metadata nested too deeply to parse; rewrite this document"}
+
+
+_parse = parse_metadata

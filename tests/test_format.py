@@ -1,0 +1,368 @@
+"""On-disk format 2: memory-mapped segments, typed metadata columns, the typed manifest,
+the upgrade from format 1, and crafted manifests and index files (issue 14, findings 9-10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from v1_format import downgrade
+
+import embedsearch
+from embedsearch import store
+from embedsearch.cli import main as cli_main
+from embedsearch.errors import CorruptionError, DuplicateIdError
+from embedsearch.maintenance import verify
+from embedsearch.table import IdMap, hash_strings
+
+
+def _sign(obj: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in obj.items() if k != "checksum"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return {**body, "checksum": hashlib.sha256(canonical).hexdigest()}
+
+
+def _write_signed(path: Path, obj: dict[str, Any]) -> None:
+    (path / store.MANIFEST).write_text(json.dumps(_sign(obj)))
+
+
+@pytest.fixture(scope="module")
+def ivf_template(tmp_path_factory: pytest.TempPathFactory, demo_vectors: Any, demo_rows) -> Path:
+    """IVF16,Flat collection over the demo vectors: 3 adds, an upsert, a delete, a saved index."""
+    path = tmp_path_factory.mktemp("fmt") / "tpl"
+    col = embedsearch.open(path, index="IVF16,Flat")
+    vecs = np.asarray(demo_vectors)
+    for lo in (0, 120, 240):
+        rows = demo_rows[lo : lo + 120]
+        col.add(
+            [r["text"] for r in rows],
+            ids=[r["id"] for r in rows],
+            metadata=[{"topic": r["topic"], "year": r["year"]} for r in rows],
+            vectors=vecs[lo : lo + len(rows)],
+        )
+    first = demo_rows[0]
+    col.upsert([first["text"]], ids=[first["id"]], metadata=[{"topic": "edited"}], vectors=vecs[:1])
+    col.delete([demo_rows[5]["id"], demo_rows[200]["id"]])
+    col.close()
+    assert store.read_manifest(path).index.file is not None
+    return path
+
+
+def _copy(template: Path, tmp_path: Path, name: str = "c") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(template, dst)
+    return dst
+
+
+def _answers(path: Path, queries: np.ndarray) -> dict[str, Any]:
+    col = embedsearch.open(path)
+    try:
+        return {
+            "ids": col.ids(),
+            "docs": [(d.id, d.text, d.metadata) for d in col.get(col.ids())],
+            "approx": [
+                [(h.id, round(h.score, 5)) for h in r] for r in col.batch_search(queries, 10)
+            ],
+            "exact": [
+                [(h.id, round(h.score, 5)) for h in r]
+                for r in col.batch_search(queries, 10, exact=True)
+            ],
+            "filtered": [h.id for h in col.search(queries[0], 10, where={"year": {"$gte": 2015}})],
+        }
+    finally:
+        col.close()
+
+
+# ----------------------------------------------------------------------------- upgrade
+def test_format_1_collection_opens_searches_and_upgrades_with_equal_results(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any, capsys: pytest.CaptureFixture
+) -> None:
+    queries = np.asarray(demo_vectors[::37])
+    want = _answers(ivf_template, queries)
+    path = _copy(ivf_template, tmp_path)
+    index_file = store.read_manifest(path).index.file
+    downgrade(path)
+    raw = store.read_manifest_json(path)
+    assert raw["format_version"] == 1 and all(
+        s["file"].endswith(".parquet") for s in raw["segments"]
+    )
+    assert not list((path / "segments").glob("*.arrow"))
+
+    col = embedsearch.open(path)  # format 1 opens as it is (read whole)
+    info = col.info()
+    n = len(raw["segments"])  # 3 adds and an upsert
+    assert info["format_version"] == 1 and info["legacy_segments"] == n == 4
+    col.close()
+    assert _answers(path, queries) == want
+    report = verify(path)
+    assert report.ok and [p.kind for p in report.warnings] == ["format"]
+
+    assert cli_main(["upgrade", str(path)]) == 0
+    assert f"{n} segment(s)" in capsys.readouterr().out
+    manifest = store.read_manifest(path)
+    assert manifest.format_version == 2 and not manifest.legacy_segments
+    assert manifest.index.file == index_file, "positions kept: the saved index stays valid"
+    assert not list((path / "segments").glob("seg-*.parquet")), "old segments removed"
+    assert _answers(path, queries) == want
+    assert verify(path).problems == []
+    assert cli_main(["upgrade", str(path)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_first_write_upgrades_a_format_1_collection(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any
+) -> None:
+    queries = np.asarray(demo_vectors[::50])
+    path = _copy(ivf_template, tmp_path)
+    want = _answers(path, queries)
+    downgrade(path)
+    col = embedsearch.open(path)
+    col.add(["a new document"], ids=["new"], vectors=np.asarray(demo_vectors[7:8]) * -1)
+    assert col.info()["format_version"] == 2 and col.info()["legacy_segments"] == 0
+    col.close()
+    got = _answers(path, queries)
+    assert got["ids"] == want["ids"] + ["new"]
+    assert got["exact"] == want["exact"] and got["docs"][:-1] == want["docs"]
+    assert verify(path).problems == []
+
+
+def test_newer_format_is_refused_with_advice(ivf_template: Path, tmp_path: Path) -> None:
+    path = _copy(ivf_template, tmp_path)
+    raw = store.read_manifest_json(path)
+    raw["format_version"] = store.FORMAT_VERSION + 1
+    _write_signed(path, raw)
+    with pytest.raises(embedsearch.EmbedSearchError, match="newer embedsearch"):
+        embedsearch.open(path)
+
+
+# ----------------------------------------------------------------------------- segments
+def test_segments_are_memory_mapped_and_checked_only_where_touched(
+    tmp_path: Path, demo_vectors: Any
+) -> None:
+    path = tmp_path / "c"
+    col = embedsearch.open(path)
+    vecs = np.asarray(demo_vectors)  # 350 rows: checksum blocks of rows 0-255 and 256-349
+    col.add([f"t{i}" for i in range(len(vecs))], ids=[f"d{i}" for i in range(len(vecs))],
+            vectors=vecs)  # fmt: skip
+    col.close()
+    ref = store.read_manifest(path).segments[0]
+    assert ref.vectors is not None and len(ref.vectors.crc32) == 16
+    vec_file = path / ref.vectors.file
+    data = bytearray(vec_file.read_bytes())
+    data[300 * col.dim * 4 + 3] ^= 0x40  # one float of row 300
+    vec_file.write_bytes(bytes(data))
+    col = embedsearch.open(path)  # maps; reads nothing
+    seg = col._table.segments[0]
+    assert not seg._block_ok.any()
+    got = col._table.take(np.array([1, 7]))  # rows of the intact block are served...
+    assert np.array_equal(got, vecs[[1, 7]])
+    assert seg._block_ok.tolist() == [True, False]
+    with pytest.raises(CorruptionError, match=vec_file.name):  # ...the damaged one never is
+        col._table.take(np.array([300]))
+    with pytest.raises(CorruptionError, match=vec_file.name):
+        col.search(np.ones(col.dim), k=3)
+    assert col.get(["d300"])[0].text == "t300"  # texts live in the (intact) Arrow file
+    col.close()
+
+
+def test_typed_metadata_columns_follow_the_json(
+    tmp_path: Path, demo_vectors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedsearch import table as table_module
+    from embedsearch.columns import columns_from_json
+
+    col = embedsearch.open(tmp_path / "c")
+    vecs = np.asarray(demo_vectors[:8])
+    meta = [
+        {"cat": 1, "tag": "a", "score": 0.5, "ok": True, "mixed": 1, "nested": {"x": 1}},
+        {"cat": 2, "tag": "b", "score": 1, "ok": False, "mixed": "one"},
+        {"cat": 3, "nul": None},
+        None,
+    ]
+    more = [{"cat": 2.5, "ok": 1}, {"tag": "c", "big": 2**60}]
+    col.add([f"t{i}" for i in range(4)], ids=[f"a{i}" for i in range(4)], metadata=meta,
+            vectors=vecs[:4])  # fmt: skip
+    col.add(["t4", "t5"], ids=["a4", "a5"], metadata=more, vectors=vecs[4:6])
+    col.close()
+    col = embedsearch.open(tmp_path / "c")  # read back from disk
+    first, second = (seg.typed() for seg in col._table.segments)
+    assert {k: str(v.type) for k, v in first[0].items()} == {
+        "cat": "int64", "tag": "string", "score": "double", "ok": "bool"
+    }  # fmt: skip
+    assert first[1] == ["mixed", "nested", "nul"]
+    assert {k: str(v.type) for k, v in second[0].items()} == {
+        "cat": "double", "ok": "int64", "tag": "string", "big": "int64"
+    }  # fmt: skip
+    parsed: list[Any] = []
+    real = table_module.columns_from_json_array
+    monkeypatch.setattr(
+        table_module,
+        "columns_from_json_array",
+        lambda raw, paths: parsed.append(paths) or real(raw, paths),
+    )
+    paths = [("cat",), ("tag",), ("ok",), ("big",), ("cat", "x"), ("mixed",), ("nested", "x")]
+    got = col._table.metadata_columns(paths)
+    want = columns_from_json([None if m is None else json.dumps(m) for m in meta + more], paths)
+    for p in paths:
+        assert got[p].kind.tolist() == want[p].kind.tolist(), p
+        assert got[p].num.tolist() == want[p].num.tolist(), p
+        assert [got[p].strings[c] if c >= 0 else None for c in got[p].codes] == [
+            want[p].strings[c] if c >= 0 else None for c in want[p].codes
+        ], p
+    # Only keys the first segment marks as mixed/nested were parsed from JSON, only there.
+    assert parsed == [[("mixed",), ("nested", "x")]]
+    hits = col.search(vecs[0], k=6, where={"cat": {"$gte": 2}, "ok": {"$ne": 1}})
+    assert sorted(h.id for h in hits) == ["a1", "a2"]
+    col.close()
+
+
+def test_id_lookup_is_vectorised_and_confirms_the_id(tmp_path: Path, demo_vectors: Any) -> None:
+    ids = [f"doc-{i}" for i in range(300)] + ["", "é", "a" * 600]
+    hashes = hash_strings(pa.array(ids))
+    assert len(set(hashes.tolist())) == len(ids)
+    idmap = IdMap()
+    for lo in range(0, len(ids), 40):  # many runs, merged as they grow
+        idmap.add(hashes[lo : lo + 40], lo)
+    qi, pos = idmap.candidates(hash_strings(pa.array(["doc-7", "doc-299", "missing"])))
+    assert sorted(zip(qi.tolist(), pos.tolist())) == [(0, 7), (1, 299)]
+
+    col = embedsearch.open(tmp_path / "c")
+    vecs = np.asarray(demo_vectors[:10])
+    col.add([f"t{i}" for i in range(5)], ids=[f"x{i}" for i in range(5)], vectors=vecs[:5])
+    col.upsert(["T2"], ids=["x2"], vectors=vecs[5:6])
+    with pytest.raises(DuplicateIdError, match="x3"):
+        col.add(["again"], ids=["x3"], vectors=vecs[6:7])
+    assert col.get(["x2"])[0].text == "T2" and "x2" in col and "x9" not in col
+    assert col.ids() == ["x0", "x1", "x3", "x4", "x2"]
+    col.delete(["x2"])
+    assert "x2" not in col and len(col) == 4
+    col.close()
+
+
+# ----------------------------------------------------------------------------- crafted manifests
+def _crafted(path: Path, edit: Any) -> None:
+    raw = store.read_manifest_json(path)
+    edit(raw)
+    _write_signed(path, raw)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "segment-twice",
+        "segment-20000-times",
+        "unknown-spec",
+        "rows-mismatch",
+        "bad-crc",
+        "index-rows",
+    ],
+)
+def test_crafted_manifests_are_corruption_errors_in_bounded_time(
+    ivf_template: Path, tmp_path: Path, case: str
+) -> None:
+    path = _copy(ivf_template, tmp_path)
+
+    def edit(m: dict[str, Any]) -> None:
+        if case == "segment-twice":
+            m["segments"].append(m["segments"][0])
+        elif case == "segment-20000-times":
+            m["segments"] = m["segments"][:1] * 20_000
+        elif case == "unknown-spec":
+            m["index"]["spec"] = "Bogus99"
+        elif case == "rows-mismatch":
+            m["rows"] += 1
+        elif case == "bad-crc":
+            m["segments"][0]["vectors"]["crc32"] = "xyz"
+        elif case == "index-rows":
+            m["index"]["file"]["rows"] = m["rows"] + 5
+
+    _crafted(path, edit)
+    started = time.perf_counter()
+    with pytest.raises(CorruptionError) as info:
+        embedsearch.open(path)
+    assert time.perf_counter() - started < 5
+    expected = {
+        "segment-twice": "listed more than once",
+        "segment-20000-times": "listed more than once",
+        "unknown-spec": "Bogus99",
+        "rows-mismatch": "rows",
+        "bad-crc": "crc32",
+        "index-rows": "index.file",
+    }[case]
+    assert expected in str(info.value)
+
+
+def test_deeply_nested_manifest_is_a_corruption_error(tmp_path: Path, ivf_template: Path) -> None:
+    path = _copy(ivf_template, tmp_path)
+    (path / store.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CorruptionError):
+        embedsearch.open(path)
+    deep: Any = 1
+    for _ in range(5000):
+        deep = {"a": deep}
+    raw = store.read_manifest_json(ivf_template)
+    raw["model"]["extra"] = "x"
+    text = json.dumps(_sign(raw))
+    (path / store.MANIFEST).write_text(text[:-1] + ', "deep": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    with pytest.raises(CorruptionError):
+        embedsearch.open(path)
+
+
+# ----------------------------------------------------------------------------- crafted index files
+def _resign_index(path: Path, data: bytes, rows: int | None = None) -> None:
+    raw = store.read_manifest_json(path)
+    ref = raw["index"]["file"]
+    (path / ref["file"]).write_bytes(data)
+    ref["sha256"], ref["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+    ref["crc32"] = f"{zlib.crc32(data):08x}"
+    if rows is not None:
+        ref["rows"] = rows
+    _write_signed(path, raw)
+
+
+@pytest.mark.parametrize("case", ["fewer-rows", "ids-out-of-range", "other-vectors"])
+def test_crafted_index_with_valid_checksum_is_detected(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any, case: str
+) -> None:
+    from embedsearch.index import faiss
+
+    f = faiss()
+    path = _copy(ivf_template, tmp_path)
+    manifest = store.read_manifest(path)
+    index = f.read_index(str(path / manifest.index.file.file))
+    ivf = f.extract_index_ivf(index)
+    if case == "fewer-rows":
+        index.remove_ids(f.IDSelectorRange(0, 100))
+    elif case == "ids-out-of-range":
+        ivf.make_direct_map(False)
+        lst = next(i for i in range(ivf.nlist) if ivf.invlists.list_size(i))
+        ids = f.rev_swig_ptr(ivf.invlists.get_ids(lst), ivf.invlists.list_size(lst))
+        ids[0] = 10_000_000
+    else:
+        rng = np.random.default_rng(0)
+        other = rng.standard_normal((index.ntotal, manifest.dim)).astype(np.float32)
+        other /= np.linalg.norm(other, axis=1, keepdims=True)
+        index.reset()
+        index.add(other)
+    data = f.serialize_index(index).tobytes()
+    _resign_index(path, data)
+    report = verify(path)
+    assert not report.ok
+    kinds = {p.kind for p in report.errors if p.file == manifest.index.file.file}
+    assert kinds & {"index-shape", "index-ids", "index-content"}, report.to_dict()
+    if case != "other-vectors":  # open refuses the file and rebuilds from the segments
+        col = embedsearch.open(path)
+        q = np.asarray(demo_vectors[3])
+        assert [h.id for h in col.search(q, k=5, nprobe=16)] == [
+            h.id for h in col.search(q, k=5, exact=True)
+        ]
+        col.close()

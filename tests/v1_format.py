@@ -1,0 +1,93 @@
+"""Write collections in on-disk format 1, as embedsearch wrote them before format 2.
+
+Kept for the upgrade tests only: :func:`downgrade` rewrites a format-2 collection in the
+version-1 layout with the version-1 writer's code (Parquet segments holding the vector
+column, zstd for the other columns, no dictionary; a ``format_version: 1`` manifest whose
+checksum is the SHA-256 of its canonical JSON). Row order, tombstones, the epoch and the
+saved index file are kept, exactly as a version-1 writer would have left them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _segment_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("text", pa.string()),
+            ("metadata", pa.string()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_v1_segment(
+    root: Path, ids: list[str], texts: list[str], meta: list[str | None], vectors: np.ndarray
+) -> dict[str, Any]:
+    """The version-1 ``store.write_segment``: one Parquet file, vectors inside."""
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    table = pa.Table.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.array(texts, pa.string()),
+            pa.array(meta, pa.string()),
+            pa.FixedSizeListArray.from_arrays(flat, dim),
+        ],
+        schema=_segment_schema(dim),
+    )
+    name = f"segments/seg-{uuid.uuid4().hex}.parquet"
+    pq.write_table(
+        table,
+        root / name,
+        compression={c: ("none" if c == "vector" else "zstd") for c in table.column_names},
+        use_dictionary=False,
+    )
+    path = root / name
+    return {"file": name, "rows": len(ids), "sha256": _sha256(path), "bytes": path.stat().st_size}
+
+
+def downgrade(root: Path) -> None:
+    """Rewrite the collection at ``root`` (format 2, closed) in format 1, in place."""
+    from embedsearch import store
+    from embedsearch.segment import open_segment
+
+    manifest = store.read_manifest(root)
+    obj = manifest.to_json()
+    segments = []
+    for ref in manifest.segments:
+        seg = open_segment(root, ref, manifest.dim)
+        segments.append(
+            write_v1_segment(
+                root,
+                seg.ids().to_pylist(),
+                seg.texts().to_pylist(),
+                seg.metadata_json().to_pylist(),
+                np.array(seg.vectors()),
+            )
+        )
+        del seg
+        for name in ref.files():
+            os.unlink(root / name)
+    obj["segments"] = segments
+    obj["format_version"] = 1
+    obj.pop("checksum", None)
+    body = {k: v for k, v in obj.items()}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    body["checksum"] = hashlib.sha256(canonical).hexdigest()
+    (root / store.MANIFEST).write_text(json.dumps(body, indent=1, sort_keys=True))
