@@ -30,6 +30,7 @@ collection rely on; keep it when changing this file):
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -189,6 +190,8 @@ class Table:
         # Typed metadata columns for filters, per segment, built on first use of a key path.
         self._seg_cols: dict[ColumnPath, list[KeyColumn]] = {}
         self._full_cols: dict[ColumnPath, KeyColumn] = {}
+        self._cols_lock = threading.Lock()
+        self._ids_lock = threading.Lock()
         # A contiguous copy of every vector, made only when something asks for one
         # (vectors_view() as an ndarray); grown by doubling so appends stay amortised O(1).
         self._contiguous: np.ndarray | None = None
@@ -348,12 +351,13 @@ class Table:
 
     # ------------------------------------------------------------------ ids
     def _ids(self) -> IdMap:
-        if self._idmap is None:
-            idmap = IdMap()
-            for start, seg in zip(self._starts.tolist(), self._segments):
-                idmap.add(hash_strings(seg.ids()), start)
-            self._idmap = idmap
-        return self._idmap
+        with self._ids_lock:  # built once, by the first caller; others wait for it
+            if self._idmap is None:
+                idmap = IdMap()
+                for start, seg in zip(self._starts.tolist(), self._segments):
+                    idmap.add(hash_strings(seg.ids()), start)
+                self._idmap = idmap
+            return self._idmap
 
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
         """Live position of each id, or -1 (vectorised; the id strings are confirmed)."""
@@ -393,6 +397,10 @@ class Table:
         first use of a path, then kept: an append builds only its own segments. Columns of
         the least recently used paths are dropped past :data:`MAX_CACHED_PATHS`.
         """
+        with self._cols_lock:  # concurrent readers share the caches
+            return self._metadata_columns(paths)
+
+    def _metadata_columns(self, paths: Sequence[ColumnPath]) -> dict[ColumnPath, KeyColumn]:
         n_seg = len(self._segments)
         start = min((len(self._seg_cols.get(p, ())) for p in paths), default=n_seg)
         for s in range(start, n_seg):

@@ -147,16 +147,17 @@ def test_symlinked_manifest_and_segment_files_are_refused(
     path = tmp_path / "col"
     _make(path, demo_vectors)
     # A link to a byte-identical copy: the checksum would pass, the link must not.
-    seg = next((path / "segments").glob("seg-*.parquet"))
-    copy = tmp_path / "copy.parquet"
-    copy.write_bytes(seg.read_bytes())
-    seg.unlink()
-    seg.symlink_to(copy)
-    with pytest.raises(UnsafeFileError):
-        embedsearch.open(path)
-    assert any(p.kind == "unsafe" for p in verify(path).errors)
-    seg.unlink()
-    seg.write_bytes(copy.read_bytes())
+    for pattern in ("seg-*.arrow", "seg-*.f32"):  # a segment's columns, then its vectors
+        seg = next((path / "segments").glob(pattern))
+        copy = tmp_path / f"copy{seg.suffix}"
+        copy.write_bytes(seg.read_bytes())
+        seg.unlink()
+        seg.symlink_to(copy)
+        with pytest.raises(UnsafeFileError):
+            embedsearch.open(path)
+        assert any(p.kind == "unsafe" for p in verify(path).errors)
+        seg.unlink()
+        seg.write_bytes(copy.read_bytes())
     m = tmp_path / "manifest-copy.json"
     m.write_bytes((path / "manifest.json").read_bytes())
     (path / "manifest.json").unlink()
