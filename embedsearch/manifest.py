@@ -71,6 +71,18 @@ def _obj(val: Any, where: str) -> dict[str, Any]:
     return val
 
 
+def _no_repeats(entries: list[Any]) -> None:
+    """Refuse a file listed twice (its rows would show twice) in O(entries), up front, so a
+    crafted manifest naming one segment 20,000 times is refused in milliseconds."""
+    seen: set[str] = set()
+    for entry in entries:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                raise ValueError(f"{name[:80]} is listed more than once")
+            seen.add(name)
+
+
 @dataclass(frozen=True)
 class FileRef:
     """A file the manifest names: its name inside the collection, row count and checksum."""
@@ -337,6 +349,7 @@ class Manifest:
         for key in ("segments", "tombstones"):
             if not isinstance(obj.get(key), list):
                 raise ValueError(f"{key} is not a list")
+        _no_repeats(obj["segments"] + obj["tombstones"])  # before any per-entry work
         segments = tuple(
             SegmentRef.parse(raw, f"segments[{i}]", dim) for i, raw in enumerate(obj["segments"])
         )
