@@ -4,7 +4,8 @@ Kept for the upgrade tests only: :func:`downgrade` rewrites a format-2 collectio
 version-1 layout with the version-1 writer's code (Parquet segments holding the vector
 column, zstd for the other columns, no dictionary; a ``format_version: 1`` manifest whose
 checksum is the SHA-256 of its canonical JSON). Row order, tombstones, the epoch and the
-saved index file are kept, exactly as a version-1 writer would have left them.
+saved index file are kept, exactly as a version-1 writer would have left them (and the
+version history, which format 1 predates, is dropped).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,8 @@ def downgrade(root: Path) -> None:
         del seg
         for name in ref.files():
             os.unlink(root / name)
+    # Format 1 predates version histories: a real format-1 collection has no versions/.
+    shutil.rmtree(root / "versions", ignore_errors=True)
     obj["segments"] = segments
     obj["format_version"] = 1
     obj.pop("checksum", None)
@@ -91,3 +95,4 @@ def downgrade(root: Path) -> None:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     body["checksum"] = hashlib.sha256(canonical).hexdigest()
     (root / store.MANIFEST).write_text(json.dumps(body, indent=1, sort_keys=True))
+    store.remove_orphans(root, store.read_manifest(root))  # files only the history named
