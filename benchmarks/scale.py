@@ -356,7 +356,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver
 def prepare(sizes: list[int], data: Path) -> None:
     """Vectors, queries and exact ground truth (unfiltered + each selectivity) on disk."""
-    from vectors import BASE_BACKEND, corpus_texts, embed_cached, perturb, vector_set
+    from vectors import BASE_BACKEND, embed_cached, vector_set
 
     WORK.mkdir(parents=True, exist_ok=True)
     _, held = vector_set(1000)
@@ -370,14 +370,17 @@ def prepare(sizes: list[int], data: Path) -> None:
         titles = embed_cached([rows[i]["title"] for i in pick], BASE_BACKEND, "scale-titles")
         q = np.concatenate([held[:N_QUERIES], titles]).astype(np.float32)
         np.save(titles_path, q)
-    del corpus_texts
     queries = np.load(titles_path)
     for n in sizes:
         if (WORK / f"truth-{n}.npy").exists():
             continue
         base, _ = vector_set(n)
         np.save(WORK / f"base-{n}.npy", base)
-        extra = perturb(base[:ADD_ROWS], 0.02, np.random.default_rng(5))
+        # Rows added after the query phase are random directions (cosine ~0 to everything),
+        # so that an engine whose store another row queries later (lancedb-tuned) still
+        # answers against the same truth.
+        extra = np.random.default_rng(5).standard_normal((ADD_ROWS, base.shape[1]))
+        extra = (extra / np.linalg.norm(extra, axis=1, keepdims=True)).astype(np.float32)
         np.save(WORK / f"extra-{n}.npy", extra)
         truth = np.full((1 + len(SELECTIVITIES), len(queries), K), -1, dtype=np.int64)
         for j, mask in enumerate([None, *masks(n)]):
@@ -456,6 +459,8 @@ def main() -> None:
             if not args.no_add and not args.reuse and owner == engine:
                 row.update(run_child(python, engine, "add", n, path))
             print(json.dumps(row, default=str)[:1500], file=sys.stderr, flush=True)
+            # Re-read before writing: runs of other sizes may be going on at the same time.
+            results = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
             results["runs"][f"{engine}-{n}"] = row
             out_path.write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
