@@ -553,11 +553,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for ax, title in zip(row_ax, ("p50 latency (ms, log)", "recall@10 vs exact (filtered)")):
             ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
             ax.set_title(f"{n:,} documents: {title}")
-            ax.legend(fontsize=8)
         row_ax[0].set_yscale("log")
         row_ax[1].set_ylim(0, 1.05)
         row_ax[1].axhline(0.95, color="k", lw=0.8, ls="--")
-    fig.tight_layout()
+    names = sorted({r["engine"] for r in runs}, key=list(ENGINES).index)
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    for ax in axes.ravel():
+        for bar_group in ax.containers:
+            label = bar_group.get_label()
+            for bar in bar_group:
+                bar.set_color(colors.get(label, "grey"))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[name]) for name in names]
+    fig.legend(handles, names, loc="upper center", ncol=len(names), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
 
 
