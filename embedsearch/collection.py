@@ -158,16 +158,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         self._load(manifest)
 
     def _load_index(self, manifest: Manifest, table: Table) -> VectorIndex:
-        spec = manifest.index.spec
-        if spec not in ("auto", "Flat"):
-            try:
-                validate_spec(spec, self.dim)
-            except IndexSpecError as exc:
-                raise CorruptionError(
-                    f"{self.path / store.MANIFEST} names index spec {spec!r}, which FAISS does not "
-                    f"accept ({exc}); it was not written by embedsearch. Restore the manifest "
-                    "from a backup."
-                ) from None
+        spec = manifest.index.spec  # one refused today falls back to exact (build_or_exact)
         index = VectorIndex(spec, self.dim)
         saved = manifest.index.file
         self._index_file_ok = True

@@ -214,7 +214,7 @@ def test_reindex_leaves_no_old_index_file(tmp_path: Path, demo_vectors: Any) -> 
     for spec in ("IVF4,Flat", "HNSW8", "IVF8,SQ8"):
         col.reindex(spec)
         assert unnamed() == [], spec
-        assert store.read_manifest(root)["index"]["file"]["file"] in os.listdir(root)
+        assert store.read_manifest(root).index.file.file in os.listdir(root)
     before = sorted(os.listdir(root))
     with pytest.raises(IndexSpecError):
         col.reindex("PCA1000,Flat")

@@ -150,7 +150,7 @@ vecs = np.random.default_rng(1).standard_normal((80, 384)).astype(np.float32)
 col = embedsearch.open(root, index="HNSW16")
 col.add([f"t{i}" for i in range(80)], ids=[f"d{i}" for i in range(80)], vectors=vecs)
 col.close()
-m = store.read_manifest(root)   # an older version stored a spec that is refused today
+m = store.read_manifest_json(root)   # an older version stored a spec that is refused today
 m["index"] = {"spec": spec, "file": None}
 store.write_manifest(root, m)
 col = embedsearch.open(root)
