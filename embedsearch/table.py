@@ -325,7 +325,12 @@ class Table:
         for s, idx, local in self._groups(positions):
             seg = self._segments[s]
             arr = {"id": seg.ids, "text": seg.texts, "metadata": seg.metadata_json}[column]()
-            vals = arr.take(pa.array(local)).to_pylist()
+            # A few hits: index the array (``take`` imports pyarrow.compute, ~1 s cold).
+            vals = (
+                [arr[i].as_py() for i in local.tolist()]
+                if local.size <= 256
+                else arr.take(pa.array(local)).to_pylist()
+            )
             for i, v in zip(idx.tolist(), vals):
                 out[i] = v
         return out
