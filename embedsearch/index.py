@@ -380,6 +380,12 @@ def exact_search(
             vectors, live, n = vectors[subset], None, count
     if n == 0 or k <= 0:
         return scores, pos
+    blocks = getattr(vectors, "blocks", None)
+    if subset is None and blocks is not None:  # memory-mapped segments: scan them in place
+        for lo in range(0, m, 256):
+            s, p = _exact_blocks(blocks(), queries[lo : lo + 256], k, live)
+            scores[lo : lo + 256], pos[lo : lo + 256] = s, p
+        return scores, pos
     for lo in range(0, m, 256):  # bound the (m, n) score matrix
         sims = queries[lo : lo + 256] @ vectors.T
         if live is not None:
@@ -396,6 +402,40 @@ def exact_search(
     if subset is not None:
         pos = np.where(pos >= 0, subset[np.maximum(pos, 0)], -1)
     return scores, pos
+
+
+def _exact_blocks(
+    blocks: Any, queries: np.ndarray, k: int, live: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over ``(start, matrix)`` blocks (a table's segments), merged as it goes:
+    no copy of the collection's vectors, memory bounded by one block's score matrix."""
+    m = queries.shape[0]
+    best_s = np.full((m, 0), -np.inf, dtype=np.float32)
+    best_p = np.zeros((m, 0), dtype=np.int64)
+    for start, block in blocks:
+        sims = queries @ block.T
+        if live is not None:
+            sims[:, ~live[start : start + block.shape[0]]] = -np.inf
+        kk = min(k, sims.shape[1])
+        part = (
+            np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            if kk < sims.shape[1]
+            else np.tile(np.arange(sims.shape[1]), (m, 1))
+        )
+        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, axis=1)], axis=1)
+        best_p = np.concatenate([best_p, part + start], axis=1)
+        if best_s.shape[1] > k:
+            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+            best_s = np.take_along_axis(best_s, keep, axis=1)
+            best_p = np.take_along_axis(best_p, keep, axis=1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    best_s = np.take_along_axis(best_s, order, axis=1)
+    best_p = np.take_along_axis(best_p, order, axis=1)
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    out_p = np.full((m, k), -1, dtype=np.int64)
+    out_s[:, : best_s.shape[1]], out_p[:, : best_p.shape[1]] = best_s, best_p
+    out_p[~np.isfinite(out_s)] = -1
+    return out_s, out_p
 
 
 class VectorIndex:

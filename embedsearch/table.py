@@ -152,6 +152,10 @@ class VectorView:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`Table.blocks`: exact scans go segment by segment, without a copy."""
+        return self._table.blocks()
+
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, tuple):
             rows, rest = key[0], key[1:]
