@@ -124,6 +124,8 @@ class RepairReport:
     removed_leftovers: list[str] = field(default_factory=list)
     lost_rows: int = 0
     lost_tombstone_files: int = 0
+    #: Past versions forgotten because a file they named was quarantined (they cannot open).
+    versions_dropped: list[int] = field(default_factory=list)
     manifest_rewritten: bool = False
     index_rebuilt: bool = False
     before: VerifyReport | None = None
@@ -142,6 +144,7 @@ class RepairReport:
             "removed_leftovers": self.removed_leftovers,
             "lost_rows": self.lost_rows,
             "lost_tombstone_files": self.lost_tombstone_files,
+            "versions_dropped": self.versions_dropped,
             "manifest_rewritten": self.manifest_rewritten,
             "index_rebuilt": self.index_rebuilt,
             "before": self.before.to_dict() if self.before else None,
@@ -527,6 +530,7 @@ def repair(path: str | os.PathLike[str], *, rebuild_index: bool = True) -> Repai
             hook = versions.record_hook(root, "repair", deleted=report.lost_rows)
             manifest = store.write_manifest(root, manifest, hook)
             report.manifest_rewritten = True
+        report.versions_dropped = versions.drop_broken(root, manifest)
         report.removed_leftovers = versions.cleanup(root, manifest)
     finally:
         lock.release()

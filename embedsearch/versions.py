@@ -449,6 +449,34 @@ def expire_quick(root: Path, current: int) -> None:
         durable.fsync_dir(root, VERSIONS_DIR)
 
 
+def drop_broken(root: Path, current: Any) -> list[int]:
+    """Forget past versions that can no longer be opened: a file they name is gone or has
+    the wrong size (``repair`` quarantined it). Their records and the tags naming them are
+    removed, so history lists only versions that open. Lock holder only; returns them."""
+    present = files_of(current)
+    broken: list[int] = []
+    for gen, past in kept_manifests(root, current).items():
+        for name, (_, size) in file_checksums(past).items():
+            if name in present:
+                continue
+            try:
+                actual = os.stat(root / name, follow_symlinks=False).st_size
+            except OSError:
+                actual = -1
+            if actual != size:
+                broken.append(gen)
+                break
+    if not broken:
+        return []
+    for tag, gen in tags(root).items():
+        if gen in broken:
+            set_tag(root, tag, None)
+    for gen in broken:
+        durable.unlink(root, _rel(record_name(gen)))
+    durable.fsync_dir(root, VERSIONS_DIR)
+    return sorted(broken)
+
+
 def cleanup(root: Path, current: dict[str, Any]) -> list[str]:
     """Expire old records, then remove files no kept version names. Lock holder only."""
     expire(root, current)

@@ -89,6 +89,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
                 f"{report.lost_tombstone_files} tombstone file(s) (deleted documents of those "
                 "operations are visible again)"
             )
+        if report.versions_dropped:
+            shown = ", ".join(str(v) for v in report.versions_dropped)
+            print(f"  forgot past version(s) {shown}: they named a quarantined file")
         if report.index_rebuilt:
             print("  rebuilt the FAISS index")
         if report.after is not None:
