@@ -222,7 +222,7 @@ def test_repair_quarantines_a_bad_segment_and_deletes_stay_deleted(
     col.close()
     for version in listed:
         with embedsearch.open(col_path, version=version) as past:
-            assert past.search(q, k=1)
+            assert len(past.search(q, k=1)) == min(1, len(past))
 
 
 def test_repair_drops_a_bad_tombstone_file(col_path: Path) -> None:
