@@ -19,6 +19,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.config import (
     CoveragePhaseConfig,
     ExamplesPhaseConfig,
@@ -28,6 +29,16 @@ from schemathesis.config import (
 
 from embedsearch.server import Limits, create_app
 from embedsearch.server.runner import ServerThread
+
+# Snapshot uploads are raw tar bytes: fuzz them with arbitrary bytes and with the start of a
+# real tar header (a hostile or damaged archive must be a 4xx, never a 5xx).
+schemathesis.openapi.media_type(
+    "application/x-tar",
+    st.one_of(
+        st.binary(max_size=2048),
+        st.binary(min_size=1, max_size=600).map(lambda b: b"snapshot.json".ljust(100, b"\0") + b),
+    ),
+)
 
 KEY = "fuzz-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
