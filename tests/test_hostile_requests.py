@@ -7,6 +7,7 @@ limit (RLIMIT_FSIZE) is the fault being injected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -258,6 +259,63 @@ def test_idle_and_slowloris_connections_are_closed(
         assert max(t for t, _ in closed_at.values()) < 9, closed_at
         r = httpx.get(f"{srv.url}/healthz", timeout=10)
         assert r.status_code == 200
+
+
+def test_a_trickled_request_body_is_cut_off_and_a_steady_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that announces a body and trickles it a byte at a time is disconnected at
+    the body deadline; a body that arrives at a real rate (longer than the base deadline)
+    is answered."""
+    import socket
+    import time
+
+    from embedsearch.server import protocol
+
+    monkeypatch.setattr(protocol.TimedH11Protocol, "body_timeout_s", 1.5)
+    monkeypatch.setattr(protocol.TimedH11Protocol, "body_min_rate", 2000.0)
+    app = create_app(tmp_path, api_keys=[])
+    with ServerThread(app) as srv:
+        head = (
+            f"POST /collections HTTP/1.1\r\nHost: {srv.host}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        ).encode()
+        slow = socket.create_connection((srv.host, srv.port), timeout=10)
+        slow.sendall(head)
+        t0 = time.monotonic()
+        cut = None
+        for _ in range(40):  # one byte every 0.25 s: 4 B/s, far below the minimum rate
+            try:
+                slow.sendall(b" ")
+            except OSError:
+                cut = time.monotonic() - t0
+                break
+            time.sleep(0.25)
+        if cut is None:
+            slow.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                assert slow.recv(1024) == b""
+            cut = time.monotonic() - t0
+        slow.close()
+        assert cut < 8, f"a trickled body held the connection {cut:.1f} s"
+
+        body = json.dumps({"name": "steady", "pad": "x" * 12_000}).encode()
+        steady = socket.create_connection((srv.host, srv.port), timeout=10)
+        steady.sendall(
+            (
+                f"POST /collections HTTP/1.1\r\nHost: {srv.host}\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+        )
+        for i in range(0, len(body), 1000):  # 4 kB/s for 3 s: past the 1.5 s base deadline
+            steady.sendall(body[i : i + 1000])
+            time.sleep(0.25)
+        reply = b""
+        while chunk := steady.recv(65536):
+            reply += chunk
+        steady.close()
+        assert reply.startswith(b"HTTP/1.1 "), reply[:200]
+        assert int(reply.split()[1]) < 500, reply[:300]
 
 
 def test_the_encoder_refuses_lone_surrogates_cleanly(encoder: Any) -> None:
