@@ -102,43 +102,31 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    col = open_existing(args.name)
-    try:
+    with open_existing(args.name) as col:
         n = col.tag(args.tag, None if args.version is None else _version(args.version))
-    finally:
-        col.close()
     print(f"tagged version {n} of {args.name} as {args.tag!r}")
     return 0
 
 
 def cmd_untag(args: argparse.Namespace) -> int:
-    col = open_existing(args.name)
-    try:
+    with open_existing(args.name) as col:
         col.untag(args.tag)
-    finally:
-        col.close()
     print(f"removed tag {args.tag!r} from {args.name}")
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    col = open_existing(args.name)
-    try:
+    with open_existing(args.name) as col:
         n = col.restore(_version(args.version))
-    finally:
-        col.close()
     print(f"restored {args.name} to the state of version {args.version} as version {n}")
     return 0
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    col = open_existing(args.name)
-    try:
+    with open_existing(args.name) as col:
         if args.keep_days is not None:
             col.set_retention(args.keep_days)
         print(f"{args.name}: untagged versions are kept {col.keep_days:g} days; tagged ones always")
-    finally:
-        col.close()
     return 0
 
 
