@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import numbers, validity
+from .arrays import strings as arrow_strings
+
 ABSENT, NULL, BOOL, NUMBER, STRING, OTHER, UNDECIDED = range(7)
 #: Integers beyond this magnitude do not all have an exact float64: decided from the JSON.
 _EXACT_INT = 2**53
@@ -97,7 +100,7 @@ class KeyColumn:
 
         array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
         n = len(array)
-        valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        valid = validity(array)
         kind = np.zeros(n, dtype=np.int8)
         num = np.zeros(n, dtype=np.float64)
         codes = np.full(n, -1, dtype=np.int32)
@@ -105,9 +108,7 @@ class KeyColumn:
         t = array.type
         if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t):
             kind[valid] = BOOL if pa.types.is_boolean(t) else NUMBER
-            vals = array.fill_null(False if pa.types.is_boolean(t) else 0).to_numpy(
-                zero_copy_only=False
-            )
+            vals = np.where(valid, numbers(array), 0)  # a null slot's bytes are undefined
             num[:] = vals
             if pa.types.is_integer(t):
                 kind[valid & ((vals > _EXACT_INT) | (vals < -_EXACT_INT))] = UNDECIDED
@@ -115,8 +116,8 @@ class KeyColumn:
             kind[valid] = STRING
             dictionary = pc.unique(array.drop_null())
             strings = np.array(sorted(dictionary.to_pylist()), dtype=object)
-            index = pc.index_in(array, value_set=pa.array(strings.tolist(), type=t))
-            codes[valid] = index.to_numpy(zero_copy_only=False)[valid].astype(np.int32)
+            index = pc.index_in(array, value_set=arrow_strings(strings.tolist()).cast(t))
+            codes[valid] = numbers(index)[valid].astype(np.int32)
         elif not pa.types.is_null(t):
             raise TypeError(f"no typed column for arrow type {t}")
         return cls(kind, num, codes, strings)
@@ -243,7 +244,7 @@ def _arrow_parse(raw: Any, paths: Sequence[Path]) -> dict[Path, KeyColumn]:
             out[path] = KeyColumn.from_values([MISSING] * n)
         elif pa.types.is_struct(array.type) or pa.types.is_list(array.type):
             col = KeyColumn.from_values([MISSING] * n)
-            col.kind[~np.asarray(array.is_null().to_numpy(zero_copy_only=False))] = OTHER
+            col.kind[validity(array)] = OTHER
             out[path] = col
         else:
             try:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .arrays import indices
 from .columns import KeyColumn, columns_from_json_array
 from .columns import Path as ColumnPath
 from .segment import Segment
@@ -49,12 +50,23 @@ _P = np.uint64(0x100000001B3)  # FNV prime; the polynomial base of the id hash
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
-def hash_strings(arr: pa.Array) -> np.ndarray:
-    """A 64-bit hash of each string of an Arrow string array, computed in numpy.
+def hash_strings(arr: pa.Array | Sequence[str]) -> np.ndarray:
+    """A 64-bit hash of each string of an Arrow string array (or a list of str), in numpy.
 
     Polynomial over the UTF-8 bytes, then splitmix64-finalised. Not collision-free: lookups
-    confirm the id itself (:meth:`IdMap.lookup`).
+    confirm the id itself (:meth:`IdMap.lookup`). A Python list is hashed from its encoded
+    bytes without building an Arrow array: ``pa.array`` imports pandas (0.4 s of a cold
+    CLI call that looks up a few ids).
     """
+    if not isinstance(arr, pa.Array):
+        encoded = [s.encode("utf-8") for s in arr]
+        if not encoded:
+            return np.zeros(0, dtype=np.uint64)
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        joined = b"".join(encoded)
+        data = np.frombuffer(joined, dtype=np.uint8).astype(np.uint64) if joined else None
+        return _hash_bytes(offsets, data)
     arr = arr.cast(pa.string()) if arr.type != pa.string() else arr
     n = len(arr)
     if n == 0:
@@ -63,14 +75,18 @@ def hash_strings(arr: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset : arr.offset + n + 1].astype(
         np.int64
     )
-    lens = np.diff(offsets)
-    base = offsets[0]
+    base = int(offsets[0])
     total = int(offsets[-1] - base)
-    data = (
-        np.frombuffer(bufs[2], dtype=np.uint8)[base : base + total].astype(np.uint64)
-        if total
-        else np.zeros(0, dtype=np.uint64)
-    )
+    data = np.frombuffer(bufs[2], dtype=np.uint8)[base : base + total] if total else None
+    return _hash_bytes(offsets - base, None if data is None else data.astype(np.uint64))
+
+
+def _hash_bytes(offsets: np.ndarray, data: np.ndarray | None) -> np.ndarray:
+    """The hash of :func:`hash_strings` over strings ``data[offsets[i]:offsets[i+1]]``."""
+    lens = np.diff(offsets)
+    total = int(offsets[-1])
+    if data is None:
+        data = np.zeros(0, dtype=np.uint64)
     with np.errstate(over="ignore"):
         h = lens.astype(np.uint64) * _MIX2
         if total:
@@ -78,7 +94,7 @@ def hash_strings(arr: pa.Array) -> np.ndarray:
             powers = np.ones(maxlen, dtype=np.uint64)
             for i in range(1, maxlen):
                 powers[i] = powers[i - 1] * _P
-            starts = offsets[:-1] - base
+            starts = offsets[:-1]
             within = np.arange(total, dtype=np.int64) - np.repeat(starts, lens)
             vals = (data + np.uint64(1)) * powers[within]
             nonempty = lens > 0
@@ -333,7 +349,7 @@ class Table:
             vals = (
                 [arr[i].as_py() for i in local.tolist()]
                 if local.size <= 256
-                else arr.take(pa.array(local)).to_pylist()
+                else arr.take(indices(local)).to_pylist()
             )
             for i, v in zip(idx.tolist(), vals):
                 out[i] = v
@@ -373,7 +389,7 @@ class Table:
         out = np.full(len(ids), -1, dtype=np.int64)
         if not ids or not self.rows:
             return out
-        qi, pos = self._ids().candidates(hash_strings(pa.array(list(ids), pa.string())))
+        qi, pos = self._ids().candidates(hash_strings(list(ids)))
         keep = self.live[pos]
         qi, pos = qi[keep], pos[keep]
         if not qi.size:

@@ -32,7 +32,7 @@ TORCH_PROBE = (
     "import sys, runpy; sys.argv = ['embedsearch'] + sys.argv[1:]; code = 0\n"
     "try:\n    runpy.run_module('embedsearch.cli', run_name='__main__')\n"
     "except SystemExit as e:\n    code = e.code or 0\n"
-    "print('HEAVY=' + ','.join(m for m in ('torch', 'sentence_transformers') "
+    "print('HEAVY=' + ','.join(m for m in ('torch', 'sentence_transformers', 'pandas', 'numba') "
     "if m in sys.modules), file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
@@ -84,7 +84,8 @@ def _corpus(path: Path, n: int) -> Path:
     topics = ["cats and kittens", "stock markets", "garden tomatoes", "black holes", "violins"]
     with path.open("w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"id": f"d{i}", "text": f"note {i} about {topics[i % 5]}"}) + "\n")
+            row = {"id": f"d{i}", "text": f"note {i} about {topics[i % 5]}", "n": "ab"[i % 2]}
+            fh.write(json.dumps(row) + "\n")
     return path
 
 
@@ -102,6 +103,7 @@ def test_1_cold_query_and_unchanged_ingest_never_import_torch(user):
         ("retrieve", "notes", "what do cats eat", "--mode", "hybrid"),
         ("retrieve", "notes", "what do cats eat", "--mode", "dense"),
         ("search", "rows", "kittens"),
+        ("search", "rows", "kittens", "--where", '{"n": {"$in": ["a", "b"]}}'),
         ("search", "graph", "kittens"),
         ("ingest", "notes", str(docs)),  # unchanged: chunking needs the tokenizer only
         ("info", "rows"),

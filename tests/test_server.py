@@ -171,6 +171,10 @@ def test_collection_lifecycle(client: httpx.Client, home: Path) -> None:
     assert "life" in [c["name"] for c in client.get("/collections").json()["collections"]]
     client.post("/collections/life/documents", json={"documents": [{"text": "x y z"}]})
     assert client.get("/collections/life").json()["count"] == 1
+    listed = {c["name"]: c for c in client.get("/collections").json()["collections"]}
+    life = listed["life"]  # what `embedsearch list` shows, without the server's paths
+    assert life["count"] == 1 and life["kind"] == "collection" and life["bytes"] > 0
+    assert life["model"] and life["dim"] == 384 and life["updated"] and "path" not in life
     r = client.post("/collections/life/reindex", json={"index": "Flat"})
     assert r.status_code == 200 and r.json()["index"]["spec"] == "Flat"
     r = client.post("/collections/life/compact")

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -60,7 +61,20 @@ class BM25Config:
 
 
 def _bm25s() -> Any:
-    """Import bm25s, undoing its module-level ``setLevel(DEBUG)`` (it floods CLI output)."""
+    """Import bm25s, undoing its module-level ``setLevel(DEBUG)`` (it floods CLI output).
+
+    bm25s imports numba whenever it is installed (ranx brings it), to offer a backend this
+    module never selects (it scores with ``get_scores``, numpy). That import is 0.4 s of a
+    cold ``retrieve --mode hybrid``, so unless numba is already loaded it is hidden while
+    bm25s loads (an ``ImportError`` there makes bm25s fall back to numpy) and unhidden
+    right after, for anyone who imports numba later.
+    """
+    if "bm25s" not in sys.modules and "numba" not in sys.modules:
+        sys.modules["numba"] = None  # type: ignore[assignment]  # `import numba` -> ImportError
+        try:
+            import bm25s
+        finally:
+            sys.modules.pop("numba", None)
     import bm25s
 
     quiet = logging.getLogger("bm25s")

@@ -34,8 +34,19 @@ def public_info(col: CollectionBase) -> dict[str, Any]:
 
 @router.get("", response_model=CollectionList, summary="List collections")
 def list_collections(state: State) -> dict[str, Any]:
-    """Names of the collections in the server's home directory."""
-    return {"collections": [CollectionSummary(name=n) for n in state.registry.names()]}
+    """The collections in the server's home directory: name, kind, documents, size on disk,
+    model, dimension, last update; helper collections (vocabularies, evaluation builds)
+    are listed with their ``kind``."""
+    from ..catalog import list_collections as summaries
+
+    served = set(state.registry.names())
+    return {
+        "collections": [
+            CollectionSummary(**{k: v for k, v in s.to_dict().items() if k != "path"})
+            for s in summaries(state.registry.home, helpers=True)
+            if s.name in served
+        ]
+    }
 
 
 @router.post("", response_model=CollectionInfo, status_code=201, summary="Create a collection")

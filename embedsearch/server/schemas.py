@@ -133,7 +133,17 @@ class CollectionInfo(Response):
 
 
 class CollectionSummary(Response):
+    """One collection as its manifest describes it (no collection is opened to list it)."""
+
     name: str
+    kind: str = Field(
+        "collection", description="collection, sharded, or a helper: vocabulary, evaluation"
+    )
+    count: int | None = Field(None, description="live documents (null if unreadable)")
+    bytes: int = Field(0, description="size on disk, every file included")
+    model: str | None = None
+    dim: int | None = None
+    updated: str | None = None
 
 
 class CollectionList(Response):
