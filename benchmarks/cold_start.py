@@ -171,7 +171,7 @@ def _plot(rows: list[dict[str, object]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.6))
     names = [str(r["command"]) for r in rows]
     meds = [float(r["median_s"]) for r in rows]  # type: ignore[arg-type]
     targets = [float(r["target_s"]) for r in rows]  # type: ignore[arg-type]
@@ -187,7 +187,8 @@ def _plot(rows: list[dict[str, object]], out: Path) -> None:
     ax.set_title(
         f"embedsearch CLI cold start, ONNX export cached (load {load:.1f} on {os.cpu_count()} cores)"
     )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, max(max(targets), max(meds), max(cpus)) * 1.1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
