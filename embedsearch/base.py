@@ -29,7 +29,15 @@ import numpy as np
 from .errors import DuplicateIdError, InvalidInputError
 from .filters import compile_filter
 from .types import Document, Hit
-from .validation import check_id, check_k, check_metadata, check_text, rows, unit_vector
+from .validation import (
+    check_id,
+    check_k,
+    check_metadata,
+    check_text,
+    rows,
+    unit_rows,
+    unit_vector,
+)
 
 Query = str | Sequence[float] | np.ndarray
 C = TypeVar("C", bound="CollectionBase")
@@ -367,6 +375,9 @@ class CollectionBase(ABC):
             DuplicateIdError: an id repeats within the call.
         """
         seen: set[str] = set()
+        units = None  # a matrix of vectors is checked and normalised in one numpy pass
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+            units = vectors = unit_rows(vectors, self.dim)
         for i, text, doc_id, meta, vec in rows(texts, ids=ids, metadata=metadata, vectors=vectors):
             text = check_text(text, f"texts[{i}]")
             doc_id = uuid.uuid4().hex if doc_id is None and ids is None else doc_id
@@ -377,7 +388,13 @@ class CollectionBase(ABC):
                 )
             seen.add(doc_id)
             meta_json = check_metadata(meta, f"metadata[{i}]")
-            unit = self.as_unit_vector(vec, f"vectors[{i}]") if vectors is not None else None
+            unit = (
+                vec
+                if units is not None
+                else self.as_unit_vector(vec, f"vectors[{i}]")
+                if vectors is not None
+                else None
+            )
             yield CheckedRow(text, doc_id, meta, meta_json, unit)
 
     def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:

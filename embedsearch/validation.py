@@ -113,6 +113,11 @@ def check_id(doc_id: Any, where: str) -> str:
     return doc_id
 
 
+#: The canonical metadata encoder, built once: ``json.dumps`` with options builds a new
+#: encoder per call (a third of the per-row cost of a 1M-row ingest).
+_METADATA_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, sort_keys=True)
+
+
 def check_metadata(meta: Any, where: str) -> str | None:
     """A JSON-serialisable dict with string keys (or None); returns its canonical JSON."""
     if meta is None:
@@ -121,13 +126,14 @@ def check_metadata(meta: Any, where: str) -> str | None:
         raise InvalidInputError(
             f"{where} must be a dict with string keys (or None), got {str(meta)[:200]}."
         )
-    if metadata_depth(meta, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+    nested = any(isinstance(v, (dict, list)) for v in meta.values())  # flat: depth 1
+    if nested and metadata_depth(meta, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
         raise InvalidInputError(
             f"{where} is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it (for "
             "example join the keys of a path with '.') or store the deep part as a JSON string."
         )
     try:
-        out = json.dumps(meta, allow_nan=False, ensure_ascii=False, sort_keys=True)
+        out = _METADATA_JSON.encode(meta)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInputError(
             f"{where} is not JSON-serialisable ({exc}); use strings, numbers, booleans, None, "
@@ -213,6 +219,37 @@ def unit_vector(vector: Any, dim: int, what: str = "vector") -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def unit_rows(matrix: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
+    """:func:`unit_vector` for every row of an ``(n, dim)`` array at once, in numpy.
+
+    Same checks, same results (to float32 rounding) and the same message naming the first
+    bad row (``vectors[i]``), without a Python call per row: at 1M rows the per-row checks
+    cost more than the index did.
+    """
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        if matrix.ndim == 2 and matrix.shape[0]:
+            unit_vector(matrix[0], dim, f"{what}[0]")  # raises with the per-row wording
+        raise InvalidInputError(
+            f"{what} has shape {matrix.shape}; give one {dim}-dimensional vector per text."
+        )
+    out = np.empty(matrix.shape, dtype=np.float32)
+    step = 8192  # float64 work arrays of 25 MB at 384 dims
+    for lo in range(0, matrix.shape[0], step):
+        try:
+            block = np.asarray(matrix[lo : lo + step], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{what} must hold numbers ({exc}).") from exc
+        peak = np.max(np.abs(block), axis=1) if block.size else np.zeros(0)
+        bad = ~np.isfinite(peak) | (peak == 0.0)
+        if bad.any():
+            first = lo + int(np.flatnonzero(bad)[0])
+            unit_vector(matrix[first], dim, f"{what}[{first}]")  # raises with its message
+        block /= peak[:, None]  # scale first, as unit_vector does
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        out[lo : lo + step] = block
+    return out
+
+
 # ----------------------------------------------------------------------------- rows
 def sized(obj: Any) -> int | None:
     """``len(obj)``, or None for an iterable without a length (a generator)."""
@@ -265,6 +302,7 @@ __all__ = [
     "resolve_path",
     "rows",
     "sized",
+    "unit_rows",
     "unit_vector",
     "validate_name",
 ]
