@@ -17,19 +17,21 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import store
+from . import durable, store
 from .errors import CollectionNotFoundError, InvalidInputError
 from .validation import home as default_home
 from .validation import resolve_path, validate_name
 
 SHARDED_FILE = "sharded.json"  # the layout file of a sharded collection (distributed/layout.py)
 HELPER_KINDS = ("vocabulary", "evaluation")
+#: ``.deleted-<name>-<pid>-<random>``: a collection being removed by :func:`drop`.
+ABANDONED_TRASH = re.compile(r"\.deleted-[A-Za-z0-9_.-]+-(?P<pid>\d+)-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ def drop(name_or_path: str | os.PathLike[str], *, missing_ok: bool = False) -> b
     if (path / SHARDED_FILE).is_file():
         dirs = sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith("shard-"))
     locks = [store.WriterLock(d) for d in dirs]
-    trash = path.parent / f".deleted-{path.name}-{uuid.uuid4().hex[:8]}"
+    durable.sweep_abandoned(path.parent, ABANDONED_TRASH)  # a killed drop's leftovers
+    trash = path.parent / f".deleted-{path.name}-{durable.owner_tag()}"
     taken = []
     try:
         for lock in locks:

@@ -413,6 +413,39 @@ def remove_tree(root: Path, rel: str | os.PathLike[str]) -> None:
             _emit("rmtree", Path(root, rel))
 
 
+def owner_tag() -> str:
+    """``<pid>-<random>``: names a hidden work directory after the process that owns it, so
+    that :func:`sweep_abandoned` can tell a dead owner's leftovers from live work."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_abandoned(parent: Path, pattern: re.Pattern[str]) -> list[str]:
+    """Remove the directories of ``parent`` whose name matches ``pattern`` (with a ``pid``
+    group, see :func:`owner_tag`) and whose owning process is gone: the staging of a killed
+    restore, the trash of a killed drop. Returns the names removed (best effort)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m and not _alive(int(m.group("pid"))):
+            remove_tree(parent, name)
+            removed.append(name)
+    return removed
+
+
 def unlink(root: Path, rel: str | os.PathLike[str], *, sync: bool = False) -> bool:
     """Remove the file ``root/rel`` if it is a regular file (never follows or removes
     through a link). Returns True if removed. ``sync`` fsyncs the directory afterwards."""

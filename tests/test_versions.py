@@ -313,3 +313,41 @@ def test_time_travel_on_an_approximate_index_is_exact_to_then(tmp_path):
     view = embedsearch.open(tmp_path / "c", version="t")
     assert view.info()["index"]["resolved"] == "IVF16,Flat"
     assert [[(h.id, round(h.score, 6)) for h in r] for r in view.batch_search(q, 10)] == then
+
+
+def test_untagged_past_versions_keep_their_data_not_their_index(tmp_path):
+    """A rewritten index file is derived data: history keeps it for tagged versions only.
+    An untagged past version still opens (searched exactly), verify finds nothing wrong,
+    and repair forgets no version for it."""
+    from embedsearch import maintenance
+
+    rng = np.random.default_rng(1)
+    n = 10_000  # an index file is rewritten once it is 10,000 rows behind
+    v = rng.normal(size=(3 * n, 384)).astype(np.float32)
+    col = embedsearch.open(tmp_path / "c", index="IVF16,Flat")
+    for lo in range(0, 3 * n, n):  # each add saves a new index file (far behind)
+        col.add(
+            [f"t{i}" for i in range(lo, lo + n)],
+            ids=[f"i{i}" for i in range(lo, lo + n)],
+            vectors=v[lo : lo + n],
+        )
+        if lo == n:
+            col.tag("kept")
+    history = col.versions()
+    gens = [ver.version for ver in history]
+    # the version that saved the first index (n rows), later replaced and not tagged
+    first_index = next(ver.version for ver in history if ver.op == "index" and ver.rows == n)
+    col.close()
+    index_files = sorted(p.name for p in (tmp_path / "c").glob("index-*.faiss"))
+    assert len(index_files) == 2, index_files  # the current one and the tagged version's
+    q = rng.normal(size=(5, 384)).astype(np.float32)
+    old = embedsearch.open(tmp_path / "c", version=first_index)
+    assert len(old) == n and old.info()["index"]["kind"] == "exact"
+    exact = [[h.id for h in r] for r in old.batch_search(q, 10)]
+    assert all(int(i[1:]) < n for r in exact for i in r)
+    tagged = embedsearch.open(tmp_path / "c", version="kept")
+    assert tagged.info()["index"]["resolved"] == "IVF16,Flat"
+    report = maintenance.verify(tmp_path / "c")
+    assert report.ok and not report.warnings, report.problems
+    assert maintenance.repair(tmp_path / "c").versions_dropped == []
+    assert [ver.version for ver in embedsearch.open(tmp_path / "c").versions()] == gens
