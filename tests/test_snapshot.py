@@ -259,7 +259,9 @@ def test_a_killed_restore_or_drop_leaves_nothing_the_next_one_keeps(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     code = "import sys, embedsearch; embedsearch.restore_snapshot(sys.argv[1], sys.argv[2])"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "big.tar"), str(dest / "r")])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "big.tar"), str(dest / "r")]
+    )
     deadline = time.monotonic() + 120
     while not [p for p in dest.iterdir() if ".restore-" in p.name]:
         assert proc.poll() is None and time.monotonic() < deadline, "no staging directory seen"
