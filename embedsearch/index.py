@@ -94,9 +94,43 @@ def faiss():  # noqa: ANN201 - the faiss module
     if _torch_expected():
         with contextlib.suppress(ImportError):  # torch is a dependency; be lenient anyway
             import torch  # noqa: F401
-    import faiss as _faiss
-
+    if "faiss" in sys.modules:
+        return sys.modules["faiss"]
+    core = _openblas_core()
+    if core:  # read once, when faiss loads its bundled OpenBLAS; then put back
+        os.environ["OPENBLAS_CORETYPE"] = core
+    try:
+        import faiss as _faiss
+    finally:
+        if core:
+            os.environ.pop("OPENBLAS_CORETYPE", None)
     return _faiss
+
+
+def _openblas_core() -> str | None:
+    """The OpenBLAS kernel family for this CPU when faiss's bundled OpenBLAS would guess it
+    wrong, else None.
+
+    The faiss-cpu wheel bundles OpenBLAS 0.3.15, which does not know this machine class's
+    Xeon and falls back to its "Prescott" (SSE3) kernels: FAISS's matrix products (batched
+    flat search, k-means) ran 8x slower than with ``OPENBLAS_CORETYPE=SkylakeX`` (3.80 s
+    against 0.47 s for 40,960 x 2,048 inner products). Chosen from the CPU's own flags; a
+    user's explicit ``OPENBLAS_CORETYPE`` always wins.
+    """
+    if "OPENBLAS_CORETYPE" in os.environ or not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next(
+                (line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), []
+            )
+    except OSError:
+        return None
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= set(flags):
+        return "SkylakeX"
+    if {"avx2", "fma"} <= set(flags):
+        return "Haswell"
+    return None
 
 
 @functools.lru_cache(maxsize=1)

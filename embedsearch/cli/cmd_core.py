@@ -274,7 +274,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     where = parse_json_arg(args.where, "--where")
-    col = open_existing(args.name, args.version)
+    col = open_existing(args.name, args.version, embeds=True)
     long_query_note(col, args.query)
     hits = col.search(
         args.query,

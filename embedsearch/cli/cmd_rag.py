@@ -148,7 +148,7 @@ def _print_passages(passages: list[Any], as_json: bool) -> None:
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
-    col = open_existing(args.name)
+    col = open_existing(args.name, embeds=args.mode != "bm25")
     where = parse_json_arg(args.where, "--where")
     if args.mode != "bm25":
         long_query_note(col, args.query)  # then embedded from its start, as `search` does
