@@ -88,6 +88,11 @@ def _summary(path: Path) -> CollectionSummary:
         model = m.get("name") if isinstance(m, dict) else m
         dim = m.get("dim") if isinstance(m, dict) else raw.get("dim")
         updated = raw.get("updated")
+        if kind == "sharded":  # the sum over its shards, each a collection of its own
+            shards = [_summary(p) for p in sorted(path.glob("shard-*")) if _is_collection(p)]
+            if shards and all(sh.count is not None for sh in shards):
+                count = sum(sh.count for sh in shards)  # type: ignore[misc]
+            updated = max((sh.updated for sh in shards if sh.updated), default=updated)
         segs, dels = raw.get("segments"), raw.get("tombstones")
         if isinstance(segs, list) and isinstance(dels, list):
             count = sum(int(s.get("rows", 0)) for s in segs) - sum(

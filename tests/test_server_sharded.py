@@ -150,11 +150,10 @@ def stored_vectors(client: httpx.Client, ids: list[str]) -> list[list[float]]:
 def test_sharded_collection_is_listed_and_described(
     client: httpx.Client, demo_rows: list[dict[str, Any]]
 ) -> None:
-    assert client.get("/collections").json()["collections"] == [
-        {"name": "doomed"},
-        {"name": "flat"},
-        {"name": "sharded"},
-    ]
+    listed = {c["name"]: c for c in client.get("/collections").json()["collections"]}
+    assert sorted(listed) == ["doomed", "flat", "sharded"]
+    assert listed["sharded"]["kind"] == "sharded" and listed["flat"]["kind"] == "collection"
+    assert listed["sharded"]["count"] == listed["flat"]["count"] == len(demo_rows)
     f, s = both(client, "GET", "")
     flat, info = f.json(), s.json()
     assert info["count"] == flat["count"] == len(demo_rows)
