@@ -167,10 +167,6 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         saved = manifest.index.file
         self._index_file_ok = True
         vectors = table.vectors_view()
-        if self.pinned_version is not None and saved and not (self.path / saved.file).exists():
-            # an untagged past version keeps no index file (versions.kept_files): exact
-            log.info("version %s kept no index file; searching it exactly", manifest.generation)
-            return build_or_exact("Flat", self.dim, vectors)
         if saved and saved.epoch == manifest.epoch and saved.rows <= table.rows:
             try:
                 store.load_verified(self.path, saved, lambda path: index.load(path, saved.info))

@@ -325,12 +325,11 @@ def _verify_history(root: Path, manifest: dict[str, Any], report: VerifyReport) 
     current = versions.files_of(manifest)
     try:
         kept = versions.kept_manifests(root, manifest)
-        tagged = set(versions.tags(root).values())
     except CorruptionError as exc:
         report.add("error", versions.VERSIONS_DIR, "history", str(exc))
         return
     for gen, past in kept.items():
-        for name, (_, size) in versions.past_files(past, tagged=gen in tagged).items():
+        for name, (_, size) in versions.file_checksums(past).items():
             if name in current:
                 continue
             report.files_checked += 1

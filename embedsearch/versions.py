@@ -405,27 +405,12 @@ def kept_manifests(root: Path, current: Any) -> dict[int, dict[str, Any]]:
 
 # --------------------------------------------------------------------------- cleanup
 def kept_files(root: Path, current: dict[str, Any]) -> set[str]:
-    """Every file a kept version needs: the current one's, and the segments and tombstones
-    of every kept past version. A past version keeps its *index* file only when it is
-    tagged: the index is derived data, rewritten every tenth of the rows added, and keeping
-    each one for the retention window made a 1M-row build hold 14 of them (2.7 GB beside
-    1.6 GB of data). An untagged past version whose index file is gone searches exactly."""
+    """Every file a kept version names (the current one included)."""
     _, recs = _kept_generations(root, generation_of(current))
-    tagged = set(tags(root).values())
     names = files_of(current)
-    for gen, rec in recs.items():
-        names |= set(past_files(rec["manifest"], tagged=gen in tagged))
+    for rec in recs.values():
+        names |= files_of(rec["manifest"])
     return names
-
-
-def past_files(manifest: Any, *, tagged: bool) -> dict[str, tuple[str, int]]:
-    """``{file: (sha256, bytes)}`` a kept past version needs (see :func:`kept_files`): all
-    its files when tagged, else all but its index file."""
-    out = file_checksums(manifest)
-    if not tagged:
-        index_file = (as_json(manifest).get("index") or {}).get("file") or {}
-        out.pop(str(index_file.get("file")), None)
-    return out
 
 
 def expire(root: Path, current: dict[str, Any]) -> list[int]:
@@ -470,9 +455,8 @@ def drop_broken(root: Path, current: Any) -> list[int]:
     removed, so history lists only versions that open. Lock holder only; returns them."""
     present = files_of(current)
     broken: list[int] = []
-    tagged = set(tags(root).values())
     for gen, past in kept_manifests(root, current).items():
-        for name, (_, size) in past_files(past, tagged=gen in tagged).items():
+        for name, (_, size) in file_checksums(past).items():
             if name in present:
                 continue
             try:
