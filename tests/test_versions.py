@@ -313,4 +313,3 @@ def test_time_travel_on_an_approximate_index_is_exact_to_then(tmp_path):
     view = embedsearch.open(tmp_path / "c", version="t")
     assert view.info()["index"]["resolved"] == "IVF16,Flat"
     assert [[(h.id, round(h.score, 6)) for h in r] for r in view.batch_search(q, 10)] == then
-
