@@ -106,51 +106,20 @@ def _crc32(fh: IO[bytes]) -> str:
 T = TypeVar("T")
 
 
-def _checksum_fd(fd: int, crc: bool) -> str:
-    """CRC-32 (or SHA-256) of the whole file behind ``fd``, read with ``pread`` (the
-    descriptor's offset is left alone)."""
-    value, sha, offset = 0, hashlib.sha256(), 0
-    while block := os.pread(fd, 4 << 20, offset):
-        offset += len(block)
-        if crc:
-            value = zlib.crc32(block, value)
-        else:
-            sha.update(block)
-    return f"{value:08x}" if crc else sha.hexdigest()
-
-
 def load_verified(root: Path, ref: FileRef, load: Callable[[str | IO[bytes]], T]) -> T:
     """``load(path)`` of the file of ``ref`` once its checksum matched (else
     :class:`CorruptionError`, and ``load`` never sees the file).
 
-    ``path`` names the descriptor that was checked (``/proc/self/fd/N``: no link followed,
-    the file checked is the file read), for loaders that read by path, such as FAISS's
-    native ``read_index``: at 1M rows it read a 356 MB index in 0.33 s where reading it
-    through a Python callback took 0.36-0.62 s. The checksum comes first on purpose: a
-    damaged or crafted index must never reach FAISS's parser.
+    ``path`` names the descriptor that :func:`open_verified` checked (``/proc/self/fd/N``:
+    no link followed, the file checked is the file read), for loaders that read by path,
+    such as FAISS's native ``read_index``: at 1M rows it read a 356 MB index in 0.33 s
+    where reading it through a Python callback took 0.36-0.62 s. The checksum comes first
+    on purpose: a damaged or crafted index must never reach FAISS's parser. Without
+    ``/proc`` the loader gets the open file instead.
     """
-    try:
-        fh_cm = durable.open_file(root, ref.file)
-        fh = fh_cm.__enter__()
-    except (FileNotFoundError, NotADirectoryError):
-        raise CorruptionError(
-            f"{ref.file} is named in the manifest but missing from {root}; run "
-            "`embedsearch repair` to rebuild what can be rebuilt."
-        ) from None
-    try:
-        crc = getattr(ref, "crc32", None)
-        if _checksum_fd(fh.fileno(), bool(crc)) != (crc or ref.sha256):
-            raise CorruptionError(
-                f"{ref.file} fails its checksum (the file was changed or damaged); run "
-                "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
-            )
+    with open_verified(root, ref) as fh:
         fd_path = f"/proc/self/fd/{fh.fileno()}"
-        if not os.path.exists(fd_path):  # no /proc (not Linux): load through the descriptor
-            fh.seek(0)
-            return load(fh)
-        return load(fd_path)
-    finally:
-        fh_cm.__exit__(None, None, None)
+        return load(fd_path) if os.path.exists(fd_path) else load(fh)
 
 
 @contextlib.contextmanager
