@@ -47,11 +47,6 @@ from .manifest import SEGMENTS_DIR, SegmentRef, VectorsRef
 #: Rows per checksummed vector block: 256 rows × 384 dims = 384 KiB, so a query that
 #: re-ranks 64 candidates checks at most 24 MiB the first time, then nothing.
 BLOCK_ROWS = 256
-#: A :meth:`MappedSegment.take` of at most this many rows (a re-rank shortlist, hits being
-#: hydrated) drops the pages it mapped once the rows are copied out: without this, RSS grew
-#: by ~6 MB a query at 1M rows (page-fault read-around), toward the whole vector file.
-#: Larger takes (exact search over a filter's rows) keep them: they are read again soon.
-_RELEASE_AFTER_TAKE = 4096
 #: Typed columns kept per segment; rarer keys stay in the JSON column only.
 MAX_TYPED_KEYS = 64
 TYPED_PREFIX = "meta:"
@@ -287,14 +282,15 @@ class MappedSegment:
             self._check_blocks(np.arange(len(self._block_ok)))
         return self._matrix
 
-    def take(self, local: np.ndarray) -> np.ndarray:
-        """Rows ``local`` (in order), copied out of the map after their blocks are checked."""
+    def take(self, local: np.ndarray, *, release: bool = False) -> np.ndarray:
+        """Rows ``local`` (in order), copied out of the map after their blocks are checked;
+        ``release``: then drop the pages mapped for them (see ``table.RELEASE_AFTER_TAKE``)."""
         if not local.size:
             return self._matrix[local]
         blocks = local // self._block_rows
         self._check_blocks(blocks)
         rows = self._matrix[local]
-        if local.size <= _RELEASE_AFTER_TAKE:  # a shortlist: leave nothing mapped behind
+        if release:
             step = self._block_rows * self.dim * 4
             for b in np.unique(blocks).tolist():
                 self._unmap_pages(b * step, min((b + 1) * step, len(self._vec_map)))
@@ -390,7 +386,7 @@ class MemorySegment:
     def vectors(self) -> np.ndarray:
         return self._matrix
 
-    def take(self, local: np.ndarray) -> np.ndarray:
+    def take(self, local: np.ndarray, *, release: bool = False) -> np.ndarray:
         return self._matrix[local]
 
     def ids(self) -> pa.StringArray:
