@@ -77,6 +77,7 @@ WRITE_CHUNK = 2048  # documents embedded and written per segment while streaming
 #: rows are in memory already): every segment costs a file pair to map and a step in each
 #: column scan, and 2,048-row segments made a 1M-row collection 500 of them.
 VECTOR_CHUNK = 65_536
+
 COMPACT_SEGMENT_ROWS = 200_000
 
 
@@ -168,19 +169,28 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         self._index_file_ok = True
         vectors = table.vectors_view()
         if saved and saved.epoch == manifest.epoch and saved.rows <= table.rows:
-            try:
-                store.load_verified(self.path, saved, lambda path: index.load(path, saved.info))
-                problem = index.check_against(saved.rows)
-                if problem:
-                    raise CorruptionError(f"{saved.file}: {problem}")
-            except Exception as exc:  # derived data: rebuild rather than fail
-                log.warning(
-                    "index file %s unusable (%s); rebuilding from segments", saved.file, exc
-                )
-                self._index_file_ok = False  # the next writer replaces it
-            else:
-                index.add(vectors[saved.rows :], vectors)  # catch up with newer segments
-                return index
+
+            def load(index: VectorIndex) -> None:
+                """Read the saved file (checksum first), or rebuild when it is unusable."""
+                try:
+                    store.load_verified(self.path, saved, lambda src: index.load(src, saved.info))
+                    problem = index.check_against(saved.rows)
+                    if problem:
+                        raise CorruptionError(f"{saved.file}: {problem}")
+                except Exception as exc:  # derived data: rebuild rather than fail
+                    log.warning(
+                        "index file %s unusable (%s); rebuilding from segments", saved.file, exc
+                    )
+                    self._index_file_ok = False  # the next writer replaces it
+                    index.adopt(build_or_exact(spec, self.dim, vectors))
+                else:
+                    index.add(vectors[saved.rows :], vectors)  # catch up with newer segments
+
+            # Read on first need (an approximate search, a write), not here: see defer().
+            index.defer(saved.info, table.rows, load)
+            if os.environ.get("EMBEDSEARCH_EAGER_INDEX", "") not in ("", "0"):
+                index.load_deferred()
+            return index
         return build_or_exact(spec, self.dim, vectors)
 
     @staticmethod

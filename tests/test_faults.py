@@ -141,14 +141,13 @@ def test_damaged_index_file_is_never_loaded_and_is_rebuilt(
     real_read = faiss().read_index
     monkeypatch.setattr(faiss(), "read_index", lambda p, *a: read.append(p) or real_read(p, *a))
     with caplog.at_level(logging.WARNING):
-        col = embedsearch.open(col_path)
+        col = embedsearch.open(col_path)  # the index is read on first need (VectorIndex.defer)
+        assert {d.id: (d.text, d.metadata) for d in col.get(col.ids())} == expected
+        q = col.vectors([col.ids()[5]])[0]
+        approximate = [h.id for h in col.search(q, k=5, nprobe=16)]  # reads it: damaged
     assert read == [], "FAISS read a file whose checksum does not match the manifest"
     assert rel in caplog.text
-    assert {d.id: (d.text, d.metadata) for d in col.get(col.ids())} == expected
-    q = col.vectors([col.ids()[5]])[0]
-    assert [h.id for h in col.search(q, k=5, nprobe=16)] == [
-        h.id for h in col.search(q, k=5, exact=True)
-    ]
+    assert approximate == [h.id for h in col.search(q, k=5, exact=True)]
     col.close()
     report = verify(col_path)
     assert [(p.file, p.kind) for p in report.errors] == [(rel, "checksum")]

@@ -81,3 +81,39 @@ def test_writer_retrains_without_blocking_readers(home, small_policy, monkeypatc
     assert col._index is not old and col.info()["index"]["trained_for"] == 1700
     assert col.search(data[1650], k=1)[0].id == "d1650"
     col.close()
+
+
+def test_a_saved_index_is_read_on_first_need_not_at_open(tmp_path, monkeypatch):
+    """Open defers reading the saved index (VectorIndex.defer): info, explain and a search
+    whose filter makes the plan exact never read it; the first approximate search reads it
+    once; every answer equals those of an eagerly loaded handle."""
+    import embedsearch
+    from embedsearch.index import faiss
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(12_000, 384)).astype(np.float32)
+    col = embedsearch.open(tmp_path / "c", index="IVF64,SQ8")
+    col.add(
+        [f"t{i}" for i in range(12_000)],
+        ids=[f"i{i}" for i in range(12_000)],
+        vectors=v,
+        metadata=[{"cat": i % 100} for i in range(12_000)],
+    )
+    col.close()
+    read = []
+    real = faiss().read_index
+    monkeypatch.setattr(faiss(), "read_index", lambda p, *a: read.append(p) or real(p, *a))
+    q = rng.normal(size=(6, 384)).astype(np.float32)
+    lazy = embedsearch.open(tmp_path / "c")
+    assert lazy.info()["index"]["kind"] == "approximate" and read == []
+    assert lazy.explain(10, where={"cat": 7})["plan"] == "exact-filtered"
+    few = [[h.id for h in r] for r in lazy.batch_search(q, 10, where={"cat": 7})]
+    assert read == []  # a selective filter is answered exactly: nothing to read
+    many = [[h.id for h in r] for r in lazy.batch_search(q, 10)]
+    many_again = [[h.id for h in r] for r in lazy.batch_search(q, 10)]
+    assert len(read) == 1 and many == many_again
+    monkeypatch.setenv("EMBEDSEARCH_EAGER_INDEX", "1")
+    eager = embedsearch.open(tmp_path / "c")
+    assert len(read) == 2  # read at open
+    assert [[h.id for h in r] for r in eager.batch_search(q, 10, where={"cat": 7})] == few
+    assert [[h.id for h in r] for r in eager.batch_search(q, 10)] == many
