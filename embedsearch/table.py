@@ -66,7 +66,7 @@ def hash_strings(arr: pa.Array | Sequence[str]) -> np.ndarray:
     CLI call that looks up a few ids).
     """
     if not isinstance(arr, pa.Array):
-        encoded = [s.encode("utf-8") for s in arr]
+        encoded = [s.encode("utf-8", "surrogatepass") for s in arr]  # never stored: no match
         if not encoded:
             return np.zeros(0, dtype=np.uint64)
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
