@@ -124,6 +124,7 @@ def test_add_get_upsert_delete(home, encoder):
     assert col.search("volcanoes erupting", k=1)[0].id == "d5"
     assert col.delete(["d4"]) == 1
     assert "d4" not in col and len(col) == 4
+    assert "d\ud800" not in col and "" not in col  # ids that can never be stored: just absent
     assert "d4" not in {h.id for h in col.search("football championship", k=10)}
     with pytest.raises(DocumentNotFoundError):
         col.get(["d4"])
