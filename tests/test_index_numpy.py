@@ -1,0 +1,67 @@
+"""The numpy parts of index building (issue 19): k-means, cell assignment, vector checks.
+
+Each is checked against what FAISS (or the per-row code it replaces) computes itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedsearch.errors import InvalidInputError
+from embedsearch.index import VectorIndex, faiss, spherical_kmeans
+from embedsearch.validation import unit_rows, unit_vector
+
+
+def _clustered(n: int, dim: int = 64, centers: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, dim)).astype(np.float32)
+    x = c[rng.integers(0, centers, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_spherical_kmeans_is_as_good_as_faiss_kmeans() -> None:
+    x = _clustered(6000)
+    ours = spherical_kmeans(x, 64, niter=10, seed=1)
+    assert ours.shape == (64, 64) and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    km = faiss().Kmeans(64, 64, niter=10, spherical=True, seed=1, verbose=False)
+    km.train(x)
+    ours_fit = float(np.mean(np.max(x @ ours.T, axis=1)))
+    faiss_fit = float(np.mean(np.max(x @ km.centroids.T, axis=1)))
+    assert ours_fit >= faiss_fit - 0.01, (ours_fit, faiss_fit)
+    cells = np.argmax(x @ ours.T, axis=1)
+    assert np.bincount(cells, minlength=64).min() > 0  # empty cells were split
+
+
+def test_numpy_assignment_puts_rows_where_faiss_would() -> None:
+    x = _clustered(5000, dim=384, seed=2)
+    ours = VectorIndex("IVF32,SQ8", 384)
+    ours.build(x)  # numpy k-means, then rows added with numpy-computed cells
+    ivf = faiss().extract_index_ivf(ours._index)
+    _, want = ivf.quantizer.search(x, 1)  # FAISS's own assignment to the same centroids
+    sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)])
+    assert np.array_equal(sizes, np.bincount(want[:, 0], minlength=ivf.nlist))
+    theirs = faiss().index_factory(384, "IVF32,SQ8", faiss().METRIC_INNER_PRODUCT)
+    faiss().extract_index_ivf(theirs).quantizer.add(ivf.quantizer.reconstruct_n(0, ivf.nlist))
+    theirs.train(x)
+    theirs.add(x)  # FAISS's add path
+    q = x[:50]
+    p = faiss().SearchParametersIVF()
+    p.nprobe = 4
+    assert np.array_equal(ours._index.search(q, 10, params=p)[1], theirs.search(q, 10, params=p)[1])
+
+
+def test_unit_rows_matches_the_per_row_check() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 16)) * 1e30
+    x[7] = rng.standard_normal(16) * 1e-300  # tiny but not zero: scaled first, as per row
+    got = unit_rows(x, 16)
+    assert got.dtype == np.float32
+    assert np.array_equal(got, np.stack([unit_vector(r, 16) for r in x]))
+    for bad, msg in ((np.nan, "NaN"), (0.0, "zero vector")):
+        y = x.copy()
+        y[2999] = bad
+        with pytest.raises(InvalidInputError, match=rf"vectors\[2999\].*{msg}"):
+            unit_rows(y, 16)
+    with pytest.raises(InvalidInputError, match="16 dimensions"):
+        unit_rows(x[:, :8], 16)
