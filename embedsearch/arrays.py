@@ -50,19 +50,24 @@ def indices(values: np.ndarray | Sequence[int]) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), data.size, [None, pa.py_buffer(data)])
 
 
-def strings(items: Sequence[str]) -> pa.Array:
-    """A string Arrow array of ``items`` (no nulls)."""
-    encoded = [s.encode("utf-8") for s in items]
+def utf8(items: Sequence[str], errors: str = "strict") -> tuple[np.ndarray, bytes]:
+    """``(offsets, data)``: the UTF-8 bytes of ``items`` joined, and the int64 offsets of
+    each one in them (``len(items) + 1`` of them), as Arrow lays out a string column."""
+    encoded = [s.encode("utf-8", errors) for s in items]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    data = pa.py_buffer(b"".join(encoded))
+    return offsets, b"".join(encoded)
+
+
+def strings(items: Sequence[str]) -> pa.Array:
+    """A string Arrow array of ``items`` (no nulls)."""
+    offsets, joined = utf8(items)
+    data = pa.py_buffer(joined)
     if offsets[-1] < 2**31:
         return pa.Array.from_buffers(
-            pa.string(), len(encoded), [None, pa.py_buffer(offsets.astype(np.int32)), data]
+            pa.string(), len(items), [None, pa.py_buffer(offsets.astype(np.int32)), data]
         )
-    return pa.Array.from_buffers(
-        pa.large_string(), len(encoded), [None, pa.py_buffer(offsets), data]
-    )
+    return pa.Array.from_buffers(pa.large_string(), len(items), [None, pa.py_buffer(offsets), data])
 
 
 def _bits(buf: pa.Buffer, offset: int, n: int) -> np.ndarray:

@@ -388,13 +388,9 @@ class CollectionBase(ABC):
                 )
             seen.add(doc_id)
             meta_json = check_metadata(meta, f"metadata[{i}]")
-            unit = (
-                vec
-                if units is not None
-                else self.as_unit_vector(vec, f"vectors[{i}]")
-                if vectors is not None
-                else None
-            )
+            unit = vec  # already checked and normalised, or None (the model embeds it)
+            if units is None and vectors is not None:
+                unit = self.as_unit_vector(vec, f"vectors[{i}]")
             yield CheckedRow(text, doc_id, meta, meta_json, unit)
 
     def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:

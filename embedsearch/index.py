@@ -643,10 +643,8 @@ class VectorIndex:
             if centroids is None:
                 index.add(batch)
             else:  # each row's cell found in numpy (see _ASSIGN_BLOCK), then FAISS encodes it
-                for lo in range(0, batch.shape[0], _ASSIGN_BLOCK):
-                    part = batch[lo : lo + _ASSIGN_BLOCK]
-                    cells = np.ascontiguousarray(np.argmax(part @ centroids.T, axis=1), np.int64)
-                    index.add_core(part.shape[0], f.swig_ptr(part), None, f.swig_ptr(cells))
+                cells = _nearest(batch, centroids)
+                index.add_core(batch.shape[0], f.swig_ptr(batch), None, f.swig_ptr(cells))
             if self._gpu is not None:
                 self._gpu.add(batch)
 
@@ -1048,15 +1046,13 @@ def _numpy_coarse(ivf: Any) -> bool:
     return isinstance(quantizer, f.IndexFlat) and quantizer.metric_type == f.METRIC_INNER_PRODUCT
 
 
-def _nearest(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best centroid (inner product) of each row of ``x`` and its score, in blocks."""
+def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Best centroid (inner product) of each row of ``x``, as int64 (FAISS's ``idx_t``),
+    one matrix product per block of :data:`_ASSIGN_BLOCK` rows."""
     cells = np.empty(x.shape[0], dtype=np.int64)
-    best = np.empty(x.shape[0], dtype=np.float32)
     for lo in range(0, x.shape[0], _ASSIGN_BLOCK):
-        scores = x[lo : lo + _ASSIGN_BLOCK] @ centroids.T
-        cells[lo : lo + _ASSIGN_BLOCK] = idx = np.argmax(scores, axis=1)
-        best[lo : lo + _ASSIGN_BLOCK] = scores[np.arange(idx.size), idx]
-    return cells, best
+        cells[lo : lo + _ASSIGN_BLOCK] = np.argmax(x[lo : lo + _ASSIGN_BLOCK] @ centroids.T, axis=1)
+    return cells
 
 
 def spherical_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 1234) -> np.ndarray:
@@ -1073,7 +1069,7 @@ def spherical_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 1234) -> np.
     centroids = np.ascontiguousarray(x[rng.choice(n, size=k, replace=False)], dtype=np.float32)
     ones, rows = np.ones(n, dtype=np.float32), np.arange(n)
     for _ in range(niter):
-        cells, _ = _nearest(x, centroids)
+        cells = _nearest(x, centroids)
         # per-cell sums as a sparse one-hot product: 6x faster than sort + reduceat here
         sums = np.asarray(sparse.csr_matrix((ones, (cells, rows)), shape=(k, n)) @ x)
         counts = np.bincount(cells, minlength=k)

@@ -100,18 +100,26 @@ class FileRef:
         cls, obj: Any, where: str = "file", pattern: re.Pattern[str] = FILE_NAME_RE
     ) -> FileRef:
         obj = _obj(obj, where)
-        name = _str(obj, "file", where)
-        if not pattern.fullmatch(name):
-            raise ValueError(f"{where}.file {name[:80]!r} is not a file name of this collection")
-        sha = _str(obj, "sha256", where)
-        if not _SHA_RE.fullmatch(sha):
-            raise ValueError(f"{where}.sha256 is not a SHA-256 hex digest")
+        name, sha = _named_file(obj, where, pattern, "a file name of this collection")
         return cls(name, _int(obj, "rows", where), sha, _int(obj, "bytes", where))
 
     @classmethod
     def check(cls, obj: Any, where: str) -> None:
         """Raise ValueError unless ``obj`` is a well-formed file entry of a manifest."""
         cls.from_json(obj, where)
+
+
+def _named_file(
+    obj: dict[str, Any], where: str, pattern: re.Pattern[str], what: str
+) -> tuple[str, str]:
+    """The ``file`` (matching ``pattern``) and ``sha256`` of a manifest file entry."""
+    name = _str(obj, "file", where)
+    if not pattern.fullmatch(name):
+        raise ValueError(f"{where}.file {name[:80]!r} is not {what}")
+    sha = _str(obj, "sha256", where)
+    if not _SHA_RE.fullmatch(sha):
+        raise ValueError(f"{where}.sha256 is not a SHA-256 hex digest")
+    return name, sha
 
 
 @dataclass(frozen=True)
@@ -135,12 +143,7 @@ class VectorsRef:
     @classmethod
     def from_json(cls, obj: Any, where: str, rows: int, dim: int) -> VectorsRef:
         obj = _obj(obj, where)
-        name = _str(obj, "file", where)
-        if not VECTORS_RE.fullmatch(name):
-            raise ValueError(f"{where}.file {name[:80]!r} is not a vector file name")
-        sha = _str(obj, "sha256", where)
-        if not _SHA_RE.fullmatch(sha):
-            raise ValueError(f"{where}.sha256 is not a SHA-256 hex digest")
+        name, sha = _named_file(obj, where, VECTORS_RE, "a vector file name")
         size = _int(obj, "bytes", where)
         if size != rows * dim * 4:
             raise ValueError(f"{where}.bytes is {size}, not rows × dim × 4 = {rows * dim * 4}")

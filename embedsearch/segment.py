@@ -218,6 +218,14 @@ def _map(root: Path, name: str, size: int) -> mmap.mmap:
         os.close(fd)
 
 
+def _drop_pages(m: mmap.mmap, start: int, length: int) -> None:
+    """Unmap ``length`` bytes of ``m`` from ``start`` (page-aligned) from this process:
+    ``MADV_DONTNEED`` on a read-only file map; the page cache keeps the bytes."""
+    if hasattr(m, "madvise"):
+        with contextlib.suppress(OSError, ValueError):
+            m.madvise(mmap.MADV_DONTNEED, start, length)
+
+
 class MappedSegment:
     """A format-2 segment, memory-mapped at construction, verified lazily.
 
@@ -231,9 +239,6 @@ class MappedSegment:
         self._arrow_map = _map(root, ref.file, ref.bytes)
         self._vec_map = _map(root, ref.vectors.file, ref.vectors.bytes)
         self._matrix = np.frombuffer(self._vec_map, dtype="<f4").reshape(ref.rows, dim)
-        if hasattr(self._vec_map, "madvise"):  # rows are read a few at a time (shortlists):
-            with contextlib.suppress(OSError, ValueError):  # no read-ahead or fault-around
-                self._vec_map.madvise(mmap.MADV_RANDOM)
         self._block_rows = ref.vectors.block_rows
         nblocks = -(-ref.rows // self._block_rows)
         self._block_ok = np.full(nblocks, verified, dtype=bool)
@@ -272,9 +277,8 @@ class MappedSegment:
         """
         page = mmap.PAGESIZE
         start, end = -(-lo // page) * page, hi // page * page
-        if end > start and hasattr(self._vec_map, "madvise"):
-            with contextlib.suppress(OSError, ValueError):
-                self._vec_map.madvise(mmap.MADV_DONTNEED, start, end - start)
+        if end > start:
+            _drop_pages(self._vec_map, start, end - start)
 
     def vectors(self) -> np.ndarray:
         """The whole (rows, dim) matrix, a read-only view of the map (all blocks checked)."""
@@ -320,9 +324,8 @@ class MappedSegment:
                 raise ValueError("expected one record batch")
             batch = reader.get_batch(0)
             batch.validate(full=True)  # once per process: offsets in bounds, valid UTF-8
-            if hasattr(self._arrow_map, "madvise"):  # checking touched every page; reads
-                with contextlib.suppress(OSError, ValueError):  # need only a few of them
-                    self._arrow_map.madvise(mmap.MADV_DONTNEED)
+            # checking touched every page; reads need only a few of them
+            _drop_pages(self._arrow_map, 0, len(self._arrow_map))
         except (pa.ArrowException, ValueError, OSError) as exc:
             raise CorruptionError(f"{name} cannot be read as an Arrow segment ({exc}).") from exc
         schema = batch.schema

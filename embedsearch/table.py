@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .arrays import indices
+from .arrays import indices, utf8
 from .columns import KeyColumn, columns_from_json_array
 from .columns import Path as ColumnPath
 from .segment import Segment
@@ -66,12 +66,9 @@ def hash_strings(arr: pa.Array | Sequence[str]) -> np.ndarray:
     CLI call that looks up a few ids).
     """
     if not isinstance(arr, pa.Array):
-        encoded = [s.encode("utf-8", "surrogatepass") for s in arr]  # never stored: no match
-        if not encoded:
+        if not arr:
             return np.zeros(0, dtype=np.uint64)
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in encoded], out=offsets[1:])
-        joined = b"".join(encoded)
+        offsets, joined = utf8(arr, "surrogatepass")  # a lone surrogate is never stored
         data = np.frombuffer(joined, dtype=np.uint8).astype(np.uint64) if joined else None
         return _hash_bytes(offsets, data)
     arr = arr.cast(pa.string()) if arr.type != pa.string() else arr
