@@ -8,15 +8,20 @@ so reports a recall that queries from outside the collection never get.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from embedsearch.index import (
+    AUTO_FASTSCAN_ROWS,
+    EXACT_MAX_ROWS,
     NEAR_DUPLICATE,
     TARGET_RECALL,
     SearchOptions,
     VectorIndex,
     exact_search,
+    resolve_spec,
 )
 
 
@@ -101,7 +106,18 @@ def test_retraining_follows_the_size_trained_for_not_the_sample(monkeypatch, tmp
     assert fresh.info.recall_at_10 >= TARGET_RECALL
 
 
-def test_filtered_search_plans_keep_recall_at_every_selectivity() -> None:
+def test_auto_resolves_by_size_to_exact_then_sq8_then_fastscan_pq() -> None:
+    assert resolve_spec("auto", EXACT_MAX_ROWS, 384) == "Flat"
+    assert resolve_spec("auto", EXACT_MAX_ROWS + 1, 384).endswith(",SQ8")
+    assert resolve_spec("auto", AUTO_FASTSCAN_ROWS, 384) == "IVF2048,PQ96x4fs"
+    assert resolve_spec("auto", 1_000_000, 384) == "IVF4096,PQ96x4fs"
+    # a dimension PQ cannot split in 4-dimension sub-vectors keeps scalar codes
+    assert resolve_spec("auto", 1_000_000, 390) == "IVF4096,SQ8"
+    assert resolve_spec("IVF64,Flat", 1_000_000, 384) == "IVF64,Flat"
+
+
+@pytest.mark.parametrize("spec", ["IVF256,SQ8", "IVF256,PQ16x4fs"])
+def test_filtered_search_plans_keep_recall_at_every_selectivity(spec: str) -> None:
     """Few matching rows: exact over them; many: the selector inside FAISS, probes raised."""
     rng = np.random.default_rng(5)
     n, dim = 20_000, 32
@@ -110,7 +126,7 @@ def test_filtered_search_plans_keep_recall_at_every_selectivity() -> None:
         centers[rng.integers(0, 2000, n + 100)] + 0.08 * rng.normal(size=(n + 100, dim))
     )
     data, queries = everything[:n], everything[n:]  # held-out rows of the same clusters
-    vi = VectorIndex("IVF256,SQ8", dim)
+    vi = VectorIndex(spec, dim)
     vi.build(data)
     assert vi.info.nprobe is not None and vi.info.nprobe < 256
     cat = np.arange(n) % 1000
@@ -134,7 +150,11 @@ def test_filtered_search_plans_keep_recall_at_every_selectivity() -> None:
         )
     assert vi.plan(n, None, 10).kind == "approximate"
     assert vi.plan(n, 2, 10).kind == "exact-filtered"
-    # Many matching rows and a cheap probe: the filter goes inside FAISS, probes raised 1/share.
+    # Many matching rows and a cheap probe: the filter goes inside FAISS, probes raised by
+    # share ** -power, the power measured by tune() on this collection.
+    power = vi.info.filter_power
+    assert power is not None and 0 < power <= 2
     plan = vi.plan(n, n // 2, 10)
-    assert plan.kind == "approximate-filtered" and plan.nprobe == min(256, 2 * vi.info.nprobe)
+    want = min(256, math.ceil(vi.info.nprobe * 0.5**-power))
+    assert plan.kind == "approximate-filtered" and plan.nprobe == want > vi.info.nprobe
     assert vi.plan(n, n // 2, 10, SearchOptions(nprobe=3)).nprobe == 3  # the caller's knob wins
