@@ -285,34 +285,34 @@ def _op(col: KeyColumn, op: str, arg: Any) -> np.ndarray:
         else:
             cut = int(np.searchsorted(s, arg, side="right")) if len(s) else 0
         got = col.codes < cut if op in ("$lt", "$lte") else col.codes >= cut
-        return got & (col.kind == columns_mod.STRING)
-    return (col.kind == columns_mod.NUMBER) & _ORDER[op](col.num, arg)
+        return col.of_kind(columns_mod.STRING, got)
+    return col.of_kind(columns_mod.NUMBER, _ORDER[op](col.num, arg))
 
 
 def _isin(col: KeyColumn, values: list[Any]) -> np.ndarray:
     """Rows equal to one of ``values`` under :func:`_equal` (bool apart, 1 == 1.0)."""
     kind = col.kind
-    out = np.zeros(len(col), dtype=bool)
+    parts: list[np.ndarray] = []
     if any(v is None for v in values):
-        out |= kind == columns_mod.NULL
+        parts.append(kind == columns_mod.NULL)
     bools = [float(v) for v in values if isinstance(v, bool)]
     if bools:
-        out |= (kind == columns_mod.BOOL) & _num_in(col.num, bools)
+        parts.append(col.of_kind(columns_mod.BOOL, _num_in(col.num, bools)))
     nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     exact = [float(v) for v in nums if not isinstance(v, int) or abs(v) <= 2**53]
     if exact:
-        out |= (kind == columns_mod.NUMBER) & _num_in(col.num, exact)
+        parts.append(col.of_kind(columns_mod.NUMBER, _num_in(col.num, exact)))
     strs = [v for v in values if isinstance(v, str)]
     if strs and len(col.strings):
         at = np.searchsorted(col.strings, strs)
         hit = [int(i) for i, v in zip(at, strs) if i < len(col.strings) and col.strings[i] == v]
-        if 0 < len(hit) <= 8:  # a few comparisons beat a gather at 1M rows
-            out |= _any(col.codes == h for h in hit)
+        if 0 < len(hit) <= 8:  # a few comparisons beat a gather at 1M rows (codes < 0:
+            parts.append(_any(col.codes == h for h in hit))  # not a string, never a hit)
         elif hit:
             table = np.zeros(len(col.strings) + 1, dtype=bool)  # code -1 reads the last: False
             table[hit] = True
-            out |= table[col.codes]
-    return out
+            parts.append(table[col.codes])
+    return _any(parts) if parts else np.zeros(len(col), dtype=bool)
 
 
 def _num_in(num: np.ndarray, values: list[float]) -> np.ndarray:

@@ -938,7 +938,7 @@ class VectorIndex:
         f = faiss()
         bitmap = sel = None
         if live is not None:
-            bitmap = np.packbits(live.astype(bool), bitorder="little")
+            bitmap = np.packbits(live.astype(bool, copy=False), bitorder="little")
             sel = f.IDSelectorBitmap(len(live), f.swig_ptr(bitmap))
         base = self._unwrap(self._index)
         if knobs.nprobe and isinstance(base, f.IndexIVF):

@@ -44,10 +44,11 @@ from .segment import Segment
 from .validation import clip_metadata
 
 #: A :meth:`Table.take` of at most this many rows (a re-rank shortlist, hits being
-#: hydrated) drops the vector pages it mapped once the rows are copied out: without this,
-#: RSS grew by ~6 MB a query at 1M rows (page-fault read-around), toward the whole vector
-#: file. Larger takes (exact search over a filter's rows) keep them: they come back soon,
-#: and 105,000 madvise calls cost 1.4 s of 100 queries with a 1 % filter at 1M.
+#: hydrated) leaves no vector page mapped: the rows are read with ``pread``
+#: (``MappedSegment._pread``). Without this, RSS grew by ~6 MB a query at 1M rows (the
+#: kernel maps 64 KB around each faulting page), toward the whole vector file. Larger takes
+#: (exact search over a filter's rows) copy from the map and keep the pages: they come back
+#: soon, and dropping them cost 1.4 s of 100 queries with a 1 % filter at 1M.
 RELEASE_AFTER_TAKE = 1024
 
 #: Key paths whose typed columns a table keeps (each ~13 bytes a row).
@@ -355,13 +356,12 @@ class Table:
         out: list[Any] = [None] * positions.size
         for s, idx, local in self._groups(positions):
             seg = self._segments[s]
-            arr = {"id": seg.ids, "text": seg.texts, "metadata": seg.metadata_json}[column]()
-            # A few hits: index the array (``take`` imports pyarrow.compute, ~1 s cold).
-            vals = (
-                [arr[i].as_py() for i in local.tolist()]
-                if local.size <= 256
-                else arr.take(indices(local)).to_pylist()
-            )
+            which = ("id", "text", "metadata").index(column)
+            if local.size <= 256:  # a few hits: read them alone (see MappedSegment.strings)
+                vals = seg.strings(which, local)
+            else:  # (``take`` imports pyarrow.compute, ~1 s cold: only for many rows)
+                arr = (seg.ids, seg.texts, seg.metadata_json)[which]()
+                vals = arr.take(indices(local)).to_pylist()
             for i, v in zip(idx.tolist(), vals):
                 out[i] = v
         return out
@@ -488,6 +488,7 @@ def _segment_columns(seg: Segment, paths: Sequence[ColumnPath]) -> dict[ColumnPa
             out[p] = _absent(seg.rows)  # no row of this segment has the key
     if parse:
         out.update(columns_from_json_array(seg.metadata_json(), parse))
+    seg.release_columns()  # the columns are copied out: unmap the Arrow pages read for them
     return out
 
 

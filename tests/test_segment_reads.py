@@ -1,0 +1,75 @@
+"""Small reads of a memory-mapped segment go through ``pread``, not the map.
+
+A touch of a mapped page maps the whole page-cache folio around it (up to 2 MB with large
+folios), so hits' strings, re-rank shortlists and block checksums are read with ``pread``
+(``MappedSegment._reader``). These tests check that those reads return exactly what the
+Arrow columns and the vector matrix hold (nulls, multi-byte UTF-8, empty strings, any row
+order), that a segment whose file was unlinked meanwhile (a compaction) still reads through
+its map, and that damaged bytes are still refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedsearch.errors import CorruptionError
+from embedsearch.segment import MappedSegment, write_segment
+
+DIM = 8
+
+
+def _segment(tmp_path: Path, rows: int = 700) -> tuple[MappedSegment, list, list, list, np.ndarray]:
+    rng = np.random.default_rng(3)
+    ids = [f"id-{i}" for i in range(rows)]
+    texts = ["" if i % 11 == 0 else f"text {i} — ünïcödé ✓ {'x' * (i % 50)}" for i in range(rows)]
+    metas = [None if i % 3 == 0 else f'{{"n": {i}}}' for i in range(rows)]
+    vectors = rng.normal(size=(rows, DIM)).astype(np.float32)
+    (tmp_path / "segments").mkdir(exist_ok=True)
+    ref = write_segment(tmp_path, ids, texts, metas, vectors)
+    return MappedSegment(tmp_path, ref, DIM), ids, texts, metas, vectors
+
+
+def test_small_reads_return_what_the_columns_and_matrix_hold(tmp_path: Path) -> None:
+    seg, ids, texts, metas, vectors = _segment(tmp_path)
+    rows = np.array([699, 0, 5, 3, 3, 300, 11, 1, 698])
+    assert seg.strings(0, rows) == [ids[i] for i in rows]
+    assert seg.strings(1, rows) == [texts[i] for i in rows]
+    got = seg.strings(2, rows)
+    assert got == [metas[i] for i in rows]
+    assert got[1] is None and got[3] is None  # rows 0 and 3 hold no metadata (a null)
+    # the same values the Arrow column hands out
+    assert seg.strings(1, rows) == [seg.texts()[int(i)].as_py() for i in rows]
+    small = seg.take(rows, release=True)  # read with pread
+    assert small.dtype == np.float32 and np.array_equal(small, vectors[rows])
+    assert np.array_equal(seg.take(rows), vectors[rows])  # through the map
+    assert seg._reader() is not None and seg._reader(seg.ref.file) is not None
+
+
+def test_a_segment_unlinked_meanwhile_still_reads_through_its_map(tmp_path: Path) -> None:
+    seg, ids, texts, _, vectors = _segment(tmp_path)
+    assert seg.ref.vectors is not None
+    os.unlink(tmp_path / seg.ref.file)
+    os.unlink(tmp_path / seg.ref.vectors.file)
+    rows = np.array([4, 2, 600])
+    assert seg.strings(1, rows) == [texts[i] for i in rows]
+    assert np.array_equal(seg.take(rows, release=True), vectors[rows])
+    assert seg._reader() is None and seg._reader(seg.ref.file) is None
+
+
+def test_a_damaged_vector_block_is_refused_on_a_small_read(tmp_path: Path) -> None:
+    seg, *_ = _segment(tmp_path)
+    assert seg.ref.vectors is not None
+    path = tmp_path / seg.ref.vectors.file
+    with open(path, "r+b") as fh:  # flip a byte of row 260 (second checksum block)
+        fh.seek(260 * DIM * 4 + 1)
+        byte = fh.read(1)
+        fh.seek(260 * DIM * 4 + 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    fresh = MappedSegment(tmp_path, seg.ref, DIM)
+    assert np.array_equal(fresh.take(np.array([1, 2]), release=True), seg.take(np.array([1, 2])))
+    with pytest.raises(CorruptionError, match="fails its checksum"):
+        fresh.take(np.array([260]), release=True)
