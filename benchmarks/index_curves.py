@@ -43,7 +43,7 @@ from vectors import BASE_BACKEND, CACHE, DEFAULT_SIGMA, vector_set  # noqa: E402
 K = 10
 NONE_RERANK = K  # shortlist = top-k: re-ranking cannot change the set (recall of the index alone)
 TARGET_RECALL = 0.95
-TARGET_SPEEDUP = 100.0
+TARGET_SPEEDUP = 200.0  # issue 19, item 7 (the first round's target was 100x)
 TARGET_BYTES = 512.0
 TARGET_BUILD_S = 120.0
 
@@ -354,13 +354,15 @@ def plot(points: list[dict[str, Any]], n: int, path: Path) -> None:
             ),
         )
         ax.set_xticks([0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999])
-        ax.set_xlim(0.45, 1.0)
+        low = min([0.45] + [p["recall"] * 0.95 for p in pts if p["recall"] > 0])
+        ax.set_xlim(low, 1.0)  # no point drawn on the axis edge (no-re-rank PQ sits < 0.45)
         ax.set_yscale("log")
         ax.set_xlabel("recall@10 vs exact (numbers: nprobe / efSearch)")
         ax.set_ylabel("queries / s")
         ax.set_title(f"{n:,} vectors, {title}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower left")
+    for ax in axes:  # each panel has its own lines (the target line is on the single one)
+        ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(
         "embedsearch VectorIndex on real MiniLM embeddings extended with noise "
         "(dotted: no re-ranking; solid: exact re-ranking of the shortlist)",

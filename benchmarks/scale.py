@@ -538,6 +538,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     runs = [r for r in results["runs"].values() if "error" not in r and "unfiltered" in r]
     sizes = sorted({r["n"] for r in runs})
@@ -554,6 +555,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
             ax.set_title(f"{n:,} documents: {title}")
         row_ax[0].set_yscale("log")
+        row_ax[0].yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        row_ax[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        row_ax[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        row_ax[0].axhline(5, color="k", lw=0.8, ls="--")  # the filtered p50 target
+        row_ax[0].text(len(labels) - 0.5, 5, "5 ms target", va="bottom", ha="right", fontsize=8)
         row_ax[1].set_ylim(0, 1.05)
         row_ax[1].axhline(0.95, color="k", lw=0.8, ls="--")
     names = sorted({r["engine"] for r in runs}, key=list(ENGINES).index)

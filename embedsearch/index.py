@@ -182,14 +182,16 @@ def resolve_spec(spec: str, n: int, dim: int | None = None) -> str:
     Up to :data:`EXACT_MAX_ROWS` rows: exact search. Then IVF with 8-bit scalar codes (388 B
     per 384-d vector). From :data:`AUTO_FASTSCAN_ROWS` rows: IVF with 4-bit product codes
     scanned by FAISS's SIMD fast-scan kernels, one sub-quantizer per 4 dimensions (48 B per
-    384-d vector), every shortlist re-ranked with the stored float32 vectors (read through
-    the memory map, not held in RAM). See :data:`AUTO_FASTSCAN_ROWS` for the measurements.
+    384-d vector), every shortlist re-ranked with the stored float32 vectors (read from the
+    segment files, not held in RAM). See :data:`AUTO_FASTSCAN_ROWS` for the measurements.
+    When FAISS sees a GPU, SQ8 stays: it has no GPU version of fast-scan codes.
     """
     if spec != "auto":
         return spec
     if n <= EXACT_MAX_ROWS:
         return "Flat"
-    if n >= AUTO_FASTSCAN_ROWS and dim is not None and dim % 4 == 0:
+    # FAISS has no GPU version of fast-scan codes: with a GPU, SQ8 (it moves there)
+    if n >= AUTO_FASTSCAN_ROWS and dim is not None and dim % 4 == 0 and not gpu_count():
         return f"IVF{auto_nlist(n)},PQ{dim // 4}x4fs"
     return f"IVF{auto_nlist(n)},SQ8"
 
@@ -1022,8 +1024,9 @@ class VectorIndex:
         if gpu_count() == 0 or self._index is None or self.info.rows == 0:
             return
         f = faiss()
-        if isinstance(self._unwrap(self._index), f.IndexHNSW):
-            return  # FAISS has no GPU HNSW: stays on CPU by design
+        base = self._unwrap(self._index)
+        if isinstance(base, (f.IndexHNSW, f.IndexIVFFastScan)):
+            return  # FAISS has no GPU HNSW or fast-scan codes: stays on CPU by design
         try:
             res = f.StandardGpuResources()
             gpu = f.index_cpu_to_gpu(res, 0, self._index)
