@@ -33,7 +33,6 @@ import os
 import threading
 import uuid
 import weakref
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import durable
+from .checksums import crc32
 from .errors import CorruptionError, UnsafeFileError
 from .manifest import SEGMENTS_DIR, SegmentRef, VectorsRef
 
@@ -152,7 +152,7 @@ def block_crcs(matrix: np.ndarray, block_rows: int = BLOCK_ROWS) -> str:
     flat = memoryview(matrix).cast("B")
     step = block_rows * matrix.shape[1] * 4
     blocks = -(-matrix.shape[0] // block_rows)
-    return "".join(f"{zlib.crc32(flat[b * step : (b + 1) * step]):08x}" for b in range(blocks))
+    return "".join(f"{crc32(flat[b * step : (b + 1) * step]):08x}" for b in range(blocks))
 
 
 def write_segment(
@@ -186,7 +186,7 @@ def write_segment(
         rows=len(ids),
         sha256=arrow_sha,
         bytes=arrow_size,
-        crc32=f"{zlib.crc32(memoryview(arrow)):08x}",
+        crc32=f"{crc32(memoryview(arrow)):08x}",
         vectors=vref,
     )
 
@@ -268,9 +268,9 @@ class MappedSegment:
             want = int(vref.crc32[8 * b : 8 * b + 8], 16)
             if fd is not None and buf is not None:  # a few blocks: read, not mapped
                 size = os.preadv(fd, [buf], b * step)
-                got = zlib.crc32(memoryview(buf)[:size])
+                got = crc32(memoryview(buf)[:size])
             else:
-                got = zlib.crc32(flat[b * step : (b + 1) * step])
+                got = crc32(flat[b * step : (b + 1) * step])
             if got != want:
                 self._unmap_pages(b * step, min((b + 1) * step, len(flat)))
                 raise CorruptionError(
@@ -387,7 +387,7 @@ class MappedSegment:
 
     def _open_batch(self) -> pa.RecordBatch:
         name = self.ref.file
-        if not self._verified_arrow and f"{zlib.crc32(self._arrow_map):08x}" != self.ref.crc32:
+        if not self._verified_arrow and f"{crc32(self._arrow_map):08x}" != self.ref.crc32:
             raise CorruptionError(
                 f"{name} fails its checksum (the file was changed or damaged); run "
                 "`embedsearch verify` for details and `embedsearch repair` to quarantine it."

@@ -34,7 +34,6 @@ import os
 import re
 import socket
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import durable
+from .checksums import crc32
 from .durable import raise_storage_error, sha256_file
 from .errors import (
     CorruptionError,
@@ -92,14 +92,14 @@ def file_checksums(path: Path) -> tuple[str, str]:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-            crc = zlib.crc32(block, crc)
+            crc = crc32(block, crc)
     return digest.hexdigest(), f"{crc:08x}"
 
 
 def _crc32(fh: IO[bytes]) -> str:
     crc = 0
     for block in iter(lambda: fh.read(1 << 20), b""):
-        crc = zlib.crc32(block, crc)
+        crc = crc32(block, crc)
     return f"{crc:08x}"
 
 

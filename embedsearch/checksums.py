@@ -1,0 +1,27 @@
+"""CRC-32 (the zlib polynomial) at memory speed.
+
+Every segment block, Arrow file and format-2 index file carries a CRC-32 that a process
+checks on first touch (``segment``, ``store``). zlib's implementation runs at 1.5-2.3 GB/s
+here, so a re-rank of 256 rows touching 256 unchecked 384 KB blocks spent ~30 ms a query
+on checksums at 5M rows. ISA-L's (python-isal, the same polynomial and results) runs at
+~37 GB/s on this machine; zlib stays the fallback where the wheel is missing.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+try:  # pragma: no branch - which one is installed is the environment's choice
+    from isal.isal_zlib import crc32 as _fast
+except ImportError:  # pragma: no cover
+    _fast = None
+
+_crc: Callable[[Any, int], int] = _fast if _fast is not None else zlib.crc32
+
+
+def crc32(data: Any, value: int = 0) -> int:
+    """CRC-32 of ``data`` (any bytes-like object), continuing from ``value``; equal to
+    ``zlib.crc32(data, value)``."""
+    return _crc(data, value)

@@ -1,0 +1,38 @@
+"""``checksums.crc32`` is zlib's CRC-32, whichever implementation runs it."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from embedsearch import checksums
+
+
+def test_crc32_equals_zlib_on_every_kind_of_buffer(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    blobs = [b"", b"a", os.urandom(1), os.urandom(4095), os.urandom(384 * 1024 + 7)]
+    for blob in blobs:
+        assert checksums.crc32(blob) == zlib.crc32(blob)
+        assert checksums.crc32(memoryview(blob)) == zlib.crc32(blob)
+        assert checksums.crc32(bytearray(blob)) == zlib.crc32(blob)
+    # continued from a value, as files are checksummed block by block
+    head, tail = blobs[-1][:1000], blobs[-1][1000:]
+    assert checksums.crc32(tail, checksums.crc32(head)) == zlib.crc32(blobs[-1])
+    # a numpy matrix's bytes and a read-only map of a file, as segments hand them over
+    matrix = rng.normal(size=(300, 8)).astype(np.float32)
+    flat = memoryview(matrix).cast("B")
+    assert checksums.crc32(flat[96:4000]) == zlib.crc32(flat[96:4000])
+    path = tmp_path / "f"
+    path.write_bytes(blobs[-1])
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert checksums.crc32(m) == zlib.crc32(blobs[-1])
+        assert checksums.crc32(memoryview(m)[5:70000]) == zlib.crc32(blobs[-1][5:70000])
+
+
+def test_the_fast_implementation_is_installed() -> None:
+    # isal is a dependency: without it first-touch checks run ~20x slower (see the module)
+    assert checksums._fast is not None
