@@ -43,13 +43,12 @@ from .columns import Path as ColumnPath
 from .segment import Segment
 from .validation import clip_metadata
 
-#: A :meth:`Table.take` of at most this many rows (a re-rank shortlist, hits being
-#: hydrated) leaves no vector page mapped: the rows are read with ``pread``
-#: (``MappedSegment._pread``). Without this, RSS grew by ~6 MB a query at 1M rows (the
-#: kernel maps 64 KB around each faulting page), toward the whole vector file. Larger takes
-#: (exact search over a filter's rows) copy from the map and keep the pages: they come back
-#: soon, and dropping them cost 1.4 s of 100 queries with a 1 % filter at 1M.
-RELEASE_AFTER_TAKE = 1024
+#: A :meth:`Table.take` of at most this many rows (a re-rank shortlist, hits being hydrated,
+#: a selective filter's rows) leaves no vector page mapped (``MappedSegment.take`` with
+#: ``release``: ``pread`` or one ``madvise`` per segment). Without this, RSS grew by ~6 MB a
+#: query at 1M rows, and with large page-cache folios by up to 2 MB a touched row. Larger
+#: takes keep their pages: a gather that big comes back soon.
+RELEASE_AFTER_TAKE = 65_536
 
 #: Key paths whose typed columns a table keeps (each ~13 bytes a row).
 MAX_CACHED_PATHS = 32

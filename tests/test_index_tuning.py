@@ -158,3 +158,27 @@ def test_filtered_search_plans_keep_recall_at_every_selectivity(spec: str) -> No
     want = min(256, math.ceil(vi.info.nprobe * 0.5**-power))
     assert plan.kind == "approximate-filtered" and plan.nprobe == want > vi.info.nprobe
     assert vi.plan(n, n // 2, 10, SearchOptions(nprobe=3)).nprobe == 3  # the caller's knob wins
+
+
+def test_auto_falls_back_to_sq8_where_fast_scan_pq_cannot_reach_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Structureless vectors defeat 4-bit PQ (8 sub-quantizers over 32 dims): ``auto`` then
+    builds SQ8 codes, which reach the target; clustered vectors keep the fast-scan codes."""
+    import embedsearch.index as index_mod
+
+    monkeypatch.setattr(index_mod, "EXACT_MAX_ROWS", 1_000)
+    monkeypatch.setattr(index_mod, "AUTO_FASTSCAN_ROWS", 1_000)
+    rng = np.random.default_rng(11)
+    n, dim = 12_000, 32
+    noise = _unit(rng.normal(size=(n, dim)))
+    vi = VectorIndex("auto", dim)
+    vi.build(noise)
+    assert vi.info.extra.get("fallback_from", "").endswith("PQ8x4fs")
+    assert vi.info.resolved.endswith(",SQ8") and vi.info.recall_at_10 >= TARGET_RECALL
+    assert vi.info.to_json()["fallback_from"] == vi.info.extra["fallback_from"]
+    centers = _unit(rng.normal(size=(200, dim)))
+    clustered = _unit(centers[rng.integers(0, 200, n)] + 0.1 * rng.normal(size=(n, dim)))
+    vj = VectorIndex("auto", dim)
+    vj.build(clustered)
+    assert vj.info.resolved.endswith("x4fs") and "fallback_from" not in vj.info.extra, vj.info
