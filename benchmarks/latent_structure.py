@@ -139,6 +139,16 @@ def topics_part(
             "seconds": round(ours_s, 1),
             "top_labels": [f"{tp.size}: {tp.label}" for tp in res.levels[0].topics],
         }
+        # the top level again with seeds 1 and 2: k-means leaves vary, and so does the V
+        again = [
+            build_topics(ids, v, lambda r, texts=texts: [texts[i] for i in r], levels=1, seed=s)
+            for s in (1, 2)
+        ]
+        ours["k_seeds_0_1_2"] = [res.levels[0].k] + [a.levels[0].k for a in again]
+        ours["V_seeds_0_1_2"] = [ours["V"]] + [
+            round(vm(labels, a.levels[0].labels), 4) for a in again
+        ]
+        ours["V_mean_3_seeds"] = round(float(np.mean(ours["V_seeds_0_1_2"])), 4)
         for variant in ("defaults", "stop words"):
             key = f"{name} / BERTopic {variant}"
             if reuse and key in reuse:  # an earlier run's BERTopic row (same data, same vectors)
@@ -192,8 +202,8 @@ def topics_part(
                 flush=True,
             )
     out["topics"] = rows
-    cols = ["corpus", "system", "top_k", "V", "ARI", "compared_level_k", "NPMI", "diversity",
-            "unassigned", "seconds"]  # fmt: skip
+    cols = ["corpus", "system", "top_k", "V", "ARI", "V_mean_3_seeds", "compared_level_k", "NPMI",
+            "diversity", "unassigned", "seconds"]  # fmt: skip
     md = table(rows, cols)
     md += "\n\n" + "\n".join(
         f"- {r['corpus']} / {r['system']}: " + "; ".join(r["top_labels"][:8])

@@ -166,3 +166,36 @@ def test_direction_errors(demo_col) -> None:
         demo_col.direction(["cats"], ["cats"], refine=0)
     with pytest.raises(InvalidInputError, match="end"):
         demo_col.along(np.ones(demo_col.dim), end="up")
+
+
+def test_smoothing_is_repeated_neighbour_means_and_pulls_groups_together() -> None:
+    import faiss
+
+    from embedsearch.latent.topics import SMOOTH_ROUNDS, smooth
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 24))
+    group = rng.integers(0, 3, 400)
+    x = centres[group] + rng.normal(scale=1.5, size=(400, 24))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    u = smooth(x, neighbors=7, rounds=3)
+    # the same as three rounds of "unit mean of the 7 nearest (itself included)", done by hand
+    index = faiss.IndexFlatIP(24)
+    index.add(x)
+    _, pos = index.search(x, 7)
+    ref = x.astype(np.float64)
+    for _ in range(3):
+        ref = ref[pos].mean(axis=1)
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    np.testing.assert_allclose(u, ref, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, atol=1e-5)
+
+    def within(v: np.ndarray) -> float:  # mean cosine of a document to its group's other members
+        sims = v @ v.T
+        same = (group[:, None] == group[None, :]) & ~np.eye(len(v), dtype=bool)
+        return float(sims[same].mean())
+
+    assert within(smooth(x)) > within(u) > within(x) + 0.1  # more rounds, tighter groups
+    assert SMOOTH_ROUNDS > 3  # the default (used above) is more rounds than ``u``'s three
+    small = x[:5]
+    assert smooth(small, neighbors=7) is small  # no more documents than neighbours: unchanged
