@@ -199,3 +199,32 @@ def test_smoothing_is_repeated_neighbour_means_and_pulls_groups_together() -> No
     assert SMOOTH_ROUNDS > 3  # the default (used above) is more rounds than ``u``'s three
     small = x[:5]
     assert smooth(small, neighbors=7) is small  # no more documents than neighbours: unchanged
+
+
+def _two_by_two(sep: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """400 vectors: 2 groups of 2 sub-groups (``sep`` apart), 8 given leaves, their tree."""
+    rng = np.random.default_rng(0)
+    sup = rng.normal(size=(2, 32))
+    sub = sup[[0, 0, 1, 1]] + rng.normal(size=(4, 32)) * sep
+    group = np.repeat(np.arange(4), 100)
+    x = sub[group] + rng.normal(size=(400, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    leaf = group * 2 + np.arange(400) % 2
+    means = np.zeros((8, 32))
+    np.add.at(means, leaf, x)
+    sizes = np.bincount(leaf).astype(np.float64)
+    return x, leaf, ward_tree(means / sizes[:, None], sizes)
+
+
+def test_top_level_takes_the_fewest_topics_within_the_tolerance_of_the_best() -> None:
+    from embedsearch.latent.topics import TOP_TOLERANCE, choose_top
+
+    # sub-groups barely apart: 3 topics score a hair above 2, a tie within the tolerance
+    k, scores = choose_top(*_two_by_two(1.0), k_max=6)
+    best = max(scores, key=scores.get)
+    assert best == 3 and scores[2] >= (1 - TOP_TOLERANCE) * scores[3]
+    assert k == 2
+    # sub-groups clearly apart: 4 topics win by far more than the tolerance and are taken
+    k, scores = choose_top(*_two_by_two(2.0), k_max=6)
+    assert k == 4 == max(scores, key=scores.get)
+    assert scores[3] < (1 - TOP_TOLERANCE) * scores[4]
