@@ -19,9 +19,12 @@ Parts (``--parts``, default all):
   (the 100k set repeats headlines with a seeded shuffle; repeats are exact duplicates, which
   only makes isolation harder to see), precision@k (k = the planted count) of
   ``outlier_scores`` and the seconds.
-* ``maps`` — trustworthiness (scikit-learn, k = 10) and seconds of PCA, UMAP, PaCMAP and
-  openTSNE on 10,000 headlines; seconds alone at 100,000 (trustworthiness needs all pairwise
-  distances: 80 GB at 100k).
+* ``maps`` — trustworthiness (scikit-learn, k = 10, cosine) and seconds of each projection
+  in ``--map-methods`` (default ``pca,tsne``: what ``col.map``'s ``auto`` chooses between;
+  ``umap`` and ``pacmap`` may be added) at each headline count in ``--map-sizes`` (default
+  2,000, 5,000, 10,000), through :func:`embedsearch.latent.maps.project` (the code a map
+  runs: openTSNE on all cores); ``--big-maps`` adds seconds alone at 100,000
+  (trustworthiness needs all pairwise distances: 80 GB at 100k).
 
 Usage::
 
@@ -136,6 +139,16 @@ def topics_part(
             "seconds": round(ours_s, 1),
             "top_labels": [f"{tp.size}: {tp.label}" for tp in res.levels[0].topics],
         }
+        # the top level again with seeds 1 and 2: k-means leaves vary, and so does the V
+        again = [
+            build_topics(ids, v, lambda r, texts=texts: [texts[i] for i in r], levels=1, seed=s)
+            for s in (1, 2)
+        ]
+        ours["k_seeds_0_1_2"] = [res.levels[0].k] + [a.levels[0].k for a in again]
+        ours["V_seeds_0_1_2"] = [ours["V"]] + [
+            round(vm(labels, a.levels[0].labels), 4) for a in again
+        ]
+        ours["V_mean_3_seeds"] = round(float(np.mean(ours["V_seeds_0_1_2"])), 4)
         for variant in ("defaults", "stop words"):
             key = f"{name} / BERTopic {variant}"
             if reuse and key in reuse:  # an earlier run's BERTopic row (same data, same vectors)
@@ -189,8 +202,8 @@ def topics_part(
                 flush=True,
             )
     out["topics"] = rows
-    cols = ["corpus", "system", "top_k", "V", "ARI", "compared_level_k", "NPMI", "diversity",
-            "unassigned", "seconds"]  # fmt: skip
+    cols = ["corpus", "system", "top_k", "V", "ARI", "V_mean_3_seeds", "compared_level_k", "NPMI",
+            "diversity", "unassigned", "seconds"]  # fmt: skip
     md = table(rows, cols)
     md += "\n\n" + "\n".join(
         f"- {r['corpus']} / {r['system']}: " + "; ".join(r["top_labels"][:8])
@@ -346,52 +359,47 @@ def outliers_part(data: Path, cache: Path | None, out: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- maps
-def maps_part(data: Path, cache: Path | None, out: dict[str, Any], big: bool) -> str:
+def maps_part(
+    data: Path,
+    cache: Path | None,
+    out: dict[str, Any],
+    big: bool,
+    sizes: tuple[int, ...] = (2000, 5000, 10_000),
+    methods: tuple[str, ...] = ("pca", "tsne"),
+) -> str:
+    """Trustworthiness@10 and seconds per projection and size, on seeded headline samples."""
     from sklearn.manifold import trustworthiness
+
+    from embedsearch.latent.maps import AUTO_NONLINEAR_MAX, check_method, project
 
     texts, _ = corpora(data)["hl"]
     hl = vectors("hl", texts, cache)
     rng = np.random.default_rng(0)
     rows = []
-    for n in (10_000, 100_000) if big else (10_000,):
+    for n in (*sizes, 100_000) if big else sizes:
         x = hl[rng.choice(len(hl), n, replace=n > len(hl))]
         if n > len(hl):  # repeats would be exact duplicates: jitter them a little
             x = x + rng.normal(scale=0.01, size=x.shape).astype(np.float32)
             x /= np.linalg.norm(x, axis=1, keepdims=True)
-        for method in ("pca", "umap", "pacmap", "opentsne"):
-            if n > 10_000 and method in ("umap", "opentsne"):
+        for method in methods:
+            if n > 10_000 and method in ("umap", "tsne"):
                 continue
             t = time.perf_counter()
-            y = project(x, method)
+            y, _ = project(x, method, seed=0)
             secs = time.perf_counter() - t
             tw = (
                 float(trustworthiness(x, y, n_neighbors=10, metric="cosine"))
                 if n <= 10_000
                 else None
             )
-            rows.append({"points": n, "method": method, "trustworthiness@10": None if tw is None else round(tw, 4),
-                         "seconds": round(secs, 1)})  # fmt: skip
+            rows.append({"points": n, "method": method,
+                         "auto_chooses": check_method("auto", n) == method,
+                         "trustworthiness@10": None if tw is None else round(tw, 4),
+                         "seconds": round(secs, 1), "load_average": round(os.getloadavg()[0], 1)})  # fmt: skip
             print(rows[-1], flush=True)
     out["maps"] = rows
-    return table(rows, ["points", "method", "trustworthiness@10", "seconds"])
-
-
-def project(x: np.ndarray, method: str) -> np.ndarray:
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(2, random_state=0).fit_transform(x)
-    if method == "umap":
-        from umap import UMAP
-
-        return UMAP(n_components=2, metric="cosine", random_state=0).fit_transform(x)
-    if method == "pacmap":
-        import pacmap
-
-        return pacmap.PaCMAP(n_components=2, random_state=0).fit_transform(x)
-    from openTSNE import TSNE
-
-    return np.asarray(TSNE(metric="cosine", n_jobs=2, random_state=0).fit(x))
+    out["auto_nonlinear_max"] = AUTO_NONLINEAR_MAX
+    return table(rows, ["points", "method", "auto_chooses", "trustworthiness@10", "seconds"])
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -433,6 +441,8 @@ def main() -> int:
     p.add_argument("--bertopic-from", type=Path, default=None,
                    help="reuse the BERTopic runs stored in an earlier result JSON (same data)")  # fmt: skip
     p.add_argument("--big-maps", action="store_true", help="also time maps at 100,000 points")
+    p.add_argument("--map-sizes", default="2000,5000,10000", help="points per map measured")
+    p.add_argument("--map-methods", default="pca,tsne", help="of pca, tsne, umap, pacmap")
     args = p.parse_args()
     import torch  # noqa: F401 - torch before faiss: their OpenMP runtimes contend otherwise
 
@@ -471,7 +481,12 @@ def main() -> int:
         md += ["### Maps drawn by col.map", pictures_part(args.data, args.cache, out)]
         print(md[-1], flush=True)
     if "maps" in parts:
-        md += ["### Map projections", maps_part(args.data, args.cache, out, args.big_maps)]
+        sizes = tuple(int(v) for v in args.map_sizes.split(","))
+        methods = tuple(args.map_methods.split(","))
+        md += [
+            "### Map projections",
+            maps_part(args.data, args.cache, out, args.big_maps, sizes, methods),
+        ]
         print(md[-1], flush=True)
     out["load_average_at_end"] = os.getloadavg()
     text = "\n\n".join(md)

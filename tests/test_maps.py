@@ -209,3 +209,34 @@ def test_auto_method_resolves_to_an_installed_projection(demo_col, tmp_path) -> 
     assert chosen in ("umap", "pacmap", "tsne", "pca")
     result = demo_col.map(tmp_path / "a.png", color_by="topic", max_points=60, method="pca")
     assert result.method == "pca" and "PCA" in result.caption
+
+
+def test_auto_draws_pca_above_the_size_limit_and_says_so(demo_col, tmp_path, monkeypatch) -> None:
+    from embedsearch.latent import maps
+
+    assert maps.check_method("auto", maps.AUTO_NONLINEAR_MAX + 1) == "pca"
+    assert maps.check_method("auto", maps.AUTO_NONLINEAR_MAX) == maps.check_method("auto")
+    assert maps.check_method("tsne", 10**6) == "tsne"  # an explicit method is never overridden
+    monkeypatch.setattr(maps, "AUTO_NONLINEAR_MAX", 40)
+    big = demo_col.map(tmp_path / "big.png", color_by=None, max_points=60)
+    assert big.method == "pca" and big.points == 60
+    assert "PCA" in big.caption and "auto: PCA above 40 points" in big.caption
+    small = demo_col.map(tmp_path / "small.png", color_by=None, max_points=40)
+    assert small.method == maps.check_method("auto") and small.points == 40
+    if small.method == "tsne":
+        assert "t-SNE" in small.caption and "PCA" not in small.caption
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openTSNE") is None, reason="needs openTSNE")
+def test_tsne_on_all_cores_gives_the_same_map_for_a_seed() -> None:
+    from embedsearch.latent.maps import project
+
+    rng = np.random.default_rng(0)
+    # 1,050 points (above 1,000 openTSNE uses approximate neighbours, as for real maps)
+    centres = rng.normal(size=(5, 16))
+    x = centres[rng.integers(0, 5, 1050)] + rng.normal(scale=0.6, size=(1050, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    a, how = project(x, "tsne", seed=5)
+    b, _ = project(x, "tsne", seed=5)
+    assert "t-SNE" in how and a.shape == (1050, 2) and np.ptp(a, axis=0).min() > 10.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)

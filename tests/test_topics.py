@@ -166,3 +166,65 @@ def test_direction_errors(demo_col) -> None:
         demo_col.direction(["cats"], ["cats"], refine=0)
     with pytest.raises(InvalidInputError, match="end"):
         demo_col.along(np.ones(demo_col.dim), end="up")
+
+
+def test_smoothing_is_repeated_neighbour_means_and_pulls_groups_together() -> None:
+    import faiss
+
+    from embedsearch.latent.topics import SMOOTH_ROUNDS, smooth
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 24))
+    group = rng.integers(0, 3, 400)
+    x = centres[group] + rng.normal(scale=1.5, size=(400, 24))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    u = smooth(x, neighbors=7, rounds=3)
+    # the same as three rounds of "unit mean of the 7 nearest (itself included)", done by hand
+    index = faiss.IndexFlatIP(24)
+    index.add(x)
+    _, pos = index.search(x, 7)
+    ref = x.astype(np.float64)
+    for _ in range(3):
+        ref = ref[pos].mean(axis=1)
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    np.testing.assert_allclose(u, ref, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, atol=1e-5)
+
+    def within(v: np.ndarray) -> float:  # mean cosine of a document to its group's other members
+        sims = v @ v.T
+        same = (group[:, None] == group[None, :]) & ~np.eye(len(v), dtype=bool)
+        return float(sims[same].mean())
+
+    assert within(smooth(x)) > within(u) > within(x) + 0.1  # more rounds, tighter groups
+    assert SMOOTH_ROUNDS > 3  # the default (used above) is more rounds than ``u``'s three
+    small = x[:5]
+    assert smooth(small, neighbors=7) is small  # no more documents than neighbours: unchanged
+
+
+def _two_by_two(sep: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """400 vectors: 2 groups of 2 sub-groups (``sep`` apart), 8 given leaves, their tree."""
+    rng = np.random.default_rng(0)
+    sup = rng.normal(size=(2, 32))
+    sub = sup[[0, 0, 1, 1]] + rng.normal(size=(4, 32)) * sep
+    group = np.repeat(np.arange(4), 100)
+    x = sub[group] + rng.normal(size=(400, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    leaf = group * 2 + np.arange(400) % 2
+    means = np.zeros((8, 32))
+    np.add.at(means, leaf, x)
+    sizes = np.bincount(leaf).astype(np.float64)
+    return x, leaf, ward_tree(means / sizes[:, None], sizes)
+
+
+def test_top_level_takes_the_fewest_topics_within_the_tolerance_of_the_best() -> None:
+    from embedsearch.latent.topics import TOP_TOLERANCE, choose_top
+
+    # sub-groups barely apart: 3 topics score a hair above 2, a tie within the tolerance
+    k, scores = choose_top(*_two_by_two(1.0), k_max=6)
+    best = max(scores, key=scores.get)
+    assert best == 3 and scores[2] >= (1 - TOP_TOLERANCE) * scores[3]
+    assert k == 2
+    # sub-groups clearly apart: 4 topics win by far more than the tolerance and are taken
+    k, scores = choose_top(*_two_by_two(2.0), k_max=6)
+    assert k == 4 == max(scores, key=scores.get)
+    assert scores[3] < (1 - TOP_TOLERANCE) * scores[4]

@@ -147,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--method",
         choices=["auto", "pca", "umap", "pacmap", "tsne"],
         default="auto",
-        help="projection (default auto: t-SNE, UMAP or PaCMAP if installed, else PCA)",
+        help="projection (default auto: up to 5,000 points t-SNE, UMAP or PaCMAP if installed; PCA above or else)",
     )
     p.add_argument("--max-points", type=int, default=5000, help="sample cap (default 5000)")
     p.add_argument("--seed", type=int, default=0)

@@ -2,9 +2,11 @@
 
 * **Sampling** — at most ``max_points`` documents (default 5,000) are drawn, a seeded
   uniform random sample when the collection is larger; the caption states ``n of N``.
-* **Projection** — ``method="auto"``: t-SNE (openTSNE, cosine) when installed (extra
-  ``maps``), else UMAP, else PaCMAP, else PCA; chosen by trustworthiness (see
-  :data:`AUTO_ORDER`). PCA is instant but linear: neighbourhoods overlap.
+* **Projection** — ``method="auto"`` chooses by the number of points drawn: up to
+  :data:`AUTO_NONLINEAR_MAX` points t-SNE (openTSNE, cosine, all cores) when installed
+  (extra ``maps``), else UMAP, else PaCMAP (see :data:`AUTO_ORDER`: best trustworthiness
+  first); above it, or when none is installed, PCA — instant but linear: neighbourhoods
+  overlap. The caption names the method that ran.
 * **Colour** — ``"cluster"`` uses the metadata field ``cluster`` when the sampled documents
   carry it (labels from a persisted clustering's summary), otherwise the top-level topics of the
   sample (:mod:`embedsearch.latent.topics`); any other metadata field (dotted paths
@@ -57,7 +59,8 @@ class MapResult:
 
     Attributes:
         path: the file written.
-        method: ``"pca"`` or ``"umap"``.
+        method: the projection that ran: ``"pca"``, ``"tsne"``, ``"umap"`` or ``"pacmap"``
+            (never ``"auto"``).
         points / total: documents drawn / documents selected (sampled when points < total).
         color_by: what colours mean (None: one colour).
         legend: category labels, in colour order.
@@ -96,12 +99,20 @@ METHODS = ("auto", "pca", "umap", "pacmap", "tsne")
 # PaCMAP 0.841, PCA 0.706; openTSNE is compiled ahead (no ~40 s numba compile on first use,
 # which UMAP and PaCMAP pay).
 AUTO_ORDER = ("tsne", "umap", "pacmap")
+# "auto" draws a non-linear map only up to this many points, PCA above: a map should come back
+# in seconds to tens of seconds. Measured (benchmarks/latent_structure.py --parts maps, headlines,
+# shared 2-core machine): see docs/latent.md, "Maps".
+AUTO_NONLINEAR_MAX = 5000
 _MODULES = {"umap": "umap", "pacmap": "pacmap", "tsne": "openTSNE"}
 _PIP = {"umap": "umap-learn", "pacmap": "pacmap", "tsne": "openTSNE"}
 
 
-def check_method(method: Any) -> str:
-    """The projection method, validated (``auto`` resolved to an installed one)."""
+def check_method(method: Any, n: int | None = None) -> str:
+    """The projection method, validated; ``auto`` resolved for ``n`` points.
+
+    ``auto`` is the first installed of :data:`AUTO_ORDER` when ``n`` is None or at most
+    :data:`AUTO_NONLINEAR_MAX`, else ``"pca"`` (a non-linear map of more points takes minutes).
+    """
     import importlib.util
 
     if method not in METHODS:
@@ -109,6 +120,8 @@ def check_method(method: Any) -> str:
             f"method must be one of {', '.join(METHODS)} (pca always works), not {method!r}."
         )
     if method == "auto":
+        if n is not None and n > AUTO_NONLINEAR_MAX:
+            return "pca"
         return next(
             (m for m in AUTO_ORDER if importlib.util.find_spec(_MODULES[m]) is not None), "pca"
         )
@@ -126,8 +139,9 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
 
     Args:
         method: ``"pca"`` (linear, instant), ``"umap"`` (cosine, 15 neighbours),
-            ``"pacmap"``, ``"tsne"`` (openTSNE, cosine) or ``"auto"`` (the first of t-SNE,
-            UMAP, PaCMAP that is installed, else PCA — openTSNE first: best trustworthiness).
+            ``"pacmap"``, ``"tsne"`` (openTSNE, cosine, all cores) or ``"auto"`` (up to
+            :data:`AUTO_NONLINEAR_MAX` points the first of t-SNE, UMAP, PaCMAP that is
+            installed, else PCA — openTSNE first: best trustworthiness; PCA above that size).
 
     Returns:
         ``(coords, description)``, e.g. ``"PCA (explained variance 6.1% + 4.3%)"``.
@@ -136,8 +150,9 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
         InvalidInputError: unknown method, too few points, or a method whose package is
             missing (the message says what to install).
     """
-    method = check_method(method)
     n = vectors.shape[0]
+    by_size = method == "auto" and n > AUTO_NONLINEAR_MAX
+    method = check_method(method, n)
     if n < 2:
         raise InvalidInputError("a map needs at least 2 documents.")
     if method == "pca" or n < 8:
@@ -146,7 +161,8 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
         pca = PCA(n_components=2, random_state=seed)
         coords = pca.fit_transform(vectors.astype(np.float64))
         var = pca.explained_variance_ratio_
-        return coords, f"PCA (explained variance {100 * var[0]:.1f}% + {100 * var[1]:.1f}%)"
+        why = f"; auto: PCA above {AUTO_NONLINEAR_MAX:,} points" if by_size else ""
+        return coords, f"PCA (explained variance {100 * var[0]:.1f}% + {100 * var[1]:.1f}%{why})"
     if method == "umap":
         import umap
 
@@ -163,7 +179,9 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
     from openTSNE import TSNE
 
     perplexity = float(min(30, max(2, (n - 1) // 3)))
-    emb = TSNE(metric="cosine", perplexity=perplexity, random_state=seed, n_jobs=1).fit(
+    # all cores: 5,000 points in 17 s instead of 26 s; the result stays the same for a seed
+    # (tests/test_maps.py checks two runs give the same coordinates)
+    emb = TSNE(metric="cosine", perplexity=perplexity, random_state=seed, n_jobs=-1).fit(
         vectors.astype(np.float64)
     )
     return np.asarray(emb), f"t-SNE (openTSNE, cosine, perplexity {perplexity:g})"
@@ -313,8 +331,9 @@ def save_map(
         col: the collection.
         path: ``*.png`` or ``*.html``.
         color_by: ``"cluster"``, a metadata field (dotted path), or None.
-        method: ``"auto"`` (default: t-SNE via openTSNE, else UMAP, else PaCMAP, else PCA,
-            whichever is installed first), ``"pca"``, ``"umap"``, ``"pacmap"`` or ``"tsne"``.
+        method: ``"auto"`` (default: up to :data:`AUTO_NONLINEAR_MAX` drawn points t-SNE via
+            openTSNE, else UMAP, else PaCMAP, whichever is installed first; PCA above that or
+            when none is), ``"pca"``, ``"umap"``, ``"pacmap"`` or ``"tsne"``.
         max_points: sample cap (seeded uniform sample above it).
         seed: seed of the sample, the projection and computed clusters.
         where: metadata filter.
@@ -332,7 +351,7 @@ def save_map(
         raise InvalidInputError(f"map file must end in .png or .html, not {out.name!r}.")
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
         raise InvalidInputError(f"max_points must be an integer >= 2, got {max_points!r}.")
-    method = check_method(method)  # fails before any work when a package is missing
+    check_method(method)  # fails before any work when a package is missing
     if color_by is not None and (not isinstance(color_by, str) or not color_by):
         raise InvalidInputError("color_by must be 'cluster', a metadata field name, or None.")
     if not out.parent.exists():
@@ -361,6 +380,7 @@ def save_map(
         legend, cats = categorize(values)
         numeric = any(" – " in lab for lab in legend)
         color_desc = f"{color_by}" + (" (quantile bins)" if numeric else "")
+    used = check_method(method, len(ids))  # what ``auto`` runs for this many points
     coords, projection = project(vectors, method, seed)
     sampled = (
         f"{len(ids):,} of {total:,} documents (random sample, seed {seed})"
@@ -380,7 +400,7 @@ def save_map(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return MapResult(out, method, len(ids), total, color_by, legend, ids, coords, cats, caption)
+    return MapResult(out, used, len(ids), total, color_by, legend, ids, coords, cats, caption)
 
 
 # ----------------------------------------------------------------------------- PNG

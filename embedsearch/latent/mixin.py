@@ -811,10 +811,11 @@ class LatentMixin:
             path: output file; its suffix picks the format (``.png`` / ``.html``).
             color_by: ``"cluster"`` (the metadata field when present, else clusters computed
                 on the sample), any metadata field (dotted paths allowed), or None.
-            method: ``"auto"`` (default: t-SNE when openTSNE is installed, else UMAP,
-                else PaCMAP, else PCA), or one of ``"pca"`` (always available,
-                instant, but linear: neighbourhoods overlap), ``"umap"``, ``"pacmap"``,
-                ``"tsne"``. Chosen by trustworthiness (see docs/latent.md).
+            method: ``"auto"`` (default: up to 5,000 drawn points t-SNE when openTSNE is
+                installed, else UMAP, else PaCMAP, else PCA; PCA above 5,000 points), or one
+                of ``"pca"`` (always available, instant, but linear: neighbourhoods overlap),
+                ``"umap"``, ``"pacmap"``, ``"tsne"``. Chosen by trustworthiness and time (see
+                docs/latent.md).
         """
         from .maps import save_map
 
