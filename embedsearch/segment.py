@@ -269,10 +269,10 @@ class MappedSegment:
         step = self._block_rows * self.dim * 4
         todo = np.unique(todo)
         fd = self._reader() if todo.size <= 64 else None  # many blocks: scan the map
-        buf = bytearray(step) if fd is not None else None
+        buf = bytearray(step)
         for b in todo.tolist():
             want = int(vref.crc32[8 * b : 8 * b + 8], 16)
-            if fd is not None and buf is not None:  # a few blocks: read, not mapped
+            if fd is not None:  # a few blocks: read, not mapped
                 size = os.preadv(fd, [buf], b * step)
                 got = crc32(memoryview(buf)[:size])
             else:
@@ -307,8 +307,8 @@ class MappedSegment:
             self._check_blocks(np.arange(len(self._block_ok)))
         return self._matrix
 
-    def _reader(self, name: str | None = None) -> int | None:
-        """A descriptor for ``pread`` of the vector file (or of the Arrow file ``name``),
+    def _reader(self, arrow: bool = False) -> int | None:
+        """A descriptor for ``pread`` of the vector file (of the Arrow file if ``arrow``),
         the same inode as its map, opened once on first need; None when it cannot be had
         (unlinked by a compaction meanwhile, out of descriptors, no ``preadv``): reads then
         go through the map.
@@ -319,14 +319,13 @@ class MappedSegment:
         and a 1,000-row take 1 GB at 1M rows.
         """
         assert self.ref.vectors is not None
-        vectors = name is None
-        name = self.ref.vectors.file if vectors else self.ref.file
+        name = self.ref.file if arrow else self.ref.vectors.file
         fd = self._fds.get(name)
         if fd is None:
             with self._lock:
                 fd = self._fds.get(name)
                 if fd is None:
-                    fd = self._open_reader(name, self._vec_file if vectors else self._arrow_file)
+                    fd = self._open_reader(name, self._arrow_file if arrow else self._vec_file)
                     self._fds[name] = fd
         return None if fd is False else int(fd)
 
@@ -345,11 +344,9 @@ class MappedSegment:
         return fd
 
     def _pread(self, fd: int, local: np.ndarray) -> np.ndarray:
-        """Rows ``local`` read with ``pread`` into a new array: no page of the file is mapped
-        into this process. A row touched through the map costs up to 64 KB of RSS (the
-        kernel maps the pages around a faulting one): 1,000 scattered rows added 60 MB, and
-        dropping them again cost a system call per block. ``pread`` of the same 1,000 rows
-        from the page cache took 3.8 ms against 6.5-12 ms through the map."""
+        """Rows ``local`` read with ``pread`` into a new array, nothing mapped (see
+        :meth:`_reader`): 1,000 scattered rows from the page cache took 3.8 ms against
+        6.5-12 ms through the map."""
         out = np.empty((local.size, self.dim), dtype=np.float32)
         width = self.dim * 4
         for i, row in enumerate(local.tolist()):
@@ -439,7 +436,7 @@ class MappedSegment:
         into this process (see :meth:`_reader`); through the map when that is not possible."""
         arr = self.batch().column(column)
         validity, offsets, data = arr.buffers()
-        fd = self._reader(self.ref.file)
+        fd = self._reader(arrow=True)
         end = self._arrow_base + len(self._arrow_map)
         inside = offsets is not None and self._arrow_base <= offsets.address < end
         inside = inside and (data is None or self._arrow_base <= data.address < end)

@@ -353,9 +353,9 @@ class Table:
     def _strings(self, positions: np.ndarray, column: str) -> list[Any]:
         positions = self._check(positions)
         out: list[Any] = [None] * positions.size
+        which = ("id", "text", "metadata").index(column)
         for s, idx, local in self._groups(positions):
             seg = self._segments[s]
-            which = ("id", "text", "metadata").index(column)
             if local.size <= 256:  # a few hits: read them alone (see MappedSegment.strings)
                 vals = seg.strings(which, local)
             else:  # (``take`` imports pyarrow.compute, ~1 s cold: only for many rows)

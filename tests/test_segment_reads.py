@@ -46,7 +46,7 @@ def test_small_reads_return_what_the_columns_and_matrix_hold(tmp_path: Path) -> 
     small = seg.take(rows, release=True)  # read with pread
     assert small.dtype == np.float32 and np.array_equal(small, vectors[rows])
     assert np.array_equal(seg.take(rows), vectors[rows])  # through the map
-    assert seg._reader() is not None and seg._reader(seg.ref.file) is not None
+    assert seg._reader() is not None and seg._reader(arrow=True) is not None
 
 
 def test_a_segment_unlinked_meanwhile_still_reads_through_its_map(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_a_segment_unlinked_meanwhile_still_reads_through_its_map(tmp_path: Path
     rows = np.array([4, 2, 600])
     assert seg.strings(1, rows) == [texts[i] for i in rows]
     assert np.array_equal(seg.take(rows, release=True), vectors[rows])
-    assert seg._reader() is None and seg._reader(seg.ref.file) is None
+    assert seg._reader() is None and seg._reader(arrow=True) is None
 
 
 def test_a_damaged_vector_block_is_refused_on_a_small_read(tmp_path: Path) -> None:
