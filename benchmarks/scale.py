@@ -236,16 +236,21 @@ class Chroma(Engine):
 
 
 class Txtai(Engine):
-    def _emb(self) -> Any:
-        from txtai import Embeddings
-
+    def _transform(self) -> Any:
         self.lookup: dict[str, np.ndarray] = {}
         lookup = self.lookup
 
         def transform(inputs: list[str]) -> np.ndarray:
             return np.stack([lookup[t] for t in inputs])
 
-        return Embeddings(method="external", transform=transform, content=True, backend="faiss")
+        return transform
+
+    def _emb(self) -> Any:
+        from txtai import Embeddings
+
+        return Embeddings(
+            method="external", transform=self._transform(), content=True, backend="faiss"
+        )
 
     def build(self, base: np.ndarray) -> None:
         emb = self._emb()
@@ -264,8 +269,12 @@ class Txtai(Engine):
         emb.save(str(self.path / "index"))
 
     def open(self) -> None:
-        self.emb = self._emb()
-        self.emb.load(str(self.path / "index"))
+        from txtai import Embeddings
+
+        # txtai 9 saves the transform as a name it refuses to resolve on load (unless
+        # ALLOW_RESOLVE_TRANSFORM is set): pass the function itself as a config override.
+        self.emb = Embeddings()
+        self.emb.load(str(self.path / "index"), config={"transform": self._transform()})
 
     def search(self, q: np.ndarray, where: int | None) -> list[str]:
         self.lookup["query"] = q

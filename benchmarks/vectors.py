@@ -180,8 +180,12 @@ def vector_set(
     data: Path = DEFAULT_DATA,
     backend: str = BASE_BACKEND,
     cache: bool = True,
+    mmap: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A base set of ``n`` vectors and ``n_queries`` held-out, perturbed query vectors.
+
+    ``mmap``: return the cached base memory-mapped (read-only), as a collection holds its
+    vectors, instead of read into RAM (the first call, which builds the cache, reads it back).
 
     The base holds every real vector except the held-out ones (in a fixed shuffled order),
     then perturbed copies of them (cycling through the real vectors) until ``n`` rows.
@@ -192,7 +196,7 @@ def vector_set(
     name = f"set-n{n}-q{n_queries}-s{sigma:g}-seed{seed}-{backend}-{len(real)}"
     base_path, query_path = CACHE / f"{name}.base.npy", CACHE / f"{name}.queries.npy"
     if cache and base_path.exists() and query_path.exists():
-        return np.load(base_path, mmap_mode=None), np.load(query_path)
+        return np.load(base_path, mmap_mode="r" if mmap else None), np.load(query_path)
     queries = perturb(real[held], sigma, np.random.default_rng(seed + 1))
     base = np.empty((n, real.shape[1]), dtype=np.float32)
     m = min(n, len(kept))

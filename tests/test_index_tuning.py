@@ -109,8 +109,8 @@ def test_retraining_follows_the_size_trained_for_not_the_sample(monkeypatch, tmp
 def test_auto_resolves_by_size_to_exact_then_sq8_then_fastscan_pq() -> None:
     assert resolve_spec("auto", EXACT_MAX_ROWS, 384) == "Flat"
     assert resolve_spec("auto", EXACT_MAX_ROWS + 1, 384).endswith(",SQ8")
-    assert resolve_spec("auto", AUTO_FASTSCAN_ROWS, 384) == "IVF2048,PQ96x4fs"
-    assert resolve_spec("auto", 1_000_000, 384) == "IVF4096,PQ96x4fs"
+    assert resolve_spec("auto", AUTO_FASTSCAN_ROWS, 384) == "IVF1024,PQ96x4fs"
+    assert resolve_spec("auto", 1_000_000, 384) == "IVF2048,PQ96x4fs"
     # a dimension PQ cannot split in 4-dimension sub-vectors keeps scalar codes
     assert resolve_spec("auto", 1_000_000, 390) == "IVF4096,SQ8"
     assert resolve_spec("IVF64,Flat", 1_000_000, 384) == "IVF64,Flat"
