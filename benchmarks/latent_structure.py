@@ -17,8 +17,9 @@ Parts (``--parts``, default all):
   a logistic regression trained on the same 20 examples.
 * ``outliers`` — 1 % SciFact abstracts planted among headlines at 10k and 100k documents
   (the 100k set repeats headlines with a seeded shuffle; repeats are exact duplicates, which
-  only makes isolation harder to see), precision@k (k = the planted count) of
-  ``outlier_scores`` and the seconds.
+  only makes isolation harder to see), precision@k (k = the planted count) of each
+  ``col.outliers`` method (``atypical_scores``, the default, and ``outlier_scores`` with 10
+  neighbours) and the seconds.
 * ``maps`` — trustworthiness (scikit-learn, k = 10, cosine) and seconds of each projection
   in ``--map-methods`` (default ``pca,tsne``: what ``col.map``'s ``auto`` chooses between;
   ``umap`` and ``pacmap`` may be added) at each headline count in ``--map-sizes`` (default
@@ -324,7 +325,7 @@ def directions_part(data: Path, cache: Path | None, out: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- outliers
 def outliers_part(data: Path, cache: Path | None, out: dict[str, Any]) -> str:
-    from embedsearch.latent.clustering import outlier_scores
+    from embedsearch.latent.clustering import atypical_scores, outlier_scores
 
     c = corpora(data)
     hl = vectors("hl", c["hl"][0], cache)
@@ -336,16 +337,20 @@ def outliers_part(data: Path, cache: Path | None, out: dict[str, Any]) -> str:
         base = hl[rng.choice(len(hl), n - planted, replace=n - planted > len(hl))]
         x = np.vstack([base, sf[rng.choice(len(sf), planted, replace=False)]])
         is_planted = np.r_[np.zeros(n - planted, bool), np.ones(planted, bool)]
-        for nb in (10,):
+        scorers = {
+            "atypical (default)": atypical_scores,
+            "neighbors=10": lambda v: outlier_scores(v, 10),
+        }
+        for method, score in scorers.items():
             t = time.perf_counter()
-            s = outlier_scores(x, nb)
+            s = score(x)
             secs = time.perf_counter() - t
             top = np.argsort(-s, kind="stable")
             rows.append(
                 {
                     "documents": n,
                     "planted": planted,
-                    "neighbors": nb,
+                    "method": method,
                     "precision@planted": round(float(is_planted[top[:planted]].mean()), 4),
                     "precision@20": round(float(is_planted[top[:20]].mean()), 4),
                     "seconds": round(secs, 1),
@@ -354,7 +359,7 @@ def outliers_part(data: Path, cache: Path | None, out: dict[str, Any]) -> str:
             print(rows[-1], flush=True)
     out["outliers"] = rows
     return table(
-        rows, ["documents", "planted", "neighbors", "precision@planted", "precision@20", "seconds"]
+        rows, ["documents", "planted", "method", "precision@planted", "precision@20", "seconds"]
     )
 
 

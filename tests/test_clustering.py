@@ -11,6 +11,10 @@ from sklearn.metrics import adjusted_rand_score
 import embedsearch
 from embedsearch.errors import InvalidInputError
 from embedsearch.latent.clustering import (
+    ATYPICAL_MIN_DOCS,
+    ATYPICAL_SAMPLE,
+    ATYPICAL_SHARE,
+    atypical_scores,
     ctfidf_keywords,
     outlier_scores,
     read_summary,
@@ -206,6 +210,69 @@ def test_outlier_scores_match_brute_force_with_duplicates() -> None:
         kth = -np.sort(-sims, axis=1)[:, neighbors - 1]
         np.testing.assert_allclose(got, 1 - kth, atol=1e-5)
     assert outlier_scores(x, 2)[4] == pytest.approx(0.0, abs=1e-6)  # two identical neighbours
+
+
+def _topics_with_a_planted_group(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic unit vectors (pure plumbing for the score's arithmetic): 2,980 documents in
+    20 broad topics and a tight group of 20 (0.7 %) off every topic's direction."""
+    rng = np.random.default_rng(seed)
+    d = 384  # the default model's dimension, so a collection can store them
+    centres = rng.normal(size=(20, d))
+    x = np.vstack([c + 0.9 * rng.normal(size=(149, d)) for c in centres])
+    group = rng.normal(size=d) * 1.5 + 0.15 * rng.normal(size=(20, d))
+    x = np.vstack([x, group]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, np.r_[np.zeros(len(x) - 20, bool), np.ones(20, bool)]
+
+
+def test_atypical_scores_match_brute_force_over_the_sample() -> None:
+    x, _ = _topics_with_a_planted_group()
+    got = atypical_scores(x, seed=5)
+    picked = np.sort(np.random.default_rng(5).choice(len(x), ATYPICAL_SAMPLE, replace=False))
+    rank = round(ATYPICAL_SHARE * ATYPICAL_SAMPLE)
+    sims = x @ x[picked].T
+    sims[picked, np.arange(len(picked))] = -np.inf  # a document is not its own neighbour
+    want = 1 - np.sort(sims, axis=1)[:, ::-1][:, rank - 1]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_atypical_finds_a_planted_group_that_hides_from_its_neighbours() -> None:
+    x, planted = _topics_with_a_planted_group()
+    top = np.argsort(-atypical_scores(x))[: planted.sum()]
+    near = np.argsort(-outlier_scores(x, 10))[: planted.sum()]
+    assert planted[top].mean() >= 0.9  # the group's members are each other's neighbours:
+    assert planted[near].mean() <= 0.2  # the 10th-neighbour score ranks them typical
+
+
+def test_outliers_method_auto_by_size_and_bad_arguments(tmp_path, encoder) -> None:
+    x, planted = _topics_with_a_planted_group()
+    ids = [f"d{i}" for i in range(len(x))]
+    col = embedsearch.open(tmp_path / "planted")
+    try:
+        col.add(
+            ["t"] * len(x), ids=ids, vectors=x, metadata=[{"part": i % 4} for i in range(len(x))]
+        )
+        want = {ids[i] for i in np.flatnonzero(planted)}
+        assert len(x) >= ATYPICAL_MIN_DOCS
+        auto = col.outliers(20)
+        assert [h.id for h in auto] == [h.id for h in col.outliers(20, method="atypical")]
+        assert len({h.id for h in auto} & want) >= 18
+        by_neighbors = col.outliers(20, neighbors=10)  # neighbors given: that score
+        assert len({h.id for h in by_neighbors} & want) <= 4
+        assert [h.id for h in by_neighbors] == [
+            h.id for h in col.outliers(20, method="neighbors", neighbors=10)
+        ]
+        # under ATYPICAL_MIN_DOCS documents (a quarter here) auto scores by the 10th neighbour
+        part = {"part": 1}
+        assert [h.id for h in col.outliers(5, where=part)] == [
+            h.id for h in col.outliers(5, method="neighbors", where=part)
+        ]
+        with pytest.raises(InvalidInputError, match="neighbors applies to method='neighbors'"):
+            col.outliers(5, method="atypical", neighbors=3)
+        with pytest.raises(InvalidInputError, match="method must be one of"):
+            col.outliers(5, method="isolation")  # type: ignore[arg-type]
+    finally:
+        col.close()
 
 
 def test_the_off_topic_document_is_the_top_outlier(tmp_path, encoder, demo_rows) -> None:

@@ -127,11 +127,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p, k=10, exclude=False)
     p.set_defaults(func=_along)
 
-    p = sub.add_parser("outliers", help="documents far from their neighbours")
+    p = sub.add_parser("outliers", help="documents that least belong in the collection")
     p.add_argument("collection", metavar="COLLECTION")
     p.add_argument("-n", type=int, default=20, help="how many (default 20)")
     p.add_argument(
-        "--neighbors", type=int, default=10, help="score = distance to this neighbour (default 10)"
+        "--method",
+        choices=["auto", "atypical", "neighbors"],
+        default="auto",
+        help="atypical: distance to the nearest documents beyond the closest 2%% of a "
+        "sample (finds off-topic groups); neighbors: distance to the --neighbors-th nearest "
+        "document; auto (default): neighbors if --neighbors is given or under 1,000 "
+        "documents, else atypical",
+    )
+    p.add_argument(
+        "--neighbors",
+        type=int,
+        default=None,
+        help="with --method neighbors: score = cosine distance to this neighbour (default 10)",
     )
     p.add_argument("--where", default=None, help="JSON metadata filter")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -382,9 +394,11 @@ def _outliers(args: argparse.Namespace) -> int:
     from .common import print_hits
 
     with _open(args.collection) as col:
-        hits = col.outliers(args.n, neighbors=args.neighbors, where=_where(args))
+        hits = col.outliers(
+            args.n, method=args.method, neighbors=args.neighbors, where=_where(args)
+        )
         if not args.json:
-            print(f"score = cosine distance to the {args.neighbors}th nearest document")
+            print(f"score: higher = less like the rest of the collection (--method {args.method})")
         print_hits(hits, as_json=args.json)
     return 0
 

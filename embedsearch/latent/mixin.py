@@ -778,18 +778,33 @@ class LatentMixin:
         return hits
 
     def outliers(
-        self, n: int = 20, *, neighbors: int = 10, where: dict[str, Any] | None = None
+        self,
+        n: int = 20,
+        *,
+        method: Literal["auto", "atypical", "neighbors"] = "auto",
+        neighbors: int | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[Hit]:
-        """Documents far from their neighbours, most isolated first.
+        """The documents that least belong, most atypical first.
 
-        The score of a document is its cosine *distance* (1 - cosine) to its
-        ``neighbors``-th nearest other document; see
-        :func:`embedsearch.latent.clustering.outlier_scores`. ``Hit.score`` holds that distance
-        (higher = more isolated), not a similarity.
+        ``Hit.score`` is the outlier score (higher = more of an outlier), not a similarity.
+
+        Args:
+            n: how many documents.
+            method: ``"atypical"``: the cosine distance to the document's nearest
+                documents beyond the closest 2 % of a random sample of the collection (finds
+                off-topic *groups*; see
+                :func:`embedsearch.latent.clustering.atypical_scores`). ``"neighbors"``: the
+                cosine distance (1 - cosine) to the ``neighbors``-th nearest other document
+                (local isolation; see :func:`embedsearch.latent.clustering.outlier_scores`).
+                ``"auto"`` (default): ``"neighbors"`` when ``neighbors`` is given or fewer
+                than 1,000 documents are considered, else ``"atypical"``.
+            neighbors: which neighbour the ``"neighbors"`` score measures (default 10).
+            where: only documents matching this metadata filter.
         """
         from .clustering import find_outliers
 
-        return find_outliers(self, n, neighbors=neighbors, where=where)
+        return find_outliers(self, n, method=method, neighbors=neighbors, where=where)
 
     def map(
         self,

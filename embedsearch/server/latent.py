@@ -104,6 +104,12 @@ class ClusterRequest(Request):
 
 class OutliersRequest(Request):
     n: K = 20
+    method: Literal["auto", "atypical", "neighbors"] = Field(
+        "auto",
+        description="atypical: distance beyond the nearest 2% of a sample (finds off-topic "
+        "groups); neighbors: distance to the neighbors-th nearest; auto: neighbors if given "
+        "or under 1,000 documents, else atypical.",
+    )
     neighbors: int | None = Field(None, ge=1, le=1000, description="Score = distance to it.")
     where: Metadata | None = None
 
@@ -333,12 +339,14 @@ def cluster(
 def outliers(
     name: CollectionName, body: OutliersRequest, state: State, version: VersionQuery = None
 ) -> dict[str, Any]:
-    """The most isolated documents; ``score`` is the cosine distance to the
-    ``neighbors``-th nearest other document (higher = more isolated)."""
+    """The documents that least belong; ``score`` is the outlier score of ``method``
+    (higher = more of an outlier; see ``Collection.outliers``)."""
     watch = Stopwatch()
     state.limits.check_k(body.n, "n")
     col = state.registry.get(name, version)
-    hits = call_with_options(col.outliers, body.n, neighbors=body.neighbors, where=body.where)
+    hits = call_with_options(
+        col.outliers, body.n, method=body.method, neighbors=body.neighbors, where=body.where
+    )
     return _hits(hits, watch)
 
 
