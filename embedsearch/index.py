@@ -171,17 +171,21 @@ def gpu_count() -> int:
         return 0
 
 
-#: Cells per √n of ``auto`` indexes: 4 with scalar codes, 2 with fast-scan codes. A fast-scan
-#: cell is cheap to scan (SIMD lookup tables), so fewer, larger cells win: the flat coarse
-#: quantizer (one inner product per cell) costs less and the same share of rows is probed.
-#: 1M rows, quiet machine (``benchmarks/index_curves.py``, results/index_curves_fastscan_1m):
-#: IVF2048,PQ96x4fs as tuned 0.967 recall@10 at 1.13 ms a query, built in 26 s; IVF4096 0.969
-#: at 1.83 ms, built in 61 s.
-AUTO_CELLS_PER_ROOT = 4
-AUTO_CELLS_PER_ROOT_FASTSCAN = 2
+#: Cells per √n of ``auto`` indexes: 4 with scalar codes, 2√2 with fast-scan codes. A
+#: fast-scan cell is cheap to scan (SIMD lookup tables), so fewer, larger cells win: the flat
+#: coarse quantizer (one inner product per cell) costs less and the same share of rows is
+#: probed. 1M rows, quiet machine (``benchmarks/index_curves.py``,
+#: results/index_curves_fastscan_1m): IVF2048,PQ96x4fs as tuned 0.967 recall@10 at 1.13 ms a
+#: query, built in 26 s; IVF4096 0.969 at 1.83 ms, built in 61 s. So about 2√n cells for the
+#: rows searched; an index serves from the rows it was trained for to
+#: :data:`RETRAIN_GROWTH` (4x) as many, so it gets 2√n of the middle of that span (2x the
+#: rows: 2√2·√n). A 1M collection trained at 400k rows with 2√n had IVF1024: FAISS took
+#: 1.7 ms a query at the tuned nprobe 128 against 0.9 ms with IVF2048.
+AUTO_CELLS_PER_ROOT = 4.0
+AUTO_CELLS_PER_ROOT_FASTSCAN = 2.0 * math.sqrt(2.0)
 
 
-def auto_nlist(n: int, per_root: int = AUTO_CELLS_PER_ROOT) -> int:
+def auto_nlist(n: int, per_root: float = AUTO_CELLS_PER_ROOT) -> int:
     """Coarse cells for ``n`` vectors: the power of two nearest ``per_root``·√n, within
     [64, 65536]."""
     cells = per_root * math.sqrt(max(n, 1))
