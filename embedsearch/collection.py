@@ -667,8 +667,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     f"{len(missing)} id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
                 )
             vecs = table.take(positions) if include_vectors else None
-            texts = table.texts_at(positions)
-            metas = table.metadata_json(positions)
+            ids, texts, metas = table.hit_strings(positions)
             return [
                 Document(
                     doc_id,
@@ -676,7 +675,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     parse_metadata(meta) or {},
                     vecs[i] if vecs is not None else None,
                 )
-                for i, (doc_id, text, meta) in enumerate(zip(table.ids_at(positions), texts, metas))
+                for i, (doc_id, text, meta) in enumerate(zip(ids, texts, metas))
             ]
 
     def ids(self) -> list[str]:
@@ -839,7 +838,7 @@ def _unfinished_creation(path: Path) -> bool:
 def _hits(table: Table, scores: np.ndarray, pos: np.ndarray) -> list[list[Hit]]:
     """Hydrate search results: one vectorised read of ids, texts and metadata for all hits."""
     flat = pos[pos >= 0]
-    ids, texts, metas = table.ids_at(flat), table.texts_at(flat), table.metadata_json(flat)
+    ids, texts, metas = table.hit_strings(flat)
     out: list[list[Hit]] = []
     i = 0
     for srow, prow in zip(scores, pos):

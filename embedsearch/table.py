@@ -350,30 +350,41 @@ class Table:
         return self._contiguous[:rows]
 
     # ------------------------------------------------------------------ strings
-    def _strings(self, positions: np.ndarray, column: str) -> list[Any]:
+    def _strings(self, positions: np.ndarray, *columns: str) -> list[list[Any]]:
+        """Values of each string column in ``columns`` at ``positions`` (one list per
+        column), the positions grouped by segment once for all of them."""
         positions = self._check(positions)
-        out: list[Any] = [None] * positions.size
-        which = ("id", "text", "metadata").index(column)
+        outs: list[list[Any]] = [[None] * positions.size for _ in columns]
+        which = [("id", "text", "metadata").index(c) for c in columns]
         for s, idx, local in self._groups(positions):
             seg = self._segments[s]
-            if local.size <= 256:  # a few hits: read them alone (see MappedSegment.strings)
-                vals = seg.strings(which, local)
-            else:  # (``take`` imports pyarrow.compute, ~1 s cold: only for many rows)
-                arr = (seg.ids, seg.texts, seg.metadata_json)[which]()
-                vals = arr.take(indices(local)).to_pylist()
-            for i, v in zip(idx.tolist(), vals):
-                out[i] = v
-        return out
+            at = idx.tolist()
+            for out, column in zip(outs, which):
+                if local.size <= 256:  # a few hits: read them alone (MappedSegment.strings)
+                    vals = seg.strings(column, local)
+                else:  # (``take`` imports pyarrow.compute, ~1 s cold: only for many rows)
+                    arr = (seg.ids, seg.texts, seg.metadata_json)[column]()
+                    vals = arr.take(indices(local)).to_pylist()
+                for i, v in zip(at, vals):
+                    out[i] = v
+        return outs
+
+    def hit_strings(
+        self, positions: np.ndarray | Sequence[int]
+    ) -> tuple[list[str], list[str], list[str | None]]:
+        """Ids, texts and metadata JSON of ``positions``: what a search hit shows."""
+        ids, texts, metas = self._strings(np.asarray(positions), "id", "text", "metadata")
+        return ids, texts, metas
 
     def ids_at(self, positions: np.ndarray | Sequence[int]) -> list[str]:
-        return self._strings(np.asarray(positions), "id")
+        return self._strings(np.asarray(positions), "id")[0]
 
     def texts_at(self, positions: np.ndarray | Sequence[int]) -> list[str]:
-        return self._strings(np.asarray(positions), "text")
+        return self._strings(np.asarray(positions), "text")[0]
 
     def metadata_json(self, positions: np.ndarray | Sequence[int]) -> list[str | None]:
         """The stored metadata JSON (or None) of ``positions``: the source of truth."""
-        return self._strings(np.asarray(positions), "metadata")
+        return self._strings(np.asarray(positions), "metadata")[0]
 
     def text(self, pos: int) -> str:
         return self.texts_at([pos])[0]
