@@ -21,7 +21,10 @@ table, queried with nprobes=200, refine_factor=50), ``chroma`` (HNSW, cosine) an
     python benchmarks/scale.py --sizes 100000 1000000 --engines embedsearch lancedb lancedb-tuned
     python benchmarks/scale.py --sizes 100000 --engines chroma txtai --python /work/venv-peers/bin/python
 
-Results: ``benchmarks/results/scale.json`` (merged across runs) and ``scale.png``.
+Results: ``benchmarks/results/scale.json`` (merged across runs) and ``scale.png``. Each
+query phase also records ``machine_speed_ms``, a fixed pure-Python loop timed before and
+after its query loop ("yardstick" in the table): this shared machine's speed varied by 1.5x
+within one session, and rows measured minutes apart are comparable only alongside it.
 """
 
 from __future__ import annotations
@@ -77,6 +80,20 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def machine_speed_ms() -> float:
+    """Milliseconds a fixed pure-Python loop takes now (median of 5): a yardstick of this
+    shared machine's speed at the time of a phase. Its speed varied by 1.5x within one
+    session here, so each row records it and rows measured minutes apart can be compared."""
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i
+        times.append(time.perf_counter() - t)
+    return 1000 * float(np.median(times))
 
 
 def dir_bytes(path: Path) -> int:
@@ -336,6 +353,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     engine.search(queries[0], 2)
     out["open_first_query_s"] = time.perf_counter() - _T0
     out["rss_first_query_mb"] = rss_mb()
+    before = machine_speed_ms()
     done = 1
     for j, where in enumerate([None, 0, 1, 2, 3]):
         times, recalls = [], []
@@ -359,6 +377,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         engine.search(queries[done % len(queries)], None)
         done += 1
     out["rss_1000_queries_mb"] = rss_mb()
+    # the yardstick before and after the query loop (outside every timed part)
+    out["machine_speed_ms"] = [before, machine_speed_ms()]
     return out
 
 
@@ -481,8 +501,9 @@ def table(results: dict[str, Any]) -> str:
     cols = ["build_s", "open_first_query_s", "rss_open_mb", "rss_1000_queries_mb", "disk_mb"]
     lines = [
         "| engine | n | build s | open+1st query s | RSS open MB | RSS 1k q MB | disk MB | "
-        "p50 ms | p95 ms | recall | 10% p50 / R | 1% | 0.1% | 0.014% | add 10k s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|",
+        "p50 ms | p95 ms | recall | 10% p50 / R | 1% | 0.1% | 0.014% | add 10k s | "
+        "yardstick ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---:|",
     ]
     for row in results["runs"].values():
         if "error" in row:
@@ -500,7 +521,13 @@ def table(results: dict[str, Any]) -> str:
             + f" | {u.get('p50_ms', float('nan')):.2f} | {u.get('p95_ms', float('nan')):.2f}"
             + f" | {u.get('recall_at_10', float('nan')):.3f} | "
             + " | ".join(f)
-            + f" | {row.get('add_10k_s', float('nan')):.1f} |"
+            + f" | {row.get('add_10k_s', float('nan')):.1f} | "
+            + (
+                "/".join(f"{v:.0f}" for v in row["machine_speed_ms"])
+                if "machine_speed_ms" in row
+                else "—"
+            )
+            + " |"
         )
     return "\n".join(lines)
 
