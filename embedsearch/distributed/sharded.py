@@ -526,7 +526,8 @@ class ShardedCollection(CollectionBase):
                 self._session.__exit__(None, None, None)
 
     def shutdown(self) -> None:
-        """Close every shard and kill its actor (also detached ones)."""
+        """Close every shard and kill its actor (also detached ones); returns once the
+        actors are gone (at most :data:`ACTOR_EXIT_WAIT_S`)."""
         ray = require_ray()
         try:
             self._fan("close", read=False)
@@ -534,9 +535,28 @@ class ShardedCollection(CollectionBase):
             for h in self._handles:
                 with contextlib.suppress(Exception):  # already gone
                     ray.kill(h)
+            _wait_gone(ray, self._handles)
 
     def __repr__(self) -> str:
         return f"ShardedCollection({str(self.path)!r}, shards={self.shards}, model={self.model!r})"
+
+
+#: How long :meth:`ShardedCollection.shutdown` waits for killed actors to be gone.
+ACTOR_EXIT_WAIT_S = 10.0
+
+
+def _wait_gone(ray: Any, handles: Sequence[Any]) -> None:
+    """Wait until every actor in ``handles`` no longer answers. ``ray.kill`` only sends the
+    request: on a loaded machine a call made right after it was still answered (seen once
+    in the test suite), and a caller that closed a collection expects its actors gone."""
+    deadline = time.monotonic() + ACTOR_EXIT_WAIT_S
+    for h in handles:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(h.ping.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:  # RayActorError: gone (or unreachable: nothing left to wait for)
+                break
+            time.sleep(0.05)
 
 
 def open_sharded(path: str | os.PathLike[str], **kwargs: Any) -> ShardedCollection:
