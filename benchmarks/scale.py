@@ -587,15 +587,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
             x = np.arange(len(labels)) + j * width
             row_ax[0].bar(x, [r[lab]["p50_ms"] for lab in labels], width, label=r["engine"])
             row_ax[1].bar(x, [r[lab]["recall_at_10"] for lab in labels], width, label=r["engine"])
-        for ax, title in zip(row_ax, ("p50 latency (ms, log)", "recall@10 vs exact (filtered)")):
+        titles = ("p50 latency (ms, log; dashed: 5 ms target)", "recall@10 (dashed: 0.95)")
+        for ax, title in zip(row_ax, titles):
             ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
             ax.set_title(f"{n:,} documents: {title}")
         row_ax[0].set_yscale("log")
         row_ax[0].yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         row_ax[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         row_ax[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        # one floor for every panel: a log axis starting at the data's minimum drew the
+        # fastest bars as stubs whose height said nothing
+        row_ax[0].set_ylim(bottom=0.5)
         row_ax[0].axhline(5, color="k", lw=0.8, ls="--")  # the filtered p50 target
-        row_ax[0].text(len(labels) - 0.5, 5, "5 ms target", va="bottom", ha="right", fontsize=8)
         row_ax[1].set_ylim(0, 1.05)
         row_ax[1].axhline(0.95, color="k", lw=0.8, ls="--")
     names = sorted({r["engine"] for r in runs}, key=list(ENGINES).index)
