@@ -34,6 +34,10 @@ CLI_WORDS: tuple[tuple[str, str], ...] = (
     (r"\bmodel=None\b", "no --model"),
     (r"\bmax_tokens\b", "--max-tokens"),
     (r"\boverlap=", "--overlap "),
+    (
+        r"neighbors applies to method='neighbors' only; drop it or use that method",
+        "--neighbors applies to --method neighbors only; drop it or pass --method neighbors",
+    ),
 )
 
 
@@ -49,6 +53,10 @@ HTTP_WORDS: tuple[tuple[str, str], ...] = (
     (r"pass overwrite=True", 'send "overwrite": true'),
     (r"\bmodel=None\b", 'no "model"'),
     (r"\bmax_tokens=", '"max_tokens": '),
+    (
+        r"neighbors applies to method='neighbors' only; drop it or use that method",
+        '"neighbors" applies to "method": "neighbors" only; drop it or send that method',
+    ),
 )
 
 

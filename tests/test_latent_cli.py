@@ -106,6 +106,8 @@ def test_cluster_outliers_map(notes, capsys, tmp_path) -> None:
     assert out.startswith("k=") and "silhouette" in out and "medoid" in out
     assert main(["outliers", notes, "-n", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+    assert main(["outliers", notes, "--method", "atypical", "--neighbors", "3"]) == 2
+    assert "--neighbors applies to --method neighbors only" in capsys.readouterr().err
     png, page = tmp_path / "m.png", tmp_path / "m.html"
     assert main(["map", notes, str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"

@@ -552,6 +552,8 @@ def test_latent_routes_match_python_api(
     assert_same_hits(r.json()["hits"], demo_col.outliers(5, method="atypical"))
     r = client.post(f"{url}/outliers", json={"n": 5, "method": "isolation"})
     assert r.status_code == 422 and "method" in r.text
+    r = client.post(f"{url}/outliers", json={"n": 5, "method": "atypical", "neighbors": 3})
+    assert r.status_code in (400, 422) and '\\"neighbors\\" applies' in r.text, r.text
     r = client.post(f"{url}/interpolate", json={"x": "space", "y": "cooking", "steps": 3, "k": 2})
     assert r.status_code == 200, r.text
     steps = r.json()["steps"]

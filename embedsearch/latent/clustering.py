@@ -52,9 +52,9 @@ LABEL_DOCS_PER_CLUSTER = 1000
 EXACT_OUTLIER_LIMIT = 20_000
 #: ``atypical`` outlier score: the random sample it measures against, and the share of it
 #: whose nearest members are passed over. 1 % SciFact abstracts planted among headlines:
-#: precision@planted 0.67 at 10k and 0.70 at 100k, against 0.20 and 0.06 for the 10th
+#: precision@planted 0.67 at 10k and 0.72 at 100k, against 0.20 and 0.08 for the 10th
 #: neighbour's distance (docs/latent.md). Shares of 0.5-1 % missed more of the planted
-#: groups; a principal-subspace residual scored 0.55-0.60.
+#: groups; a principal-subspace residual scored 0.49-0.62.
 ATYPICAL_SAMPLE = 2000
 ATYPICAL_SHARE = 0.02
 #: Below this many documents ``auto`` scores by neighbours: 2 % of a small sample is a rank
@@ -639,11 +639,11 @@ def find_outliers(
 __all__ = [
     "Cluster",
     "Clustering",
+    "atypical_scores",
     "choose_k",
     "cluster_collection",
     "ctfidf_keywords",
     "default_k_range",
-    "atypical_scores",
     "find_outliers",
     "outlier_scores",
     "read_summary",
