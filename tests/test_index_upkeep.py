@@ -117,3 +117,38 @@ def test_a_saved_index_is_read_on_first_need_not_at_open(tmp_path, monkeypatch):
     assert len(read) == 2  # read at open
     assert [[h.id for h in r] for r in eager.batch_search(q, 10, where={"cat": 7})] == few
     assert [[h.id for h in r] for r in eager.batch_search(q, 10)] == many
+
+
+def test_reindex_reads_the_rows_a_chunk_at_a_time(home, small_policy, monkeypatch) -> None:
+    """``reindex`` (and any build over a whole collection) hands FAISS the rows in chunks of
+    ``_ADD_CHUNK``: it never takes every vector of the segments into one copy (7.7 GB at 5M
+    rows), and the index it builds answers as one built from a contiguous copy does."""
+    from embedsearch.table import Table
+
+    monkeypatch.setattr(index_mod, "_ADD_CHUNK", 128)
+    col = embedsearch.open("chunks")
+    data = _vectors(900, 3)
+    for lo in range(0, 900, 300):  # three segments
+        _add(col, data[lo : lo + 300], lo)
+    largest: list[int] = []
+    take = Table.take
+
+    def spy(self, positions, *a, **kw):
+        largest.append(len(positions))
+        return take(self, positions, *a, **kw)
+
+    def no_copy(self, rows=None):
+        raise AssertionError("a build made one contiguous copy of every vector")
+
+    monkeypatch.setattr(Table, "take", spy)
+    monkeypatch.setattr(Table, "contiguous", no_copy)
+    col.reindex("IVF8,SQ8")
+    assert col.info()["index"]["resolved"] == "IVF8,SQ8"
+    assert largest and max(largest) <= 300, max(largest)  # chunks, samples, shortlists
+    reference = VectorIndex("IVF8,SQ8", 384)
+    reference.build(data)
+    for q in data[[5, 450, 899]]:
+        _, want = reference.search(data, q[None, :], 5, None)
+        got = col.search(q, k=5)
+        assert [h.id for h in got] == [f"d{p}" for p in want[0]]
+    col.close()
