@@ -115,11 +115,12 @@ def faiss():  # noqa: ANN201 - the faiss module
     """Import faiss lazily; after torch when torch will run here: both bundle OpenMP, and
     that order avoids contention (FINDINGS.md). A CPU process on onnxruntime (every cold CLI
     call) never imports torch for it."""
+    loaded = sys.modules.get("faiss")
+    if loaded is not None:  # (the order only matters at the first import; this is per search)
+        return loaded
     if _torch_expected():
         with contextlib.suppress(ImportError):  # torch is a dependency; be lenient anyway
             import torch  # noqa: F401
-    if "faiss" in sys.modules:
-        return sys.modules["faiss"]
     core = _openblas_core()
     if core:  # read once, when faiss loads its bundled OpenBLAS; then put back
         os.environ["OPENBLAS_CORETYPE"] = core
@@ -551,6 +552,7 @@ class VectorIndex:
         self._gpu: Any = None
         self._pending: Callable[[VectorIndex], None] | None = None  # see defer()
         self._pending_lock = threading.Lock()
+        self._unwrapped_of: tuple[Any, Any, bool] | None = None  # see _unwrapped()
 
     # ----------------------------------------------------------------- deferred load
     def defer(self, info: dict[str, Any], rows: int, load: Callable[[VectorIndex], None]) -> None:
@@ -876,6 +878,17 @@ class VectorIndex:
     def _is_graph(cls, index: Any) -> bool:
         return isinstance(cls._unwrap(index), faiss().IndexHNSW)
 
+    def _unwrapped(self) -> tuple[Any, bool]:
+        """``(the index under any pre-transform, whether there is one)`` for ``self._index``,
+        cached per index object: each SWIG downcast costs microseconds, and a single query
+        at 1M rows is ~0.5 ms."""
+        cached = self._unwrapped_of
+        if cached is None or cached[0] is not self._index:
+            f = faiss()
+            pre = isinstance(f.downcast_index(self._index), f.IndexPreTransform)
+            cached = self._unwrapped_of = (self._index, self._unwrap(self._index), pre)
+        return cached[1], cached[2]
+
     @staticmethod
     def _unwrap(index: Any) -> Any:
         f = faiss()
@@ -886,7 +899,7 @@ class VectorIndex:
 
     def _params(self, opts: SearchOptions, sel: Any) -> Any:
         f = faiss()
-        base = self._unwrap(self._index)
+        base, pretransform = self._unwrapped()
         if isinstance(base, f.IndexIVF):
             inner = f.SearchParametersIVF()
             inner.nprobe = int(opts.nprobe or self.info.nprobe or 1)
@@ -897,7 +910,7 @@ class VectorIndex:
             inner = f.SearchParameters()
         if sel is not None:
             inner.sel = sel
-        if isinstance(f.downcast_index(self._index), f.IndexPreTransform):
+        if pretransform:
             outer = f.SearchParametersPreTransform()
             outer.index_params = inner
             return outer, inner
@@ -980,7 +993,7 @@ class VectorIndex:
         if live is not None:
             bitmap = np.packbits(live.astype(bool, copy=False), bitorder="little")
             sel = f.IDSelectorBitmap(len(live), f.swig_ptr(bitmap))
-        base = self._unwrap(self._index)
+        base = self._unwrapped()[0]
         if knobs.nprobe and isinstance(base, f.IndexIVF):
             knobs = SearchOptions(min(int(base.nlist), knobs.nprobe), knobs.ef_search, knobs.rerank)
         params, _inner = self._params(knobs, sel)
@@ -1045,7 +1058,7 @@ class VectorIndex:
         loaded, else from the resolved spec (a deferred index plans without being read)."""
         if self._index is not None:
             f = faiss()
-            base = self._unwrap(self._index)
+            base = self._unwrapped()[0]
             if isinstance(base, f.IndexIVF):
                 return "ivf", int(base.nlist)
             return ("hnsw", 0) if isinstance(base, f.IndexHNSW) else ("other", 0)
@@ -1269,15 +1282,26 @@ def _pad(scores: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 def _rerank(
     vectors: np.ndarray, queries: np.ndarray, pos: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-score an approximate shortlist with the exact stored vectors and re-sort."""
+    """Re-score an approximate shortlist with the exact stored vectors; its best ``k``, sorted.
+
+    Returns (scores, positions), each (m, min(k, shortlist)); empty slots are -inf / -1.
+    Row by row with 1-D operations: a single query at 1M rows takes ~0.5 ms in all, and the
+    2-D ``take_along_axis`` path cost 0.06 ms of it.
+    """
     m, fetch = pos.shape
-    scores = np.full((m, fetch), -np.inf, dtype=np.float32)
+    keep = min(k, fetch)
+    out_s = np.full((m, keep), -np.inf, dtype=np.float32)
+    out_p = np.full((m, keep), -1, dtype=np.int64)
     for i in range(m):
-        valid = pos[i] >= 0
-        if valid.any():
-            scores[i, valid] = vectors[pos[i, valid]] @ queries[i]
-    order = np.argsort(-scores, axis=1, kind="stable")
-    scores = np.take_along_axis(scores, order, axis=1)
-    pos = np.take_along_axis(pos, order, axis=1)
-    pos[~np.isfinite(scores)] = -1
-    return scores, pos
+        row = pos[i]
+        if (row < 0).any():
+            row = row[row >= 0]
+        if not row.size:
+            continue
+        scores = vectors[row] @ queries[i]
+        top = np.argpartition(-scores, keep - 1)[:keep] if keep < row.size else None
+        if top is not None:
+            scores, row = scores[top], row[top]
+        order = np.argsort(-scores, kind="stable")
+        out_s[i, : order.size], out_p[i, : order.size] = scores[order], row[order]
+    return out_s, out_p

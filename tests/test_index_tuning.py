@@ -182,3 +182,28 @@ def test_auto_falls_back_to_sq8_where_fast_scan_pq_cannot_reach_the_target(
     vj = VectorIndex("auto", dim)
     vj.build(clustered)
     assert vj.info.resolved.endswith("x4fs") and "fallback_from" not in vj.info.extra, vj.info
+
+
+def test_rerank_keeps_the_best_k_of_each_shortlist_sorted() -> None:
+    """The exact re-ranking of a shortlist returns its best ``k`` only (the filtered-probe
+    tuner scores recall@10 on it: with the whole shortlist it counted 256 answers as 10),
+    best first, skipping the -1 slots FAISS leaves when a list runs short."""
+    from embedsearch.index import _rerank
+
+    rng = np.random.default_rng(5)
+    vectors = _unit(rng.normal(size=(60, 16)))
+    queries = _unit(rng.normal(size=(3, 16)))
+    pos = np.stack([rng.permutation(60)[:20] for _ in range(3)])
+    pos[1, ::3] = -1  # a short shortlist
+    pos[2, :] = -1  # nothing found
+    scores, got = _rerank(vectors, queries, pos, 5)
+    assert got.shape == scores.shape == (3, 5)
+    for i in range(2):
+        cand = pos[i][pos[i] >= 0]
+        sims = vectors[cand] @ queries[i]
+        want = cand[np.argsort(-sims)[:5]]
+        assert got[i].tolist() == want.tolist()
+        assert np.allclose(scores[i], np.sort(sims)[::-1][:5], atol=1e-6)
+    assert (got[2] == -1).all() and np.isneginf(scores[2]).all()
+    s2, g2 = _rerank(vectors, queries[:1], pos[:1, :3], 5)  # fewer candidates than k
+    assert g2.shape == (1, 3) and sorted(g2[0].tolist()) == sorted(pos[0, :3].tolist())
