@@ -162,13 +162,40 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 manifest = newer
         self._load(manifest)
 
+    def _borrowed_index(self, manifest: Manifest) -> IndexFileRef | None:
+        """For a view of a past version whose own index file is gone: the current version's
+        saved index, when its positions are that version's: the same epoch, and that
+        version's segments the first of the current ones (a restore keeps an old epoch, so
+        the epoch alone does not say the rows line up)."""
+        try:
+            current = store.read_manifest(self.path)
+        except EmbedSearchError:
+            return None
+        saved = current.index.file
+        mine = [seg.file for seg in manifest.segments]
+        if (
+            saved is None
+            or saved.epoch != manifest.epoch
+            or current.epoch != manifest.epoch
+            or [seg.file for seg in current.segments[: len(mine)]] != mine
+        ):
+            return None
+        return saved
+
     def _load_index(self, manifest: Manifest, table: Table) -> VectorIndex:
         spec = manifest.index.spec  # one refused today falls back to exact (build_or_exact)
         index = VectorIndex(spec, self.dim)
         saved = manifest.index.file
         self._index_file_ok = True
         vectors = table.vectors_view()
-        if saved and saved.epoch == manifest.epoch and saved.rows <= table.rows:
+        if (
+            self.pinned_version is not None
+            and saved
+            and not os.path.lexists(self.path / saved.file)
+        ):
+            saved = self._borrowed_index(manifest)  # its own went with the version (kept_files)
+        borrowed = saved is not None and saved is not manifest.index.file
+        if saved and saved.epoch == manifest.epoch and (saved.rows <= table.rows or borrowed):
 
             def load(index: VectorIndex) -> None:
                 """Read the saved file (checksum first), or rebuild when it is unusable."""
@@ -184,10 +211,13 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     self._index_file_ok = False  # the next writer replaces it
                     index.adopt(build_or_exact(spec, self.dim, vectors))
                 else:
-                    index.add(vectors[saved.rows :], vectors)  # catch up with newer segments
+                    if saved.rows < table.rows:
+                        index.add(vectors[saved.rows :], vectors)  # catch up with newer rows
 
             # Read on first need (an approximate search, a write), not here: see defer().
             index.defer(saved.info, table.rows, load)
+            if saved.rows > table.rows:  # borrowed from the current version: later rows too
+                index.limit_rows(table.rows)
             if os.environ.get("EMBEDSEARCH_EAGER_INDEX", "") not in ("", "0"):
                 index.load_deferred()
             return index

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import versions as _versions
 from .errors import InvalidInputError
+from .manifest import IndexSection
 from .versions import VersionInfo
 
 if TYPE_CHECKING:
@@ -155,10 +156,16 @@ class HistoryMixin:
             added = sum(1 for i in then_ids if i not in now_ids)
             deleted = len(now_ids) - (len(then_ids) - added)
             manifest = past.replace(generation=current.generation, checksum=None)
+            saved = past.index.file
+            gone = saved is not None and not os.path.lexists(self.path / saved.file)
+            if gone:  # its index went with the version (versions.kept_files): re-made below
+                manifest = manifest.replace(index=IndexSection(past.index.spec, None))
             committed = self._commit(
                 manifest, "restore", added=added, deleted=deleted, live=len(then_ids)
             )
             self._load(committed)
+            if gone:
+                self._maybe_save_index(force=True)
             view.close()
             return _versions.generation_of(committed)
 

@@ -553,6 +553,7 @@ class VectorIndex:
         self._pending: Callable[[VectorIndex], None] | None = None  # see defer()
         self._pending_lock = threading.Lock()
         self._unwrapped_of: tuple[Any, Any, bool] | None = None  # see _unwrapped()
+        self._row_limit: int | None = None  # see limit_rows()
 
     # ----------------------------------------------------------------- deferred load
     def defer(self, info: dict[str, Any], rows: int, load: Callable[[VectorIndex], None]) -> None:
@@ -575,8 +576,19 @@ class VectorIndex:
             if load is not None:
                 load(self)
 
+    def limit_rows(self, rows: int) -> None:
+        """Answer from the first ``rows`` positions only, though the FAISS index holds more.
+
+        A read-only view of a past version borrows the current version's index when that
+        version's rows are a prefix of the current ones (``Collection._load_index``):
+        every search then passes a selector of those positions.
+        """
+        self._row_limit = rows
+        self.info.rows = rows
+
     def adopt(self, other: VectorIndex) -> None:
         """Become ``other`` (a deferred load that had to rebuild hands its result here)."""
+        self._row_limit = other._row_limit
         self.spec, self.info, self._index, self._gpu = (
             other.spec,
             other.info,
@@ -943,6 +955,8 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if n == 0 or k <= 0:
             return exact_search(vectors, queries, max(k, 0))
+        if live is None and self._row_limit is not None:  # a borrowed index (limit_rows)
+            live = np.ones(n, dtype=bool)
         matching = None if live is None else int(np.count_nonzero(live))
         plan = self.plan(n, matching, k, opts)
         if plan.kind not in ("exact", "exact-filtered") and self._pending is not None:
@@ -992,7 +1006,7 @@ class VectorIndex:
         bitmap = sel = None
         if live is not None:
             bitmap = np.packbits(live.astype(bool, copy=False), bitorder="little")
-            sel = f.IDSelectorBitmap(len(live), f.swig_ptr(bitmap))
+            sel = f.IDSelectorBitmap(bitmap.size, f.swig_ptr(bitmap))  # n: bytes, not rows
         base = self._unwrapped()[0]
         if knobs.nprobe and isinstance(base, f.IndexIVF):
             knobs = SearchOptions(min(int(base.nlist), knobs.nprobe), knobs.ef_search, knobs.rerank)

@@ -97,6 +97,10 @@ def _open_version(
         current = store.read_manifest(root)
         manifest = current if version is None else versions.manifest_at(root, version, current)
         body = versions.as_json(manifest)
+        past = versions.generation_of(body) != versions.generation_of(current)
+        saved_index = versions.index_file_of(body)
+        if past and saved_index and not os.path.lexists(root / saved_index):
+            body = store.without_index_file(body)  # gone with its version (kept_files)
         handles: dict[str, IO[bytes]] = {}
         try:
             for name in sorted(versions.files_of(body)):
@@ -104,9 +108,7 @@ def _open_version(
         except FileNotFoundError:
             for fh in handles.values():
                 fh.close()
-            if version is not None and versions.generation_of(body) != versions.generation_of(
-                current
-            ):
+            if version is not None and past:
                 raise CorruptionError(
                     f"a file of version {version} is missing from {root}; run `embedsearch "
                     "verify` on the collection."

@@ -395,6 +395,16 @@ def parse_manifest(raw: bytes, path: Path) -> Manifest:
         ) from None
 
 
+def without_index_file(body: dict[str, Any]) -> dict[str, Any]:
+    """A manifest JSON naming no saved index (its spec kept), checksum recomputed: what a
+    past version whose index file is gone (``versions.kept_files``) is archived or restored
+    as; the index is derived data, re-made from the rows on need."""
+    out = {k: v for k, v in body.items() if k != "checksum"}
+    out["index"] = {**(out.get("index") or {}), "file": None}
+    out["checksum"] = hashlib.sha256(_canonical(out)).hexdigest()
+    return out
+
+
 def read_manifest(root: Path) -> Manifest:
     """Read, checksum and parse ``manifest.json`` into a checked :class:`Manifest`."""
     return parse_manifest(_read_raw(root), root / MANIFEST)
@@ -555,6 +565,7 @@ __all__ = [
     "remove_orphans",
     "sha256_file",
     "verified_path",
+    "without_index_file",
     "write_manifest",
     "write_tombstones",
 ]

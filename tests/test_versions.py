@@ -313,3 +313,67 @@ def test_time_travel_on_an_approximate_index_is_exact_to_then(tmp_path):
     view = embedsearch.open(tmp_path / "c", version="t")
     assert view.info()["index"]["resolved"] == "IVF16,Flat"
     assert [[(h.id, round(h.score, 6)) for h in r] for r in view.batch_search(q, 10)] == then
+
+
+def test_an_untagged_past_version_borrows_the_current_index(tmp_path, monkeypatch):
+    """A past version keeps its rows, not its index file (derived data: one per saved index
+    kept a week had doubled a 1M-row collection's disk): a newer save removes it. Opening
+    that version borrows the current index limited to its rows (its segments are the first
+    of the current ones), never shows a later row, and builds nothing; verify, snapshot
+    and restore all still work. A tag keeps a version's own index file."""
+    from embedsearch.index import VectorIndex, exact_search
+    from embedsearch.maintenance import verify
+
+    rng = np.random.default_rng(4)
+    v = rng.normal(size=(3000, 384)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    root = tmp_path / "c"
+    col = embedsearch.open(root, index="IVF16,Flat")
+    col.add([f"t{i}" for i in range(2000)], ids=[f"i{i}" for i in range(2000)], vectors=v[:2000])
+    tagged_index = col._manifest.index.file.file
+    col.tag("kept")  # tagged: this version keeps its own index file
+    ids = [f"i{i}" for i in range(2000, 2500)]
+    col.add(ids, ids=ids, vectors=v[2000:2500])
+    col.reindex("IVF16,Flat")  # an index file over 2,500 rows
+    middle, middle_index = col.version, col._manifest.index.file.file
+    ids = [f"i{i}" for i in range(2500, 3000)]
+    col.add(ids, ids=ids, vectors=v[2500:])
+    col.reindex("IVF16,Flat")  # one over all 3,000 rows: the untagged middle's goes
+    assert len({tagged_index, middle_index, col._manifest.index.file.file}) == 3
+    assert not (root / middle_index).exists()
+    assert (root / tagged_index).exists()
+    assert verify(root).ok
+    assert len(embedsearch.open(root, version="kept")) == 2000
+    col.close()
+
+    def no_build(self, vectors, **kw):
+        raise AssertionError("a view of a past version built an index")
+
+    monkeypatch.setattr(VectorIndex, "build", no_build)
+    view = embedsearch.open(root, version=middle)
+    assert len(view) == 2500
+    q = v[2600:2610] + 0.01 * rng.normal(size=(10, 384)).astype(np.float32)  # near later rows
+    hits = view.batch_search(q, 10)
+    got = {h.id for r in hits for h in r}
+    assert not got & {f"i{i}" for i in range(2500, 3000)}, "a later row leaked into the past"
+    _, want = exact_search(v[:2500], q, 10)
+    recall = np.mean(
+        [len({h.id for h in r} & {f"i{p}" for p in w}) / 10 for r, w in zip(hits, want)]
+    )
+    assert recall >= 0.8, recall  # the IVF index's answers, not a random ten
+    assert view.info()["index"]["kind"] == "approximate"
+    snap = view.snapshot(tmp_path / "middle.tar")
+    assert snap.version == middle
+    view.close()
+    monkeypatch.undo()
+
+    embedsearch.restore_snapshot(tmp_path / "middle.tar", tmp_path / "r")
+    restored = embedsearch.open(tmp_path / "r")
+    assert len(restored) == 2500 and restored.search(v[10], k=1)[0].id == "i10"
+    restored.close()
+    col = embedsearch.open(root)
+    col.restore(middle)
+    assert len(col) == 2500 and col.search(v[2499], k=1)[0].id == "i2499"
+    assert col._manifest.index.file is not None  # re-made and saved
+    assert verify(root).ok
+    col.close()
