@@ -9,8 +9,11 @@ Parts (``--parts``, default all):
   labelled by source (750 each of AG News, headlines, SciFact abstracts, Cranfield
   abstracts: four genres a person would separate at a glance, each label given by where the
   text came from, not by an annotator's reading). Top level: V-measure, ARI, topic count.
-  At our level closest to BERTopic's topic count: NPMI coherence (top 10 words, documents as
-  windows, the same tokenizer for both) and topic diversity. Share of documents unassigned
+  At our level closest to BERTopic's topic count: NPMI coherence and topic diversity, both
+  on the same words: each system's first 10 words that the shared tokenizer counts (BERTopic
+  is asked for 30 words per topic, ``top_n_words=30``, which changes nothing but the list's
+  length, so a stop word or a number in its top 10 is passed over rather than leaving a
+  shorter list), documents as windows. Share of documents unassigned
   (BERTopic's outlier topic -1), seconds.
 * ``directions`` — 10 random examples per side (10 draws) of news vs clickbait; ROC AUC over
   all 32,000 headlines for the centroid difference, the refined axis (``col.direction``) and
@@ -152,8 +155,14 @@ def topics_part(
         ours["V_mean_3_seeds"] = round(float(np.mean(ours["V_seeds_0_1_2"])), 4)
         for variant in ("defaults", "stop words"):
             key = f"{name} / BERTopic {variant}"
-            if reuse and key in reuse:  # an earlier run's BERTopic row (same data, same vectors)
-                b_row = {**reuse[key], "reused_from_earlier_run": True}
+            if reuse and key in reuse and "keywords" in reuse[key]:
+                # an earlier run's BERTopic row (same data, same vectors): its metrics again
+                b_row = {
+                    **reuse[key],
+                    "NPMI": round(npmi_coherence(reuse[key]["keywords"], texts), 4),
+                    "diversity": round(topic_diversity(reuse[key]["keywords"], texts=texts), 4),
+                    "reused_from_earlier_run": True,
+                }
             else:
                 b = bertopic_run(v, texts, stop=variant == "stop words")
                 b_lab = np.asarray(b["labels"])
@@ -168,9 +177,10 @@ def topics_part(
                     ),
                     "unassigned": round(float((b_lab < 0).mean()), 4),
                     "NPMI": round(npmi_coherence(b["keywords"], texts), 4),
-                    "diversity": round(topic_diversity(b["keywords"]), 4),
+                    "diversity": round(topic_diversity(b["keywords"], texts=texts), 4),
                     "seconds": round(b["seconds"], 1),
                     "top_labels": b["top_labels"],
+                    "keywords": b["keywords"],
                 }
             # our level whose topic count is closest to BERTopic's (outlier topic excluded)
             lv = min(res.levels, key=lambda lv: abs(lv.k - b_row["top_k"]))
@@ -181,7 +191,7 @@ def topics_part(
                     "vs": f"BERTopic {variant}",
                     "compared_level_k": lv.k,
                     "NPMI": round(npmi_coherence(kw, texts), 4),
-                    "diversity": round(topic_diversity(kw), 4),
+                    "diversity": round(topic_diversity(kw, texts=texts), 4),
                 }
             )
             rows.append(b_row)
@@ -216,13 +226,15 @@ def topics_part(
 
 
 def bertopic_run(v: np.ndarray, texts: list[str], *, stop: bool) -> dict[str, Any]:
-    """BERTopic with its defaults (seeded UMAP), on the given vectors."""
+    """BERTopic with its defaults (seeded UMAP), on the given vectors; 30 words per topic
+    (``top_n_words`` sets only the representation's length) so that 10 countable ones remain
+    after the shared tokenizer passes over stop words and numbers."""
     from bertopic import BERTopic
     from sklearn.feature_extraction.text import CountVectorizer
     from umap import UMAP
 
     umap = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=0)
-    kwargs: dict[str, Any] = {"umap_model": umap}
+    kwargs: dict[str, Any] = {"umap_model": umap, "top_n_words": 30}
     if stop:
         kwargs["vectorizer_model"] = CountVectorizer(stop_words="english")
     t = time.perf_counter()
@@ -234,7 +246,7 @@ def bertopic_run(v: np.ndarray, texts: list[str], *, stop: bool) -> dict[str, An
     for tid in info["Topic"]:
         if tid < 0:
             continue
-        words = [w for w, _ in model.get_topic(tid)][:10]
+        words = [w for w, _ in model.get_topic(tid)][:30]
         keywords.append(words)
         top_labels.append(f"{int((np.asarray(labels) == tid).sum())}: {', '.join(words[:3])}")
     return {
@@ -251,12 +263,14 @@ def plot_topics(rows: list[dict[str, Any]]) -> None:
 
     corp = list(dict.fromkeys(r["corpus"] for r in rows))
     systems = ["embedsearch topics", "BERTopic defaults", "BERTopic stop words"]
-    fig = Figure(figsize=(12, 4.2), dpi=110)
-    metrics = (("V", "V-measure of the top level"), ("NPMI", "NPMI coherence"),
+    fig = Figure(figsize=(15, 4.2), dpi=110)
+    metrics = (("V", "V-measure of the top level"),
+               ("NPMI", "NPMI coherence (at BERTopic's topic count)"),
+               ("diversity", "topic diversity (same words)"),
                ("unassigned", "share unassigned"))  # fmt: skip
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c"]
     for j, (m, title) in enumerate(metrics):
-        ax = fig.add_subplot(1, 3, j + 1)
+        ax = fig.add_subplot(1, len(metrics), j + 1)
         for s, sys_name in enumerate(systems):
             vals = []
             for c in corp:
