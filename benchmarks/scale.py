@@ -597,7 +597,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         row_ax[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         # one floor for every panel: a log axis starting at the data's minimum drew the
         # fastest bars as stubs whose height said nothing
-        row_ax[0].set_ylim(bottom=0.5)
+        # ...and a top on a labelled tick (1-2-5 steps), so the tallest bar can be read
+        top = max(r[lab]["p50_ms"] for r in here for lab in labels)
+        steps = [m * 10**e for e in range(-1, 6) for m in (1, 2, 5)]
+        row_ax[0].set_ylim(bottom=0.5, top=next((t for t in steps if t >= top * 1.05), top * 1.2))
         row_ax[0].axhline(5, color="k", lw=0.8, ls="--")  # the filtered p50 target
         row_ax[1].set_ylim(0, 1.05)
         row_ax[1].axhline(0.95, color="k", lw=0.8, ls="--")
