@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,6 +84,23 @@ class CheckedRow:
     metadata: dict[str, Any] | None
     metadata_json: str | None
     vector: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Documents chosen by a filter (:meth:`CollectionBase.selection`).
+
+    Attributes:
+        vectors: a ``(count, dim)`` float32 array-like: slices and index arrays give ndarrays.
+        ids: the ids of the given rows (indices into ``vectors``).
+    """
+
+    vectors: Any
+    ids: Callable[[np.ndarray], list[str]]
+
+    @property
+    def count(self) -> int:
+        return int(self.vectors.shape[0])
 
 
 class CollectionBase(ABC):
@@ -419,6 +437,17 @@ class CollectionBase(ABC):
         items = [ids] if isinstance(ids, str) else list(ids)
         return self._get([check_id(d, f"ids[{i}]") for i, d in enumerate(items)], include_vectors)
 
+    @contextmanager
+    def selection(self, where: dict[str, Any] | None = None) -> Iterator[Selection]:
+        """The documents :meth:`select` would return, as a :class:`Selection` read on demand.
+
+        The default reads them all (:meth:`select`); a single collection reads rows only
+        when asked, holding its read lock for the ``with`` block, so call no other method of
+        the collection inside it (a writer waiting would make that wait forever).
+        """
+        ids, vectors = self.select(where)
+        yield Selection(vectors, lambda rows: [ids[i] for i in np.asarray(rows).tolist()])
+
     def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
         """Ids and unit vectors of the live documents, optionally filtered by metadata.
 
@@ -440,4 +469,4 @@ class CollectionBase(ABC):
         return [i for i, k in zip(ids, keep) if k], vectors[keep]
 
 
-__all__ = ["CheckedRow", "CollectionBase", "Query", "SearchRequest"]
+__all__ = ["CheckedRow", "CollectionBase", "Query", "SearchRequest", "Selection"]

@@ -22,14 +22,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import durable, store, versions
-from .base import CollectionBase, SearchRequest
+from .base import CollectionBase, SearchRequest, Selection
 from .concurrency import RWLock
 from .encoder import Encoder, get_encoder
 from .errors import (
@@ -60,7 +60,7 @@ from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef
 from .rag.mixin import RetrievalMixin
 from .segment import open_segment
 from .segment import write_segment as _write_segment
-from .table import Table, parse_metadata
+from .table import RowsView, Table, parse_metadata
 from .types import Document, Hit
 from .validation import (
     check_k,
@@ -727,6 +727,22 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     f"id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
                 )
             return table.take(np.asarray(positions, dtype=np.int64))
+
+    @contextlib.contextmanager
+    def selection(self, where: dict[str, Any] | None = None) -> Iterator[Selection]:
+        """:meth:`CollectionBase.selection`: the live (and matching) positions of one
+        snapshot, their rows and ids read only when asked, under the read lock."""
+        self.refresh()
+        with self._rw.read():
+            table = self._table
+            mask = table.live
+            if where is not None:
+                mask = (
+                    column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
+                    & mask
+                )
+            view = RowsView(table, np.flatnonzero(mask))
+            yield Selection(view, view.ids)
 
     def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
         """:meth:`CollectionBase.select`, with ``where`` evaluated over the typed metadata

@@ -320,3 +320,47 @@ def test_word_clusters_are_labelled_by_their_most_central_words(tmp_path, encode
             cos = vocab.vectors(c.ids) @ center
             assert c.keywords[0] == c.ids[int(np.argmax(cos))]
         assert sum(c.size for c in result.clusters) == 18
+
+
+def test_outliers_and_maps_read_only_the_rows_they_need(tmp_path, monkeypatch) -> None:
+    """``outliers()`` and ``map()`` read a collection's rows on demand (``selection``), not
+    through ``select()``'s copy of every vector and id (1.5 GB at 1M rows): the outlier scan
+    reads blocks, a map only its sample, and the answers are those of the whole arrays."""
+    from embedsearch.collection import Collection
+    from embedsearch.latent.clustering import atypical_scores
+    from embedsearch.table import Table
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(8, 384))
+    x = centers[rng.integers(0, 8, 4500)] + 0.6 * rng.normal(size=(4500, 384))
+    x[::300] = rng.normal(size=(15, 384)) * 3  # 15 off-topic rows
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    col = embedsearch.open(tmp_path / "c")
+    ids = [f"d{i}" for i in range(4500)]
+    for lo in range(0, 4500, 1500):  # three segments
+        col.add(ids[lo : lo + 1500], ids=ids[lo : lo + 1500], vectors=x[lo : lo + 1500])
+    col.delete(["d1"])  # a tombstone: the live rows are chosen
+    live = np.array([i != 1 for i in range(4500)])
+    want = atypical_scores(x[live])
+    want_ids = [ids[i] for i in np.flatnonzero(live)[np.argsort(-want, kind="stable")[:15]]]
+
+    takes: list[int] = []
+    take = Table.take
+
+    def spy(self, positions, *a, **kw):
+        takes.append(len(positions))
+        return take(self, positions, *a, **kw)
+
+    def no_select(self, where=None):
+        raise AssertionError("select() copied every vector")
+
+    monkeypatch.setattr(Table, "take", spy)
+    monkeypatch.setattr(Collection, "select", no_select)
+    hits = col.outliers(15)
+    assert [h.id for h in hits] == want_ids
+    assert len({h.id for h in hits} & {f"d{i}" for i in range(0, 4500, 300)}) >= 12
+    assert max(takes) <= 2000 + 8192 and sum(takes) < 2 * 4500, takes
+    takes.clear()
+    col.map(tmp_path / "m.png", max_points=100, method="pca", color_by=None)
+    assert takes and max(takes) <= 100, takes  # the drawn sample only
+    col.close()

@@ -566,23 +566,24 @@ def atypical_scores(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
 
     A group of off-topic documents hides from a near-neighbour score (its members are each
     other's neighbours) but is too small to fill 2 % of the sample, so its members are
-    measured against the documents beyond it. Cost: one (n x sample) product.
+    measured against the documents beyond it. Cost: one (n x sample) product, read one
+    block of 8,192 rows at a time (``vectors`` may be any array-like that slices).
 
     Raises:
         InvalidInputError: fewer than 2 vectors.
     """
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = x.shape[0]
+    n = vectors.shape[0]
     if n < 2:
         raise InvalidInputError(f"outliers need at least 2 documents ({n} here).")
     picked = np.sort(
         np.random.default_rng(seed).choice(n, size=min(n, ATYPICAL_SAMPLE), replace=False)
     )
     rank = min(len(picked) - 1, max(1, round(ATYPICAL_SHARE * len(picked))))
-    sample = x[picked]
+    sample = np.asarray(vectors[picked], dtype=np.float32)
     out = np.empty(n, dtype=np.float64)
     for lo in range(0, n, 8192):  # (block x sample) similarities, each row's own excluded
-        sims = x[lo : lo + 8192] @ sample.T
+        # one block read at a time: ``vectors`` may be rows read on demand (RowsView)
+        sims = np.asarray(vectors[lo : lo + 8192], dtype=np.float32) @ sample.T
         own = np.flatnonzero((picked >= lo) & (picked < lo + 8192))
         sims[picked[own] - lo, own] = -np.inf
         kth = -np.partition(-sims, rank - 1, axis=1)[:, rank - 1]
@@ -617,22 +618,25 @@ def find_outliers(
         )
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidInputError(f"n must be a positive integer, got {n!r}.")
-    ids, vectors = col.select(where)
-    if n > len(ids):
-        raise InvalidInputError(
-            f"n={n} but only {len(ids)} documents "
-            + ("match the filter" if where is not None else f"are in {col.name!r}")
-            + f"; ask for at most {len(ids)}."
+    with col.selection(where) as chosen:  # rows read on demand (no other call inside)
+        count = chosen.count
+        if n > count:
+            raise InvalidInputError(
+                f"n={n} but only {count} documents "
+                + ("match the filter" if where is not None else f"are in {col.name!r}")
+                + f"; ask for at most {count}."
+            )
+        by_neighbors = method == "neighbors" or (
+            method == "auto" and (neighbors is not None or count < ATYPICAL_MIN_DOCS)
         )
-    by_neighbors = method == "neighbors" or (
-        method == "auto" and (neighbors is not None or len(ids) < ATYPICAL_MIN_DOCS)
-    )
-    if by_neighbors:
-        scores = outlier_scores(vectors, 10 if neighbors is None else neighbors)
-    else:
-        scores = atypical_scores(vectors)
-    order = np.argsort(-scores, kind="stable")[:n]
-    docs = col.get([ids[i] for i in order])
+        if by_neighbors:  # an index over every chosen vector: they are read whole
+            vectors = np.asarray(chosen.vectors, dtype=np.float32)
+            scores = outlier_scores(vectors, 10 if neighbors is None else neighbors)
+        else:
+            scores = atypical_scores(chosen.vectors)
+        order = np.argsort(-scores, kind="stable")[:n]
+        top_ids = chosen.ids(order)
+    docs = col.get(top_ids)
     return [Hit(d.id, float(scores[i]), d.text, d.metadata) for i, d in zip(order, docs)]
 
 

@@ -356,14 +356,15 @@ def save_map(
         raise InvalidInputError("color_by must be 'cluster', a metadata field name, or None.")
     if not out.parent.exists():
         raise InvalidInputError(f"folder {out.parent} does not exist; create it first.")
-    ids, vectors = col.select(where)
-    total = len(ids)
-    if total < 2:
-        raise InvalidInputError(f"a map needs at least 2 documents; {total} selected.")
-    if total > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(total, max_points, replace=False))
-        ids = [ids[i] for i in keep]
-        vectors = vectors[keep]
+    with col.selection(where) as chosen:  # only the drawn sample's rows are read
+        total = chosen.count
+        if total < 2:
+            raise InvalidInputError(f"a map needs at least 2 documents; {total} selected.")
+        keep = np.arange(total)
+        if total > max_points:
+            keep = np.sort(np.random.default_rng(seed).choice(total, max_points, replace=False))
+        ids = chosen.ids(keep)
+        vectors = np.asarray(chosen.vectors[keep], dtype=np.float32)
     docs = col.get(ids)
     numeric = False
     if color_by is None:
