@@ -154,12 +154,18 @@ def disk(path: Path) -> int:
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
+    """Format 1 against format 2 when both were probed; otherwise (one format, e.g. 5M rows
+    alone) what the run is for: seconds per added batch over the build (ingest linear,
+    retrains visible) and RSS at each probe step against the index file's size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = [(k, v) for k, v in result["probes"].items()]
+    if len(runs) == 1 and "batch_s" in result:
+        _plot_alone(result, runs[0][1], out, plt)
+        return
     labels = [k for k, _ in runs]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, key, title in (
@@ -174,6 +180,53 @@ def plot(result: dict[str, Any], out: Path) -> None:
         for b, v in zip(bars, vals):
             ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom")
     fig.suptitle(f"{result['rows']:,} rows × 384 dims, {result['spec']}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def _plot_alone(result: dict[str, Any], probe_row: dict[str, Any], out: Path, plt: Any) -> None:
+    batch = np.asarray(result["batch_s"])
+    rows = result["batch"] * np.arange(1, len(batch) + 1) / 1e6
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.4), width_ratios=[3, 2])
+    a1.bar(rows, batch, width=0.8 * result["batch"] / 1e6, color="#4c72b0")
+    med = float(np.median(batch))
+    a1.axhline(med, color="#55a868", lw=1, ls="--", label=f"median batch {med:.1f} s")
+    for r, b in zip(rows, batch):
+        if b > 4 * med:  # an index retrain: the writer re-trains for the size it has reached
+            a1.annotate(f"{b:.0f} s", (r, b), ha="center", va="bottom", fontsize=8)
+    a1.set_yscale("log")
+    a1.set_xlabel("rows in the collection after the batch (millions)")
+    a1.set_ylabel(f"seconds to add {result['batch']:,} rows")
+    a1.set_title(
+        f"ingest: {len(batch)} batches, {result['build_s']:.0f} s in all "
+        "(tall bars: index retrains)",
+        fontsize=10,
+    )
+    a1.legend(fontsize=8, loc="upper left")
+    steps = [
+        ("after open", "rss_open_mb"),
+        ("after 1 query", "rss_first_query_mb"),
+        ("after 200 queries", "rss_200_queries_mb"),
+        ("after a filter", "rss_filtered_mb"),
+        ("peak", "peak_rss_mb"),
+    ]
+    vals = [probe_row[k] for _, k in steps]
+    bars = a2.bar(range(len(vals)), vals, color="#dd8452")
+    for b, v in zip(bars, vals):
+        a2.annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom")
+    if result.get("index_bytes"):
+        idx_mb = result["index_bytes"] / 2**20
+        a2.axhline(idx_mb, color="black", lw=1, ls="--", label=f"index file {idx_mb:,.0f} MB")
+        a2.legend(fontsize=8, loc="upper left")
+    a2.set_xticks(range(len(vals)), [s for s, _ in steps], rotation=15, fontsize=8)
+    a2.set_ylabel("RSS of a fresh process (MB)")
+    a2.set_ylim(0, max(vals) * 1.25)
+    a2.set_title(f"memory ({probe_row.get('index', result['spec'])})", fontsize=10)
+    fig.suptitle(
+        f"{result['rows']:,} rows × 384 dims, index {result['spec']}: "
+        f"{result['disk_bytes_v2'] / 1e9:.1f} GB on disk",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -197,6 +250,7 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         result.update(build(path, args.rows, args.batch, args.spec))
     result["disk_bytes_v2"] = disk(path)
+    result["index_bytes"] = sum(f.stat().st_size for f in path.glob("index-*.faiss"))
     probes: dict[str, Any] = {"format 2": probe(path, ROOT)}
     result["cli_search_s"] = {"format 2": cli_search(path, ROOT)}
     if args.before:
