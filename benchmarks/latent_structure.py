@@ -215,11 +215,14 @@ def topics_part(
     out["topics"] = rows
     cols = ["corpus", "system", "top_k", "V", "ARI", "V_mean_3_seeds", "compared_level_k", "NPMI",
             "diversity", "unassigned", "seconds"]  # fmt: skip
-    md = table(rows, cols)
+    # our row once per corpus (the JSON keeps one per BERTopic variant: the same topics, and
+    # the compared level follows BERTopic's count, which the variants share)
+    shown = [
+        r for r in rows if r["system"] != "embedsearch topics" or r["vs"] == "BERTopic defaults"
+    ]
+    md = table(shown, cols)
     md += "\n\n" + "\n".join(
-        f"- {r['corpus']} / {r['system']}: " + "; ".join(r["top_labels"][:8])
-        for r in rows
-        if r["system"] != "embedsearch topics" or r["vs"] == "BERTopic defaults"
+        f"- {r['corpus']} / {r['system']}: " + "; ".join(r["top_labels"][:8]) for r in shown
     )
     plot_topics(rows)
     return md
