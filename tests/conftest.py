@@ -31,6 +31,23 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def take_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The row count of every ``Table.take`` while the test runs: a spy (plumbing only; the
+    real take still answers), for tests that bound how many rows a path reads at once."""
+    from embedsearch.table import Table
+
+    sizes: list[int] = []
+    take = Table.take
+
+    def spy(self: Table, positions: Any, *a: Any, **kw: Any) -> Any:
+        sizes.append(len(positions))
+        return take(self, positions, *a, **kw)
+
+    monkeypatch.setattr(Table, "take", spy)
+    return sizes
+
+
 @pytest.fixture(scope="session")
 def demo_rows() -> list[dict[str, Any]]:
     """The bundled demo corpus (350 short texts with topic/year metadata)."""

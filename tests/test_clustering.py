@@ -322,13 +322,12 @@ def test_word_clusters_are_labelled_by_their_most_central_words(tmp_path, encode
         assert sum(c.size for c in result.clusters) == 18
 
 
-def test_outliers_and_maps_read_only_the_rows_they_need(tmp_path, monkeypatch) -> None:
+def test_outliers_and_maps_read_only_the_rows_they_need(tmp_path, monkeypatch, take_sizes) -> None:
     """``outliers()`` and ``map()`` read a collection's rows on demand (``selection``), not
     through ``select()``'s copy of every vector and id (1.5 GB at 1M rows): the outlier scan
     reads blocks, a map only its sample, and the answers are those of the whole arrays."""
     from embedsearch.collection import Collection
     from embedsearch.latent.clustering import atypical_scores
-    from embedsearch.table import Table
 
     rng = np.random.default_rng(3)
     centers = rng.normal(size=(8, 384))
@@ -344,18 +343,13 @@ def test_outliers_and_maps_read_only_the_rows_they_need(tmp_path, monkeypatch) -
     want = atypical_scores(x[live])
     want_ids = [ids[i] for i in np.flatnonzero(live)[np.argsort(-want, kind="stable")[:15]]]
 
-    takes: list[int] = []
-    take = Table.take
-
-    def spy(self, positions, *a, **kw):
-        takes.append(len(positions))
-        return take(self, positions, *a, **kw)
+    takes = take_sizes
 
     def no_select(self, where=None):
         raise AssertionError("select() copied every vector")
 
-    monkeypatch.setattr(Table, "take", spy)
     monkeypatch.setattr(Collection, "select", no_select)
+    takes.clear()  # the adds above read rows too: count from here
     hits = col.outliers(15)
     assert [h.id for h in hits] == want_ids
     assert len({h.id for h in hits} & {f"d{i}" for i in range(0, 4500, 300)}) >= 12

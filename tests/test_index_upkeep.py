@@ -119,7 +119,9 @@ def test_a_saved_index_is_read_on_first_need_not_at_open(tmp_path, monkeypatch):
     assert [[h.id for h in r] for r in eager.batch_search(q, 10)] == many
 
 
-def test_reindex_reads_the_rows_a_chunk_at_a_time(home, small_policy, monkeypatch) -> None:
+def test_reindex_reads_the_rows_a_chunk_at_a_time(
+    home, small_policy, monkeypatch, take_sizes
+) -> None:
     """``reindex`` (and any build over a whole collection) hands FAISS the rows in chunks of
     ``_ADD_CHUNK``: it never takes every vector of the segments into one copy (7.7 GB at 5M
     rows), and the index it builds answers as one built from a contiguous copy does."""
@@ -130,18 +132,13 @@ def test_reindex_reads_the_rows_a_chunk_at_a_time(home, small_policy, monkeypatc
     data = _vectors(900, 3)
     for lo in range(0, 900, 300):  # three segments
         _add(col, data[lo : lo + 300], lo)
-    largest: list[int] = []
-    take = Table.take
-
-    def spy(self, positions, *a, **kw):
-        largest.append(len(positions))
-        return take(self, positions, *a, **kw)
+    largest = take_sizes
 
     def no_copy(self, rows=None):
         raise AssertionError("a build made one contiguous copy of every vector")
 
-    monkeypatch.setattr(Table, "take", spy)
     monkeypatch.setattr(Table, "contiguous", no_copy)
+    largest.clear()  # the adds above read rows too: count from here
     col.reindex("IVF8,SQ8")
     assert col.info()["index"]["resolved"] == "IVF8,SQ8"
     assert largest and max(largest) <= 300, max(largest)  # chunks, samples, shortlists
