@@ -148,31 +148,71 @@ def test_newer_format_is_refused_with_advice(ivf_template: Path, tmp_path: Path)
 def test_segments_are_memory_mapped_and_checked_only_where_touched(
     tmp_path: Path, demo_vectors: Any
 ) -> None:
+    from embedsearch.segment import BLOCK_ROWS
+
     path = tmp_path / "c"
     col = embedsearch.open(path)
-    vecs = np.asarray(demo_vectors)  # 350 rows: checksum blocks of rows 0-255 and 256-349
+    vecs = np.asarray(demo_vectors)  # 350 rows: several checksum blocks
     col.add([f"t{i}" for i in range(len(vecs))], ids=[f"d{i}" for i in range(len(vecs))],
             vectors=vecs)  # fmt: skip
     col.close()
     ref = store.read_manifest(path).segments[0]
-    assert ref.vectors is not None and len(ref.vectors.crc32) == 16
+    blocks = -(-len(vecs) // BLOCK_ROWS)
+    assert blocks >= 2 and ref.vectors is not None and ref.vectors.block_rows == BLOCK_ROWS
+    assert len(ref.vectors.crc32) == 8 * blocks
+    damaged = 300  # a row outside the first block
+    assert damaged // BLOCK_ROWS > 0
     vec_file = path / ref.vectors.file
     data = bytearray(vec_file.read_bytes())
-    data[300 * col.dim * 4 + 3] ^= 0x40  # one float of row 300
+    data[damaged * col.dim * 4 + 3] ^= 0x40  # one float of that row
     vec_file.write_bytes(bytes(data))
     col = embedsearch.open(path)  # maps; reads nothing
     seg = col._table.segments[0]
     assert not seg._block_ok.any()
-    got = col._table.take(np.array([1, 7]))  # rows of the intact block are served...
+    got = col._table.take(np.array([1, 7]))  # rows of an intact block are served...
     from embedsearch.validation import unit_rows
 
     assert np.array_equal(got, unit_rows(vecs, col.dim)[[1, 7]])  # as stored: normalised
-    assert seg._block_ok.tolist() == [True, False]
+    assert seg._block_ok.tolist() == [True] + [False] * (blocks - 1)  # only that block read
     with pytest.raises(CorruptionError, match=vec_file.name):  # ...the damaged one never is
-        col._table.take(np.array([300]))
+        col._table.take(np.array([damaged]))
     with pytest.raises(CorruptionError, match=vec_file.name):
         col.search(np.ones(col.dim), k=3)
-    assert col.get(["d300"])[0].text == "t300"  # texts live in the (intact) Arrow file
+    assert col.get([f"d{damaged}"])[0].text == f"t{damaged}"  # texts: the intact Arrow file
+    col.close()
+
+
+def test_segments_keep_the_checksum_blocks_they_were_written_with(
+    tmp_path: Path, demo_vectors: Any
+) -> None:
+    """A segment written with 256-row blocks (before 64 became the default) is read and
+    checked by its own block size; a damaged row in it is still refused."""
+    from embedsearch.segment import block_crcs
+
+    path = tmp_path / "c"
+    col = embedsearch.open(path)
+    vecs = np.asarray(demo_vectors)
+    col.add([f"t{i}" for i in range(len(vecs))], ids=[f"d{i}" for i in range(len(vecs))],
+            vectors=vecs)  # fmt: skip
+    col.close()
+    raw = store.read_manifest_json(path)
+    vref = raw["segments"][0]["vectors"]
+    stored = np.fromfile(path / vref["file"], dtype="<f4").reshape(len(vecs), -1)
+    vref["block_rows"], vref["crc32"] = 256, block_crcs(stored, 256)  # as older versions wrote
+    store.write_manifest(path, raw)
+    col = embedsearch.open(path)
+    assert col._table.segments[0]._block_ok.shape == (2,)
+    assert col.search(vecs[5], k=1)[0].id == "d5"
+    assert verify(path).ok
+    col.close()
+    vec_file = path / vref["file"]
+    data = bytearray(vec_file.read_bytes())
+    data[300 * stored.shape[1] * 4 + 3] ^= 0x40
+    vec_file.write_bytes(bytes(data))
+    col = embedsearch.open(path)
+    assert np.array_equal(col._table.take(np.array([3])), stored[[3]])  # block 0: intact
+    with pytest.raises(CorruptionError, match=vec_file.name):
+        col._table.take(np.array([300]))  # block 1 (rows 256-349) fails as a whole
     col.close()
 
 
