@@ -284,3 +284,48 @@ def test_labels_read_from_topic_cores_beat_whole_topic_ctfidf(topics, demo_col) 
         plain = [pick_keywords(vocab, counts[t], weights[t], 10) for t in range(lv.k)]
         assert npmi_coherence(ours, texts) > npmi_coherence(plain, texts) + 0.05, lv.k
         assert topic_diversity(ours, texts=texts) >= topic_diversity(plain, texts=texts), lv.k
+
+
+def test_ward_tree_with_groups_merges_within_each_group_first() -> None:
+    from embedsearch.latent.topics import cut, ward_tree
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(12, 5))
+    sizes = rng.integers(1, 20, 12).astype(np.float64)
+    groups = np.array([0, 1, 2] * 4)  # interleaved: plain Ward has no reason to follow them
+    plain = cut(ward_tree(means, sizes), 3)
+    assert len({(int(g), int(p)) for g, p in zip(groups, plain)}) > 3  # it does not
+    tree = ward_tree(means, sizes, groups=groups)
+    assert np.all(np.diff(tree[:, 2]) >= 0)  # a valid linkage (scipy cuts it)
+    top = cut(tree, 3)
+    assert len({(int(g), int(t)) for g, t in zip(groups, top)}) == 3  # the cut is the groups
+    for k in range(4, 12):  # every finer cut splits within a group
+        lab = cut(tree, k)
+        assert all(len(set(groups[lab == c].tolist())) == 1 for c in np.unique(lab))
+
+
+def test_leaf_word_profiles_drop_boilerplate_and_scale_beside_the_means() -> None:
+    from embedsearch.latent.topics import leaf_profiles, with_words
+
+    counts = np.array(
+        [[9, 0, 3, 5], [0, 8, 3, 5], [1, 1, 3, 5], [2, 4, 3, 5]], dtype=np.float64
+    )  # terms 2 and 3 in every leaf alike: boilerplate once common enough
+    prof = leaf_profiles(counts, texts=40)
+    assert np.allclose(prof[:, 2:], 0.0) and np.allclose(np.linalg.norm(prof, axis=1), 1.0)
+    assert prof[0, 0] > prof[0, 1] and prof[1, 1] > prof[1, 0]
+    means = np.random.default_rng(1).normal(size=(4, 3))
+    both = with_words(means, prof)
+    assert both.shape == (4, 7) and np.array_equal(both[:, :3], means)  # 4 leaves: 4 dims
+
+    def dists(a: np.ndarray) -> np.ndarray:
+        return ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+
+    ratio = dists(both[:, 3:])[np.triu_indices(4, 1)] / dists(prof)[np.triu_indices(4, 1)]
+    assert np.allclose(ratio, ratio[0])  # the profiles' geometry, scaled: no term dimension
+
+    def spread(a: np.ndarray) -> float:
+        d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+        return float(d[np.triu_indices(len(a), 1)].mean())
+
+    assert spread(both[:, 3:]) == pytest.approx(spread(means))  # WORDS_WEIGHT = 1: equal
+    assert with_words(means, None) is means

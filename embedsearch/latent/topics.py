@@ -13,20 +13,26 @@ How :func:`build_topics` (``col.topics()``) works, and why:
    *smoothed document* vectors (the space the leaves were cut in), weighted by their sizes:
    merging leaves ``a`` and ``b`` costs ``n_a n_b / (n_a + n_b) * |mean_a - mean_b|^2``, the
    increase in the within-topic sum of squares of the documents (a size-blind linkage on
-   centroids lets small leaves decide the top of the tree). Measured on three labelled
-   corpora of 3,000 documents, seeds 0-2 (``docs/latent.md``): two rounds and a tree on the
+   centroids lets small leaves decide the top of the tree). Beside each mean, the tree that
+   chooses the top level also sees the leaf's **word profile** (:func:`leaf_profiles`,
+   scaled by :func:`with_words` to the same spread as the means). Measured on three
+   labelled corpora of 3,000 documents (``docs/latent.md``): two rounds and a tree on the
    raw means gave a top-level V-measure of 0.51 / 0.64 / 0.69 (AG News / headlines / four
-   sources), six rounds and the tree on smoothed means 0.59 / 0.66 / 0.70.
-3. **Top level without k** — each cut of the tree into ``2..min(20, m - 1)`` topics is scored
-   by the mean cosine **silhouette of the documents** (a fixed seeded sample of at most
-   3,000); level 0 is the cut with the *fewest* topics whose score is within 5 %
+   sources, seeds 0-2), six rounds and the tree on smoothed means 0.59 / 0.66 / 0.70; the
+   word profiles 0.583 / 0.675 / 0.807 over seeds 0-4 (before: 0.581 / 0.651 / 0.758).
+3. **Top level without k** — each cut of that tree into ``2..min(20, m - 1)`` topics is
+   scored by the mean cosine **silhouette of the documents** (a fixed seeded sample of at
+   most 3,000); level 0 is the cut with the *fewest* topics whose score is within 5 %
    (:data:`TOP_TOLERANCE`) of the best (on the four-source mix the best silhouette is 6
    topics, 0.129, against 0.125 for 3: nearly a tie, and the 3-topic cut matches the sources
    better, V-measure 0.80 against 0.70). The benchmark (``benchmarks/latent_structure.py``)
    measures the choice on three labelled corpora; the numbers are in ``docs/latent.md``.
 4. **Levels** — level 0 is that top cut; the last level is the leaves; levels in between
-   are cuts whose topic counts grow geometrically. All levels are cuts of one tree, so they
-   nest: each topic has one parent at the level above.
+   are cuts, with topic counts growing geometrically, of a second Ward tree on the means
+   alone that merges the leaves within each top topic first (:func:`ward_tree` ``groups``):
+   the words made the middle levels' labels less coherent (four sources at 21 topics: NPMI
+   0.109 with this, -0.093 with one tree for all levels). All levels are cuts of that tree,
+   so they nest: each topic has one parent at the level above.
 5. **Labels** — class-based TF-IDF (c-TF-IDF, as BERTopic) over unigrams and *adjacent*
    bigrams (a bigram is two neighbouring words of the text, neither a stop word, so phrases
    are real phrases such as "oil prices"), read from each topic's **core** (the half of its
@@ -75,6 +81,9 @@ SMOOTH_ROUNDS = 6
 # tags "ap"/"reuters", weekdays in AG News), not the name of a topic
 SPREAD_MAX = 0.8
 SPREAD_MIN_SHARE = 0.02
+# the leaves' word profiles weigh this much beside their vector means in the tree (equal
+# spread at 1.0; 0.5 and 2.0 were measured lower, docs/latent.md)
+WORDS_WEIGHT = 1.0
 SMOOTH_MAX = 50_000
 # HTML entity fragments and URL pieces that leak into scraped text (AG News: "#39;s", "&lt;b&gt;")
 NOISE_WORDS = frozenset(
@@ -246,13 +255,19 @@ class Topics:
 
 
 # ----------------------------------------------------------------------------- tree
-def ward_tree(means: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def ward_tree(means: np.ndarray, sizes: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     """Ward linkage of clusters given their document means and sizes (scipy linkage format).
 
     The merge height is ``sqrt(2 * n_a n_b / (n_a + n_b)) * |mean_a - mean_b|``, which for
     single documents is scipy's Ward; here each leaf enters with its own size.
+
+    ``groups`` (a group number per leaf): leaves of one group are all merged before any two
+    groups are, so the cut into as many topics as there are groups is exactly the groups and
+    every finer cut splits within them (the top level chosen on one tree, the levels below
+    from another).
     """
     m = means.shape[0]
+    grp = np.zeros(m, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
     mu = means.astype(np.float64).copy()
     sz = sizes.astype(np.float64).copy()
     cluster_id = np.arange(m)
@@ -262,9 +277,14 @@ def ward_tree(means: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     d = sq[:, None] + sq[None, :] - 2.0 * mu @ mu.T
     d = np.maximum(d, 0.0) * (2.0 * sz[:, None] * sz[None, :] / (sz[:, None] + sz[None, :]))
     np.fill_diagonal(d, np.inf)
+    # a merge across groups waits until every group is one cluster
+    within = m - len(np.unique(grp))
     out = np.zeros((m - 1, 4))
     for step in range(m - 1):
-        flat = int(np.argmin(d))
+        if groups is not None and step < within:
+            flat = int(np.argmin(np.where(grp[:, None] == grp[None, :], d, np.inf)))
+        else:
+            flat = int(np.argmin(d))
         a, b = divmod(flat, m)
         a, b = min(a, b), max(a, b)
         out[step] = [
@@ -322,10 +342,25 @@ def smooth(
 
 
 def cut(tree: np.ndarray, k: int) -> np.ndarray:
-    """Leaf → topic (0..k-1) for the cut of ``tree`` into ``k`` topics."""
-    from scipy.cluster.hierarchy import cut_tree
+    """Leaf → topic (0..k-1) for the cut of ``tree`` into ``k`` topics: the state after its
+    first ``m - k`` merges, in their order (topics numbered by their first leaf).
 
-    return cut_tree(tree, n_clusters=int(k)).ravel().astype(np.int64)
+    Replayed here rather than by ``scipy.cluster.hierarchy.cut_tree``, which returned wrong
+    clusters for a tree merged group by group (:func:`ward_tree` with ``groups``: equal
+    heights after the monotone guard).
+    """
+    m = len(tree) + 1
+    k = max(1, min(int(k), m))
+    owner = np.arange(m)  # cluster id of each leaf
+    members: dict[int, list[int]] = {i: [i] for i in range(m)}
+    for step in range(m - k):
+        a, b = int(tree[step, 0]), int(tree[step, 1])
+        joined = members.pop(a) + members.pop(b)
+        members[m + step] = joined
+        owner[joined] = m + step
+    first = {c: min(leaves) for c, leaves in members.items()}
+    order = {c: i for i, c in enumerate(sorted(first, key=first.__getitem__))}
+    return np.array([order[int(c)] for c in owner], dtype=np.int64)
 
 
 def choose_top(
@@ -379,12 +414,34 @@ def level_sizes(top: int, leaves: int, levels: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- labels
+def term_counts(
+    texts: list[str], stop: frozenset[str] | None = None, *, binary: bool = False
+) -> Any:
+    """``(vocabulary, sparse (texts, terms) counts)`` of unigrams and adjacent bigrams, or
+    ``None`` when no term is left (terms in fewer than 2 texts are dropped from 100 texts on).
+
+    ``binary`` counts each term once per text.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    stop = stop_words() if stop is None else stop
+    for min_df in (2, 1) if len(texts) >= 100 else (1,):
+        try:
+            vec = CountVectorizer(analyzer=analyzer(stop), min_df=min_df, binary=binary)
+            counts = vec.fit_transform(texts)
+            return vec.get_feature_names_out(), counts
+        except ValueError:  # no term left at this min_df
+            continue
+    return None
+
+
 def ctfidf(
     texts: list[str],
     groups: list[np.ndarray],
     stop: frozenset[str] | None = None,
     *,
     binary: bool = False,
+    counted: Any = None,
 ) -> Any:
     """Counts and c-TF-IDF weights of unigrams and adjacent bigrams per group of texts.
 
@@ -395,6 +452,7 @@ def ctfidf(
         binary: count each term once per text, so ``counts`` is the number of the group's
             texts that contain it (a word repeated in one article does not outweigh a word
             many articles share).
+        counted: the :func:`term_counts` of ``texts`` when already made (not recounted).
 
     Returns:
         ``(vocabulary, [(counts, weights) per grouping])``, dense ``(g, terms)`` arrays;
@@ -402,22 +460,14 @@ def ctfidf(
         terms per group, f: the term's count over all groups), BERTopic's c-TF-IDF.
     """
     from scipy import sparse
-    from sklearn.feature_extraction.text import CountVectorizer
 
-    stop = stop_words() if stop is None else stop
-    counts = None
-    for min_df in (2, 1) if len(texts) >= 100 else (1,):
-        try:
-            vec = CountVectorizer(analyzer=analyzer(stop), min_df=min_df, binary=binary)
-            counts = vec.fit_transform(texts)
-            break
-        except ValueError:  # no term left at this min_df
-            continue
-    if counts is None:
+    if counted is None:
+        counted = term_counts(texts, stop, binary=binary)
+    if counted is None:
         return np.array([], dtype=object), [
             (np.zeros((int(g.max()) + 1, 0)), np.zeros((int(g.max()) + 1, 0))) for g in groups
         ]
-    vocab = vec.get_feature_names_out()
+    vocab, counts = counted
     out = []
     for g in groups:
         g = np.asarray(g)
@@ -430,6 +480,65 @@ def ctfidf(
         idf = np.log(1.0 + float(words.mean()) / np.maximum(per.sum(0), 1.0))
         out.append((per, tf * idf))
     return vocab, out
+
+
+def boilerplate(leaf_counts: np.ndarray, texts: int) -> np.ndarray:
+    """Terms spread evenly over the leaves (normalised entropy above :data:`SPREAD_MAX`) and
+    common (in more than :data:`SPREAD_MIN_SHARE` of ``texts``): the corpus's boilerplate.
+
+    Args:
+        leaf_counts: ``(leaves, terms)`` documents of each leaf containing each term.
+        texts: the number of documents counted.
+    """
+    m = leaf_counts.shape[0]
+    total = leaf_counts.sum(0)
+    p = leaf_counts / np.maximum(total, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(0) / math.log(max(m, 2))
+    return (ent > SPREAD_MAX) & (total / max(texts, 1) > SPREAD_MIN_SHARE)
+
+
+def leaf_profiles(leaf_counts: np.ndarray, texts: int) -> np.ndarray:
+    """Each leaf's words as a unit vector: the square root of each term's share of the
+    leaf's (binary) term counts, boilerplate removed (:func:`boilerplate`).
+
+    The square root keeps a leaf's many moderately frequent words in play next to its few
+    most frequent ones (a Hellinger-style profile); c-TF-IDF weights in the same place were
+    measured worse (``docs/latent.md``).
+    """
+    per = np.array(leaf_counts, dtype=np.float64, copy=True)
+    per[:, boilerplate(per, texts)] = 0.0
+    prof = np.sqrt(per / np.maximum(per.sum(1, keepdims=True), 1.0))
+    return prof / np.maximum(np.linalg.norm(prof, axis=1, keepdims=True), 1e-12)
+
+
+def _mean_sq_distance(a: np.ndarray) -> float:
+    """Mean squared Euclidean distance over the pairs of rows of ``a``."""
+    sq = (a * a).sum(1)
+    d = sq[:, None] + sq[None, :] - 2.0 * (a @ a.T)
+    return float(d[np.triu_indices(len(a), 1)].mean()) if len(a) > 1 else 0.0
+
+
+def with_words(means: np.ndarray, profiles: np.ndarray | None) -> np.ndarray:
+    """The leaves' points for the tree: their smoothed vector means, and beside them their
+    word profiles scaled so that both parts spread alike (equal mean squared distance
+    between leaves, :data:`WORDS_WEIGHT` times for the words).
+
+    Measured (top-level V-measure, seeds 0-4, ``docs/latent.md``): never lower than the
+    means alone on the three benchmark corpora; headlines mean 0.651 -> 0.675, four sources
+    0.758 -> 0.807 (seeds 3 and 4 no longer split them into 6 topics), AG News 0.581 -> 0.583.
+    """
+    if profiles is None or not profiles.size or len(means) < 3:
+        return means
+    # the same points in m dimensions instead of one per term (an exact isometry: the
+    # Gram matrix's eigenvectors), so the tree's work does not grow with the vocabulary
+    vals, vecs = np.linalg.eigh(profiles @ profiles.T)
+    coords = vecs * np.sqrt(np.clip(vals, 0.0, None))
+    spread = _mean_sq_distance(coords)
+    if spread <= 0.0:
+        return means
+    scale = math.sqrt(WORDS_WEIGHT * _mean_sq_distance(means) / spread)
+    return np.hstack([means, scale * coords])
 
 
 def label_weights(
@@ -647,7 +756,28 @@ def build_topics(
     means = np.zeros((m, x.shape[1]))  # of the smoothed vectors: the leaves' own space
     np.add.at(means, leaf_of, u.astype(np.float64))
     means /= sizes[:, None]
-    tree = ward_tree(means, sizes) if m >= 2 else np.zeros((0, 4))
+
+    # texts for the tree's word profiles and the labels: up to LABEL_DOCS_PER_LEAF per leaf
+    # (seeded), so every topic is read
+    rng = np.random.default_rng(seed)
+    rows: list[int] = []
+    for leaf in range(m):
+        members = np.flatnonzero(leaf_of == leaf)
+        if len(members) > LABEL_DOCS_PER_LEAF:
+            members = np.sort(rng.choice(members, LABEL_DOCS_PER_LEAF, replace=False))
+        rows.extend(members.tolist())
+    rows_arr = np.asarray(sorted(rows))
+    texts = list(texts_for(rows_arr.tolist()))
+    wordlist = all(len(t.split()) == 1 for t in texts)
+    counted = None if wordlist else term_counts(texts, binary=True)
+    profiles = None
+    if counted is not None and m >= 3:
+        _, [(leaf_counts, _)] = ctfidf(texts, [leaf_of[rows_arr]], counted=counted)
+        profiles = leaf_profiles(leaf_counts, len(texts))
+    # the top level is cut from a tree of the leaves' vectors *and* words; the levels below
+    # from their vectors alone, within each top topic (words made the middle levels less
+    # coherent, docs/latent.md)
+    top_tree = ward_tree(with_words(means, profiles), sizes) if m >= 2 else np.zeros((0, 4))
 
     scores: dict[int, float] = {}
     if top is None:
@@ -655,7 +785,7 @@ def build_topics(
             k0 = m
             criterion = f"all {m} leaves (too few to choose among)"
         else:
-            k0, scores = choose_top(x, leaf_of, tree, k_max=min(TOP_MAX, m - 1), seed=seed)
+            k0, scores = choose_top(x, leaf_of, top_tree, k_max=min(TOP_MAX, m - 1), seed=seed)
             criterion = (
                 f"fewest topics within {TOP_TOLERANCE:.0%} of the best mean cosine silhouette of "
                 f"{min(n, SILHOUETTE_SAMPLE):,} sampled documents over cuts into 2..{min(TOP_MAX, m - 1)} topics"
@@ -663,6 +793,9 @@ def build_topics(
     else:
         k0 = min(int(top), m)
         criterion = "given"
+    tree = top_tree
+    if profiles is not None and 1 < k0 < m:
+        tree = ward_tree(means, sizes, groups=cut(top_tree, k0))
     counts = level_sizes(k0, m, int(levels))
     leaf_topic = [cut(tree, k) if k < m else np.arange(m) for k in counts]
     doc_labels = [_relabel(lt[leaf_of]) for lt in leaf_topic]
@@ -691,31 +824,18 @@ def build_topics(
         per_level_tops.append(tops)
         core.append(in_core)
 
-    # texts for labels: up to LABEL_DOCS_PER_LEAF per leaf (seeded), so every topic is read
-    rng = np.random.default_rng(seed)
-    rows: list[int] = []
-    for leaf in range(m):
-        members = np.flatnonzero(leaf_of == leaf)
-        if len(members) > LABEL_DOCS_PER_LEAF:
-            members = np.sort(rng.choice(members, LABEL_DOCS_PER_LEAF, replace=False))
-        rows.extend(members.tolist())
-    rows_arr = np.asarray(sorted(rows))
-    texts = list(texts_for(rows_arr.tolist()))
-    wordlist = all(len(t.split()) == 1 for t in texts)
     # each level's labels read its topics' cores (the rest are left out, -1); the leaves are
     # also counted whole, last, for the boilerplate test below
     groupings = [np.where(cr[rows_arr], lab[rows_arr], -1) for lab, cr in zip(doc_labels, core)]
     groupings.append(leaf_of[rows_arr])
-    vocab, weighted = ctfidf(texts, groupings, binary=True) if not wordlist else ([], [])
+    vocab, weighted = (
+        ctfidf(texts, groupings, binary=True, counted=counted) if not wordlist else ([], [])
+    )
     leaf_counts = weighted[-1][0] if len(weighted) else None
     weighted = weighted[:-1]
 
     if not wordlist and len(vocab) and m >= 4 and leaf_counts is not None:
-        total = leaf_counts.sum(0)
-        p = leaf_counts / np.maximum(total, 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -np.where(p > 0, p * np.log(p), 0.0).sum(0) / math.log(m)
-        boiler = (ent > SPREAD_MAX) & (total / len(texts) > SPREAD_MIN_SHARE)
+        boiler = boilerplate(leaf_counts, len(texts))
         for _, w in weighted:
             w[:, boiler] = 0.0
     weighted = [(cnt, label_weights(cnt, w)) for cnt, w in weighted]
