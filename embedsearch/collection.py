@@ -735,13 +735,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         self.refresh()
         with self._rw.read():
             table = self._table
-            mask = table.live
-            if where is not None:
-                mask = (
-                    column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
-                    & mask
-                )
-            view = RowsView(table, np.flatnonzero(mask))
+            mask = self._allowed(table, where, [])
+            view = RowsView(table, np.flatnonzero(table.live if mask is None else mask))
             yield Selection(view, view.ids)
 
     def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
@@ -749,12 +744,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         columns in one snapshot (no Python object per row)."""
         if where is None:
             return super().select()
-        self.refresh()
-        with self._rw.read():
-            table = self._table
-            mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
-            positions = np.flatnonzero(mask & table.live)
-            return table.ids_at(positions), table.take(positions)
+        with self.selection(where) as chosen:  # the same positions, read whole
+            return chosen.ids(np.arange(chosen.count)), np.asarray(chosen.vectors)
 
     def _search_vectors(self, request: SearchRequest) -> list[list[Hit]]:
         """One FAISS call (or an exact scan) for the batch, under ``where`` and ``exclude``."""

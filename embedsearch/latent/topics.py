@@ -277,12 +277,14 @@ def ward_tree(means: np.ndarray, sizes: np.ndarray, groups: np.ndarray | None = 
     d = sq[:, None] + sq[None, :] - 2.0 * mu @ mu.T
     d = np.maximum(d, 0.0) * (2.0 * sz[:, None] * sz[None, :] / (sz[:, None] + sz[None, :]))
     np.fill_diagonal(d, np.inf)
-    # a merge across groups waits until every group is one cluster
+    # a merge across groups waits until every group is one cluster (a merged cluster keeps
+    # its group, so which pairs share one never changes)
     within = m - len(np.unique(grp))
+    same = grp[:, None] == grp[None, :] if groups is not None else None
     out = np.zeros((m - 1, 4))
     for step in range(m - 1):
-        if groups is not None and step < within:
-            flat = int(np.argmin(np.where(grp[:, None] == grp[None, :], d, np.inf)))
+        if same is not None and step < within:
+            flat = int(np.argmin(np.where(same, d, np.inf)))
         else:
             flat = int(np.argmin(d))
         a, b = divmod(flat, m)
@@ -770,10 +772,14 @@ def build_topics(
     texts = list(texts_for(rows_arr.tolist()))
     wordlist = all(len(t.split()) == 1 for t in texts)
     counted = None if wordlist else term_counts(texts, binary=True)
-    profiles = None
-    if counted is not None and m >= 3:
+    # documents of each leaf containing each term: for the tree's profiles and the labels'
+    # boilerplate test
+    leaf_counts = None
+    if counted is not None:
         _, [(leaf_counts, _)] = ctfidf(texts, [leaf_of[rows_arr]], counted=counted)
-        profiles = leaf_profiles(leaf_counts, len(texts))
+    profiles = (
+        leaf_profiles(leaf_counts, len(texts)) if leaf_counts is not None and m >= 3 else None
+    )
     # the top level is cut from a tree of the leaves' vectors *and* words; the levels below
     # from their vectors alone, within each top topic (words made the middle levels less
     # coherent, docs/latent.md)
@@ -824,15 +830,11 @@ def build_topics(
         per_level_tops.append(tops)
         core.append(in_core)
 
-    # each level's labels read its topics' cores (the rest are left out, -1); the leaves are
-    # also counted whole, last, for the boilerplate test below
+    # each level's labels read its topics' cores (the rest are left out, -1)
     groupings = [np.where(cr[rows_arr], lab[rows_arr], -1) for lab, cr in zip(doc_labels, core)]
-    groupings.append(leaf_of[rows_arr])
     vocab, weighted = (
         ctfidf(texts, groupings, binary=True, counted=counted) if not wordlist else ([], [])
     )
-    leaf_counts = weighted[-1][0] if len(weighted) else None
-    weighted = weighted[:-1]
 
     if not wordlist and len(vocab) and m >= 4 and leaf_counts is not None:
         boiler = boilerplate(leaf_counts, len(texts))
