@@ -58,6 +58,7 @@ from .index import (
 from .latent.mixin import LatentMixin
 from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef
 from .rag.mixin import RetrievalMixin
+from .segment import add_ids as _add_ids
 from .segment import open_segment
 from .segment import write_segment as _write_segment
 from .table import RowsView, Table, parse_metadata
@@ -319,27 +320,27 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             removed = versions.cleanup(self.path, self._manifest)
             if removed:
                 log.info("removed %d leftover files of interrupted writes", len(removed))
-            if self._manifest.legacy_segments:
+            if self._manifest.needs_upgrade:
                 self._upgrade_locked()
         except BaseException:
             self._writer.release()
             raise
 
     def upgrade(self) -> dict[str, int]:
-        """Rewrite format-1 (Parquet) segments in the current format; nothing else changes.
+        """Bring every segment to the current format; nothing else changes.
 
-        Row positions, tombstones and the saved index stay valid (rows keep their order), so
-        no index is rebuilt. Writes do this by themselves first; ``embedsearch upgrade NAME``
-        does it ahead of time.
+        Format-1 (Parquet) segments are rewritten; format-2 segments get their id index
+        (format 3: their ids hashed once, the rows untouched). Row positions, tombstones and
+        the saved index stay valid (rows keep their order), so no index is rebuilt. Writes
+        do this by themselves first; ``embedsearch upgrade NAME`` does it ahead of time.
 
         Returns:
-            ``{"segments": upgraded segment files, "rows": rows rewritten}``.
+            ``{"segments": segments upgraded, "rows": rows they hold}``.
         """
         with self._write_mutex:
-            legacy = len(self._manifest.legacy_segments)
-            rows = sum(s.rows for s in self._manifest.legacy_segments)
-            self._begin_write()  # upgrades whatever is still in format 1
-            return {"segments": legacy, "rows": rows}
+            old = self._manifest.segments_to_upgrade
+            self._begin_write()  # upgrades whatever is not in the current format
+            return {"segments": len(old), "rows": sum(s.rows for s in old)}
 
     def _upgrade_locked(self) -> None:
         manifest = self._manifest
@@ -349,6 +350,9 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         try:
             for start, seg, ref in zip(table.segment_starts(), table.segments, manifest.segments):
                 if not ref.legacy:
+                    if ref.ids is None:  # format 2: the id index only
+                        ref = _add_ids(self.path, ref, seg)
+                        written += ref.files()[2:]
                     refs.append(ref)
                     continue
                 pos = np.arange(start, start + ref.rows)
@@ -365,7 +369,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         except BaseException as exc:
             self._discard(written, exc)
             raise
-        log.info("upgraded %d format-1 segments of %s", len(manifest.legacy_segments), self.name)
+        log.info("upgraded %d segments of %s", len(manifest.segments_to_upgrade), self.name)
         self._load(upgraded)
         store.remove_orphans(self.path, self._manifest)
 

@@ -85,8 +85,13 @@ _ENCODER_SAMPLE = 32_768
 #: (benchmarks/scale.py; a loaded machine, so only the order of magnitude is trusted).
 FILTER_GATHER_COST = 16
 #: The same for fast-scan PQ codes, which scan about 2x faster than SQ8 codes: a 10 % ID
-#: selector over all 1,024 lists of 200k rows took 3.5 ms against 7.7 ms for SQ8.
-FILTER_GATHER_COST_FASTSCAN = 48
+#: selector over all 1,024 lists of 200k rows took 3.5 ms against 7.7 ms for SQ8. Since a
+#: gather reads each row with its own ``pread`` (no pages left mapped) a row costs ~2.3 µs,
+#: and 48 chose the slower plan at 5M rows (IVF4096,PQ96x4fs, 2026-12-03): a 1 % filter
+#: (50k rows) took 113 ms gathered against 36 ms inside FAISS (2,048 probes, recall 0.999),
+#: and at 1M a 1 % filter 24 ms against 4.2 ms. Below 100 the 0.1 % filter at 1M (1,000
+#: rows: 4.3 ms gathered, 4.6 ms in FAISS at recall 0.948) would move to FAISS.
+FILTER_GATHER_COST_FASTSCAN = 100
 #: A filter keeping a share ``s`` of the rows raises the probes by ``s ** -FILTER_PROBE_POWER``.
 #: The filtered top 10 lie among the unfiltered top ``10 / s``, which sit in more cells than
 #: the top 10 but far fewer than ``1 / s`` times as many: at 1M rows (IVF2048,SQ8, tuned

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import uuid
@@ -38,7 +39,7 @@ import numpy as np
 from . import durable, store, versions
 from .errors import CollectionNotFoundError, CorruptionError, UnsafeFileError
 from .manifest import INDEX_RE, SEGMENT_RE, TOMBSTONE_RE, IndexSection, Manifest, SegmentRef
-from .segment import verify_segment
+from .segment import verify_ids, verify_segment
 
 Severity = Literal["error", "warning"]
 
@@ -272,6 +273,18 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             ids.extend([None] * ref.rows)
             segments.append(None)
             continue
+        try:
+            verify_ids(root, ref, seg)
+        except CorruptionError as exc:
+            assert ref.ids is not None
+            kind = _classify(root, store.FileRef(ref.ids.file, 0, ref.ids.sha256, 0))[0]
+            report.add(
+                "error",
+                ref.ids.file,
+                kind,
+                f"{exc} `embedsearch repair` drops it (no rows are lost); the next write "
+                "rebuilds it",
+            )
         ids.extend(seg.ids().to_pylist())
         segments.append(seg)
     report.rows = len(ids)
@@ -282,6 +295,15 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             "format",
             f"{len(ref_rows)} segment(s) in format 1 (read whole on every open); run "
             "`embedsearch upgrade` (or write to the collection) to convert them",
+        )
+    if no_ids := [s for s in manifest.segments if not s.legacy and s.ids is None]:
+        report.add(
+            "warning",
+            store.MANIFEST,
+            "format",
+            f"{len(no_ids)} segment(s) without an id index (format 2: a process reads and "
+            "hashes their ids on its first look-up); run `embedsearch upgrade` (or write to "
+            "the collection) to add them",
         )
 
     live = np.ones(len(ids), dtype=bool)
@@ -549,15 +571,25 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
     spans: list[tuple[int, int, int | None]] = []
     good_segments: list[SegmentRef] = []
     old = new = 0
+    ids_dropped = False
     for ref in manifest.segments:
         ok = _safe_name(ref.file, _SEGMENT_NAME)
         if ok:
             try:
-                verify_segment(root, ref, dim)
+                seg = verify_segment(root, ref, dim)
             except CorruptionError:
                 ok = False
                 for name in ref.files():
                     _quarantine(root, name, report)
+            else:
+                try:
+                    verify_ids(root, ref, seg)
+                except CorruptionError:  # derived data: drop it, keep the rows
+                    assert ref.ids is not None
+                    _quarantine(root, ref.ids.file, report)
+                    report.dropped_refs.append(ref.ids.file)
+                    ref = dataclasses.replace(ref, ids=None)
+                    ids_dropped = True
         if ok:
             spans.append((old, ref.rows, new))
             good_segments.append(ref)
@@ -594,8 +626,8 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
             index=IndexSection(manifest.index.spec, None),
         )
         changed = True
-    elif len(good_tombs) != len(manifest.tombstones):
-        manifest = manifest.replace(tombstones=tuple(good_tombs))
+    elif len(good_tombs) != len(manifest.tombstones) or ids_dropped:
+        manifest = manifest.replace(tombstones=tuple(good_tombs), segments=good_segments)
         changed = True
 
     saved = manifest.index.file

@@ -15,6 +15,11 @@ Format versions:
   JSON and typed metadata columns) plus a raw float32 file (``seg-*.f32``), both memory-mapped;
   see :mod:`embedsearch.segment`. A version-2 manifest may still name version-1 segments
   (a collection part-way through :meth:`Collection.upgrade`); writers upgrade them first.
+* **3** — as 2, and a segment may carry its id index (``seg-*.ids``: sorted id hashes, see
+  :mod:`embedsearch.idhash`), so that a fresh process finds ids without reading them all.
+  Writers give every segment one (segments from format 2 get theirs on the first write, or
+  from ``embedsearch upgrade``); code that reads only format 2 refuses the collection,
+  since it would not keep these files.
 
 Example:
     >>> m = Manifest.from_json(json.loads(raw))
@@ -31,20 +36,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FORMAT_NAME = "embedsearch-collection"
-#: Written by this code. 1 = Parquet segments; 2 = Arrow IPC + float32 segments.
-FORMAT_VERSION = 2
+#: Written by this code. 1 = Parquet segments; 2 = Arrow IPC + float32 segments; 3 = 2 +
+#: each segment's id index.
+FORMAT_VERSION = 3
 SEGMENTS_DIR = "segments"
 #: Largest manifest accepted (bytes). 10M rows in 2,048-row segments is ~2 MB of JSON.
 MAX_MANIFEST_BYTES = 256 << 20
 _HEX32 = "[0-9a-f]{32}"
 SEGMENT_RE = re.compile(rf"{SEGMENTS_DIR}/seg-{_HEX32}\.(parquet|arrow)")
 VECTORS_RE = re.compile(rf"{SEGMENTS_DIR}/seg-{_HEX32}\.f32")
+IDS_RE = re.compile(rf"{SEGMENTS_DIR}/seg-{_HEX32}\.ids")
 TOMBSTONE_RE = re.compile(rf"{SEGMENTS_DIR}/del-{_HEX32}\.parquet")
 INDEX_RE = re.compile(rf"index-{_HEX32}\.faiss")
 #: What a file named inside a manifest may look like. Anything else (``../x``, absolute
 #: paths) is refused before it is opened.
 FILE_NAME_RE = re.compile(
-    rf"{SEGMENT_RE.pattern}|{VECTORS_RE.pattern}|{TOMBSTONE_RE.pattern}|{INDEX_RE.pattern}"
+    rf"{SEGMENT_RE.pattern}|{VECTORS_RE.pattern}|{IDS_RE.pattern}|{TOMBSTONE_RE.pattern}|"
+    rf"{INDEX_RE.pattern}"
 )
 #: A FAISS factory string as a manifest may hold it (checked by FAISS only when used).
 _SPEC_RE = re.compile(r"[A-Za-z0-9_,.=+\- ]{1,200}")
@@ -156,6 +164,33 @@ class VectorsRef:
 
 
 @dataclass(frozen=True)
+class IdsRef:
+    """A segment's id index (format 3): ``rows`` sorted uint64 id hashes, then the uint32
+    row of each (see :mod:`embedsearch.idhash`); ``crc32`` of the whole file, checked when a
+    process first looks an id up in the segment, ``sha256`` for ``verify``."""
+
+    file: str
+    sha256: str
+    bytes: int
+    crc32: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str, rows: int) -> IdsRef:
+        obj = _obj(obj, where)
+        name, sha = _named_file(obj, where, IDS_RE, "an id index file name")
+        size = _int(obj, "bytes", where)
+        if size != rows * 12:
+            raise ValueError(f"{where}.bytes is {size}, not rows × 12 = {rows * 12}")
+        crc = _str(obj, "crc32", where)
+        if not re.fullmatch(r"[0-9a-f]{8}", crc):
+            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+        return cls(name, sha, size, crc)
+
+
+@dataclass(frozen=True)
 class SegmentRef(FileRef):
     """A segment: its main file (Parquet in v1, Arrow IPC in v2) and, in v2, its vectors.
 
@@ -165,6 +200,7 @@ class SegmentRef(FileRef):
 
     crc32: str | None = None
     vectors: VectorsRef | None = None
+    ids: IdsRef | None = None
 
     @property
     def legacy(self) -> bool:
@@ -176,6 +212,8 @@ class SegmentRef(FileRef):
         if self.vectors is not None:
             out["crc32"] = self.crc32
             out["vectors"] = self.vectors.to_json()
+        if self.ids is not None:
+            out["ids"] = self.ids.to_json()
         return out
 
     @classmethod
@@ -191,10 +229,19 @@ class SegmentRef(FileRef):
         vec = VectorsRef.from_json(obj.get("vectors"), f"{where}.vectors", base.rows, dim)
         if vec.file[:-4] != base.file[:-6]:
             raise ValueError(f"{where}.vectors.file does not belong to {base.file}")
-        return cls(base.file, base.rows, base.sha256, base.bytes, crc, vec)
+        ids = None
+        if obj.get("ids") is not None:
+            ids = IdsRef.from_json(obj["ids"], f"{where}.ids", base.rows)
+            if ids.file[:-4] != base.file[:-6]:
+                raise ValueError(f"{where}.ids.file does not belong to {base.file}")
+        return cls(base.file, base.rows, base.sha256, base.bytes, crc, vec, ids)
 
     def files(self) -> list[str]:
-        return [self.file] + ([self.vectors.file] if self.vectors else [])
+        return (
+            [self.file]
+            + ([self.vectors.file] if self.vectors else [])
+            + ([self.ids.file] if self.ids else [])
+        )
 
 
 @dataclass(frozen=True)
@@ -241,7 +288,7 @@ class Manifest:
     """Everything ``manifest.json`` says, checked. Change one with :func:`dataclasses.replace`.
 
     Attributes:
-        format_version: 1 or 2 (see the module docstring).
+        format_version: 1, 2 or 3 (see the module docstring).
         generation: bumped by every commit.
         epoch: changes when positions are renumbered (compaction, repair) or the collection
             is re-created; a saved index is valid only for its own epoch.
@@ -284,6 +331,16 @@ class Manifest:
     def legacy_segments(self) -> list[SegmentRef]:
         """Segments still in the version-1 (Parquet) format."""
         return [s for s in self.segments if s.legacy]
+
+    @property
+    def segments_to_upgrade(self) -> list[SegmentRef]:
+        """Segments a writer brings to the current format first: format 1 (rewritten) and
+        format 2 (no id index yet)."""
+        return [s for s in self.segments if s.legacy or s.ids is None]
+
+    @property
+    def needs_upgrade(self) -> bool:
+        return any(s.legacy or s.ids is None for s in self.segments)
 
     def files(self) -> set[str]:
         """Every file name (relative to the collection) this manifest keeps alive."""

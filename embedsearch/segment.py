@@ -1,6 +1,7 @@
 """Segment files: how one batch of rows is stored, and how it is read without copying.
 
-Format 2 (written by this code), two files per segment, both memory-mapped when read:
+Format 2, two files per segment, both memory-mapped when read (format 3, written by this
+code, adds a third, ``seg-<hex>.ids``, the segment's id index: see :mod:`embedsearch.idhash`):
 
 * ``segments/seg-<hex>.arrow`` — an *uncompressed* Arrow IPC file, one record batch:
   ``id``, ``text``, ``metadata`` (the JSON text, the source of truth) and one typed column
@@ -27,6 +28,7 @@ Format 1 (read only, for upgrades): one Parquet file with a ``vector`` column, r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import mmap
 import os
@@ -43,7 +45,8 @@ import pyarrow as pa
 from . import durable
 from .checksums import crc32
 from .errors import CorruptionError, UnsafeFileError
-from .manifest import SEGMENTS_DIR, SegmentRef, VectorsRef
+from .idhash import decode_run, encode_run, hash_strings
+from .manifest import SEGMENTS_DIR, IdsRef, SegmentRef, VectorsRef
 
 #: Rows per checksummed vector block of segments written from now on (each segment's
 #: manifest entry names its own, so older segments keep theirs): 64 rows × 384 dims = 96 KiB,
@@ -169,15 +172,17 @@ def write_segment(
 ) -> SegmentRef:
     """Write a new (not yet committed) format-2 segment; returns its manifest entry.
 
-    Both files go through :func:`durable.write_file` (fresh file, fsync, rename, directory
-    fsync); the vector file first, so a crash leaves at most orphans. The SHA-256 recorded
-    is of the bytes as written to disk (read back by the durable writer).
+    Every file goes through :func:`durable.write_file` (fresh file, fsync, rename, directory
+    fsync); nothing names them until the manifest commits, so a crash leaves at most
+    orphans. The SHA-256 recorded is of the bytes as written to disk (read back by the
+    durable writer).
     """
     arrow, matrix = encode_segment(ids, texts, metadata_json, vectors, metadata)
     stem = f"{SEGMENTS_DIR}/seg-{uuid.uuid4().hex}"
     vec_bytes = memoryview(matrix).cast("B")
     vec_size, vec_sha = durable.write_file(root, f"{stem}.f32", vec_bytes)
     arrow_size, arrow_sha = durable.write_file(root, f"{stem}.arrow", memoryview(arrow))
+    id_ref = write_ids(root, stem, hash_strings(list(ids)))
     vref = VectorsRef(
         file=f"{stem}.f32",
         sha256=vec_sha,
@@ -192,6 +197,21 @@ def write_segment(
         bytes=arrow_size,
         crc32=f"{crc32(memoryview(arrow)):08x}",
         vectors=vref,
+        ids=id_ref,
+    )
+
+
+def write_ids(root: Path, stem: str, hashes: np.ndarray) -> IdsRef:
+    """Write the id index ``<stem>.ids`` of a segment whose ids hash to ``hashes``."""
+    raw = encode_run(hashes)
+    size, sha = durable.write_file(root, f"{stem}.ids", memoryview(raw))
+    return IdsRef(file=f"{stem}.ids", sha256=sha, bytes=size, crc32=f"{crc32(raw):08x}")
+
+
+def add_ids(root: Path, ref: SegmentRef, seg: Segment) -> SegmentRef:
+    """``ref`` with an id index written for it (a format-2 segment being upgraded)."""
+    return dataclasses.replace(
+        ref, ids=write_ids(root, ref.file[: -len(".arrow")], hash_strings(seg.ids()))
     )
 
 
@@ -250,6 +270,8 @@ class MappedSegment:
         self.ref, self.rows, self.dim = ref, ref.rows, dim
         self._arrow_map, self._arrow_file = _map(root, ref.file, ref.bytes)
         self._vec_map, self._vec_file = _map(root, ref.vectors.file, ref.vectors.bytes)
+        self._ids_map = None if ref.ids is None else _map(root, ref.ids.file, ref.ids.bytes)[0]
+        self._id_run: tuple[np.ndarray, np.ndarray] | None = None
         self._root = root
         # descriptors for small reads (see _reader), opened on first need; False: unavailable
         self._fds: dict[str, int | bool] = {}
@@ -260,7 +282,7 @@ class MappedSegment:
         self._block_ok = np.full(nblocks, verified, dtype=bool)
         self._batch: pa.RecordBatch | None = None
         self._string_plans: dict[int, tuple[int, int, int, int | None, int] | None] = {}
-        self._verified_arrow = verified
+        self._verified_arrow = self._ids_verified = verified
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ vectors
@@ -505,6 +527,35 @@ class MappedSegment:
     def ids(self) -> pa.StringArray:
         return self.batch().column(0)
 
+    def id_run(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(sorted id hashes, row of each) from the segment's id index, checked on first
+        use; None for a segment written before format 3 (its ids are hashed instead)."""
+        if self._ids_map is None:
+            return None
+        run = self._id_run
+        if run is None:
+            with self._lock:
+                if self._id_run is None:
+                    self._id_run = self._open_ids()
+                run = self._id_run
+        return run
+
+    def _open_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        ref, buf = self.ref.ids, self._ids_map
+        assert ref is not None and buf is not None
+        if not self._ids_verified and f"{crc32(buf):08x}" != ref.crc32:
+            raise CorruptionError(
+                f"{ref.file} fails its checksum (the segment's id index was changed or "
+                "damaged); `embedsearch repair` drops it (no rows are lost) and the next "
+                "write rebuilds it."
+            )
+        try:
+            return decode_run(memoryview(buf), self.rows)
+        except ValueError as exc:
+            raise CorruptionError(
+                f"{ref.file} is not the id index of its segment ({exc})."
+            ) from exc
+
     def texts(self) -> pa.StringArray:
         return self.batch().column(1)
 
@@ -560,6 +611,10 @@ class MemorySegment:
     def ids(self) -> pa.StringArray:
         return self._ids
 
+    def id_run(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """None: held in memory, its ids are hashed when looked up."""
+        return None
+
     def texts(self) -> pa.StringArray:
         return self._texts
 
@@ -599,7 +654,25 @@ def verify_segment(root: Path, ref: SegmentRef, dim: int) -> Segment:
         return LegacySegment(root, ref, dim)
     for name, want in ((ref.file, ref.sha256), (ref.vectors.file, ref.vectors.sha256)):  # type: ignore[union-attr]
         store.verified_path(root, store.FileRef(name, 0, want, 0))
-    seg = MappedSegment(root, ref, dim)
+    seg = MappedSegment(root, dataclasses.replace(ref, ids=None), dim)
     seg.vectors()
     seg.batch()
     return seg
+
+
+def verify_ids(root: Path, ref: SegmentRef, seg: Segment) -> None:
+    """Check a segment's id index (format 3) byte for byte against the manifest and
+    against the segment's ids (``seg``: the segment, already verified).
+
+    Raises:
+        CorruptionError: the index is missing, fails its SHA-256, or does not index ``seg``.
+    """
+    from . import store
+
+    if ref.ids is None:
+        return
+    store.verified_path(root, store.FileRef(ref.ids.file, 0, ref.ids.sha256, 0))
+    got = MappedSegment(root, ref, seg.dim).id_run()
+    assert got is not None
+    if not np.array_equal(got[0], np.sort(hash_strings(seg.ids()))):
+        raise CorruptionError(f"{ref.ids.file} does not index the ids of {ref.file}.")

@@ -35,11 +35,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from .arrays import indices, utf8
+from .arrays import indices
 from .columns import KeyColumn, columns_from_json_array
 from .columns import Path as ColumnPath
+from .idhash import IdMap, hash_strings
 from .segment import Segment
 from .validation import clip_metadata
 
@@ -52,105 +52,6 @@ RELEASE_AFTER_TAKE = 65_536
 
 #: Key paths whose typed columns a table keeps (each ~13 bytes a row).
 MAX_CACHED_PATHS = 32
-
-_P = np.uint64(0x100000001B3)  # FNV prime; the polynomial base of the id hash
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def hash_strings(arr: pa.Array | Sequence[str]) -> np.ndarray:
-    """A 64-bit hash of each string of an Arrow string array (or a list of str), in numpy.
-
-    Polynomial over the UTF-8 bytes, then splitmix64-finalised. Not collision-free: lookups
-    confirm the id itself (:meth:`IdMap.lookup`). A Python list is hashed from its encoded
-    bytes without building an Arrow array: ``pa.array`` imports pandas (0.4 s of a cold
-    CLI call that looks up a few ids).
-    """
-    if not isinstance(arr, pa.Array):
-        if not arr:
-            return np.zeros(0, dtype=np.uint64)
-        offsets, joined = utf8(arr, "surrogatepass")  # a lone surrogate is never stored
-        data = np.frombuffer(joined, dtype=np.uint8).astype(np.uint64) if joined else None
-        return _hash_bytes(offsets, data)
-    arr = arr.cast(pa.string()) if arr.type != pa.string() else arr
-    n = len(arr)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint64)
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset : arr.offset + n + 1].astype(
-        np.int64
-    )
-    base = int(offsets[0])
-    total = int(offsets[-1] - base)
-    data = np.frombuffer(bufs[2], dtype=np.uint8)[base : base + total] if total else None
-    return _hash_bytes(offsets - base, None if data is None else data.astype(np.uint64))
-
-
-def _hash_bytes(offsets: np.ndarray, data: np.ndarray | None) -> np.ndarray:
-    """The hash of :func:`hash_strings` over strings ``data[offsets[i]:offsets[i+1]]``."""
-    lens = np.diff(offsets)
-    total = int(offsets[-1])
-    if data is None:
-        data = np.zeros(0, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        h = lens.astype(np.uint64) * _MIX2
-        if total:
-            maxlen = int(lens.max())
-            powers = np.ones(maxlen, dtype=np.uint64)
-            for i in range(1, maxlen):
-                powers[i] = powers[i - 1] * _P
-            starts = offsets[:-1]
-            within = np.arange(total, dtype=np.int64) - np.repeat(starts, lens)
-            vals = (data + np.uint64(1)) * powers[within]
-            nonempty = lens > 0
-            h[nonempty] += np.add.reduceat(vals, starts[nonempty])
-        h ^= h >> np.uint64(30)
-        h *= _MIX1
-        h ^= h >> np.uint64(27)
-        h *= _MIX2
-        h ^= h >> np.uint64(31)
-    return h
-
-
-class IdMap:
-    """id → position as sorted runs of (hash, position): O(log n) lookups, no dict of strings.
-
-    Appending a segment adds a run; runs are merged when the newest is at least half the
-    size of the one before (as in a log-structured merge), so each row is re-sorted
-    O(log n) times in all and the cost of one add does not grow with the collection.
-    """
-
-    def __init__(self) -> None:
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def add(self, hashes: np.ndarray, start: int) -> None:
-        order = np.argsort(hashes, kind="stable")
-        self._runs.append((hashes[order], order.astype(np.int64) + start))
-        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            (h1, p1), (h2, p2) = self._runs[-2], self._runs[-1]
-            h = np.concatenate([h1, h2])
-            p = np.concatenate([p1, p2])
-            order = np.argsort(h, kind="stable")
-            self._runs[-2:] = [(h[order], p[order])]
-
-    def candidates(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, position) for every stored row whose hash equals a query's."""
-        qi: list[np.ndarray] = []
-        pos: list[np.ndarray] = []
-        for h, p in self._runs:
-            lo = np.searchsorted(h, hashes, side="left")
-            hi = np.searchsorted(h, hashes, side="right")
-            counts = hi - lo
-            hit = np.flatnonzero(counts)
-            if not hit.size:
-                continue
-            reps = counts[hit]
-            q = np.repeat(hit, reps)
-            offs = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
-            qi.append(q)
-            pos.append(p[np.repeat(lo[hit], reps) + offs])
-        if not qi:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(qi), np.concatenate(pos)
 
 
 class VectorView:
@@ -301,7 +202,7 @@ class Table:
         self.count += rows - start
         if self._idmap is not None:
             for first, seg in zip(starts.tolist(), segments):
-                self._idmap.add(hash_strings(seg.ids()), first)
+                _add_ids(self._idmap, seg, first)
         if self._contiguous is not None and self._contiguous_n == start:
             buf = self._contiguous
             if buf.shape[0] < rows:  # never write into rows a reader may hold
@@ -440,7 +341,7 @@ class Table:
             if self._idmap is None:
                 idmap = IdMap()
                 for start, seg in zip(self._starts.tolist(), self._segments):
-                    idmap.add(hash_strings(seg.ids()), start)
+                    _add_ids(idmap, seg, start)
                 self._idmap = idmap
             return self._idmap
 
@@ -511,6 +412,16 @@ class Table:
     def metadata_rows(self, positions: np.ndarray) -> list[dict[str, Any] | None]:
         """Parsed metadata of ``positions`` (rows a typed column cannot decide)."""
         return [_parse(m) for m in self.metadata_json(np.asarray(positions, dtype=np.int64))]
+
+
+def _add_ids(idmap: IdMap, seg: Segment, start: int) -> None:
+    """Add a segment's ids: its on-disk id index where it has one (format 3), else the
+    hashes of its ids (read and hashed here: O(rows))."""
+    run = seg.id_run()
+    if run is not None:
+        idmap.add_sorted(*run, start)
+    else:
+        idmap.add(hash_strings(seg.ids()), start)
 
 
 def _absent(n: int) -> KeyColumn:

@@ -192,7 +192,8 @@ def file_checksums(manifest: Any) -> dict[str, tuple[str, int]]:
     obj = as_json(manifest)
     out: dict[str, tuple[str, int]] = {}
     refs = list(obj.get("segments", [])) + list(obj.get("tombstones", []))
-    refs += [r["vectors"] for r in obj.get("segments", []) if isinstance(r.get("vectors"), dict)]
+    for part in ("vectors", "ids"):  # a segment's other files
+        refs += [r[part] for r in obj.get("segments", []) if isinstance(r.get(part), dict)]
     index_file = (obj.get("index") or {}).get("file")
     if index_file:
         refs.append(index_file)

@@ -1,5 +1,5 @@
-"""On-disk format 2: memory-mapped segments, typed metadata columns, the typed manifest,
-the upgrade from format 1, and crafted manifests and index files (issue 14, findings 9-10).
+"""On-disk formats 2 and 3: memory-mapped segments, typed metadata columns, the typed
+manifest, segments' id indexes, the upgrades from formats 1 and 2, and crafted manifests and index files (issue 14, findings 9-10).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from v1_format import downgrade
+from v1_format import downgrade, to_format_2
 
 import embedsearch
 from embedsearch import manifest as manifest_mod
 from embedsearch import store
 from embedsearch.cli import main as cli_main
 from embedsearch.errors import CorruptionError, DuplicateIdError
-from embedsearch.maintenance import verify
-from embedsearch.table import IdMap, hash_strings
+from embedsearch.idhash import IdMap, decode_run, encode_run, hash_strings
+from embedsearch.maintenance import repair, verify
 
 
 def _sign(obj: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def test_format_1_collection_opens_searches_and_upgrades_with_equal_results(
     assert cli_main(["upgrade", str(path)]) == 0
     assert f"{n} segment(s)" in capsys.readouterr().out
     manifest = store.read_manifest(path)
-    assert manifest.format_version == 2 and not manifest.legacy_segments
+    assert manifest.format_version == store.FORMAT_VERSION and not manifest.needs_upgrade
     assert manifest.index.file == index_file, "positions kept: the saved index stays valid"
     assert not list((path / "segments").glob("seg-*.parquet")), "old segments removed"
     assert _answers(path, queries) == want
@@ -127,7 +127,8 @@ def test_first_write_upgrades_a_format_1_collection(
     downgrade(path)
     col = embedsearch.open(path)
     col.add(["a new document"], ids=["new"], vectors=np.asarray(demo_vectors[7:8]) * -1)
-    assert col.info()["format_version"] == 2 and col.info()["legacy_segments"] == 0
+    assert col.info()["format_version"] == 3 and col.info()["legacy_segments"] == 0
+    assert not store.read_manifest(path).needs_upgrade
     col.close()
     got = _answers(path, queries)
     assert got["ids"] == want["ids"] + ["new"]
@@ -289,6 +290,118 @@ def test_id_lookup_is_vectorised_and_confirms_the_id(tmp_path: Path, demo_vector
     col.delete(["x2"])
     assert "x2" not in col and len(col) == 4
     col.close()
+
+
+def test_format_2_collection_opens_and_gets_its_id_indexes_on_upgrade(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any, capsys: pytest.CaptureFixture
+) -> None:
+    queries = np.asarray(demo_vectors[::37])
+    want = _answers(ivf_template, queries)
+    path = _copy(ivf_template, tmp_path)
+    index_file = store.read_manifest(path).index.file
+    to_format_2(path)
+    assert not list((path / "segments").glob("*.ids"))
+    assert _answers(path, queries) == want  # ids hashed on first look-up, as format 2 did
+    report = verify(path)
+    assert report.ok and [p.kind for p in report.warnings] == ["format"]
+    assert "without an id index" in report.warnings[0].detail
+
+    assert cli_main(["upgrade", str(path)]) == 0
+    n = len(store.read_manifest(path).segments)
+    assert f"{n} segment(s)" in capsys.readouterr().out
+    manifest = store.read_manifest(path)
+    assert manifest.format_version == 3 and all(s.ids is not None for s in manifest.segments)
+    assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
+    assert len(list((path / "segments").glob("*.ids"))) == n
+    assert _answers(path, queries) == want
+    assert verify(path).problems == []
+
+    # the first write upgrades too, and its own segment comes with an index
+    path2 = _copy(ivf_template, tmp_path, "w")
+    to_format_2(path2)
+    col = embedsearch.open(path2)
+    col.add(["a new document"], ids=["new"], vectors=np.asarray(demo_vectors[7:8]) * -1)
+    assert col.get(["new", want["ids"][3]])[1].id == want["ids"][3]
+    col.close()
+    manifest = store.read_manifest(path2)
+    assert manifest.format_version == 3 and all(s.ids is not None for s in manifest.segments)
+    assert verify(path2).problems == []
+
+
+def test_id_index_files_are_checked_and_repair_keeps_the_rows(
+    ivf_template: Path, tmp_path: Path
+) -> None:
+    path = _copy(ivf_template, tmp_path)
+    some = embedsearch.open(path).ids()
+    ids_file = sorted((path / "segments").glob("*.ids"))[0]
+    data = bytearray(ids_file.read_bytes())
+    data[5] ^= 0xFF
+    ids_file.write_bytes(bytes(data))
+    col = embedsearch.open(path)
+    with pytest.raises(CorruptionError, match=ids_file.name):
+        col.get(some[:3])  # a look-up touches every segment's index: damage never hides ids
+    col.close()
+    report = verify(path)
+    assert [(p.file.split("/")[-1], p.kind) for p in report.errors] == [(ids_file.name, "checksum")]
+    fixed = repair(path)
+    assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
+    col = embedsearch.open(path)
+    assert [d.id for d in col.get(some)] == some and col.ids() == some
+    col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
+    col.close()
+    assert not store.read_manifest(path).needs_upgrade  # the next write rebuilt it
+    assert verify(path).problems == []
+
+
+def test_crafted_id_index_with_a_valid_checksum_is_refused(
+    ivf_template: Path, tmp_path: Path
+) -> None:
+    """A crafted index whose checksums match: rows past the segment or hashes out of order
+    are refused, never followed; an index of other ids is caught by ``verify``."""
+    path = _copy(ivf_template, tmp_path)
+    some = embedsearch.open(path).ids()[:3]
+    raw0 = store.read_manifest_json(path)
+    rows = raw0["segments"][0]["rows"]
+    name = raw0["segments"][0]["ids"]["file"]
+    hashes = np.sort(np.arange(rows, dtype=np.uint64))
+    for body in (
+        hashes.astype("<u8").tobytes() + np.full(rows, rows, dtype="<u4").tobytes(),
+        hashes[::-1].astype("<u8").tobytes() + np.arange(rows, dtype="<u4").tobytes(),
+        encode_run(hashes),  # well formed, but not this segment's ids
+    ):
+        (path / name).write_bytes(body)
+
+        def edit(raw: dict[str, Any], body: bytes = body) -> None:
+            raw["segments"][0]["ids"]["sha256"] = hashlib.sha256(body).hexdigest()
+            raw["segments"][0]["ids"]["crc32"] = f"{zlib.crc32(body):08x}"
+
+        _crafted(path, edit)
+        col = embedsearch.open(path)
+        if body == encode_run(hashes):
+            assert ids_file_errors(path) == [name]
+        else:
+            with pytest.raises(CorruptionError, match="not the id index"):
+                col.get(some)
+        col.close()
+
+
+def ids_file_errors(path: Path) -> list[str]:
+    return [p.file for p in verify(path).errors]
+
+
+def test_decode_run_round_trips_and_refuses_bad_sizes() -> None:
+    ids = [f"id{i}" for i in range(100)]
+    h = hash_strings(ids)
+    sorted_h, local = decode_run(encode_run(h), 100)
+    assert sorted_h.tolist() == sorted(h.tolist())
+    assert [ids[i] for i in local] == [ids[i] for i in np.argsort(h, kind="stable")]
+    with pytest.raises(ValueError, match="bytes"):
+        decode_run(encode_run(h)[:-1], 100)
+    idmap = IdMap()  # on-disk runs and hashed runs side by side
+    idmap.add_sorted(sorted_h, local, 1000)
+    idmap.add(hash_strings(["x", "y"]), 5000)
+    qi, pos = idmap.candidates(hash_strings(["id42", "y", "nope"]))
+    assert sorted(zip(qi.tolist(), pos.tolist())) == [(0, 1042), (1, 5001)]
 
 
 # ----------------------------------------------------------------------------- crafted manifests

@@ -113,7 +113,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     if done["segments"]:
         print(
             f"upgraded {info['path']}: {done['segments']} segment(s), {done['rows']:,} rows "
-            f"rewritten in format {info['format_version']}"
+            f"brought to format {info['format_version']}"
         )
     else:
         print(f"{info['path']} is already in format {info['format_version']}; nothing to do")
