@@ -104,8 +104,15 @@ _FILTER_TUNE_SHARES = (0.1, 0.01)
 _FILTER_MAX_EF = 4096
 #: Tuning queries are held out with their near-duplicates: rows at least this similar.
 NEAR_DUPLICATE = 0.85
-#: A sampled row with this many near-duplicates or more is not used as a tuning query.
-_TUNE_MAX_DUPLICATES = 64
+#: A sampled row with this many near-duplicates or more is not used as a tuning query. At 64
+#: the realistic 5M set (every real vector with ~100 perturbed copies) kept 2 of 200 tuning
+#: queries, and the index tuned at 3.2M rows on a handful of them answered at recall 0.915.
+_TUNE_MAX_DUPLICATES = 256
+#: Multiples of the default shortlist :meth:`VectorIndex.tune` tries when the probes alone
+#: cannot reach the recall target: the shortlist, not the probes, limits recall where many
+#: near-identical rows compete for it (5M set: 0.951 at nprobe 512 with 256 re-ranked rows,
+#: 0.955 at nprobe 64 with 512).
+RERANK_FACTORS = (1, 2, 4)
 
 
 def _torch_expected() -> bool:
@@ -443,6 +450,7 @@ class IndexInfo:
     ef_search: int | None = None
     recall_at_10: float | None = None
     filter_power: float | None = None  # probes under a filter: share ** -power (see tune)
+    rerank_factor: int = 1  # times the default shortlist (see RERANK_FACTORS and tune)
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -458,6 +466,7 @@ class IndexInfo:
             "ef_search": self.ef_search,
             "recall_at_10": self.recall_at_10,
             "filter_power": self.filter_power,
+            **({"rerank_factor": self.rerank_factor} if self.rerank_factor != 1 else {}),
             "device": self.device,
             "tuned_rows": self.extra.get("tuned_rows"),
             **({"fallback": self.extra["fallback"]} if "fallback" in self.extra else {}),
@@ -614,7 +623,8 @@ class VectorIndex:
         """(Re)build from all stored vectors; trains and tunes approximate indexes.
 
         An ``auto`` index whose fast-scan PQ codes cannot reach the recall target at any
-        probe count is built again with SQ8 codes (``info["fallback_from"]`` says so): on
+        probe count, even with the longest shortlist of :data:`RERANK_FACTORS`, is built
+        again with SQ8 codes (``info["fallback_from"]`` says so): on
         1,000 noisy Gaussian clusters at 5M rows (``benchmarks/scale_open.py``) 4-bit PQ
         reached 0.68 at nprobe 512, where real MiniLM vectors reach 0.97 at 128.
         """
@@ -781,6 +791,11 @@ class VectorIndex:
         that made nprobe=1 look like recall 0.99 when held-out queries got 0.53
         (``benchmarks/index_curves.py``). An HNSW graph links each of its rows to that row's
         own neighbours, so for HNSW only rows outside the graph make honest queries.
+
+        When no probe count reaches the target with the default shortlist, the shortlist is
+        doubled, then doubled again (:data:`RERANK_FACTORS`), and the factor kept
+        (``info.rerank_factor``): among many near-identical rows the codes cannot order
+        them, and only re-ranking more of them exactly finds the best ten.
         """
         n = vectors.shape[0]
         indexed = n if indexed is None else indexed
@@ -811,27 +826,43 @@ class VectorIndex:
             knob, values = None, [None]
         recall = 0.0
         chosen = values[-1]
-        for value in values:
-            hits = []
-            for i, want in zip(keep, truth):
-                extra = len(held[i])  # the held-out rows take shortlist slots; add as many
-                opts = SearchOptions(
-                    **({knob: value} if knob else {}), rerank=self.default_rerank(10) + extra
-                )
-                _, got = self.search(vectors, q[i : i + 1], 10 + extra, None, opts, _tuning=True)
-                answer = [p for p in got[0].tolist() if p >= 0 and p not in held[i]][:10]
-                hits.append(len(set(answer) & set(want)) / max(1, len(want)))
-            recall = float(np.mean(hits)) if hits else 1.0
-            chosen = value
-            if _met(hits, target):
+        factor = RERANK_FACTORS[0]
+        for factor in RERANK_FACTORS:  # a longer shortlist only when the probes cannot do it
+            met = False
+            for value in values:
+                hits = []
+                for i, want in zip(keep, truth):
+                    extra = len(held[i])  # the held-out rows take shortlist slots; add as many
+                    opts = SearchOptions(
+                        **({knob: value} if knob else {}),
+                        rerank=self._base_rerank(10) * factor + extra,
+                    )
+                    _, got = self.search(
+                        vectors, q[i : i + 1], 10 + extra, None, opts, _tuning=True
+                    )
+                    answer = [p for p in got[0].tolist() if p >= 0 and p not in held[i]][:10]
+                    hits.append(len(set(answer) & set(want)) / max(1, len(want)))
+                recall = float(np.mean(hits)) if hits else 1.0
+                chosen = value
+                if met := _met(hits, target):
+                    break
+            if met or knob is None:
                 break
+        self.info.rerank_factor = factor
         if knob == "nprobe":
             self.info.nprobe = chosen
         elif knob == "ef_search":
             self.info.ef_search = chosen
         self.info.recall_at_10 = round(recall, 4)
         self.info.extra["tuned_rows"] = self.info.rows
-        log.info("tuned %s: %s=%s recall@10=%.3f", self.info.resolved, knob, chosen, recall)
+        log.info(
+            "tuned %s: %s=%s rerank x%d recall@10=%.3f",
+            self.info.resolved,
+            knob,
+            chosen,
+            factor,
+            recall,
+        )
         if knob == "nprobe" and chosen is not None:
             held_all = set().union(*(held[i] for i in keep)) if keep else set()
             self.info.filter_power = self._tune_filtered(
@@ -887,7 +918,11 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- search
     def default_rerank(self, k: int) -> int:
-        """Shortlist re-scored exactly when a call names none: 4k, at least 64 (256 for PQ)."""
+        """Shortlist re-scored exactly when a call names none: 4k, at least 64 (256 for PQ),
+        times the factor tuning found necessary (:data:`RERANK_FACTORS`)."""
+        return self._base_rerank(k) * self.info.rerank_factor
+
+    def _base_rerank(self, k: int) -> int:
         floor = _RERANK_MIN_PQ if "PQ" in self.info.resolved else _RERANK_MIN
         return max(floor, 4 * k)
 
@@ -1190,6 +1225,7 @@ def _info_from(info: dict[str, Any], rows: int) -> IndexInfo:
         ef_search=info.get("ef_search"),
         recall_at_10=info.get("recall_at_10"),
         filter_power=_power(info.get("filter_power")),
+        rerank_factor=_factor(info.get("rerank_factor")),
     )
     if info.get("tuned_rows"):
         out.extra["tuned_rows"] = int(info["tuned_rows"])
@@ -1206,6 +1242,11 @@ def _met(hits: list[float], target: float) -> bool:
         return True
     spread = float(np.std(hits, ddof=1) / np.sqrt(len(hits))) if len(hits) > 1 else 0.0
     return float(np.mean(hits)) - 1.645 * spread >= target
+
+
+def _factor(value: Any) -> int:
+    """A stored shortlist factor, if it is one :meth:`VectorIndex.tune` picks (else 1)."""
+    return value if type(value) is int and value in RERANK_FACTORS else 1
 
 
 def _fastscan(resolved: str) -> bool:
