@@ -139,21 +139,32 @@ class IdMap:
         self._runs.append((hashes, local, start, False))
 
     def candidates(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, position) for every stored row whose hash equals a query's."""
+        """(query index, position) for every stored row whose hash equals a query's.
+
+        The queries are sorted once, so each run's binary searches walk it in order (numpy
+        starts each search where the previous one ended), and only the queries found in a
+        run search it a second time for their last equal hash: 10,000 ids against 100 runs
+        of 50k took 325 ms with two searches of the unsorted queries per run.
+        """
+        order = np.argsort(hashes, kind="stable")
+        sq = np.ascontiguousarray(hashes[order], dtype=np.uint64)
         qi: list[np.ndarray] = []
         pos: list[np.ndarray] = []
         for h, p, start, _ in self._runs:
-            lo = np.searchsorted(h, hashes, side="left")
-            hi = np.searchsorted(h, hashes, side="right")
-            counts = hi - lo
-            hit = np.flatnonzero(counts)
+            if not len(h):
+                continue
+            lo = np.searchsorted(h, sq, side="left")
+            found = h[np.minimum(lo, len(h) - 1)] == sq
+            found &= lo < len(h)
+            hit = np.flatnonzero(found)
             if not hit.size:
                 continue
-            reps = counts[hit]
-            q = np.repeat(hit, reps)
+            first = lo[hit]
+            reps = np.searchsorted(h, sq[hit], side="right") - first
+            q = np.repeat(order[hit], reps)
             offs = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
             qi.append(q)
-            pos.append(p[np.repeat(lo[hit], reps) + offs].astype(np.int64) + start)
+            pos.append(p[np.repeat(first, reps) + offs].astype(np.int64) + start)
         if not qi:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(qi), np.concatenate(pos)
