@@ -85,13 +85,13 @@ _ENCODER_SAMPLE = 32_768
 #: (benchmarks/scale.py; a loaded machine, so only the order of magnitude is trusted).
 FILTER_GATHER_COST = 16
 #: The same for fast-scan PQ codes, which scan about 2x faster than SQ8 codes: a 10 % ID
-#: selector over all 1,024 lists of 200k rows took 3.5 ms against 7.7 ms for SQ8. Since a
-#: gather reads each row with its own ``pread`` (no pages left mapped) a row costs ~2.3 µs,
-#: and 48 chose the slower plan at 5M rows (IVF4096,PQ96x4fs, 2026-12-03): a 1 % filter
-#: (50k rows) took 113 ms gathered against 36 ms inside FAISS (2,048 probes, recall 0.999),
-#: and at 1M a 1 % filter 24 ms against 4.2 ms. Below 100 the 0.1 % filter at 1M (1,000
-#: rows: 4.3 ms gathered, 4.6 ms in FAISS at recall 0.948) would move to FAISS.
-FILTER_GATHER_COST_FASTSCAN = 100
+#: selector over all 1,024 lists of 200k rows took 3.5 ms against 7.7 ms for SQ8. Gathering
+#: is not the only cost weighed here: an exact plan's recall is 1.0, while the raised probes
+#: only extrapolate the tuned filter power. At 5M rows (2026-12-03) 100 sent a 0.1 % filter
+#: (5,000 rows) into FAISS at recall 0.942 (exact: 1.000 in 20 ms); a 1 % filter (50k rows)
+#: is cheaper inside FAISS (36 ms vs 113 ms gathered with one ``pread`` a row), which 48
+#: chooses once the tuned probes are as many as these vectors need.
+FILTER_GATHER_COST_FASTSCAN = 48
 #: A filter keeping a share ``s`` of the rows raises the probes by ``s ** -FILTER_PROBE_POWER``.
 #: The filtered top 10 lie among the unfiltered top ``10 / s``, which sit in more cells than
 #: the top 10 but far fewer than ``1 / s`` times as many: at 1M rows (IVF2048,SQ8, tuned
@@ -113,6 +113,11 @@ _TUNE_MAX_DUPLICATES = 256
 #: near-identical rows compete for it (5M set: 0.951 at nprobe 512 with 256 re-ranked rows,
 #: 0.955 at nprobe 64 with 512).
 RERANK_FACTORS = (1, 2, 4)
+#: Tuning's time estimate (see :meth:`VectorIndex.tune`): microseconds to re-rank one row
+#: (a ``pread`` of its float32 vector and the dot product, 2-2.5 us at 1M and 5M rows) ...
+_RERANK_ROW_US = 2.4
+#: ... and per step of an HNSW search (efSearch 256 over HNSW32_PQ96 at 1M: 0.68 ms).
+_HNSW_STEP_US = 2.6
 
 
 def _torch_expected() -> bool:
@@ -792,10 +797,12 @@ class VectorIndex:
         (``benchmarks/index_curves.py``). An HNSW graph links each of its rows to that row's
         own neighbours, so for HNSW only rows outside the graph make honest queries.
 
-        When no probe count reaches the target with the default shortlist, the shortlist is
-        doubled, then doubled again (:data:`RERANK_FACTORS`), and the factor kept
-        (``info.rerank_factor``): among many near-identical rows the codes cannot order
-        them, and only re-ranking more of them exactly finds the best ten.
+        The knobs chosen are the cheapest that meet the target by an estimate of a query's
+        time (codes scanned and rows re-ranked, :func:`_code_ns`, :data:`_RERANK_ROW_US`),
+        over the probe counts and the shortlist lengths of :data:`RERANK_FACTORS` (the
+        factor is kept as ``info.rerank_factor``): among many near-identical rows the codes
+        cannot order them, and re-ranking more of them beats probing more lists (5M rows,
+        ~100 copies of each real vector: nprobe 256 with 256 re-ranked rows, or 64 with 512).
         """
         n = vectors.shape[0]
         indexed = n if indexed is None else indexed
@@ -824,12 +831,24 @@ class VectorIndex:
             knob, values = "ef_search", [16, 32, 64, 128, 256, 512]
         else:
             knob, values = None, [None]
-        recall = 0.0
-        chosen = values[-1]
-        factor = RERANK_FACTORS[0]
-        for factor in RERANK_FACTORS:  # a longer shortlist only when the probes cannot do it
-            met = False
+        rows_per_list = n / max(1, int(getattr(base, "nlist", 1)))
+        code_ns = _code_ns(self.info.resolved)
+
+        def cost_us(value: int | None, factor: int) -> float:
+            """Estimated time of one query with these knobs (what the tuner minimises)."""
+            shortlist = self._base_rerank(10) * factor * _RERANK_ROW_US
+            if knob == "nprobe" and value is not None:
+                return value * rows_per_list * code_ns / 1000 + shortlist
+            if knob == "ef_search" and value is not None:
+                return value * _HNSW_STEP_US + shortlist
+            return shortlist
+
+        best: tuple[float, Any, int, float] | None = None  # (cost, value, factor, recall)
+        last: tuple[Any, int, float] = (values[-1], RERANK_FACTORS[-1], 0.0)
+        for factor in RERANK_FACTORS if knob else RERANK_FACTORS[:1]:
             for value in values:
+                if best is not None and cost_us(value, factor) >= best[0]:
+                    break  # cannot be cheaper than a setting that meets the target
                 hits = []
                 for i, want in zip(keep, truth):
                     extra = len(held[i])  # the held-out rows take shortlist slots; add as many
@@ -843,11 +862,11 @@ class VectorIndex:
                     answer = [p for p in got[0].tolist() if p >= 0 and p not in held[i]][:10]
                     hits.append(len(set(answer) & set(want)) / max(1, len(want)))
                 recall = float(np.mean(hits)) if hits else 1.0
-                chosen = value
-                if met := _met(hits, target):
+                last = (value, factor, recall)
+                if _met(hits, target):
+                    best = (cost_us(value, factor), value, factor, recall)
                     break
-            if met or knob is None:
-                break
+        chosen, factor, recall = best[1:] if best is not None else last
         self.info.rerank_factor = factor
         if knob == "nprobe":
             self.info.nprobe = chosen
@@ -1247,6 +1266,20 @@ def _met(hits: list[float], target: float) -> bool:
 def _factor(value: Any) -> int:
     """A stored shortlist factor, if it is one :meth:`VectorIndex.tune` picks (else 1)."""
     return value if type(value) is int and value in RERANK_FACTORS else 1
+
+
+def _code_ns(resolved: str) -> float:
+    """Nanoseconds to scan one code of an IVF index's lists, by code kind (one query, one
+    core: fast-scan PQ 64 lists of IVF2048 at 1M, 31k codes, in 0.21 ms; SQ8 about twice
+    that; float32 vectors a few times more)."""
+    codes = resolved.rsplit(",", 1)[-1]
+    if codes.endswith("fs"):
+        return 7.0
+    if codes.startswith("SQ"):
+        return 15.0
+    if codes.startswith("PQ"):
+        return 20.0
+    return 60.0
 
 
 def _fastscan(resolved: str) -> bool:
