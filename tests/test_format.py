@@ -540,3 +540,21 @@ def test_crafted_index_with_valid_checksum_is_detected(
             h.id for h in col.search(q, k=5, exact=True)
         ]
         col.close()
+
+
+def test_missing_id_index_is_named_and_repair_keeps_the_rows(
+    ivf_template: Path, tmp_path: Path
+) -> None:
+    path = _copy(ivf_template, tmp_path)
+    want = embedsearch.open(path).ids()
+    gone = sorted((path / "segments").glob("*.ids"))[-1]
+    gone.unlink()
+    with pytest.raises(CorruptionError, match=gone.name):
+        embedsearch.open(path)
+    assert [(p.file.split("/")[-1], p.kind) for p in verify(path).errors] == [
+        (gone.name, "missing")
+    ]
+    assert repair(path).lost_rows == 0
+    col = embedsearch.open(path)
+    assert col.ids() == want and [d.id for d in col.get(want[-3:])] == want[-3:]
+    col.close()
