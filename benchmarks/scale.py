@@ -622,15 +622,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
         here = sorted(
             (r for r in runs if r["n"] == n), key=lambda r: list(ENGINES).index(r["engine"])
         )
-        width = 0.8 / max(1, len(here))
+        width = min(0.5, 0.8 / max(1, len(here)))
+        alone = len(here) == 1  # e.g. 5M: embedsearch alone, so its values are written on
         for j, r in enumerate(here):
             x = np.arange(len(labels)) + j * width
-            row_ax[0].bar(x, [r[lab]["p50_ms"] for lab in labels], width, label=r["engine"])
-            row_ax[1].bar(x, [r[lab]["recall_at_10"] for lab in labels], width, label=r["engine"])
-        titles = ("p50 latency (ms, log; dashed: 5 ms target)", "recall@10 (dashed: 0.95)")
+            for ax, key, fmt in (
+                (row_ax[0], "p50_ms", "{:.1f}"),
+                (row_ax[1], "recall_at_10", "{:.3f}"),
+            ):
+                vals = [r[lab][key] for lab in labels]
+                bars = ax.bar(x, vals, width, label=r["engine"])
+                if alone:
+                    for bar, v in zip(bars, vals):
+                        ax.annotate(
+                            fmt.format(v),
+                            (bar.get_x() + bar.get_width() / 2, v),
+                            ha="center",
+                            va="bottom",
+                            fontsize=8,
+                        )
+        titles = ("p50 ms (log; dashed: 5 ms target)", "recall@10 (dashed: 0.95)")
         for ax, title in zip(row_ax, titles):
-            ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
-            ax.set_title(f"{n:,} documents: {title}")
+            ax.set_xticks(np.arange(len(labels)) + (len(here) - 1) * width / 2, labels)
+            who = f" ({here[0]['engine']} alone)" if alone else ""
+            ax.set_title(f"{n:,} documents{who}: {title}", fontsize=10)
         row_ax[0].set_yscale("log")
         row_ax[0].yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         row_ax[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
