@@ -83,14 +83,23 @@ def _answers(path: Path, queries: np.ndarray) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- upgrade
+def _older(
+    template: Path, tmp_path: Path, demo_vectors: Any, rewrite: Any
+) -> tuple[Path, np.ndarray, dict[str, Any], Any]:
+    """A copy of ``template`` rewritten in an older format by ``rewrite``, with the queries,
+    the answers of the current format and the saved index file to compare against."""
+    queries = np.asarray(demo_vectors[::37])
+    want = _answers(template, queries)
+    path = _copy(template, tmp_path)
+    index_file = store.read_manifest(path).index.file
+    rewrite(path)
+    return path, queries, want, index_file
+
+
 def test_format_1_collection_opens_searches_and_upgrades_with_equal_results(
     ivf_template: Path, tmp_path: Path, demo_vectors: Any, capsys: pytest.CaptureFixture
 ) -> None:
-    queries = np.asarray(demo_vectors[::37])
-    want = _answers(ivf_template, queries)
-    path = _copy(ivf_template, tmp_path)
-    index_file = store.read_manifest(path).index.file
-    downgrade(path)
+    path, queries, want, index_file = _older(ivf_template, tmp_path, demo_vectors, downgrade)
     raw = store.read_manifest_json(path)
     assert raw["format_version"] == 1 and all(
         s["file"].endswith(".parquet") for s in raw["segments"]
@@ -295,11 +304,7 @@ def test_id_lookup_is_vectorised_and_confirms_the_id(tmp_path: Path, demo_vector
 def test_format_2_collection_opens_and_gets_its_id_indexes_on_upgrade(
     ivf_template: Path, tmp_path: Path, demo_vectors: Any, capsys: pytest.CaptureFixture
 ) -> None:
-    queries = np.asarray(demo_vectors[::37])
-    want = _answers(ivf_template, queries)
-    path = _copy(ivf_template, tmp_path)
-    index_file = store.read_manifest(path).index.file
-    to_format_2(path)
+    path, queries, want, index_file = _older(ivf_template, tmp_path, demo_vectors, to_format_2)
     assert not list((path / "segments").glob("*.ids"))
     assert _answers(path, queries) == want  # ids hashed on first look-up, as format 2 did
     report = verify(path)
