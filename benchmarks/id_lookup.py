@@ -99,11 +99,10 @@ def prepare(src: Path, work: Path, rounds: int) -> tuple[Path, Path, float]:
     to_format_2(v2)
     link_copy(v2, v3)
     col = embedsearch.open(v2)  # the ids each round asks for: 10,010 live rows at random
-    n = col.info()["rows"]
+    every = col.ids()
     for r in range(rounds):
-        rng = np.random.default_rng(r)
-        picked = col._table.ids_at(rng.choice(n, 10_010, replace=False))
-        (work / f"ids-{r}.json").write_text(json.dumps(picked))
+        picked = np.random.default_rng(r).choice(len(every), 10_010, replace=False)
+        (work / f"ids-{r}.json").write_text(json.dumps([every[i] for i in picked.tolist()]))
     col.close()
     col = embedsearch.open(v3)
     t = time.perf_counter()

@@ -352,7 +352,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 if not ref.legacy:
                     if ref.ids is None:  # format 2: the id index only
                         ref = _add_ids(self.path, ref, seg)
-                        written += ref.files()[2:]
+                        assert ref.ids is not None
+                        written.append(ref.ids.file)
                     refs.append(ref)
                     continue
                 pos = np.arange(start, start + ref.rows)

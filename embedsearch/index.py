@@ -843,24 +843,27 @@ class VectorIndex:
                 return value * _HNSW_STEP_US + shortlist
             return shortlist
 
+        def recalls(value: int | None, factor: int) -> list[float]:
+            """Each tuning query's recall@10 with these knobs."""
+            hits = []
+            for i, want in zip(keep, truth):
+                extra = len(held[i])  # the held-out rows take shortlist slots; add as many
+                opts = SearchOptions(
+                    **({knob: value} if knob else {}),
+                    rerank=self._base_rerank(10) * factor + extra,
+                )
+                _, got = self.search(vectors, q[i : i + 1], 10 + extra, None, opts, _tuning=True)
+                answer = [p for p in got[0].tolist() if p >= 0 and p not in held[i]][:10]
+                hits.append(len(set(answer) & set(want)) / max(1, len(want)))
+            return hits
+
         best: tuple[float, Any, int, float] | None = None  # (cost, value, factor, recall)
         last: tuple[Any, int, float] = (values[-1], RERANK_FACTORS[-1], 0.0)
         for factor in RERANK_FACTORS if knob else RERANK_FACTORS[:1]:
             for value in values:
                 if best is not None and cost_us(value, factor) >= best[0]:
                     break  # cannot be cheaper than a setting that meets the target
-                hits = []
-                for i, want in zip(keep, truth):
-                    extra = len(held[i])  # the held-out rows take shortlist slots; add as many
-                    opts = SearchOptions(
-                        **({knob: value} if knob else {}),
-                        rerank=self._base_rerank(10) * factor + extra,
-                    )
-                    _, got = self.search(
-                        vectors, q[i : i + 1], 10 + extra, None, opts, _tuning=True
-                    )
-                    answer = [p for p in got[0].tolist() if p >= 0 and p not in held[i]][:10]
-                    hits.append(len(set(answer) & set(want)) / max(1, len(want)))
+                hits = recalls(value, factor)
                 recall = float(np.mean(hits)) if hits else 1.0
                 last = (value, factor, recall)
                 if _met(hits, target):
@@ -1273,7 +1276,7 @@ def _code_ns(resolved: str) -> float:
     core: fast-scan PQ 64 lists of IVF2048 at 1M, 31k codes, in 0.21 ms; SQ8 about twice
     that; float32 vectors a few times more)."""
     codes = resolved.rsplit(",", 1)[-1]
-    if codes.endswith("fs"):
+    if _fastscan(resolved):
         return 7.0
     if codes.startswith("SQ"):
         return 15.0

@@ -130,6 +130,26 @@ def _named_file(
     return name, sha
 
 
+def _sized_file(
+    obj: dict[str, Any], where: str, pattern: re.Pattern[str], what: str, size: int, rule: str
+) -> tuple[str, str, int]:
+    """The ``file``, ``sha256`` and ``bytes`` of an entry whose size follows from the rows
+    (``rule`` says how, for the message)."""
+    name, sha = _named_file(obj, where, pattern, what)
+    got = _int(obj, "bytes", where)
+    if got != size:
+        raise ValueError(f"{where}.bytes is {got}, not {rule} = {size}")
+    return name, sha, got
+
+
+def _crc(obj: dict[str, Any], where: str) -> str:
+    """The ``crc32`` of an entry: a CRC-32 as 8 hex digits."""
+    crc = _str(obj, "crc32", where)
+    if not re.fullmatch(r"[0-9a-f]{8}", crc):
+        raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+    return crc
+
+
 @dataclass(frozen=True)
 class VectorsRef:
     """The raw float32 file of a version-2 segment: ``rows × dim`` little-endian floats.
@@ -151,10 +171,9 @@ class VectorsRef:
     @classmethod
     def from_json(cls, obj: Any, where: str, rows: int, dim: int) -> VectorsRef:
         obj = _obj(obj, where)
-        name, sha = _named_file(obj, where, VECTORS_RE, "a vector file name")
-        size = _int(obj, "bytes", where)
-        if size != rows * dim * 4:
-            raise ValueError(f"{where}.bytes is {size}, not rows × dim × 4 = {rows * dim * 4}")
+        name, sha, size = _sized_file(
+            obj, where, VECTORS_RE, "a vector file name", rows * dim * 4, "rows × dim × 4"
+        )
         block = _int(obj, "block_rows", where, low=1)
         crc = _str(obj, "crc32", where)
         blocks = -(-rows // block)
@@ -180,14 +199,11 @@ class IdsRef:
     @classmethod
     def from_json(cls, obj: Any, where: str, rows: int) -> IdsRef:
         obj = _obj(obj, where)
-        name, sha = _named_file(obj, where, IDS_RE, "an id index file name")
-        size = _int(obj, "bytes", where)
-        if size != rows * 12:
-            raise ValueError(f"{where}.bytes is {size}, not rows × 12 = {rows * 12}")
-        crc = _str(obj, "crc32", where)
-        if not re.fullmatch(r"[0-9a-f]{8}", crc):
-            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
-        return cls(name, sha, size, crc)
+        # 12 B a row: idhash.RUN_ROW_BYTES (a module of this layer, so not imported)
+        name, sha, size = _sized_file(
+            obj, where, IDS_RE, "an id index file name", rows * 12, "rows × 12"
+        )
+        return cls(name, sha, size, _crc(obj, where))
 
 
 @dataclass(frozen=True)
@@ -223,9 +239,7 @@ class SegmentRef(FileRef):
             raise ValueError(f"{where}.rows is 0; an empty segment is never written")
         if base.file.endswith(".parquet"):
             return cls(base.file, base.rows, base.sha256, base.bytes)
-        crc = _str(obj, "crc32", where)
-        if not re.fullmatch(r"[0-9a-f]{8}", crc):
-            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+        crc = _crc(obj, where)
         vec = VectorsRef.from_json(obj.get("vectors"), f"{where}.vectors", base.rows, dim)
         if vec.file[:-4] != base.file[:-6]:
             raise ValueError(f"{where}.vectors.file does not belong to {base.file}")
@@ -340,7 +354,7 @@ class Manifest:
 
     @property
     def needs_upgrade(self) -> bool:
-        return any(s.legacy or s.ids is None for s in self.segments)
+        return bool(self.segments_to_upgrade)
 
     def files(self) -> set[str]:
         """Every file name (relative to the collection) this manifest keeps alive."""
