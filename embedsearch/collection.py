@@ -58,7 +58,7 @@ from .index import (
 from .latent.mixin import LatentMixin
 from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef
 from .rag.mixin import RetrievalMixin
-from .segment import add_ids as _add_ids
+from .segment import add_derived as _add_derived
 from .segment import open_segment
 from .segment import write_segment as _write_segment
 from .table import RowsView, Table, parse_metadata
@@ -329,8 +329,10 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     def upgrade(self) -> dict[str, int]:
         """Bring every segment to the current format; nothing else changes.
 
-        Format-1 (Parquet) segments are rewritten; format-2 segments get their id index
-        (format 3: their ids hashed once, the rows untouched). Row positions, tombstones and
+        Format-1 (Parquet) segments are rewritten; format-2 and -3 segments get what they
+        lack of their id index (format 3: their ids hashed once) and row checksums (format
+        4: each vector row checked by its block checksum, then checksummed); the rows are
+        untouched. Row positions, tombstones and
         the saved index stay valid (rows keep their order), so no index is rebuilt. Writes
         do this by themselves first; ``embedsearch upgrade NAME`` does it ahead of time.
 
@@ -350,10 +352,10 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         try:
             for start, seg, ref in zip(table.segment_starts(), table.segments, manifest.segments):
                 if not ref.legacy:
-                    if ref.ids is None:  # format 2: the id index only
-                        ref = _add_ids(self.path, ref, seg)
-                        assert ref.ids is not None
-                        written.append(ref.ids.file)
+                    if ref.ids is None or ref.crcs is None:  # formats 2-3: derived files
+                        new = _add_derived(self.path, ref, seg)
+                        written += sorted(set(new.files()) - set(ref.files()))
+                        ref = new
                     refs.append(ref)
                     continue
                 pos = np.arange(start, start + ref.rows)

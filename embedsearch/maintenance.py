@@ -39,7 +39,7 @@ import numpy as np
 from . import durable, store, versions
 from .errors import CollectionNotFoundError, CorruptionError, UnsafeFileError
 from .manifest import INDEX_RE, SEGMENT_RE, TOMBSTONE_RE, IndexSection, Manifest, SegmentRef
-from .segment import verify_ids, verify_segment
+from .segment import verify_crcs, verify_ids, verify_segment
 
 Severity = Literal["error", "warning"]
 
@@ -273,18 +273,19 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             ids.extend([None] * ref.rows)
             segments.append(None)
             continue
-        try:
-            verify_ids(root, ref, seg)
-        except CorruptionError as exc:
-            assert ref.ids is not None
-            kind = _classify(root, store.FileRef(ref.ids.file, 0, ref.ids.sha256, 0))[0]
-            report.add(
-                "error",
-                ref.ids.file,
-                kind,
-                f"{exc} `embedsearch repair` drops it (no rows are lost); the next write "
-                "rebuilds it",
-            )
+        for check, part in ((verify_ids, ref.ids), (verify_crcs, ref.crcs)):
+            try:
+                check(root, ref, seg)
+            except CorruptionError as exc:
+                assert part is not None
+                kind = _classify(root, store.FileRef(part.file, 0, part.sha256, 0))[0]
+                report.add(
+                    "error",
+                    part.file,
+                    kind,
+                    f"{exc} `embedsearch repair` drops it (no rows are lost); the next "
+                    "write rebuilds it",
+                )
         ids.extend(seg.ids().to_pylist())
         segments.append(seg)
     report.rows = len(ids)
@@ -304,6 +305,15 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             f"{len(no_ids)} segment(s) without an id index (format 2: a process reads and "
             "hashes their ids on its first look-up); run `embedsearch upgrade` (or write to "
             "the collection) to add them",
+        )
+    if no_crcs := [s for s in manifest.segments if not s.legacy and s.crcs is None]:
+        report.add(
+            "warning",
+            store.MANIFEST,
+            "format",
+            f"{len(no_crcs)} segment(s) without row checksums (formats 2-3: a process checks "
+            "a whole 64-row block to read one row the first time); run `embedsearch "
+            "upgrade` (or write to the collection) to add them",
         )
 
     live = np.ones(len(ids), dtype=bool)
@@ -571,7 +581,7 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
     spans: list[tuple[int, int, int | None]] = []
     good_segments: list[SegmentRef] = []
     old = new = 0
-    ids_dropped = False
+    derived_dropped = False
     for ref in manifest.segments:
         ok = _safe_name(ref.file, _SEGMENT_NAME)
         if ok:
@@ -582,14 +592,18 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
                 for name in ref.files():
                     _quarantine(root, name, report)
             else:
-                try:
-                    verify_ids(root, ref, seg)
-                except CorruptionError:  # derived data: drop it, keep the rows
-                    assert ref.ids is not None
-                    _quarantine(root, ref.ids.file, report)
-                    report.dropped_refs.append(ref.ids.file)
-                    ref = dataclasses.replace(ref, ids=None)
-                    ids_dropped = True
+                for check, part, key in (
+                    (verify_ids, ref.ids, "ids"),
+                    (verify_crcs, ref.crcs, "crcs"),
+                ):
+                    try:
+                        check(root, ref, seg)
+                    except CorruptionError:  # derived data: drop it, keep the rows
+                        assert part is not None
+                        _quarantine(root, part.file, report)
+                        report.dropped_refs.append(part.file)
+                        ref = dataclasses.replace(ref, **{key: None})
+                        derived_dropped = True
         if ok:
             spans.append((old, ref.rows, new))
             good_segments.append(ref)
@@ -626,7 +640,7 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
             index=IndexSection(manifest.index.spec, None),
         )
         changed = True
-    elif len(good_tombs) != len(manifest.tombstones) or ids_dropped:
+    elif len(good_tombs) != len(manifest.tombstones) or derived_dropped:
         manifest = manifest.replace(tombstones=tuple(good_tombs), segments=good_segments)
         changed = True
 

@@ -70,7 +70,9 @@ LOCK_FILE = "LOCK"
 #: Names embedsearch writes in ``segments/`` and at the top of a collection. Orphan cleanup
 #: removes only regular files whose names match these (or temp files made for such names):
 #: nothing else in the directory is ever touched.
-SEGMENT_FILE_RE = re.compile(r"seg-[0-9a-f]{32}\.(parquet|arrow|f32|ids)|del-[0-9a-f]{32}\.parquet")
+SEGMENT_FILE_RE = re.compile(
+    r"seg-[0-9a-f]{32}\.(parquet|arrow|f32|ids|crc)|del-[0-9a-f]{32}\.parquet"
+)
 ROOT_FILE_RE = re.compile(r"index-[0-9a-f]{32}\.faiss")
 #: Temp files of earlier versions (``.<name>.tmp``) and of :func:`durable.write_file`.
 _OLD_TEMP_RE = re.compile(

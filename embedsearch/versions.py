@@ -37,6 +37,7 @@ from typing import Any
 
 from . import durable, store
 from .errors import CorruptionError, InvalidInputError
+from .manifest import SEGMENT_PARTS
 
 VERSIONS_DIR = "versions"
 TAGS_FILE = "tags.json"
@@ -192,7 +193,7 @@ def file_checksums(manifest: Any) -> dict[str, tuple[str, int]]:
     obj = as_json(manifest)
     out: dict[str, tuple[str, int]] = {}
     refs = list(obj.get("segments", [])) + list(obj.get("tombstones", []))
-    for part in ("vectors", "ids"):  # a segment's other files
+    for part in SEGMENT_PARTS:  # a segment's other files
         refs += [r[part] for r in obj.get("segments", []) if isinstance(r.get(part), dict)]
     index_file = (obj.get("index") or {}).get("file")
     if index_file:

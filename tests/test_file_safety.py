@@ -147,7 +147,8 @@ def test_symlinked_manifest_and_segment_files_are_refused(
     path = tmp_path / "col"
     _make(path, demo_vectors)
     # A link to a byte-identical copy: the checksum would pass, the link must not.
-    for pattern in ("seg-*.arrow", "seg-*.f32", "seg-*.ids"):  # columns, vectors, id index
+    # columns, vectors, id index, row checksums
+    for pattern in ("seg-*.arrow", "seg-*.f32", "seg-*.ids", "seg-*.crc"):
         seg = next((path / "segments").glob(pattern))
         copy = tmp_path / f"copy{seg.suffix}"
         copy.write_bytes(seg.read_bytes())

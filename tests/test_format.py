@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from v1_format import downgrade, to_format_2
+from v1_format import downgrade, to_format_2, to_format_3
 
 import embedsearch
 from embedsearch import manifest as manifest_mod
@@ -136,7 +136,8 @@ def test_first_write_upgrades_a_format_1_collection(
     downgrade(path)
     col = embedsearch.open(path)
     col.add(["a new document"], ids=["new"], vectors=np.asarray(demo_vectors[7:8]) * -1)
-    assert col.info()["format_version"] == 3 and col.info()["legacy_segments"] == 0
+    assert col.info()["format_version"] == store.FORMAT_VERSION
+    assert col.info()["legacy_segments"] == 0
     assert not store.read_manifest(path).needs_upgrade
     col.close()
     got = _answers(path, queries)
@@ -179,13 +180,17 @@ def test_segments_are_memory_mapped_and_checked_only_where_touched(
     col = embedsearch.open(path)  # maps; reads nothing
     seg = col._table.segments[0]
     assert not seg._block_ok.any()
-    got = col._table.take(np.array([1, 7]))  # rows of an intact block are served...
+    got = col._table.take(np.array([1, 7]))  # intact rows are served...
     from embedsearch.validation import unit_rows
 
     assert np.array_equal(got, unit_rows(vecs, col.dim)[[1, 7]])  # as stored: normalised
-    assert seg._block_ok.tolist() == [True] + [False] * (blocks - 1)  # only that block read
+    # a few rows (a re-rank's reads) are checked by their own checksums, not their block
+    assert not seg._block_ok.any() and np.flatnonzero(seg._row_ok).tolist() == [1, 7]
     with pytest.raises(CorruptionError, match=vec_file.name):  # ...the damaged one never is
         col._table.take(np.array([damaged]))
+    assert not seg._row_ok[damaged]
+    col._table.take(np.arange(BLOCK_ROWS, 2 * BLOCK_ROWS + 1, 2))  # several rows of two blocks
+    assert not seg._block_ok.any()
     with pytest.raises(CorruptionError, match=vec_file.name):
         col.search(np.ones(col.dim), k=3)
     assert col.get([f"d{damaged}"])[0].text == f"t{damaged}"  # texts: the intact Arrow file
@@ -308,14 +313,16 @@ def test_format_2_collection_opens_and_gets_its_id_indexes_on_upgrade(
     assert not list((path / "segments").glob("*.ids"))
     assert _answers(path, queries) == want  # ids hashed on first look-up, as format 2 did
     report = verify(path)
-    assert report.ok and [p.kind for p in report.warnings] == ["format"]
+    assert report.ok and [p.kind for p in report.warnings] == ["format", "format"]
     assert "without an id index" in report.warnings[0].detail
+    assert "without row checksums" in report.warnings[1].detail
 
     assert cli_main(["upgrade", str(path)]) == 0
     n = len(store.read_manifest(path).segments)
     assert f"{n} segment(s)" in capsys.readouterr().out
     manifest = store.read_manifest(path)
-    assert manifest.format_version == 3 and all(s.ids is not None for s in manifest.segments)
+    assert manifest.format_version == store.FORMAT_VERSION
+    assert all(s.ids is not None and s.crcs is not None for s in manifest.segments)
     assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
     assert len(list((path / "segments").glob("*.ids"))) == n
     assert _answers(path, queries) == want
@@ -329,7 +336,7 @@ def test_format_2_collection_opens_and_gets_its_id_indexes_on_upgrade(
     assert col.get(["new", want["ids"][3]])[1].id == want["ids"][3]
     col.close()
     manifest = store.read_manifest(path2)
-    assert manifest.format_version == 3 and all(s.ids is not None for s in manifest.segments)
+    assert manifest.format_version == store.FORMAT_VERSION and not manifest.needs_upgrade
     assert verify(path2).problems == []
 
 
@@ -563,3 +570,108 @@ def test_missing_id_index_is_named_and_repair_keeps_the_rows(
     col = embedsearch.open(path)
     assert col.ids() == want and [d.id for d in col.get(want[-3:])] == want[-3:]
     col.close()
+
+
+# ----------------------------------------------------------------------------- row checksums
+def test_format_3_collection_gets_its_row_checksums_on_upgrade(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any, capsys: pytest.CaptureFixture
+) -> None:
+    path, queries, want, index_file = _older(ivf_template, tmp_path, demo_vectors, to_format_3)
+    assert not list((path / "segments").glob("*.crc"))
+    assert _answers(path, queries) == want  # read through the block checksums, as format 3
+    report = verify(path)
+    assert report.ok and ["without row checksums" in p.detail for p in report.warnings] == [True]
+    col = embedsearch.open(path)
+    col._table.take(np.array([1, 2]))
+    assert col._table.segments[0]._block_ok[0]  # no row checksums: the whole block is checked
+    col.close()
+
+    assert cli_main(["upgrade", str(path)]) == 0
+    n = len(store.read_manifest(path).segments)
+    assert f"{n} segment(s)" in capsys.readouterr().out
+    manifest = store.read_manifest(path)
+    assert manifest.format_version == store.FORMAT_VERSION and not manifest.needs_upgrade
+    assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
+    crc_files = sorted((path / "segments").glob("*.crc"))
+    assert len(crc_files) == n
+    assert all(p.stat().st_size == 4 * s.rows for p, s in zip(
+        [path / s.crcs.file for s in manifest.segments if s.crcs], manifest.segments))  # fmt: skip
+    assert _answers(path, queries) == want
+    assert verify(path).problems == []
+
+
+def _row_crc_case(ivf_template: Path, tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A copy of the template, the ``.crc`` file of its first segment and the ids."""
+    path = _copy(ivf_template, tmp_path)
+    crc_file = path / store.read_manifest(path).segments[0].crcs.file  # type: ignore[union-attr]
+    return path, crc_file, embedsearch.open(path).ids()
+
+
+def _repair_rebuilds_row_checksums(path: Path, want: list[str]) -> None:
+    fixed = repair(path)
+    assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
+    col = embedsearch.open(path)
+    assert col.ids() == want
+    col._table.take(np.array([1, 2]))  # served, checked by the blocks meanwhile
+    col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
+    col.close()
+    assert not store.read_manifest(path).needs_upgrade  # the next write rebuilt it
+    assert verify(path).problems == []
+
+
+def test_damaged_row_checksums_are_named_and_repair_keeps_the_rows(
+    ivf_template: Path, tmp_path: Path
+) -> None:
+    path, crc_file, want = _row_crc_case(ivf_template, tmp_path)
+    data = bytearray(crc_file.read_bytes())
+    data[9] ^= 0x01
+    crc_file.write_bytes(bytes(data))
+    col = embedsearch.open(path)
+    with pytest.raises(CorruptionError, match=crc_file.name):
+        col._table.take(np.array([2]))
+    col.close()
+    assert [(p.file.split("/")[-1], p.kind) for p in verify(path).errors] == [
+        (crc_file.name, "checksum")
+    ]
+    _repair_rebuilds_row_checksums(path, want)
+
+
+def test_crafted_row_checksums_with_valid_checksums_are_refused(
+    ivf_template: Path, tmp_path: Path
+) -> None:
+    """Row checksums that do not match intact vectors, signed so every file checksum holds:
+    the read is refused naming the ``.crc`` file (not the vectors), and ``verify`` says so."""
+    from embedsearch.segment import CRC_CHUNK_ROWS
+
+    path, crc_file, want = _row_crc_case(ivf_template, tmp_path)
+    body = (np.frombuffer(crc_file.read_bytes(), dtype="<u4") ^ 1).astype("<u4").tobytes()
+    crc_file.write_bytes(body)
+
+    def edit(raw: dict[str, Any]) -> None:
+        ref = raw["segments"][0]["crcs"]
+        ref["sha256"] = hashlib.sha256(body).hexdigest()
+        step = CRC_CHUNK_ROWS * 4
+        ref["crc32"] = "".join(
+            f"{zlib.crc32(body[i : i + step]):08x}" for i in range(0, len(body), step)
+        )
+
+    _crafted(path, edit)
+    col = embedsearch.open(path)
+    with pytest.raises(CorruptionError, match=f"{crc_file.name}.*vectors are intact"):
+        col._table.take(np.array([2]))
+    col.close()
+    assert [p.file.split("/")[-1] for p in verify(path).errors] == [crc_file.name]
+    _repair_rebuilds_row_checksums(path, want)
+
+
+def test_missing_row_checksums_are_named_and_repair_keeps_the_rows(
+    ivf_template: Path, tmp_path: Path
+) -> None:
+    path, crc_file, want = _row_crc_case(ivf_template, tmp_path)
+    crc_file.unlink()
+    with pytest.raises(CorruptionError, match=crc_file.name):
+        embedsearch.open(path)
+    assert [(p.file.split("/")[-1], p.kind) for p in verify(path).errors] == [
+        (crc_file.name, "missing")
+    ]
+    _repair_rebuilds_row_checksums(path, want)

@@ -1,7 +1,8 @@
 """Write collections in older on-disk formats, as embedsearch wrote them then.
 
-Kept for the upgrade tests only. :func:`to_format_2` strips the id indexes of format 3
-(segments as format 2 wrote them: Arrow + float32, no ``.ids``). :func:`downgrade` rewrites a format-2 collection in the
+Kept for the upgrade tests only. :func:`to_format_3` strips the row checksums of format 4
+(``.crc``), :func:`to_format_2` those and the id indexes (segments as format 2 wrote them:
+Arrow + float32). :func:`downgrade` rewrites a format-2 collection in the
 version-1 layout with the version-1 writer's code (Parquet segments holding the vector
 column, zstd for the other columns, no dictionary; a ``format_version: 1`` manifest whose
 checksum is the SHA-256 of its canonical JSON). Row order, tombstones, the epoch and the
@@ -99,20 +100,33 @@ def downgrade(root: Path) -> None:
     store.remove_orphans(root, store.read_manifest(root))  # files only the history named
 
 
-def to_format_2(root: Path) -> None:
-    """Rewrite the collection at ``root`` (format 3, closed) as format 2 wrote it, in place:
-    no segment names an id index and the ``.ids`` files are gone (the version history,
-    whose manifests name them, is dropped as well)."""
+def _strip(root: Path, keys: tuple[str, ...], version: int) -> None:
+    """Drop the derived files ``keys`` of every segment of the (closed) collection at
+    ``root`` and mark its manifest ``version`` (the version history, whose manifests name
+    those files, is dropped as well)."""
     from embedsearch import store
 
     obj = store.read_manifest(root).to_json()
     for seg in obj["segments"]:
-        ids = seg.pop("ids", None)
-        if ids is not None:
-            os.unlink(root / ids["file"])
+        for key in keys:
+            ref = seg.pop(key, None)
+            if ref is not None:
+                os.unlink(root / ref["file"])
     shutil.rmtree(root / "versions", ignore_errors=True)
-    obj["format_version"] = 2
+    obj["format_version"] = version
     obj.pop("checksum", None)
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     obj["checksum"] = hashlib.sha256(canonical).hexdigest()
     (root / store.MANIFEST).write_text(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def to_format_3(root: Path) -> None:
+    """Rewrite the collection at ``root`` as format 3 wrote it, in place: no segment names
+    row checksums and the ``.crc`` files are gone."""
+    _strip(root, ("crcs",), 3)
+
+
+def to_format_2(root: Path) -> None:
+    """Rewrite the collection at ``root`` as format 2 wrote it, in place: no id indexes
+    (``.ids``) and no row checksums (``.crc``)."""
+    _strip(root, ("ids", "crcs"), 2)

@@ -33,11 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "upgrade",
-        help="rewrite a collection's format-1 (Parquet) segments in the current format",
+        help="bring a collection's segments to the current on-disk format",
         description="Takes the write lock and rewrites segments written by embedsearch before "
         "on-disk format 2 as memory-mapped Arrow + float32 files, so the collection opens "
-        "without reading its data. Rows, deletes and the saved index are kept. The next "
-        "write does the same by itself; this does it ahead of time.",
+        "without reading its data, and gives later segments what they lack of their id "
+        "index (format 3) and row checksums (format 4). Rows, deletes and the saved index "
+        "are kept. The next write does the same by itself; this does it ahead of time.",
     )
     p.add_argument("name", help="collection name (under EMBEDSEARCH_HOME) or path")
     p.set_defaults(func=cmd_upgrade)
