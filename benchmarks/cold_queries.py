@@ -56,6 +56,10 @@ from id_lookup import link_copy  # noqa: E402
 QUERIES = HERE / ".cache" / "scale" / "queries.npy"
 FORMATS = ("format 3", "format 4")
 STATES = ("cached", "evicted")
+STATE_TITLES = {
+    "cached": "files in the page cache",
+    "evicted": "files evicted from the page cache",
+}
 
 PROBE = r"""
 import hashlib, json, sys, time
@@ -172,8 +176,8 @@ def plot(result: dict[str, Any], out: Path) -> None:
             ax.set_xlabel("query number in a fresh process")
             ax.set_ylabel("ms per query (median of rounds)")
             ax.set_title(
-                f"{run['rows']:,} rows, page cache {state}: {result['rounds']} rounds of "
-                f"{result['queries']} queries",
+                f"{run['rows']:,} rows, {STATE_TITLES[state]}: median of "
+                f"{result['rounds']} processes",
                 fontsize=10,
             )
             ax.legend(fontsize=8, loc="upper right")

@@ -412,8 +412,9 @@ class MappedSegment:
             with self._lock:
                 if self._chunk_ok is None:
                     self._chunk_ok = np.zeros(-(-self.rows // step), dtype=bool)
-        chunks = np.unique(local // step)
-        for c in chunks[~self._chunk_ok[chunks]].tolist():
+        chunks = local // step
+        todo = chunks[~self._chunk_ok[chunks]]
+        for c in np.unique(todo).tolist() if todo.size else ():
             lo, hi = c * step, min(self.rows, (c + 1) * step)
             if f"{crc32(buf[lo * 4 : hi * 4]):08x}" != ref.crc32[8 * c : 8 * c + 8]:
                 raise CorruptionError(
