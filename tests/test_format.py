@@ -355,14 +355,7 @@ def test_id_index_files_are_checked_and_repair_keeps_the_rows(
     col.close()
     report = verify(path)
     assert [(p.file.split("/")[-1], p.kind) for p in report.errors] == [(ids_file.name, "checksum")]
-    fixed = repair(path)
-    assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
-    col = embedsearch.open(path)
-    assert [d.id for d in col.get(some)] == some and col.ids() == some
-    col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
-    col.close()
-    assert not store.read_manifest(path).needs_upgrade  # the next write rebuilt it
-    assert verify(path).problems == []
+    _repair_keeps_the_rows_and_a_write_rebuilds(path, some)
 
 
 def test_crafted_id_index_with_a_valid_checksum_is_refused(
@@ -607,12 +600,14 @@ def _row_crc_case(ivf_template: Path, tmp_path: Path) -> tuple[Path, Path, list[
     return path, crc_file, embedsearch.open(path).ids()
 
 
-def _repair_rebuilds_row_checksums(path: Path, want: list[str]) -> None:
+def _repair_keeps_the_rows_and_a_write_rebuilds(path: Path, want: list[str]) -> None:
+    """``repair`` drops a damaged derived file (id index, row checksums) without losing a
+    row, reads work meanwhile, and the next write rebuilds the file."""
     fixed = repair(path)
     assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
     col = embedsearch.open(path)
-    assert col.ids() == want
-    col._table.take(np.array([1, 2]))  # served, checked by the blocks meanwhile
+    assert col.ids() == want and [d.id for d in col.get(want)] == want
+    col._table.take(np.array([1, 2]))  # served (row checksums dropped: checked by blocks)
     col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
     col.close()
     assert not store.read_manifest(path).needs_upgrade  # the next write rebuilt it
@@ -633,7 +628,7 @@ def test_damaged_row_checksums_are_named_and_repair_keeps_the_rows(
     assert [(p.file.split("/")[-1], p.kind) for p in verify(path).errors] == [
         (crc_file.name, "checksum")
     ]
-    _repair_rebuilds_row_checksums(path, want)
+    _repair_keeps_the_rows_and_a_write_rebuilds(path, want)
 
 
 def test_crafted_row_checksums_with_valid_checksums_are_refused(
@@ -661,7 +656,7 @@ def test_crafted_row_checksums_with_valid_checksums_are_refused(
         col._table.take(np.array([2]))
     col.close()
     assert [p.file.split("/")[-1] for p in verify(path).errors] == [crc_file.name]
-    _repair_rebuilds_row_checksums(path, want)
+    _repair_keeps_the_rows_and_a_write_rebuilds(path, want)
 
 
 def test_missing_row_checksums_are_named_and_repair_keeps_the_rows(
@@ -674,4 +669,4 @@ def test_missing_row_checksums_are_named_and_repair_keeps_the_rows(
     assert [(p.file.split("/")[-1], p.kind) for p in verify(path).errors] == [
         (crc_file.name, "missing")
     ]
-    _repair_rebuilds_row_checksums(path, want)
+    _repair_keeps_the_rows_and_a_write_rebuilds(path, want)

@@ -73,3 +73,39 @@ def test_a_damaged_vector_block_is_refused_on_a_small_read(tmp_path: Path) -> No
     assert np.array_equal(fresh.take(np.array([1, 2]), release=True), seg.take(np.array([1, 2])))
     with pytest.raises(CorruptionError, match="fails its checksum"):
         fresh.take(np.array([260]), release=True)
+
+
+@pytest.mark.parametrize("damage", ["offsets-out-of-order", "invalid-utf8"])
+def test_a_crafted_arrow_file_with_a_valid_checksum_is_refused_on_a_small_read(
+    tmp_path: Path, damage: str
+) -> None:
+    """Small reads find the strings from the file's layout without validating every offset
+    and string first (that read every page): each value read is bounds-checked and decoded,
+    so a file whose checksum holds but whose offsets or UTF-8 do not is still refused, by
+    small reads and by the whole-column reads alike."""
+    import dataclasses
+
+    from embedsearch.checksums import crc32
+
+    seg, _, texts, *_ = _segment(tmp_path)
+    arr = seg._parsed_batch().column(1)  # texts
+    _, offsets, data = arr.buffers()
+    assert offsets is not None and data is not None
+    base = seg._arrow_base
+    path = tmp_path / seg.ref.file
+    raw = bytearray(path.read_bytes())
+    row = 5
+    at = offsets.address - base + 4 * (arr.offset + row)
+    lo = int(np.frombuffer(raw, dtype="<i4", count=2, offset=at)[0])
+    if damage == "offsets-out-of-order":
+        raw[at : at + 4] = np.array([lo + 10_000], dtype="<i4").tobytes()
+    else:
+        raw[data.address - base + lo] = 0xFF  # not a UTF-8 lead byte
+    path.write_bytes(bytes(raw))
+    ref = dataclasses.replace(seg.ref, crc32=f"{crc32(bytes(raw)):08x}")  # a valid checksum
+    fresh = MappedSegment(tmp_path, ref, DIM)
+    assert fresh.strings(1, np.array([100])) == [texts[100]]  # other rows still read
+    with pytest.raises(CorruptionError, match=seg.ref.file.split("/")[-1]):
+        fresh.strings(1, np.array([row]))
+    with pytest.raises(CorruptionError, match="cannot be read as an Arrow segment"):
+        fresh.batch()
