@@ -253,7 +253,11 @@ class Table:
             return self._contiguous[positions]
         out = np.empty((positions.size, self.dim), dtype=np.float32)
         release = positions.size <= RELEASE_AFTER_TAKE
-        for s, idx, local in self._groups(positions):
+        groups = list(self._groups(positions))
+        if release:  # a few rows: start every segment's disk reads before waiting on one
+            for s, _, local in groups:
+                self._segments[s].prefetch(local)
+        for s, idx, local in groups:
             rows = self._segments[s].take(local, release=release)
             lo = int(idx[0])
             # idx ascends (stable argsort): a contiguous run is a slice copy, not a scatter
