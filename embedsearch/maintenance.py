@@ -306,7 +306,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             "hashes their ids on its first look-up); run `embedsearch upgrade` (or write to "
             "the collection) to add them",
         )
-    if no_crcs := [s for s in manifest.segments if not s.legacy and s.crcs is None]:
+    if no_crcs := [s for s in manifest.segments if s.lacks_row_crcs]:
         report.add(
             "warning",
             store.MANIFEST,

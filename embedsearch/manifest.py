@@ -264,6 +264,14 @@ class SegmentRef(FileRef):
         """A version-1 Parquet segment (vectors inside; read whole)."""
         return self.file.endswith(".parquet")
 
+    @property
+    def lacks_row_crcs(self) -> bool:
+        """A segment of more than one checksum block without row checksums (formats 2-3).
+        A segment of one block has none: checking its block reads no more than its rows,
+        and a one-document ``add`` is spared a file (and its fsyncs)."""
+        vec = self.vectors
+        return vec is not None and self.crcs is None and self.rows > vec.block_rows
+
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         if self.vectors is not None:
@@ -395,7 +403,7 @@ class Manifest:
     def segments_to_upgrade(self) -> list[SegmentRef]:
         """Segments a writer brings to the current format first: format 1 (rewritten) and
         formats 2-3 (no id index or no row checksums yet)."""
-        return [s for s in self.segments if s.legacy or s.ids is None or s.crcs is None]
+        return [s for s in self.segments if s.legacy or s.ids is None or s.lacks_row_crcs]
 
     @property
     def needs_upgrade(self) -> bool:

@@ -217,7 +217,8 @@ def write_segment(
     vec_size, vec_sha = durable.write_file(root, f"{stem}.f32", vec_bytes)
     arrow_size, arrow_sha = durable.write_file(root, f"{stem}.arrow", memoryview(arrow))
     id_ref = write_ids(root, stem, hash_strings(list(ids)))
-    crc_ref = write_crcs(root, stem, row_crcs(matrix))
+    # one block or less: its block check reads no more than the rows (see lacks_row_crcs)
+    crc_ref = write_crcs(root, stem, row_crcs(matrix)) if len(ids) > BLOCK_ROWS else None
     vref = VectorsRef(
         file=f"{stem}.f32",
         sha256=vec_sha,
@@ -255,7 +256,7 @@ def add_derived(root: Path, ref: SegmentRef, seg: Segment) -> SegmentRef:
     stem = ref.file[: -len(".arrow")]
     if ref.ids is None:
         ref = dataclasses.replace(ref, ids=write_ids(root, stem, hash_strings(seg.ids())))
-    if ref.crcs is None:
+    if ref.lacks_row_crcs:
         values = np.concatenate(
             [
                 row_crcs(seg.take(np.arange(lo, min(lo + _UPGRADE_ROWS, ref.rows)), release=True))

@@ -145,7 +145,7 @@ def test_symlinked_manifest_and_segment_files_are_refused(
     tmp_path: Path, demo_vectors: Any, encoder: Any
 ) -> None:
     path = tmp_path / "col"
-    _make(path, demo_vectors)
+    _make(path, demo_vectors, n=100)  # more than one checksum block: row checksums too
     # A link to a byte-identical copy: the checksum would pass, the link must not.
     # columns, vectors, id index, row checksums
     for pattern in ("seg-*.arrow", "seg-*.f32", "seg-*.ids", "seg-*.crc"):

@@ -321,8 +321,12 @@ def test_format_2_collection_opens_and_gets_its_id_indexes_on_upgrade(
     n = len(store.read_manifest(path).segments)
     assert f"{n} segment(s)" in capsys.readouterr().out
     manifest = store.read_manifest(path)
-    assert manifest.format_version == store.FORMAT_VERSION
-    assert all(s.ids is not None and s.crcs is not None for s in manifest.segments)
+    assert manifest.format_version == store.FORMAT_VERSION and not manifest.needs_upgrade
+    assert all(s.ids is not None for s in manifest.segments)
+    # row checksums for the segments of more than one block (the upsert's has one row)
+    assert [s.crcs is not None for s in manifest.segments] == [
+        s.rows > 64 for s in manifest.segments
+    ]
     assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
     assert len(list((path / "segments").glob("*.ids"))) == n
     assert _answers(path, queries) == want
@@ -579,16 +583,18 @@ def test_format_3_collection_gets_its_row_checksums_on_upgrade(
     assert col._table.segments[0]._block_ok[0]  # no row checksums: the whole block is checked
     col.close()
 
+    lacking = store.read_manifest(path).segments_to_upgrade
+    assert [s.rows for s in lacking] == [s.rows for s in store.read_manifest(path).segments
+                                         if s.rows > 64]  # fmt: skip
     assert cli_main(["upgrade", str(path)]) == 0
-    n = len(store.read_manifest(path).segments)
+    n = len(lacking)
     assert f"{n} segment(s)" in capsys.readouterr().out
     manifest = store.read_manifest(path)
     assert manifest.format_version == store.FORMAT_VERSION and not manifest.needs_upgrade
     assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
-    crc_files = sorted((path / "segments").glob("*.crc"))
-    assert len(crc_files) == n
-    assert all(p.stat().st_size == 4 * s.rows for p, s in zip(
-        [path / s.crcs.file for s in manifest.segments if s.crcs], manifest.segments))  # fmt: skip
+    assert len(list((path / "segments").glob("*.crc"))) == n
+    assert all((path / s.crcs.file).stat().st_size == 4 * s.rows
+               for s in manifest.segments if s.crcs)  # fmt: skip
     assert _answers(path, queries) == want
     assert verify(path).problems == []
 
