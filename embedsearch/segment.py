@@ -28,8 +28,11 @@ collection, and checking each one's 64-row block read 96 KiB per row the first t
 rows a fresh process's first queries took 18 ms against 4.9 ms once every block was checked,
 and 246 ms when the files had left the page cache. So ``seg-<hex>.crc`` holds the CRC-32 of
 each row (4 B a row), itself checked per chunk of :data:`CRC_CHUNK_ROWS` values against the
-manifest; a re-rank reads each row once (``pread``) and checks those very bytes. Scans of
-whole segments still check blocks (fewer, larger checksums).
+manifest; a re-rank reads each row once (``pread``) and checks those very bytes, after the
+table has asked the kernel to start fetching every unchecked row of every segment it reads
+(:meth:`MappedSegment.prefetch`). Scans of whole segments still check blocks (fewer, larger
+checksums). A segment of one block or less has no row checksums: its block check reads no
+more than its rows, and a one-document ``add`` is spared a file.
 
 Format 1 (read only, for upgrades): one Parquet file with a ``vector`` column, read whole.
 """
