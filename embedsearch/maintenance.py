@@ -477,7 +477,8 @@ def _index_content(index: Any, segments: list[Any], rows: int, sample: int = 64)
     requires a mean cosine of at least 0.5 with the stored vectors: an index built from
     other vectors, or with rows shuffled, scores near 0. Fast-scan indexes are not asked to
     reconstruct (FAISS 1.15 crashes the process doing so on one read back from a file: a
-    segmentation fault in ``verify`` at 1M and 5M rows); each sampled row must instead come
+    segmentation fault in ``verify`` at 1M and 5M rows; FAISS's own reports of fast-scan
+    reconstruction faults: facebookresearch/faiss#4089, #5436); each sampled row must come
     back among the nearest to its own stored vector. Indexes that can do neither are not
     judged here.
     """
