@@ -25,3 +25,10 @@ def crc32(data: Any, value: int = 0) -> int:
     """CRC-32 of ``data`` (any bytes-like object), continuing from ``value``; equal to
     ``zlib.crc32(data, value)``."""
     return _crc(data, value)
+
+
+def chunk_crcs(data: Any, step: int) -> str:
+    """The CRC-32 of each ``step`` bytes of ``data`` (the last chunk may be shorter), as 8
+    hex digits each: how a manifest records a file that readers check piece by piece."""
+    flat = memoryview(data).cast("B")
+    return "".join(f"{_crc(flat[i : i + step], 0):08x}" for i in range(0, len(flat), step))

@@ -43,6 +43,10 @@ from .segment import verify_crcs, verify_ids, verify_segment
 
 Severity = Literal["error", "warning"]
 
+#: A segment's derived files (manifest key, check against the verified segment): damaged,
+#: they are dropped without losing a row, and the next write rebuilds them.
+_DERIVED = (("ids", verify_ids), ("crcs", verify_crcs))
+
 QUARANTINE_DIR = "quarantine"
 # The only file names a manifest may contain: anything else (``../x``, absolute paths) is
 # refused without being opened, so a hostile manifest cannot point us outside the collection.
@@ -273,11 +277,11 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             ids.extend([None] * ref.rows)
             segments.append(None)
             continue
-        for check, part in ((verify_ids, ref.ids), (verify_crcs, ref.crcs)):
+        for key, check in _DERIVED:
             try:
                 check(root, ref, seg)
             except CorruptionError as exc:
-                assert part is not None
+                part = getattr(ref, key)
                 kind = _classify(root, store.FileRef(part.file, 0, part.sha256, 0))[0]
                 report.add(
                     "error",
@@ -627,14 +631,11 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
                 for name in ref.files():
                     _quarantine(root, name, report)
             else:
-                for check, part, key in (
-                    (verify_ids, ref.ids, "ids"),
-                    (verify_crcs, ref.crcs, "crcs"),
-                ):
+                for key, check in _DERIVED:
                     try:
                         check(root, ref, seg)
                     except CorruptionError:  # derived data: drop it, keep the rows
-                        assert part is not None
+                        part = getattr(ref, key)
                         _quarantine(root, part.file, report)
                         report.dropped_refs.append(part.file)
                         ref = dataclasses.replace(ref, **{key: None})

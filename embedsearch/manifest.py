@@ -160,6 +160,19 @@ def _crc(obj: dict[str, Any], where: str) -> str:
     return crc
 
 
+def _chunked_crc(
+    obj: dict[str, Any], where: str, size_key: str, rows: int, what: str
+) -> tuple[int, str]:
+    """``(rows per piece, crc32)`` of an entry checked piece by piece: ``crc32`` must hold
+    one CRC-32 (8 hex digits) per ``size_key`` rows of the ``rows``."""
+    step = _int(obj, size_key, where, low=1)
+    crc = _str(obj, "crc32", where)
+    pieces = -(-rows // step)
+    if len(crc) != 8 * pieces or not re.fullmatch(r"[0-9a-f]*", crc):
+        raise ValueError(f"{where}.crc32 does not hold {pieces} {what} checksums")
+    return step, crc
+
+
 @dataclass(frozen=True)
 class VectorsRef:
     """The raw float32 file of a version-2 segment: ``rows × dim`` little-endian floats.
@@ -184,11 +197,7 @@ class VectorsRef:
         name, sha, size = _sized_file(
             obj, where, VECTORS_RE, "a vector file name", rows * dim * 4, "rows × dim × 4"
         )
-        block = _int(obj, "block_rows", where, low=1)
-        crc = _str(obj, "crc32", where)
-        blocks = -(-rows // block)
-        if len(crc) != 8 * blocks or not re.fullmatch(r"[0-9a-f]*", crc):
-            raise ValueError(f"{where}.crc32 does not hold {blocks} block checksums")
+        block, crc = _chunked_crc(obj, where, "block_rows", rows, "block")
         return cls(name, sha, size, block, crc)
 
 
@@ -238,11 +247,7 @@ class RowCrcsRef:
         name, sha, size = _sized_file(
             obj, where, CRCS_RE, "a row checksum file name", rows * 4, "rows × 4"
         )
-        chunk = _int(obj, "chunk_rows", where, low=1)
-        crc = _str(obj, "crc32", where)
-        chunks = -(-rows // chunk)
-        if len(crc) != 8 * chunks or not re.fullmatch(r"[0-9a-f]*", crc):
-            raise ValueError(f"{where}.crc32 does not hold {chunks} chunk checksums")
+        chunk, crc = _chunked_crc(obj, where, "chunk_rows", rows, "chunk")
         return cls(name, sha, size, chunk, crc)
 
 

@@ -55,7 +55,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import durable
-from .checksums import crc32
+from .checksums import chunk_crcs, crc32
 from .errors import CorruptionError, UnsafeFileError
 from .idhash import decode_run, encode_run, hash_strings
 from .manifest import SEGMENTS_DIR, IdsRef, RowCrcsRef, SegmentRef, VectorsRef
@@ -171,10 +171,7 @@ def encode_segment(
 
 def block_crcs(matrix: np.ndarray, block_rows: int = BLOCK_ROWS) -> str:
     """CRC-32 of each block of ``block_rows`` rows, as 8 hex digits each."""
-    flat = memoryview(matrix).cast("B")
-    step = block_rows * matrix.shape[1] * 4
-    blocks = -(-matrix.shape[0] // block_rows)
-    return "".join(f"{crc32(flat[b * step : (b + 1) * step]):08x}" for b in range(blocks))
+    return chunk_crcs(matrix, block_rows * matrix.shape[1] * 4)
 
 
 def row_crcs(matrix: np.ndarray) -> np.ndarray:
@@ -192,8 +189,7 @@ def write_crcs(root: Path, stem: str, values: np.ndarray) -> RowCrcsRef:
     """Write the row checksums ``<stem>.crc`` of a segment (``values``: one per row)."""
     raw = np.ascontiguousarray(values, dtype="<u4").tobytes()
     size, sha = durable.write_file(root, f"{stem}.crc", memoryview(raw))
-    step = CRC_CHUNK_ROWS * 4
-    chunks = "".join(f"{crc32(raw[i : i + step]):08x}" for i in range(0, len(raw), step))
+    chunks = chunk_crcs(raw, CRC_CHUNK_ROWS * 4)
     return RowCrcsRef(
         file=f"{stem}.crc", sha256=sha, bytes=size, chunk_rows=CRC_CHUNK_ROWS, crc32=chunks
     )
@@ -299,6 +295,9 @@ def _map(root: Path, name: str, size: int) -> tuple[mmap.mmap, tuple[int, int]]:
         os.close(fd)
 
 
+#: Whether the kernel takes read-ahead hints for file ranges (:meth:`MappedSegment.prefetch`).
+_FADVISE = hasattr(os, "posix_fadvise")
+
 #: A released take (see :meth:`MappedSegment.take`) of at most this many rows of one segment
 #: is read with ``pread`` (3.8 ms for 1,000 scattered rows from the page cache); more rows are
 #: copied from the map (one fault maps a whole folio of neighbouring rows) and unmapped.
@@ -339,7 +338,9 @@ class MappedSegment:
         # rows checked, by their block or their own checksum: one look-up per read on the
         # warm path (zeros: calloc'd, resident only where touched; 1 B a row at most)
         self._row_ok = (np.ones if verified else np.zeros)(ref.rows, dtype=bool)
-        self._chunk_ok: np.ndarray | None = None  # chunks of the .crc file checked
+        # chunks of the .crc file checked (a few hundred bools a segment)
+        chunks = 0 if ref.crcs is None else -(-ref.rows // ref.crcs.chunk_rows)
+        self._chunk_ok = np.zeros(chunks, dtype=bool)
         self._batch: pa.RecordBatch | None = None  # fully validated
         self._parsed: pa.RecordBatch | None = None  # checksum and layout checked only
         self._string_plans: dict[int, tuple[int, int, int, int | None, int] | None] = {}
@@ -407,10 +408,6 @@ class MappedSegment:
         ref, buf = self.ref.crcs, self._crcs_map
         assert ref is not None and buf is not None
         step = ref.chunk_rows
-        if self._chunk_ok is None:
-            with self._lock:
-                if self._chunk_ok is None:
-                    self._chunk_ok = np.zeros(-(-self.rows // step), dtype=bool)
         chunks = local // step
         todo = chunks[~self._chunk_ok[chunks]]
         for c in np.unique(todo).tolist() if todo.size else ():
@@ -486,7 +483,8 @@ class MappedSegment:
         cache each ``pread`` waited for its own disk read in turn. Called for every segment
         of a read before any of them is read, so the reads overlap. Rows already checked
         are left alone (they were read before: likely cached)."""
-        if self._crcs_map is None or not local.size or not hasattr(os, "posix_fadvise"):
+        ref, buf = self.ref.crcs, self._crcs_map
+        if ref is None or buf is None or not local.size or not _FADVISE:
             return
         ok = self._row_ok[local]
         if ok.all():
@@ -499,16 +497,12 @@ class MappedSegment:
         with contextlib.suppress(OSError):
             for row in rows.tolist():
                 os.posix_fadvise(fd, row * width, width, os.POSIX_FADV_WILLNEED)
-        chunks = rows // self.ref.crcs.chunk_rows  # type: ignore[union-attr]
-        if self._chunk_ok is not None:
-            chunks = chunks[~self._chunk_ok[chunks]]
-        page, step = mmap.PAGESIZE, self.ref.crcs.chunk_rows * 4  # type: ignore[union-attr]
+        chunks = rows // ref.chunk_rows
+        page, step = mmap.PAGESIZE, ref.chunk_rows * 4
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            for c in np.unique(chunks).tolist():
+            for c in np.unique(chunks[~self._chunk_ok[chunks]]).tolist():
                 start = c * step // page * page
-                self._crcs_map.madvise(
-                    mmap.MADV_WILLNEED, start, min(step + page, len(self._crcs_map) - start)
-                )
+                buf.madvise(mmap.MADV_WILLNEED, start, min(step + page, len(buf) - start))
 
     def _pread(self, fd: int, local: np.ndarray) -> np.ndarray:
         """Rows ``local`` read with ``pread`` into a new array, nothing mapped (see
@@ -872,9 +866,7 @@ def verify_crcs(root: Path, ref: SegmentRef, seg: Segment) -> None:
     crcs = ref.crcs
     with store.open_verified(root, store.FileRef(crcs.file, 0, crcs.sha256, 0)) as fh:
         raw = fh.read()  # the bytes whose SHA-256 was just checked
-    step = crcs.chunk_rows * 4
-    chunks = "".join(f"{crc32(raw[i : i + step]):08x}" for i in range(0, len(raw), step))
-    if chunks != crcs.crc32:  # what readers check
+    if chunk_crcs(raw, crcs.chunk_rows * 4) != crcs.crc32:  # what readers check
         raise CorruptionError(f"{crcs.file} does not match the CRC-32s in the manifest.")
     if not np.array_equal(np.frombuffer(raw, dtype="<u4"), row_crcs(seg.vectors())):
         raise CorruptionError(f"{crcs.file} does not hold the row checksums of {ref.file}.")
