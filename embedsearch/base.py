@@ -93,10 +93,14 @@ class Selection:
     Attributes:
         vectors: a ``(count, dim)`` float32 array-like: slices and index arrays give ndarrays.
         ids: the ids of the given rows (indices into ``vectors``).
+        texts: the texts of the given rows, read from the same snapshot (inside a
+            collection's ``with selection(...)`` block, where calling ``get`` could wait
+            forever on a queued writer).
     """
 
     vectors: Any
     ids: Callable[[np.ndarray], list[str]]
+    texts: Callable[[np.ndarray], list[str]]
 
     @property
     def count(self) -> int:
@@ -446,7 +450,11 @@ class CollectionBase(ABC):
         the collection inside it (a writer waiting would make that wait forever).
         """
         ids, vectors = self.select(where)
-        yield Selection(vectors, lambda rows: [ids[i] for i in np.asarray(rows).tolist()])
+
+        def ids_of(rows: np.ndarray) -> list[str]:
+            return [ids[i] for i in np.asarray(rows).tolist()]
+
+        yield Selection(vectors, ids_of, lambda rows: [d.text for d in self.get(ids_of(rows))])
 
     def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
         """Ids and unit vectors of the live documents, optionally filtered by metadata.

@@ -744,7 +744,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             table = self._table
             mask = self._allowed(table, where, [])
             view = RowsView(table, np.flatnonzero(table.live if mask is None else mask))
-            yield Selection(view, view.ids)
+            yield Selection(view, view.ids, view.texts)
 
     def select(self, where: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
         """:meth:`CollectionBase.select`, with ``where`` evaluated over the typed metadata

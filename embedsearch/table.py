@@ -128,15 +128,31 @@ class RowsView:
         chosen = self._positions[key]
         if np.ndim(chosen) == 0:
             return self._table.take(np.array([int(chosen)]))[0]
-        return self._table.take(chosen)
+        return self._take(chosen)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        full = self._table.take(self._positions)
+        full = self._take(self._positions)
         return full if dtype is None else full.astype(dtype, copy=False)
+
+    def _take(self, positions: np.ndarray) -> np.ndarray:
+        """:meth:`Table.take` in pieces of :data:`RELEASE_AFTER_TAKE` rows, each released
+        after it is copied: a 100,000-row training sample spread over a 1M-row collection
+        had left 1.5 GB of the vector files mapped (RSS) by one larger take."""
+        if positions.size <= RELEASE_AFTER_TAKE:
+            return self._table.take(positions)
+        out = np.empty((positions.size, self._table.dim), dtype=np.float32)
+        for lo in range(0, positions.size, RELEASE_AFTER_TAKE):
+            hi = min(positions.size, lo + RELEASE_AFTER_TAKE)
+            out[lo:hi] = self._table.take(positions[lo:hi])
+        return out
 
     def ids(self, rows: np.ndarray | Sequence[int]) -> list[str]:
         """The ids of ``rows`` (indices into this view)."""
         return self._table.ids_at(self._positions[np.asarray(rows, dtype=np.int64)])
+
+    def texts(self, rows: np.ndarray | Sequence[int]) -> list[str]:
+        """The texts of ``rows`` (indices into this view)."""
+        return self._table.texts_at(self._positions[np.asarray(rows, dtype=np.int64)])
 
 
 class Table:

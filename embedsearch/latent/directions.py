@@ -22,6 +22,7 @@ the concept lies along directions of high variance, which whitening shrinks.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,17 @@ def _pair_accuracy(axis: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
     """Share of (positive, negative) example pairs the axis orders correctly."""
     a, b = pos @ axis, neg @ axis
     return float((a[:, None] > b[None, :]).mean())
+
+
+def refine_sample(vectors: Any) -> np.ndarray:
+    """The background rows :func:`direction_vector` refines on: all of ``vectors`` (an
+    array or a collection's row view) up to :data:`REFINE_SAMPLE`, else that many seeded
+    rows, read alone (a million-row collection is not copied to refine an axis)."""
+    n = len(vectors)
+    if n <= REFINE_SAMPLE:
+        return np.asarray(vectors[:n], dtype=np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(n, REFINE_SAMPLE, replace=False))
+    return np.asarray(vectors[rows], dtype=np.float32)
 
 
 def direction_vector(
@@ -79,9 +91,7 @@ def direction_vector(
     )
     if background is None or refine == 0 or len(background) < 10:
         return axis.astype(np.float32)
-    x = np.asarray(background, dtype=np.float32)
-    if len(x) > REFINE_SAMPLE:
-        x = x[np.sort(np.random.default_rng(0).choice(len(x), REFINE_SAMPLE, replace=False))]
+    x = refine_sample(background)
     start_acc = _pair_accuracy(axis, p, q)
     best = axis
     for _ in range(int(refine)):
@@ -102,4 +112,4 @@ def direction_vector(
     return best.astype(np.float32)
 
 
-__all__ = ["direction_vector"]
+__all__ = ["direction_vector", "refine_sample"]

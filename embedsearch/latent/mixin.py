@@ -731,7 +731,7 @@ class LatentMixin:
             >>> axis = col.direction(["Stocks fall as rates rise"], ["You won't believe this"])
             >>> col.along(axis, k=5)
         """
-        from .directions import direction_vector
+        from .directions import direction_vector, refine_sample
 
         pos, neg = _as_list(positive), _as_list(negative)
         if not pos or not neg:
@@ -742,7 +742,8 @@ class LatentMixin:
         res = self._resolve([(t, 1.0, "auto") for t in pos + neg])
         background = None
         if refine and len(self):  # type: ignore[arg-type]
-            background = self.select(where)[1]  # type: ignore[attr-defined]
+            with self.selection(where) as chosen:  # type: ignore[attr-defined]
+                background = refine_sample(chosen.vectors)  # the rows refined on, read alone
         return direction_vector(
             res.vectors[: len(pos)], res.vectors[len(pos) :], background, refine=refine
         )
