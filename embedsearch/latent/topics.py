@@ -3,12 +3,18 @@
 How :func:`build_topics` (``col.topics()``) works, and why:
 
 1. **Leaves** — each vector is first smoothed toward its 15 nearest neighbours (six rounds
-   of neighbour means, a diffusion over the k-NN graph, up to 50,000 documents), then
-   spherical k-means (FAISS, :func:`embedsearch.clustering.spherical_kmeans`) into
-   ``m = round(sqrt(n))`` clusters (at least 2, at most 256): fine enough to hold the
-   subtopics a person would name, coarse enough that every leaf has enough documents for a
-   label. Every document belongs to exactly one leaf, so every document is assigned at every
-   level.
+   of neighbour means, a diffusion over the k-NN graph), then spherical k-means (FAISS,
+   :func:`embedsearch.clustering.spherical_kmeans`) into ``m = round(sqrt(n))`` clusters (at
+   least 2, at most 256): fine enough to hold the subtopics a person would name, coarse
+   enough that every leaf has enough documents for a label. Every document belongs to
+   exactly one leaf, so every document is assigned at every level. Above
+   :data:`LEAF_SAMPLE` (20,000) documents the leaves are made from a seeded sample of that
+   many, and every other document is smoothed once onto the sample (its 15 nearest sampled
+   neighbours' smoothed vectors, from an IVF index over the sample's 64 principal
+   components) and joins the nearest leaf (:func:`_nearest_leaves`); rows are read a block
+   at a time, never copied whole. At 1M documents: 33 s and 0.53 GB peak, against 58 s and
+   7.9 GB before; on the 32,000 headlines, top-level V 0.673 (seeds 0-5) with the sample,
+   0.637 joining leaves by raw vectors (``docs/latent.md``, "At a million documents").
 2. **Tree** — the leaves are merged by exact **Ward** linkage on the means of their
    *smoothed document* vectors (the space the leaves were cut in), weighted by their sizes:
    merging leaves ``a`` and ``b`` costs ``n_a n_b / (n_a + n_b) * |mean_a - mean_b|^2``, the
