@@ -8,6 +8,8 @@ The sizes that switch to the sampled paths are lowered here so the real demo col
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, v_measure_score
@@ -118,3 +120,27 @@ def test_direction_refines_on_rows_read_alone(
     p, q = enc.encode(pos), enc.encode(neg)
     all_rows = demo_col.vectors()  # the old input: every row, sampled inside
     assert np.allclose(axis, directions.direction_vector(p, q, all_rows), atol=1e-6)
+
+
+def test_long_passes_show_progress_with_totals_on_a_terminal(demo_col, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(clustering, "PROGRESS_MIN_ROWS", 100)
+    monkeypatch.setattr(clustering, "CHUNK_ROWS", 64)
+    monkeypatch.setattr(topics, "LEAF_SAMPLE", 150)
+    capsys.readouterr()
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda self: True, raising=False)
+    demo_col.cluster(k_range=(2, 4), seed=0)
+    demo_col.topics(levels=2, seed=0)
+    err = capsys.readouterr().err
+    n = len(demo_col)
+    for desc in (
+        "choosing k",
+        "assigning documents",
+        "scoring medoids",
+        "joining leaves",
+        "topic centroids",
+    ):
+        assert desc in err
+    assert f"{n}/{n}" in err and "3/3" in err  # totals: the rows, and the ks tried
+    monkeypatch.setattr(type(sys.stderr), "isatty", lambda self: False, raising=False)
+    demo_col.cluster(k_range=(2, 4), seed=0)
+    assert "assigning documents" not in capsys.readouterr().err  # no bar lines in logs

@@ -27,9 +27,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,8 @@ TRAIN_CAP = 100_000
 LABEL_DOCS_PER_CLUSTER = 1000
 #: Rows read and scored at a time by the passes over every document (24 MB at 384 dims).
 CHUNK_ROWS = 16_384
+#: Passes over at least this many rows show a progress bar (on a terminal).
+PROGRESS_MIN_ROWS = 100_000
 EXACT_OUTLIER_LIMIT = 20_000
 #: ``atypical`` outlier score: the random sample it measures against, and the share of it
 #: whose nearest members are passed over. 1 % SciFact abstracts planted among headlines:
@@ -257,11 +261,14 @@ def choose_k(
     train = training_rows(vectors, seed)
     xs = np.asarray(vectors[sample], dtype=np.float32)
     scores: dict[int, float] = {}
-    for k in range(k_range[0], k_range[1] + 1):
-        centroids, _ = spherical_kmeans(train, k, seed=seed)
-        score = silhouette(xs, np.argmax(xs @ centroids.T, axis=1))
-        if score is not None:
-            scores[k] = score
+    ks = range(k_range[0], k_range[1] + 1)
+    with _progress(len(ks), "choosing k", "k", rows=n) as bar:
+        for k in ks:
+            centroids, _ = spherical_kmeans(train, k, seed=seed)
+            score = silhouette(xs, np.argmax(xs @ centroids.T, axis=1))
+            if score is not None:
+                scores[k] = score
+            bar.update(1)
     if not scores:
         raise InvalidInputError(
             f"no k in {k_range[0]}..{k_range[1]} gave a usable clustering of {n} documents; "
@@ -283,11 +290,35 @@ def training_rows(vectors: Any, seed: int = 0, cap: int | None = None) -> np.nda
     return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
-def chunks(n: int, rows: int | None = None) -> Iterator[tuple[int, int]]:
+def chunks(n: int, rows: int | None = None, desc: str | None = None) -> Iterator[tuple[int, int]]:
     """``(lo, hi)`` bounds of consecutive blocks of at most ``rows`` (default
-    :data:`CHUNK_ROWS`) of ``n`` rows."""
+    :data:`CHUNK_ROWS`) of ``n`` rows; with ``desc``, a progress bar of the rows on a
+    terminal's stderr for passes of :data:`PROGRESS_MIN_ROWS` or more (a pass over 1M rows
+    takes 5-20 s)."""
     step = CHUNK_ROWS if rows is None else rows
-    return ((lo, min(n, lo + step)) for lo in range(0, n, step))
+    with _progress(n, desc, "doc") as bar:
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            yield lo, hi
+            bar.update(hi - lo)
+
+
+@contextlib.contextmanager
+def _progress(total: int, desc: str | None, unit: str, rows: int | None = None) -> Iterator[Any]:
+    """A tqdm bar for long whole-collection work (``rows``: the size that makes it long,
+    default ``total``), shown only on a terminal: servers and logs get no bar lines."""
+    from tqdm.auto import tqdm
+
+    show = (
+        desc is not None
+        and (total if rows is None else rows) >= PROGRESS_MIN_ROWS
+        and sys.stderr.isatty()
+    )
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=not show, mininterval=1.0)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def assign(vectors: Any, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -300,7 +331,7 @@ def assign(vectors: Any, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     n, k = len(vectors), len(centroids)
     labels = np.empty(n, dtype=np.int64)
     sums = np.zeros((k, centroids.shape[1]), dtype=np.float64)
-    for lo, hi in chunks(n):
+    for lo, hi in chunks(n, desc="assigning documents"):
         x = np.asarray(vectors[lo:hi], dtype=np.float32)
         lab = np.argmax(x @ centroids.T, axis=1)
         labels[lo:hi] = lab
@@ -520,7 +551,7 @@ def _describe(
     sum), cohesion, keywords and members; every row scored in one blocked pass."""
     n = len(labels)
     to_sum = np.empty(n, dtype=np.float64)  # each row's dot product with its cluster's sum
-    for lo, hi in chunks(n):
+    for lo, hi in chunks(n, desc="scoring medoids"):
         x = np.asarray(chosen.vectors[lo:hi], dtype=np.float32)
         to_sum[lo:hi] = np.einsum("ij,ij->i", x.astype(np.float64), sums[labels[lo:hi]])
     norms = np.linalg.norm(sums, axis=1)

@@ -860,7 +860,7 @@ def build_topics(
         cents.append(c.astype(np.float32))
     # each document's cosine to its topic's centroid at every level: one pass over the rows
     level_sims = [np.empty(n, dtype=np.float32) for _ in doc_labels]
-    for lo, hi in chunks(n):
+    for lo, hi in chunks(n, desc="topic centroids"):
         block = np.asarray(vectors[lo:hi], dtype=np.float32)
         for out_sims, c, lab in zip(level_sims, cents, doc_labels):
             out_sims[lo:hi] = np.einsum("ij,ij->i", block, c[lab[lo:hi]])
@@ -989,7 +989,7 @@ def _nearest_leaves(
     to_leaf = (smoothed @ unit.T.astype(np.float32)).astype(np.float32)
     labels = np.empty(n, dtype=np.int64)
     sums = np.zeros((m, dim))
-    for lo, hi in chunks(n):
+    for lo, hi in chunks(n, desc="joining leaves"):
         x = np.asarray(vectors[lo:hi], dtype=np.float32)
         _, nn = index.search(x, SMOOTH_NEIGHBORS)
         rows, cols = np.nonzero(nn >= 0)  # (-1: fewer neighbours found in the probed lists)
