@@ -92,11 +92,13 @@ SPREAD_MIN_SHARE = 0.02
 WORDS_WEIGHT = 1.0
 SMOOTH_MAX = 50_000
 #: Leaves are made from at most this many documents (a seeded sample of larger sets), then
-#: every document joins the leaf whose members' mean it is nearest: at 1M documents the
-#: whole-set version held 7.9 GB and took 58 s; smoothing a 50,000 sample took 18 s of its
-#: own (an exact 15-NN search), 20,000 about 3 s (docs/latent.md, "At a million documents").
+#: every other document is smoothed onto the sample and joins its nearest leaf
+#: (:func:`_nearest_leaves`): at 1M documents the whole-set version held 7.9 GB and took
+#: 58 s; smoothing a 50,000 sample took 18 s of its own (an exact 15-NN search), 20,000
+#: about 3 s (docs/latent.md, "At a million documents").
 LEAF_SAMPLE = 20_000
-#: Lists of the sample's IVF index searched for each other document's neighbours.
+#: Lists of the sample's IVF index searched for each other document's neighbours, and the
+#: principal components that index works in (neighbours for a mean need not be exact).
 NEAREST_LEAF_PROBES = 2
 NEAREST_LEAF_DIMS = 64
 # HTML entity fragments and URL pieces that leak into scraped text (AG News: "#39;s", "&lt;b&gt;")
@@ -959,10 +961,12 @@ def _nearest_leaves(
     sampled documents' ``smoothed`` vectors) and joins the leaf whose smoothed ``means`` it
     is nearest, as the sample's own documents were made; rows are read a block at a time.
 
-    Measured on the 32,000 headlines, leaves from a 20,000 sample (top-level V, seeds 0-2):
-    0.668 this way, 0.627 joining the nearest leaf by the raw vectors; every document in
-    the leaves: 0.693 (docs/latent.md). The neighbours come from an IVF index over the
-    sample (8 of ~141 lists): exact search took ~150 s at 1M documents.
+    Measured on the 32,000 headlines, leaves from a 20,000 sample (top-level V, seeds 0-5):
+    0.673 this way, 0.637 joining the nearest leaf by the raw vectors; every document in
+    the leaves: 0.690 (docs/latent.md). The neighbours come from an IVF index over the
+    sample's :data:`NEAREST_LEAF_DIMS` principal components (2 of ~141 lists probed): 33 s
+    for all of ``topics`` at 1M documents, 46 s over all 384 dimensions; exact search
+    would take ~150 s.
 
     Returns:
         ``(leaf per document, (leaves, dim) float64 sum of each leaf's raw vectors)``.
