@@ -224,13 +224,16 @@ def spherical_kmeans(
     return centroids, labels
 
 
-def _size_order(labels: np.ndarray, k: int) -> list[int]:
-    """Clusters from the largest (ties: the one whose first member comes first): new
-    number ``i`` is old cluster ``order[i]``."""
+def by_size(labels: np.ndarray, k: int) -> tuple[np.ndarray, list[int]]:
+    """``labels`` (0..k-1) renumbered so 0 is the largest cluster (ties: the one whose first
+    member comes first), and the order: new number ``i`` is old cluster ``order[i]``."""
     sizes = np.bincount(labels, minlength=k)
     first = np.full(k, len(labels))
     np.minimum.at(first, labels, np.arange(len(labels)))
-    return sorted(range(k), key=lambda c: (-sizes[c], first[c]))
+    order = sorted(range(k), key=lambda c: (-sizes[c], first[c]))
+    mapping = np.empty(k, dtype=np.int64)
+    mapping[order] = np.arange(k)
+    return mapping[labels], order
 
 
 def silhouette(vectors: np.ndarray, labels: np.ndarray) -> float | None:
@@ -510,17 +513,15 @@ def _cluster(
     k = int(k)
     centroids, _ = spherical_kmeans(training_rows(vectors, seed), k, seed=seed)
     labels, sums = assign(vectors, centroids)
-    order = _size_order(labels, k)  # cluster 0 the largest
-    mapping = np.empty(k, dtype=np.int64)
-    mapping[order] = np.arange(k)
-    labels, sums = mapping[labels], sums[order]
+    labels, order = by_size(labels, k)  # cluster 0 the largest
+    sums = sums[order]
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     centroids = np.where(norms > 1e-12, sums / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, SILHOUETTE_SAMPLE), replace=False))
     if scores:
         sil = scores.get(k)
-    else:
+    else:  # on the sample choose_k would have scored
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=min(n, SILHOUETTE_SAMPLE), replace=False))
         sil = silhouette(np.asarray(vectors[sample], dtype=np.float32), labels[sample])
     ids = chosen.ids(np.arange(n))
     clusters = _describe(chosen, ids, labels, k, centroids, sums, n_keywords, seed)

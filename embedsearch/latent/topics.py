@@ -744,7 +744,7 @@ def build_topics(
     Raises:
         InvalidInputError: fewer than 2 documents, or a bad ``top``/``leaves``/``levels``.
     """
-    from .clustering import chunks, spherical_kmeans
+    from .clustering import chunks, leaf_sums_of, spherical_kmeans
 
     n = len(ids)
     for name, val, lo in (("levels", levels, 1), ("n_keywords", n_keywords, 0)):
@@ -781,20 +781,13 @@ def build_topics(
     remap[used] = np.arange(len(used))
     leaf_of_s = remap[leaf_of_s]
     m = len(used)
-    means = np.zeros((m, dim))  # of the smoothed vectors: the leaves' own space
-    np.add.at(means, leaf_of_s, u.astype(np.float64))
-    means /= np.bincount(leaf_of_s, minlength=m)[:, None]
+    # of the smoothed vectors: the leaves' own space
+    means = leaf_sums_of(u, leaf_of_s, m) / np.bincount(leaf_of_s, minlength=m)[:, None]
     # each leaf's sum of its documents' vectors (float64): every level's centroids
-    leaf_sums = np.zeros((m, dim))
-    np.add.at(leaf_sums, leaf_of_s, xs.astype(np.float64))
     if sampled:
-        leaf_of, leaf_sums = _nearest_leaves(vectors, xs, u, means)
-        moved = np.flatnonzero(leaf_of[picked] != leaf_of_s)  # the sample keeps its leaves
-        np.subtract.at(leaf_sums, leaf_of[picked[moved]], xs[moved].astype(np.float64))
-        np.add.at(leaf_sums, leaf_of_s[moved], xs[moved].astype(np.float64))
-        leaf_of[picked] = leaf_of_s
+        leaf_of, leaf_sums = _nearest_leaves(vectors, xs, u, means, picked, leaf_of_s)
     else:
-        leaf_of = leaf_of_s
+        leaf_of, leaf_sums = leaf_of_s, leaf_sums_of(xs, leaf_of_s, m)
     del xs, u
     sizes = np.bincount(leaf_of, minlength=m).astype(np.float64)
 
@@ -954,12 +947,18 @@ def build_topics(
 
 
 def _nearest_leaves(
-    vectors: Any, sample: np.ndarray, smoothed: np.ndarray, means: np.ndarray
+    vectors: Any,
+    sample: np.ndarray,
+    smoothed: np.ndarray,
+    means: np.ndarray,
+    picked: np.ndarray,
+    sample_leaves: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The leaf of every document when the leaves were made from ``sample``: each document
-    is smoothed once onto the sample (the mean of its :data:`SMOOTH_NEIGHBORS` nearest
-    sampled documents' ``smoothed`` vectors) and joins the leaf whose smoothed ``means`` it
-    is nearest, as the sample's own documents were made; rows are read a block at a time.
+    """The leaf of every document when the leaves were made from ``sample`` (rows
+    ``picked``, which keep their ``sample_leaves``): each other document is smoothed once
+    onto the sample (the mean of its :data:`SMOOTH_NEIGHBORS` nearest sampled documents'
+    ``smoothed`` vectors) and joins the leaf whose smoothed ``means`` it is nearest, as the
+    sample's own documents were made; rows are read a block at a time.
 
     Measured on the 32,000 headlines, leaves from a 20,000 sample (top-level V, seeds 0-5):
     0.673 this way, 0.637 joining the nearest leaf by the raw vectors; every document in
@@ -991,6 +990,8 @@ def _nearest_leaves(
     unit = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     # a neighbour's cosine to each leaf: the neighbours' sum's is the sum of theirs
     to_leaf = (smoothed @ unit.T.astype(np.float32)).astype(np.float32)
+    known = np.full(n, -1, dtype=np.int64)
+    known[picked] = sample_leaves
     labels = np.empty(n, dtype=np.int64)
     sums = np.zeros((m, dim))
     for lo, hi in chunks(n, desc="joining leaves"):
@@ -1002,22 +1003,18 @@ def _nearest_leaves(
             shape=(hi - lo, len(sample)),
         )
         lab = np.argmax(np.asarray(near @ to_leaf), axis=1)
+        lab = np.where(known[lo:hi] >= 0, known[lo:hi], lab)
         labels[lo:hi] = lab
         sums += leaf_sums_of(x, lab, m)
     return labels, sums
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
-    """Renumber topics so 0 is the largest (ties: first member first)."""
+    """Renumber topics 0.. so 0 is the largest (ties: first member first)."""
+    from .clustering import by_size
+
     uniq, inv = np.unique(labels, return_inverse=True)
-    k = len(uniq)
-    sizes = np.bincount(inv, minlength=k)
-    first = np.full(k, len(inv))
-    np.minimum.at(first, inv, np.arange(len(inv)))
-    order = sorted(range(k), key=lambda c: (-sizes[c], first[c]))
-    mapping = np.empty(k, dtype=np.int64)
-    mapping[order] = np.arange(k)
-    return mapping[inv]
+    return by_size(inv, len(uniq))[0]
 
 
 def topics_collection(
