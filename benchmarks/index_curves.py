@@ -79,6 +79,12 @@ FULL = {
         {"spec": "IVF4096,PQ96x4fs", "reranks": [NONE_RERANK, 64, None]},
         # what a 1M collection grown from 250k holds (`auto` trained for 250k-700k rows)
         {"spec": "IVF2048,PQ96x4fs", "reranks": [NONE_RERANK, 128, None]},
+        # every row in a second list too (SOAR): the same recall at fewer probes
+        {
+            "spec": "IVF2048,PQ96x4fs,SOAR",
+            "values": [1, 2, 4, 8, 12, 16, 24, 32, 64, 128],
+            "reranks": [NONE_RERANK, 128, None],
+        },
     ],
 }
 SKIPPED = {
@@ -464,6 +470,12 @@ def main() -> None:
         entries = list(plan.get(n) or FULL.get(n) or FULL[1_000_000])
         if args.specs:
             entries = [e for e in entries if e["spec"] in args.specs or e["spec"] == "Flat"]
+            listed = {e["spec"] for e in entries}  # a spec of no plan: the default sweep
+            entries += [
+                {"spec": sp, "reranks": [NONE_RERANK, 128, None]}
+                for sp in args.specs
+                if sp not in listed
+            ]
         if args.no_train_variants:
             entries = [e for e in entries if "train" not in e]
         if n >= 1_000_000:

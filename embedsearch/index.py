@@ -14,6 +14,9 @@ Policy for ``spec="auto"`` (numbers in ``benchmarks/`` and FINDINGS.md):
   :meth:`VectorIndex.tune`). The measured recall is kept in the manifest and shown by
   ``info``.
 
+``IVF<nlist>,PQ<m>x4fs,SOAR`` (opt-in) spills every row into a second list as well
+(:mod:`embedsearch.spill`): fewer probes for the same recall, twice the list entries.
+
 Search parameters (``nprobe``, ``ef_search``, ``rerank``) are per call: each call builds its
 own ``SearchParameters`` object, so concurrent searches never share mutable index state.
 """
@@ -242,8 +245,12 @@ _SPEC_HELP = (
     "Supported: 'auto', 'Flat', 'HNSW<M>' (M 4-256, optionally ',Flat|SQ8|SQ4|SQ6|SQfp16|"
     "PQ<m>'), 'IVF<nlist>,<codes>' (nlist 1-65536; codes Flat, SQ8, SQ4, SQ6, SQfp16, "
     "PQ<m>[x<bits>], PQ<m>x4fs), 'IVF<nlist>_HNSW<M>,<codes>', plain '<codes>', each "
-    "optionally after 'PCA<d>,' / 'PCAR<d>,' (d up to the model's dimension)."
+    "optionally after 'PCA<d>,' / 'PCAR<d>,' (d up to the model's dimension); "
+    "'IVF<nlist>,PQ<m>x4fs,SOAR' stores every row in a second list too (fewer probes)."
 )
+#: Spec suffix of spilled IVF lists (see :mod:`embedsearch.spill`): not FAISS syntax, so it
+#: is stripped before the factory string reaches FAISS.
+SPILL_SUFFIX = ",SOAR"
 _TRANSFORM_RE = re.compile(r"(?P<kind>PCAR|PCA)(?P<d>\d+)")
 _COARSE_RE = re.compile(r"IVF(?P<nlist>\d+)(?:_HNSW(?P<qm>\d+))?|HNSW(?P<m>\d+)")
 _CODES_RE = re.compile(r"Flat|SQ(?:4|6|8|fp16)|PQ(?P<pq>\d+)(?:x(?P<bits>\d+))?(?P<fs>fs)?")
@@ -293,6 +300,8 @@ def parse_spec(spec: str, dim: int) -> SpecShape:
     parts = [p.strip() for p in spec.split(",")]
     if any(not p for p in parts):
         raise _spec_error(spec, "an empty part between commas")
+    if parts[-1] == SPILL_SUFFIX[1:]:
+        return _parse_spilled(spec, parts[:-1], dim)
     d = dim
     min_rows = 0
     i = 0
@@ -342,6 +351,38 @@ def parse_spec(spec: str, dim: int) -> SpecShape:
     return SpecShape(spec, d, min_rows)
 
 
+def _parse_spilled(spec: str, parts: list[str], dim: int) -> SpecShape:
+    """``IVF<nlist>,PQ<m>x4fs,SOAR``: spilled lists exist for fast-scan PQ codes of the raw
+    vectors under a flat coarse quantizer only (see :mod:`embedsearch.spill`)."""
+    coarse = _COARSE_RE.fullmatch(parts[0]) if len(parts) == 2 else None
+    codes = _CODES_RE.fullmatch(parts[1]) if len(parts) == 2 else None
+    if (
+        coarse is None
+        or coarse.group("nlist") is None
+        or coarse.group("qm") is not None
+        or codes is None
+        or not codes.group("fs")
+    ):
+        raise _spec_error(
+            spec,
+            "SOAR spills the lists of IVF indexes with fast-scan PQ codes only: write "
+            "'IVF<nlist>,PQ<m>x4fs,SOAR' (no transform, a flat coarse quantizer)",
+        )
+    shape = parse_spec(",".join(parts), dim)
+    _bounded(spec, "nlist", coarse.group("nlist"), 2, MAX_NLIST)  # a second list to spill to
+    return SpecShape(spec, shape.dim_out, shape.min_rows)
+
+
+def faiss_spec(resolved: str) -> str:
+    """The FAISS factory string of a resolved spec (without :data:`SPILL_SUFFIX`)."""
+    return resolved[: -len(SPILL_SUFFIX)] if resolved.endswith(SPILL_SUFFIX) else resolved
+
+
+def entries_per_row(resolved: str) -> int:
+    """How many list entries an index of ``resolved`` holds per row: 2 when spilled."""
+    return 2 if resolved.endswith(SPILL_SUFFIX) else 1
+
+
 def validate_spec(spec: str, dim: int) -> str:
     """Check that ``spec`` is ``auto`` or a supported index spec (:func:`parse_spec`) that
     FAISS builds; returns it stripped."""
@@ -354,7 +395,7 @@ def validate_spec(spec: str, dim: int) -> str:
         raise IndexSpecError("index spec is longer than 200 characters; " + _SPEC_HELP)
     parse_spec(spec, dim)
     try:
-        faiss().index_factory(dim, spec, faiss().METRIC_INNER_PRODUCT)
+        faiss().index_factory(dim, faiss_spec(spec), faiss().METRIC_INNER_PRODUCT)
     except Exception as exc:  # faiss raises RuntimeError with C++ text
         raise IndexSpecError(
             f"index {spec!r} is not a FAISS factory string FAISS accepts ({str(exc).splitlines()[0]}). "
@@ -655,7 +696,7 @@ class VectorIndex:
                 log.info("index %s needs more rows to train; exact search until then", resolved)
         else:
             f = faiss()
-            index = f.index_factory(self.dim, resolved, f.METRIC_INNER_PRODUCT)
+            index = f.index_factory(self.dim, faiss_spec(resolved), f.METRIC_INNER_PRODUCT)
             kind = "exact" if resolved.strip() == "Flat" else "approximate"
         trained = 0
         if index is not None and not index.is_trained:
@@ -681,7 +722,7 @@ class VectorIndex:
         hold = min(_TUNE_QUERIES, n // 10) if kind == "approximate" and self._is_graph(index) else 0
         self._index, self._gpu = index, None  # placed on a GPU once built (below)
         if n and index is not None:
-            self._add_rows(vectors, stop=n - hold)
+            self._add_rows(vectors, stop=n - hold, resolved=resolved)
         _split_single_queries(index)
         self.info = IndexInfo(
             spec=self.spec,
@@ -741,13 +782,28 @@ class VectorIndex:
     def _retune_due(self, n_after: int) -> bool:
         return n_after >= 2 * self.info.extra.get("tuned_rows", n_after)
 
-    def _add_rows(self, vectors: np.ndarray, start: int = 0, stop: int | None = None) -> None:
-        """Append ``vectors[start:stop]`` to the index, :data:`_ADD_CHUNK` rows at a time."""
+    def _add_rows(
+        self,
+        vectors: np.ndarray,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        resolved: str | None = None,
+    ) -> None:
+        """Append ``vectors[start:stop]`` to the index, :data:`_ADD_CHUNK` rows at a time
+        (``resolved``: the spec being built, when ``self.info`` is not yet its own)."""
         stop = vectors.shape[0] if stop is None else stop
         if self._index is None:
             return
         f = faiss()
         index = f.downcast_index(self._index)
+        if entries_per_row(resolved or self.info.resolved) == 2:
+            from .spill import add_spilled
+
+            for lo in range(start, stop, _ADD_CHUNK):
+                batch = vectors[lo : min(stop, lo + _ADD_CHUNK)]
+                add_spilled(f, index, batch, int(index.ntotal) // 2)
+            return
         plain = (f.IndexIVFFlat, f.IndexIVFScalarQuantizer, f.IndexIVFPQ)  # not fast-scan
         centroids = _flat_ip_quantizer(index) if isinstance(index, plain) else None
         for lo in range(start, stop, _ADD_CHUNK):
@@ -1073,6 +1129,11 @@ class VectorIndex:
         if knobs.nprobe and isinstance(base, f.IndexIVF):
             knobs = SearchOptions(min(int(base.nlist), knobs.nprobe), knobs.ef_search, knobs.rerank)
         params, _inner = self._params(knobs, sel)
+        if entries_per_row(self.info.resolved) == 2:  # a row can come back from both lists:
+            # ask for twice as many, keep the first ``fetch`` distinct rows
+            scores, pos = self._index.search(queries, 2 * fetch, params=params)
+            del bitmap
+            return _first_distinct(scores, pos, fetch)
         out = self._index.search(queries, fetch, params=params)
         del bitmap  # must outlive the search call
         return out
@@ -1108,9 +1169,10 @@ class VectorIndex:
         if nprobe is not None:
             power = FILTER_PROBE_POWER if self.info.filter_power is None else self.info.filter_power
             raised = min(nlist, math.ceil(nprobe * share**-power))
-            scanned = raised * rows / nlist
+            entries = rows * entries_per_row(self.info.resolved)
+            scanned = raised * entries / nlist
             if opts.nprobe is not None:  # the caller's own knob wins
-                raised, scanned = opts.nprobe, opts.nprobe * rows / nlist
+                raised, scanned = opts.nprobe, opts.nprobe * entries / nlist
         else:
             raised = min(_FILTER_MAX_EF, math.ceil((ef or 64) / share))
             scanned = rows  # a graph walked under a selector: no good cost bound; be cautious
@@ -1192,7 +1254,7 @@ class VectorIndex:
             raise InvalidInputError(f"the saved index has dimension {index.d}, not {self.dim}")
         self._index = index
         _split_single_queries(index)
-        self.info = _info_from(info, int(index.ntotal))
+        self.info = _info_from(info, int(index.ntotal) // entries_per_row(str(info["resolved"])))
         self._place_on_gpu()
 
     def check_against(self, rows: int) -> str | None:
@@ -1200,13 +1262,15 @@ class VectorIndex:
         rows (None when it can): a crafted file can pass its checksum (issue 14, finding 9).
 
         Checks ``ntotal`` and, for IVF indexes, that every stored id is a position in
-        ``0..rows-1`` and the lists hold ``ntotal`` ids in all (O(ntotal), vectorised per list).
+        ``0..rows-1`` and the lists hold ``ntotal`` ids in all (O(ntotal), vectorised per list;
+        spilled lists: two entries a row).
         """
         index = self._index
         if index is None:
             return None
-        if index.ntotal != rows:
-            return f"the index holds {index.ntotal} vectors, the manifest says {rows}"
+        per_row = entries_per_row(self.info.resolved)
+        if index.ntotal != rows * per_row:
+            return f"the index holds {index.ntotal} entries, the manifest's {rows} rows need {rows * per_row}"
         f = faiss()
         base = self._unwrap(index)
         if isinstance(base, f.IndexIVF):
@@ -1223,8 +1287,8 @@ class VectorIndex:
                 inv.release_ids(lst, ptr)
                 if bad:
                     return f"inverted list {lst} holds ids outside 0..{rows - 1}"
-            if total != rows:
-                return f"the inverted lists hold {total} ids, the manifest says {rows}"
+            if total != rows * per_row:
+                return f"the inverted lists hold {total} ids, the manifest's {rows} rows need {rows * per_row}"
         return None
 
     @property
@@ -1275,7 +1339,7 @@ def _code_ns(resolved: str) -> float:
     """Nanoseconds to scan one code of an IVF index's lists, by code kind (one query, one
     core: fast-scan PQ 64 lists of IVF2048 at 1M, 31k codes, in 0.21 ms; SQ8 about twice
     that; float32 vectors a few times more)."""
-    codes = resolved.rsplit(",", 1)[-1]
+    codes = faiss_spec(resolved).rsplit(",", 1)[-1]
     if _fastscan(resolved):
         return 7.0
     if codes.startswith("SQ"):
@@ -1287,7 +1351,7 @@ def _code_ns(resolved: str) -> float:
 
 def _fastscan(resolved: str) -> bool:
     """Whether a resolved spec has 4-bit fast-scan PQ codes (``...x4fs``)."""
-    return resolved.endswith("fs")
+    return faiss_spec(resolved).endswith("fs")
 
 
 def _power(value: Any) -> float | None:
@@ -1364,6 +1428,22 @@ def _split_single_queries(index: Any) -> None:
     base = None if index is None else VectorIndex._unwrap(index)
     if base is not None and isinstance(base, faiss().IndexIVF):
         base.parallel_mode = 1
+
+
+def _first_distinct(
+    scores: np.ndarray, pos: np.ndarray, fetch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first ``fetch`` distinct positions of a best-first shortlist (a spilled
+    index finds a row through both of its lists), padded with -inf / -1."""
+    m = pos.shape[0]
+    out_s = np.full((m, fetch), -np.inf, dtype=np.float32)
+    out_p = np.full((m, fetch), -1, dtype=np.int64)
+    for i in range(m):
+        row = pos[i]
+        _, first = np.unique(row, return_index=True)
+        first = np.sort(first[row[first] >= 0])[:fetch]
+        out_s[i, : first.size], out_p[i, : first.size] = scores[i, first], row[first]
+    return out_s, out_p
 
 
 def _pad(scores: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

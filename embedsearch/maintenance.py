@@ -444,7 +444,7 @@ def _verify_index(
             "index-rows",
             f"index holds {ref.rows} rows but the segments only {report.rows}",
         )
-    from .index import VectorIndex, faiss  # only after the checksum matched
+    from .index import VectorIndex, entries_per_row, faiss  # only after the checksum matched
 
     try:
         with store.open_verified(root, ref) as fh:
@@ -452,17 +452,20 @@ def _verify_index(
     except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
         report.add("error", ref.file, "unreadable", f"FAISS cannot read it ({exc})")
         return
-    if index.d != dim or index.ntotal != ref.rows:
+    resolved = str(ref.info.get("resolved", ""))
+    if index.d != dim or index.ntotal != ref.rows * entries_per_row(resolved):
         report.add(
             "error",
             ref.file,
             "index-shape",
             f"index has d={index.d}, ntotal={index.ntotal}; manifest expects d={dim}, "
-            f"rows={ref.rows}",
+            f"rows={ref.rows}"
+            + (" (two entries a row: spilled lists)" if entries_per_row(resolved) == 2 else ""),
         )
         return
     holder = VectorIndex(manifest.index.spec, dim)
     holder._index = index
+    holder.info.resolved = resolved
     problem = holder.check_against(ref.rows)
     if problem:
         report.add("error", ref.file, "index-ids", f"{problem}; `embedsearch repair` rebuilds it")

@@ -59,6 +59,12 @@ RISKY = [
     "SQ4",
     "IVF65536,Flat",
     "HNSW100000",
+    "IVF16,PQ16x4fs,SOAR",
+    "IVF2,PQ96x4fs,SOAR",
+    "IVF1,PQ16x4fs,SOAR",
+    "IVF16,SQ8,SOAR",
+    "HNSW32,SOAR",
+    "SOAR",
 ]
 SIZES = [1, 5, 60, 600]
 
@@ -136,7 +142,20 @@ def test_risky_specs_never_crash_and_never_break_a_collection(tmp_path: Path) ->
     accepted = {r["spec"] for r in results if "refused" not in r}
     # the families the grammar supports stay usable
     assert {"HNSW16", "IVF4,Flat", "IVF16,PQ16x4fs", "PCA64,Flat", "HNSW32,SQ8"} <= accepted
-    for bad in ("HNSW0", "HNSW1", "NSG32", "PCA1000,Flat", "IVF0,Flat", "LSQ4x8", "Flat,RFlat"):
+    assert {"IVF16,PQ16x4fs,SOAR", "IVF2,PQ96x4fs,SOAR"} <= accepted
+    for bad in (
+        "HNSW0",
+        "HNSW1",
+        "NSG32",
+        "PCA1000,Flat",
+        "IVF0,Flat",
+        "LSQ4x8",
+        "Flat,RFlat",
+        "IVF1,PQ16x4fs,SOAR",
+        "IVF16,SQ8,SOAR",
+        "HNSW32,SOAR",
+        "SOAR",
+    ):
         assert bad not in accepted
 
 
