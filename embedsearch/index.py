@@ -887,7 +887,9 @@ class VectorIndex:
             knob, values = "ef_search", [16, 32, 64, 128, 256, 512]
         else:
             knob, values = None, [None]
-        rows_per_list = n / max(1, int(getattr(base, "nlist", 1)))
+        rows_per_list = (
+            n * entries_per_row(self.info.resolved) / max(1, int(getattr(base, "nlist", 1)))
+        )
         code_ns = _code_ns(self.info.resolved)
 
         def cost_us(value: int | None, factor: int) -> float:
