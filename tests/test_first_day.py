@@ -201,6 +201,9 @@ def test_3_11_ctrl_c_keeps_committed_batches_and_a_rerun_resumes(user):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a user's terminal: a runner started in the background (``cmd &``
+        # without job control) ignores SIGINT, and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = []
     assert proc.stderr is not None
