@@ -45,6 +45,8 @@ from _common import RESULTS, table, write_result  # noqa: E402
 from index_curves import ground_truth  # noqa: E402
 from vectors import DEFAULT_SIGMA, vector_set  # noqa: E402
 
+from embedsearch.spill import secondary_cells  # noqa: E402
+
 K = 10
 PQ_M = 96
 
@@ -59,29 +61,6 @@ def nearest_cells(faiss: Any, centroids: np.ndarray, base: np.ndarray, k: int) -
         block = np.ascontiguousarray(base[lo : lo + 50_000], dtype=np.float32)
         sims[lo : lo + 50_000], cells[lo : lo + 50_000] = quant.search(block, k)
     return sims, cells
-
-
-def soar_cells(
-    base: np.ndarray, centroids: np.ndarray, sims: np.ndarray, cells: np.ndarray, lam: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's SOAR secondary cell among ``cells[:, 1:]``, and its loss gap to the
-    primary (smaller: nearer a cell boundary, where spilling helps most)."""
-    n = base.shape[0]
-    second = np.empty(n, np.int64)
-    gap = np.empty(n, np.float32)
-    norms = (centroids * centroids).sum(1)
-    for lo in range(0, n, 20_000):
-        x = np.asarray(base[lo : lo + 20_000], dtype=np.float32)
-        c = cells[lo : lo + 20_000]
-        r = x - centroids[c[:, 0]]
-        rn = np.maximum((r * r).sum(1), 1e-12)
-        dist = (x * x).sum(1)[:, None] - 2 * sims[lo : lo + 20_000, 1:] + norms[c[:, 1:]]
-        rc = np.einsum("bd,bkd->bk", r, centroids[c[:, 1:]])
-        loss = dist + lam * ((r * x).sum(1)[:, None] - rc) ** 2 / rn[:, None]
-        pick = loss.argmin(1)
-        second[lo : lo + 20_000] = c[np.arange(len(c)), 1 + pick]
-        gap[lo : lo + 20_000] = sims[lo : lo + 20_000, 0] - sims[lo : lo + 20_000, 1]
-    return second, gap
 
 
 def build(faiss: Any, trained: Any, base: np.ndarray, lists: list[tuple[np.ndarray, np.ndarray]]):
@@ -236,7 +215,8 @@ def main() -> None:
     }
     for lam in args.lam:
         t0 = time.perf_counter()
-        second, gap = soar_cells(base, centroids, sims, cells, lam)
+        second = secondary_cells(base, centroids, sims, cells, lam)
+        gap = sims[:, 0] - sims[:, 1]  # small: near a cell border, where spilling helps most
         t_soar = time.perf_counter() - t0
         for share in args.share:
             t0 = time.perf_counter()

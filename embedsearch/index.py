@@ -1131,14 +1131,11 @@ class VectorIndex:
         if knobs.nprobe and isinstance(base, f.IndexIVF):
             knobs = SearchOptions(min(int(base.nlist), knobs.nprobe), knobs.ef_search, knobs.rerank)
         params, _inner = self._params(knobs, sel)
-        if entries_per_row(self.info.resolved) == 2:  # a row can come back from both lists:
-            # ask for twice as many, keep the first ``fetch`` distinct rows
-            scores, pos = self._index.search(queries, 2 * fetch, params=params)
-            del bitmap
-            return _first_distinct(scores, pos, fetch)
-        out = self._index.search(queries, fetch, params=params)
+        # a spilled index can return a row from both of its lists: ask for twice as many
+        spilled = entries_per_row(self.info.resolved) == 2
+        scores, pos = self._index.search(queries, 2 * fetch if spilled else fetch, params=params)
         del bitmap  # must outlive the search call
-        return out
+        return _first_distinct(scores, pos, fetch) if spilled else (scores, pos)
 
     def plan(
         self, rows: int, matching: int | None, k: int, opts: SearchOptions | None = None

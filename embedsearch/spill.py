@@ -36,7 +36,11 @@ _BLOCK = 8192
 
 
 def secondary_cells(
-    x: np.ndarray, centroids: np.ndarray, sims: np.ndarray, cells: np.ndarray
+    x: np.ndarray,
+    centroids: np.ndarray,
+    sims: np.ndarray,
+    cells: np.ndarray,
+    lam: float = LAMBDA,
 ) -> np.ndarray:
     """The SOAR second cell of each row of ``x``.
 
@@ -45,6 +49,7 @@ def secondary_cells(
         centroids: (nlist, d) cell centroids.
         sims / cells: (n, c) inner products with, and ids of, each row's ``c`` nearest
             cells, best first (``cells[:, 0]`` is the row's own cell); ``c >= 2``.
+        lam: SOAR's weight on the parallel part (see :data:`LAMBDA`).
 
     Returns:
         (n,) int64 cell ids, each different from the row's own cell.
@@ -63,7 +68,7 @@ def secondary_cells(
             + norms[near[:, 1:]]
         )
         parallel = np.einsum("bd,bd->b", own, rows)[:, None] - np.einsum("bd,bkd->bk", own, others)
-        loss = dist + LAMBDA * parallel**2 / own_sq[:, None]
+        loss = dist + lam * parallel**2 / own_sq[:, None]
         out[lo : lo + _BLOCK] = near[np.arange(near.shape[0]), 1 + np.argmin(loss, axis=1)]
     return out
 
