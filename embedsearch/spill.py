@@ -125,17 +125,34 @@ def spilled_entries(fetch: int, k: int) -> int:
     return max(fetch + fetch // 4, 2 * k)
 
 
-def first_distinct(
-    scores: np.ndarray, pos: np.ndarray, fetch: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the first ``fetch`` distinct positions of a best-first shortlist (a spilled
-    index finds a row through both of its lists), padded with -inf / -1.
+def distinct_shortlist(pos: np.ndarray, fetch: int) -> np.ndarray:
+    """Per row of a best-first shortlist of list entries, its distinct positions (a spilled
+    index finds a row through both of its lists), -1 slots dropped, padded with -1 to
+    ``fetch``; the first ``fetch`` by rank where there are more.
 
-    A stable sort finds the repeats (what ``np.unique(return_index=True)`` does, in fewer
-    steps: 45 against 60 us a query at 1M rows)."""
+    The re-rank that follows scores every row afresh, so where they fit the rows come in
+    position order, from one sort (6 us for 320 entries): keeping the best-first order
+    (:func:`first_distinct`) took ~45 us of a 0.5 ms query at 1M rows.
+    """
     m, width = pos.shape
-    out_s = np.full((m, fetch), -np.inf, dtype=np.float32)
-    out_p = np.full((m, fetch), -1, dtype=np.int64)
+    out = np.full((m, fetch), -1, dtype=np.int64)
+    first = np.ones(width, dtype=bool)
+    for i in range(m):
+        rows = np.sort(pos[i])  # np.unique: 29 us for 320 entries, this 6 us
+        np.not_equal(rows[1:], rows[:-1], out=first[1:])
+        rows = rows[first & (rows >= 0)]
+        if rows.size > fetch:
+            rows = first_distinct(pos[i : i + 1], fetch)
+            rows = rows[rows >= 0]
+        out[i, : rows.size] = rows
+    return out
+
+
+def first_distinct(pos: np.ndarray, fetch: int) -> np.ndarray:
+    """Per row, the first ``fetch`` distinct positions of a best-first shortlist, in that
+    order, padded with -1: a stable sort finds the repeats."""
+    m, width = pos.shape
+    out = np.full((m, fetch), -1, dtype=np.int64)
     repeat = np.zeros(width, dtype=bool)
     for i in range(m):
         row = pos[i]
@@ -145,5 +162,5 @@ def first_distinct(
         keep = row >= 0
         keep[order[repeat]] = False
         first = np.flatnonzero(keep)[:fetch]
-        out_s[i, : first.size], out_p[i, : first.size] = scores[i, first], row[first]
-    return out_s, out_p
+        out[i, : first.size] = row[first]
+    return out
