@@ -39,7 +39,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import IndexSpecError, InvalidInputError
-from .spill import add_spilled, distinct_shortlist, spilled_entries
+from .spill import add_spilled, first_distinct, spilled_entries
 
 log = logging.getLogger(__name__)
 
@@ -988,7 +988,7 @@ class VectorIndex:
                 probes = min(nlist, nprobe << step)
                 knobs = SearchOptions(probes, None, self.default_rerank(10))
                 fetch = min(n, knobs.rerank or 10)
-                got = self._approximate(queries, fetch, 10, mask, knobs)
+                got = self._approximate(queries, fetch, mask, knobs)
                 _, got = _rerank(vectors, queries, got, 10)
                 hits = [
                     len(set(g[g >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, (t >= 0).sum())
@@ -1144,7 +1144,7 @@ class VectorIndex:
         if gpu_ok and fetch <= GPU_MAX_K:
             pos = self._gpu.search(queries, fetch)[1]
         else:
-            pos = self._approximate(queries, fetch, k, live, knobs)
+            pos = self._approximate(queries, fetch, live, knobs)
         scores, pos = _rerank(vectors, queries, pos, k)
         if pos.shape[1] < k:  # k exceeds the rows or the shortlist: pad for the fill-in below
             scores, pos = _pad(scores, pos, k)
@@ -1162,7 +1162,7 @@ class VectorIndex:
                 knobs.ef_search and min(_FILTER_MAX_EF, knobs.ef_search * widen),
                 knobs.rerank,
             )
-            p2 = self._approximate(queries[short], fetch, k, live, wider)
+            p2 = self._approximate(queries[short], fetch, live, wider)
             s2, p2 = _rerank(vectors, queries[short], p2, k)
             scores[short], pos[short] = _pad(s2[:, :k], p2[:, :k], k)
             short = short[(pos[short] >= 0).sum(axis=1) < wanted]
@@ -1174,14 +1174,12 @@ class VectorIndex:
         self,
         queries: np.ndarray,
         fetch: int,
-        k: int,
         live: np.ndarray | None,
         knobs: SearchOptions,
     ) -> np.ndarray:
-        """The FAISS index's shortlist: ``fetch`` positions per query (``live`` as an ID
-        selector), -1 where there are fewer; from a spilled index at most ``fetch`` and at
-        least ``k`` distinct ones (where the probed lists hold them), in no set order. The
-        caller re-ranks them with the exact vectors, so FAISS's scores are not kept."""
+        """The FAISS index's shortlist: ``fetch`` distinct positions per query, best first
+        (``live`` as an ID selector), -1 where the probed lists hold fewer. The caller
+        re-ranks them with the exact vectors, so FAISS's scores are not kept."""
         f = faiss()
         bitmap = sel = None
         if live is not None:
@@ -1192,14 +1190,14 @@ class VectorIndex:
             knobs = SearchOptions(min(int(base.nlist), knobs.nprobe), knobs.ef_search, knobs.rerank)
         params, _inner = self._params(knobs, sel)
         spilled = entries_per_row(self.info.resolved) == 2
-        want = spilled_entries(fetch, k) if spilled else fetch
+        want = spilled_entries(fetch) if spilled else fetch
         coarse = self._coarse(queries, int(_inner.nprobe)) if isinstance(base, f.IndexIVF) else None
         if coarse is None:
             _, pos = self._index.search(queries, want, params=params)
         else:  # no pre-transform: ``base`` is ``self._index``, downcast
             _, pos = _search_preassigned(base, queries, want, coarse, params)
         del bitmap  # must outlive the search call
-        return distinct_shortlist(pos, fetch) if spilled else pos
+        return first_distinct(pos, fetch) if spilled else pos
 
     def plan(
         self, rows: int, matching: int | None, k: int, opts: SearchOptions | None = None

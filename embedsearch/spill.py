@@ -111,46 +111,24 @@ def add_spilled(f: Any, index: Any, x: np.ndarray, first: int) -> None:
         index.quantizer = real
 
 
-def spilled_entries(fetch: int, k: int) -> int:
-    """How many entries to ask a spilled index for, for a shortlist of ``fetch`` rows.
+def spilled_entries(fetch: int) -> int:
+    """How many entries to ask a spilled index for so that its shortlist holds ``fetch``
+    distinct rows: twice as many, as a row found through both of its lists (the rule for
+    the nearest rows, both of whose cells are probed) takes two.
 
-    A row sits in two lists and is found through both when both are probed, which is the
-    rule for the nearest rows: the best ``2k`` entries always hold ``k`` distinct rows. Past
-    those, most rows are found once: at 1M rows and 16 probes the best 512 entries hold
-    379 distinct rows (median), the best 320 hold 232. Re-ranking the distinct rows of
-    ``1.25 * fetch`` entries rather than the first ``fetch`` of ``2 * fetch`` loses 0.002 of
-    recall@10 (0.955 against 0.957) and saves a sixth of the query (0.48 against 0.58 ms):
-    FAISS keeps a shorter result heap and fewer rows are read back to re-rank.
+    Asking for fewer was measured and not kept (2026-12-03): the distinct rows of
+    ``1.25 * fetch`` entries (232 of 320 at 1M rows, 16 probes) made a query 0.1 ms faster
+    at the same probes, but tuning then needed twice the shortlist on the scale benchmark's
+    1M collection (nprobe 32 with 512 rows instead of 64 with 256), which a collection pays
+    in reads of the vector files: 3.2 against 2.8 ms a query.
     """
-    return max(fetch + fetch // 4, 2 * k)
-
-
-def distinct_shortlist(pos: np.ndarray, fetch: int) -> np.ndarray:
-    """Per row of a best-first shortlist of list entries, its distinct positions (a spilled
-    index finds a row through both of its lists), -1 slots dropped, padded with -1 to
-    ``fetch``; the first ``fetch`` by rank where there are more.
-
-    The re-rank that follows scores every row afresh, so where they fit the rows come in
-    position order, from one sort (6 us for 320 entries): keeping the best-first order
-    (:func:`first_distinct`) took ~45 us of a 0.5 ms query at 1M rows.
-    """
-    m, width = pos.shape
-    out = np.full((m, fetch), -1, dtype=np.int64)
-    first = np.ones(width, dtype=bool)
-    for i in range(m):
-        rows = np.sort(pos[i])  # np.unique: 29 us for 320 entries, this 6 us
-        np.not_equal(rows[1:], rows[:-1], out=first[1:])
-        rows = rows[first & (rows >= 0)]
-        if rows.size > fetch:
-            rows = first_distinct(pos[i : i + 1], fetch)
-            rows = rows[rows >= 0]
-        out[i, : rows.size] = rows
-    return out
+    return 2 * fetch
 
 
 def first_distinct(pos: np.ndarray, fetch: int) -> np.ndarray:
     """Per row, the first ``fetch`` distinct positions of a best-first shortlist, in that
-    order, padded with -1: a stable sort finds the repeats."""
+    order, padded with -1: a stable sort finds the repeats (``np.unique`` with
+    ``return_index`` took 29 us for 512 entries, this 6 us fewer and no second sort)."""
     m, width = pos.shape
     out = np.full((m, fetch), -1, dtype=np.int64)
     repeat = np.zeros(width, dtype=bool)
