@@ -184,6 +184,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 f"{r['whole_us']:.0f} us = {r['x_exact']:.0f}x exact",
                 va="center",
                 fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+                zorder=3,
             )
         budget = mine[0]["exact_ms"] * 1e3 / 200
         ax.axvline(budget, color="red", ls="--", lw=1)
