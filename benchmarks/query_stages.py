@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from _common import RESULTS, table, write_result  # noqa: E402
 from index_curves import ground_truth  # noqa: E402
+from soar_spill import exact_ms  # noqa: E402
 from vectors import DEFAULT_SIGMA, vector_set  # noqa: E402
 
 import embedsearch.index as index_module  # noqa: E402
@@ -139,16 +140,6 @@ def run_config(
         "whole_us": 1e6 * float(np.median(whole)),
         "stages_us": {s: 1e6 * float(np.median(v)) for s, v in per_stage.items()},
     }
-
-
-def exact_ms(base_ram: np.ndarray, queries: np.ndarray) -> float:
-    times = []
-    for q in queries:
-        t0 = time.perf_counter()
-        scores = base_ram @ q
-        np.argpartition(-scores, K - 1)[:K]
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
