@@ -56,9 +56,8 @@ _RERANK_MIN = 64
 #: Shortlist of indexes with product-quantised codes: their scores are coarse enough that
 #: recall@10 after re-ranking 64 plateaus near 0.87 at 1M vectors; 256 reaches 0.95+.
 _RERANK_MIN_PQ = 256
-#: Batches up to this many queries find their cells with numpy (see ``VectorIndex._coarse``);
-#: larger ones leave it to FAISS, whose blocked product bounds the (queries, nlist) matrix.
-_NUMPY_COARSE_MAX_QUERIES = 64
+#: Searches of up to this many queries find their cells with numpy (``VectorIndex._coarse``).
+_NUMPY_COARSE_MAX_QUERIES = 4
 _TUNE_QUERIES = 200
 #: An ``auto`` index is retrained when the collection reaches this multiple of the size it
 #: was trained for: ``auto_nlist`` grows with √n, so 4x the rows is 2x the cells. Growth by
@@ -1029,33 +1028,32 @@ class VectorIndex:
     def _coarse(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The ``nprobe`` cells nearest each query, best first, as FAISS's coarse quantizer
         would answer them (similarities, cell numbers), or None where FAISS must (another
-        quantizer, a pre-transform, a large batch).
+        quantizer, a pre-transform, a batch of more than :data:`_NUMPY_COARSE_MAX_QUERIES`).
 
-        One numpy product over the centroids, read in place: 47-70 us against 81-104 us in
-        FAISS's flat quantizer for one query and 2,048 cells of 384 dimensions, out of a
-        0.5-0.6 ms approximate query at 1M rows (``benchmarks/query_stages.py``).
+        One numpy matrix-vector product a query over the centroids, read in place: 47-70 us
+        against 81-104 us in FAISS's flat quantizer (2,048 cells of 384 dimensions, out of a
+        0.5-0.6 ms approximate query at 1M rows, ``benchmarks/query_stages.py``). Batches go
+        to FAISS, which then also spreads the scan over its threads by query: finding the
+        cells with numpy made batches of 100 1.2x slower in all (the lists scanned through
+        ``search_preassigned``), though numpy's product alone was faster.
         """
         self._unwrapped()
         cached = self._unwrapped_of
         centroids = cached[3] if cached is not None else None
-        if centroids is None or queries.shape[0] > _NUMPY_COARSE_MAX_QUERIES:
+        m = queries.shape[0]
+        if centroids is None or m > _NUMPY_COARSE_MAX_QUERIES:
             return None
         nlist = centroids.shape[0]
         nprobe = min(nprobe, nlist)
-        if queries.shape[0] == 1:  # 1-D operations: the 2-D ones cost ~6 us each here
-            sims1 = centroids @ queries[0]
-            cells1 = np.argpartition(sims1, nlist - nprobe)[nlist - nprobe :]
-            best1 = sims1[cells1]
-            order1 = np.argsort(best1)[::-1]
-            return best1[order1][None], cells1[order1].astype(np.int64)[None]
-        sims = queries @ centroids.T
-        cells = np.argpartition(sims, nlist - nprobe, axis=1)[:, nlist - nprobe :]
-        best = np.take_along_axis(sims, cells, axis=1)
-        order = np.argsort(best, axis=1)[:, ::-1]
-        return (
-            np.ascontiguousarray(np.take_along_axis(best, order, axis=1), dtype=np.float32),
-            np.ascontiguousarray(np.take_along_axis(cells, order, axis=1), dtype=np.int64),
-        )
+        sims = np.empty((m, nprobe), dtype=np.float32)
+        cells = np.empty((m, nprobe), dtype=np.int64)
+        for i in range(m):  # 1-D operations: 2-D ones cost ~6 us each, a small GEMM ~200 us
+            row = centroids @ queries[i]
+            near = np.argpartition(row, nlist - nprobe)[nlist - nprobe :]
+            best = row[near]
+            order = np.argsort(best)[::-1]
+            sims[i], cells[i] = best[order], near[order]
+        return sims, cells
 
     @staticmethod
     def _unwrap(index: Any) -> Any:

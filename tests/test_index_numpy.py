@@ -77,19 +77,21 @@ def test_numpy_coarse_step_finds_faiss_cells_and_the_same_hits(spec: str) -> Non
     index.build(x)
     ivf = index._unwrapped()[0]
     for nprobe in (1, 5, 32, 40):  # 40 > nlist: every cell
-        for batch in (queries[:1], queries):  # the 1-D and the 2-D path
+        for batch in (queries[:1], queries[:4]):
             sims, cells = index._coarse(batch, nprobe)
             want_sims, want_cells = ivf.quantizer.search(batch, min(nprobe, 32))
             assert np.array_equal(cells, want_cells)
             assert np.allclose(sims, want_sims, atol=1e-5)
+    assert index._coarse(queries, 5) is None  # a batch of 40: FAISS finds the cells
     live = np.random.default_rng(6).random(6000) < 0.3
+    opts = SearchOptions(nprobe=4, rerank=64)
     for mask in (None, live):
-        opts = SearchOptions(nprobe=4, rerank=64)
-        ours = index.search(x, queries, 10, mask, opts)
-        index._unwrapped_of = (index._index, ivf, False, None)  # plumbing: no centroids
-        assert index._coarse(queries, 4) is None  # so FAISS's quantizer assigns
-        theirs = index.search(x, queries, 10, mask, opts)
-        index._unwrapped_of = None
-        assert np.array_equal(ours[1], theirs[1]) and np.allclose(ours[0], theirs[0])
-        if mask is not None:
-            assert live[ours[1][ours[1] >= 0]].all()
+        for batch in [queries[i : i + 1] for i in range(10)] + [queries[10:14]]:
+            ours = index.search(x, batch, 10, mask, opts)  # cells from numpy
+            index._unwrapped_of = (index._index, ivf, False, None)  # plumbing: no centroids
+            assert index._coarse(batch, 4) is None  # so FAISS's quantizer finds them
+            theirs = index.search(x, batch, 10, mask, opts)
+            index._unwrapped_of = None
+            assert np.array_equal(ours[1], theirs[1]) and np.allclose(ours[0], theirs[0])
+            if mask is not None:
+                assert live[ours[1][ours[1] >= 0]].all()
