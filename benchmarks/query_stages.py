@@ -27,6 +27,7 @@ A config is ``SPEC`` (its nprobe as tuned at build) or ``SPEC:NPROBE``. Writes
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -63,16 +64,12 @@ def load_or_build(spec: str, base: np.ndarray, n: int) -> VectorIndex:
     info_path, index_path = stem.with_suffix(".json"), stem.with_suffix(".faiss")
     index = VectorIndex(spec, base.shape[1])
     if info_path.exists() and index_path.exists():
-        import json
-
         index.load(index_path, json.loads(info_path.read_text()))
         return index
     t0 = time.perf_counter()
     index.build(base)
     print(f"built {spec} in {time.perf_counter() - t0:.1f} s", flush=True)
     index.save(index_path)
-    import json
-
     info_path.write_text(json.dumps(index.info.to_json()))
     return index
 
@@ -216,8 +213,6 @@ def main() -> None:
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON")
     args = ap.parse_args()
     if args.replot:
-        import json
-
         plot(
             json.loads((RESULTS / f"{args.out}.json").read_text())["rows"],
             RESULTS / f"{args.out}.png",

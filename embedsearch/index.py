@@ -807,7 +807,7 @@ class VectorIndex:
                 add_spilled(f, index, batch, int(index.ntotal) // 2)
             return
         plain = (f.IndexIVFFlat, f.IndexIVFScalarQuantizer, f.IndexIVFPQ)  # not fast-scan
-        centroids = _flat_ip_quantizer(index) if isinstance(index, plain) else None
+        centroids = _centroid_view(index) if isinstance(index, plain) else None
         for lo in range(start, stop, _ADD_CHUNK):
             batch = np.ascontiguousarray(vectors[lo : min(stop, lo + _ADD_CHUNK)], np.float32)
             if centroids is None:
@@ -1164,7 +1164,7 @@ class VectorIndex:
             p2 = self._approximate(queries[short], fetch, live, wider)
             s2, p2 = _rerank(vectors, queries[short], p2, k)
             scores[short], pos[short] = _pad(s2[:, :k], p2[:, :k], k)
-            short = short[(pos[short] >= 0).sum(axis=1) < wanted]
+            short = short[pos[short, wanted - 1] < 0]
         if short.size:
             scores[short], pos[short] = exact_search(vectors, queries[short], k, live)
         return scores, pos
@@ -1421,14 +1421,6 @@ def _power(value: Any) -> float | None:
     return None
 
 
-def _flat_ip_quantizer(ivf: Any) -> np.ndarray | None:
-    """The (nlist, d) centroids of an IVF index whose coarse quantizer is a flat inner-product
-    index (what ``IVF<n>,...`` specs build), or None for any other quantizer (HNSW, L2)."""
-    if not _numpy_coarse(ivf) or ivf.quantizer.ntotal == 0:
-        return None
-    return ivf.quantizer.reconstruct_n(0, ivf.quantizer.ntotal)
-
-
 def _search_preassigned(
     ivf: Any, queries: np.ndarray, k: int, coarse: tuple[np.ndarray, np.ndarray], params: Any
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1459,10 +1451,11 @@ def _search_preassigned(
 
 
 def _centroid_view(ivf: Any) -> np.ndarray | None:
-    """The (nlist, d) centroids of ``ivf``'s flat inner-product quantizer as a read-only view
-    of FAISS's own buffer (no copy: 3 MB of RSS at 2,048 cells), or None for any other
-    quantizer. Valid while the index lives: the caller keeps it beside the index, and a
-    quantizer gains no rows after training (a retrain builds a new index)."""
+    """The (nlist, d) centroids of ``ivf``'s flat inner-product quantizer (what ``IVF<n>,...``
+    specs build) as a read-only view of FAISS's own buffer (no copy: 3 MB of RSS at 2,048
+    cells), or None for any other quantizer (HNSW, L2) or an untrained one. Valid while the
+    index lives: callers keep it beside the index, and a quantizer gains no rows after
+    training (a retrain builds a new index)."""
     if not _numpy_coarse(ivf) or ivf.quantizer.ntotal == 0:
         return None
     f = faiss()
