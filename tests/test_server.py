@@ -404,6 +404,7 @@ def test_openai_embeddings_shape_and_values(client: httpx.Client, encoder: Any) 
 def test_official_openai_client_works_unchanged(server: ServerThread, encoder: Any) -> None:
     """The OpenAI Python SDK (which asks for base64 by default) against /v1."""
     import openai  # a dev extra: the real SDK, as users call it
+
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     texts = ["a kitten naps in the sun", "bond yields rose"]
     res = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
