@@ -543,7 +543,7 @@ def exact_search(
         count = int(np.count_nonzero(live))
         if count * 4 < n:
             subset = np.flatnonzero(live)
-            vectors, live, n = vectors[subset], None, count
+            vectors, live, n = _gather(vectors, subset), None, count
     if n == 0 or k <= 0:
         return scores, pos
     blocks = getattr(vectors, "blocks", None)
@@ -1536,6 +1536,20 @@ def _pad(scores: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return out_s, out_p
 
 
+def _gather(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``vectors[rows]``, the re-rank's read of its shortlist.
+
+    An ndarray (a memory map) is read with ``np.take``: for 256 scattered rows of a mapped
+    1M x 384 float32 matrix it took 0.59-0.69x the time of fancy indexing (interleaved,
+    3,000 draws a round). Anything else (a collection's ``VectorView``, which reads its
+    segments by ``pread``) is indexed: ``np.take`` would turn it into one array first, a
+    copy of every vector.
+    """
+    if isinstance(vectors, np.ndarray):  # np.memmap included
+        return np.take(vectors, rows, axis=0)
+    return vectors[rows]
+
+
 def _rerank(
     vectors: np.ndarray, queries: np.ndarray, pos: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1555,7 +1569,7 @@ def _rerank(
             row = row[row >= 0]
         if not row.size:
             continue
-        scores = vectors[row] @ queries[i]
+        scores = _gather(vectors, row) @ queries[i]
         top = np.argpartition(-scores, keep - 1)[:keep] if keep < row.size else None
         if top is not None:
             scores, row = scores[top], row[top]

@@ -556,7 +556,7 @@ class MappedSegment:
         self._check_blocks(blocks)
         if fd is not None:
             return self._pread(fd, local)
-        rows = self._matrix[local]
+        rows = np.take(self._matrix, local, axis=0)  # 0.6-0.7x fancy indexing's time
         if release:  # one call over the span of the rows' blocks, not one per block: a
             # take of 1,000 scattered rows made 1,000 madvise calls (10 ms of a 17 ms query)
             step = self._block_rows * self.dim * 4
@@ -782,7 +782,7 @@ class MemorySegment:
         return self._matrix
 
     def take(self, local: np.ndarray, *, release: bool = False) -> np.ndarray:
-        return self._matrix[local]
+        return np.take(self._matrix, local, axis=0)
 
     def prefetch(self, local: np.ndarray) -> None:
         """Nothing to read ahead: held in memory."""
