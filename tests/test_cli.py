@@ -118,6 +118,37 @@ def test_errors_are_one_line_with_exit_code_2(home, encoder, tmp_path, capsys):
     assert "--text-field" in capsys.readouterr().err
 
 
+def test_usage_errors_speak_of_the_command_typed(home, encoder, tmp_path, capsys):
+    """A wrong flag is reported by the sub-command (its usage, the nearest flag), a wrong
+    command with the nearest one, loose words with a hint to quote them; exit 2 each."""
+    import pytest
+
+    files = _write_inputs(tmp_path)
+    assert main(["index", "kb", str(files[0])]) == 0
+    capsys.readouterr()
+    cases = [
+        (
+            ["search", "kb", "x", "--were", "{}"],
+            ["usage: embedsearch search", "did you mean --where?"],
+        ),
+        (["search", "kb", "lava", "flows"], ["unrecognized arguments: flows", "quote a text"]),
+        (["serch", "kb", "x"], ["unknown command 'serch' (did you mean 'search'?)"]),
+        (["vocab", "build", "--bogus"], ["usage: embedsearch vocab build", "--bogus"]),
+        (["peek", "kb", "--jsn"], ["usage: embedsearch peek", "did you mean --json?"]),
+    ]
+    for argv, fragments in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, argv
+        for fragment in fragments:
+            assert fragment in err, (argv, err)
+        assert "usage: embedsearch [-h] [-v] COMMAND" not in err or argv[0] == "serch", err
+    assert "quote" not in err  # a flag's value is not taken for loose words
+    assert main(["peek", "kb", "-k", "1", "--json"]) == 0  # -k counts wherever a count is asked
+    assert len(json.loads(capsys.readouterr().out)) == 1
+
+
 def test_entry_point_demo_runs(tmp_path):
     env = {**os.environ, "EMBEDSEARCH_HOME": str(tmp_path)}
     exe = Path(sys.executable).with_name("embedsearch")

@@ -112,6 +112,12 @@ def test_cluster_outliers_map(notes, capsys, tmp_path) -> None:
     assert main(["map", notes, str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "cluster (stored in metadata)" in capsys.readouterr().out
+    assert main(["map", notes, "-o", str(tmp_path / "o.png"), "--method", "pca"]) == 0
+    assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["map", notes]) == 2  # no output file: said in the CLI's words
+    assert "give it after the collection or with -o" in capsys.readouterr().err
+    assert main(["outliers", notes, "-k", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
     assert main(["map", notes, str(page), "--color-by", "topic", "--max-points", "20"]) == 0
     assert "20 of 45 documents" in capsys.readouterr().out
     assert page.read_text("utf-8").count('"id":[') == 1

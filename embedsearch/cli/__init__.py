@@ -10,10 +10,12 @@ command functions so that ``embedsearch --help`` and light commands start fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from ..errors import EmbedSearchError
 from . import (
@@ -55,9 +57,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-command parsers of ``parser``, by name (argparse has no public accessor)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parse_args``, with errors in the words of the command the user typed.
+
+    argparse reports an unknown flag of a sub-command with the top-level usage
+    (``usage: embedsearch [-h] [-v] COMMAND ...``) and a mistyped command with the list of
+    all 40; here the first names the sub-command, its usage and the nearest flag, and the
+    second the nearest command."""
+    commands = _commands(parser)
+    words = [a for a in argv if not a.startswith("-")]
+    if words and words[0] not in commands and not any(a in ("-h", "--help") for a in argv):
+        near = difflib.get_close_matches(words[0], list(commands), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        parser.error(f"unknown command '{words[0]}'{hint}; 'embedsearch --help' lists them")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unrecognized(_innermost(parser, args), extras)
+    return args
+
+
+def _innermost(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub-)sub-command ``args`` chose: ``embedsearch vocab build``'s."""
+    while True:
+        chosen = next(
+            (
+                action.choices.get(getattr(args, action.dest, None) or "")
+                for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction)
+            ),
+            None,
+        )
+        if chosen is None:
+            return parser
+        parser = chosen
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> NoReturn:
+    """Exit 2 naming what ``parser`` (a sub-command's) did not take, with a hint for each."""
+    flags = [s for action in parser._actions for s in action.option_strings]
+    hints, loose = [], False
+    for i, extra in enumerate(extras):
+        if extra.startswith("-"):
+            near = difflib.get_close_matches(extra.split("=", 1)[0], flags, n=1, cutoff=0.6)
+            if near:
+                hints.append(f"did you mean {near[0]}?")
+        elif i == 0 or not extras[i - 1].startswith("-"):  # not an unknown flag's value
+            loose = True
+    if loose:
+        hints.append('quote a text that has spaces: "like this"')
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    parser.error(
+        f"unrecognized arguments: {' '.join(extras)}{hint}; "
+        f"'{parser.prog} --help' lists its options"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn EmbedSearchError into a one-line message + exit 2."""
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), sys.argv[1:] if argv is None else list(argv))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

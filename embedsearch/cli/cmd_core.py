@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("peek", help="print the first documents of a collection")
     p.add_argument("name")
-    p.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    p.add_argument("-n", "-k", dest="n", type=int, default=5, help="how many (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_peek)
 

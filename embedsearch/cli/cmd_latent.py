@@ -129,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("outliers", help="documents that least belong in the collection")
     p.add_argument("collection", metavar="COLLECTION")
-    p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    p.add_argument("-n", "-k", dest="n", type=int, default=20, help="how many (default 20)")
     p.add_argument(
         "--method",
         choices=["auto", "atypical", "neighbors"],
@@ -151,7 +151,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("map", help="2-D map of a collection to PNG or interactive HTML")
     p.add_argument("collection", metavar="COLLECTION")
-    p.add_argument("output", help="out.png or out.html")
+    p.add_argument("output", nargs="?", help="out.png or out.html (or -o FILE)")
+    p.add_argument("-o", "--output", dest="output_option", metavar="FILE", help="the same")
     p.add_argument(
         "--color-by", default="cluster", help="'cluster' (default), a metadata field, or 'none'"
     )
@@ -404,10 +405,18 @@ def _outliers(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
+    from ..errors import InvalidInputError
+
+    given = {o for o in (args.output, args.output_option) if o}
+    if len(given) != 1:
+        raise InvalidInputError(
+            "map needs one output file, out.png or out.html: "
+            + ("give it after the collection or with -o" if not given else "not two")
+        )
     color_by = None if args.color_by.lower() == "none" else args.color_by
     with _open(args.collection) as col:
         result = col.map(
-            args.output,
+            given.pop(),
             color_by=color_by,
             method=args.method,
             max_points=args.max_points,

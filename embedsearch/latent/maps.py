@@ -151,7 +151,7 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
             missing (the message says what to install).
     """
     n = vectors.shape[0]
-    by_size = method == "auto" and n > AUTO_NONLINEAR_MAX
+    asked = method
     method = check_method(method, n)
     if n < 2:
         raise InvalidInputError("a map needs at least 2 documents.")
@@ -161,7 +161,11 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
         pca = PCA(n_components=2, random_state=seed)
         coords = pca.fit_transform(vectors.astype(np.float64))
         var = pca.explained_variance_ratio_
-        why = f"; auto: PCA above {AUTO_NONLINEAR_MAX:,} points" if by_size else ""
+        why = ""
+        if asked == "auto" and n > AUTO_NONLINEAR_MAX:
+            why = f"; auto: PCA above {AUTO_NONLINEAR_MAX:,} points"
+        elif asked == "auto" and n >= 8:  # none of AUTO_ORDER is installed
+            why = "; auto: no t-SNE, UMAP or PaCMAP installed: pip install openTSNE"
         return coords, f"PCA (explained variance {100 * var[0]:.1f}% + {100 * var[1]:.1f}%{why})"
     if method == "umap":
         import umap
