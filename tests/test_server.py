@@ -235,6 +235,16 @@ def test_error_shapes(client: httpx.Client, demo: str) -> None:
     assert r.status_code == 422 and r.json()["error"]["type"] == "ValidationError"
     r = client.post(f"/collections/{demo}/search", json={"query": "x", "top_k": 3})
     assert r.status_code == 422 and "top_k" in r.text
+    # A text search's errors are its own: nothing about the vector search not asked for,
+    # and fields named as the client wrote them (no model names in the path).
+    r = client.post(f"/collections/{demo}/search", json={"query": "x", "k": "one"})
+    assert r.json()["error"]["message"] == "k: Input should be a valid integer", r.text
+    r = client.post(f"/collections/{demo}/search", json={"querry": "x"})
+    message = r.json()["error"]["message"]
+    assert "query: Field required" in message and "querry" in message, message
+    assert "vector" not in message and "Search" not in message, message
+    r = client.post(f"/collections/{demo}/search", json={"vector": [1.0] * 384, "k": "one"})
+    assert r.json()["error"]["message"] == "k: Input should be a valid integer", r.text
     r = client.get("/no/such/route")
     assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
     r = client.put(f"/collections/{demo}/search", json={})

@@ -150,6 +150,8 @@ def test_page_and_assets_are_served_from_the_package(server: ServerThread) -> No
         assert a.status_code == 200 and len(a.content) > 500, href
         assert "http://" not in a.text.replace("http://www.w3.org/2000/svg", "")  # no CDN
     assert httpx.get(f"{server.url}/ui/static/..%2Fapp.py").status_code == 404
+    home = httpx.get(f"{server.url}/", follow_redirects=True)  # the address serve prints
+    assert home.url.path == "/ui" and home.text == r.text
 
 
 def test_search_from_the_url_matches_the_api(server: ServerThread, strict_page: Any) -> None:

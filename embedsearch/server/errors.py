@@ -86,11 +86,19 @@ async def _embedsearch_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(type(exc).__name__, message), status, headers=headers)
 
 
+def _field(loc: Any) -> str:
+    """An error's location as the client's field path: ``k``, ``where.year``, ``queries.0``.
+
+    Drops ``body`` and the model names pydantic inserts for a union (``TextSearch``): the
+    request's fields are lower_snake_case, so a part that starts with a capital is one."""
+    shown = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and p[:1].isupper())]
+    return ".".join(shown) or "body"
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        parts.append(f"{_field(err.get('loc', ()))}: {err.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 

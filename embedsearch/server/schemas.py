@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ..validation import MAX_ID_LENGTH, MAX_K
 
@@ -265,8 +265,19 @@ class VectorSearch(SearchKnobs):
     vector: Vector
 
 
+def _search_kind(body: Any) -> str:
+    """Which search a body asks for: a ``vector`` field makes it a vector search, anything
+    else a text search. Choosing before validating keeps the errors to the one model: as a
+    plain union, ``{"query": "x", "k": "one"}`` was answered with four errors, three of them
+    about the vector search nobody asked for ("vector: Field required", ...)."""
+    if isinstance(body, dict):
+        return "VectorSearch" if "vector" in body else "TextSearch"
+    return "VectorSearch" if isinstance(body, VectorSearch) else "TextSearch"
+
+
 SearchRequest = Annotated[
-    TextSearch | VectorSearch,
+    Annotated[TextSearch, Tag("TextSearch")] | Annotated[VectorSearch, Tag("VectorSearch")],
+    Discriminator(_search_kind),
     Body(description="Either `query` (text) or `vector`, plus the search options."),
 ]
 

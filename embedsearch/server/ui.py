@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib import resources
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 STATIC = {
     "ui.css": "text/css; charset=utf-8",
@@ -46,6 +46,13 @@ def asset(name: str) -> bytes:
 def page() -> Response:
     """The search page (no key needed: it holds no data)."""
     return HTMLResponse(asset("ui.html"), headers=HEADERS)
+
+
+@router.get("/", summary="The web page's address", include_in_schema=False)
+def root() -> Response:
+    """``/`` sends a browser to the page: the address ``serve`` prints is where people go
+    first, and a bare 404 there ("No route GET /") was the first thing a new user saw."""
+    return RedirectResponse("/ui", status_code=307)
 
 
 @router.get("/ui/static/{name}", summary="Web page asset", include_in_schema=False)
