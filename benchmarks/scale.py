@@ -427,8 +427,16 @@ def prepare(sizes: list[int], data: Path) -> None:
         if (WORK / f"truth-{n}.npy").exists():
             continue
         # Past 1M the set is not cached by vector_set as well (5M: 7.7 GB once is enough).
-        base, _ = vector_set(n, cache=n <= 1_000_000)
-        np.save(WORK / f"base-{n}.npy", base)
+        base_path = WORK / f"base-{n}.npy"
+        if not base_path.exists():
+            base, _ = vector_set(n, cache=n <= 1_000_000)
+            np.save(base_path.with_suffix(".tmp.npy"), base)
+            base_path.with_suffix(".tmp.npy").rename(base_path)
+            del base
+        # The truth reads the saved set mapped, a block of rows at a time: at 10M the set
+        # (15.4 GB) plus one query chunk's scores over every row ran this machine (24 GB)
+        # out of memory.
+        base = np.load(base_path, mmap_mode="r")
         # Rows added after the query phase are random directions (cosine ~0 to everything),
         # so that an engine whose store another row queries later (lancedb-tuned) still
         # answers against the same truth.
@@ -437,17 +445,37 @@ def prepare(sizes: list[int], data: Path) -> None:
         np.save(WORK / f"extra-{n}.npy", extra)
         truth = np.full((1 + len(SELECTIVITIES), len(queries), K), -1, dtype=np.int64)
         for j, mask in enumerate([None, *masks(n)]):
-            rows = np.arange(n) if mask is None else np.flatnonzero(mask)
-            sub = base if mask is None else base[rows]  # no copy of the whole set
-            for lo in range(0, len(queries), 50):
-                sims = queries[lo : lo + 50] @ sub.T
-                kk = min(K, len(rows))
-                part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-                order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1)
-                truth[j, lo : lo + 50, :kk] = rows[np.take_along_axis(part, order, axis=1)]
+            truth[j] = exact_top(base, queries, mask, K)
         np.save(WORK / f"truth-{n}.npy", truth)
         del base
         print(f"prepared {n:,}", file=sys.stderr, flush=True)
+
+
+def exact_top(
+    base: np.ndarray, queries: np.ndarray, mask: np.ndarray | None, k: int, block: int = 262_144
+) -> np.ndarray:
+    """Positions of each query's ``k`` best rows of ``base`` (where ``mask``), best first,
+    -1 past the matching rows: exact, one block of rows at a time, so that memory stays at
+    one block's scores whatever the set's size (``base`` may be a memory map)."""
+    m = len(queries)
+    best_s = np.full((m, k), -np.inf, dtype=np.float32)
+    best_p = np.full((m, k), -1, dtype=np.int64)
+    for lo in range(0, len(base), block):
+        hi = min(len(base), lo + block)
+        rows = np.arange(lo, hi) if mask is None else lo + np.flatnonzero(mask[lo:hi])
+        if not rows.size:
+            continue
+        sub = np.asarray(base[lo:hi]) if mask is None else np.asarray(base[rows])
+        sims = queries @ sub.T
+        kk = min(k, rows.size)
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        all_s = np.concatenate([best_s, np.take_along_axis(sims, part, axis=1)], axis=1)
+        all_p = np.concatenate([best_p, rows[part]], axis=1)
+        top = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(all_s, top, axis=1)
+        best_p = np.take_along_axis(all_p, top, axis=1)
+    best_p[~np.isfinite(best_s)] = -1
+    return best_p
 
 
 def run_child(
