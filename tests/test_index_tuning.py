@@ -91,7 +91,10 @@ def test_retraining_follows_the_size_trained_for_not_the_sample(monkeypatch, tmp
     # Growth below 4x the trained-for size: appended, never retrained, recall still held.
     vi.add(data[1000:3999], data[:3999])
     assert vi._index.ntotal == 3999 and vi.maintain(data[:3999]) is None
-    assert vi.info.extra["tuned_rows"] == 3999  # re-tuned in place when the rows doubled
+    assert vi.info.extra["tuned_rows"] == 3999  # re-tuned in place when the rows grew
+    # Re-tuned at every RETUNE_GROWTH (√2) since the last tuning, not only at 2x: at 10M rows
+    # knobs tuned at 6.4M had let recall fall to 0.93.
+    assert not vi._retune_due(int(3999 * 1.4)) and vi._retune_due(int(3999 * 1.42))
     # A saved index loads as it is, whatever its sample size, legacy info included.
     vi.save(tmp_path / "ix.faiss")
     legacy = {k: v for k, v in vi.info.to_json().items() if k != "trained_for"}
