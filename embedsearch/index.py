@@ -113,8 +113,12 @@ FILTER_GATHER_COST_FASTSCAN = 48
 #: 1 %, twice the probes 0.990 and 0.975, while raising by ``1 / s`` (10x, 100x) scanned 5-50x
 #: more codes for 1.000. Power 1/4 raises by 1.8x at 10 %, 3.2x at 1 %, 5.6x at 0.1 %.
 FILTER_PROBE_POWER = 0.25
-#: Filter shares :meth:`VectorIndex.tune` measures the probe power at (see _tune_filtered).
-_FILTER_TUNE_SHARES = (0.1, 0.01)
+#: Filter shares :meth:`VectorIndex.tune` measures the probe power at (see _tune_filtered),
+#: each where it keeps at least :data:`_FILTER_TUNE_MIN_ROWS` rows. 0.1 % since 2026-12-04:
+#: at 10M rows the power measured at 10 % and 1 % (0.15) raised a 0.1 % filter's probes
+#: 2.8x, and its 10,000 rows were searched inside FAISS at recall@10 0.936.
+_FILTER_TUNE_SHARES = (0.1, 0.01, 0.001)
+_FILTER_TUNE_MIN_ROWS = 1_000
 _FILTER_MAX_EF = 4096
 #: Tuning queries are held out with their near-duplicates: rows at least this similar.
 NEAR_DUPLICATE = 0.85
@@ -971,7 +975,8 @@ class VectorIndex:
         rng: np.random.Generator,
     ) -> float:
         """The power :meth:`plan` raises the probes by under a filter (``share ** -power``),
-        measured on this collection: for random filters keeping 10 % and 1 % of the rows,
+        measured on this collection: for random filters keeping 10 %, 1 % and 0.1 % of the
+        rows (:data:`_FILTER_TUNE_SHARES`, where they keep enough rows),
         the smallest power (in steps of doubled probes) whose recall@10 after re-ranking
         meets ``target`` with 95 % confidence, against exact search over the same rows.
 
@@ -986,7 +991,7 @@ class VectorIndex:
             return FILTER_PROBE_POWER
         found = []
         for share in _FILTER_TUNE_SHARES:
-            if share * n < 100 * 10:  # so few rows would be gathered exactly anyway
+            if share * n < _FILTER_TUNE_MIN_ROWS:  # so few rows are gathered exactly anyway
                 continue
             mask = rng.random(n) < share
             mask[held] = False
