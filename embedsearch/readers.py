@@ -333,6 +333,23 @@ def table_rows(uri: str, opts: ReadOptions | None = None) -> Iterator[dict[str, 
         raise decode_error(uri, exc, opts) from exc
 
 
+def _likely_text_field(row: dict[str, Any]) -> str | None:
+    """The field of ``row`` most likely to hold its text, for an error's hint: the longest
+    string value that is neither a number nor an id (a CSV's ``title`` beside ``price``)."""
+    best, longest = None, 0
+    for key, value in row.items():
+        if not isinstance(value, str) or str(key).lower() in ("id", "_id"):
+            continue
+        try:
+            float(value)
+            continue  # a number read as text (CSV without type inference)
+        except ValueError:
+            pass
+        if len(value.strip()) > longest:
+            best, longest = str(key), len(value.strip())
+    return best
+
+
 def row_record(row: dict[str, Any], n: int, stem: str, opts: ReadOptions) -> Record | None:
     """The document of one table row (None when its text is empty).
 
@@ -354,9 +371,18 @@ def row_record(row: dict[str, Any], n: int, stem: str, opts: ReadOptions) -> Rec
             text = f"{row['title']} {text or ''}"
             used.add("title")
     else:
+        flag = names.get("text_field", "text_field=")
+        likely = _likely_text_field(row)
+        hint = ""
+        if likely is not None:
+            hint = (
+                f" (here likely {flag} {likely})"
+                if flag.startswith("-")
+                else f" (here likely {flag}{likely!r})"
+            )
         raise InvalidInputError(
             f"{stem}: row {n} has no 'text' field (fields: {sorted(row)}); pass "
-            f"{names.get('text_field', 'text_field=')} naming the field that holds the text."
+            f"{flag} naming the field that holds the text{hint}."
         )
     id_field = opts.id_field or next((f for f in ("_id", "id") if f in row), None)
     if opts.id_field and opts.id_field not in row:

@@ -115,7 +115,7 @@ def test_errors_are_one_line_with_exit_code_2(home, encoder, tmp_path, capsys):
     assert main(["search", "dup", "x", "-k", "0"]) == 2
     assert main(["index", "dup", str(tmp_path / "nope.jsonl")]) == 2
     assert main(["index", "dup", str(files[1])]) == 2  # csv without a text field
-    assert "--text-field" in capsys.readouterr().err
+    assert "(here likely --text-field body)" in capsys.readouterr().err  # not id or year
 
 
 def test_usage_errors_speak_of_the_command_typed(home, encoder, tmp_path, capsys):
