@@ -57,12 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    """The sub-command parsers of ``parser``, by name (argparse has no public accessor)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    """``parser``'s sub-commands (argparse has no public accessor for them)."""
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -72,7 +69,8 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
     (``usage: embedsearch [-h] [-v] COMMAND ...``) and a mistyped command with the list of
     all 40; here the first names the sub-command, its usage and the nearest flag, and the
     second the nearest command."""
-    commands = _commands(parser)
+    sub = _subparsers(parser)
+    commands = dict(sub.choices) if sub is not None else {}
     words = [a for a in argv if not a.startswith("-")]
     if words and words[0] not in commands and not any(a in ("-h", "--help") for a in argv):
         near = difflib.get_close_matches(words[0], list(commands), n=1)
@@ -88,18 +86,12 @@ def _innermost(
     parser: argparse.ArgumentParser, args: argparse.Namespace
 ) -> argparse.ArgumentParser:
     """The parser of the (sub-)sub-command ``args`` chose: ``embedsearch vocab build``'s."""
-    while True:
-        chosen = next(
-            (
-                action.choices.get(getattr(args, action.dest, None) or "")
-                for action in parser._actions
-                if isinstance(action, argparse._SubParsersAction)
-            ),
-            None,
-        )
+    while (sub := _subparsers(parser)) is not None:
+        chosen = sub.choices.get(getattr(args, sub.dest, None) or "")
         if chosen is None:
-            return parser
+            break
         parser = chosen
+    return parser
 
 
 def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> NoReturn:

@@ -164,7 +164,7 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np
         why = ""
         if asked == "auto" and n > AUTO_NONLINEAR_MAX:
             why = f"; auto: PCA above {AUTO_NONLINEAR_MAX:,} points"
-        elif asked == "auto" and n >= 8:  # none of AUTO_ORDER is installed
+        elif asked == "auto" and method == "pca":  # none of AUTO_ORDER is installed
             why = "; auto: no t-SNE, UMAP or PaCMAP installed: pip install openTSNE"
         return coords, f"PCA (explained variance {100 * var[0]:.1f}% + {100 * var[1]:.1f}%{why})"
     if method == "umap":

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import EmbedSearchError, UnauthorizedError
 from ..wording import HTTP_WORDS, reword
+from .schemas import SEARCH_TAGS
 
 log = logging.getLogger("embedsearch.server")
 
@@ -89,9 +90,9 @@ async def _embedsearch_error(request: Request, exc: Exception) -> JSONResponse:
 def _field(loc: Any) -> str:
     """An error's location as the client's field path: ``k``, ``where.year``, ``queries.0``.
 
-    Drops ``body`` and the model names pydantic inserts for a union (``TextSearch``): the
-    request's fields are lower_snake_case, so a part that starts with a capital is one."""
-    shown = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and p[:1].isupper())]
+    Drops ``body`` and the tags pydantic inserts for the search union (``TextSearch``); a
+    metadata key is kept whatever its case."""
+    shown = [str(p) for p in loc if p != "body" and p not in SEARCH_TAGS]
     return ".".join(shown) or "body"
 
 

@@ -275,6 +275,10 @@ def _search_kind(body: Any) -> str:
     return "VectorSearch" if isinstance(body, VectorSearch) else "TextSearch"
 
 
+#: The search union's tags, which pydantic puts in an error's location; 422 messages drop
+#: them (``server/errors.py``), so that a field reads as the client wrote it: ``k``.
+SEARCH_TAGS = frozenset({"TextSearch", "VectorSearch"})
+
 SearchRequest = Annotated[
     Annotated[TextSearch, Tag("TextSearch")] | Annotated[VectorSearch, Tag("VectorSearch")],
     Discriminator(_search_kind),
