@@ -748,13 +748,25 @@ class MappedSegment:
     def typed(self) -> tuple[dict[str, pa.Array], list[str] | None]:
         """(typed columns by key, keys that are present but untyped in this segment).
 
-        A key in neither is held by no row of the segment."""
-        batch = self.batch()
-        cols = {
-            f.name[len(TYPED_PREFIX) :]: batch.column(i)
-            for i, f in enumerate(batch.schema)
-            if i >= 3
-        }
+        A key in neither is held by no row of the segment. Only these columns are checked
+        in full (their offsets and strings), not the texts and the metadata JSON, which a
+        filter does not read: at 10M rows the full check of every segment's batch was 0.21 s
+        of a fresh process's first filtered query."""
+        batch = self._parsed_batch()
+        checked = batch is self._batch
+        cols: dict[str, pa.Array] = {}
+        for i, f in enumerate(batch.schema):
+            if i < 3:
+                continue
+            column = batch.column(i)
+            if not checked:
+                try:
+                    column.validate(full=True)
+                except (pa.ArrowException, ValueError) as exc:
+                    raise CorruptionError(
+                        f"{self.ref.file} cannot be read as an Arrow segment ({exc})."
+                    ) from exc
+            cols[f.name[len(TYPED_PREFIX) :]] = column
         raw = (batch.schema.metadata or {}).get(_UNTYPED_KEY, b"[]")
         try:
             untyped = json.loads(raw)

@@ -140,6 +140,13 @@ def test_columns_follow_appends() -> None:
     )
     got = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
     assert (got == filter_mask(where, metas)).all()
+    # one copy of each row's column: the per-segment parts are views of the whole column
+    whole = table.metadata_columns([("a",)])[("a",)]
+    parts = table._seg_cols[("a",)]
+    assert len(parts) == 3 and sum(len(p) for p in parts) == len(whole) == 200
+    for part in parts:
+        for name in ("kind", "num", "codes"):
+            assert np.shares_memory(getattr(part, name), getattr(whole, name)), name
 
 
 def test_typed_arrow_columns_convert_without_python_rows() -> None:
