@@ -78,6 +78,9 @@ WRITE_CHUNK = 2048  # documents embedded and written per segment while streaming
 #: rows are in memory already): every segment costs a file pair to map and a step in each
 #: column scan, and 2,048-row segments made a 1M-row collection 500 of them.
 VECTOR_CHUNK = 65_536
+#: The most bytes of a write's vectors kept in memory for the index after its commit; a
+#: larger write's rows are read back from its segments instead (see _index_add_committed).
+FRESH_INDEX_BYTES = 256 * 2**20
 
 COMPACT_SEGMENT_ROWS = 200_000
 
@@ -396,6 +399,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             tombs: list[store.FileRef] = []
             replaced: list[int] = []
             out_ids: list[str] = []
+            fresh: list[np.ndarray] | None = []  # the rows' vectors as written, for the index
             try:
                 stream = self._checked_rows(texts, ids, metadata, vectors)
                 step = VECTOR_CHUNK if isinstance(vectors, np.ndarray) else WRITE_CHUNK
@@ -419,8 +423,13 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                         if vectors is not None
                         else self._vectors_for(c_ids, c_texts, table if upsert else None)
                     )
+                    c_vectors = np.ascontiguousarray(c_vectors, dtype="<f4")  # as stored
                     ref = _write_segment(self.path, c_ids, c_texts, c_meta, c_vectors, c_dicts)
                     written.append(ref)
+                    if fresh is not None:
+                        fresh.append(c_vectors)
+                        if sum(f.nbytes for f in fresh) > FRESH_INDEX_BYTES:
+                            fresh = None  # a large write: the index reads its rows back
                     out_ids.extend(c_ids)
                     bar.update(len(c_ids))
                 if not out_ids:
@@ -450,7 +459,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 table.extend(segments)
                 table.kill(replaced)
                 self._manifest = manifest
-                self._index_add_committed()
+                self._index_add_committed(fresh)
             self._maybe_save_index(force=self._maintain_index())
             return out_ids
 
@@ -472,15 +481,25 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             self._index = fresh
         return True  # a new index: save it whatever the saved one holds
 
-    def _index_add_committed(self) -> None:
+    def _index_add_committed(self, fresh: list[np.ndarray] | None = None) -> None:
         """Index rows that a commit just made live (caller holds the write lock).
+
+        ``fresh``: the vectors of the rows this write appended, as written. When the index
+        held every row before them, it takes them from memory instead of reading them back
+        from the segments just written (a copy of each row out of the page cache: 2.4 s of
+        a 55 s build of 1M rows in 50k-row adds).
 
         The commit has happened, so a failure here must not fail the write: the index is
         derived data, and exact search stands in for one that cannot take the rows.
         """
         vectors = self._table.vectors_view()
         try:
-            self._index.add(vectors[self._index.ntotal :], vectors)
+            self._index.load_deferred()
+            start = self._index.ntotal
+            new: Any = None
+            if fresh and start + sum(len(f) for f in fresh) == vectors.shape[0]:
+                new = fresh[0] if len(fresh) == 1 else np.concatenate(fresh)
+            self._index.add(vectors[start:] if new is None else new, vectors)
         except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
             self._index = exact_fallback(self._index.spec, self.dim, vectors, exc)
 

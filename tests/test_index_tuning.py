@@ -20,6 +20,7 @@ from embedsearch.index import (
     TARGET_RECALL,
     SearchOptions,
     VectorIndex,
+    _first_met,
     exact_search,
     resolve_spec,
 )
@@ -264,3 +265,47 @@ def test_shortlist_grows_when_probes_alone_cannot_reach_the_target(tmp_path) -> 
     loaded = VectorIndex("IVF16,PQ8x4fs", dim)
     loaded.load(tmp_path / "ix.faiss", vi.info.to_json())
     assert loaded.info.rerank_factor == vi.info.rerank_factor
+
+
+def test_first_met_finds_the_scans_answer_from_any_start() -> None:
+    """The knob search from a previous choice returns what a scan from the first value
+    returns (recall grows with the knob), measuring fewer values near the start."""
+    for count in range(0, 8):
+        for answer in [*range(count), None]:  # the first value meeting the target, or none
+            for start in range(max(count, 1)):
+                seen: list[int] = []
+
+                def met(i: int, answer=answer, seen=seen) -> bool:
+                    seen.append(i)
+                    return answer is not None and i >= answer
+
+                assert _first_met(count, met, start) == answer
+                assert len(set(seen)) == len(seen)  # nothing measured twice
+                if answer is not None and count:
+                    assert len(seen) <= abs(answer - start) + 2
+
+
+def test_a_retune_measures_fewer_knobs_and_chooses_what_a_fresh_tune_does(monkeypatch) -> None:
+    rng = np.random.default_rng(11)
+    base = _clustered(rng, 12_000)
+    vi = VectorIndex("IVF64,PQ16x4fs", 32)
+    vi.build(base)
+    chosen = (vi.info.nprobe, vi.info.rerank_factor)
+    assert chosen[0] is not None and chosen[0] > 2  # a choice a scan from 1 reaches late
+    calls: list[int] = []
+    real = VectorIndex.search
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VectorIndex, "search", counting)
+    vi.tune(base)  # a re-tune in place: starts from the previous choice
+    retune_calls = len(calls)
+    assert (vi.info.nprobe, vi.info.rerank_factor) == chosen
+    calls.clear()
+    fresh = VectorIndex("IVF64,PQ16x4fs", 32)
+    fresh._index, fresh.info = vi._index, type(vi.info)(**{**vi.info.__dict__, "nprobe": None})
+    fresh.tune(base)  # no previous choice: scans from one probe
+    assert (fresh.info.nprobe, fresh.info.rerank_factor) == chosen
+    assert retune_calls < len(calls)

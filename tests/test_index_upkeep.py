@@ -149,3 +149,45 @@ def test_reindex_reads_the_rows_a_chunk_at_a_time(
         got = col.search(q, k=5)
         assert [h.id for h in got] == [f"d{p}" for p in want[0]]
     col.close()
+
+
+def test_the_index_takes_a_writes_rows_from_memory_not_from_its_segments(
+    home, small_policy, monkeypatch
+) -> None:
+    """An add hands the index the vectors it just wrote (as stored: unit float32) instead
+    of reading them back from the new segments, and the index is byte for byte the one
+    built by reading them back; a write past FRESH_INDEX_BYTES reads its rows back."""
+    import faiss
+
+    import embedsearch.collection as collection_mod
+    from embedsearch.table import VectorView
+
+    data = _vectors(800, 3) * 3.0  # not unit: the index must get the stored (normalised) rows
+    reads: list[int] = []
+    real_getitem = VectorView.__getitem__
+
+    def counting(self, key):
+        out = real_getitem(self, key)
+        reads.append(len(out) if getattr(out, "ndim", 1) == 2 else 1)
+        return out
+
+    monkeypatch.setattr(VectorView, "__getitem__", counting)
+    indexes = []
+    for name, budget in (("memory", collection_mod.FRESH_INDEX_BYTES), ("read-back", 0)):
+        monkeypatch.setattr(collection_mod, "FRESH_INDEX_BYTES", budget)
+        col = embedsearch.open(name)
+        _add(col, data[:400], 0)
+        assert col.info()["index"]["kind"] == "approximate"
+        reads.clear()
+        with monkeypatch.context() as m:  # re-tuning reads rows to re-rank: not counted here
+            m.setattr(collection_mod.Collection, "_maintain_index", lambda self: False)
+            _add(col, data[400:600], 400)
+            _add(col, data[600:800], 600)
+        assert sum(reads) == (0 if budget else 400)  # 200 rows of 384 floats: 300 KB each
+        indexes.append(faiss.serialize_index(col._index._index))
+        assert col._index.ntotal == 800
+        assert [col.search(data[i], k=1)[0].id for i in range(0, 800, 80)] == [
+            f"d{i}" for i in range(0, 800, 80)
+        ]
+        col.close()
+    assert np.array_equal(indexes[0], indexes[1])
