@@ -309,3 +309,46 @@ def test_a_retune_measures_fewer_knobs_and_chooses_what_a_fresh_tune_does(monkey
     fresh.tune(base)  # no previous choice: scans from one probe
     assert (fresh.info.nprobe, fresh.info.rerank_factor) == chosen
     assert retune_calls < len(calls)
+
+
+def test_a_near_miss_is_measured_again_on_twice_the_queries(monkeypatch) -> None:
+    """A knob whose sample mean meets the target but whose 95 % bound does not is measured
+    again on a second, disjoint draw of tuning queries (once); a clear miss is not."""
+    import embedsearch.index as index_mod
+
+    rng = np.random.default_rng(12)
+    base = _clustered(rng, 12_000)
+    vi = VectorIndex("IVF64,PQ16x4fs", 32)
+    vi.build(base)
+    chosen = vi.info.nprobe
+    batches: list[np.ndarray] = []
+    real_exact = index_mod.exact_search
+
+    def spy(vectors, queries, k, live=None):
+        if live is None:  # the tuning truths (filtered truths pass a mask)
+            batches.append(np.asarray(queries).copy())
+        return real_exact(vectors, queries, k, live)
+
+    real_met = index_mod._met
+    forced: list[int] = []
+
+    def first_pass_fails(hits, target):  # the first passing measurement: a near miss
+        if not forced and np.mean(hits) >= target:
+            forced.append(len(hits))
+            return False
+        return real_met(hits, target)
+
+    monkeypatch.setattr(index_mod, "exact_search", spy)
+    monkeypatch.setattr(index_mod, "_met", first_pass_fails)
+    vi.info.nprobe = None
+    vi.tune(base)
+    assert forced == [len(batches[0])] and len(batches) == 2  # one more draw, once
+    assert len(batches[0]) == len(batches[1]) == 200
+    first = {r.tobytes() for r in batches[0]}
+    assert not first & {r.tobytes() for r in batches[1]}  # disjoint queries
+    assert vi.info.nprobe == chosen  # re-measured on 400 queries, the same value meets it
+    batches.clear()
+    monkeypatch.setattr(index_mod, "_met", real_met)
+    vi.info.nprobe = None
+    vi.tune(base)
+    assert len(batches) == 1  # no near miss: one draw
