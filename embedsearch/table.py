@@ -417,6 +417,7 @@ class Table:
             for p in todo:
                 self._seg_cols[p].append(built[p])
         out: dict[ColumnPath, KeyColumn] = {}
+        freed = 0
         for p in paths:
             full = self._full_cols.pop(p, None)
             if full is None or len(full) != self.rows:
@@ -424,6 +425,7 @@ class Table:
                 full = KeyColumn.concat(parts) if parts else _absent(0)
                 if len(parts) > 1:  # the parts become views of the whole: one copy of a
                     # row's column in memory, not two (130 MB a key at 10M rows)
+                    freed += sum(_owned_bytes(part) for part in parts)
                     bounds = np.cumsum([0] + [len(part) for part in parts]).tolist()
                     self._seg_cols[p][: len(parts)] = [
                         full.slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])
@@ -433,6 +435,8 @@ class Table:
             oldest = next(iter(self._full_cols))
             self._full_cols.pop(oldest, None)
             self._seg_cols.pop(oldest, None)
+        if freed >= TRIM_AFTER_BYTES:
+            trim_heap()
         return out
 
     def metadata_rows(self, positions: np.ndarray) -> list[dict[str, Any] | None]:
@@ -448,6 +452,40 @@ def _add_ids(idmap: IdMap, seg: Segment, start: int) -> None:
         idmap.add_sorted(*run, start)
     else:
         idmap.add(hash_strings(seg.ids()), start)
+
+
+#: Bytes of per-segment columns freed by one build of whole columns past which the C heap
+#: is trimmed (see :func:`trim_heap`).
+TRIM_AFTER_BYTES = 8 * 2**20
+
+_malloc_trim: Any = None
+
+
+def trim_heap() -> None:
+    """Hand freed C-heap memory back to the operating system (glibc's ``malloc_trim``).
+
+    The per-segment columns a filter builds are freed once they are joined into one column,
+    but glibc keeps the freed blocks in the process (its threshold for returning memory
+    rises after large frees): at 1.01M rows the columns of three keys left RSS at +83 MB
+    without a trim and +46 MB with one (37.5 MB of columns). A no-op where the C library has
+    no ``malloc_trim`` (musl, macOS).
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def _owned_bytes(col: KeyColumn) -> int:
+    """Bytes held by ``col``'s own arrays (not views of another column's)."""
+    return sum(a.nbytes for a in (col.kind, col.num, col.codes) if a.base is None)
 
 
 def _absent(n: int) -> KeyColumn:

@@ -225,3 +225,25 @@ def test_arrow_parsed_columns_equal_the_row_predicate() -> None:
             for where in ({**a, **b}, {"$or": [a, b]}, {"$not": {"$and": [a, b]}}):
                 got = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
                 assert (got == filter_mask(where, metas)).all(), where
+
+
+def test_joining_a_keys_columns_hands_the_freed_heap_back(monkeypatch) -> None:
+    """Building a key's whole column frees its per-segment arrays; past TRIM_AFTER_BYTES the
+    C heap is trimmed so that RSS falls with them (glibc keeps freed blocks otherwise)."""
+    import embedsearch.table as table_mod
+
+    table_mod.trim_heap()  # the real call: a no-op where libc has no malloc_trim
+    calls: list[int] = []
+    monkeypatch.setattr(table_mod, "trim_heap", lambda: calls.append(1))
+    rng = random.Random(4)
+    metas = [_meta(rng) for _ in range(300)]
+    table = _table(metas, chunks=3)
+    parts_bytes = 300 * (1 + 8 + 4)  # kind, num and codes of every row, in three parts
+    monkeypatch.setattr(table_mod, "TRIM_AFTER_BYTES", parts_bytes + 1)
+    table.metadata_columns([("a",)])
+    assert calls == []  # fewer bytes freed than the threshold
+    monkeypatch.setattr(table_mod, "TRIM_AFTER_BYTES", parts_bytes)
+    table.metadata_columns([("b",)])
+    assert calls == [1]
+    table.metadata_columns([("b",)])  # cached: nothing joined, nothing freed
+    assert calls == [1]
