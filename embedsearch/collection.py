@@ -400,6 +400,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             replaced: list[int] = []
             out_ids: list[str] = []
             fresh: list[np.ndarray] | None = []  # the rows' vectors as written, for the index
+            fresh_bytes = 0
             try:
                 stream = self._checked_rows(texts, ids, metadata, vectors)
                 step = VECTOR_CHUNK if isinstance(vectors, np.ndarray) else WRITE_CHUNK
@@ -426,10 +427,11 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     c_vectors = np.ascontiguousarray(c_vectors, dtype="<f4")  # as stored
                     ref = _write_segment(self.path, c_ids, c_texts, c_meta, c_vectors, c_dicts)
                     written.append(ref)
-                    if fresh is not None:
+                    fresh_bytes += c_vectors.nbytes
+                    if fresh is not None and fresh_bytes <= FRESH_INDEX_BYTES:
                         fresh.append(c_vectors)
-                        if sum(f.nbytes for f in fresh) > FRESH_INDEX_BYTES:
-                            fresh = None  # a large write: the index reads its rows back
+                    else:  # a large write: the index reads its rows back
+                        fresh = None
                     out_ids.extend(c_ids)
                     bar.update(len(c_ids))
                 if not out_ids:

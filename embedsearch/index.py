@@ -954,7 +954,7 @@ class VectorIndex:
 
         best: tuple[float, Any, int, float] | None = None  # (cost, value, factor, recall)
         last: tuple[Any, int, float] = (values[-1], RERANK_FACTORS[-1], 0.0)
-        measured: dict[tuple[Any, int], tuple[bool, float]] = {}
+        recall_of: dict[tuple[Any, int], float] = {}  # each setting measured, its recall
 
         def measure(value: Any, factor: int) -> bool:
             nonlocal last, spare
@@ -964,10 +964,9 @@ class VectorIndex:
                 add_queries(spare)
                 spare = spare[:0]
                 hits = recalls(value, factor)
-            recall = float(np.mean(hits)) if hits else 1.0
+            recall_of[value, factor] = recall = float(np.mean(hits)) if hits else 1.0
             last = (value, factor, recall)
-            measured[value, factor] = (_met(hits, target), recall)
-            return measured[value, factor][0]
+            return _met(hits, target)
 
         previous = (getattr(self.info, knob) if knob else None, self.info.rerank_factor)
         for factor in RERANK_FACTORS if knob else RERANK_FACTORS[:1]:
@@ -983,7 +982,7 @@ class VectorIndex:
             )
             if found is not None:
                 value = affordable[found]
-                best = (cost_us(value, factor), value, factor, measured[value, factor][1])
+                best = (cost_us(value, factor), value, factor, recall_of[value, factor])
         chosen, factor, recall = best[1:] if best is not None else last
         self.info.rerank_factor = factor
         if knob == "nprobe":

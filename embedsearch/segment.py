@@ -345,6 +345,7 @@ class MappedSegment:
         self._crcs = None if self._crcs_map is None else np.frombuffer(self._crcs_map, "<u4")
         self._batch: pa.RecordBatch | None = None  # fully validated
         self._parsed: pa.RecordBatch | None = None  # checksum and layout checked only
+        self._typed_checked = False  # the typed columns checked in full (see typed)
         self._string_plans: dict[int, tuple[int, int, int, int | None, int] | None] = {}
         self._verified_arrow = self._ids_verified = verified
         self._lock = threading.Lock()
@@ -753,7 +754,7 @@ class MappedSegment:
         filter does not read: at 10M rows the full check of every segment's batch was 0.21 s
         of a fresh process's first filtered query."""
         batch = self._parsed_batch()
-        checked = batch is self._batch
+        checked = self._typed_checked or batch is self._batch
         cols: dict[str, pa.Array] = {}
         for i, f in enumerate(batch.schema):
             if i < 3:
@@ -767,6 +768,7 @@ class MappedSegment:
                         f"{self.ref.file} cannot be read as an Arrow segment ({exc})."
                     ) from exc
             cols[f.name[len(TYPED_PREFIX) :]] = column
+        self._typed_checked = True  # a filter on another key later does not check them again
         raw = (batch.schema.metadata or {}).get(_UNTYPED_KEY, b"[]")
         try:
             untyped = json.loads(raw)
