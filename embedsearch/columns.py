@@ -148,6 +148,8 @@ class KeyColumn:
         if len(parts) == 1:
             return parts[0]
         dicts = list({id(p.strings): p.strings for p in parts}.values())
+        if all(len(d) == len(dicts[0]) and (d == dicts[0]).all() for d in dicts[1:]):
+            dicts = dicts[:1]  # every part has the same strings (each segment its "t0".."t6")
         if len(dicts) == 1:  # slices of one parse share their dictionary: no re-mapping
             strings, codes = dicts[0], [p.codes for p in parts]
         else:

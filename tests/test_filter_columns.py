@@ -159,6 +159,22 @@ def test_typed_arrow_columns_convert_without_python_rows() -> None:
     assert nums.kind.tolist() == [3, 0, 6] and nums.undecided.tolist() == [2]
 
 
+def test_joined_string_columns_keep_one_dictionary() -> None:
+    """Segments with the same strings join without re-mapping (the dictionary of the first
+    is kept); different strings are merged into one sorted dictionary. Either way each row
+    decodes to its own value."""
+    same = [KeyColumn.from_arrow(pa.array(v)) for v in (["t1", "t0"], ["t0", None, "t1"])]
+    joined = KeyColumn.concat(same)
+    assert joined.strings is same[0].strings
+    mixed = [*same, KeyColumn.from_arrow(pa.array(["a", "t1"])), KeyColumn.from_arrow(pa.array([5]))]
+    for parts in (same, mixed):
+        joined = KeyColumn.concat(parts)
+        rows = [v for p in parts for v in zip(p.codes.tolist(), [p.strings] * len(p))]
+        want = [s[c] if c >= 0 else None for c, s in rows]
+        got = [joined.strings[c] if c >= 0 else None for c in joined.codes.tolist()]
+        assert got == want and list(joined.strings) == sorted(set(joined.strings))
+
+
 def test_collection_filters_match_the_reference(home) -> None:
     rng = random.Random(9)
     metas = [_meta(rng) or {} for _ in range(300)]

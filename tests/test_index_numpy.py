@@ -95,3 +95,45 @@ def test_numpy_coarse_step_finds_faiss_cells_and_the_same_hits(spec: str) -> Non
             assert np.array_equal(ours[1], theirs[1]) and np.allclose(ours[0], theirs[0])
             if mask is not None:
                 assert live[ours[1][ours[1] >= 0]].all()
+
+
+class _Blocks:
+    """Pure plumbing (named as such): an in-memory matrix that offers ``blocks()`` the way a
+    collection's segments do, so exact_search takes its block-by-block path."""
+
+    def __init__(self, x: np.ndarray, rows: int) -> None:
+        self._x, self._rows, self.shape = x, rows, x.shape
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:  # a selective filter gathers
+        return self._x[rows]
+
+    def blocks(self):  # noqa: ANN201 - an iterator of (start, view)
+        for lo in range(0, self._x.shape[0], self._rows):
+            yield lo, self._x[lo : lo + self._rows]
+
+
+@pytest.mark.parametrize("k", [1, 10, 266, 700])
+def test_block_scan_finds_the_exact_top_k(k: int) -> None:
+    """The segment-by-segment scan returns the brute-force top k: scores in order, each
+    position's own score, dead rows never, -1 / -inf padding past the live rows."""
+    from embedsearch.index import exact_search
+
+    x = _clustered(2_000, seed=3)
+    x[1500:1600] = x[100]  # a hundred copies: equal scores across blocks
+    q = np.concatenate([x[[100, 7, 1999]], _clustered(5, seed=4)])
+    for live in (None, np.arange(2_000) % 3 == 0, np.arange(2_000) < 40):
+        sims = q @ x.T
+        if live is not None:
+            sims[:, ~live] = -np.inf
+        s, p = exact_search(_Blocks(x, 300), q, k, live)
+        want = np.sort(sims, axis=1)[:, ::-1][:, :k]
+        finite = np.isfinite(want)
+        assert np.allclose(s[finite], want[finite])
+        assert (p[~np.isfinite(s)] == -1).all() and not np.isfinite(s[~finite]).any()
+        for i in range(q.shape[0]):
+            got = p[i][p[i] >= 0]
+            assert live is None or live[got].all()
+            assert np.allclose(sims[i, got], s[i, : got.size])
+            assert len(set(got.tolist())) == got.size
+        dense_s, dense_p = exact_search(x, q, k, live)  # the in-memory path agrees
+        assert np.allclose(dense_s[finite], s[finite])
