@@ -166,7 +166,11 @@ def test_joined_string_columns_keep_one_dictionary() -> None:
     same = [KeyColumn.from_arrow(pa.array(v)) for v in (["t1", "t0"], ["t0", None, "t1"])]
     joined = KeyColumn.concat(same)
     assert joined.strings is same[0].strings
-    mixed = [*same, KeyColumn.from_arrow(pa.array(["a", "t1"])), KeyColumn.from_arrow(pa.array([5]))]
+    mixed = [
+        *same,
+        KeyColumn.from_arrow(pa.array(["a", "t1"])),
+        KeyColumn.from_arrow(pa.array([5])),
+    ]
     for parts in (same, mixed):
         joined = KeyColumn.concat(parts)
         rows = [v for p in parts for v in zip(p.codes.tolist(), [p.strings] * len(p))]
