@@ -355,7 +355,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         try:
             for start, seg, ref in zip(table.segment_starts(), table.segments, manifest.segments):
                 if not ref.legacy:
-                    if ref.ids is None or ref.lacks_row_crcs:  # formats 2-3: derived files
+                    if ref.ids is None or ref.lacks_row_crcs or ref.lacks_columns:  # formats 2-4
                         new = _add_derived(self.path, ref, seg)
                         written += sorted(set(new.files()) - set(ref.files()))
                         ref = new

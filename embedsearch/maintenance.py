@@ -39,13 +39,14 @@ import numpy as np
 from . import durable, store, versions
 from .errors import CollectionNotFoundError, CorruptionError, UnsafeFileError
 from .manifest import INDEX_RE, SEGMENT_RE, TOMBSTONE_RE, IndexSection, Manifest, SegmentRef
-from .segment import verify_crcs, verify_ids, verify_segment
+from .segment import verify_columns, verify_crcs, verify_ids, verify_segment
 
 Severity = Literal["error", "warning"]
 
-#: A segment's derived files (manifest key, check against the verified segment): damaged,
-#: they are dropped without losing a row, and the next write rebuilds them.
-_DERIVED = (("ids", verify_ids), ("crcs", verify_crcs))
+#: A segment's derived parts (manifest key, check against the verified segment): damaged,
+#: they are dropped without losing a row, and the next write rebuilds them. The id index
+#: and row checksums are files; the typed column layout (format 5) is in the manifest only.
+_DERIVED = (("ids", verify_ids), ("crcs", verify_crcs), ("columns", verify_columns))
 
 QUARANTINE_DIR = "quarantine"
 # The only file names a manifest may contain: anything else (``../x``, absolute paths) is
@@ -282,10 +283,15 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
                 check(root, ref, seg)
             except CorruptionError as exc:
                 part = getattr(ref, key)
-                kind = _classify(root, store.FileRef(part.file, 0, part.sha256, 0))[0]
+                file = getattr(part, "file", ref.file)
+                kind = (
+                    _classify(root, store.FileRef(part.file, 0, part.sha256, 0))[0]
+                    if hasattr(part, "file")
+                    else "layout"
+                )
                 report.add(
                     "error",
-                    part.file,
+                    file,
                     kind,
                     f"{exc} `embedsearch repair` drops it (no rows are lost); the next "
                     "write rebuilds it",
@@ -318,6 +324,15 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             f"{len(no_crcs)} segment(s) without row checksums (formats 2-3: a process checks "
             "a whole 64-row block to read one row the first time); run `embedsearch "
             "upgrade` (or write to the collection) to add them",
+        )
+    if no_layout := [s for s in manifest.segments if s.lacks_columns]:
+        report.add(
+            "warning",
+            store.MANIFEST,
+            "format",
+            f"{len(no_layout)} segment(s) without a typed column layout (formats 2-4: a "
+            "process checksums a whole segment file before its first filter reads a "
+            "column); run `embedsearch upgrade` (or write to the collection) to add them",
         )
 
     live = np.ones(len(ids), dtype=bool)
@@ -639,8 +654,9 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
                         check(root, ref, seg)
                     except CorruptionError:  # derived data: drop it, keep the rows
                         part = getattr(ref, key)
-                        _quarantine(root, part.file, report)
-                        report.dropped_refs.append(part.file)
+                        if hasattr(part, "file"):  # the layout has no file of its own
+                            _quarantine(root, part.file, report)
+                            report.dropped_refs.append(part.file)
                         ref = dataclasses.replace(ref, **{key: None})
                         derived_dropped = True
         if ok:

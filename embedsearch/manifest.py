@@ -26,6 +26,14 @@ Format versions:
   at 5M rows read 96 KiB for each re-ranked row). Segments from formats 2-3 get theirs on
   the first write or from ``embedsearch upgrade``; code that reads at most format 3 refuses
   the collection.
+* **5** — as 4, and a segment may carry the layout of its typed metadata columns
+  (``columns``: for each column of the Arrow file that a filter reads, its type, null count,
+  where its buffers lie and the CRC-32 of the bytes they span; and the keys left untyped),
+  so that a filter maps and checks only the columns it reads, without parsing the Arrow file
+  or checksumming its texts (at 10M rows the whole files' CRC-32 was 0.38 s of a fresh
+  process's first filtered query). Segments from formats 2-4 get theirs on the first write
+  or from ``embedsearch upgrade`` (no file is written: the layout is read from the checked
+  Arrow file); code that reads at most format 4 refuses the collection.
 
 Example:
     >>> m = Manifest.from_json(json.loads(raw))
@@ -43,8 +51,9 @@ from typing import Any
 
 FORMAT_NAME = "embedsearch-collection"
 #: Written by this code. 1 = Parquet segments; 2 = Arrow IPC + float32 segments; 3 = 2 +
-#: each segment's id index; 4 = 3 + each segment's row checksums.
-FORMAT_VERSION = 4
+#: each segment's id index; 4 = 3 + each segment's row checksums; 5 = 4 + each segment's
+#: typed column layout.
+FORMAT_VERSION = 5
 SEGMENTS_DIR = "segments"
 #: Largest manifest accepted (bytes). 10M rows in 2,048-row segments is ~2 MB of JSON.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -251,6 +260,105 @@ class RowCrcsRef:
         return cls(name, sha, size, chunk, crc)
 
 
+#: The Arrow types of typed metadata columns, by the name a layout gives them, and the
+#: buffers each has: validity then values (int, float, bool) or offsets and bytes (string).
+COLUMN_TYPES = {"int64": 2, "double": 2, "bool": 2, "string": 3}
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    """One typed column of a segment's Arrow file (format 5): ``key`` (the metadata key),
+    ``type`` (a :data:`COLUMN_TYPES` name), ``nulls`` (rows without the key), ``buffers``
+    (``(offset, length)`` in the file, or None for an absent validity bitmap) and ``crc32``
+    of the bytes from the first buffer's start to the last one's end."""
+
+    key: str
+    type: str
+    nulls: int
+    buffers: tuple[tuple[int, int] | None, ...]
+    crc32: str
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """``(start, end)`` in the file of the bytes the checksum covers."""
+        present = [b for b in self.buffers if b is not None]
+        return min(o for o, _ in present), max(o + n for o, n in present)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "type": self.type,
+            "nulls": self.nulls,
+            "buffers": [None if b is None else list(b) for b in self.buffers],
+            "crc32": self.crc32,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str, rows: int, file_bytes: int) -> ColumnLayout:
+        """Checked against the segment: every buffer inside the file and long enough for
+        ``rows`` values of its type (a string column's offsets then bound its bytes when
+        the column is validated on read)."""
+        obj = _obj(obj, where)
+        key, kind = _str(obj, "key", where), _str(obj, "type", where)
+        if kind not in COLUMN_TYPES:
+            raise ValueError(f"{where}.type {kind[:40]!r} is not one of {sorted(COLUMN_TYPES)}")
+        nulls = _int(obj, "nulls", where)
+        if nulls > rows:
+            raise ValueError(f"{where}.nulls exceeds the segment's rows")
+        raw = obj.get("buffers")
+        if not isinstance(raw, list) or len(raw) != COLUMN_TYPES[kind]:
+            raise ValueError(f"{where}.buffers is not a list of {COLUMN_TYPES[kind]} buffers")
+        bits = -(-rows // 8)
+        least = [
+            bits,
+            {"int64": 8 * rows, "double": 8 * rows, "bool": bits, "string": 4 * rows + 4}[kind],
+        ]
+        least += [0] if kind == "string" else []
+        buffers: list[tuple[int, int] | None] = []
+        for i, (b, need) in enumerate(zip(raw, least)):
+            if b is None and i == 0 and nulls == 0:
+                buffers.append(None)
+                continue
+            ok = isinstance(b, list) and len(b) == 2 and all(type(v) is int for v in b)
+            if not ok or b[0] < 0 or b[1] < need or b[0] + b[1] > file_bytes:
+                raise ValueError(
+                    f"{where}.buffers[{i}] is not [offset, length] of at least {need} bytes "
+                    "inside the segment's file"
+                )
+            buffers.append((b[0], b[1]))
+        if buffers[-1] is None:
+            raise ValueError(f"{where}.buffers has no values")
+        return cls(key, kind, nulls, tuple(buffers), _crc(obj, where))
+
+
+@dataclass(frozen=True)
+class ColumnsRef:
+    """A segment's typed metadata columns (format 5): each one's layout, and the keys that
+    some rows hold with values no typed column can keep (filters read those from the JSON)."""
+
+    typed: tuple[ColumnLayout, ...]
+    untyped: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"typed": [c.to_json() for c in self.typed], "untyped": list(self.untyped)}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str, rows: int, file_bytes: int) -> ColumnsRef:
+        obj = _obj(obj, where)
+        typed, untyped = obj.get("typed"), obj.get("untyped")
+        if not isinstance(typed, list) or not isinstance(untyped, list):
+            raise ValueError(f"{where} does not hold lists 'typed' and 'untyped'")
+        if not all(isinstance(k, str) for k in untyped):
+            raise ValueError(f"{where}.untyped is not a list of keys")
+        cols = tuple(
+            ColumnLayout.from_json(c, f"{where}.typed[{i}]", rows, file_bytes)
+            for i, c in enumerate(typed)
+        )
+        if len({c.key for c in cols}) != len(cols):
+            raise ValueError(f"{where}.typed names a key twice")
+        return cls(cols, tuple(untyped))
+
+
 @dataclass(frozen=True)
 class SegmentRef(FileRef):
     """A segment: its main file (Parquet in v1, Arrow IPC in v2) and, in v2, its vectors.
@@ -263,6 +371,7 @@ class SegmentRef(FileRef):
     vectors: VectorsRef | None = None
     ids: IdsRef | None = None
     crcs: RowCrcsRef | None = None
+    columns: ColumnsRef | None = None
 
     @property
     def legacy(self) -> bool:
@@ -277,6 +386,11 @@ class SegmentRef(FileRef):
         vec = self.vectors
         return vec is not None and self.crcs is None and self.rows > vec.block_rows
 
+    @property
+    def lacks_columns(self) -> bool:
+        """An Arrow segment without its typed column layout (formats 2-4)."""
+        return self.vectors is not None and self.columns is None
+
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         if self.vectors is not None:
@@ -286,6 +400,8 @@ class SegmentRef(FileRef):
             out["ids"] = self.ids.to_json()
         if self.crcs is not None:
             out["crcs"] = self.crcs.to_json()
+        if self.columns is not None:
+            out["columns"] = self.columns.to_json()
         return out
 
     @classmethod
@@ -309,7 +425,12 @@ class SegmentRef(FileRef):
             crcs = RowCrcsRef.from_json(obj["crcs"], f"{where}.crcs", base.rows)
             if crcs.file[:-4] != base.file[:-6]:
                 raise ValueError(f"{where}.crcs.file does not belong to {base.file}")
-        return cls(base.file, base.rows, base.sha256, base.bytes, crc, vec, ids, crcs)
+        columns = None
+        if obj.get("columns") is not None:
+            columns = ColumnsRef.from_json(
+                obj["columns"], f"{where}.columns", base.rows, base.bytes
+            )
+        return cls(base.file, base.rows, base.sha256, base.bytes, crc, vec, ids, crcs, columns)
 
     def files(self) -> list[str]:
         parts = (getattr(self, key) for key in SEGMENT_PARTS)
@@ -360,7 +481,7 @@ class Manifest:
     """Everything ``manifest.json`` says, checked. Change one with :func:`dataclasses.replace`.
 
     Attributes:
-        format_version: 1 to 4 (see the module docstring).
+        format_version: 1 to 5 (see the module docstring).
         generation: bumped by every commit.
         epoch: changes when positions are renumbered (compaction, repair) or the collection
             is re-created; a saved index is valid only for its own epoch.
@@ -407,8 +528,12 @@ class Manifest:
     @property
     def segments_to_upgrade(self) -> list[SegmentRef]:
         """Segments a writer brings to the current format first: format 1 (rewritten) and
-        formats 2-3 (no id index or no row checksums yet)."""
-        return [s for s in self.segments if s.legacy or s.ids is None or s.lacks_row_crcs]
+        formats 2-4 (no id index, row checksums or column layout yet)."""
+        return [
+            s
+            for s in self.segments
+            if s.legacy or s.ids is None or s.lacks_row_crcs or s.lacks_columns
+        ]
 
     @property
     def needs_upgrade(self) -> bool:

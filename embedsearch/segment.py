@@ -58,7 +58,16 @@ from . import durable
 from .checksums import chunk_crcs, crc32
 from .errors import CorruptionError, UnsafeFileError
 from .idhash import decode_run, encode_run, hash_strings
-from .manifest import SEGMENTS_DIR, IdsRef, RowCrcsRef, SegmentRef, VectorsRef
+from .manifest import (
+    COLUMN_TYPES,
+    SEGMENTS_DIR,
+    ColumnLayout,
+    ColumnsRef,
+    IdsRef,
+    RowCrcsRef,
+    SegmentRef,
+    VectorsRef,
+)
 
 #: Rows per checksummed vector block of segments written from now on (each segment's
 #: manifest entry names its own, so older segments keep theirs): 64 rows × 384 dims = 96 KiB,
@@ -169,6 +178,43 @@ def encode_segment(
     return sink.getvalue(), np.ascontiguousarray(vectors, dtype="<f4")
 
 
+#: Arrow type of each typed column type a layout names (see :data:`COLUMN_TYPES`).
+_ARROW_TYPES = {
+    "int64": pa.int64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+}
+
+
+def column_layout(batch: pa.RecordBatch, base: int, data: Any) -> ColumnsRef:
+    """Where each typed column of ``batch`` (read from a file whose bytes ``data`` start at
+    address ``base``) lies in that file, with the CRC-32 of each column's span (format 5)."""
+    view = memoryview(data).cast("B")
+    typed = []
+    names = {str(t): n for n, t in _ARROW_TYPES.items()}
+    for i, field in enumerate(batch.schema):
+        if i < 3:
+            continue
+        column = batch.column(i)
+        kind = names[str(field.type)]
+        buffers = tuple(None if b is None else (b.address - base, b.size) for b in column.buffers())
+        assert len(buffers) == COLUMN_TYPES[kind] and column.offset == 0
+        if buffers[0] is not None and column.null_count == 0:
+            buffers = (None, *buffers[1:])  # no nulls: nothing for the bitmap to say
+        layout = ColumnLayout(field.name[len(TYPED_PREFIX) :], kind, column.null_count, buffers, "")
+        lo, hi = layout.span
+        typed.append(dataclasses.replace(layout, crc32=f"{crc32(view[lo:hi]):08x}"))
+    raw = (batch.schema.metadata or {}).get(_UNTYPED_KEY, b"[]")
+    return ColumnsRef(tuple(typed), tuple(json.loads(raw)))
+
+
+def _layout_of(arrow: pa.Buffer) -> ColumnsRef:
+    """:func:`column_layout` of a segment's Arrow file held in memory (as just encoded)."""
+    batch = pa.ipc.open_file(arrow).get_batch(0)
+    return column_layout(batch, arrow.address, arrow)
+
+
 def block_crcs(matrix: np.ndarray, block_rows: int = BLOCK_ROWS) -> str:
     """CRC-32 of each block of ``block_rows`` rows, as 8 hex digits each."""
     return chunk_crcs(matrix, block_rows * matrix.shape[1] * 4)
@@ -234,6 +280,7 @@ def write_segment(
         vectors=vref,
         ids=id_ref,
         crcs=crc_ref,
+        columns=_layout_of(arrow),
     )
 
 
@@ -249,9 +296,10 @@ _UPGRADE_ROWS = 65_536
 
 
 def add_derived(root: Path, ref: SegmentRef, seg: Segment) -> SegmentRef:
-    """``ref`` with whatever it lacks of its id index and row checksums written for it (a
-    format-2 or -3 segment being upgraded); the rows are untouched. The vectors are read
-    in slices, each checked against its block checksums and unmapped again."""
+    """``ref`` with whatever it lacks of its id index, row checksums and column layout (a
+    format-2 to -4 segment being upgraded); the rows are untouched. The vectors are read
+    in slices, each checked against its block checksums and unmapped again; the layout is
+    read from the Arrow file once its whole-file checksum holds (no file is written)."""
     stem = ref.file[: -len(".arrow")]
     if ref.ids is None:
         ref = dataclasses.replace(ref, ids=write_ids(root, stem, hash_strings(seg.ids())))
@@ -263,6 +311,8 @@ def add_derived(root: Path, ref: SegmentRef, seg: Segment) -> SegmentRef:
             ]
         )
         ref = dataclasses.replace(ref, crcs=write_crcs(root, stem, values))
+    if ref.lacks_columns and isinstance(seg, MappedSegment):
+        ref = dataclasses.replace(ref, columns=seg.layout())
     return ref
 
 
@@ -346,6 +396,7 @@ class MappedSegment:
         self._batch: pa.RecordBatch | None = None  # fully validated
         self._parsed: pa.RecordBatch | None = None  # checksum and layout checked only
         self._typed_checked = False  # the typed columns checked in full (see typed)
+        self._layout_columns: dict[str, pa.Array] = {}  # format 5: columns mapped so far
         self._string_plans: dict[int, tuple[int, int, int, int | None, int] | None] = {}
         self._verified_arrow = self._ids_verified = verified
         self._lock = threading.Lock()
@@ -746,13 +797,21 @@ class MappedSegment:
     def metadata_json(self) -> pa.StringArray:
         return self.batch().column(2)
 
-    def typed(self) -> tuple[dict[str, pa.Array], list[str] | None]:
+    def typed(
+        self, keys: Sequence[str] | None = None
+    ) -> tuple[dict[str, pa.Array], list[str] | None]:
         """(typed columns by key, keys that are present but untyped in this segment).
 
-        A key in neither is held by no row of the segment. Only these columns are checked
-        in full (their offsets and strings), not the texts and the metadata JSON, which a
-        filter does not read: at 10M rows the full check of every segment's batch was 0.21 s
-        of a fresh process's first filtered query."""
+        A key in neither is held by no row of the segment. ``keys``: the keys wanted (all
+        when None; the dict may hold more). A format-5 segment's columns are mapped from the
+        layout its manifest entry gives, each checked by its own CRC-32 on first use: the
+        Arrow file is neither parsed nor checksummed whole (its texts and metadata JSON are
+        most of its bytes). Older segments parse the file (whole-file CRC-32) and check only
+        these columns in full (offsets and strings), not the texts and the metadata JSON,
+        which a filter does not read: at 10M rows the full check of every segment's batch
+        was 0.21 s of a fresh process's first filtered query."""
+        if self.ref.columns is not None and self._batch is None:
+            return self._typed_from_layout(self.ref.columns, keys)
         batch = self._parsed_batch()
         checked = self._typed_checked or batch is self._batch
         cols: dict[str, pa.Array] = {}
@@ -777,6 +836,55 @@ class MappedSegment:
         except ValueError as exc:
             raise CorruptionError(f"{self.ref.file} has unreadable column notes ({exc}).") from exc
         return cols, untyped
+
+    def _typed_from_layout(
+        self, layout: ColumnsRef, keys: Sequence[str] | None
+    ) -> tuple[dict[str, pa.Array], list[str] | None]:
+        want = None if keys is None else set(keys)
+        cols: dict[str, pa.Array] = {}
+        for c in layout.typed:
+            if want is not None and c.key not in want:
+                continue
+            column = self._layout_columns.get(c.key)
+            if column is None:
+                with self._lock:
+                    column = self._layout_columns.get(c.key)
+                    if column is None:
+                        column = self._layout_columns[c.key] = self._map_column(c)
+            cols[c.key] = column
+        return cols, list(layout.untyped)
+
+    def _map_column(self, c: ColumnLayout) -> pa.Array:
+        """Column ``c`` as an Arrow array over the map (no copy), its span's CRC-32 checked
+        unless this process wrote the segment, and validated in full (a string column's
+        offsets must stay inside its bytes)."""
+        lo, hi = c.span
+        view = memoryview(self._arrow_map)
+        if not self._verified_arrow and f"{crc32(view[lo:hi]):08x}" != c.crc32:
+            raise CorruptionError(
+                f"{self.ref.file} fails the checksum of its column {c.key[:60]!r} (the file "
+                "was changed or damaged); run `embedsearch verify` for details and "
+                "`embedsearch repair` to quarantine it."
+            )
+        whole = pa.py_buffer(self._arrow_map)
+        buffers = [None if b is None else whole.slice(b[0], b[1]) for b in c.buffers]
+        try:
+            column = pa.Array.from_buffers(_ARROW_TYPES[c.type], self.rows, buffers, c.nulls)
+            column.validate(full=True)
+            if column.null_count != c.nulls:
+                raise ValueError(f"{column.null_count} nulls where the manifest says {c.nulls}")
+        except (pa.ArrowException, ValueError) as exc:
+            raise CorruptionError(
+                f"{self.ref.file} cannot be read as its manifest describes column "
+                f"{c.key[:60]!r} ({exc})."
+            ) from exc
+        return column  # its pages are dropped with the rest by release_columns
+
+    def layout(self) -> ColumnsRef:
+        """Where this segment's typed columns lie in its Arrow file (see
+        :func:`column_layout`), read from the file once its whole-file checksum holds."""
+        batch = self._parsed_batch()
+        return column_layout(batch, self._arrow_base, self._arrow_map)
 
 
 _TYPED_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string())
@@ -821,7 +929,9 @@ class MemorySegment:
     def metadata_json(self) -> pa.StringArray:
         return self._meta
 
-    def typed(self) -> tuple[dict[str, pa.Array], list[str] | None]:
+    def typed(
+        self, keys: Sequence[str] | None = None
+    ) -> tuple[dict[str, pa.Array], list[str] | None]:
         return {}, None  # no typed columns stored: every key is decided from the JSON
 
 
@@ -858,6 +968,15 @@ def verify_segment(root: Path, ref: SegmentRef, dim: int) -> Segment:
     seg.vectors()
     seg.batch()
     return seg
+
+
+def verify_columns(root: Path, ref: SegmentRef, seg: Segment) -> None:
+    """Check a segment's typed column layout (format 5) against its verified Arrow file."""
+    if ref.columns is not None and isinstance(seg, MappedSegment) and seg.layout() != ref.columns:
+        raise CorruptionError(
+            f"the manifest's layout of the typed columns of {ref.file} does not match the "
+            "file (the manifest was changed or damaged); filters would misread them."
+        )
 
 
 def verify_ids(root: Path, ref: SegmentRef, seg: Segment) -> None:

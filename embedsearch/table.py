@@ -499,7 +499,7 @@ def _absent(n: int) -> KeyColumn:
 
 def _segment_columns(seg: Segment, paths: Sequence[ColumnPath]) -> dict[ColumnPath, KeyColumn]:
     """Typed columns of ``paths`` over one segment (see :meth:`Table.metadata_columns`)."""
-    typed, untyped = seg.typed()
+    typed, untyped = seg.typed([p[0] for p in paths])
     out: dict[ColumnPath, KeyColumn] = {}
     parse: list[ColumnPath] = []
     for p in paths:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from v1_format import downgrade, to_format_2, to_format_3
+from v1_format import downgrade, to_format_2, to_format_3, to_format_4
 
 import embedsearch
 from embedsearch import manifest as manifest_mod
@@ -313,7 +313,7 @@ def test_format_2_collection_opens_and_gets_its_id_indexes_on_upgrade(
     assert not list((path / "segments").glob("*.ids"))
     assert _answers(path, queries) == want  # ids hashed on first look-up, as format 2 did
     report = verify(path)
-    assert report.ok and [p.kind for p in report.warnings] == ["format", "format"]
+    assert report.ok and [p.kind for p in report.warnings] == ["format"] * 3  # ids, rows, layout
     assert "without an id index" in report.warnings[0].detail
     assert "without row checksums" in report.warnings[1].detail
 
@@ -577,14 +577,15 @@ def test_format_3_collection_gets_its_row_checksums_on_upgrade(
     assert not list((path / "segments").glob("*.crc"))
     assert _answers(path, queries) == want  # read through the block checksums, as format 3
     report = verify(path)
-    assert report.ok and ["without row checksums" in p.detail for p in report.warnings] == [True]
+    assert report.ok and any("without row checksums" in p.detail for p in report.warnings)
     col = embedsearch.open(path)
     col._table.take(np.array([1, 2]))
     assert col._table.segments[0]._block_ok[0]  # no row checksums: the whole block is checked
     col.close()
 
-    lacking = store.read_manifest(path).segments_to_upgrade
-    assert [s.rows for s in lacking] == [s.rows for s in store.read_manifest(path).segments
+    lacking = store.read_manifest(path).segments_to_upgrade  # all: none has its layout
+    no_crcs = [s for s in lacking if s.lacks_row_crcs]
+    assert [s.rows for s in no_crcs] == [s.rows for s in store.read_manifest(path).segments
                                          if s.rows > 64]  # fmt: skip
     assert cli_main(["upgrade", str(path)]) == 0
     n = len(lacking)
@@ -592,10 +593,100 @@ def test_format_3_collection_gets_its_row_checksums_on_upgrade(
     manifest = store.read_manifest(path)
     assert manifest.format_version == store.FORMAT_VERSION and not manifest.needs_upgrade
     assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
-    assert len(list((path / "segments").glob("*.crc"))) == n
+    assert len(list((path / "segments").glob("*.crc"))) == len(no_crcs)
     assert all((path / s.crcs.file).stat().st_size == 4 * s.rows
                for s in manifest.segments if s.crcs)  # fmt: skip
     assert _answers(path, queries) == want
+    assert verify(path).problems == []
+
+
+def test_format_4_collection_gets_its_column_layouts_on_upgrade(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any, capsys: pytest.CaptureFixture
+) -> None:
+    """Format 5 records where each typed metadata column lies in its segment's Arrow file:
+    a format-4 collection reads as before (filters parse and checksum whole files), the
+    upgrade adds the layouts without writing a file or touching a row, and then a filter
+    maps and checks only the columns it reads."""
+    path, queries, want, index_file = _older(ivf_template, tmp_path, demo_vectors, to_format_4)
+    assert _answers(path, queries) == want
+    report = verify(path)
+    assert report.ok and any("typed column layout" in p.detail for p in report.warnings)
+    files = sorted(p.name for p in (path / "segments").iterdir())
+
+    assert cli_main(["upgrade", str(path)]) == 0
+    n = len(store.read_manifest(path).segments)
+    assert f"{n} segment(s)" in capsys.readouterr().out
+    manifest = store.read_manifest(path)
+    assert manifest.format_version == store.FORMAT_VERSION and not manifest.needs_upgrade
+    assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
+    assert sorted(p.name for p in (path / "segments").iterdir()) == files  # no file written
+    assert all(s.columns is not None and s.columns.typed for s in manifest.segments)
+
+    col = embedsearch.open(path)
+    years = col._table.metadata_columns([("year",)])[("year",)]  # what a filter reads
+    assert len(years) == sum(seg.rows for seg in col._table.segments)
+    for seg in col._table.segments:  # mapped from the layout: the file neither parsed nor
+        assert seg._parsed is None and not seg._verified_arrow  # checksummed whole
+        held = {c.key for c in seg.ref.columns.typed}
+        assert set(seg._layout_columns) == {"year"} & held  # and only the column read
+    hits = col.search(queries[0], 10, where={"year": {"$gte": 2015}})
+    assert [h.id for h in hits] == want["filtered"]
+    col.close()
+    assert _answers(path, queries) == want
+    assert verify(path).problems == []
+
+
+def _rewrite_manifest(path: Path, change: Any) -> None:
+    """Apply ``change`` to the manifest's JSON and store it with a matching checksum (what
+    only a checksum of each part the manifest describes can catch)."""
+    import hashlib
+    import json
+
+    obj = store.read_manifest(path).to_json()
+    change(obj)
+    obj.pop("checksum", None)
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    obj["checksum"] = hashlib.sha256(canonical).hexdigest()
+    (path / store.MANIFEST).write_text(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def test_a_column_layout_that_disagrees_with_its_file_is_refused_and_repaired(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any
+) -> None:
+    """A layout whose checksum does not match its column (a damaged manifest entry, or a
+    damaged column) stops the filter that reads it with an error naming the column;
+    ``verify`` reports it, ``repair`` drops the layout without losing a row (filters then
+    parse the checked file), and the next write records it again."""
+    path = _copy(ivf_template, tmp_path)
+    want = embedsearch.open(path).ids()
+    query = np.asarray(demo_vectors[0])
+    where = {"year": {"$gte": 2015}}
+    col = embedsearch.open(path)
+    expected = [h.id for h in col.search(query, 10, where=where)]
+    col.close()
+
+    def damage(obj: dict) -> None:
+        column = next(c for c in obj["segments"][0]["columns"]["typed"] if c["key"] == "year")
+        column["crc32"] = f"{int(column['crc32'], 16) ^ 1:08x}"
+
+    _rewrite_manifest(path, damage)
+    col = embedsearch.open(path)
+    with pytest.raises(embedsearch.CorruptionError, match="its column 'year'"):
+        col.search(query, 10, where=where)
+    assert [h.id for h in col.search(query, 10)]  # reads that use no column still work
+    col.close()
+    report = verify(path)
+    assert [(p.kind, "typed columns" in p.detail) for p in report.problems] == [("layout", True)]
+
+    fixed = repair(path)
+    assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
+    assert store.read_manifest(path).segments[0].columns is None
+    col = embedsearch.open(path)
+    assert col.ids() == want
+    assert [h.id for h in col.search(query, 10, where=where)] == expected
+    col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
+    col.close()
+    assert not store.read_manifest(path).needs_upgrade  # the next write recorded it again
     assert verify(path).problems == []
 
 
@@ -707,3 +798,32 @@ def test_verify_judges_a_fast_scan_index_without_reconstructing_it(
     report = verify(path)
     assert [p.kind for p in report.errors] == ["index-content"], report.to_dict()
     assert "sampled rows come back" in report.errors[0].detail
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        (lambda c: c.update(type="int32"), "type"),
+        (lambda c: c.update(nulls=10**6), "nulls"),
+        (lambda c: c["buffers"].pop(), "buffers is not a list"),
+        (lambda c: c["buffers"].__setitem__(-1, None), r"buffers\[1\]"),
+        (lambda c: c["buffers"].__setitem__(-1, [10**9, 8]), "inside the segment's file"),
+        (lambda c: c["buffers"].__setitem__(-1, [0, 7]), "at least"),  # 8 B a row
+        (lambda c: c["buffers"].__setitem__(-1, [-8, 80]), "inside the segment's file"),
+        (lambda c: c.update(crc32="xyz"), "crc32"),
+    ],
+)
+def test_a_hostile_column_layout_is_refused_when_the_manifest_is_read(
+    ivf_template: Path, tmp_path: Path, change: Any, refusal: str
+) -> None:
+    """A layout that would point a filter outside its file, or at fewer bytes than its rows
+    need, never reaches a read: the collection does not open, with the field named."""
+    path = _copy(ivf_template, tmp_path)
+
+    def damage(obj: dict) -> None:
+        column = next(c for c in obj["segments"][0]["columns"]["typed"] if c["key"] == "year")
+        change(column)
+
+    _rewrite_manifest(path, damage)
+    with pytest.raises(CorruptionError, match=refusal):
+        embedsearch.open(path)

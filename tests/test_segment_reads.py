@@ -114,9 +114,14 @@ def test_a_crafted_arrow_file_with_a_valid_checksum_is_refused_on_a_small_read(
         fresh.batch()
 
 
-def _crafted(tmp_path: Path, seg: MappedSegment, array, row: int) -> MappedSegment:
+def _crafted(
+    tmp_path: Path, seg: MappedSegment, array, row: int, columns: str = "kept"
+) -> MappedSegment:
     """``seg`` with byte 0 of ``array``'s string ``row`` made invalid UTF-8 and the file's
-    checksum recomputed to match: what only a full check of that column can refuse."""
+    checksum recomputed to match: what only a full check of that column can refuse.
+    ``columns``: the manifest's typed column layout (format 5) ``"kept"`` as written,
+    ``"recomputed"`` (its checksums made to match the damage too) or ``"dropped"`` (a
+    format-4 entry)."""
     import dataclasses
 
     from embedsearch.checksums import crc32
@@ -128,9 +133,18 @@ def _crafted(tmp_path: Path, seg: MappedSegment, array, row: int) -> MappedSegme
     at = offsets.address - base + 4 * (array.offset + row)
     raw[data.address - base + int(np.frombuffer(raw, dtype="<i4", count=1, offset=at)[0])] = 0xFF
     path.write_bytes(bytes(raw))
-    return MappedSegment(
-        tmp_path, dataclasses.replace(seg.ref, crc32=f"{crc32(bytes(raw)):08x}"), DIM
-    )
+    layout = seg.ref.columns
+    if columns == "dropped":
+        layout = None
+    elif columns == "recomputed":
+        assert layout is not None
+        typed = []
+        for c in layout.typed:
+            lo, hi = c.span
+            typed.append(dataclasses.replace(c, crc32=f"{crc32(bytes(raw[lo:hi])):08x}"))
+        layout = dataclasses.replace(layout, typed=tuple(typed))
+    ref = dataclasses.replace(seg.ref, crc32=f"{crc32(bytes(raw)):08x}", columns=layout)
+    return MappedSegment(tmp_path, ref, DIM)
 
 
 def _typed_segment(tmp_path: Path) -> tuple[MappedSegment, list[dict]]:
@@ -167,11 +181,23 @@ def test_typed_columns_are_checked_in_full_without_checking_the_texts(tmp_path: 
         fresh.batch()
 
 
-def test_a_damaged_typed_string_column_is_refused_by_the_filter_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("columns", "refusal"),
+    [
+        ("kept", "fails the checksum of its column 'tag'"),  # format 5: the column's CRC
+        ("recomputed", "cannot be read as its manifest describes column 'tag'"),  # UTF-8
+        ("dropped", "cannot be read as an Arrow segment"),  # format 4: the file parsed
+    ],
+)
+def test_a_damaged_typed_string_column_is_refused_by_the_filter_read(
+    tmp_path: Path, columns: str, refusal: str
+) -> None:
     seg, _ = _typed_segment(tmp_path)
     batch = seg._parsed_batch()
     tag = batch.column(batch.schema.names.index("meta:tag"))
     assert pa.types.is_string(tag.type)
-    fresh = _crafted(tmp_path, seg, tag, 3)
-    with pytest.raises(CorruptionError, match="cannot be read as an Arrow segment"):
-        fresh.typed()
+    fresh = _crafted(tmp_path, seg, tag, 3, columns)
+    if columns != "dropped":  # with a layout, each column is checked on its own
+        assert fresh.typed(["cat"])[0]["cat"].to_pylist() == [i % 10 for i in range(400)]
+    with pytest.raises(CorruptionError, match=refusal):
+        fresh.typed(["tag"])

@@ -110,7 +110,7 @@ def _strip(root: Path, keys: tuple[str, ...], version: int) -> None:
     for seg in obj["segments"]:
         for key in keys:
             ref = seg.pop(key, None)
-            if ref is not None:
+            if ref is not None and "file" in ref:  # the column layout has no file
                 os.unlink(root / ref["file"])
     shutil.rmtree(root / "versions", ignore_errors=True)
     obj["format_version"] = version
@@ -120,13 +120,19 @@ def _strip(root: Path, keys: tuple[str, ...], version: int) -> None:
     (root / store.MANIFEST).write_text(json.dumps(obj, indent=1, sort_keys=True))
 
 
+def to_format_4(root: Path) -> None:
+    """Rewrite the collection at ``root`` as format 4 wrote it, in place: no segment entry
+    holds its typed column layout (no file changes)."""
+    _strip(root, ("columns",), 4)
+
+
 def to_format_3(root: Path) -> None:
     """Rewrite the collection at ``root`` as format 3 wrote it, in place: no segment names
-    row checksums and the ``.crc`` files are gone."""
-    _strip(root, ("crcs",), 3)
+    row checksums (the ``.crc`` files are gone) or holds a column layout."""
+    _strip(root, ("crcs", "columns"), 3)
 
 
 def to_format_2(root: Path) -> None:
     """Rewrite the collection at ``root`` as format 2 wrote it, in place: no id indexes
-    (``.ids``) and no row checksums (``.crc``)."""
-    _strip(root, ("ids", "crcs"), 2)
+    (``.ids``), no row checksums (``.crc``), no column layouts."""
+    _strip(root, ("ids", "crcs", "columns"), 2)
