@@ -910,9 +910,14 @@ class VectorIndex:
         # sample is doubled once (a second draw, so the first stays what it always was):
         # at 1M rows the bound at nprobe 128 sat on the target (means 0.957-0.974, standard
         # error ~0.01 over six seeds), and a near miss cost 256 probes, 1.24x the query time.
-        spare = np.setdiff1d(
-            np.random.default_rng(seed + 1).permutation(pool)[: 2 * _TUNE_QUERIES], picked
-        )[:_TUNE_QUERIES]
+        redrawn = False
+
+        def second_draw() -> np.ndarray:
+            """Up to 200 more pool rows, none in the first draw (drawn on a near miss only:
+            the permutation of a 10M-row pool is 80 MB and ~0.1 s)."""
+            more = np.random.default_rng(seed + 1).permutation(pool)[: 2 * _TUNE_QUERIES]
+            return np.setdiff1d(more, picked)[:_TUNE_QUERIES]
+
         base = self._unwrap(self._index)
         f = faiss()
         if isinstance(base, f.IndexIVF):
@@ -957,13 +962,15 @@ class VectorIndex:
         recall_of: dict[tuple[Any, int], float] = {}  # each setting measured, its recall
 
         def measure(value: Any, factor: int) -> bool:
-            nonlocal last, spare
+            nonlocal last, redrawn
             hits = recalls(value, factor)
             near = bool(hits) and float(np.mean(hits)) >= target and not _met(hits, target)
-            if near and spare.size:  # a near miss: measure it again on twice the queries
-                add_queries(spare)
-                spare = spare[:0]
-                hits = recalls(value, factor)
+            if near and not redrawn:  # a near miss: measure it again on twice the queries
+                redrawn = True
+                extra = second_draw()
+                if extra.size:
+                    add_queries(extra)
+                    hits = recalls(value, factor)
             recall_of[value, factor] = recall = float(np.mean(hits)) if hits else 1.0
             last = (value, factor, recall)
             return _met(hits, target)

@@ -283,12 +283,11 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
                 check(root, ref, seg)
             except CorruptionError as exc:
                 part = getattr(ref, key)
-                file = getattr(part, "file", ref.file)
-                kind = (
-                    _classify(root, store.FileRef(part.file, 0, part.sha256, 0))[0]
-                    if hasattr(part, "file")
-                    else "layout"
-                )
+                if hasattr(part, "file"):  # the id index or the row checksums
+                    file = part.file
+                    kind = _classify(root, store.FileRef(part.file, 0, part.sha256, 0))[0]
+                else:  # the column layout: in the manifest entry, no file of its own
+                    file, kind = ref.file, "layout"
                 report.add(
                     "error",
                     file,

@@ -185,6 +185,9 @@ _ARROW_TYPES = {
     "bool": pa.bool_(),
     "string": pa.string(),
 }
+_TYPE_NAMES = {t: n for n, t in _ARROW_TYPES.items()}
+#: The Arrow types a segment's typed metadata columns may have.
+_TYPED_TYPES = tuple(_ARROW_TYPES.values())
 
 
 def column_layout(batch: pa.RecordBatch, base: int, data: Any) -> ColumnsRef:
@@ -192,12 +195,11 @@ def column_layout(batch: pa.RecordBatch, base: int, data: Any) -> ColumnsRef:
     address ``base``) lies in that file, with the CRC-32 of each column's span (format 5)."""
     view = memoryview(data).cast("B")
     typed = []
-    names = {str(t): n for n, t in _ARROW_TYPES.items()}
     for i, field in enumerate(batch.schema):
         if i < 3:
             continue
         column = batch.column(i)
-        kind = names[str(field.type)]
+        kind = _TYPE_NAMES[field.type]
         buffers = tuple(None if b is None else (b.address - base, b.size) for b in column.buffers())
         assert len(buffers) == COLUMN_TYPES[kind] and column.offset == 0
         if buffers[0] is not None and column.null_count == 0:
@@ -885,9 +887,6 @@ class MappedSegment:
         :func:`column_layout`), read from the file once its whole-file checksum holds."""
         batch = self._parsed_batch()
         return column_layout(batch, self._arrow_base, self._arrow_map)
-
-
-_TYPED_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string())
 
 
 class MemorySegment:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from v1_format import downgrade, to_format_2, to_format_3, to_format_4
+from v1_format import downgrade, rewrite_manifest, to_format_2, to_format_3, to_format_4
 
 import embedsearch
 from embedsearch import manifest as manifest_mod
@@ -636,20 +636,6 @@ def test_format_4_collection_gets_its_column_layouts_on_upgrade(
     assert verify(path).problems == []
 
 
-def _rewrite_manifest(path: Path, change: Any) -> None:
-    """Apply ``change`` to the manifest's JSON and store it with a matching checksum (what
-    only a checksum of each part the manifest describes can catch)."""
-    import hashlib
-    import json
-
-    obj = store.read_manifest(path).to_json()
-    change(obj)
-    obj.pop("checksum", None)
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-    obj["checksum"] = hashlib.sha256(canonical).hexdigest()
-    (path / store.MANIFEST).write_text(json.dumps(obj, indent=1, sort_keys=True))
-
-
 def test_a_column_layout_that_disagrees_with_its_file_is_refused_and_repaired(
     ivf_template: Path, tmp_path: Path, demo_vectors: Any
 ) -> None:
@@ -669,7 +655,7 @@ def test_a_column_layout_that_disagrees_with_its_file_is_refused_and_repaired(
         column = next(c for c in obj["segments"][0]["columns"]["typed"] if c["key"] == "year")
         column["crc32"] = f"{int(column['crc32'], 16) ^ 1:08x}"
 
-    _rewrite_manifest(path, damage)
+    rewrite_manifest(path, damage)
     col = embedsearch.open(path)
     with pytest.raises(embedsearch.CorruptionError, match="its column 'year'"):
         col.search(query, 10, where=where)
@@ -824,6 +810,6 @@ def test_a_hostile_column_layout_is_refused_when_the_manifest_is_read(
         column = next(c for c in obj["segments"][0]["columns"]["typed"] if c["key"] == "year")
         change(column)
 
-    _rewrite_manifest(path, damage)
+    rewrite_manifest(path, damage)
     with pytest.raises(CorruptionError, match=refusal):
         embedsearch.open(path)

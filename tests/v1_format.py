@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +105,26 @@ def _strip(root: Path, keys: tuple[str, ...], version: int) -> None:
     """Drop the derived files ``keys`` of every segment of the (closed) collection at
     ``root`` and mark its manifest ``version`` (the version history, whose manifests name
     those files, is dropped as well)."""
+
+    def strip(obj: dict[str, Any]) -> None:
+        for seg in obj["segments"]:
+            for key in keys:
+                ref = seg.pop(key, None)
+                if ref is not None and "file" in ref:  # the column layout has no file
+                    os.unlink(root / ref["file"])
+        obj["format_version"] = version
+
+    shutil.rmtree(root / "versions", ignore_errors=True)
+    rewrite_manifest(root, strip)
+
+
+def rewrite_manifest(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to the JSON of the manifest at ``root`` and store it with a matching
+    checksum (what the manifest's own checksum cannot catch)."""
     from embedsearch import store
 
     obj = store.read_manifest(root).to_json()
-    for seg in obj["segments"]:
-        for key in keys:
-            ref = seg.pop(key, None)
-            if ref is not None and "file" in ref:  # the column layout has no file
-                os.unlink(root / ref["file"])
-    shutil.rmtree(root / "versions", ignore_errors=True)
-    obj["format_version"] = version
+    change(obj)
     obj.pop("checksum", None)
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     obj["checksum"] = hashlib.sha256(canonical).hexdigest()
