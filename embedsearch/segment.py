@@ -356,6 +356,19 @@ _FADVISE = hasattr(os, "posix_fadvise")
 PREAD_MAX_ROWS = 1024
 
 
+def _runs(local: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(index, count, row)`` for each run of consecutive rows in ``local``: entries
+    ``index .. index + count`` of ``local`` are rows ``row .. row + count``. One ``pread``
+    a run instead of one a row: a 1 % filter whose rows come ten in a row (``cat < 10``
+    of ``i % 1000``) gathered its 1,000 rows in 1,130 calls."""
+    local = np.asarray(local, dtype=np.int64)
+    if not local.size:
+        return []
+    starts = np.flatnonzero(np.diff(local, prepend=local[0] - 2) != 1)
+    counts = np.diff(starts, append=local.size)
+    return list(zip(starts.tolist(), counts.tolist(), local[starts].tolist()))
+
+
 def _drop_pages(m: mmap.mmap, start: int, length: int) -> None:
     """Unmap ``length`` bytes of ``m`` from ``start`` (page-aligned) from this process:
     ``MADV_DONTNEED`` on a read-only file map; the page cache keeps the bytes."""
@@ -562,8 +575,8 @@ class MappedSegment:
                 lo, hi = int(rows.min()), int(rows.max()) + 1
                 advise(fd, lo * width, (hi - lo) * width, willneed)
             else:
-                for offset in (rows * width).tolist():
-                    advise(fd, offset, width, willneed)
+                for _, count, row in _runs(rows):
+                    advise(fd, row * width, count * width, willneed)
         if self._chunks_all_ok:
             return
         chunks = rows // ref.chunk_rows
@@ -579,17 +592,17 @@ class MappedSegment:
     def _pread(self, fd: int, local: np.ndarray) -> np.ndarray:
         """Rows ``local`` read with ``pread`` into a new array, nothing mapped (see
         :meth:`_reader`): 1,000 scattered rows from the page cache took 3.8 ms against
-        6.5-12 ms through the map."""
+        6.5-12 ms through the map. Consecutive rows are read by one call (see :func:`_runs`):
+        a filter's rows often come in runs (a date range, a source added in one batch)."""
         out = np.empty((local.size, self.dim), dtype=np.float32)
         flat, width, read = memoryview(out).cast("B"), self.dim * 4, os.preadv
-        at = 0
-        for offset in (local * width).tolist():
-            if read(fd, [flat[at : at + width]], offset) != width:
+        for at, count, row in _runs(local):
+            size = count * width
+            if read(fd, [flat[at * width : at * width + size]], row * width) != size:
                 raise CorruptionError(
                     f"{self.ref.file}: its vector file is shorter than the manifest says; "
                     "run `embedsearch verify` and `embedsearch repair`."
                 )
-            at += width
         return out
 
     def take(self, local: np.ndarray, *, release: bool = False) -> np.ndarray:

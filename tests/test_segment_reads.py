@@ -78,6 +78,29 @@ def test_a_damaged_vector_block_is_refused_on_a_small_read(tmp_path: Path) -> No
         fresh.take(np.array([260]), release=True)
 
 
+def test_runs_of_rows_are_read_by_one_call_each_and_still_checked(tmp_path: Path) -> None:
+    """Consecutive rows are gathered with one ``pread`` a run (:func:`_runs`), in any
+    order the caller asks, repeats included, and a damaged row inside a run is refused."""
+    from embedsearch.segment import _runs
+
+    assert _runs(np.array([], dtype=np.int64)) == []
+    assert _runs(np.array([5, 6, 7, 9, 3, 4, 4])) == [(0, 3, 5), (3, 1, 9), (4, 2, 3), (6, 1, 4)]
+    seg, *_, vectors = _segment(tmp_path)
+    rows = np.concatenate([np.arange(10, 40), [699, 698, 0, 0], np.arange(500, 520), [300]])
+    assert len(_runs(rows)) == 7  # 10-39, 699, 698, 0, 0, 500-519, 300
+    assert np.array_equal(seg.take(rows, release=True), vectors[rows])
+    assert seg.ref.vectors is not None
+    with open(tmp_path / seg.ref.vectors.file, "r+b") as fh:  # row 515: inside a run
+        fh.seek(515 * DIM * 4 + 2)
+        byte = fh.read(1)
+        fh.seek(515 * DIM * 4 + 2)
+        fh.write(bytes([byte[0] ^ 0x10]))
+    fresh = MappedSegment(tmp_path, seg.ref, DIM)
+    assert np.array_equal(fresh.take(np.arange(10, 40), release=True), vectors[10:40])
+    with pytest.raises(CorruptionError, match="fails its checksum"):
+        fresh.take(np.arange(505, 525), release=True)
+
+
 @pytest.mark.parametrize("damage", ["offsets-out-of-order", "invalid-utf8"])
 def test_a_crafted_arrow_file_with_a_valid_checksum_is_refused_on_a_small_read(
     tmp_path: Path, damage: str
