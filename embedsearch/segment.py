@@ -364,9 +364,9 @@ def _runs(local: np.ndarray) -> list[tuple[int, int, int]]:
     local = np.asarray(local, dtype=np.int64)
     if not local.size:
         return []
-    starts = np.flatnonzero(np.diff(local, prepend=local[0] - 2) != 1)
-    counts = np.diff(starts, append=local.size)
-    return list(zip(starts.tolist(), counts.tolist(), local[starts].tolist()))
+    starts = [0, *(np.flatnonzero(local[1:] != local[:-1] + 1) + 1).tolist()]
+    ends = [*starts[1:], local.size]
+    return [(a, b - a, r) for a, b, r in zip(starts, ends, local[starts].tolist())]
 
 
 def _drop_pages(m: mmap.mmap, start: int, length: int) -> None:
