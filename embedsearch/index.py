@@ -31,7 +31,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,6 +87,13 @@ _ASSIGN_BLOCK = 16_384
 #: Rows handed to FAISS per ``add`` call when an index is built over a whole collection: the
 #: rows are read (and made contiguous) one chunk at a time, so a build or ``reindex`` holds
 #: one chunk of float32 beside the index, not a copy of every vector (7.7 GB at 5M rows).
+#: Rows of an in-memory matrix scored at a time by :func:`exact_search` for a batch of
+#: queries: the 200 tuning queries' scores over a 50k-row block are 40 MB, where one
+#: (256, n) matrix at 1M rows was 1 GB and its negated copy another.
+_EXACT_BLOCK_ROWS = 65_536
+#: Shortlist rows :func:`_rerank` reads in one gather for a batch of queries (48 MB at 384
+#: dimensions): enough for the tuner's 200 queries of 64-256 rows, bounded for big batches.
+_RERANK_BATCH_ROWS = 32_768
 _ADD_CHUNK = 131_072
 #: Rows FAISS trains an IVF index's codes on (SQ ranges, PQ codebooks) once the numpy
 #: k-means has placed the centroids; at least the codes' own minimum.
@@ -559,10 +566,15 @@ def exact_search(
     if n == 0 or k <= 0:
         return scores, pos
     blocks = getattr(vectors, "blocks", None)
-    if subset is None and blocks is not None:  # memory-mapped segments: scan them in place
+    if blocks is None and n > _EXACT_BLOCK_ROWS and m > 1:  # a large matrix: by row blocks,
+        # so the score matrix stays small (256 queries x 1M rows had allocated 1 GB twice)
+        blocks = functools.partial(_row_blocks, vectors, _EXACT_BLOCK_ROWS)
+    if blocks is not None:  # memory-mapped segments (or the blocks above): scanned in place
         for lo in range(0, m, 256):
             s, p = _exact_blocks(blocks(), queries[lo : lo + 256], k, live)
             scores[lo : lo + 256], pos[lo : lo + 256] = s, p
+        if subset is not None:
+            pos = np.where(pos >= 0, subset[np.maximum(pos, 0)], -1)
         return scores, pos
     for lo in range(0, m, 256):  # bound the (m, n) score matrix
         sims = queries[lo : lo + 256] @ vectors.T
@@ -582,6 +594,12 @@ def exact_search(
     return scores, pos
 
 
+def _row_blocks(matrix: np.ndarray, step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, view)`` of each ``step`` rows of ``matrix`` (:func:`_exact_blocks`'s input)."""
+    for lo in range(0, matrix.shape[0], step):
+        yield lo, matrix[lo : lo + step]
+
+
 def _exact_blocks(
     blocks: Any, queries: np.ndarray, k: int, live: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -594,16 +612,17 @@ def _exact_blocks(
         sims = queries @ block.T
         if live is not None:
             sims[:, ~live[start : start + block.shape[0]]] = -np.inf
-        kk = min(k, sims.shape[1])
-        part = (
-            np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-            if kk < sims.shape[1]
-            else np.tile(np.arange(sims.shape[1]), (m, 1))
+        width = sims.shape[1]
+        kk = min(k, width)
+        part = (  # the kk largest, found without a negated copy of the block's scores
+            np.argpartition(sims, width - kk, axis=1)[:, width - kk :]
+            if kk < width
+            else np.tile(np.arange(width), (m, 1))
         )
         best_s = np.concatenate([best_s, np.take_along_axis(sims, part, axis=1)], axis=1)
         best_p = np.concatenate([best_p, part + start], axis=1)
         if best_s.shape[1] > k:
-            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+            keep = np.argpartition(best_s, best_s.shape[1] - k, axis=1)[:, -k:]
             best_s = np.take_along_axis(best_s, keep, axis=1)
             best_p = np.take_along_axis(best_p, keep, axis=1)
     order = np.argsort(-best_s, axis=1, kind="stable")
@@ -944,17 +963,24 @@ class VectorIndex:
             return shortlist
 
         def recalls(value: int | None, factor: int) -> list[float]:
-            """Each tuning query's recall@10 with these knobs."""
-            hits = []
-            for i, want in zip(keep, truth):
-                extra = len(held[i])  # the held-out rows take shortlist slots; add as many
+            """Each tuning query's recall@10 with these knobs, searched as one batch per
+            count of held-out rows (they take shortlist slots; as many are added): a
+            query's answer is the one it gets alone, and 200 single searches had cost
+            9 of a 1M build's 22 s of tuning."""
+            by_extra: dict[int, list[int]] = {}
+            for j, i in enumerate(keep):
+                by_extra.setdefault(len(held[i]), []).append(j)
+            hits = [0.0] * len(keep)
+            for extra, js in by_extra.items():
                 opts = SearchOptions(
                     **({knob: value} if knob else {}),
                     rerank=self._base_rerank(10) * factor + extra,
                 )
-                _, got = self.search(vectors, q[i : i + 1], 10 + extra, None, opts, _tuning=True)
-                answer = [p for p in got[0].tolist() if p >= 0 and p not in held[i]][:10]
-                hits.append(len(set(answer) & set(want)) / max(1, len(want)))
+                rows = [keep[j] for j in js]
+                _, got = self.search(vectors, q[rows], 10 + extra, None, opts, _tuning=True)
+                for j, answer in zip(js, got.tolist()):
+                    seen = [p for p in answer if p >= 0 and p not in held[keep[j]]][:10]
+                    hits[j] = len(set(seen) & set(truth[j])) / max(1, len(truth[j]))
             return hits
 
         best: tuple[float, Any, int, float] | None = None  # (cost, value, factor, recall)
@@ -1647,16 +1673,35 @@ def _rerank(
     keep = min(k, fetch)
     out_s = np.full((m, keep), -np.inf, dtype=np.float32)
     out_p = np.full((m, keep), -1, dtype=np.int64)
-    for i in range(m):
-        row = pos[i]
-        if (row < 0).any():
-            row = row[row >= 0]
-        if not row.size:
-            continue
-        scores = _gather(vectors, row) @ queries[i]
-        top = np.argpartition(-scores, keep - 1)[:keep] if keep < row.size else None
-        if top is not None:
-            scores, row = scores[top], row[top]
-        order = np.argsort(-scores, kind="stable")
-        out_s[i, : order.size], out_p[i, : order.size] = scores[order], row[order]
+    step = max(1, _RERANK_BATCH_ROWS // max(1, fetch))
+    for lo in range(0, m, step):
+        # a batch's shortlists are read in one gather (their distinct rows, sorted): the
+        # tuner's 200-query batches at 1M rows had made 200 small reads each
+        part = pos[lo : lo + step]
+        rows, where = (np.unique(part[part >= 0], return_inverse=True)) if m > 1 else (None, None)
+        read = _gather(vectors, rows) if rows is not None and rows.size else None
+        at = 0
+        for i in range(lo, min(m, lo + step)):
+            row = pos[i]
+            if (row < 0).any():
+                row = row[row >= 0]
+            if not row.size:
+                continue
+            if read is None:
+                scores = _gather(vectors, row) @ queries[i]
+            else:
+                scores = read[where[at : at + row.size]] @ queries[i]
+                at += row.size
+            _best(out_s, out_p, i, scores, row, keep)
     return out_s, out_p
+
+
+def _best(
+    out_s: np.ndarray, out_p: np.ndarray, i: int, scores: np.ndarray, row: np.ndarray, keep: int
+) -> None:
+    """Row ``i`` of :func:`_rerank`'s answer: the ``keep`` best of ``scores`` (of ``row``)."""
+    top = np.argpartition(-scores, keep - 1)[:keep] if keep < row.size else None
+    if top is not None:
+        scores, row = scores[top], row[top]
+    order = np.argsort(-scores, kind="stable")
+    out_s[i, : order.size], out_p[i, : order.size] = scores[order], row[order]
