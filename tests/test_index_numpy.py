@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embedsearch.errors import InvalidInputError
-from embedsearch.index import SearchOptions, VectorIndex, faiss, spherical_kmeans
+from embedsearch.index import SearchOptions, VectorIndex, exact_search, faiss, spherical_kmeans
 from embedsearch.validation import unit_rows, unit_vector
 
 
@@ -137,3 +137,25 @@ def test_block_scan_finds_the_exact_top_k(k: int) -> None:
             assert len(set(got.tolist())) == got.size
         dense_s, dense_p = exact_search(x, q, k, live)  # the in-memory path agrees
         assert np.allclose(dense_s[finite], s[finite])
+
+
+@pytest.mark.parametrize("batch_rows", [32_768, 200])
+def test_a_batch_is_re_ranked_as_each_query_alone(monkeypatch, batch_rows: int) -> None:
+    """A batch's shortlists are read in one gather of their distinct rows (in pieces of
+    ``_RERANK_BATCH_ROWS``); each query's answer is the one it gets searched alone, padding
+    included (a shortlist longer than the rows)."""
+    import embedsearch.index as index_mod
+
+    monkeypatch.setattr(index_mod, "_RERANK_BATCH_ROWS", batch_rows)
+    x = _clustered(3_000, dim=64, seed=5)
+    idx = VectorIndex("IVF16,SQ8", 64)
+    idx.build(x)
+    q = _clustered(30, dim=64, seed=6)
+    for opts in (SearchOptions(2, None, 64), SearchOptions(16, None, 4_000)):
+        s, p = idx.search(x, q, 10, None, opts)
+        for i in range(q.shape[0]):
+            s1, p1 = idx.search(x, q[i : i + 1], 10, None, opts)
+            assert np.array_equal(p[i], p1[0]) and np.allclose(s[i], s1[0])
+    wide = exact_search(_Blocks(x, 700), q, 5)  # exact top 5 over blocks, for comparison
+    s, p = idx.search(x, q, 5, None, SearchOptions(16, None, 4_000))  # every row re-ranked
+    assert np.array_equal(p, wide[1])

@@ -128,6 +128,7 @@ def test_reindex_reads_the_rows_a_chunk_at_a_time(
     from embedsearch.table import Table
 
     monkeypatch.setattr(index_mod, "_ADD_CHUNK", 128)
+    monkeypatch.setattr(index_mod, "_RERANK_BATCH_ROWS", 256)  # a batch's shortlist reads
     col = embedsearch.open("chunks")
     data = _vectors(900, 3)
     for lo in range(0, 900, 300):  # three segments
