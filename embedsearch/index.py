@@ -87,14 +87,14 @@ _ASSIGN_BLOCK = 16_384
 #: Rows handed to FAISS per ``add`` call when an index is built over a whole collection: the
 #: rows are read (and made contiguous) one chunk at a time, so a build or ``reindex`` holds
 #: one chunk of float32 beside the index, not a copy of every vector (7.7 GB at 5M rows).
-#: Rows of an in-memory matrix scored at a time by :func:`exact_search` for a batch of
-#: queries: the 200 tuning queries' scores over a 50k-row block are 40 MB, where one
-#: (256, n) matrix at 1M rows was 1 GB and its negated copy another.
+_ADD_CHUNK = 131_072
+#: Rows of an in-memory matrix :func:`exact_search` scores at a time: the 200 tuning
+#: queries' scores over a 64k-row block are 50 MB, where one (256, n) matrix at 1M rows
+#: had been 1 GB and its negated copy another.
 _EXACT_BLOCK_ROWS = 65_536
 #: Shortlist rows :func:`_rerank` reads in one gather for a batch of queries (48 MB at 384
 #: dimensions): enough for the tuner's 200 queries of 64-256 rows, bounded for big batches.
 _RERANK_BATCH_ROWS = 32_768
-_ADD_CHUNK = 131_072
 #: Rows FAISS trains an IVF index's codes on (SQ ranges, PQ codebooks) once the numpy
 #: k-means has placed the centroids; at least the codes' own minimum.
 _ENCODER_SAMPLE = 32_768
@@ -565,30 +565,12 @@ def exact_search(
             vectors, live, n = _gather(vectors, subset), None, count
     if n == 0 or k <= 0:
         return scores, pos
-    blocks = getattr(vectors, "blocks", None)
-    if blocks is None and n > _EXACT_BLOCK_ROWS and m > 1:  # a large matrix: by row blocks,
-        # so the score matrix stays small (256 queries x 1M rows had allocated 1 GB twice)
+    blocks = getattr(vectors, "blocks", None)  # memory-mapped segments: scanned in place
+    if blocks is None:  # an in-memory matrix, by row blocks: the score matrix stays small
         blocks = functools.partial(_row_blocks, vectors, _EXACT_BLOCK_ROWS)
-    if blocks is not None:  # memory-mapped segments (or the blocks above): scanned in place
-        for lo in range(0, m, 256):
-            s, p = _exact_blocks(blocks(), queries[lo : lo + 256], k, live)
-            scores[lo : lo + 256], pos[lo : lo + 256] = s, p
-        if subset is not None:
-            pos = np.where(pos >= 0, subset[np.maximum(pos, 0)], -1)
-        return scores, pos
-    for lo in range(0, m, 256):  # bound the (m, n) score matrix
-        sims = queries[lo : lo + 256] @ vectors.T
-        if live is not None:
-            sims[:, ~live] = -np.inf
-        kk = min(k, n)
-        part = (
-            np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < n else np.argsort(-sims, axis=1)
-        )
-        top = np.take_along_axis(sims, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        pos[lo : lo + 256, :kk] = np.take_along_axis(part, order, axis=1)
-        scores[lo : lo + 256, :kk] = np.take_along_axis(top, order, axis=1)
-    pos[~np.isfinite(scores)] = -1
+    for lo in range(0, m, 256):
+        s, p = _exact_blocks(blocks(), queries[lo : lo + 256], k, live)
+        scores[lo : lo + 256], pos[lo : lo + 256] = s, p
     if subset is not None:
         pos = np.where(pos >= 0, subset[np.maximum(pos, 0)], -1)
     return scores, pos
@@ -1675,24 +1657,24 @@ def _rerank(
     out_p = np.full((m, keep), -1, dtype=np.int64)
     step = max(1, _RERANK_BATCH_ROWS // max(1, fetch))
     for lo in range(0, m, step):
-        # a batch's shortlists are read in one gather (their distinct rows, sorted): the
-        # tuner's 200-query batches at 1M rows had made 200 small reads each
         part = pos[lo : lo + step]
-        rows, where = (np.unique(part[part >= 0], return_inverse=True)) if m > 1 else (None, None)
-        read = _gather(vectors, rows) if rows is not None and rows.size else None
-        at = 0
+        # a batch's shortlists are read in one gather of their distinct rows: the tuner's
+        # 200-query batches at 1M rows had made 200 small reads each
+        batch = m > 1 and bool((part >= 0).any())
+        if batch:
+            rows, where = np.unique(part[part >= 0], return_inverse=True)
+            read, at = _gather(vectors, rows), 0
         for i in range(lo, min(m, lo + step)):
             row = pos[i]
             if (row < 0).any():
                 row = row[row >= 0]
             if not row.size:
                 continue
-            if read is None:
-                scores = _gather(vectors, row) @ queries[i]
+            if batch:
+                vecs, at = read[where[at : at + row.size]], at + row.size
             else:
-                scores = read[where[at : at + row.size]] @ queries[i]
-                at += row.size
-            _best(out_s, out_p, i, scores, row, keep)
+                vecs = _gather(vectors, row)
+            _best(out_s, out_p, i, vecs @ queries[i], row, keep)
     return out_s, out_p
 
 
