@@ -16,7 +16,6 @@ A collection is a directory (see :mod:`embedsearch.store`). Its invariants:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import threading
@@ -402,14 +401,10 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             fresh: list[np.ndarray] | None = []  # the rows' vectors as written, for the index
             fresh_bytes = 0
             try:
-                stream = self._checked_rows(texts, ids, metadata, vectors)
                 step = VECTOR_CHUNK if isinstance(vectors, np.ndarray) else WRITE_CHUNK
-                while chunk := list(itertools.islice(stream, step)):
-                    c_ids = [row.id for row in chunk]
-                    c_texts = [row.text for row in chunk]
-                    c_meta = [row.metadata_json for row in chunk]
-                    c_dicts = [row.metadata or None for row in chunk]
-                    c_vecs = [row.vector for row in chunk if row.vector is not None]
+                for chunk in self._checked_chunks(texts, ids, metadata, vectors, step):
+                    c_ids, c_texts, c_meta = chunk.ids, chunk.texts, chunk.metadata_json
+                    c_dicts = [m or None for m in chunk.metadata]
                     old = table.lookup(c_ids)  # one vectorised look-up per chunk
                     if old.max(initial=-1) >= 0:
                         if not upsert:
@@ -420,8 +415,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                             )
                         replaced.extend(old[old >= 0].tolist())
                     c_vectors = (
-                        np.stack(c_vecs)
-                        if vectors is not None
+                        chunk.vectors
+                        if chunk.vectors is not None
                         else self._vectors_for(c_ids, c_texts, table if upsert else None)
                     )
                     c_vectors = np.ascontiguousarray(c_vectors, dtype="<f4")  # as stored

@@ -62,6 +62,8 @@ DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {
     "max_restarts": 3,  # a dead shard actor comes back and re-opens its shard from disk
     "scheduling_strategy": "SPREAD",
 }
+#: Rows checked per chunk of a write before it is split between shards.
+_PREPARE_CHUNK = 65_536
 
 
 # --------------------------------------------------------------------------- facade
@@ -306,15 +308,15 @@ class ShardedCollection(CollectionBase):
         metadata: Iterable[dict[str, Any] | None] | None,
         vectors: Iterable[Sequence[float]] | np.ndarray | None,
     ) -> tuple[list[str], list[str], list[Any], np.ndarray | None]:
-        """The write's rows, checked by the shared rules (:meth:`CollectionBase._checked_rows`)."""
-        checked = list(self._checked_rows(texts, ids, metadata, vectors))
+        """The write's rows, checked by the shared rules (:meth:`CollectionBase._checked_chunks`)."""
+        chunks = list(self._checked_chunks(texts, ids, metadata, vectors, _PREPARE_CHUNK))
         arr = None
-        if vectors is not None and checked:
-            arr = np.stack([r.vector for r in checked])
+        if vectors is not None and chunks:
+            arr = np.concatenate([c.vectors for c in chunks if c.vectors is not None])
         return (
-            [r.text for r in checked],
-            [r.id for r in checked],
-            [r.metadata for r in checked],
+            [t for c in chunks for t in c.texts],
+            [d for c in chunks for d in c.ids],
+            [m for c in chunks for m in c.metadata],
             arr,
         )
 
