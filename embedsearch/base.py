@@ -421,6 +421,7 @@ class CollectionBase(ABC):
             c_meta = [None] * n if c_meta is None else c_meta
             fresh = set(c_ids) if plain_ids(c_ids) else None
             c_json = plain_metadata(c_meta) if metadata is not None else [None] * n
+            one_by_one = None if units is not None else c_vecs  # vectors given as rows
             if (
                 fresh is not None
                 and len(fresh) == n
@@ -429,15 +430,14 @@ class CollectionBase(ABC):
                 and plain_texts(c_texts)
             ):
                 seen |= fresh
-                unit = c_vecs if units is not None else None
-                if vectors is not None and units is None:
-                    unit = self._unit_rows_of(c_vecs, start)
+                unit = None if one_by_one is None else self._unit_rows_of(one_by_one, start)
             else:
-                c_texts, c_json, unit = self._checked_one_by_one(
-                    c_texts, c_ids, c_meta, None if units is not None else c_vecs, start, seen
+                c_json, unit = self._checked_one_by_one(
+                    c_texts, c_ids, c_meta, one_by_one, start, seen
                 )
-                unit = c_vecs if units is not None else unit
-            yield CheckedChunk(c_texts, c_ids, c_meta, c_json, unit)
+            yield CheckedChunk(
+                c_texts, c_ids, c_meta, c_json, c_vecs if units is not None else unit
+            )
             start += n
 
     def _unit_rows_of(self, vecs: list[Any], start: int) -> np.ndarray:
@@ -454,11 +454,11 @@ class CollectionBase(ABC):
         vecs: Any,
         start: int,
         seen: set[str],
-    ) -> tuple[list[str], list[str | None], np.ndarray | None]:
+    ) -> tuple[list[str | None], np.ndarray | None]:
         """The per-row checks of a chunk, in row order (the first bad row raises); adds its
         ids to ``seen``. ``vecs``: the caller's vectors of these rows, one by one, or None
         (the model embeds the texts, or they came as a matrix, checked already). Returns the
-        texts, metadata JSON and unit vectors (None where ``vecs`` is)."""
+        metadata JSON and the unit vectors (None where ``vecs`` is)."""
         out_json: list[str | None] = []
         units: list[np.ndarray] = []
         for j, (text, doc_id, meta) in enumerate(zip(texts, ids, metadata)):
@@ -473,7 +473,7 @@ class CollectionBase(ABC):
             out_json.append(check_metadata(meta, f"metadata[{i}]"))
             if vecs is not None:
                 units.append(self.as_unit_vector(vecs[j], f"vectors[{i}]"))
-        return texts, out_json, np.stack(units) if vecs is not None else None
+        return out_json, np.stack(units) if vecs is not None else None
 
     def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Delete documents by id (a tombstone until :meth:`compact`); all or nothing.
