@@ -300,8 +300,8 @@ def column_chunks(
     texts: Iterable[str], size: int, **columns: Iterable[Any] | None
 ) -> Iterator[tuple[Any, ...]]:
     """:func:`rows` by chunks of up to ``size`` rows, as columns: yields ``(texts, *columns)``
-    with a list (or, for an array column, an array slice) per column and None for an absent
-    one. Lists, tuples and arrays are sliced, with no Python step per row (a 1M-row add spent
+    with a list (or, for a matrix column, a slice of its rows) per column and None for an
+    absent one. Lists, tuples and arrays are sliced, with no Python step per row (a 1M-row add spent
     1.4 s zipping rows); any other iterable streams through :func:`rows`, lazily as before.
     Mismatched lengths raise the same errors as :func:`rows`.
     """
@@ -321,7 +321,7 @@ def column_chunks(
             None
             if c is None
             else c[lo : lo + size]
-            if isinstance(c, np.ndarray)
+            if isinstance(c, np.ndarray) and c.ndim == 2  # a matrix of vectors
             else list(c[lo : lo + size])
             for c in [texts, *columns.values()]
         )

@@ -201,3 +201,10 @@ def test_a_bad_row_in_a_later_chunk_fails_the_write_and_changes_nothing(
     col.add(texts[3:13], ids=ids[3:13], metadata=meta[3:13], vectors=vecs[3:13])
     assert len(col) == 13
     assert col.get(["d12"])[0].metadata == {"cat": 0, "tag": "t12"}
+
+
+def test_numpy_arrays_of_texts_and_ids_are_written_as_lists_would_be(col: Any) -> None:
+    texts, ids, meta, vecs = _rows(6)
+    col.add(np.array(texts), ids=np.array(ids), metadata=meta, vectors=vecs)
+    assert [d.text for d in col.get(ids)] == texts
+    assert col.get(["d4"])[0].metadata == meta[4]
