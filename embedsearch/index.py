@@ -31,7 +31,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -88,7 +88,7 @@ _ASSIGN_BLOCK = 16_384
 #: rows are read (and made contiguous) one chunk at a time, so a build or ``reindex`` holds
 #: one chunk of float32 beside the index, not a copy of every vector (7.7 GB at 5M rows).
 _ADD_CHUNK = 131_072
-#: Rows of an in-memory matrix :func:`exact_search` scores at a time: the 200 tuning
+#: Rows :func:`exact_search` scores at a time (of a matrix or a segment): the 200 tuning
 #: queries' scores over a 64k-row block are 50 MB, where one (256, n) matrix at 1M rows
 #: had been 1 GB and its negated copy another.
 _EXACT_BLOCK_ROWS = 65_536
@@ -565,21 +565,26 @@ def exact_search(
             vectors, live, n = _gather(vectors, subset), None, count
     if n == 0 or k <= 0:
         return scores, pos
-    blocks = getattr(vectors, "blocks", None)  # memory-mapped segments: scanned in place
-    if blocks is None:  # an in-memory matrix, by row blocks: the score matrix stays small
-        blocks = functools.partial(_row_blocks, vectors, _EXACT_BLOCK_ROWS)
+    segments = getattr(vectors, "blocks", None)  # memory-mapped segments: scanned in place
     for lo in range(0, m, 256):
-        s, p = _exact_blocks(blocks(), queries[lo : lo + 256], k, live)
+        whole = segments() if segments is not None else [(0, vectors)]
+        blocks = _row_blocks(whole, _EXACT_BLOCK_ROWS)  # the score matrix stays small
+        s, p = _exact_blocks(blocks, queries[lo : lo + 256], k, live)
         scores[lo : lo + 256], pos[lo : lo + 256] = s, p
     if subset is not None:
         pos = np.where(pos >= 0, subset[np.maximum(pos, 0)], -1)
     return scores, pos
 
 
-def _row_blocks(matrix: np.ndarray, step: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start, view)`` of each ``step`` rows of ``matrix`` (:func:`_exact_blocks`'s input)."""
-    for lo in range(0, matrix.shape[0], step):
-        yield lo, matrix[lo : lo + step]
+def _row_blocks(
+    blocks: Iterable[tuple[int, np.ndarray]], step: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, view)`` of at most ``step`` rows each, from ``(start, matrix)`` blocks (an
+    in-memory matrix, or a table's segments: a compacted segment holds 200k rows, and the
+    tuner's 200 queries scored over it at once had taken 1 GB of scores and positions)."""
+    for start, matrix in blocks:
+        for lo in range(0, matrix.shape[0], step):
+            yield start + lo, matrix[lo : lo + step]
 
 
 def _exact_blocks(

@@ -139,6 +139,33 @@ def test_block_scan_finds_the_exact_top_k(k: int) -> None:
         assert np.allclose(dense_s[finite], s[finite])
 
 
+def test_a_segment_larger_than_a_block_is_scored_a_block_at_a_time(monkeypatch) -> None:
+    """A segment of more rows than ``_EXACT_BLOCK_ROWS`` (compaction writes 200k-row ones)
+    is scored in pieces of at most that many rows, so 200 tuning queries never hold one
+    (200, segment) score matrix; the answer is the one unsplit blocks give."""
+    import embedsearch.index as index_mod
+
+    x = _clustered(2_000, seed=6)
+    q = _clustered(7, seed=7)
+    whole_s, whole_p = exact_search(_Blocks(x, 700), q, 25)
+    seen: list[int] = []
+    scan = index_mod._exact_blocks
+
+    def recording(blocks, *args):  # noqa: ANN001, ANN202 - records each block's rows
+        def counted():  # noqa: ANN202
+            for start, block in blocks:
+                seen.append(block.shape[0])
+                yield start, block
+
+        return scan(counted(), *args)
+
+    monkeypatch.setattr(index_mod, "_EXACT_BLOCK_ROWS", 128)
+    monkeypatch.setattr(index_mod, "_exact_blocks", recording)
+    s, p = exact_search(_Blocks(x, 700), q, 25)
+    assert max(seen) == 128 and sum(seen) == 2_000
+    assert np.array_equal(p, whole_p) and np.allclose(s, whole_s)
+
+
 @pytest.mark.parametrize("batch_rows", [32_768, 200])
 def test_a_batch_is_re_ranked_as_each_query_alone(monkeypatch, batch_rows: int) -> None:
     """A batch's shortlists are read in one gather of their distinct rows (in pieces of
