@@ -585,8 +585,14 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     def compact(self) -> dict[str, int]:
         """Make deletes permanent: rewrite live rows into fresh segments and rebuild the index.
 
+        The old segments stay on disk while a kept past version names them (retention:
+        untagged versions are kept ``keep_days``, 7 by default), so right after compacting
+        the files may take *more* room than before; ``bytes_past_versions`` says how much of
+        ``bytes_after`` that is, and ``set_retention(0)`` frees it now.
+
         Returns:
-            ``{"rows_before", "rows_after", "bytes_before", "bytes_after"}``.
+            ``{"rows_before", "rows_after", "bytes_before", "bytes_after",
+            "bytes_past_versions"}``.
         """
         with self._write_mutex:
             self._begin_write()
@@ -625,7 +631,18 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 "rows_after": self._table.rows,
                 "bytes_before": before,
                 "bytes_after": self.disk_bytes(),
+                "bytes_past_versions": self._past_version_bytes(),
             }
+
+    def _past_version_bytes(self) -> int:
+        """Bytes of the data files on disk that only past versions name (retention keeps
+        them until those versions expire or are untagged)."""
+        current = versions.files_of(self._manifest)
+        return sum(
+            p.lstat().st_size
+            for p in [*self.path.glob("segments/*"), *self.path.glob("index-*")]
+            if p.relative_to(self.path).as_posix() not in current and not p.is_symlink()
+        )
 
     def reindex(self, spec: str) -> None:
         """Change the index spec (``auto`` or a FAISS factory string) without re-encoding."""

@@ -91,7 +91,14 @@ def test_index_search_info_delete_compact(home, encoder, tmp_path, capsys):
     assert "deleted 1" in capsys.readouterr().out
     assert main(["search", "mixed", "volcanic eruption", "-k", "8", "--json"]) == 0
     assert "b1" not in {h["id"] for h in json.loads(capsys.readouterr().out)}
+    capsys.readouterr()
     assert main(["compact", "mixed"]) == 0
+    out = capsys.readouterr().out  # the old files stay for the past versions, and it says so
+    assert "compacted: 8 -> 7 rows" in out and "old files, kept while past versions" in out
+    assert "'embedsearch retention mixed --keep-days 0' frees them now" in out
+    assert main(["retention", "mixed", "--keep-days", "0"]) == 0
+    assert main(["compact", "mixed"]) == 0
+    assert "old files" not in capsys.readouterr().out  # nothing past is kept any more
     assert main(["list"]) == 0
     assert "mixed" in capsys.readouterr().out
 

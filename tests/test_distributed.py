@@ -260,6 +260,9 @@ def test_sharded_writes_route_and_behave_like_one_node(sharded, single, tmp_path
         want["deleted"],
     )
     ref.close()
+    stats = sharded.compact()  # every shard's, summed; the old files stay for past versions
+    assert stats["rows_before"] == info["rows"] and stats["rows_after"] == len(sharded)
+    assert 0 < stats["bytes_past_versions"] < stats["bytes_after"]
     # Every shard is an ordinary collection on disk holding exactly the ids that hash to it.
     total = 0
     for n, d in enumerate(sharded.layout["dirs"]):

@@ -179,6 +179,7 @@ def test_collection_lifecycle(client: httpx.Client, home: Path) -> None:
     assert r.status_code == 200 and r.json()["index"]["spec"] == "Flat"
     r = client.post("/collections/life/compact")
     assert r.status_code == 200 and r.json()["rows_after"] == 1
+    assert 0 < r.json()["bytes_past_versions"] < r.json()["bytes_after"]  # the week's history
     assert client.delete("/collections/life").json() == {"deleted": "life"}
     assert not (home / "life").exists()
     assert client.get("/collections/life").status_code == 404

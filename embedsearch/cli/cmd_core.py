@@ -117,7 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--missing-ok", action="store_true", help="ignore ids that do not exist")
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("compact", help="make deletes permanent and shrink the files")
+    p = sub.add_parser(
+        "compact", help="make deletes permanent (old files go when past versions expire)"
+    )
     p.add_argument("name")
     p.set_defaults(func=cmd_compact)
 
@@ -375,10 +377,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     with open_collection(args.name, create=False) as col:
         r = col.compact()
+        keep_days = col.keep_days
     print(
         f"compacted: {r['rows_before']} -> {r['rows_after']} rows, "
         f"{_human(r['bytes_before'])} -> {_human(r['bytes_after'])}"
     )
+    if r["bytes_past_versions"]:
+        print(
+            f"  {_human(r['bytes_past_versions'])} of that are the old files, kept while past "
+            f"versions name them (untagged versions are kept {keep_days:g} days); "
+            f"'embedsearch retention {args.name} --keep-days 0' frees them now"
+        )
     return 0
 
 

@@ -163,6 +163,11 @@ class CompactResult(Response):
     rows_after: int
     bytes_before: int
     bytes_after: int
+    bytes_past_versions: int = Field(
+        0,
+        description="Of bytes_after, the old files kept for past versions until retention "
+        "lets them go (PUT /collections/{name}/retention with keep_days 0 frees them now).",
+    )
     took_ms: float
 
 
