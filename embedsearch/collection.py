@@ -128,8 +128,10 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         st = (self.path / store.MANIFEST).lstat()
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _load(self, manifest: Manifest) -> None:
-        """Map the segments of a committed manifest and load (or build) its index.
+    def _load(self, manifest: Manifest, refill: VectorIndex | None = None) -> None:
+        """Map the segments of a committed manifest and load (or build) its index; with
+        ``refill`` (compaction), that index's training filled with the rows instead, where
+        :meth:`VectorIndex.refilled` allows.
 
         O(manifest) for format-2 segments: each file is mapped and its size checked; its
         bytes are checksummed when a query first touches them (:mod:`embedsearch.segment`).
@@ -139,7 +141,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         table.extend([open_segment(self.path, ref, self.dim) for ref in manifest.segments])
         for ref in manifest.tombstones:
             table.kill(store.read_tombstones(self.path, ref))
-        index = self._load_index(manifest, table)
+        index = refill.refilled(table.vectors_view()) if refill is not None else None
+        index = index or self._load_index(manifest, table)
         with self._rw.write():
             self._manifest, self._table, self._index = manifest, table, index
 
@@ -623,7 +626,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 self._discard([f for r in refs for f in r.files()], exc)
                 raise
             old_rows = table.rows
-            self._load(manifest)
+            self._load(manifest, refill=self._index)
             self._maybe_save_index(force=True)
             versions.cleanup(self.path, self._manifest)
             return {

@@ -24,6 +24,7 @@ own ``SearchParameters`` object, so concurrent searches never share mutable inde
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -801,6 +802,44 @@ class VectorIndex:
         if self._index is not None and self.approximate and self._retune_due(n):
             self.tune(all_vectors)  # the knob tuned at half the size may miss the target now
         return None
+
+    def refilled(self, vectors: np.ndarray) -> VectorIndex | None:
+        """A new index with this one's training (coarse cells, codebooks) and tuned knobs,
+        holding ``vectors`` as positions ``0..n-1``; None when ``vectors`` call for a build
+        of their own (see below).
+
+        Compaction renumbers the rows, so the index must be filled again, but not trained
+        again: the rows left are the same kind of rows. At 1M rows with 30 % deleted, the
+        rebuild had been ~25 s of a 31 s compaction (k-means, tuning); filling the trained
+        index is one pass of cell assignment and encoding. The knobs stay: fewer rows in
+        the same cells are recalled at least as well, and growth re-tunes as before. A
+        build of its own is due for an exact or waiting index, an HNSW graph (it is its
+        rows), and an ``auto`` index whose rows no longer call for its kind (the exact
+        threshold) or number under 1 / :data:`RETRAIN_GROWTH` of the rows it was trained for.
+        """
+        self.load_deferred()
+        n = vectors.shape[0]
+        if (
+            self._index is None
+            or not self.approximate
+            or self._is_graph(self._index)
+            or self.info.extra.keys() & {"waiting_for", "fallback"}
+        ):
+            return None
+        if self.spec == "auto" and (
+            resolve_spec("auto", n, self.dim) == "Flat"
+            or n * RETRAIN_GROWTH < (self.info.trained_for or n)
+        ):
+            return None
+        f = faiss()
+        fresh = VectorIndex(self.spec, self.dim)
+        fresh._index = f.deserialize_index(f.serialize_index(self._index))  # trained copy
+        fresh._index.reset()
+        fresh.info = dataclasses.replace(self.info, rows=n, extra=dict(self.info.extra))
+        fresh._add_rows(vectors)
+        _split_single_queries(fresh._index)
+        fresh._place_on_gpu()
+        return fresh
 
     def _retune_due(self, n_after: int) -> bool:
         return n_after >= RETUNE_GROWTH * self.info.extra.get("tuned_rows", n_after)

@@ -219,6 +219,60 @@ def test_approximate_indexes_keep_recall_and_persist(tmp_path, encoder, demo_row
     col.close()
 
 
+def _centroids(col: embedsearch.Collection) -> np.ndarray:
+    ivf = col._index._unwrap(col._index._index)
+    return ivf.quantizer.reconstruct_n(0, ivf.nlist)
+
+
+@pytest.mark.parametrize("spec", ["IVF16,Flat", "IVF16,PQ8x4fs", "HNSW16"])
+def test_compaction_fills_the_trained_index_again(tmp_path, encoder, demo_rows, spec):
+    """Compaction renumbers the rows: an IVF index keeps its training (the same cells) and
+    knobs and is filled with the live rows; an HNSW graph is built again. Either way it
+    holds exactly the live rows, answers as exact search does, and opens again as saved."""
+    from embedsearch.maintenance import verify
+
+    col = _build(tmp_path / "c", demo_rows, index=spec)
+    before = col.info()["index"]
+    cells = _centroids(col) if spec.startswith("IVF") else None
+    gone = [r["id"] for r in demo_rows[::3]]
+    col.delete(gone)
+    col.compact()
+    after = col.info()["index"]
+    live = len(demo_rows) - len(gone)
+    assert col._index._index.ntotal == live and after["rows"] == live
+    assert after["kind"] == "approximate" and after["resolved"] == spec
+    if cells is not None:  # not trained again: the same cells, the same knobs
+        assert np.array_equal(_centroids(col), cells)
+        assert (after["nprobe"], after["trained_for"]) == (before["nprobe"], before["trained_for"])
+    full = {"nprobe": 16} if spec.startswith("IVF") else {}
+    answers = [[h.id for h in col.search(q, k=10, **full)] for q in QUERIES]
+    assert answers == [[h.id for h in col.search(q, k=10, exact=True)] for q in QUERIES]
+    assert not set(gone) & {i for a in answers for i in a}
+    col.close()
+    assert verify(tmp_path / "c").problems == []
+    col = embedsearch.open(tmp_path / "c")
+    assert [[h.id for h in col.search(q, k=10, **full)] for q in QUERIES] == answers
+    col.close()
+
+
+def test_compaction_to_few_rows_builds_the_index_their_size_calls_for(
+    tmp_path, encoder, demo_rows, monkeypatch
+):
+    """An ``auto`` index is not refilled for rows that call for another kind: 300 rows past
+    a 200-row exact threshold get IVF; compacted to 100, exact search."""
+    import embedsearch.index as index_mod
+
+    monkeypatch.setattr(index_mod, "EXACT_MAX_ROWS", 200)
+    col = _build(tmp_path / "auto", demo_rows[:300])
+    assert col.info()["index"]["kind"] == "approximate"
+    col.delete([r["id"] for r in demo_rows[100:300]])
+    col.compact()
+    assert col.info()["index"]["kind"] == "exact" and len(col) == 100
+    hits = col.search(QUERIES[0], k=5)
+    assert [h.id for h in hits] == [h.id for h in col.search(QUERIES[0], k=5, exact=True)]
+    col.close()
+
+
 def test_per_call_nprobe_does_not_leak_between_calls(tmp_path, encoder, demo_rows):
     col = _build(tmp_path / "ivf", demo_rows, index="IVF32,Flat")
     default = [h.id for h in col.search("black holes", k=10)]
