@@ -1,0 +1,250 @@
+"""Deletes and compaction at 1M rows: time, memory, disk, and recall before and after.
+
+A user with a million documents deletes a share of them and compacts. This measures, in a
+fresh process per source tree (so two commits can be compared side by side in one run):
+the delete; recall@10 against exact search over the live rows with the tombstones in
+place, unfiltered and at two filters; ``compact()``'s time, its peak anonymous RSS
+(sampled every 20 ms; mapped file pages are not the process's memory) and the disk before
+and after (with the bytes kept for past versions); recall after; and a fresh process's open
+and first query.
+
+It works on a copy of the collection ``benchmarks/scale.py`` built (1,010,000 rows: the 1M
+base and the 10k added), and reads that benchmark's cached vectors and queries::
+
+    PYTHONPATH=. python benchmarks/compaction.py                      # this checkout
+    PYTHONPATH=. python benchmarks/compaction.py --src /tmp/wt16 .    # before / after
+
+Writes ``results/compaction.json`` and ``results/compaction.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import table, write_result  # noqa: E402
+from scale import WORK, exact_top, meta_arrays  # noqa: E402
+
+FILTERS: list[tuple[str, dict[str, Any] | None]] = [
+    ("unfiltered", None),
+    ("10%", {"cat": {"$lt": 100}}),
+    ("0.1%", {"cat": 7}),
+]
+
+
+def _anon_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _dead(rows: int, share: float) -> np.ndarray:
+    return np.sort(np.random.default_rng(5).choice(rows, int(share * rows), replace=False))
+
+
+def _filter_mask(name: str, rows: int) -> np.ndarray:
+    cat = meta_arrays(0, rows)["cat"]
+    return {"unfiltered": np.ones(rows, bool), "10%": cat < 100, "0.1%": cat == 7}[name]
+
+
+def child(path: Path, share: float, truth_file: Path) -> dict[str, Any]:
+    """One source tree's run over the copy at ``path`` (imports ``embedsearch`` from
+    PYTHONPATH)."""
+    import embedsearch
+
+    queries = np.load(WORK / "queries.npy").astype(np.float32)
+    truth = np.load(truth_file)
+    out: dict[str, Any] = {}
+    col = embedsearch.open(path)
+    rows = len(col)
+    dead = _dead(rows, share)
+    t = time.perf_counter()
+    col.delete([str(i) for i in dead])
+    out["delete_s"] = time.perf_counter() - t
+
+    def recalls() -> dict[str, float]:
+        got = {}
+        for j, (name, where) in enumerate(FILTERS):
+            hits = []
+            for qi, q in enumerate(queries):
+                ids = {int(h.id) for h in col.search(q, k=10, where=where)}
+                want = {int(p) for p in truth[j, qi] if p >= 0}
+                hits.append(len(ids & want) / max(1, len(want)))
+            got[name] = float(np.mean(hits))
+        return got
+
+    out["recall_before"] = recalls()
+    peak, stop = [_anon_mb()], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _anon_mb())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    stats = col.compact()
+    out["compact_s"] = time.perf_counter() - t
+    stop.set()
+    sampler.join()
+    out["compact_anon_peak_mb"] = peak[0]
+    out.update({k: v for k, v in stats.items()})
+    out["index_after"] = {
+        k: col.info()["index"].get(k) for k in ("resolved", "nprobe", "trained_for")
+    }
+    out["recall_after"] = recalls()
+    col.close()
+    return out
+
+
+def reopen(path: Path) -> float:
+    """Seconds a fresh process takes to open the compacted collection and answer a query."""
+    code = (
+        "import time; t = time.perf_counter(); import embedsearch, numpy as np; "
+        f"c = embedsearch.open({str(path)!r}); "
+        f"c.search(np.load({str(WORK / 'queries.npy')!r})[0], k=10); "
+        "print(time.perf_counter() - t)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/tmp"
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def truth_for(rows: int, share: float, out: Path) -> Path:
+    """Exact top 10 of each query among the live rows, per filter: (filters, queries, 10)."""
+    base = np.load(WORK / "base-1000000.npy", mmap_mode="r")
+    extra = np.load(WORK / "extra-1000000.npy", mmap_mode="r")
+    vectors = np.concatenate([base, extra])[:rows]
+    queries = np.load(WORK / "queries.npy").astype(np.float32)
+    live = np.ones(rows, bool)
+    live[_dead(rows, share)] = False
+    truth = np.stack(
+        [exact_top(vectors, queries, live & _filter_mask(name, rows), 10) for name, _ in FILTERS]
+    )
+    np.save(out, truth)
+    return out
+
+
+def plot(runs: list[dict[str, Any]], share: float, rows: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = [r["source"] for r in runs]
+    a.bar(labels, [r["compact_s"] for r in runs], color="#4c72b0")
+    for i, r in enumerate(runs):
+        a.text(i, r["compact_s"], f"{r['compact_s']:.1f} s", ha="center", va="bottom")
+    a.set_ylabel("seconds")
+    a.set_title(f"compact() after deleting {share:.0%} of {rows:,} rows")
+    width = 0.8 / (2 * len(runs))
+    x = np.arange(len(FILTERS))
+    for i, r in enumerate(runs):
+        for j, when in enumerate(("before", "after")):
+            vals = [r[f"recall_{when}"][name] for name, _ in FILTERS]
+            b.bar(
+                x + (2 * i + j - len(runs) + 0.5) * width,
+                vals,
+                width,
+                label=f"{r['source']}, {when} compaction",
+            )
+    b.axhline(0.95, color="grey", linestyle="--", linewidth=1)
+    b.set_xticks(x, [name for name, _ in FILTERS])
+    b.set_ylim(0.9, 1.005)
+    b.set_ylabel("recall@10 vs exact over the live rows")
+    b.legend(fontsize=8, loc="lower center", ncol=2)
+    fig.suptitle("Deletes and compaction at 1M rows (benchmarks/compaction.py)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--collection",
+        type=Path,
+        default=Path("/tmp/embedsearch-scale/embedsearch-1000000"),
+        help="the 1M collection benchmarks/scale.py built (copied, never changed)",
+    )
+    ap.add_argument("--share", type=float, default=0.3, help="share of the rows deleted")
+    ap.add_argument("--src", nargs="+", default=[str(HERE.parent)], help="source trees")
+    ap.add_argument("--scratch", type=Path, default=Path("/tmp/embedsearch-compaction"))
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--truth", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.share, args.truth)))
+        return
+    if not args.collection.is_dir():
+        sys.exit(f"{args.collection} not found: build it first with benchmarks/scale.py")
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    rows = int(json.loads((args.collection / "manifest.json").read_text())["rows"])
+    print(f"exact truth over the live rows ({rows:,} rows, {args.share:.0%} deleted) ...")
+    truth = truth_for(rows, args.share, args.scratch / "truth.npy")
+    runs = []
+    for src in args.src:
+        copy = args.scratch / "collection"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(args.collection, copy)
+        label = (
+            subprocess.run(
+                ["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
+            or Path(src).name
+        )
+        print(f"{label}: delete, compact, search ...", flush=True)
+        env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(copy), "--share", str(args.share)]
+            + ["--truth", str(truth)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/tmp",
+        )
+        if done.returncode:
+            sys.exit(done.stderr[-3000:])
+        run = {"source": label, **json.loads(done.stdout.strip().splitlines()[-1])}
+        run["reopen_first_query_s"] = reopen(copy)
+        runs.append(run)
+        shutil.rmtree(copy, ignore_errors=True)
+    cols = ["source", "delete_s", "compact_s", "compact_anon_peak_mb", "reopen_first_query_s"]
+    print(table([{c: r[c] for c in cols} for r in runs], cols))
+    for r in runs:
+        print(
+            f"{r['source']}: recall before {r['recall_before']}, after {r['recall_after']}; "
+            f"index after {r['index_after']}; disk {r['bytes_before'] / 2**30:.2f} -> "
+            f"{r['bytes_after'] / 2**30:.2f} GB, of which past versions "
+            f"{r.get('bytes_past_versions', 0) / 2**30:.2f} GB"
+        )
+    write_result(
+        "compaction",
+        {
+            "collection": str(args.collection),
+            "rows": rows,
+            "share_deleted": args.share,
+            "runs": runs,
+        },
+    )
+    plot(runs, args.share, rows, HERE / "results" / "compaction.png")
+
+
+if __name__ == "__main__":
+    main()
