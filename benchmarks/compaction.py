@@ -5,8 +5,9 @@ fresh process per source tree (so two commits can be compared side by side in on
 the delete; recall@10 against exact search over the live rows with the tombstones in
 place, unfiltered and at two filters; ``compact()``'s time, its peak anonymous RSS
 (sampled every 20 ms; mapped file pages are not the process's memory) and the disk before
-and after (with the bytes kept for past versions); recall after; and a fresh process's open
-and first query.
+and after (with the bytes kept for past versions); recall after; a reader's open and first
+query in another process started the moment compaction commits; and a fresh process's open
+and first query afterwards.
 
 It works on a copy of the collection ``benchmarks/scale.py`` built (1,010,000 rows: the 1M
 base and the 10k added), and reads that benchmark's cached vectors and queries::
@@ -126,6 +127,26 @@ def reopen(path: Path) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+WATCHER = """
+import json, sys, time
+from pathlib import Path
+manifest = Path(sys.argv[1]) / "manifest.json"
+first = json.loads(manifest.read_text())["epoch"]
+while True:  # until compaction commits (a new epoch), then open and ask as a user would
+    try:
+        if json.loads(manifest.read_text())["epoch"] != first:
+            break
+    except (OSError, ValueError):
+        pass
+    time.sleep(0.05)
+t = time.perf_counter()
+import embedsearch, numpy as np
+col = embedsearch.open(sys.argv[1])
+col.search(np.load(sys.argv[2])[0], k=10)
+print(json.dumps({"s": time.perf_counter() - t, "index": col.info()["index"]["resolved"]}))
+"""
+
+
 def truth_for(rows: int, share: float, out: Path) -> Path:
     """Exact top 10 of each query among the live rows, per filter: (filters, queries, 10)."""
     base = np.load(WORK / "base-1000000.npy", mmap_mode="r")
@@ -211,6 +232,13 @@ def main() -> None:
         )
         print(f"{label}: delete, compact, search ...", flush=True)
         env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+        watcher = subprocess.Popen(  # a reader that opens the collection once it is compacted
+            [sys.executable, "-c", WATCHER, str(copy), str(WORK / "queries.npy")],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd="/tmp",
+        )
         done = subprocess.run(
             [sys.executable, __file__, "--child", str(copy), "--share", str(args.share)]
             + ["--truth", str(truth)],
@@ -222,10 +250,13 @@ def main() -> None:
         if done.returncode:
             sys.exit(done.stderr[-3000:])
         run = {"source": label, **json.loads(done.stdout.strip().splitlines()[-1])}
+        seen = json.loads(watcher.communicate(timeout=600)[0].strip().splitlines()[-1])
+        run["reader_at_commit_s"], run["reader_at_commit_index"] = seen["s"], seen["index"]
         run["reopen_first_query_s"] = reopen(copy)
         runs.append(run)
         shutil.rmtree(copy, ignore_errors=True)
-    cols = ["source", "delete_s", "compact_s", "compact_anon_peak_mb", "reopen_first_query_s"]
+    cols = ["source", "delete_s", "compact_s", "compact_anon_peak_mb", "reader_at_commit_s"]
+    cols += ["reopen_first_query_s"]
     print(table([{c: r[c] for c in cols} for r in runs], cols))
     for r in runs:
         print(

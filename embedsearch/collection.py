@@ -128,10 +128,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         st = (self.path / store.MANIFEST).lstat()
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _load(self, manifest: Manifest, refill: VectorIndex | None = None) -> None:
-        """Map the segments of a committed manifest and load (or build) its index; with
-        ``refill`` (compaction), that index's training filled with the rows instead, where
-        :meth:`VectorIndex.refilled` allows.
+    def _load(self, manifest: Manifest) -> None:
+        """Map the segments of a committed manifest and load (or build) its index.
 
         O(manifest) for format-2 segments: each file is mapped and its size checked; its
         bytes are checksummed when a query first touches them (:mod:`embedsearch.segment`).
@@ -141,8 +139,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         table.extend([open_segment(self.path, ref, self.dim) for ref in manifest.segments])
         for ref in manifest.tombstones:
             table.kill(store.read_tombstones(self.path, ref))
-        index = refill.refilled(table.vectors_view()) if refill is not None else None
-        index = index or self._load_index(manifest, table)
+        index = self._load_index(manifest, table)
         with self._rw.write():
             self._manifest, self._table, self._index = manifest, table, index
 
@@ -603,6 +600,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             before = self.disk_bytes()
             live = table.live_positions()
             refs: list[SegmentRef] = []
+            epoch = uuid.uuid4().hex
+            index, saved = None, None
             try:
                 for lo in range(0, len(live), COMPACT_SEGMENT_ROWS):
                     pos = live[lo : lo + COMPACT_SEGMENT_ROWS]
@@ -615,19 +614,32 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                             table.take(pos),
                         )
                     )
+                # The index is filled and saved before the commit, so that no reader ever
+                # opens the compacted rows without it (a reader builds a missing one itself).
+                fresh = Table(self.dim)
+                fresh.extend([open_segment(self.path, r, self.dim, verified=True) for r in refs])
+                index = self._index.refilled(fresh.vectors_view())
+                if index is not None:
+                    saved = self._index_file(index, epoch)
                 manifest = self._manifest.replace(
                     segments=refs,
                     tombstones=(),
-                    epoch=uuid.uuid4().hex,
-                    index=IndexSection(self._manifest.index.spec, None),
+                    epoch=epoch,
+                    index=IndexSection(self._manifest.index.spec, saved),
                 )
                 manifest = self._commit(manifest, "compact")
             except BaseException as exc:
-                self._discard([f for r in refs for f in r.files()], exc)
+                files = [f for r in refs for f in r.files()] + ([saved.file] if saved else [])
+                self._discard(files, exc)
                 raise
             old_rows = table.rows
-            self._load(manifest, refill=self._index)
-            self._maybe_save_index(force=True)
+            if index is None:  # an index of their own for these rows (see refilled)
+                self._load(manifest)
+                self._maybe_save_index(force=True)
+            else:
+                with self._rw.write():
+                    self._manifest, self._table, self._index = manifest, fresh, index
+                self._index_file_ok = saved is not None
             versions.cleanup(self.path, self._manifest)
             return {
                 "rows_before": old_rows,
@@ -707,27 +719,25 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             and behind < max(10_000, index.ntotal // 10)
         ):
             return
-        name = f"index-{uuid.uuid4().hex}.faiss"
-        size, digest = durable.write_file(self.path, name, index.save)
-        crc = store.file_checksums(self.path / name)[1]
-        ref = IndexFileRef(
-            name,
-            index.ntotal,
-            digest,
-            size,
-            epoch=self._manifest.epoch,
-            info=index.info.to_json(),
-            crc32=crc,
-        )
+        ref = self._index_file(index, self._manifest.epoch)
         manifest = self._manifest.replace(index=IndexSection(self._manifest.index.spec, ref))
         try:
             self._manifest = self._commit(manifest, "index")
         except BaseException as exc:
-            self._discard([name], exc)
+            self._discard([ref.file], exc)
             raise
         self._index_file_ok = True
         if saved:  # the old index file goes unless a kept version still names it
             versions.cleanup(self.path, self._manifest)
+
+    def _index_file(self, index: VectorIndex, epoch: str) -> IndexFileRef:
+        """Write ``index`` to a new durable file for the rows of ``epoch``; its record."""
+        name = f"index-{uuid.uuid4().hex}.faiss"
+        size, digest = durable.write_file(self.path, name, index.save)
+        crc = store.file_checksums(self.path / name)[1]
+        return IndexFileRef(
+            name, index.ntotal, digest, size, epoch=epoch, info=index.info.to_json(), crc32=crc
+        )
 
     # ------------------------------------------------------------------ reads
     def _get(self, ids: list[str], include_vectors: bool) -> list[Document]:

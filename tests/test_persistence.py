@@ -239,6 +239,15 @@ def test_compaction_fills_the_trained_index_again(tmp_path, encoder, demo_rows, 
     col.compact()
     after = col.info()["index"]
     live = len(demo_rows) - len(gone)
+    # one commit names the compacted rows and their index together: a reader that opens
+    # them right away never has to build the index itself
+    ops = [v.op for v in col.versions()]
+    refill = spec.startswith("IVF")  # an HNSW graph is built after the commit, then saved
+    assert ops[-2:] == (["delete", "compact"] if refill else ["compact", "index"])
+    on_disk = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    if refill:
+        assert on_disk["index"]["file"]["rows"] == live
+        assert on_disk["index"]["file"]["epoch"] == on_disk["epoch"]
     assert col._index._index.ntotal == live and after["rows"] == live
     assert after["kind"] == "approximate" and after["resolved"] == spec
     if cells is not None:  # not trained again: the same cells, the same knobs
