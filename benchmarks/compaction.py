@@ -170,11 +170,20 @@ def plot(runs: list[dict[str, Any]], share: float, rows: int, path: Path) -> Non
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = [r["source"] for r in runs]
-    a.bar(labels, [r["compact_s"] for r in runs], color="#4c72b0")
-    for i, r in enumerate(runs):
-        a.text(i, r["compact_s"], f"{r['compact_s']:.1f} s", ha="center", va="bottom")
+    x0 = np.arange(len(runs))
+    for shift, key, name, color in (
+        (-0.2, "compact_s", "compact() (the writer)", "#4c72b0"),
+        (0.2, "reader_at_commit_s", "a reader's open + first query at the commit", "#dd8452"),
+    ):
+        vals = [r.get(key, np.nan) for r in runs]
+        a.bar(x0 + shift, vals, 0.4, label=name, color=color)
+        for i, v in enumerate(vals):
+            a.text(i + shift, v, f"{v:.1f} s", ha="center", va="bottom", fontsize=9)
+    a.set_xticks(x0, labels)
     a.set_ylabel("seconds")
-    a.set_title(f"compact() after deleting {share:.0%} of {rows:,} rows")
+    a.set_ylim(0, 1.3 * max(max(r["compact_s"], r.get("reader_at_commit_s", 0)) for r in runs))
+    a.legend(fontsize=8, loc="upper right")
+    a.set_title(f"after deleting {share:.0%} of {rows:,} rows")
     width = 0.8 / (2 * len(runs))
     x = np.arange(len(FILTERS))
     for i, r in enumerate(runs):
