@@ -675,11 +675,18 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     "spec (e.g. 'auto')."
                 ) from exc
             old = self._manifest.index.file
-            manifest = self._manifest.replace(index=IndexSection(spec, None))
-            manifest = self._commit(manifest, "reindex")
+            # saved before the commit, so that no reader opens the new spec without its index
+            # (a reader builds a missing one itself: a full training at 1M rows)
+            saved = self._index_file(index, self._manifest.epoch) if index.worth_saving else None
+            manifest = self._manifest.replace(index=IndexSection(spec, saved))
+            try:
+                manifest = self._commit(manifest, "reindex")
+            except BaseException as exc:
+                self._discard([saved.file] if saved else [], exc)
+                raise
             with self._rw.write():
                 self._index, self._manifest = index, manifest
-            self._maybe_save_index(force=True)
+            self._index_file_ok = True
             if old:  # the previous index file is no longer named: not left behind
                 with contextlib.suppress(OSError, EmbedSearchError):
                     versions.cleanup(self.path, self._manifest)

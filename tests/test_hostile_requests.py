@@ -216,6 +216,9 @@ def test_reindex_leaves_no_old_index_file(tmp_path: Path, demo_vectors: Any) -> 
         col.reindex(spec)
         assert unnamed() == [], spec
         assert store.read_manifest(root).index.file.file in os.listdir(root)
+        # the commit that names the spec names its index too: no reader opens it without
+        assert col.versions()[-1].op == "reindex"
+        assert store.read_manifest(root).index.file.info["spec"] == spec
     before = sorted(os.listdir(root))
     with pytest.raises(IndexSpecError):
         col.reindex("PCA1000,Flat")
