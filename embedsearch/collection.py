@@ -583,7 +583,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         return committed
 
     def compact(self) -> dict[str, int]:
-        """Make deletes permanent: rewrite live rows into fresh segments and rebuild the index.
+        """Make deletes permanent: rewrite live rows into fresh segments and fill the index
+        with them (trained again only where :meth:`VectorIndex.refilled` says so).
 
         The old segments stay on disk while a kept past version names them (retention:
         untagged versions are kept ``keep_days``, 7 by default), so right after compacting
@@ -618,7 +619,10 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 # opens the compacted rows without it (a reader builds a missing one itself).
                 fresh = Table(self.dim)
                 fresh.extend([open_segment(self.path, r, self.dim, verified=True) for r in refs])
-                index = self._index.refilled(fresh.vectors_view())
+                try:
+                    index = self._index.refilled(fresh.vectors_view())
+                except Exception as exc:  # noqa: BLE001 - derived data: built afresh below
+                    log.warning("could not refill the index (%s); building a new one", exc)
                 if index is not None:
                     saved = self._index_file(index, epoch)
                 manifest = self._manifest.replace(
@@ -639,7 +643,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             else:
                 with self._rw.write():
                     self._manifest, self._table, self._index = manifest, fresh, index
-                self._index_file_ok = saved is not None
+                self._index_file_ok = True
             versions.cleanup(self.path, self._manifest)
             return {
                 "rows_before": old_rows,

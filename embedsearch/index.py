@@ -24,7 +24,6 @@ own ``SearchParameters`` object, so concurrent searches never share mutable inde
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import math
@@ -33,7 +32,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -835,7 +834,7 @@ class VectorIndex:
         fresh = VectorIndex(self.spec, self.dim)
         fresh._index = f.deserialize_index(f.serialize_index(self._index))  # trained copy
         fresh._index.reset()
-        fresh.info = dataclasses.replace(self.info, rows=n, extra=dict(self.info.extra))
+        fresh.info = replace(self.info, rows=n, extra=dict(self.info.extra))
         fresh._add_rows(vectors)
         _split_single_queries(fresh._index)
         fresh._place_on_gpu()
