@@ -266,7 +266,8 @@ def main() -> None:
         shutil.rmtree(copy, ignore_errors=True)
     cols = ["source", "delete_s", "compact_s", "compact_anon_peak_mb", "reader_at_commit_s"]
     cols += ["reopen_first_query_s"]
-    print(table([{c: r[c] for c in cols} for r in runs], cols))
+    markdown = table([{c: r[c] for c in cols} for r in runs], cols)
+    print(markdown)
     for r in runs:
         print(
             f"{r['source']}: recall before {r['recall_before']}, after {r['recall_after']}; "
@@ -281,6 +282,7 @@ def main() -> None:
             "rows": rows,
             "share_deleted": args.share,
             "runs": runs,
+            "markdown": markdown,
         },
     )
     plot(runs, args.share, rows, HERE / "results" / "compaction.png")
