@@ -638,11 +638,12 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 raise
             old_rows = table.rows
             if index is None:  # an index of their own for these rows (see refilled)
-                self._load(manifest)
+                index = self._load_index(manifest, fresh)
+            with self._rw.write():
+                self._manifest, self._table, self._index = manifest, fresh, index
+            if saved is None:
                 self._maybe_save_index(force=True)
             else:
-                with self._rw.write():
-                    self._manifest, self._table, self._index = manifest, fresh, index
                 self._index_file_ok = True
             versions.cleanup(self.path, self._manifest)
             return {
@@ -654,13 +655,10 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             }
 
     def _past_version_bytes(self) -> int:
-        """Bytes of the data files on disk that only past versions name (retention keeps
-        them until those versions expire or are untagged)."""
-        current = versions.files_of(self._manifest)
+        """Bytes of the files on disk the current version does not name: after a cleanup,
+        those of past versions that retention keeps (until they expire or are untagged)."""
         return sum(
-            p.lstat().st_size
-            for p in [*self.path.glob("segments/*"), *self.path.glob("index-*")]
-            if p.relative_to(self.path).as_posix() not in current and not p.is_symlink()
+            os.lstat(self.path / rel).st_size for rel in store.leftovers(self.path, self._manifest)
         )
 
     def reindex(self, spec: str) -> None:

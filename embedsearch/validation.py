@@ -317,14 +317,17 @@ def column_chunks(
         return
     _check_columns(texts, columns)
     for lo in range(0, len(texts), size):  # type: ignore[arg-type]
-        yield tuple(
-            None
-            if c is None
-            else c[lo : lo + size]
-            if isinstance(c, np.ndarray) and c.ndim == 2  # a matrix of vectors
-            else list(c[lo : lo + size])
-            for c in [texts, *columns.values()]
-        )
+        yield tuple(_rows_of(c, lo, size) for c in [texts, *columns.values()])
+
+
+def _rows_of(column: Any, lo: int, size: int) -> Any:
+    """Rows ``lo .. lo + size`` of one sliceable column: a view of a matrix of vectors, a
+    list of anything else (texts or ids given as an array too), None for an absent one."""
+    if column is None:
+        return None
+    if isinstance(column, np.ndarray) and column.ndim == 2:
+        return column[lo : lo + size]
+    return list(column[lo : lo + size])
 
 
 # ----------------------------------------------------------------------------- bulk checks
