@@ -57,8 +57,8 @@ from .index import (
 from .latent.mixin import LatentMixin
 from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef
 from .rag.mixin import RetrievalMixin
+from .segment import Segment, open_segment
 from .segment import add_derived as _add_derived
-from .segment import open_segment
 from .segment import write_segment as _write_segment
 from .table import RowsView, Table, parse_metadata
 from .types import Document, Hit
@@ -400,6 +400,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             out_ids: list[str] = []
             fresh: list[np.ndarray] | None = []  # the rows' vectors as written, for the index
             fresh_bytes = 0
+            trained, saved = None, None  # the index trained before the commit, its file
             try:
                 step = VECTOR_CHUNK if isinstance(vectors, np.ndarray) else WRITE_CHUNK
                 for chunk in self._checked_chunks(texts, ids, metadata, vectors, step):
@@ -433,9 +434,14 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     return []
                 if replaced:
                     tombs.append(store.write_tombstones(self.path, replaced))
+                segments = [open_segment(self.path, r, self.dim, verified=True) for r in written]
+                trained, saved = self._first_training(table, segments)
                 manifest = self._manifest.replace(
                     segments=self._manifest.segments + tuple(written),
                     tombstones=self._manifest.tombstones + tuple(tombs),
+                    index=self._manifest.index
+                    if trained is None
+                    else IndexSection(self._manifest.index.spec, saved),
                 )
                 manifest = self._commit(
                     manifest,
@@ -445,20 +451,45 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     live=table.count + len(out_ids) - len(replaced),
                 )
             except BaseException as exc:
-                self._discard(
-                    [f for r in written for f in r.files()] + [t.file for t in tombs], exc
-                )
+                files = [f for r in written for f in r.files()] + [t.file for t in tombs]
+                self._discard(files + ([saved.file] if saved else []), exc)
                 raise
             finally:
                 bar.close()
-            segments = [open_segment(self.path, r, self.dim, verified=True) for r in written]
             with self._rw.write():
                 table.extend(segments)
                 table.kill(replaced)
                 self._manifest = manifest
-                self._index_add_committed(fresh)
-            self._maybe_save_index(force=self._maintain_index())
+                if trained is None:
+                    self._index_add_committed(fresh)
+                else:
+                    self._index, self._index_file_ok = trained, True
+            if trained is None:
+                self._maybe_save_index(force=self._maintain_index())
             return out_ids
+
+    def _first_training(
+        self, table: Table, written: list[Segment]
+    ) -> tuple[VectorIndex | None, IndexFileRef | None]:
+        """When the rows of ``table`` and ``written`` call for the index's first training
+        (:meth:`VectorIndex.first_training_due`): the index trained over them and its saved
+        file, both made before the write commits; else ``(None, None)``.
+
+        Until then no trained index is on disk, and a reader that opened the new rows
+        before the writer had saved one trained its own (readers never wait on the
+        writer). Trained first, the rows and their index arrive in one commit, as
+        compaction and reindex do. Later retrains still happen after the commit: readers
+        then load the previous saved index and add the new rows to it, which is cheap.
+        """
+        rows = table.rows + sum(seg.rows for seg in written)
+        if not self._index.first_training_due(rows):
+            return None, None
+        staged = Table(self.dim)
+        staged.extend(table.segments + written)
+        index = build_or_exact(self._manifest.index.spec, self.dim, staged.vectors_view())
+        if not index.worth_saving:  # it could not be trained: exact, as before
+            return index, None
+        return index, self._index_file(index, self._manifest.epoch)
 
     def _maintain_index(self) -> bool:
         """Retrain or re-tune the index when its policy says so, without blocking readers.

@@ -875,6 +875,18 @@ class VectorIndex:
             if self._gpu is not None:
                 self._gpu.add(batch)
 
+    def first_training_due(self, n_after: int) -> bool:
+        """Whether ``n_after`` rows call for this index's *first* training: it answers
+        exactly now (``auto`` below the exact threshold, or a spec waiting for rows to train
+        on) and ``n_after`` rows are enough. No trained index is saved yet, so a reader
+        opening those rows would have to train one itself: the writer trains it before it
+        commits them (see ``Collection._write``)."""
+        return (
+            self.needs_rebuild(n_after)
+            and (not self.approximate or "waiting_for" in self.info.extra)
+            and "fallback" not in self.info.extra
+        )
+
     def needs_rebuild(self, n_after: int) -> bool:
         """Whether ``n_after`` rows call for a (re)trained index (writers act on it)."""
         self.load_deferred()

@@ -192,3 +192,34 @@ def test_the_index_takes_a_writes_rows_from_memory_not_from_its_segments(
         ]
         col.close()
     assert np.array_equal(indexes[0], indexes[1])
+
+
+@pytest.mark.parametrize("spec", ["auto", "IVF16,Flat"])
+def test_the_write_that_calls_for_a_first_index_commits_it_with_its_rows(
+    home, small_policy, monkeypatch, spec
+) -> None:
+    """Below the exact threshold (``auto``) or the rows a spec trains on (``IVF16`` waits
+    for 16), search is exact and no index is saved. The write whose rows call for the first
+    trained index trains and saves it *before* it commits: one commit names the rows and
+    their index, so a reader opening them at once loads it and never trains one itself."""
+    col = embedsearch.open("first", index=spec)
+    data = _vectors(500, 3)
+    few = 200 if spec == "auto" else 10
+    _add(col, data[:few], 0)
+    assert col.info()["index"]["kind"] == "exact"
+    assert col._manifest.index.file is None
+    _add(col, data[few:500], few)
+    assert [v.op for v in col.versions()][-2:] == ["add", "add"]  # no separate 'index' commit
+    saved = col._manifest.index.file
+    assert saved is not None and saved.rows == 500 and saved.epoch == col._manifest.epoch
+    assert col.info()["index"]["kind"] == "approximate" and col._index.ntotal == 500
+
+    def no_build(self, vectors, **kw):  # a reader must load, not train
+        raise AssertionError("a reader trained the index")
+
+    monkeypatch.setattr(VectorIndex, "build", no_build)
+    reader = embedsearch.open("first")
+    assert reader.info()["index"]["kind"] == "approximate"
+    assert reader.search(data[450], k=1)[0].id == "d450"
+    reader.close()
+    col.close()
