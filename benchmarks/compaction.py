@@ -14,6 +14,11 @@ base and the 10k added), and reads that benchmark's cached vectors and queries::
 
     PYTHONPATH=. python benchmarks/compaction.py                      # this checkout
     PYTHONPATH=. python benchmarks/compaction.py --src /tmp/wt16 .    # before / after
+    PYTHONPATH=. python benchmarks/compaction.py --deleted oldest --share 0.1
+
+``--deleted random`` (the default) deletes a random share, so every segment loses rows;
+``--deleted oldest`` deletes the first rows added, as a user expiring old documents does
+(results then go to ``compaction-oldest.json`` / ``.png``).
 
 Writes ``results/compaction.json`` and ``results/compaction.png``.
 """
@@ -53,7 +58,14 @@ def _anon_mb() -> float:
     return float("nan")
 
 
-def _dead(rows: int, share: float) -> np.ndarray:
+#: Which rows are deleted: a random share of them (every segment loses some), or the
+#: oldest (the first rows added, as a user expiring old documents deletes them).
+DELETED = ("random", "oldest")
+
+
+def _dead(rows: int, share: float, which: str = "random") -> np.ndarray:
+    if which == "oldest":
+        return np.arange(int(share * rows))
     return np.sort(np.random.default_rng(5).choice(rows, int(share * rows), replace=False))
 
 
@@ -62,7 +74,7 @@ def _filter_mask(name: str, rows: int) -> np.ndarray:
     return {"unfiltered": np.ones(rows, bool), "10%": cat < 100, "0.1%": cat == 7}[name]
 
 
-def child(path: Path, share: float, truth_file: Path) -> dict[str, Any]:
+def child(path: Path, share: float, which: str, truth_file: Path) -> dict[str, Any]:
     """One source tree's run over the copy at ``path`` (imports ``embedsearch`` from
     PYTHONPATH)."""
     import embedsearch
@@ -72,7 +84,7 @@ def child(path: Path, share: float, truth_file: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     col = embedsearch.open(path)
     rows = len(col)
-    dead = _dead(rows, share)
+    dead = _dead(rows, share, which)
     t = time.perf_counter()
     col.delete([str(i) for i in dead])
     out["delete_s"] = time.perf_counter() - t
@@ -147,14 +159,14 @@ print(json.dumps({"s": time.perf_counter() - t, "index": col.info()["index"]["re
 """
 
 
-def truth_for(rows: int, share: float, out: Path) -> Path:
+def truth_for(rows: int, share: float, which: str, out: Path) -> Path:
     """Exact top 10 of each query among the live rows, per filter: (filters, queries, 10)."""
     base = np.load(WORK / "base-1000000.npy", mmap_mode="r")
     extra = np.load(WORK / "extra-1000000.npy", mmap_mode="r")
     vectors = np.concatenate([base, extra])[:rows]
     queries = np.load(WORK / "queries.npy").astype(np.float32)
     live = np.ones(rows, bool)
-    live[_dead(rows, share)] = False
+    live[_dead(rows, share, which)] = False
     truth = np.stack(
         [exact_top(vectors, queries, live & _filter_mask(name, rows), 10) for name, _ in FILTERS]
     )
@@ -162,7 +174,7 @@ def truth_for(rows: int, share: float, out: Path) -> Path:
     return out
 
 
-def plot(runs: list[dict[str, Any]], share: float, rows: int, path: Path) -> None:
+def plot(runs: list[dict[str, Any]], share: float, which: str, rows: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +195,7 @@ def plot(runs: list[dict[str, Any]], share: float, rows: int, path: Path) -> Non
     a.set_ylabel("seconds")
     a.set_ylim(0, 1.3 * max(max(r["compact_s"], r.get("reader_at_commit_s", 0)) for r in runs))
     a.legend(fontsize=8, loc="upper right")
-    a.set_title(f"after deleting {share:.0%} of {rows:,} rows")
+    a.set_title(f"after deleting the {which} {share:.0%} of {rows:,} rows")
     width = 0.8 / (2 * len(runs))
     x = np.arange(len(FILTERS))
     for i, r in enumerate(runs):
@@ -214,20 +226,23 @@ def main() -> None:
         help="the 1M collection benchmarks/scale.py built (copied, never changed)",
     )
     ap.add_argument("--share", type=float, default=0.3, help="share of the rows deleted")
+    ap.add_argument("--deleted", choices=DELETED, default="random", help="which rows are deleted")
     ap.add_argument("--src", nargs="+", default=[str(HERE.parent)], help="source trees")
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/embedsearch-compaction"))
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--truth", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.share, args.truth)))
+        print(json.dumps(child(args.child, args.share, args.deleted, args.truth)))
         return
     if not args.collection.is_dir():
         sys.exit(f"{args.collection} not found: build it first with benchmarks/scale.py")
     args.scratch.mkdir(parents=True, exist_ok=True)
     rows = int(json.loads((args.collection / "manifest.json").read_text())["rows"])
-    print(f"exact truth over the live rows ({rows:,} rows, {args.share:.0%} deleted) ...")
-    truth = truth_for(rows, args.share, args.scratch / "truth.npy")
+    print(
+        f"exact truth over the live rows ({rows:,} rows, {args.deleted} {args.share:.0%} deleted)"
+    )
+    truth = truth_for(rows, args.share, args.deleted, args.scratch / "truth.npy")
     runs = []
     for src in args.src:
         copy = args.scratch / "collection"
@@ -250,7 +265,7 @@ def main() -> None:
         )
         done = subprocess.run(
             [sys.executable, __file__, "--child", str(copy), "--share", str(args.share)]
-            + ["--truth", str(truth)],
+            + ["--deleted", args.deleted, "--truth", str(truth)],
             capture_output=True,
             text=True,
             env=env,
@@ -275,17 +290,19 @@ def main() -> None:
             f"{r['bytes_after'] / 2**30:.2f} GB, of which past versions "
             f"{r.get('bytes_past_versions', 0) / 2**30:.2f} GB"
         )
+    name = "compaction" if args.deleted == "random" else f"compaction-{args.deleted}"
     write_result(
-        "compaction",
+        name,
         {
             "collection": str(args.collection),
             "rows": rows,
             "share_deleted": args.share,
+            "deleted": args.deleted,
             "runs": runs,
             "markdown": markdown,
         },
     )
-    plot(runs, args.share, rows, HERE / "results" / "compaction.png")
+    plot(runs, args.share, args.deleted, rows, HERE / "results" / f"{name}.png")
 
 
 if __name__ == "__main__":
