@@ -60,7 +60,7 @@ from .rag.mixin import RetrievalMixin
 from .segment import Segment, open_segment
 from .segment import add_derived as _add_derived
 from .segment import write_segment as _write_segment
-from .table import RowsView, Table, parse_metadata
+from .table import RowsView, Table, compaction_plan, parse_metadata
 from .types import Document, Hit
 from .validation import (
     check_k,
@@ -82,6 +82,11 @@ VECTOR_CHUNK = 65_536
 FRESH_INDEX_BYTES = 256 * 2**20
 
 COMPACT_SEGMENT_ROWS = 200_000
+#: Compaction keeps a segment with no deleted rows as it is (the file is not rewritten and
+#: stays shared with past versions) when it holds at least this many rows; smaller ones
+#: are merged with their neighbours' live rows, so many small writes still end in few
+#: segments. Half a :data:`VECTOR_CHUNK`: a 50k-row ``add`` of vectors is kept.
+COMPACT_KEEP_ROWS = 32_768
 
 
 # ----------------------------------------------------------------------------- facade
@@ -624,32 +629,44 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
 
         Returns:
             ``{"rows_before", "rows_after", "bytes_before", "bytes_after",
-            "bytes_past_versions"}``.
+            "bytes_past_versions", "rows_rewritten"}``: ``rows_rewritten`` counts the
+            live rows copied into new segments (those of segments that lost rows, or too
+            small to keep alone); the others stay in their files.
         """
         with self._write_mutex:
             self._begin_write()
             table = self._table
             before = self.disk_bytes()
-            live = table.live_positions()
-            refs: list[SegmentRef] = []
+            plan = compaction_plan(
+                [seg.rows for seg in table.segments], table.live_positions(), COMPACT_KEEP_ROWS
+            )
+            refs: list[SegmentRef] = []  # the new manifest's segments, in row order
+            segments: list[Segment] = []
+            written: list[SegmentRef] = []  # of those, the files this compaction writes
             epoch = uuid.uuid4().hex
             index, saved = None, None
             try:
-                for lo in range(0, len(live), COMPACT_SEGMENT_ROWS):
-                    pos = live[lo : lo + COMPACT_SEGMENT_ROWS]
-                    refs.append(
-                        _write_segment(
+                for kept, pos in plan:
+                    if kept is not None:  # nothing deleted: the same file, not rewritten
+                        refs.append(self._manifest.segments[kept])
+                        segments.append(table.segments[kept])
+                        continue
+                    for lo in range(0, len(pos), COMPACT_SEGMENT_ROWS):
+                        rows = pos[lo : lo + COMPACT_SEGMENT_ROWS]
+                        ref = _write_segment(
                             self.path,
-                            table.ids_at(pos),
-                            table.texts_at(pos),
-                            table.metadata_json(pos),
-                            table.take(pos),
+                            table.ids_at(rows),
+                            table.texts_at(rows),
+                            table.metadata_json(rows),
+                            table.take(rows),
                         )
-                    )
+                        written.append(ref)
+                        refs.append(ref)
+                        segments.append(open_segment(self.path, ref, self.dim, verified=True))
                 # The index is filled and saved before the commit, so that no reader ever
                 # opens the compacted rows without it (a reader builds a missing one itself).
                 fresh = Table(self.dim)
-                fresh.extend([open_segment(self.path, r, self.dim, verified=True) for r in refs])
+                fresh.extend(segments)
                 try:
                     index = self._index.refilled(fresh.vectors_view())
                 except Exception as exc:  # noqa: BLE001 - derived data: built afresh below
@@ -664,7 +681,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 )
                 manifest = self._commit(manifest, "compact")
             except BaseException as exc:
-                files = [f for r in refs for f in r.files()] + ([saved.file] if saved else [])
+                files = [f for r in written for f in r.files()] + ([saved.file] if saved else [])
                 self._discard(files, exc)
                 raise
             old_rows = table.rows
@@ -683,6 +700,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 "bytes_before": before,
                 "bytes_after": self.disk_bytes(),
                 "bytes_past_versions": self._past_version_bytes(),
+                "rows_rewritten": sum(ref.rows for ref in written),
             }
 
     def _past_version_bytes(self) -> int:

@@ -528,3 +528,30 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
 
 
 _parse = parse_metadata
+
+
+def compaction_plan(
+    sizes: Sequence[int], live: np.ndarray, keep_rows: int
+) -> list[tuple[int | None, np.ndarray | None]]:
+    """What compaction does with each segment, in row order: ``(i, None)`` keeps segment
+    ``i`` as it is (no row of it deleted, and at least ``keep_rows`` rows); ``(None,
+    positions)`` rewrites the live ``positions`` of a run of other segments (a run ends
+    at each kept segment, so the rows keep their order). ``live``: the sorted positions
+    of the live rows; segment ``i`` holds ``sizes[i]`` rows after those before it.
+    """
+    plan: list[tuple[int | None, np.ndarray | None]] = []
+    run: list[np.ndarray] = []
+    start = 0
+    for i, size in enumerate(sizes):
+        lo, hi = np.searchsorted(live, [start, start + size])
+        start += size
+        if hi - lo == size and size >= keep_rows:
+            if run:
+                plan.append((None, np.concatenate(run)))
+                run = []
+            plan.append((i, None))
+        elif hi > lo:
+            run.append(live[lo:hi])
+    if run:
+        plan.append((None, np.concatenate(run)))
+    return plan

@@ -262,6 +262,7 @@ def test_sharded_writes_route_and_behave_like_one_node(sharded, single, tmp_path
     ref.close()
     stats = sharded.compact()  # every shard's, summed; the old files stay for past versions
     assert stats["rows_before"] == info["rows"] and stats["rows_after"] == len(sharded)
+    assert stats["rows_rewritten"] == len(sharded)  # small segments: all merged anew
     assert 0 < stats["bytes_past_versions"] < stats["bytes_after"]
     # Every shard is an ordinary collection on disk holding exactly the ids that hash to it.
     total = 0

@@ -342,3 +342,68 @@ def test_index_file_is_derived_and_rebuilt_when_missing_or_damaged(
     col.add(["one more document about lighthouses"], ids=["new"])  # writer re-saves on close
     col.close()
     assert len(list((tmp_path / "derived").glob("index-*.faiss"))) == 1
+
+
+def test_compaction_keeps_the_segments_that_lost_no_rows(home, monkeypatch):
+    """A segment with no row deleted (and not too small to stand alone) is kept as it is:
+    its file is not rewritten and stays shared with past versions. The others' live rows
+    are rewritten, small clean segments merged with them, and every row keeps its order,
+    its vector and its metadata."""
+    import embedsearch.collection as collection_mod
+    from embedsearch.maintenance import verify
+
+    monkeypatch.setattr(collection_mod, "COMPACT_KEEP_ROWS", 50)
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(400, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    col = embedsearch.open("keep")
+    for lo, n in [(0, 100), (100, 100), (200, 20), (220, 30), (250, 150)]:
+        ids = [f"d{i}" for i in range(lo, lo + n)]
+        meta = [{"i": i} for i in range(lo, lo + n)]
+        col.add(ids, ids=ids, vectors=vecs[lo : lo + n], metadata=meta, progress=False)
+    files = [seg.file for seg in col._manifest.segments]
+    assert len(files) == 5
+    before = col.versions()[-1].version
+    col.delete(["d5", "d6", "d300"])
+    live = [f"d{i}" for i in range(400) if i not in (5, 6, 300)]
+    # failed means unchanged: a compaction that fails after writing a segment removes
+    # what it wrote and nothing else (the kept segment's file is the current version's)
+    real_write, calls = collection_mod._write_segment, []
+
+    def second_write_fails(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(*args, **kw)
+
+    on_disk = sorted(p.name for p in (col.path / "segments").iterdir())
+    monkeypatch.setattr(collection_mod, "_write_segment", second_write_fails)
+    with pytest.raises(OSError, match="No space"):
+        col.compact()
+    monkeypatch.setattr(collection_mod, "_write_segment", real_write)
+    assert [seg.file for seg in col._manifest.segments] == files
+    assert sorted(p.name for p in (col.path / "segments").iterdir()) == on_disk
+    assert col._table.ids_at(col._table.live_positions()) == live
+    stats = col.compact()
+    # the first segment lost rows: rewritten; the second kept; the two small clean ones
+    # are merged with the live rows of the last, which lost one
+    assert stats["rows_rewritten"] == 98 + (20 + 30 + 149)
+    after = [seg.file for seg in col._manifest.segments]
+    assert len(after) == 3 and after[1] == files[1] and not {after[0], after[2]} & set(files)
+    assert stats["rows_after"] == len(live) and col.info()["deleted"] == 0
+    table = col._table
+    assert table.ids_at(table.live_positions()) == live  # the rows keep their order
+    docs = col.get(["d150", "d210", "d399"], include_vectors=True)
+    assert [d.metadata["i"] for d in docs] == [150, 210, 399]
+    assert np.allclose(np.stack([d.vector for d in docs]), vecs[[150, 210, 399]], atol=1e-6)
+    assert col.search(vecs[120], k=1)[0].id == "d120"
+    assert col.search(vecs[300], k=1)[0].id != "d300"
+    col.close()
+    assert verify(col.path).problems == []
+    col = embedsearch.open("keep")
+    assert col._table.ids_at(col._table.live_positions()) == live
+    col.close()
+    past = embedsearch.open("keep", version=before)  # kept files serve the past too
+    old = past.get(["d5", "d150", "d300"], include_vectors=True)
+    assert np.allclose(np.stack([d.vector for d in old]), vecs[[5, 150, 300]], atol=1e-6)
+    past.close()

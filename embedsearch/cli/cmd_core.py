@@ -380,7 +380,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
         keep_days = col.keep_days
     print(
         f"compacted: {r['rows_before']} -> {r['rows_after']} rows, "
-        f"{_human(r['bytes_before'])} -> {_human(r['bytes_after'])}"
+        f"{_human(r['bytes_before'])} -> {_human(r['bytes_after'])}; "
+        f"{r['rows_rewritten']} rows rewritten (segments that lost none keep their files)"
     )
     if r["bytes_past_versions"]:
         print(

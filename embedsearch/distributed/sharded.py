@@ -505,7 +505,14 @@ class ShardedCollection(CollectionBase):
     def compact(self) -> dict[str, int]:
         """Compact every shard; returns the summed before/after rows and bytes."""
         out = self._fan("compact", read=False)
-        keys = ("rows_before", "rows_after", "bytes_before", "bytes_after", "bytes_past_versions")
+        keys = (
+            "rows_before",
+            "rows_after",
+            "bytes_before",
+            "bytes_after",
+            "bytes_past_versions",
+            "rows_rewritten",
+        )
         return {k: sum(r[k] for r in out.values()) for k in keys}
 
     def reindex(self, spec: str) -> None:

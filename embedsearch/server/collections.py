@@ -74,7 +74,8 @@ def delete_collection(name: CollectionName, state: State) -> dict[str, Any]:
 
 @router.post("/{name}/compact", response_model=CompactResult, summary="Compact")
 def compact(name: CollectionName, state: State) -> dict[str, Any]:
-    """Make deletes permanent: rewrite live rows and rebuild the index (searches go on)."""
+    """Make deletes permanent: rewrite the segments that lost rows and fill the index
+    again (searches go on)."""
     watch = Stopwatch()
     result = state.registry.write(name, lambda col: col.compact())
     return {**result, "took_ms": watch.ms}

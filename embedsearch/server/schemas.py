@@ -168,6 +168,11 @@ class CompactResult(Response):
         description="Of bytes_after, the old files kept for past versions until retention "
         "lets them go (PUT /collections/{name}/retention with keep_days 0 frees them now).",
     )
+    rows_rewritten: int = Field(
+        0,
+        description="Live rows copied into new segment files: those of segments that lost "
+        "rows (and of small ones merged with them); the other segments keep their files.",
+    )
     took_ms: float
 
 
