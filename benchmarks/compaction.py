@@ -180,7 +180,7 @@ def plot(runs: list[dict[str, Any]], share: float, which: str, rows: int, path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, d, b) = plt.subplots(1, 3, figsize=(15, 4.8))
     labels = [r["source"] for r in runs]
     x0 = np.arange(len(runs))
     for shift, key, name, color in (
@@ -196,6 +196,31 @@ def plot(runs: list[dict[str, Any]], share: float, which: str, rows: int, path: 
     a.set_ylim(0, 1.3 * max(max(r["compact_s"], r.get("reader_at_commit_s", 0)) for r in runs))
     a.legend(fontsize=8, loc="upper right")
     a.set_title(f"after deleting the {which} {share:.0%} of {rows:,} rows")
+    gb = 2**30
+    before = [r["bytes_before"] / gb for r in runs]
+    past = [r.get("bytes_past_versions", 0) / gb for r in runs]
+    current = [r["bytes_after"] / gb - p for r, p in zip(runs, past)]
+    d.bar(x0 - 0.2, before, 0.4, label="before compaction", color="#8c8c8c")
+    d.bar(x0 + 0.2, current, 0.4, label="after: the current version", color="#55a868")
+    d.bar(
+        x0 + 0.2,
+        past,
+        0.4,
+        bottom=current,
+        label="after: files kept for past versions",
+        color="#c8e6c9",
+        hatch="//",
+        edgecolor="#55a868",
+    )
+    for i in range(len(runs)):
+        d.text(i - 0.2, before[i], f"{before[i]:.2f}", ha="center", va="bottom", fontsize=9)
+        top = current[i] + past[i]
+        d.text(i + 0.2, top, f"{top:.2f}", ha="center", va="bottom", fontsize=9)
+    d.set_xticks(x0, labels)
+    d.set_ylabel("GB on disk")
+    d.set_ylim(0, 1.35 * max(max(before), max(c + p for c, p in zip(current, past))))
+    d.legend(fontsize=8, loc="upper right")
+    d.set_title("disk (past versions are kept 7 days)")
     width = 0.8 / (2 * len(runs))
     x = np.arange(len(FILTERS))
     for i, r in enumerate(runs):
@@ -211,7 +236,8 @@ def plot(runs: list[dict[str, Any]], share: float, which: str, rows: int, path: 
     b.set_xticks(x, [name for name, _ in FILTERS])
     b.set_ylim(0.9, 1.005)
     b.set_ylabel("recall@10 vs exact over the live rows")
-    b.legend(fontsize=8, loc="lower center", ncol=2)
+    b.set_title("recall before and after compaction")
+    b.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.suptitle("Deletes and compaction at 1M rows (benchmarks/compaction.py)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -534,24 +534,33 @@ def compaction_plan(
     sizes: Sequence[int], live: np.ndarray, keep_rows: int
 ) -> list[tuple[int | None, np.ndarray | None]]:
     """What compaction does with each segment, in row order: ``(i, None)`` keeps segment
-    ``i`` as it is (no row of it deleted, and at least ``keep_rows`` rows); ``(None,
-    positions)`` rewrites the live ``positions`` of a run of other segments (a run ends
-    at each kept segment, so the rows keep their order). ``live``: the sorted positions
-    of the live rows; segment ``i`` holds ``sizes[i]`` rows after those before it.
+    ``i`` as it is; ``(None, positions)`` rewrites the live ``positions`` of a run of
+    segments into new ones. ``live``: the sorted positions of the live rows; segment ``i``
+    holds ``sizes[i]`` rows after those before it.
+
+    A segment is kept when no row of it is deleted and it holds at least ``keep_rows``
+    rows; the others form runs between kept ones (so the rows keep their order), and a
+    run that is one segment with nothing deleted is kept too (rewriting it would copy it).
     """
     plan: list[tuple[int | None, np.ndarray | None]] = []
-    run: list[np.ndarray] = []
+    run: list[tuple[int, np.ndarray, bool]] = []  # (segment, its live positions, whole)
+
+    def flush() -> None:
+        if len(run) == 1 and run[0][2]:
+            plan.append((run[0][0], None))
+        elif run:
+            plan.append((None, np.concatenate([pos for _, pos, _ in run])))
+        run.clear()
+
     start = 0
     for i, size in enumerate(sizes):
         lo, hi = np.searchsorted(live, [start, start + size])
         start += size
-        if hi - lo == size and size >= keep_rows:
-            if run:
-                plan.append((None, np.concatenate(run)))
-                run = []
+        whole = hi - lo == size
+        if whole and size >= keep_rows:
+            flush()
             plan.append((i, None))
         elif hi > lo:
-            run.append(live[lo:hi])
-    if run:
-        plan.append((None, np.concatenate(run)))
+            run.append((i, live[lo:hi], whole))
+    flush()
     return plan

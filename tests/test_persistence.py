@@ -407,3 +407,25 @@ def test_compaction_keeps_the_segments_that_lost_no_rows(home, monkeypatch):
     old = past.get(["d5", "d150", "d300"], include_vectors=True)
     assert np.allclose(np.stack([d.vector for d in old]), vecs[[5, 150, 300]], atol=1e-6)
     past.close()
+
+
+def test_the_compaction_plan_keeps_whole_segments_and_merges_the_rest():
+    """Pure plumbing: which segments compaction keeps and which rows it rewrites."""
+    from embedsearch.table import compaction_plan
+
+    def plan(sizes, dead, keep=10):
+        live = np.setdiff1d(np.arange(sum(sizes)), dead)
+        return [
+            (i, None if pos is None else pos.tolist())
+            for i, pos in compaction_plan(sizes, live, keep)
+        ]
+
+    # big and whole: kept; lost a row: rewritten
+    assert plan([10, 10], [3]) == [(None, [0, 1, 2, *range(4, 10)]), (1, None)]
+    # small whole segments are merged with their neighbours' live rows, in order
+    assert plan([2, 2, 10, 2], [1]) == [(None, [0, 2, 3]), (2, None), (3, None)]
+    # a small whole segment alone between kept ones is kept (rewriting would copy it)
+    assert plan([10, 3, 10], []) == [(0, None), (1, None), (2, None)]
+    # a segment whose rows are all deleted goes; nothing deleted anywhere: all kept
+    assert plan([10, 10], list(range(10))) == [(1, None)]
+    assert plan([5, 5], []) == [(None, list(range(10)))]
