@@ -667,8 +667,11 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 # opens the compacted rows without it (a reader builds a missing one itself).
                 fresh = Table(self.dim)
                 fresh.extend(segments)
-                try:
-                    index = self._index.refilled(fresh.vectors_view())
+                try:  # the same codes renumbered; else the trained index filled again
+                    dead = np.setdiff1d(np.arange(table.rows), table.live_positions())
+                    index = self._index.renumbered(dead) or self._index.refilled(
+                        fresh.vectors_view()
+                    )
                 except Exception as exc:  # noqa: BLE001 - derived data: built afresh below
                     log.warning("could not refill the index (%s); building a new one", exc)
                 if index is not None:

@@ -731,7 +731,10 @@ class VectorIndex:
             sample = np.ascontiguousarray(sample, dtype=np.float32)
             if isinstance(coarse, faiss().IndexIVF):  # see _TRAIN_ITERATIONS
                 coarse.cp.niter = _TRAIN_ITERATIONS
-                if _numpy_coarse(coarse):
+                # Under a pre-transform (PCA, OPQ) the cells live in the transformed space,
+                # so FAISS trains the transform and the cells together.
+                pre = isinstance(faiss().downcast_index(index), faiss().IndexPreTransform)
+                if _numpy_coarse(coarse) and not pre:
                     # k-means in numpy (see _ASSIGN_BLOCK); FAISS then trains only the codes
                     # (it skips a quantizer that already holds nlist centroids).
                     centroids = spherical_kmeans(sample, coarse.nlist, _TRAIN_ITERATIONS, seed)
@@ -802,6 +805,37 @@ class VectorIndex:
             self.tune(all_vectors)  # the knob tuned at half the size may miss the target now
         return None
 
+    def _keeps_training(self, n: int) -> bool:
+        """Whether an index of ``n`` of these rows renumbered can keep this one's training
+        (coarse cells, codebooks) and tuned knobs (see :meth:`refilled`)."""
+        self.load_deferred()
+        if (
+            self._index is None
+            or not self.approximate
+            or self._is_graph(self._index)
+            or self.info.extra.keys() & {"waiting_for", "fallback"}
+        ):
+            return False
+        return not (
+            self.spec == "auto"
+            and (
+                resolve_spec("auto", n, self.dim) == "Flat"
+                or n * RETRAIN_GROWTH < (self.info.trained_for or n)
+            )
+        )
+
+    def _copy_as(self, index: Any, rows: int, vectors: np.ndarray | None = None) -> VectorIndex:
+        """A VectorIndex around ``index`` (a FAISS copy of this one's) holding ``rows``;
+        ``vectors``: the rows to fill it with first (an emptied copy)."""
+        fresh = VectorIndex(self.spec, self.dim)
+        fresh._index = index
+        fresh.info = replace(self.info, rows=rows, extra=dict(self.info.extra))
+        if vectors is not None:
+            fresh._add_rows(vectors)
+        _split_single_queries(fresh._index)
+        fresh._place_on_gpu()
+        return fresh
+
     def refilled(self, vectors: np.ndarray) -> VectorIndex | None:
         """A new index with this one's training (coarse cells, codebooks) and tuned knobs,
         holding ``vectors`` as positions ``0..n-1``; None when ``vectors`` call for a build
@@ -816,29 +850,46 @@ class VectorIndex:
         rows), and an ``auto`` index whose rows no longer call for its kind (the exact
         threshold) or number under 1 / :data:`RETRAIN_GROWTH` of the rows it was trained for.
         """
-        self.load_deferred()
         n = vectors.shape[0]
-        if (
-            self._index is None
-            or not self.approximate
-            or self._is_graph(self._index)
-            or self.info.extra.keys() & {"waiting_for", "fallback"}
-        ):
+        if not self._keeps_training(n):
             return None
-        if self.spec == "auto" and (
-            resolve_spec("auto", n, self.dim) == "Flat"
-            or n * RETRAIN_GROWTH < (self.info.trained_for or n)
+        f = faiss()
+        index = f.deserialize_index(f.serialize_index(self._index))  # trained copy
+        index.reset()
+        return self._copy_as(index, n, vectors)
+
+    def renumbered(self, dead: np.ndarray) -> VectorIndex | None:
+        """This index without the rows at positions ``dead`` (sorted), the others numbered
+        ``0..n-1`` in their order, as compaction numbers them; None where :meth:`refilled`
+        must do (it does not hold every row, spills rows into a second list, or the rows
+        left call for a build of their own).
+
+        No row is encoded again: the dead entries are removed from the inverted lists and
+        each list's ids are shifted down by the dead positions before them. Filling the
+        trained index instead assigns every row to its cell again (a rows x cells product):
+        8.9 s of a 10.3 s compaction at 1M rows that rewrote almost nothing. Same codes,
+        same cells: the answers are those of the refilled index.
+        """
+        dead = np.asarray(dead, dtype=np.int64)
+        n = self.info.rows - dead.size
+        if (
+            not self._keeps_training(n)
+            or entries_per_row(self.info.resolved) != 1
+            or int(self._index.ntotal) != self.info.rows
         ):
             return None
         f = faiss()
-        fresh = VectorIndex(self.spec, self.dim)
-        fresh._index = f.deserialize_index(f.serialize_index(self._index))  # trained copy
-        fresh._index.reset()
-        fresh.info = replace(self.info, rows=n, extra=dict(self.info.extra))
-        fresh._add_rows(vectors)
-        _split_single_queries(fresh._index)
-        fresh._place_on_gpu()
-        return fresh
+        index = f.deserialize_index(f.serialize_index(self._index))  # a copy to change
+        if dead.size and index.remove_ids(f.IDSelectorBatch(dead)) != dead.size:
+            return None
+        ivf = f.extract_index_ivf(index)
+        lists = ivf.invlists
+        for cell in range(ivf.nlist):
+            size = lists.list_size(cell)
+            if size:  # the list's ids, in place
+                ids = f.rev_swig_ptr(lists.get_ids(cell), size)
+                ids -= np.searchsorted(dead, ids)
+        return self._copy_as(index, n)
 
     def _retune_due(self, n_after: int) -> bool:
         return n_after >= RETUNE_GROWTH * self.info.extra.get("tuned_rows", n_after)

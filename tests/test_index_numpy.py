@@ -186,3 +186,57 @@ def test_a_batch_is_re_ranked_as_each_query_alone(monkeypatch, batch_rows: int) 
     wide = exact_search(_Blocks(x, 700), q, 5)  # exact top 5 over blocks, for comparison
     s, p = idx.search(x, q, 5, None, SearchOptions(16, None, 4_000))  # every row re-ranked
     assert np.array_equal(p, wide[1])
+
+
+@pytest.mark.parametrize(
+    "spec", ["IVF32,Flat", "IVF32,SQ8", "IVF32,PQ16x4fs", "PCA32,IVF32,PQ8", "IVF32,PQ16x4fs,SOAR"]
+)
+def test_compaction_renumbers_the_index_without_encoding_a_row_again(spec: str) -> None:
+    """``renumbered(dead)`` removes the dead rows' entries and shifts each list's ids down
+    by the dead positions before them: every cell holds the rows the trained index filled
+    again with the live rows (``refilled``) holds there, and it answers as that index
+    does, without assigning or encoding any row. (Removal moves a list's last entries into
+    the holes, so where fast-scan's 16-bit distance estimates tie at the shortlist's edge
+    the two may keep different rows.) An index that spills rows into a second list (SOAR)
+    is refilled instead."""
+    from embedsearch.index import faiss as load_faiss
+
+    faiss = load_faiss()
+
+    x = _clustered(6000, dim=64, seed=7)
+    queries = _clustered(20, dim=64, seed=8)
+    index = VectorIndex(spec, 64)
+    index.build(x)
+    assert index.info.kind == "approximate"  # a PCA pre-transform too (it trained no cells)
+    dead = np.sort(np.random.default_rng(9).choice(6000, 2500, replace=False))
+    live = np.setdiff1d(np.arange(6000), dead)
+    renumbered = index.renumbered(dead)
+    if spec.endswith("SOAR"):
+        assert renumbered is None
+        return
+    refilled = index.refilled(x[live])
+    assert renumbered.info.rows == refilled.info.rows == live.size
+    assert renumbered._index.ntotal == live.size
+
+    def cells(v: VectorIndex) -> list[list[int]]:
+        ivf = faiss.extract_index_ivf(v._index)
+        lists = ivf.invlists
+        return [
+            sorted(faiss.rev_swig_ptr(lists.get_ids(c), lists.list_size(c)).tolist())
+            for c in range(ivf.nlist)
+        ]
+
+    assert cells(renumbered) == cells(refilled)
+    opts = SearchOptions(nprobe=8, rerank=40)
+    truth = exact_search(x[live], queries, 10)[1]
+    recall = {"renumbered": [], "refilled": []}
+    for i in range(len(queries)):
+        q = queries[i : i + 1]
+        a = renumbered.search(x[live], q, 10, None, opts)
+        b = refilled.search(x[live], q, 10, None, opts)
+        if "x4fs" not in spec:
+            assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0])
+        for name, got in (("renumbered", a), ("refilled", b)):
+            recall[name].append(len(set(got[1][0].tolist()) & set(truth[i].tolist())) / 10)
+    assert np.mean(recall["renumbered"]) >= np.mean(recall["refilled"]) - 0.02, recall
+    assert index._index.ntotal == 6000  # the original is untouched
