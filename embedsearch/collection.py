@@ -668,7 +668,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 fresh = Table(self.dim)
                 fresh.extend(segments)
                 try:  # the same codes renumbered; else the trained index filled again
-                    dead = np.setdiff1d(np.arange(table.rows), table.live_positions())
+                    dead = np.flatnonzero(~table.live[: table.rows])
                     index = self._index.renumbered(dead) or self._index.refilled(
                         fresh.vectors_view()
                     )
