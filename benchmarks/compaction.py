@@ -195,7 +195,8 @@ def plot(runs: list[dict[str, Any]], share: float, which: str, rows: int, path: 
     a.set_ylabel("seconds")
     a.set_ylim(0, 1.3 * max(max(r["compact_s"], r.get("reader_at_commit_s", 0)) for r in runs))
     a.legend(fontsize=8, loc="upper right")
-    a.set_title(f"after deleting the {which} {share:.0%} of {rows:,} rows")
+    what = f"the oldest {share:.0%}" if which == "oldest" else f"a random {share:.0%}"
+    a.set_title(f"after deleting {what} of {rows:,} rows")
     gb = 2**30
     before = [r["bytes_before"] / gb for r in runs]
     past = [r.get("bytes_past_versions", 0) / gb for r in runs]
