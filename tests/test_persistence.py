@@ -344,11 +344,13 @@ def test_index_file_is_derived_and_rebuilt_when_missing_or_damaged(
     assert len(list((tmp_path / "derived").glob("index-*.faiss"))) == 1
 
 
-def test_compaction_keeps_the_segments_that_lost_no_rows(home, monkeypatch):
+@pytest.mark.parametrize("spec", ["auto", "IVF8,Flat"])
+def test_compaction_keeps_the_segments_that_lost_no_rows(home, monkeypatch, spec):
     """A segment with no row deleted (and not too small to stand alone) is kept as it is:
     its file is not rewritten and stays shared with past versions. The others' live rows
     are rewritten, small clean segments merged with them, and every row keeps its order,
-    its vector and its metadata."""
+    its vector and its metadata. A trained index is renumbered to match (kept rows
+    between rewritten ones included) and answers as exact search does."""
     import embedsearch.collection as collection_mod
     from embedsearch.maintenance import verify
 
@@ -356,7 +358,7 @@ def test_compaction_keeps_the_segments_that_lost_no_rows(home, monkeypatch):
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(400, 384)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    col = embedsearch.open("keep")
+    col = embedsearch.open("keep", index=spec)
     for lo, n in [(0, 100), (100, 100), (200, 20), (220, 30), (250, 150)]:
         ids = [f"d{i}" for i in range(lo, lo + n)]
         meta = [{"i": i} for i in range(lo, lo + n)]
@@ -398,6 +400,11 @@ def test_compaction_keeps_the_segments_that_lost_no_rows(home, monkeypatch):
     assert np.allclose(np.stack([d.vector for d in docs]), vecs[[150, 210, 399]], atol=1e-6)
     assert col.search(vecs[120], k=1)[0].id == "d120"
     assert col.search(vecs[300], k=1)[0].id != "d300"
+    if spec != "auto":  # renumbered, not trained again; every cell probed: exact answers
+        assert col.info()["index"]["kind"] == "approximate" and col._index.ntotal == len(live)
+        for q in vecs[::37]:
+            want = [h.id for h in col.search(q, k=10, exact=True)]
+            assert [h.id for h in col.search(q, k=10, nprobe=8)] == want
     col.close()
     assert verify(col.path).problems == []
     col = embedsearch.open("keep")
