@@ -659,6 +659,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                             table.texts_at(rows),
                             table.metadata_json(rows),
                             table.take(rows),
+                            columns=table.typed_columns_at(rows),
                         )
                         written.append(ref)
                         refs.append(ref)

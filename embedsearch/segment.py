@@ -156,11 +156,20 @@ def encode_segment(
     metadata_json: Sequence[str | None],
     vectors: np.ndarray,
     metadata: Sequence[dict[str, Any] | None] | None = None,
+    columns: tuple[dict[str, pa.Array], list[str]] | None = None,
 ) -> tuple[pa.Buffer, np.ndarray]:
-    """The bytes of a format-2 segment: (Arrow IPC file, float32 matrix)."""
-    if metadata is None:
-        metadata = [_parse_json(m) for m in metadata_json]
-    typed, untyped = infer_typed_columns(metadata)
+    """The bytes of a format-2 segment: (Arrow IPC file, float32 matrix).
+
+    ``columns``: the typed metadata columns and untyped keys of these rows when the
+    caller has them already (compaction takes them from the old segments); else they are
+    inferred from ``metadata`` (parsed from ``metadata_json`` when not given).
+    """
+    if columns is not None:
+        typed, untyped = columns
+    else:
+        if metadata is None:
+            metadata = [_parse_json(m) for m in metadata_json]
+        typed, untyped = infer_typed_columns(metadata)
     fields = [pa.field(n, t) for n, t in base_schema()]
     arrays: list[pa.Array] = [
         pa.array(list(ids), pa.string()),
@@ -250,15 +259,17 @@ def write_segment(
     metadata_json: Sequence[str | None],
     vectors: np.ndarray,
     metadata: Sequence[dict[str, Any] | None] | None = None,
+    columns: tuple[dict[str, pa.Array], list[str]] | None = None,
 ) -> SegmentRef:
-    """Write a new (not yet committed) format-2 segment; returns its manifest entry.
+    """Write a new (not yet committed) format-2 segment; returns its manifest entry
+    (``metadata``, ``columns``: see :func:`encode_segment`).
 
     Every file goes through :func:`durable.write_file` (fresh file, fsync, rename, directory
     fsync); nothing names them until the manifest commits, so a crash leaves at most
     orphans. The SHA-256 recorded is of the bytes as written to disk (read back by the
     durable writer).
     """
-    arrow, matrix = encode_segment(ids, texts, metadata_json, vectors, metadata)
+    arrow, matrix = encode_segment(ids, texts, metadata_json, vectors, metadata, columns)
     stem = f"{SEGMENTS_DIR}/seg-{uuid.uuid4().hex}"
     vec_bytes = memoryview(matrix).cast("B")
     vec_size, vec_sha = durable.write_file(root, f"{stem}.f32", vec_bytes)

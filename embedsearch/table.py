@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .arrays import indices
 from .columns import KeyColumn, columns_from_json_array
@@ -345,6 +346,43 @@ class Table:
     def metadata_json(self, positions: np.ndarray | Sequence[int]) -> list[str | None]:
         """The stored metadata JSON (or None) of ``positions``: the source of truth."""
         return self._strings(np.asarray(positions), "metadata")[0]
+
+    def typed_columns_at(
+        self, positions: np.ndarray
+    ) -> tuple[dict[str, pa.Array], list[str]] | None:
+        """The typed metadata columns (and untyped keys) of the rows at ``positions``
+        (ascending), taken from their segments' own columns; None when those segments do
+        not type their keys alike (or store no typed columns): the caller then infers the
+        types from the JSON.
+
+        Compaction rewrites rows whose segments typed them already: parsing their JSON
+        again and inferring the same types was 4.1 s of a 6.8 s compaction at 1M rows
+        with 30 % deleted. Taken this way, a key stays untyped that the rows left might
+        type (its odd values were deleted), and a typed key may hold only nulls (no row
+        left has it): a filter answers the same either way (from the JSON, or from a
+        column whose null means the row lacks the key).
+        """
+        positions = self._check(positions)
+        if positions.size > 1 and not (np.diff(positions) > 0).all():
+            return None
+        parts: list[tuple[dict[str, pa.Array], np.ndarray]] = []
+        kinds: tuple[Any, ...] | None = None
+        for s, _idx, local in self._groups(positions):  # segments in order: rows in order
+            cols, untyped = self._segments[s].typed()
+            if untyped is None:
+                return None
+            mine = (sorted((k, str(c.type)) for k, c in cols.items()), sorted(untyped))
+            if kinds is not None and mine != kinds:
+                return None
+            kinds = mine
+            parts.append((cols, local))
+        if kinds is None:
+            return None
+        out = {
+            key: pa.concat_arrays([cols[key].take(pa.array(local)) for cols, local in parts])
+            for key, _ in kinds[0]
+        }
+        return out, list(kinds[1])
 
     def text(self, pos: int) -> str:
         return self.texts_at([pos])[0]

@@ -436,3 +436,58 @@ def test_the_compaction_plan_keeps_whole_segments_and_merges_the_rest():
     # a segment whose rows are all deleted goes; nothing deleted anywhere: all kept
     assert plan([10, 10], list(range(10))) == [(1, None)]
     assert plan([5, 5], []) == [(None, list(range(10)))]
+
+
+@pytest.mark.parametrize("chunk", [98, 1000])
+def test_compaction_takes_typed_columns_from_the_old_segments(home, monkeypatch, chunk):
+    """Rows rewritten from segments that type their keys alike keep those typed columns
+    (no JSON parsed again); rows of segments that type a key differently (``cat``: int in
+    two, float in the third) are typed from their JSON as a new write is. Either way each
+    new segment's columns are what inference over its rows gives, and every filter
+    answers as before, less the deleted rows."""
+    import embedsearch.collection as collection_mod
+    import embedsearch.segment as segment_mod
+
+    monkeypatch.setattr(collection_mod, "COMPACT_SEGMENT_ROWS", chunk)
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(150, 384)).astype(np.float32)
+    col = embedsearch.open("typed")
+    for lo in (0, 50, 100):
+        ids = [f"d{i}" for i in range(lo, lo + 50)]
+        meta = [
+            {
+                "cat": i % 5 + (0.5 if lo == 100 else 0),
+                "tag": f"t{i % 3}",
+                "odd": i if i % 2 else "s",
+            }
+            for i in range(lo, lo + 50)
+        ]
+        col.add(ids, ids=ids, vectors=vecs[lo : lo + 50], metadata=meta, progress=False)
+    wheres = [{"cat": 3}, {"cat": {"$gte": 2}}, {"tag": "t1"}, {"odd": "s"}, {"odd": {"$gt": 10}}]
+
+    def matching() -> list[list[str]]:
+        return [sorted(h.id for h in col.search(vecs[0], k=150, where=w)) for w in wheres]
+
+    before = matching()
+    gone = {"d0", "d60", "d120"}
+    col.delete(sorted(gone))
+    parsed, real_parse = [], segment_mod._parse_json
+    monkeypatch.setattr(segment_mod, "_parse_json", lambda raw: parsed.append(1) or real_parse(raw))
+    col.compact()
+    # 98 rows a segment: the first two segments' rows together, then the third's alone,
+    # each from segments typed alike; one segment of all: cat's types differ, so parsed
+    assert len(parsed) == (0 if chunk == 98 else 147)
+    monkeypatch.setattr(segment_mod, "_parse_json", real_parse)
+    for seg in col._table.segments:
+        cols, untyped = seg.typed()
+        metas = [json.loads(m) for m in seg.metadata_json().to_pylist()]
+        want, want_untyped = segment_mod.infer_typed_columns(metas)
+        assert sorted(untyped) == want_untyped == ["odd"]
+        assert {k: str(c.type) for k, c in cols.items()} == {
+            k: str(c.type) for k, c in want.items()
+        }
+        assert {k: c.to_pylist() for k, c in cols.items()} == {
+            k: c.to_pylist() for k, c in want.items()
+        }
+    assert matching() == [[i for i in ids if i not in gone] for ids in before]
+    col.close()
