@@ -637,9 +637,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             self._begin_write()
             table = self._table
             before = self.disk_bytes()
-            plan = compaction_plan(
-                [seg.rows for seg in table.segments], table.live_positions(), COMPACT_KEEP_ROWS
-            )
+            live = table.live[: table.rows]
+            plan = compaction_plan([seg.rows for seg in table.segments], live, COMPACT_KEEP_ROWS)
             refs: list[SegmentRef] = []  # the new manifest's segments, in row order
             segments: list[Segment] = []
             written: list[SegmentRef] = []  # of those, the files this compaction writes
@@ -655,9 +654,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                         rows = pos[lo : lo + COMPACT_SEGMENT_ROWS]
                         ref = _write_segment(
                             self.path,
-                            table.ids_at(rows),
-                            table.texts_at(rows),
-                            table.metadata_json(rows),
+                            *table.hit_strings(rows),  # ids, texts, metadata JSON
                             table.take(rows),
                             columns=table.typed_columns_at(rows),
                         )
@@ -669,7 +666,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 fresh = Table(self.dim)
                 fresh.extend(segments)
                 try:  # the same codes renumbered; else the trained index filled again
-                    dead = np.flatnonzero(~table.live[: table.rows])
+                    dead = np.flatnonzero(~live)
                     index = self._index.renumbered(dead) or self._index.refilled(
                         fresh.vectors_view()
                     )

@@ -573,8 +573,8 @@ def compaction_plan(
 ) -> list[tuple[int | None, np.ndarray | None]]:
     """What compaction does with each segment, in row order: ``(i, None)`` keeps segment
     ``i`` as it is; ``(None, positions)`` rewrites the live ``positions`` of a run of
-    segments into new ones. ``live``: the sorted positions of the live rows; segment ``i``
-    holds ``sizes[i]`` rows after those before it.
+    segments into new ones. ``live``: one bool per row (the table's live mask); segment
+    ``i`` holds ``sizes[i]`` rows after those before it.
 
     A segment is kept when no row of it is deleted and it holds at least ``keep_rows``
     rows; the others form runs between kept ones (so the rows keep their order), and a
@@ -592,13 +592,13 @@ def compaction_plan(
 
     start = 0
     for i, size in enumerate(sizes):
-        lo, hi = np.searchsorted(live, [start, start + size])
+        pos = np.flatnonzero(live[start : start + size]) + start
         start += size
-        whole = hi - lo == size
+        whole = pos.size == size
         if whole and size >= keep_rows:
             flush()
             plan.append((i, None))
-        elif hi > lo:
-            run.append((i, live[lo:hi], whole))
+        elif pos.size:
+            run.append((i, pos, whole))
     flush()
     return plan

@@ -421,7 +421,8 @@ def test_the_compaction_plan_keeps_whole_segments_and_merges_the_rest():
     from embedsearch.table import compaction_plan
 
     def plan(sizes, dead, keep=10):
-        live = np.setdiff1d(np.arange(sum(sizes)), dead)
+        live = np.ones(sum(sizes), dtype=bool)
+        live[dead] = False
         return [
             (i, None if pos is None else pos.tolist())
             for i, pos in compaction_plan(sizes, live, keep)
