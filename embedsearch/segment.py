@@ -458,18 +458,21 @@ class MappedSegment:
         if fd is None:  # the checksums faulted whole blocks in: drop them (one call)
             self._unmap_pages(int(todo[0]) * step, min((int(todo[-1]) + 1) * step, len(flat)))
 
-    def _check_rows(self, local: np.ndarray, rows: np.ndarray) -> None:
+    def check_rows(self, local: np.ndarray, rows: np.ndarray) -> None:
         """Check ``rows`` (just read: rows ``local`` of the vector file) against their row
         checksums, unless their block or row was checked before. Raises CorruptionError
         naming the vector file if the rows are damaged, or the ``.crc`` file if it is (the
         block checksums then vouch for the rows).
 
-        Runs for every segment a re-rank touches (20 a query at 1M rows), so it is written
-        for few numpy calls: one per step, the rows' bytes sliced from one memoryview."""
+        Runs for every segment a first read touches, so it is written for few numpy
+        calls: one per step, the rows' bytes sliced from one memoryview."""
         idx = np.flatnonzero(~self._row_ok[local])
         if not idx.size:
             return
         todo = local[idx]
+        if self._crcs_map is None:  # no row checksums (one block, or not yet upgraded)
+            self._check_blocks(todo // self._block_rows)  # raises if the file's rows are bad
+            return
         want = self._row_crc_values(todo)
         flat, w = memoryview(rows).cast("B"), self.dim * 4
         got = np.fromiter((crc32(flat[i * w : i * w + w], 0) for i in idx.tolist()), np.uint32)
@@ -610,11 +613,25 @@ class MappedSegment:
         for at, count, row in _runs(local):
             size = count * width
             if read(fd, [flat[at * width : at * width + size]], row * width) != size:
-                raise CorruptionError(
-                    f"{self.ref.file}: its vector file is shorter than the manifest says; "
-                    "run `embedsearch verify` and `embedsearch repair`."
-                )
+                raise self.short_read()
         return out
+
+    def short_read(self) -> CorruptionError:
+        """The error for a ``pread`` of this segment's vectors that came back short."""
+        return CorruptionError(
+            f"{self.ref.file}: its vector file is shorter than the manifest says; "
+            "run `embedsearch verify` and `embedsearch repair`."
+        )
+
+    def row_reader(self) -> tuple[int, np.ndarray] | None:
+        """``(descriptor, checked)`` for reading rows of the vector file with ``pread``
+        and checking them with :meth:`check_rows`: ``checked[row]`` says the row's bytes
+        were checked before (no need to again). ``None`` where there is no descriptor (the
+        file was unlinked: read through the map with :meth:`take`). :meth:`Table.take`
+        reads a re-rank's rows across every segment this way, one ``pread`` a run,
+        without a call per segment."""
+        fd = self._reader()
+        return None if fd is None else (fd, self._row_ok)
 
     def take(self, local: np.ndarray, *, release: bool = False) -> np.ndarray:
         """Rows ``local`` (in order), copied out after their blocks are checked.
@@ -628,7 +645,7 @@ class MappedSegment:
         fd = self._reader() if release and local.size <= PREAD_MAX_ROWS else None
         if fd is not None and self._crcs_map is not None:  # each row checked as read
             out = self._pread(fd, local)
-            self._check_rows(local, out)
+            self.check_rows(local, out)
             return out
         blocks = local // self._block_rows
         self._check_blocks(blocks)

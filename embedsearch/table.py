@@ -30,6 +30,7 @@ collection rely on; keep it when changing this file):
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -41,7 +42,7 @@ from .arrays import indices
 from .columns import KeyColumn, columns_from_json_array
 from .columns import Path as ColumnPath
 from .idhash import IdMap, hash_strings
-from .segment import Segment
+from .segment import PREAD_MAX_ROWS, MappedSegment, Segment
 from .validation import clip_metadata
 
 #: A :meth:`Table.take` of at most this many rows (a re-rank shortlist, hits being hydrated,
@@ -268,8 +269,12 @@ class Table:
         positions = self._check(positions)
         if self._contiguous_n == self.rows and self._contiguous is not None:
             return self._contiguous[positions]
-        out = np.empty((positions.size, self.dim), dtype=np.float32)
         release = positions.size <= RELEASE_AFTER_TAKE
+        if release:
+            read = self._read_runs(positions)
+            if read is not None:
+                return read
+        out = np.empty((positions.size, self.dim), dtype=np.float32)
         groups = list(self._groups(positions))
         if release:  # a few rows: start every segment's disk reads before waiting on one
             for s, _, local in groups:
@@ -282,6 +287,62 @@ class Table:
                 out[lo : lo + idx.size] = rows
             else:
                 out[idx] = rows
+        return out
+
+    def _read_runs(self, positions: np.ndarray) -> np.ndarray | None:
+        """Rows ``positions`` read with one ``pread`` per run of consecutive rows, in one
+        loop over the runs of every segment (``None`` where a segment cannot be read so, or
+        gives more than ``PREAD_MAX_ROWS`` rows: then the per-segment :meth:`take`).
+
+        A re-rank's shortlist touches most segments for a few rows each: at 5M rows, 512
+        rows from 101 segments. Asking each segment in turn cost ~20 µs of numpy calls a
+        segment, 2 ms of a 3 ms query; here the positions are sorted, split into runs and
+        checked against each segment's checked-rows flags in one pass, and only rows read
+        for the first time go back to their segment to be checked (and read ahead)."""
+        order = np.argsort(positions, kind="stable")
+        ordered = positions[order]
+        seg = np.searchsorted(self._starts, ordered, side="right") - 1
+        if int(np.bincount(seg).max()) > PREAD_MAX_ROWS:
+            return None
+        local = ordered - self._starts[seg]
+        head = np.ones(ordered.size, dtype=bool)
+        head[1:] = (seg[1:] != seg[:-1]) | (local[1:] != local[:-1] + 1)
+        at = np.flatnonzero(head)
+        runs = list(
+            zip(
+                at.tolist(),
+                np.diff(np.append(at, ordered.size)).tolist(),
+                seg[at].tolist(),
+                local[at].tolist(),
+            )
+        )
+        readers: dict[int, tuple[MappedSegment, int, np.ndarray]] = {}
+        fresh: dict[int, None] = {}  # segments with rows not checked before, in order
+        for _, count, s, row in runs:
+            reader = readers.get(s)
+            if reader is None:
+                segment = self._segments[s]
+                got = segment.row_reader() if isinstance(segment, MappedSegment) else None
+                if got is None:
+                    return None
+                reader = readers[s] = (segment, *got)
+            checked = reader[2]
+            if not (checked[row] if count == 1 else checked[row : row + count].all()):
+                fresh[s] = None
+        for s in fresh:  # start their disk reads before waiting on any (see prefetch)
+            readers[s][0].prefetch(local[seg == s])
+        rows = np.empty((ordered.size, self.dim), dtype=np.float32)
+        flat, width, pread = memoryview(rows).cast("B"), self.dim * 4, os.preadv
+        for i, count, s, row in runs:
+            segment, fd, _ = readers[s]
+            size = count * width
+            if pread(fd, [flat[i * width : i * width + size]], row * width) != size:
+                raise segment.short_read()
+        for s in fresh:  # raises CorruptionError before a damaged row is handed out
+            mine = np.flatnonzero(seg == s)
+            readers[s][0].check_rows(local[mine], rows[mine])
+        out = np.empty_like(rows)
+        out[order] = rows
         return out
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:

@@ -224,3 +224,71 @@ def test_a_damaged_typed_string_column_is_refused_by_the_filter_read(
         assert fresh.typed(["cat"])[0]["cat"].to_pylist() == [i % 10 for i in range(400)]
     with pytest.raises(CorruptionError, match=refusal):
         fresh.typed(["tag"])
+
+
+def test_a_table_reads_rows_of_many_segments_one_pread_a_run_and_checks_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Table.take`` of a re-rank's shortlist reads every segment's rows in one loop over
+    runs (no per-segment ``take``): the rows come back in the order asked, repeats and runs
+    across segment borders included, each first read is checked against its checksum, and
+    a damaged row is refused however the positions are ordered."""
+    import embedsearch.segment as segment_module
+    from embedsearch.table import Table
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "segments").mkdir()
+    sizes = [300, 1, 700, 64, 500]
+    parts = [rng.normal(size=(n, DIM)).astype(np.float32) for n in sizes]
+    refs = [
+        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
+        for s, (n, v) in enumerate(zip(sizes, parts))
+    ]
+    every = np.concatenate(parts)
+
+    def table() -> Table:
+        t = Table(DIM)
+        t.extend([MappedSegment(tmp_path, ref, DIM) for ref in refs])
+        return t
+
+    def no_segment_take(*_: object, **__: object) -> None:
+        raise AssertionError("a per-segment take")
+
+    calls: list[int] = []
+    real_preadv = os.preadv
+
+    def counting_preadv(fd: int, buffers: list, offset: int) -> int:
+        calls.append(offset)
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(segment_module.MappedSegment, "take", no_segment_take)
+    monkeypatch.setattr(os, "preadv", counting_preadv)
+    # runs that cross segment borders (298-302: segments 0, 1, 2), repeats, any order
+    positions = np.array([1564, 5, 298, 299, 300, 301, 302, 1001, 5, 1000, 1002, 0, 1564, 1500])
+    t = table()
+    assert np.array_equal(t.take(positions), every[positions])
+    calls.clear()  # (the first read also read the blocks of the segments of one block)
+    assert np.array_equal(t.take(positions), every[positions])
+    # runs: 0 | 5 | 5 | 298-299 | 300 | 301-302 | 1000 | 1001-1002 | 1500 | 1564 | 1564
+    assert len(calls) == 11
+    monkeypatch.undo()
+
+    path = tmp_path / refs[2].vectors.file  # row 400 of segment 2: position 701
+    with open(path, "r+b") as fh:
+        fh.seek(400 * DIM * 4 + 3)
+        byte = fh.read(1)
+        fh.seek(400 * DIM * 4 + 3)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    t = table()
+    assert np.array_equal(t.take(np.array([700, 2, 1500])), every[[700, 2, 1500]])
+    for asked in ([701], [1500, 702, 701, 700], list(range(690, 712))):
+        with pytest.raises(CorruptionError, match="fails its checksum"):
+            t.take(np.array(asked))
+    # a segment giving more than PREAD_MAX_ROWS rows: its own take (through the map)
+    big = np.arange(every.shape[0])[::-1]
+    monkeypatch.setattr(segment_module, "PREAD_MAX_ROWS", 100)
+    monkeypatch.setattr("embedsearch.table.PREAD_MAX_ROWS", 100)
+    with pytest.raises(CorruptionError, match="fails its checksum"):
+        table().take(big)
+    keep = big[(big < 301) | (big >= 1001)]  # segment 2 left out
+    assert np.array_equal(table().take(keep), every[keep])
