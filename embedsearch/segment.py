@@ -591,9 +591,15 @@ class MappedSegment:
             else:
                 for _, count, row in _runs(rows):
                     advise(fd, row * width, count * width, willneed)
-        if self._chunks_all_ok:
+        self.prefetch_checksums(rows)
+
+    def prefetch_checksums(self, local: np.ndarray) -> None:
+        """Ask the kernel to start reading the chunks of the row checksums that rows
+        ``local`` need and that this process has not checked yet (see :meth:`prefetch`)."""
+        ref, buf = self.ref.crcs, self._crcs_map
+        if self._chunks_all_ok or ref is None or buf is None:
             return
-        chunks = rows // ref.chunk_rows
+        chunks = local // ref.chunk_rows
         todo = chunks[~self._chunk_ok[chunks]]
         if not todo.size:
             return
@@ -623,15 +629,18 @@ class MappedSegment:
             "run `embedsearch verify` and `embedsearch repair`."
         )
 
-    def row_reader(self) -> tuple[int, np.ndarray] | None:
-        """``(descriptor, checked)`` for reading rows of the vector file with ``pread``
+    def row_reader(self) -> tuple[int, np.ndarray, bool] | None:
+        """``(descriptor, checked, hints)`` for reading rows of the vector file with ``pread``
         and checking them with :meth:`check_rows`: ``checked[row]`` says the row's bytes
         were checked before (no need to again). ``None`` where there is no descriptor (the
         file was unlinked: read through the map with :meth:`take`). :meth:`Table.take`
         reads a re-rank's rows across every segment this way, one ``pread`` a run,
-        without a call per segment."""
+        without a call per segment; ``hints``: whether rows read for the first time are
+        read ahead (:meth:`prefetch`: only with row checksums, the others' blocks are read
+        whole by their check)."""
         fd = self._reader()
-        return None if fd is None else (fd, self._row_ok)
+        hints = _FADVISE and self._crcs_map is not None
+        return None if fd is None else (fd, self._row_ok, hints)
 
     def take(self, local: np.ndarray, *, release: bool = False) -> np.ndarray:
         """Rows ``local`` (in order), copied out after their blocks are checked.

@@ -29,6 +29,7 @@ collection rely on; keep it when changing this file):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -297,8 +298,9 @@ class Table:
         A re-rank's shortlist touches most segments for a few rows each: at 5M rows, 512
         rows from 101 segments. Asking each segment in turn cost ~20 µs of numpy calls a
         segment, 2 ms of a 3 ms query; here the positions are sorted, split into runs and
-        checked against each segment's checked-rows flags in one pass, and only rows read
-        for the first time go back to their segment to be checked (and read ahead)."""
+        checked against each segment's checked-rows flags in one pass (rows read for the
+        first time are read ahead there), and only segments with such rows are called, to
+        read ahead their row checksums and check the rows once read."""
         order = np.argsort(positions, kind="stable")
         ordered = positions[order]
         seg = np.searchsorted(self._starts, ordered, side="right") - 1
@@ -316,9 +318,11 @@ class Table:
                 local[at].tolist(),
             )
         )
-        readers: dict[int, tuple[MappedSegment, int, np.ndarray]] = {}
+        readers: dict[int, tuple[MappedSegment, int, np.ndarray, bool]] = {}
+        spans: dict[int, list[int]] = {}  # segment -> [first, end) of its entries (sorted)
         fresh: dict[int, None] = {}  # segments with rows not checked before, in order
-        for _, count, s, row in runs:
+        width, advise = self.dim * 4, getattr(os, "posix_fadvise", None)
+        for at, count, s, row in runs:
             reader = readers.get(s)
             if reader is None:
                 segment = self._segments[s]
@@ -326,21 +330,29 @@ class Table:
                 if got is None:
                     return None
                 reader = readers[s] = (segment, *got)
+                spans[s] = [at, at + count]
+            else:
+                spans[s][1] = at + count
             checked = reader[2]
-            if not (checked[row] if count == 1 else checked[row : row + count].all()):
-                fresh[s] = None
-        for s in fresh:  # start their disk reads before waiting on any (see prefetch)
-            readers[s][0].prefetch(local[seg == s])
+            if checked[row] if count == 1 else checked[row : row + count].all():
+                continue
+            fresh[s] = None
+            if reader[3] and advise is not None:  # start the disk read before waiting on any
+                with contextlib.suppress(OSError):
+                    advise(reader[1], row * width, count * width, os.POSIX_FADV_WILLNEED)
+        for s in fresh:
+            lo, hi = spans[s]
+            readers[s][0].prefetch_checksums(local[lo:hi])
         rows = np.empty((ordered.size, self.dim), dtype=np.float32)
-        flat, width, pread = memoryview(rows).cast("B"), self.dim * 4, os.preadv
+        flat, pread = memoryview(rows).cast("B"), os.preadv
         for i, count, s, row in runs:
-            segment, fd, _ = readers[s]
+            segment, fd, _, _ = readers[s]
             size = count * width
             if pread(fd, [flat[i * width : i * width + size]], row * width) != size:
                 raise segment.short_read()
         for s in fresh:  # raises CorruptionError before a damaged row is handed out
-            mine = np.flatnonzero(seg == s)
-            readers[s][0].check_rows(local[mine], rows[mine])
+            lo, hi = spans[s]
+            readers[s][0].check_rows(local[lo:hi], rows[lo:hi])
         out = np.empty_like(rows)
         out[order] = rows
         return out
