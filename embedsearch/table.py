@@ -301,6 +301,8 @@ class Table:
         checked against each segment's checked-rows flags in one pass (rows read for the
         first time are read ahead there), and only segments with such rows are called, to
         read ahead their row checksums and check the rows once read."""
+        if not positions.size:
+            return np.empty((0, self.dim), dtype=np.float32)
         order = np.argsort(positions, kind="stable")
         ordered = positions[order]
         seg = np.searchsorted(self._starts, ordered, side="right") - 1

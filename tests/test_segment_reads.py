@@ -266,6 +266,7 @@ def test_a_table_reads_rows_of_many_segments_one_pread_a_run_and_checks_them(
     # runs that cross segment borders (298-302: segments 0, 1, 2), repeats, any order
     positions = np.array([1564, 5, 298, 299, 300, 301, 302, 1001, 5, 1000, 1002, 0, 1564, 1500])
     t = table()
+    assert t.take(np.array([], dtype=np.int64)).shape == (0, DIM)
     assert np.array_equal(t.take(positions), every[positions])
     calls.clear()  # (the first read also read the blocks of the segments of one block)
     assert np.array_equal(t.take(positions), every[positions])
