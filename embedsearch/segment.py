@@ -367,6 +367,16 @@ _FADVISE = hasattr(os, "posix_fadvise")
 PREAD_MAX_ROWS = 1024
 
 
+def run_heads(local: np.ndarray, owner: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``local`` where a run of consecutive rows starts (``local`` not empty);
+    with ``owner`` (the segment of each entry), also wherever the owner changes."""
+    head = np.ones(local.size, dtype=bool)
+    head[1:] = local[1:] != local[:-1] + 1
+    if owner is not None:
+        head[1:] |= owner[1:] != owner[:-1]
+    return np.flatnonzero(head)
+
+
 def _runs(local: np.ndarray) -> list[tuple[int, int, int]]:
     """``(index, count, row)`` for each run of consecutive rows in ``local``: entries
     ``index .. index + count`` of ``local`` are rows ``row .. row + count``. One ``pread``
@@ -375,9 +385,9 @@ def _runs(local: np.ndarray) -> list[tuple[int, int, int]]:
     local = np.asarray(local, dtype=np.int64)
     if not local.size:
         return []
-    starts = [0, *(np.flatnonzero(local[1:] != local[:-1] + 1) + 1).tolist()]
-    ends = [*starts[1:], local.size]
-    return [(a, b - a, r) for a, b, r in zip(starts, ends, local[starts].tolist())]
+    at = run_heads(local)
+    counts = np.diff(np.append(at, local.size))
+    return list(zip(at.tolist(), counts.tolist(), local[at].tolist()))
 
 
 def _drop_pages(m: mmap.mmap, start: int, length: int) -> None:
@@ -582,16 +592,22 @@ class MappedSegment:
         fd = self._reader()
         if fd is None:
             return
-        width, advise, willneed = self.dim * 4, os.posix_fadvise, os.POSIX_FADV_WILLNEED
-        with contextlib.suppress(OSError):
-            if rows.size > PREAD_MAX_ROWS:  # read through the map by blocks: one hint for
-                # the span (one call per row had cost 0.8 s of a 1M-row pass in 16k pieces)
-                lo, hi = int(rows.min()), int(rows.max()) + 1
-                advise(fd, lo * width, (hi - lo) * width, willneed)
-            else:
-                for _, count, row in _runs(rows):
-                    advise(fd, row * width, count * width, willneed)
+        if rows.size > PREAD_MAX_ROWS:  # read through the map by blocks: one hint for
+            # the span (one call per row had cost 0.8 s of a 1M-row pass in 16k pieces)
+            lo, hi = int(rows.min()), int(rows.max()) + 1
+            self.read_ahead(fd, lo, hi - lo)
+        else:
+            for _, count, row in _runs(rows):
+                self.read_ahead(fd, row, count)
         self.prefetch_checksums(rows)
+
+    def read_ahead(self, fd: int, row: int, count: int) -> None:
+        """Ask the kernel to start reading rows ``row .. row + count`` of the vector file
+        (``fd``: :meth:`_reader`'s) without waiting; nothing where it takes no hints."""
+        if _FADVISE:
+            width = self.dim * 4
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, row * width, count * width, os.POSIX_FADV_WILLNEED)
 
     def prefetch_checksums(self, local: np.ndarray) -> None:
         """Ask the kernel to start reading the chunks of the row checksums that rows
@@ -629,18 +645,21 @@ class MappedSegment:
             "run `embedsearch verify` and `embedsearch repair`."
         )
 
-    def row_reader(self) -> tuple[int, np.ndarray, bool] | None:
-        """``(descriptor, checked, hints)`` for reading rows of the vector file with ``pread``
-        and checking them with :meth:`check_rows`: ``checked[row]`` says the row's bytes
-        were checked before (no need to again). ``None`` where there is no descriptor (the
-        file was unlinked: read through the map with :meth:`take`). :meth:`Table.take`
-        reads a re-rank's rows across every segment this way, one ``pread`` a run,
-        without a call per segment; ``hints``: whether rows read for the first time are
-        read ahead (:meth:`prefetch`: only with row checksums, the others' blocks are read
-        whole by their check)."""
+    def row_reader(self) -> tuple[int, np.ndarray] | None:
+        """``(descriptor, checked)`` for reading rows of the vector file with ``pread`` and
+        checking them with :meth:`check_rows`: ``checked[row]`` says the row's bytes were
+        checked before (no need to again). ``None`` where there is no descriptor (the file
+        was unlinked: read through the map with :meth:`take`). :meth:`Table.take` reads a
+        re-rank's rows across every segment this way, one ``pread`` a run, without a call
+        per segment."""
         fd = self._reader()
-        hints = _FADVISE and self._crcs_map is not None
-        return None if fd is None else (fd, self._row_ok, hints)
+        return None if fd is None else (fd, self._row_ok)
+
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether rows read for the first time are worth :meth:`read_ahead`: with row
+        checksums only (without them a check reads the rows' whole block itself)."""
+        return self._crcs_map is not None
 
     def take(self, local: np.ndarray, *, release: bool = False) -> np.ndarray:
         """Rows ``local`` (in order), copied out after their blocks are checked.

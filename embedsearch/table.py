@@ -29,7 +29,6 @@ collection rely on; keep it when changing this file):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -43,7 +42,7 @@ from .arrays import indices
 from .columns import KeyColumn, columns_from_json_array
 from .columns import Path as ColumnPath
 from .idhash import IdMap, hash_strings
-from .segment import PREAD_MAX_ROWS, MappedSegment, Segment
+from .segment import PREAD_MAX_ROWS, MappedSegment, Segment, run_heads
 from .validation import clip_metadata
 
 #: A :meth:`Table.take` of at most this many rows (a re-rank shortlist, hits being hydrated,
@@ -309,22 +308,12 @@ class Table:
         if int(np.bincount(seg).max()) > PREAD_MAX_ROWS:
             return None
         local = ordered - self._starts[seg]
-        head = np.ones(ordered.size, dtype=bool)
-        head[1:] = (seg[1:] != seg[:-1]) | (local[1:] != local[:-1] + 1)
-        at = np.flatnonzero(head)
-        runs = list(
-            zip(
-                at.tolist(),
-                np.diff(np.append(at, ordered.size)).tolist(),
-                seg[at].tolist(),
-                local[at].tolist(),
-            )
-        )
-        readers: dict[int, tuple[MappedSegment, int, np.ndarray, bool]] = {}
-        spans: dict[int, list[int]] = {}  # segment -> [first, end) of its entries (sorted)
+        at = run_heads(local, seg)
+        counts = np.diff(np.append(at, ordered.size))
+        runs = list(zip(at.tolist(), counts.tolist(), seg[at].tolist(), local[at].tolist()))
+        readers: dict[int, tuple[MappedSegment, int, np.ndarray]] = {}
         fresh: dict[int, None] = {}  # segments with rows not checked before, in order
-        width, advise = self.dim * 4, getattr(os, "posix_fadvise", None)
-        for at, count, s, row in runs:
+        for _, count, s, row in runs:
             reader = readers.get(s)
             if reader is None:
                 segment = self._segments[s]
@@ -332,29 +321,25 @@ class Table:
                 if got is None:
                     return None
                 reader = readers[s] = (segment, *got)
-                spans[s] = [at, at + count]
-            else:
-                spans[s][1] = at + count
-            checked = reader[2]
+            segment, fd, checked = reader
             if checked[row] if count == 1 else checked[row : row + count].all():
                 continue
             fresh[s] = None
-            if reader[3] and advise is not None:  # start the disk read before waiting on any
-                with contextlib.suppress(OSError):
-                    advise(reader[1], row * width, count * width, os.POSIX_FADV_WILLNEED)
-        for s in fresh:
-            lo, hi = spans[s]
+            if segment.reads_ahead:  # start the disk read before waiting on any
+                segment.read_ahead(fd, row, count)
+        # the entries of each fresh segment: one slice of the sorted positions
+        spans = {s: np.searchsorted(seg, [s, s + 1]).tolist() for s in fresh}
+        for s, (lo, hi) in spans.items():
             readers[s][0].prefetch_checksums(local[lo:hi])
         rows = np.empty((ordered.size, self.dim), dtype=np.float32)
-        flat, pread = memoryview(rows).cast("B"), os.preadv
+        flat, width, pread = memoryview(rows).cast("B"), self.dim * 4, os.preadv
         for i, count, s, row in runs:
-            segment, fd, _, _ = readers[s]
+            segment, fd, _ = readers[s]
             size = count * width
             if pread(fd, [flat[i * width : i * width + size]], row * width) != size:
                 raise segment.short_read()
-        for s in fresh:  # raises CorruptionError before a damaged row is handed out
-            lo, hi = spans[s]
-            readers[s][0].check_rows(local[lo:hi], rows[lo:hi])
+        for s, (lo, hi) in spans.items():  # raises CorruptionError before a damaged row
+            readers[s][0].check_rows(local[lo:hi], rows[lo:hi])  # is handed out
         out = np.empty_like(rows)
         out[order] = rows
         return out
