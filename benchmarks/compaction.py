@@ -18,7 +18,11 @@ base and the 10k added), and reads that benchmark's cached vectors and queries::
 
 ``--deleted random`` (the default) deletes a random share, so every segment loses rows;
 ``--deleted oldest`` deletes the first rows added, as a user expiring old documents does
-(results then go to ``compaction-oldest.json`` / ``.png``).
+(results then go to ``compaction-oldest.json`` / ``.png``). A thin spread of deletes, which
+compaction leaves as tombstones in the segments that lost under 10 % of their rows::
+
+    PYTHONPATH=. python benchmarks/compaction.py --share 0.01 --out compaction-random-1pct \
+        --src /tmp/wt60 .
 
 Writes ``results/compaction.json`` and ``results/compaction.png``.
 """
@@ -113,6 +117,7 @@ def child(path: Path, share: float, which: str, truth_file: Path) -> dict[str, A
     t = time.perf_counter()
     stats = col.compact()
     out["compact_s"] = time.perf_counter() - t
+    (path.parent / "compacted").touch()  # for the watcher: a compaction may commit nothing
     stop.set()
     sampler.join()
     out["compact_anon_peak_mb"] = peak[0]
@@ -143,10 +148,11 @@ WATCHER = """
 import json, sys, time
 from pathlib import Path
 manifest = Path(sys.argv[1]) / "manifest.json"
+done = Path(sys.argv[1]).parent / "compacted"
 first = json.loads(manifest.read_text())["epoch"]
-while True:  # until compaction commits (a new epoch), then open and ask as a user would
+while True:  # until compaction commits (a new epoch) or returns, then open and ask
     try:
-        if json.loads(manifest.read_text())["epoch"] != first:
+        if json.loads(manifest.read_text())["epoch"] != first or done.exists():
             break
     except (OSError, ValueError):
         pass
@@ -256,6 +262,9 @@ def main() -> None:
     ap.add_argument("--deleted", choices=DELETED, default="random", help="which rows are deleted")
     ap.add_argument("--src", nargs="+", default=[str(HERE.parent)], help="source trees")
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/embedsearch-compaction"))
+    ap.add_argument(
+        "--out", help="results name (default compaction, or compaction-oldest with --deleted)"
+    )
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--truth", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -274,6 +283,7 @@ def main() -> None:
     for src in args.src:
         copy = args.scratch / "collection"
         shutil.rmtree(copy, ignore_errors=True)
+        (args.scratch / "compacted").unlink(missing_ok=True)
         shutil.copytree(args.collection, copy)
         label = (
             subprocess.run(
@@ -307,8 +317,8 @@ def main() -> None:
         runs.append(run)
         shutil.rmtree(copy, ignore_errors=True)
     cols = ["source", "delete_s", "compact_s", "compact_anon_peak_mb", "reader_at_commit_s"]
-    cols += ["reopen_first_query_s"]
-    markdown = table([{c: r[c] for c in cols} for r in runs], cols)
+    cols += ["reopen_first_query_s", "rows_rewritten", "deleted_kept"]
+    markdown = table([{c: r.get(c, 0) for c in cols} for r in runs], cols)
     print(markdown)
     for r in runs:
         print(
@@ -317,7 +327,7 @@ def main() -> None:
             f"{r['bytes_after'] / 2**30:.2f} GB, of which past versions "
             f"{r.get('bytes_past_versions', 0) / 2**30:.2f} GB"
         )
-    name = "compaction" if args.deleted == "random" else f"compaction-{args.deleted}"
+    name = args.out or ("compaction" if args.deleted == "random" else f"compaction-{args.deleted}")
     write_result(
         name,
         {

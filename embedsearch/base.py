@@ -188,8 +188,9 @@ class CollectionBase(ABC):
         """Counts, model, index and size on disk."""
 
     @abstractmethod
-    def compact(self) -> dict[str, int]:
-        """Make deletes permanent and shrink the files."""
+    def compact(self, min_deleted_share: float = 0.1) -> dict[str, int]:
+        """Reclaim deleted rows from segments that lost at least ``min_deleted_share`` of
+        theirs (0: from every segment that lost one) and merge small segments."""
 
     @abstractmethod
     def reindex(self, spec: str) -> None:

@@ -64,6 +64,7 @@ from .table import RowsView, Table, compaction_plan, parse_metadata
 from .types import Document, Hit
 from .validation import (
     check_k,
+    check_share,
     home,
     resolve_path,
     sized,
@@ -87,6 +88,12 @@ COMPACT_SEGMENT_ROWS = 200_000
 #: are merged with their neighbours' live rows, so many small writes still end in few
 #: segments. Half a :data:`VECTOR_CHUNK`: a 50k-row ``add`` of vectors is kept.
 COMPACT_KEEP_ROWS = 32_768
+#: Compaction rewrites a segment it could keep alone only when at least this share of its
+#: rows is deleted; below it the segment keeps its file and its deletes stay tombstones,
+#: so a few deletes spread over a large collection do not rewrite it all (Lance's
+#: compaction materialises deletions from 10 % too). ``compact(min_deleted_share=0)``
+#: rewrites every segment that lost a row.
+COMPACT_MIN_DELETED_SHARE = 0.1
 
 
 # ----------------------------------------------------------------------------- facade
@@ -618,9 +625,16 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             versions.expire_quick(self.path, committed.generation)
         return committed
 
-    def compact(self) -> dict[str, int]:
-        """Make deletes permanent: rewrite live rows into fresh segments and fill the index
-        with them (trained again only where :meth:`VectorIndex.refilled` says so).
+    def compact(self, min_deleted_share: float = COMPACT_MIN_DELETED_SHARE) -> dict[str, int]:
+        """Reclaim deleted rows: rewrite the live rows of segments that lost at least
+        ``min_deleted_share`` of their rows (and of small segments, merged with them) into
+        fresh segments, and renumber or refill the index to match (trained again only where
+        :meth:`VectorIndex.refilled` says so).
+
+        A segment that lost fewer keeps its file, and its deleted rows stay hidden by a
+        tombstone, as before compacting: deleting 1 % of a large collection at random does
+        not rewrite the other 99 %. ``min_deleted_share=0`` rewrites every segment that
+        lost a row, so no deleted row is left in the current version's files.
 
         The old segments stay on disk while a kept past version names them (retention:
         untagged versions are kept ``keep_days``, 7 by default), so right after compacting
@@ -629,26 +643,39 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
 
         Returns:
             ``{"rows_before", "rows_after", "bytes_before", "bytes_after",
-            "bytes_past_versions", "rows_rewritten"}``: ``rows_rewritten`` counts the
-            live rows copied into new segments (those of segments that lost rows, or too
-            small to keep alone); the others stay in their files.
+            "bytes_past_versions", "rows_rewritten", "deleted_kept"}``: ``rows_rewritten``
+            counts the live rows copied into new segments; ``deleted_kept`` the deleted
+            rows left in kept segments (counted in ``rows_after``, hidden by tombstones).
         """
+        share = check_share(min_deleted_share, "min_deleted_share")
         with self._write_mutex:
             self._begin_write()
             table = self._table
-            before = self.disk_bytes()
+            before, old_rows = self.disk_bytes(), table.rows
             live = table.live[: table.rows]
-            plan = compaction_plan([seg.rows for seg in table.segments], live, COMPACT_KEEP_ROWS)
+            sizes = [seg.rows for seg in table.segments]
+            plan = compaction_plan(sizes, live, COMPACT_KEEP_ROWS, share)
+            kept = np.zeros(table.rows, dtype=bool)  # rows of the segments kept as they are
+            starts = table.segment_starts()
+            for i in (keep for keep, _ in plan if keep is not None):
+                kept[starts[i] : starts[i] + sizes[i]] = True
+            removed = np.flatnonzero(~(kept | live))  # sorted: the rows compaction drops
+            kept_dead = np.flatnonzero(kept & ~live)
+            kept_dead -= np.searchsorted(removed, kept_dead)  # in the new numbering
+            if not removed.size and all(keep is not None for keep, _ in plan):
+                # no row moves: at most the tombstone files become one
+                self._merge_tombstones(kept_dead)
+                return self._compact_stats(old_rows, before, 0, int(kept_dead.size))
             refs: list[SegmentRef] = []  # the new manifest's segments, in row order
             segments: list[Segment] = []
             written: list[SegmentRef] = []  # of those, the files this compaction writes
             epoch = uuid.uuid4().hex
-            index, saved = None, None
+            index, saved, tombs = None, None, ()
             try:
-                for kept, pos in plan:
-                    if kept is not None:  # nothing deleted: the same file, not rewritten
-                        refs.append(self._manifest.segments[kept])
-                        segments.append(table.segments[kept])
+                for keep, pos in plan:
+                    if keep is not None:  # the same file, not rewritten
+                        refs.append(self._manifest.segments[keep])
+                        segments.append(table.segments[keep])
                         continue
                     for lo in range(0, len(pos), COMPACT_SEGMENT_ROWS):
                         rows = pos[lo : lo + COMPACT_SEGMENT_ROWS]
@@ -661,13 +688,15 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                         written.append(ref)
                         refs.append(ref)
                         segments.append(open_segment(self.path, ref, self.dim, verified=True))
+                if kept_dead.size:
+                    tombs = (store.write_tombstones(self.path, kept_dead),)
                 # The index is filled and saved before the commit, so that no reader ever
                 # opens the compacted rows without it (a reader builds a missing one itself).
                 fresh = Table(self.dim)
                 fresh.extend(segments)
+                fresh.kill(kept_dead)
                 try:  # the same codes renumbered; else the trained index filled again
-                    dead = np.flatnonzero(~live)
-                    index = self._index.renumbered(dead) or self._index.refilled(
+                    index = self._index.renumbered(removed) or self._index.refilled(
                         fresh.vectors_view()
                     )
                 except Exception as exc:  # noqa: BLE001 - derived data: built afresh below
@@ -676,16 +705,16 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     saved = self._index_file(index, epoch)
                 manifest = self._manifest.replace(
                     segments=refs,
-                    tombstones=(),
+                    tombstones=tombs,
                     epoch=epoch,
                     index=IndexSection(self._manifest.index.spec, saved),
                 )
                 manifest = self._commit(manifest, "compact")
             except BaseException as exc:
-                files = [f for r in written for f in r.files()] + ([saved.file] if saved else [])
+                files = [f for r in written for f in r.files()]
+                files += [t.file for t in tombs] + ([saved.file] if saved else [])
                 self._discard(files, exc)
                 raise
-            old_rows = table.rows
             if index is None:  # an index of their own for these rows (see refilled)
                 index = self._load_index(manifest, fresh)
             with self._rw.write():
@@ -695,14 +724,36 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             else:
                 self._index_file_ok = True
             versions.cleanup(self.path, self._manifest)
-            return {
-                "rows_before": old_rows,
-                "rows_after": self._table.rows,
-                "bytes_before": before,
-                "bytes_after": self.disk_bytes(),
-                "bytes_past_versions": self._past_version_bytes(),
-                "rows_rewritten": sum(ref.rows for ref in written),
-            }
+            rewritten = sum(ref.rows for ref in written)
+            return self._compact_stats(old_rows, before, rewritten, int(kept_dead.size))
+
+    def _merge_tombstones(self, positions: np.ndarray) -> None:
+        """Compaction that moves no row: the deletes, kept, in one tombstone file instead of
+        one a delete (each is read on open). Nothing is committed when there is one."""
+        if len(self._manifest.tombstones) < 2:
+            return
+        tomb = store.write_tombstones(self.path, positions)
+        try:
+            manifest = self._commit(self._manifest.replace(tombstones=(tomb,)), "compact")
+        except BaseException as exc:
+            self._discard([tomb.file], exc)
+            raise
+        with self._rw.write():
+            self._manifest = manifest
+        versions.cleanup(self.path, self._manifest)
+
+    def _compact_stats(
+        self, rows_before: int, bytes_before: int, rewritten: int, deleted_kept: int
+    ) -> dict[str, int]:
+        return {
+            "rows_before": rows_before,
+            "rows_after": self._table.rows,
+            "bytes_before": bytes_before,
+            "bytes_after": self.disk_bytes(),
+            "bytes_past_versions": self._past_version_bytes(),
+            "rows_rewritten": rewritten,
+            "deleted_kept": deleted_kept,
+        }
 
     def _past_version_bytes(self) -> int:
         """Bytes of the files on disk the current version does not name: after a cleanup,

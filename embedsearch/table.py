@@ -629,16 +629,18 @@ _parse = parse_metadata
 
 
 def compaction_plan(
-    sizes: Sequence[int], live: np.ndarray, keep_rows: int
+    sizes: Sequence[int], live: np.ndarray, keep_rows: int, min_deleted_share: float = 0.0
 ) -> list[tuple[int | None, np.ndarray | None]]:
     """What compaction does with each segment, in row order: ``(i, None)`` keeps segment
     ``i`` as it is; ``(None, positions)`` rewrites the live ``positions`` of a run of
     segments into new ones. ``live``: one bool per row (the table's live mask); segment
     ``i`` holds ``sizes[i]`` rows after those before it.
 
-    A segment is kept when no row of it is deleted and it holds at least ``keep_rows``
-    rows; the others form runs between kept ones (so the rows keep their order), and a
-    run that is one segment with nothing deleted is kept too (rewriting it would copy it).
+    A segment of at least ``keep_rows`` rows is kept when fewer than ``min_deleted_share``
+    of its rows are deleted (0: only when none is): its deleted rows stay as tombstones,
+    so a few deletes spread over every segment do not rewrite every row. The others form
+    runs between kept ones (so the rows keep their order), and a run that is one segment
+    with nothing deleted is kept too (rewriting it would copy it).
     """
     plan: list[tuple[int | None, np.ndarray | None]] = []
     run: list[tuple[int, np.ndarray, bool]] = []  # (segment, its live positions, whole)
@@ -655,7 +657,8 @@ def compaction_plan(
         pos = np.flatnonzero(live[start : start + size]) + start
         start += size
         whole = pos.size == size
-        if whole and size >= keep_rows:
+        dead = size - pos.size
+        if size >= keep_rows and (whole or (pos.size and dead < min_deleted_share * size)):
             flush()
             plan.append((i, None))
         elif pos.size:

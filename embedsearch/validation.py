@@ -196,6 +196,17 @@ def check_k(k: Any) -> int:
     return int(k)
 
 
+def check_share(value: Any, name: str) -> float:
+    """A share of rows: a number in [0, 1], named ``name`` in the error."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0 <= value <= 1
+    ):
+        raise InvalidInputError(f"{name} must be a number from 0 to 1, got {value!r}.")
+    return float(value)
+
+
 def unit_vector(vector: Any, dim: int, what: str = "vector") -> np.ndarray:
     """Validate a caller's vector (shape, finiteness, non-zero) and L2-normalise it.
 

@@ -33,6 +33,7 @@ CLI_WORDS: tuple[tuple[str, str], ...] = (
     (r"pass encoding= \(e\.g\. 'latin-1'\)", "pass --encoding (e.g. latin-1)"),
     (r"\bmodel=None\b", "no --model"),
     (r"\bmax_tokens\b", "--max-tokens"),
+    (r"\bmin_deleted_share\b", "--min-deleted-share"),
     (r"\boverlap=", "--overlap "),
     (
         r"neighbors applies to method='neighbors' only; drop it or use that method",

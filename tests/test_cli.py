@@ -92,6 +92,8 @@ def test_index_search_info_delete_compact(home, encoder, tmp_path, capsys):
     assert main(["search", "mixed", "volcanic eruption", "-k", "8", "--json"]) == 0
     assert "b1" not in {h["id"] for h in json.loads(capsys.readouterr().out)}
     capsys.readouterr()
+    assert main(["compact", "mixed", "--min-deleted-share", "2"]) == 2  # the flag's words
+    assert "--min-deleted-share must be a number from 0 to 1" in capsys.readouterr().err
     assert main(["compact", "mixed"]) == 0
     out = capsys.readouterr().out  # the old files stay for the past versions, and it says so
     assert "compacted: 8 -> 7 rows" in out and "old files, kept while past versions" in out

@@ -180,8 +180,10 @@ def test_collection_lifecycle(client: httpx.Client, home: Path) -> None:
     docs = [{"id": "gone", "text": "a b c"}, {"id": "kept", "text": "d e f"}]
     client.post("/collections/life/documents", json={"documents": docs})
     assert client.post("/collections/life/delete", json={"ids": ["gone"]}).status_code == 200
+    bad = client.post("/collections/life/compact", params={"min_deleted_share": 2})
+    assert bad.status_code == 422 and "min_deleted_share" in bad.text
     r = client.post("/collections/life/compact")
-    assert r.status_code == 200 and r.json()["rows_after"] == 2
+    assert r.status_code == 200 and r.json()["rows_after"] == 2 and r.json()["deleted_kept"] == 0
     # the second segment lost a row: its other row and the small first segment's merged
     assert r.json()["rows_rewritten"] == 2
     assert 0 < r.json()["bytes_past_versions"] < r.json()["bytes_after"]  # the week's history

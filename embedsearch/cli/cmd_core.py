@@ -118,9 +118,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser(
-        "compact", help="make deletes permanent (old files go when past versions expire)"
+        "compact",
+        help="reclaim deleted rows and merge small segments (old files go when past "
+        "versions expire)",
     )
     p.add_argument("name")
+    p.add_argument(
+        "--min-deleted-share",
+        type=float,
+        default=0.1,
+        metavar="SHARE",
+        help="rewrite a large segment only when at least this share of its rows is deleted "
+        "(default 0.1); below it the deletes stay hidden. 0 rewrites every segment that "
+        "lost a row",
+    )
     p.set_defaults(func=cmd_compact)
 
     p = sub.add_parser(
@@ -350,7 +361,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     print(f"collection  {info['name']}  ({info['path']})")
     print(
-        f"documents   {info['count']}  ({info['deleted']} deleted, not yet compacted; {info['segments']} segments)"
+        f"documents   {info['count']}  ({info['deleted']} deleted rows still on disk; {info['segments']} segments)"
     )
     print(
         f"model       {info['model']['name']}  ({info['model']['dim']}-d, {info['model'].get('backend', 'torch')})"
@@ -376,13 +387,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
     from ..collection import open as open_collection
 
     with open_collection(args.name, create=False) as col:
-        r = col.compact()
+        r = col.compact(args.min_deleted_share)
         keep_days = col.keep_days
     print(
         f"compacted: {r['rows_before']} -> {r['rows_after']} rows, "
         f"{_human(r['bytes_before'])} -> {_human(r['bytes_after'])}; "
-        f"{r['rows_rewritten']} rows rewritten (segments that lost none keep their files)"
+        f"{r['rows_rewritten']} rows rewritten (the other segments keep their files)"
     )
+    if r["deleted_kept"]:
+        print(
+            f"  {r['deleted_kept']} deleted rows stay hidden in segments that lost under "
+            f"{args.min_deleted_share:g} of their rows; --min-deleted-share 0 rewrites them away"
+        )
     if r["bytes_past_versions"]:
         print(
             f"  {_human(r['bytes_past_versions'])} of that are the old files, kept while past "

@@ -96,8 +96,8 @@ class ShardServer:
     def state_key(self) -> str:
         return self.col.state_key
 
-    def compact(self) -> dict[str, int]:
-        return self.col.compact()
+    def compact(self, min_deleted_share: float = 0.1) -> dict[str, int]:
+        return self.col.compact(min_deleted_share)
 
     def reindex(self, spec: str) -> None:
         self.col.reindex(spec)

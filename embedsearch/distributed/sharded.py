@@ -502,9 +502,11 @@ class ShardedCollection(CollectionBase):
         }
 
     # ------------------------------------------------------------------ maintenance
-    def compact(self) -> dict[str, int]:
-        """Compact every shard; returns the summed before/after rows and bytes."""
-        out = list(self._fan("compact", read=False).values())
+    def compact(self, min_deleted_share: float = 0.1) -> dict[str, int]:
+        """Compact every shard (see :meth:`Collection.compact`); returns the summed
+        before/after rows and bytes."""
+        args = {i: (min_deleted_share,) for i in range(self.shards)}
+        out = list(self._fan("compact", args, read=False).values())
         return {k: sum(r[k] for r in out) for k in out[0]}  # every shard reports the same keys
 
     def reindex(self, spec: str) -> None:

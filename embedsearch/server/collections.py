@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from .deps import ERRORS, State, Stopwatch
 from .schemas import (
@@ -73,11 +73,24 @@ def delete_collection(name: CollectionName, state: State) -> dict[str, Any]:
 
 
 @router.post("/{name}/compact", response_model=CompactResult, summary="Compact")
-def compact(name: CollectionName, state: State) -> dict[str, Any]:
-    """Make deletes permanent: rewrite the segments that lost rows and fill the index
-    again (searches go on)."""
+def compact(
+    name: CollectionName,
+    state: State,
+    min_deleted_share: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=1,
+            description="Rewrite a large segment only when at least this share of its rows "
+            "is deleted; below it the deletes stay hidden by tombstones. 0 rewrites every "
+            "segment that lost a row.",
+        ),
+    ] = 0.1,
+) -> dict[str, Any]:
+    """Reclaim deleted rows: rewrite the segments that lost at least min_deleted_share of
+    their rows (and merge small ones), and renumber the index (searches go on)."""
     watch = Stopwatch()
-    result = state.registry.write(name, lambda col: col.compact())
+    result = state.registry.write(name, lambda col: col.compact(min_deleted_share))
     return {**result, "took_ms": watch.ms}
 
 

@@ -171,7 +171,13 @@ class CompactResult(Response):
     rows_rewritten: int = Field(
         0,
         description="Live rows copied into new segment files: those of segments that lost "
-        "rows (and of small ones merged with them); the other segments keep their files.",
+        "at least min_deleted_share of their rows (and of small ones merged with them); the "
+        "other segments keep their files.",
+    )
+    deleted_kept: int = Field(
+        0,
+        description="Deleted rows left in kept segments (counted in rows_after), hidden by "
+        "tombstones; compact with min_deleted_share=0 to rewrite them away.",
     )
     took_ms: float
 
