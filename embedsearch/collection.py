@@ -924,7 +924,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             if request.exact:
                 scores, pos = exact_search(vectors, qvecs, k, mask)
             else:
-                scores, pos = self._index.search(vectors, qvecs, k, mask, opts)
+                count = table.count if mask is table.live else None  # known: not counted
+                scores, pos = self._index.search(vectors, qvecs, k, mask, opts, matching=count)
             return _hits(table, scores, pos)
 
     @staticmethod

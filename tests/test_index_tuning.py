@@ -164,6 +164,50 @@ def test_filtered_search_plans_keep_recall_at_every_selectivity(spec: str) -> No
     assert vi.plan(n, n // 2, 10, SearchOptions(nprobe=3)).nprobe == 3  # the caller's knob wins
 
 
+@pytest.mark.parametrize("spec", ["IVF256,PQ16x4fs", "IVF256,PQ16x4fs,SOAR", "HNSW8"])
+def test_a_mask_that_keeps_nearly_every_row_is_applied_to_the_shortlist(spec: str) -> None:
+    """Tombstones left by compaction (5 % of the rows) or a broad filter (90 %): FAISS
+    searches without an ID selector for a shortlist widened by 1 / share, and the masked
+    rows are dropped before the re-rank; no masked row comes back and recall holds. A
+    filter keeping half the rows still goes inside FAISS as a selector."""
+    rng = np.random.default_rng(8)
+    n, dim = 20_000, 32
+    centers = _unit(rng.normal(size=(2000, dim)))
+    everything = _unit(
+        centers[rng.integers(0, 2000, n + 100)] + 0.08 * rng.normal(size=(n + 100, dim))
+    )
+    data, queries = everything[:n], everything[n:]
+    vi = VectorIndex(spec, dim)
+    vi.build(data)
+    calls: list[tuple[int, bool]] = []
+    real = vi._approximate
+
+    def spy(qs, fetch, live, knobs):
+        calls.append((fetch, live is None))
+        return real(qs, fetch, live, knobs)
+
+    vi._approximate = spy  # type: ignore[method-assign]
+    tombs = np.ones(n, dtype=bool)
+    tombs[rng.choice(n, n // 20, replace=False)] = False
+    for mask, post in (
+        (tombs, True),
+        (np.arange(n) % 10 != 3, True),
+        (np.arange(n) < n // 2, False),
+    ):
+        calls.clear()
+        _, truth = exact_search(data, queries, 10, mask)
+        _, got = vi.search(data, queries, 10, mask, matching=int(mask.sum()))
+        assert set(got[got >= 0].tolist()) <= set(np.flatnonzero(mask).tolist())
+        assert _recall(got, truth) >= TARGET_RECALL
+        fetch, unmasked = calls[0]
+        assert unmasked == post  # the first call; a starved query may go wider with a selector
+        plain = vi.plan(n, None, 10).rerank
+        if post:
+            assert fetch == min(n, math.ceil(plain * n / mask.sum())) > plain
+        _, again = vi.search(data, queries, 10, mask)  # counted when not given: the same
+        assert np.array_equal(again, got)
+
+
 def test_filter_power_is_measured_at_each_share_that_keeps_enough_rows(monkeypatch) -> None:
     """tune() measures the filter probe power at 10 %, 1 % and 0.1 % where a share keeps
     _FILTER_TUNE_MIN_ROWS rows: at 10M rows a power measured at 10 % and 1 % only sent a
