@@ -99,6 +99,7 @@ def test_1_cold_query_and_unchanged_ingest_never_import_torch(user):
     assert "ingest: 2/2 files (100%)" in first.stderr  # 11: progress over files, with total
     user("index", "rows", str(_corpus(user.dir / "c.jsonl", 20)))
     user("index", "graph", str(user.dir / "c.jsonl"), "--index", "HNSW32")  # faiss is used
+    user("delete", "rows", "d3")  # a tombstone file, read on every open
     for args in (
         ("retrieve", "notes", "what do cats eat", "--mode", "hybrid"),
         ("retrieve", "notes", "what do cats eat", "--mode", "dense"),
@@ -109,6 +110,7 @@ def test_1_cold_query_and_unchanged_ingest_never_import_torch(user):
         ("info", "rows"),
         ("list",),
         ("peek", "rows", "-n", "1"),
+        ("delete", "rows", "d4"),
     ):
         proc = user(*args, probe=True)
         assert re.search(r"^HEAVY=$", proc.stderr, re.M), (args, proc.stderr[-2000:])
