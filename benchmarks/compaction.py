@@ -93,18 +93,22 @@ def child(path: Path, share: float, which: str, truth_file: Path) -> dict[str, A
     col.delete([str(i) for i in dead])
     out["delete_s"] = time.perf_counter() - t
 
-    def recalls() -> dict[str, float]:
-        got = {}
+    def recalls(when: str) -> dict[str, float]:
+        got, p50 = {}, {}
         for j, (name, where) in enumerate(FILTERS):
-            hits = []
+            hits, took = [], []
             for qi, q in enumerate(queries):
-                ids = {int(h.id) for h in col.search(q, k=10, where=where)}
+                t = time.perf_counter()
+                found = col.search(q, k=10, where=where)
+                took.append(time.perf_counter() - t)
+                ids = {int(h.id) for h in found}
                 want = {int(p) for p in truth[j, qi] if p >= 0}
                 hits.append(len(ids & want) / max(1, len(want)))
-            got[name] = float(np.mean(hits))
+            got[name], p50[name] = float(np.mean(hits)), float(np.median(took) * 1e3)
+        out[f"p50_ms_{when}"] = p50  # the pass that also checks recall: one search a query
         return got
 
-    out["recall_before"] = recalls()
+    out["recall_before"] = recalls("before")
     peak, stop = [_anon_mb()], threading.Event()
 
     def sample() -> None:
@@ -125,7 +129,7 @@ def child(path: Path, share: float, which: str, truth_file: Path) -> dict[str, A
     out["index_after"] = {
         k: col.info()["index"].get(k) for k in ("resolved", "nprobe", "trained_for")
     }
-    out["recall_after"] = recalls()
+    out["recall_after"] = recalls("after")
     col.close()
     return out
 
@@ -325,7 +329,8 @@ def main() -> None:
             f"{r['source']}: recall before {r['recall_before']}, after {r['recall_after']}; "
             f"index after {r['index_after']}; disk {r['bytes_before'] / 2**30:.2f} -> "
             f"{r['bytes_after'] / 2**30:.2f} GB, of which past versions "
-            f"{r.get('bytes_past_versions', 0) / 2**30:.2f} GB"
+            f"{r.get('bytes_past_versions', 0) / 2**30:.2f} GB; p50 ms before "
+            f"{r['p50_ms_before']}, after {r['p50_ms_after']}"
         )
     name = args.out or ("compaction" if args.deleted == "random" else f"compaction-{args.deleted}")
     write_result(
