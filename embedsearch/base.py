@@ -46,6 +46,13 @@ from .validation import (
 Query = str | Sequence[float] | np.ndarray
 C = TypeVar("C", bound="CollectionBase")
 
+#: Compaction rewrites a segment it could keep alone only when at least this share of its
+#: rows is deleted; below it the segment keeps its file and its deletes stay tombstones,
+#: so a few deletes spread over a large collection do not rewrite it all (Lance's
+#: compaction materialises deletions from 10 % too). ``compact(min_deleted_share=0)``
+#: rewrites every segment that lost a row.
+COMPACT_MIN_DELETED_SHARE = 0.1
+
 
 @dataclass(frozen=True)
 class SearchRequest:
@@ -188,7 +195,7 @@ class CollectionBase(ABC):
         """Counts, model, index and size on disk."""
 
     @abstractmethod
-    def compact(self, min_deleted_share: float = 0.1) -> dict[str, int]:
+    def compact(self, min_deleted_share: float = COMPACT_MIN_DELETED_SHARE) -> dict[str, int]:
         """Reclaim deleted rows from segments that lost at least ``min_deleted_share`` of
         theirs (0: from every segment that lost one) and merge small segments."""
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import durable, store, versions
-from .base import CollectionBase, SearchRequest, Selection
+from .base import COMPACT_MIN_DELETED_SHARE, CollectionBase, SearchRequest, Selection
 from .concurrency import RWLock
 from .encoder import Encoder, get_encoder
 from .errors import (
@@ -88,12 +88,6 @@ COMPACT_SEGMENT_ROWS = 200_000
 #: are merged with their neighbours' live rows, so many small writes still end in few
 #: segments. Half a :data:`VECTOR_CHUNK`: a 50k-row ``add`` of vectors is kept.
 COMPACT_KEEP_ROWS = 32_768
-#: Compaction rewrites a segment it could keep alone only when at least this share of its
-#: rows is deleted; below it the segment keeps its file and its deletes stay tombstones,
-#: so a few deletes spread over a large collection do not rewrite it all (Lance's
-#: compaction materialises deletions from 10 % too). ``compact(min_deleted_share=0)``
-#: rewrites every segment that lost a row.
-COMPACT_MIN_DELETED_SHARE = 0.1
 
 
 # ----------------------------------------------------------------------------- facade

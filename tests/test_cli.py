@@ -92,6 +92,11 @@ def test_index_search_info_delete_compact(home, encoder, tmp_path, capsys):
     assert main(["search", "mixed", "volcanic eruption", "-k", "8", "--json"]) == 0
     assert "b1" not in {h["id"] for h in json.loads(capsys.readouterr().out)}
     capsys.readouterr()
+    from embedsearch.base import COMPACT_MIN_DELETED_SHARE
+    from embedsearch.cli import build_parser
+
+    flags = build_parser().parse_args(["compact", "mixed"])  # the library's default, not a copy
+    assert flags.min_deleted_share == COMPACT_MIN_DELETED_SHARE
     assert main(["compact", "mixed", "--min-deleted-share", "2"]) == 2  # the flag's words
     assert "--min-deleted-share must be a number from 0 to 1" in capsys.readouterr().err
     assert main(["compact", "mixed"]) == 0

@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-deleted-share",
         type=float,
-        default=0.1,
+        default=0.1,  # base.COMPACT_MIN_DELETED_SHARE (not imported: parsing stays light)
         metavar="SHARE",
         help="rewrite a large segment only when at least this share of its rows is deleted "
         "(default 0.1); below it the deletes stay hidden. 0 rewrites every segment that "

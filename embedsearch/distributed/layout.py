@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import durable, store
+from ..base import COMPACT_MIN_DELETED_SHARE
 from ..errors import EmbedSearchError, InvalidInputError, NotACollectionError
 from ..types import Document, Hit
 
@@ -96,7 +97,7 @@ class ShardServer:
     def state_key(self) -> str:
         return self.col.state_key
 
-    def compact(self, min_deleted_share: float = 0.1) -> dict[str, int]:
+    def compact(self, min_deleted_share: float = COMPACT_MIN_DELETED_SHARE) -> dict[str, int]:
         return self.col.compact(min_deleted_share)
 
     def reindex(self, spec: str) -> None:

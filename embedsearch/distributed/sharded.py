@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..base import CollectionBase, SearchRequest
+from ..base import COMPACT_MIN_DELETED_SHARE, CollectionBase, SearchRequest
 from ..errors import (
     DocumentNotFoundError,
     DuplicateIdError,
@@ -502,7 +502,7 @@ class ShardedCollection(CollectionBase):
         }
 
     # ------------------------------------------------------------------ maintenance
-    def compact(self, min_deleted_share: float = 0.1) -> dict[str, int]:
+    def compact(self, min_deleted_share: float = COMPACT_MIN_DELETED_SHARE) -> dict[str, int]:
         """Compact every shard (see :meth:`Collection.compact`); returns the summed
         before/after rows and bytes."""
         args = {i: (min_deleted_share,) for i in range(self.shards)}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from ..base import COMPACT_MIN_DELETED_SHARE
 from .deps import ERRORS, State, Stopwatch
 from .schemas import (
     CollectionDeleted,
@@ -85,7 +86,7 @@ def compact(
             "is deleted; below it the deletes stay hidden by tombstones. 0 rewrites every "
             "segment that lost a row.",
         ),
-    ] = 0.1,
+    ] = COMPACT_MIN_DELETED_SHARE,
 ) -> dict[str, Any]:
     """Reclaim deleted rows: rewrite the segments that lost at least min_deleted_share of
     their rows (and merge small ones), and renumber the index (searches go on)."""
