@@ -1333,14 +1333,13 @@ class VectorIndex:
         fetch = min(n, plan.rerank or k)
         knobs = SearchOptions(plan.nprobe, plan.ef_search, plan.rerank)
         post = (  # a mask letting nearly every row through: applied to the shortlist
-            live is not None
+            plan.kind == "approximate-filtered"
             and matching is not None
-            and plan.kind == "approximate-filtered"
             and matching >= POSTFILTER_SHARE * n
             and not _tuning
         )
         if post:
-            fetch = min(n, math.ceil(fetch * n / max(1, matching)))
+            fetch = min(n, math.ceil(fetch * n / matching))
         if (gpu_ok or (post and self._gpu is not None)) and fetch <= GPU_MAX_K:
             pos = self._gpu.search(queries, fetch)[1]
         else:

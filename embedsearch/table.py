@@ -439,7 +439,7 @@ class Table:
         if kinds is None:
             return None
         out = {
-            key: pa.concat_arrays([cols[key].take(pa.array(local)) for cols, local in parts])
+            key: pa.concat_arrays([cols[key].take(indices(local)) for cols, local in parts])
             for key, _ in kinds[0]
         }
         return out, list(kinds[1])
