@@ -223,6 +223,8 @@ def test_sigkill_during_history_operations_loses_nothing(tmp_path: Path) -> None
                 model.tags[in_flight["tag"]] = in_flight["version"]
         if in_flight and in_flight["op"] == "untag" and in_flight["tag"] not in col.tags():
             model.tags.pop(in_flight["tag"], None)
+            if model.days == 0:  # untagged, its version follows retention: 0 days expires it
+                model.alive = {model.current} | set(model.tags.values())
         if in_flight and in_flight["op"] == "retention":
             model.days = col.keep_days
             if model.days == 0:
