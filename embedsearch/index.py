@@ -978,8 +978,9 @@ class VectorIndex:
         The tuning queries are rows of the collection that are *held out*: when the index
         holds only the first ``indexed`` rows, a sample of the others (HNSW: see
         :meth:`build`); otherwise a sample of all rows, each held out together with its
-        near-duplicates (cosine >= :data:`NEAR_DUPLICATE`), which are left out of both the
-        exact truth and the index's answer. A real query is not a copy of a document; a
+        group of near-duplicates (cosine >= :data:`NEAR_DUPLICATE`, transitively: see
+        :func:`_duplicate_group`), which are left out of both the exact truth and the
+        index's answer. A real query is not a copy of a document; a
         query that is one finds itself and its copies in its own IVF cell, and at 1M rows
         that made nprobe=1 look like recall 0.99 when held-out queries got 0.53
         (``benchmarks/index_curves.py``). An HNSW graph links each of its rows to that row's
