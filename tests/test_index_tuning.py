@@ -20,6 +20,7 @@ from embedsearch.index import (
     TARGET_RECALL,
     SearchOptions,
     VectorIndex,
+    _duplicate_group,
     _first_met,
     exact_search,
     resolve_spec,
@@ -82,8 +83,6 @@ def test_tuned_recall_holds_when_copies_straddle_the_near_duplicate_line(seed: i
 def test_a_duplicate_group_grows_through_copies_below_the_line() -> None:
     """A row below NEAR_DUPLICATE to the query but above it to a copy is in the group; a
     row near nothing in the group is not."""
-    from embedsearch.index import _duplicate_group
-
     q = np.array([1.0, 0.0, 0.0], dtype=np.float32)
     a = _unit(np.array([[1.0, 0.5, 0.0]]))[0]  # ~0.89 to q
     b = _unit(np.array([[1.0, 1.0, 0.0]]))[0]  # ~0.71 to q, ~0.95 to a
