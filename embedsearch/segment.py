@@ -367,13 +367,19 @@ _FADVISE = hasattr(os, "posix_fadvise")
 PREAD_MAX_ROWS = 1024
 
 
-def run_heads(local: np.ndarray, owner: np.ndarray | None = None) -> np.ndarray:
+def run_heads(
+    local: np.ndarray, owner: np.ndarray | None = None, dest: np.ndarray | None = None
+) -> np.ndarray:
     """Indices of ``local`` where a run of consecutive rows starts (``local`` not empty);
-    with ``owner`` (the segment of each entry), also wherever the owner changes."""
+    with ``owner`` (the segment of each entry), also wherever the owner changes; with
+    ``dest`` (where each entry is written), also wherever the destinations stop being
+    consecutive, so that a run is read into one slice of its destination."""
     head = np.ones(local.size, dtype=bool)
     head[1:] = local[1:] != local[:-1] + 1
     if owner is not None:
         head[1:] |= owner[1:] != owner[:-1]
+    if dest is not None:
+        head[1:] |= dest[1:] != dest[:-1] + 1
     return np.flatnonzero(head)
 
 

@@ -230,8 +230,8 @@ def test_a_table_reads_rows_of_many_segments_one_pread_a_run_and_checks_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``Table.take`` of a re-rank's shortlist reads every segment's rows in one loop over
-    runs (no per-segment ``take``): the rows come back in the order asked, repeats and runs
-    across segment borders included, each first read is checked against its checksum, and
+    runs (no per-segment ``take``), each run straight into its place in the result: the rows
+    come back in the order asked, repeats and runs across segment borders included, each first read is checked against its checksum, and
     a damaged row is refused however the positions are ordered."""
     import embedsearch.segment as segment_module
     from embedsearch.table import Table
@@ -270,8 +270,9 @@ def test_a_table_reads_rows_of_many_segments_one_pread_a_run_and_checks_them(
     assert np.array_equal(t.take(positions), every[positions])
     calls.clear()  # (the first read also read the blocks of the segments of one block)
     assert np.array_equal(t.take(positions), every[positions])
-    # runs: 0 | 5 | 5 | 298-299 | 300 | 301-302 | 1000 | 1001-1002 | 1500 | 1564 | 1564
-    assert len(calls) == 11
+    # runs: 0 | 5 | 5 | 298-299 | 300 | 301-302 | 1000 | 1001 | 1002 | 1500 | 1564 | 1564
+    # (1000-1002 were asked out of order: each row is read into its own place)
+    assert len(calls) == 12
     monkeypatch.undo()
 
     path = tmp_path / refs[2].vectors.file  # row 400 of segment 2: position 701
