@@ -231,8 +231,9 @@ def test_a_table_reads_rows_of_many_segments_one_pread_a_run_and_checks_them(
 ) -> None:
     """``Table.take`` of a re-rank's shortlist reads every segment's rows in one loop over
     runs (no per-segment ``take``), each run straight into its place in the result: the rows
-    come back in the order asked, repeats and runs across segment borders included, each first read is checked against its checksum, and
-    a damaged row is refused however the positions are ordered."""
+    come back in the order asked, repeats and runs across segment borders included, each
+    first read is checked against its checksum, and a damaged row is refused however the
+    positions are ordered."""
     import embedsearch.segment as segment_module
     from embedsearch.table import Table
 
@@ -294,3 +295,35 @@ def test_a_table_reads_rows_of_many_segments_one_pread_a_run_and_checks_them(
         table().take(big)
     keep = big[(big < 301) | (big >= 1001)]  # segment 2 left out
     assert np.array_equal(table().take(keep), every[keep])
+
+
+def test_a_gather_across_segments_allocates_its_result_once(tmp_path: Path) -> None:
+    """``Table.take`` of rows already checked allocates the result array and nothing of its
+    size beside it: a second buffer (read sorted, then scattered) cost ~734 page faults a
+    1,000-row query at 1M rows whenever malloc mapped both arrays fresh (3.5 ms against
+    1.7 ms)."""
+    import tracemalloc
+
+    from embedsearch.table import Table
+
+    dim, sizes = 384, [900, 700, 800]
+    rng = np.random.default_rng(9)
+    (tmp_path / "segments").mkdir()
+    parts = [rng.normal(size=(n, dim)).astype(np.float32) for n in sizes]
+    refs = [
+        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
+        for s, (n, v) in enumerate(zip(sizes, parts))
+    ]
+    t = Table(dim)
+    t.extend([MappedSegment(tmp_path, ref, dim) for ref in refs])
+    every = np.concatenate(parts)
+    positions = rng.permutation(every.shape[0])[:1000]
+    assert np.array_equal(t.take(positions), every[positions])  # the first read checks rows
+    tracemalloc.start()
+    try:
+        got = t.take(positions)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, every[positions])
+    assert peak < 1.25 * got.nbytes, f"peak {peak:,} bytes for a {got.nbytes:,}-byte result"
