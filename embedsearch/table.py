@@ -290,8 +290,9 @@ class Table:
         return out
 
     def _read_runs(self, positions: np.ndarray) -> np.ndarray | None:
-        """Rows ``positions`` read with one ``pread`` per run of consecutive rows, in one
-        loop over the runs of every segment (``None`` where a segment cannot be read so, or
+        """Rows ``positions`` read with one ``pread`` per run of consecutive rows (asked in
+        that order: each run lands in one slice of the result), in one loop over the runs
+        of every segment (``None`` where a segment cannot be read so, or
         gives more than ``PREAD_MAX_ROWS`` rows: then the per-segment :meth:`take`).
 
         A re-rank's shortlist touches most segments for a few rows each: at 5M rows, 512
