@@ -327,3 +327,54 @@ def test_a_gather_across_segments_allocates_its_result_once(tmp_path: Path) -> N
         tracemalloc.stop()
     assert np.array_equal(got, every[positions])
     assert peak < 1.25 * got.nbytes, f"peak {peak:,} bytes for a {got.nbytes:,}-byte result"
+
+
+def test_first_reads_are_hinted_until_gathers_keep_finding_them_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-ahead hint per first-read run stops after ``HINTS_OFF_AFTER`` gathers in a row
+    read no block from disk (the hints then only cost system calls), and starts again after
+    a gather that did. The disk's block counter is faked (plumbing: a test cannot evict the
+    page cache portably); the rows, reads and checks are real."""
+    import embedsearch.table as table_module
+    from embedsearch.table import HINTS_OFF_AFTER, Table
+
+    rng = np.random.default_rng(11)
+    (tmp_path / "segments").mkdir()
+    sizes = [400, 300, 500]
+    parts = [rng.normal(size=(n, DIM)).astype(np.float32) for n in sizes]
+    refs = [
+        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
+        for s, (n, v) in enumerate(zip(sizes, parts))
+    ]
+    every = np.concatenate(parts)
+    t = Table(DIM)
+    t.extend([MappedSegment(tmp_path, ref, DIM) for ref in refs])
+    hints: list[int] = []
+    real_read_ahead = MappedSegment.read_ahead
+
+    def counting_read_ahead(self: MappedSegment, fd: int, row: int, count: int) -> None:
+        hints.append(row)
+        real_read_ahead(self, fd, row, count)
+
+    on_disk = [False]  # fake ru_inblock: grows between two calls while the "disk" is read
+    monkeypatch.setattr(MappedSegment, "read_ahead", counting_read_ahead)
+    monkeypatch.setattr(table_module, "_blocks_read", lambda: next(blocks) if on_disk[0] else 0)
+    blocks = iter(range(1, 10**6))
+    monkeypatch.setattr(table_module, "SLOW_READ_S", 1.0)  # a loaded CI machine is not a disk
+    # 10 unread rows a gather, no two consecutive (a run each: one hint each)
+    fresh = iter(rng.permutation(np.arange(0, every.shape[0], 2)).reshape(-1, 10))
+
+    def gather(read_from_disk: bool = False) -> int:
+        hints.clear()
+        on_disk[0] = read_from_disk
+        positions = next(fresh)
+        assert np.array_equal(t.take(positions), every[positions])
+        return len(hints)
+
+    assert [gather() for _ in range(HINTS_OFF_AFTER)] == [10] * HINTS_OFF_AFTER
+    assert [gather() for _ in range(3)] == [0, 0, 0]  # every gather found its rows cached
+    assert gather(read_from_disk=True) == 0  # decided before its reads went to disk
+    assert gather() == 10  # hinted again
+    monkeypatch.setattr(table_module, "SLOW_READ_S", 0.0)  # reads slower than the page cache's
+    assert [gather() for _ in range(HINTS_OFF_AFTER + 2)] == [10] * (HINTS_OFF_AFTER + 2)
