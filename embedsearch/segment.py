@@ -493,8 +493,8 @@ class MappedSegment:
             return
         want = self._row_crc_values(todo)
         flat, w = memoryview(rows).cast("B"), self.dim * 4
-        where = (idx if at is None else at[idx]).tolist()
-        got = np.fromiter((crc32(flat[i * w : i * w + w], 0) for i in where), np.uint32)
+        places = (idx if at is None else at[idx]).tolist()
+        got = np.fromiter((crc32(flat[i * w : i * w + w], 0) for i in places), np.uint32)
         if not (got == want).all():
             bad = todo[got != want]
             self._check_blocks(bad // self._block_rows)  # raises if the rows are bad

@@ -334,7 +334,7 @@ class Table:
         runs = list(zip(order[at].tolist(), counts.tolist(), seg[at].tolist(), local[at].tolist()))
         readers: dict[int, tuple[MappedSegment, int, np.ndarray]] = {}
         fresh: dict[int, None] = {}  # segments with rows not checked before, in order
-        hint, blocks = self._cached_gathers < HINTS_OFF_AFTER, _blocks_read()
+        hint, blocks = self._cached_gathers < HINTS_OFF_AFTER, None
         for _, count, s, row in runs:
             reader = readers.get(s)
             if reader is None:
@@ -346,6 +346,8 @@ class Table:
             segment, fd, checked = reader
             if checked[row] if count == 1 else checked[row : row + count].all():
                 continue
+            if not fresh:  # the disk's count before the first hint (warm gathers skip it)
+                blocks = _blocks_read()
             fresh[s] = None
             if hint and segment.reads_ahead:  # start the disk read before waiting on any
                 segment.read_ahead(fd, row, count)
