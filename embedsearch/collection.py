@@ -973,7 +973,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             took = time.perf_counter() - started
             matching = None if mask is None else int(np.count_nonzero(mask))
             opts = SearchOptions(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
-            out = self._index.plan(table.rows, matching, k, opts).to_json()
+            plan = self._index.choose(table.vectors_view(), mask, matching, k, opts)[0]
+            out = plan.to_json()
         out["filter_ms"] = round(took * 1000, 3)
         return out
 

@@ -113,6 +113,17 @@ FILTER_GATHER_COST = 16
 #: is cheaper inside FAISS (36 ms vs 113 ms gathered with one ``pread`` a row), which 48
 #: chooses once the tuned probes are as many as these vectors need.
 FILTER_GATHER_COST_FASTSCAN = 48
+#: What one run of consecutive rows adds to a gather from a collection's files, in scanned
+#: fast-scan codes: one ``pread`` a run, ~1.7 µs with its Python step, where FAISS scans a
+#: code in 4-6 ns (2026-12-05, 10M rows: 10k rows took 18.6 ms in runs of 1, 2.8 ms in runs
+#: of 16). A filter's rows scattered one per run (``cat = 7`` of ``i % 1000``) made the
+#: exact plan 1.8-2.2x slower than FAISS with the tuned probes at 5M and 10M rows; the
+#: approximate plan's re-rank reads its shortlist the same way, so it pays this per row too.
+#: (SQ8 codes scan 3x slower: a run counts a third as many of them.) Counted only where the
+#: filter is like those the probe power was tuned with (see
+#: :data:`_FILTER_TUNE_SHARES`: a share of at least 0.1 % and 1,000 rows): for fewer rows
+#: the raised probes are extrapolated, and the exact plan's recall of 1.0 is kept.
+FILTER_RUN_COST = 256
 #: A filter keeping a share ``s`` of the rows raises the probes by ``s ** -FILTER_PROBE_POWER``.
 #: The filtered top 10 lie among the unfiltered top ``10 / s``, which sit in more cells than
 #: the top 10 but far fewer than ``1 / s`` times as many: at 1M rows (IVF2048,SQ8, tuned
@@ -554,22 +565,29 @@ class IndexInfo:
 
 
 def exact_search(
-    vectors: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray | None = None
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    live: np.ndarray | None = None,
+    *,
+    subset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product among rows where ``live`` is true (numpy, no copy of the data).
 
     Returns (scores, positions), each (m, k), padded with -inf / -1 when fewer rows qualify.
     Selective masks gather their rows first; otherwise masked scores are set to -inf.
+    ``subset``: ``np.flatnonzero(live)`` when the caller has it already.
     """
     m, n = queries.shape[0], vectors.shape[0]
     scores = np.full((m, k), -np.inf, dtype=np.float32)
     pos = np.full((m, k), -1, dtype=np.int64)
-    subset = None
     if live is not None:
-        count = int(np.count_nonzero(live))
+        count = int(np.count_nonzero(live)) if subset is None else subset.size
         if count * 4 < n:
-            subset = np.flatnonzero(live)
+            subset = np.flatnonzero(live) if subset is None else subset
             vectors, live, n = _gather(vectors, subset), None, count
+        else:
+            subset = None
     if n == 0 or k <= 0:
         return scores, pos
     segments = getattr(vectors, "blocks", None)  # memory-mapped segments: scanned in place
@@ -1321,16 +1339,17 @@ class VectorIndex:
             matching = None
         elif matching is None:
             matching = int(np.count_nonzero(live))
-        plan = self.plan(n, matching, k, opts)
+        plan, subset = self.choose(vectors, live, matching, k, opts)
         if plan.kind not in ("exact", "exact-filtered") and self._pending is not None:
             self.load_deferred()  # a deferred index is read by the first search that needs it
-            plan = self.plan(n, matching, k, opts)  # (a failed read may have rebuilt it)
+            plan, subset = self.choose(vectors, live, matching, k, opts)  # (a failed read
+            # may have rebuilt it)
         gpu_ok = self._gpu is not None and live is None and not _tuning
         if plan.kind in ("exact", "exact-filtered"):
             if gpu_ok and k <= GPU_MAX_K:
                 scores, pos = self._gpu.search(queries, min(k, n))
                 return _pad(scores, pos, k)
-            return exact_search(vectors, queries, k, live)
+            return exact_search(vectors, queries, k, live, subset=subset)
         fetch = min(n, plan.rerank or k)
         knobs = SearchOptions(plan.nprobe, plan.ef_search, plan.rerank)
         post = (  # a mask letting nearly every row through: applied to the shortlist
@@ -1401,8 +1420,40 @@ class VectorIndex:
         del bitmap  # must outlive the search call
         return first_distinct(pos, fetch) if spilled else pos
 
+    def choose(
+        self,
+        vectors: np.ndarray,
+        live: np.ndarray | None,
+        matching: int | None,
+        k: int,
+        opts: SearchOptions | None = None,
+    ) -> tuple[Plan, np.ndarray | None]:
+        """:meth:`plan` for a search over ``vectors`` under the mask ``live`` (``matching``
+        of its rows true), and the allowed positions when they were listed to choose.
+
+        A collection's vectors (anything but an ndarray) are gathered one ``pread`` per run
+        of consecutive rows, so a filter's runs weigh in the plan (see
+        :data:`FILTER_RUN_COST`). They are counted only where they can change it: when the
+        plan with one run (the cheapest gather) is still exact; the positions listed to
+        count them are kept for the gather."""
+        rows = vectors.shape[0]
+        if live is None or matching is None or isinstance(vectors, np.ndarray):
+            return self.plan(rows, matching, k, opts), None
+        plan = self.plan(rows, matching, k, opts, runs=1)
+        if plan.kind != "exact-filtered":
+            return plan, None
+        subset = np.flatnonzero(live)
+        runs = 1 + int(np.count_nonzero(np.diff(subset) != 1)) if subset.size else 0
+        return self.plan(rows, matching, k, opts, runs=runs), subset
+
     def plan(
-        self, rows: int, matching: int | None, k: int, opts: SearchOptions | None = None
+        self,
+        rows: int,
+        matching: int | None,
+        k: int,
+        opts: SearchOptions | None = None,
+        *,
+        runs: int | None = None,
     ) -> Plan:
         """How a search over ``rows`` positions, ``matching`` of them allowed, will run.
 
@@ -1414,7 +1465,9 @@ class VectorIndex:
         that the matching rows nearest the query reach the shortlist and the tuned recall
         holds (see :data:`FILTER_PROBE_POWER`). The cheaper of the two, by
         :data:`FILTER_GATHER_COST` (fast-scan codes: ``FILTER_GATHER_COST_FASTSCAN``), is
-        chosen per query.
+        chosen per query. ``runs``: the runs of consecutive rows a gather of the matching
+        rows reads, each one system call (:data:`FILTER_RUN_COST`); ``None`` where a gather
+        costs by the row alone (vectors in memory).
         """
         opts = opts or SearchOptions()
         if not self.approximate or (self._index is None and self._pending is None):
@@ -1443,7 +1496,13 @@ class VectorIndex:
                 raised = opts.ef_search
         fast = _fastscan(self.info.resolved)
         cost = FILTER_GATHER_COST_FASTSCAN if fast else FILTER_GATHER_COST
-        if matching * cost <= scanned:
+        gather = matching * cost
+        tuned = matching >= _FILTER_TUNE_MIN_ROWS and share >= _FILTER_TUNE_SHARES[-1]
+        if runs is not None and tuned:
+            per_run = FILTER_RUN_COST * cost // FILTER_GATHER_COST_FASTSCAN
+            gather += runs * per_run
+            scanned += rerank * per_run  # the re-rank reads its shortlist so too
+        if gather <= scanned:
             return Plan("exact-filtered", rows, matching)
         return Plan(
             "approximate-filtered",
