@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -286,7 +287,30 @@ def _op(col: KeyColumn, op: str, arg: Any) -> np.ndarray:
             cut = int(np.searchsorted(s, arg, side="right")) if len(s) else 0
         got = col.codes < cut if op in ("$lt", "$lte") else col.codes >= cut
         return col.of_kind(columns_mod.STRING, got)
-    return col.of_kind(columns_mod.NUMBER, _ORDER[op](col.num, arg))
+    return col.of_kind(columns_mod.NUMBER, _order(col.num, op, arg))
+
+
+#: For an integer column: the integer bound equivalent to a number bound, and the answer
+#: of every row when that bound lies above the type's range.
+_INT_BOUND = {"$lt": (math.ceil, True), "$lte": (math.floor, True)}
+_INT_BOUND.update({"$gt": (math.floor, False), "$gte": (math.ceil, False)})
+
+
+def _order(num: np.ndarray, op: str, arg: Any) -> np.ndarray:
+    """``num <op> arg`` as float64 would answer it. An integer column (see
+    :meth:`~embedsearch.columns.KeyColumn.compact`) compares with an integer bound of its own
+    type (``x < 2.5`` is ``x < 3``), at the width it is stored in."""
+    if num.dtype.kind != "i":
+        return _ORDER[op](num, arg)
+    rounding, above = _INT_BOUND[op]
+    value = float(arg)
+    if math.isnan(value):
+        return np.zeros(len(num), dtype=bool)
+    info = np.iinfo(num.dtype)
+    if math.isinf(value) or not info.min <= rounding(value) <= info.max:
+        over = value > 0  # the bound lies above (or below) every value of the type
+        return np.full(len(num), over == above, dtype=bool)
+    return _ORDER[op](num, num.dtype.type(rounding(value)))
 
 
 def _isin(col: KeyColumn, values: list[Any]) -> np.ndarray:
@@ -316,6 +340,12 @@ def _isin(col: KeyColumn, values: list[Any]) -> np.ndarray:
 
 
 def _num_in(num: np.ndarray, values: list[float]) -> np.ndarray:
+    if num.dtype.kind == "i":  # compared at the column's width: only values it can hold
+        info = np.iinfo(num.dtype)
+        held = [int(v) for v in values if v.is_integer() and info.min <= v <= info.max]
+        if not held:
+            return np.zeros(len(num), dtype=bool)
+        values = np.array(held, dtype=num.dtype)  # type: ignore[assignment]
     if len(values) <= 8:  # a few comparisons beat np.isin's sort at 1M rows
         return _any(num == v for v in values)
     return np.isin(num, values)

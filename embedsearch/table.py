@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from .arrays import indices
-from .columns import KeyColumn, columns_from_json_array
+from .columns import ABSENT, KeyColumn, columns_from_json_array, repeat
 from .columns import Path as ColumnPath
 from .idhash import IdMap, hash_strings
 from .segment import PREAD_MAX_ROWS, MappedSegment, Segment, run_heads
@@ -616,10 +616,11 @@ def _owned_bytes(col: KeyColumn) -> int:
 
 
 def _absent(n: int) -> KeyColumn:
+    """A key no row holds, in a few bytes (see :meth:`KeyColumn.compact`)."""
     return KeyColumn(
-        np.zeros(n, dtype=np.int8),
-        np.zeros(n, dtype=np.float64),
-        np.full(n, -1, dtype=np.int32),
+        repeat(ABSENT, n, np.int8),
+        repeat(0, n, np.int8),
+        repeat(-1, n, np.int8),
         np.array([], dtype=object),
     )
 
@@ -634,7 +635,9 @@ def _segment_columns(seg: Segment, paths: Sequence[ColumnPath]) -> dict[ColumnPa
             parse.append(p)  # mixed, null or nested values: the JSON decides
         elif p[0] in typed:
             # a scalar has no sub-keys: a nested path under a typed key is absent
-            out[p] = KeyColumn.from_arrow(typed[p[0]]) if len(p) == 1 else _absent(seg.rows)
+            out[p] = (
+                KeyColumn.from_arrow(typed[p[0]]).compact() if len(p) == 1 else _absent(seg.rows)
+            )
         else:
             out[p] = _absent(seg.rows)  # no row of this segment has the key
     if parse:

@@ -258,12 +258,60 @@ def test_joining_a_keys_columns_hands_the_freed_heap_back(monkeypatch) -> None:
     rng = random.Random(4)
     metas = [_meta(rng) for _ in range(300)]
     table = _table(metas, chunks=3)
-    parts_bytes = 300 * (1 + 8 + 4)  # kind, num and codes of every row, in three parts
-    monkeypatch.setattr(table_mod, "TRIM_AFTER_BYTES", parts_bytes + 1)
+
+    def parts_bytes(key: str) -> int:  # kind, num and codes of each segment's part
+        built = [table_mod._segment_columns(seg, [(key,)])[(key,)] for seg in table._segments]
+        assert len(built) == 3
+        return sum(table_mod._owned_bytes(part) for part in built)
+
+    assert parts_bytes("a") > 300 and parts_bytes("b") > 300  # mixed keys: real arrays
+    monkeypatch.setattr(table_mod, "TRIM_AFTER_BYTES", parts_bytes("a") + 1)
     table.metadata_columns([("a",)])
     assert calls == []  # fewer bytes freed than the threshold
-    monkeypatch.setattr(table_mod, "TRIM_AFTER_BYTES", parts_bytes)
+    monkeypatch.setattr(table_mod, "TRIM_AFTER_BYTES", parts_bytes("b"))
     table.metadata_columns([("b",)])
     assert calls == [1]
     table.metadata_columns([("b",)])  # cached: nothing joined, nothing freed
     assert calls == [1]
+
+
+def test_integer_columns_are_kept_narrow_and_answer_every_bound_as_float64_would() -> None:
+    """A collection's columns are compact (int8/16/32 numbers, narrow string codes, one
+    value repeated held once), and comparing them with any number bound (fractional,
+    beyond the type's range, infinite) gives the reference answer."""
+    rng = random.Random(12)
+    metas: list[dict[str, Any] | None] = []
+    for i in range(600):  # four segments: int8, int16, int32 and int16 ranges for "w"
+        seg = i // 150
+        wide = [100, 30_000, 2_000_000_000, 1000][seg]
+        metas.append(
+            {
+                "cat": i % 100,
+                "w": rng.randint(-wide, wide),
+                "f": rng.randint(-10, 10) + (0.5 if i % 2 else 0),
+                "tag": "t" + str(i % 7),
+                "s": rng.randint(-120, 120),
+            }
+        )
+    table = _table(metas, chunks=4)
+    cols = table.metadata_columns([("cat",), ("tag",), ("w",), ("s",), ("f",)])
+    cat, tag, w, s, f = (cols[(k,)] for k in ("cat", "tag", "w", "s", "f"))
+    assert cat.num.dtype == np.int8 and s.num.dtype == np.int8 and w.num.dtype == np.int32
+    assert f.num.dtype == np.float64
+    assert tag.codes.dtype == np.int8 and tag.num.strides == (0,) and tag.kind.strides == (0,)
+    assert cat.kind.strides == (0,) and cat.codes.strides == (0,)
+    parts = table._seg_cols[("w",)]
+    assert [p.num.dtype for p in parts] == [np.int32] * 4  # views of the joined column
+    bounds = [0, 2.5, -2.5, 99.5, 127, 127.5, 128, -128.5, -129, 300, 1e300, -1e300]
+    bounds += [2**31, 2**31 - 0.5, -(2**31) - 1, 32767.5, float("inf"), float("-inf")]
+    for key in ("cat", "s", "w", "f"):
+        for b in bounds:
+            for op in ("$lt", "$lte", "$gt", "$gte", "$eq", "$ne"):
+                where = {key: {op: b}}
+                got = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
+                assert (got == filter_mask(where, metas)).all(), where
+        for values in ([1, 2.5, 300, -129.0], [float(v) for v in range(-5, 20)], [1e300, 0.5]):
+            for op in ("$in", "$nin"):
+                where = {key: {op: values}}
+                got = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
+                assert (got == filter_mask(where, metas)).all(), where
