@@ -929,10 +929,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         """Mask of the positions a search may return (``None``: all of them)."""
         mask = table.live if table.has_tombstones else None
         if where is not None:
-            mask = (
-                column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
-                & table.live
-            )
+            mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
+            np.logical_and(mask, table.live, out=mask)  # the mask is fresh: no third array
         if excluded:
             positions, _ = table.positions(excluded)
             if positions:
