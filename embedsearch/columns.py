@@ -69,14 +69,23 @@ class KeyColumn:
         first = int(self.kind[0])
         return first if constant(self.kind) or bool((self.kind == first).all()) else None
 
+    @classmethod
+    def absent(cls, n: int) -> KeyColumn:
+        """A key none of ``n`` rows holds, in a few bytes (see :meth:`compact`)."""
+        return cls(
+            repeat(ABSENT, n, np.int8),
+            repeat(0, n, np.int8),
+            repeat(-1, n, np.int8),
+            np.array([], dtype=object),
+        )
+
     def compact(self) -> KeyColumn:
         """The same column in the narrowest arrays that hold it exactly (module docstring)."""
-        n = len(self)
-        kind = self.kind
-        if n and not constant(kind) and bool((kind == kind[0]).all()):
-            kind = repeat(kind[0], n, np.int8)
         return KeyColumn(
-            kind, _narrow_num(self.num), _narrow_codes(self.codes, len(self.strings)), self.strings
+            _collapse(self.kind, np.int8),
+            _narrow_num(self.num),
+            _narrow_codes(self.codes, len(self.strings)),
+            self.strings,
         )
 
     def of_kind(self, kind: int, mask: np.ndarray) -> np.ndarray:
@@ -197,16 +206,18 @@ def repeat(value: Any, n: int, dtype: Any) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=dtype), (n,))
 
 
+def _collapse(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """``a``, or its one value :func:`repeat`-ed (as ``dtype``) when every row holds it."""
+    if len(a) > 1 and not constant(a) and bool((a == a[0]).all()):
+        return repeat(a[0], len(a), dtype)
+    return a
+
+
 def _join(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """The arrays one after another; one value repeated everywhere stays a :func:`repeat`."""
-    first = arrays[0]
-    if (
-        all(constant(a) or len(a) == 0 for a in arrays)
-        and all(len(a) == 0 or a[0] == first[0] for a in arrays)
-        and len(first)
-    ):
-        dtype = np.result_type(*arrays)
-        return repeat(first[0], sum(len(a) for a in arrays), dtype)
+    held = [a for a in arrays if len(a)]
+    if held and all(constant(a) and a[0] == held[0][0] for a in held):
+        return repeat(held[0][0], sum(len(a) for a in held), np.result_type(*arrays))
     return np.concatenate(arrays)
 
 
@@ -237,12 +248,12 @@ def _int_type(lo: float, hi: float) -> Any:
 
 def _narrow_codes(codes: np.ndarray, n_strings: int) -> np.ndarray:
     """String codes in the narrowest integers that hold ``n_strings`` (and -1)."""
+    dtype = _int_type(-1, n_strings) or np.int32
+    if not n_strings and len(codes) > 1:  # no string in the column: every code is -1
+        return repeat(-1, len(codes), dtype)
     if constant(codes):
         return codes
-    if len(codes) > 1 and (not n_strings or bool((codes == codes[0]).all())):
-        return repeat(codes[0] if n_strings else -1, len(codes), _int_type(-1, n_strings))
-    dtype = _int_type(-1, n_strings) or np.int32
-    return codes.astype(dtype, copy=False)
+    return _collapse(codes.astype(dtype, copy=False), dtype)
 
 
 class _Missing:
@@ -335,7 +346,7 @@ def _arrow_parse(raw: Any, paths: Sequence[Path]) -> dict[Path, KeyColumn]:
             array = array.field(part) if part in names else None
             # a child of a null parent reads as null (absent), as it should
         if array is None:
-            out[path] = KeyColumn.from_values([MISSING] * n)
+            out[path] = KeyColumn.absent(n)
         elif pa.types.is_struct(array.type) or pa.types.is_list(array.type):
             col = KeyColumn.from_values([MISSING] * n)
             col.kind[validity(array)] = OTHER

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from .arrays import indices
-from .columns import ABSENT, KeyColumn, columns_from_json_array, repeat
+from .columns import KeyColumn, columns_from_json_array
 from .columns import Path as ColumnPath
 from .idhash import IdMap, hash_strings
 from .segment import PREAD_MAX_ROWS, MappedSegment, Segment, run_heads
@@ -53,7 +53,8 @@ from .validation import clip_metadata
 #: takes keep their pages: a gather that big comes back soon.
 RELEASE_AFTER_TAKE = 65_536
 
-#: Key paths whose typed columns a table keeps (each ~13 bytes a row).
+#: Key paths whose typed columns a table keeps (1-13 bytes a row each, see
+#: :meth:`KeyColumn.compact`).
 MAX_CACHED_PATHS = 32
 
 #: Read-ahead hints for rows read the first time stop after this many gathers in a row found
@@ -549,7 +550,7 @@ class Table:
             full = self._full_cols.pop(p, None)
             if full is None or len(full) != self.rows:
                 parts = self._seg_cols.get(p, [])[:n_seg]
-                full = KeyColumn.concat(parts) if parts else _absent(0)
+                full = KeyColumn.concat(parts) if parts else KeyColumn.absent(0)
                 if len(parts) > 1:  # the parts become views of the whole: one copy of a
                     # row's column in memory, not two (130 MB a key at 10M rows)
                     freed += sum(_owned_bytes(part) for part in parts)
@@ -615,16 +616,6 @@ def _owned_bytes(col: KeyColumn) -> int:
     return sum(a.nbytes for a in (col.kind, col.num, col.codes) if a.base is None)
 
 
-def _absent(n: int) -> KeyColumn:
-    """A key no row holds, in a few bytes (see :meth:`KeyColumn.compact`)."""
-    return KeyColumn(
-        repeat(ABSENT, n, np.int8),
-        repeat(0, n, np.int8),
-        repeat(-1, n, np.int8),
-        np.array([], dtype=object),
-    )
-
-
 def _segment_columns(seg: Segment, paths: Sequence[ColumnPath]) -> dict[ColumnPath, KeyColumn]:
     """Typed columns of ``paths`` over one segment (see :meth:`Table.metadata_columns`)."""
     typed, untyped = seg.typed([p[0] for p in paths])
@@ -636,10 +627,12 @@ def _segment_columns(seg: Segment, paths: Sequence[ColumnPath]) -> dict[ColumnPa
         elif p[0] in typed:
             # a scalar has no sub-keys: a nested path under a typed key is absent
             out[p] = (
-                KeyColumn.from_arrow(typed[p[0]]).compact() if len(p) == 1 else _absent(seg.rows)
+                KeyColumn.from_arrow(typed[p[0]]).compact()
+                if len(p) == 1
+                else KeyColumn.absent(seg.rows)
             )
         else:
-            out[p] = _absent(seg.rows)  # no row of this segment has the key
+            out[p] = KeyColumn.absent(seg.rows)  # no row of this segment has the key
     if parse:
         out.update(columns_from_json_array(seg.metadata_json(), parse))
     seg.release_columns()  # the columns are copied out: unmap the Arrow pages read for them
