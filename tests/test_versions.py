@@ -378,3 +378,49 @@ def test_an_untagged_past_version_borrows_the_current_index(tmp_path, monkeypatc
     assert col._manifest.index.file is not None  # re-made and saved
     assert verify(root).ok
     col.close()
+
+
+def test_cleanup_parses_each_version_record_once_per_process(tmp_path, monkeypatch):
+    """A record holds its version's whole manifest (1.6 MB at 10M rows): a writer's cleanup
+    reads what it needs of each (time, files) once, and again only when the file changes."""
+    root = tmp_path / "c"
+    col = embedsearch.open(root)
+    v = _vecs(12, 4)
+    for i in range(4):
+        col.add([f"t{i}"], ids=[f"d{i}"], vectors=v[i : i + 1])
+    col.delete(["d0"])
+    versions._SUMMARIES.clear()
+    parsed: list[int] = []
+    real = versions._parse_record
+
+    def counting(raw, where, generation):  # a spy around the real parser (plumbing only)
+        parsed.append(generation)
+        return real(raw, where, generation)
+
+    monkeypatch.setattr(versions, "_parse_record", counting)
+    current = col._manifest.to_json()
+    first = versions.kept_files(root, current)
+    assert sorted(parsed) == list(range(1, col.version + 1))
+    parsed.clear()
+    versions.cleanup(root, col._manifest)
+    assert versions.kept_files(root, current) == first
+    assert parsed == []  # every summary came from the first pass
+    # what kept_files answers is what the whole records say (the rule before the summaries)
+    _, recs = versions._kept_generations(root, col.version)
+    expected = versions.files_of(current)
+    for rec in recs.values():
+        m = rec["manifest"]
+        expected |= versions.files_of(m) - {versions.index_file_of(m)}
+    assert first == expected
+    # a record replaced (a new file) is read again: 2 now falls outside the window
+    parsed.clear()
+    old = versions.record_path(root, 2)
+    obj = json.loads(old.read_text())
+    obj["time"] = "2020-01-01T00:00:00+00:00"
+    tmp = old.with_suffix(".new")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, old)
+    versions.expire(root, current)
+    assert parsed.count(2) == 1 and set(parsed) == {2}
+    assert 2 not in [x.version for x in col.versions()]
+    col.close()
