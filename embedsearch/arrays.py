@@ -9,6 +9,7 @@ go through these helpers, which read and build the Arrow buffers with numpy dire
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -68,6 +69,37 @@ def strings(items: Sequence[str]) -> pa.Array:
             pa.string(), len(items), [None, pa.py_buffer(offsets.astype(np.int32)), data]
         )
     return pa.Array.from_buffers(pa.large_string(), len(items), [None, pa.py_buffer(offsets), data])
+
+
+def column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    """The Arrow array ``pa.array(values, kind)`` would build, ``None`` giving a null, for
+    ``kind`` string, int64, float64 or bool, built from numpy buffers: the write path's
+    ``pa.array`` imported pandas, 0.2 s of a fresh process's first ``add`` (a quarter of
+    adding 10k rows to a 1M-row collection).
+
+    The caller has checked that the values fit ``kind`` (ints within int64; ints in a float
+    column exact as floats). A string column past 2 GiB of text goes to ``pa.array``.
+    """
+    n = len(values)
+    present = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    nulls = n - int(np.count_nonzero(present))
+    valid = None if not nulls else pa.py_buffer(np.packbits(present, bitorder="little"))
+    if kind == pa.string():
+        offsets, data = utf8([v if v is not None else "" for v in values])
+        if offsets[-1] >= 2**31:
+            return pa.array(values, kind)
+        buffers = [valid, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+        return pa.Array.from_buffers(kind, n, buffers, null_count=nulls)
+    if kind == pa.bool_():
+        bits = np.fromiter((v is True for v in values), dtype=bool, count=n)
+        data = np.packbits(bits, bitorder="little")
+    elif kind == pa.int64():
+        data = np.fromiter((v if v is not None else 0 for v in values), dtype=np.int64, count=n)
+    elif kind == pa.float64():
+        data = np.fromiter((v if v is not None else 0.0 for v in values), np.float64, count=n)
+    else:
+        raise TypeError(f"no numpy-built arrow array of type {kind}")
+    return pa.Array.from_buffers(kind, n, [valid, pa.py_buffer(data)], null_count=nulls)
 
 
 def _bits(buf: pa.Buffer, offset: int, n: int) -> np.ndarray:

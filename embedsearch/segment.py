@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import durable
+from .arrays import column
 from .checksums import chunk_crcs, crc32
 from .errors import CorruptionError, UnsafeFileError
 from .idhash import decode_run, encode_run, hash_strings
@@ -124,7 +125,7 @@ def infer_typed_columns(
         if kind is None or rank >= MAX_TYPED_KEYS:
             untyped.append(key)
             continue
-        columns[key] = pa.array(values, type=kind)
+        columns[key] = column(values, kind)
     return columns, sorted(untyped)
 
 
@@ -172,9 +173,9 @@ def encode_segment(
         typed, untyped = infer_typed_columns(metadata)
     fields = [pa.field(n, t) for n, t in base_schema()]
     arrays: list[pa.Array] = [
-        pa.array(list(ids), pa.string()),
-        pa.array(list(texts), pa.string()),
-        pa.array(list(metadata_json), pa.string()),
+        column(ids, pa.string()),
+        column(texts, pa.string()),
+        column(metadata_json, pa.string()),
     ]
     for key, arr in typed.items():
         fields.append(pa.field(TYPED_PREFIX + key, arr.type))

@@ -57,3 +57,51 @@ def test_helpers_never_import_pandas() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+COLUMN_CASES = [
+    (["x", None, "héllo", "", "日本", None], pa.string()),
+    ([None, None, None], pa.string()),
+    (["a"] * 9, pa.string()),
+    ([1, None, 2**62, -(2**63), 2**63 - 1, 0], pa.int64()),
+    ([1.5, None, 2, -0.0, float("inf"), -1e300, 2**53], pa.float64()),
+    ([True, None, False, True, True, None, False, True, False, True, None], pa.bool_()),
+    ([False] * 17, pa.bool_()),
+    ([], pa.string()),
+    ([], pa.int64()),
+]
+
+
+@pytest.mark.parametrize("values,kind", COLUMN_CASES, ids=lambda c: str(c)[:20])
+def test_column_is_what_pa_array_builds(values: list, kind: pa.DataType) -> None:
+    got = arrays.column(values, kind)
+    got.validate(full=True)
+    want = pa.array(values, kind)
+    assert got.type == want.type and got.null_count == want.null_count
+    assert got.equals(want), (got, want)
+    assert got.to_pylist() == values
+
+
+def test_column_keeps_nan_and_refuses_unknown_types() -> None:
+    got = arrays.column([float("nan"), None], pa.float64())
+    assert np.isnan(got.to_pylist()[0]) and got.to_pylist()[1] is None
+    with pytest.raises(TypeError, match="no numpy-built"):
+        arrays.column([1], pa.int32())
+
+
+def test_a_fresh_process_writes_a_collection_without_pandas(tmp_path) -> None:
+    """A first add (typed metadata columns, ids, texts) builds its Arrow arrays from numpy:
+    pyarrow's pa.array imported pandas, 0.2 s of a cold add."""
+    code = (
+        "import sys, numpy as np, embedsearch\n"
+        f"col = embedsearch.open({str(tmp_path / 'c')!r})\n"
+        "meta = [{'n': i, 'f': i / 2, 'b': i % 2 == 0, 's': f's{i}'} if i % 3 else {} "
+        "for i in range(30)]\n"
+        "col.add([f't{i}' for i in range(30)], ids=[f'd{i}' for i in range(30)], metadata=meta,"
+        " vectors=np.eye(30, 384, dtype=np.float32) + 0.1, progress=False)\n"
+        "got = [h.id for h in col.search(np.eye(30, 384, dtype=np.float32)[4] + 0.1, k=3,"
+        " where={'n': {'$gte': 4}, 's': {'$ne': 's7'}, 'b': True})]\n"
+        "print('pandas' in sys.modules, got[0], len(col.get(['d5'])[0].metadata))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "d4", "4"]
