@@ -359,10 +359,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         out["build_s"] = time.perf_counter() - t
         out["disk_mb"] = dir_bytes(Path(args.dir)) / 2**20
         return out
-    if args.phase == "add":
+    if args.phase in ("add", "add-again"):
         extra = np.load(work / f"extra-{args.n}.npy")
+        # ids after the first add's: a range of their own per run (the same vectors again)
+        start = args.n if args.phase == "add" else args.n + ADD_ROWS * (1 + int(time.time()))
         t = time.perf_counter()
-        engine.add(extra, args.n)
+        engine.add(extra, start)
         out["add_10k_s"] = time.perf_counter() - t
         return out
     queries = np.load(work / "queries.npy")
@@ -514,6 +516,11 @@ def main() -> None:
     ap.add_argument("--no-add", action="store_true", help="skip adding 10k rows")
     ap.add_argument("--reuse", action="store_true", help="query the stores already built")
     ap.add_argument(
+        "--add-again",
+        action="store_true",
+        help="with --reuse: measure adding 10k rows again (each such run grows the store)",
+    )
+    ap.add_argument(
         "--queries",
         type=int,
         default=N_QUERIES,
@@ -547,8 +554,9 @@ def main() -> None:
                 row.update(run_child(python, engine, "build", n, path))
             print(f"{engine} {n:,} build: {row}", file=sys.stderr, flush=True)
             row.update(run_child(python, engine, "query", n, path, args.queries))
-            if not args.no_add and not args.reuse and owner == engine:
-                row.update(run_child(python, engine, "add", n, path))
+            if not args.no_add and (not args.reuse or args.add_again) and owner == engine:
+                phase = "add-again" if args.reuse else "add"
+                row.update(run_child(python, engine, phase, n, path))
             print(json.dumps(row, default=str)[:1500], file=sys.stderr, flush=True)
             # Re-read before writing: runs of other sizes may be going on at the same time.
             results = json.loads(out_path.read_text()) if out_path.exists() else {"runs": {}}
