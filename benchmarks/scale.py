@@ -680,9 +680,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
                         ax.annotate(
                             fmt.format(v),
                             (bar.get_x() + bar.get_width() / 2, v),
+                            xytext=(0, 2),
+                            textcoords="offset points",
                             ha="center",
                             va="bottom",
                             fontsize=8,
+                            zorder=5,  # above the dashed target line it may sit on
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"},
                         )
         titles = ("p50 ms (log; dashed: 5 ms target)", "recall@10 (dashed: 0.95)")
         for ax, title in zip(row_ax, titles):
