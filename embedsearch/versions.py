@@ -32,14 +32,16 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import durable, store
 from .errors import CorruptionError, InvalidInputError
 from .manifest import SEGMENT_PARTS
 
+_T = TypeVar("_T")
 VERSIONS_DIR = "versions"
 TAGS_FILE = "tags.json"
 SETTINGS_FILE = "settings.json"
@@ -343,46 +345,55 @@ def _parse_time(stamp: str) -> _dt.datetime | None:
     return out if out.tzinfo else out.replace(tzinfo=_dt.timezone.utc)
 
 
+def _young(time: str, now: _dt.datetime, days: float) -> bool:
+    """Whether a record stamped ``time`` is inside a retention window of ``days``."""
+    stamp = _parse_time(time)
+    return stamp is not None and (now - stamp).total_seconds() <= days * 86400
+
+
 def _is_kept(root: Path, gen: int, rec: dict[str, Any]) -> bool:
     """Whether a past (not current) version is kept: tagged, or inside the window."""
     if gen in set(tags(root).values()):
         return True
-    stamp = _parse_time(str(rec.get("time", "")))
     now = _dt.datetime.now(_dt.timezone.utc)
-    return stamp is not None and (now - stamp).total_seconds() <= keep_days(root) * 86400
+    return _young(str(rec.get("time", "")), now, keep_days(root))
 
 
-def _kept(root: Path, current: int, now: _dt.datetime | None = None) -> dict[int, _Summary]:
-    """``{generation: summary}`` of the versions kept under the retention rule."""
+def _retained(
+    root: Path,
+    current: int,
+    now: _dt.datetime | None,
+    read: Callable[[Path, int], _T | None],
+    time_of: Callable[[_T], str],
+) -> dict[int, _T]:
+    """``{generation: read(root, generation)}`` of the versions kept under the retention
+    rule: the current one, the tagged ones, and those inside the window."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     days = keep_days(root)
     tagged = set(tags(root).values())
-    kept: dict[int, _Summary] = {}
+    kept: dict[int, _T] = {}
     for gen in _generations(root):
         if gen > current:
             continue  # a record of a commit that never happened
-        summary = _record_summary(root, gen)
-        if summary is None:
-            continue
-        stamp = _parse_time(summary.time)
-        young = stamp is not None and (now - stamp).total_seconds() <= days * 86400
-        if gen == current or gen in tagged or young:
-            kept[gen] = summary
+        got = read(root, gen)
+        if got is not None and (gen == current or gen in tagged or _young(time_of(got), now, days)):
+            kept[gen] = got
     return kept
+
+
+def _kept(root: Path, current: int, now: _dt.datetime | None = None) -> dict[int, _Summary]:
+    """``{generation: summary}`` of the kept versions: what cleanup reads, each record
+    parsed once per process (see ``_SUMMARIES``)."""
+    return _retained(root, current, now, _record_summary, lambda summary: summary.time)
 
 
 def _kept_generations(
     root: Path, current: int, now: _dt.datetime | None = None
 ) -> tuple[list[int], dict[int, dict[str, Any]]]:
-    """(kept generations, their whole records) under the retention rule."""
-    kept: list[int] = []
-    recs: dict[int, dict[str, Any]] = {}
-    for gen in _kept(root, current, now):
-        rec = _load_record(root, gen)
-        if rec is not None:  # gone since: expired by another cleanup
-            kept.append(gen)
-            recs[gen] = rec
-    return kept, recs
+    """(kept generations, their whole records): for listings and past manifests, each
+    record parsed once here (not summarised as well)."""
+    recs = _retained(root, current, now, _load_record, lambda rec: str(rec.get("time", "")))
+    return list(recs), recs
 
 
 def list_versions(root: Path, current: dict[str, Any]) -> list[VersionInfo]:
