@@ -62,13 +62,21 @@ def utf8(items: Sequence[str], errors: str = "strict") -> tuple[np.ndarray, byte
 
 def strings(items: Sequence[str]) -> pa.Array:
     """A string Arrow array of ``items`` (no nulls)."""
-    offsets, joined = utf8(items)
-    data = pa.py_buffer(joined)
+    offsets, data = utf8(items)
     if offsets[-1] < 2**31:
-        return pa.Array.from_buffers(
-            pa.string(), len(items), [None, pa.py_buffer(offsets.astype(np.int32)), data]
-        )
-    return pa.Array.from_buffers(pa.large_string(), len(items), [None, pa.py_buffer(offsets), data])
+        return _string_array(offsets, data, None, 0)
+    return pa.Array.from_buffers(
+        pa.large_string(), len(items), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _string_array(
+    offsets: np.ndarray, data: bytes, valid: pa.Buffer | None, nulls: int
+) -> pa.Array:
+    """A string array over :func:`utf8`'s ``(offsets, data)`` (under 2 GiB) and the validity
+    bits ``valid`` (``nulls`` of them unset)."""
+    buffers = [valid, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.string(), len(offsets) - 1, buffers, null_count=nulls)
 
 
 def column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
@@ -86,10 +94,9 @@ def column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     valid = None if not nulls else pa.py_buffer(np.packbits(present, bitorder="little"))
     if kind == pa.string():
         offsets, data = utf8([v if v is not None else "" for v in values])
-        if offsets[-1] >= 2**31:
-            return pa.array(values, kind)
-        buffers = [valid, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
-        return pa.Array.from_buffers(kind, n, buffers, null_count=nulls)
+        if offsets[-1] < 2**31:
+            return _string_array(offsets, data, valid, nulls)
+        return pa.array(values, kind)
     if kind == pa.bool_():
         bits = np.fromiter((v is True for v in values), dtype=bool, count=n)
         data = np.packbits(bits, bitorder="little")
