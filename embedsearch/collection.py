@@ -837,8 +837,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     def _index_file(self, index: VectorIndex, epoch: str) -> IndexFileRef:
         """Write ``index`` to a new durable file for the rows of ``epoch``; its record."""
         name = f"index-{uuid.uuid4().hex}.faiss"
-        size, digest = durable.write_file(self.path, name, index.save)
-        crc = store.file_checksums(self.path / name)[1]
+        size, digest, crc = store.write_file_checksums(self.path, name, index.save)
         return IndexFileRef(
             name, index.ntotal, digest, size, epoch=epoch, info=index.info.to_json(), crc32=crc
         )

@@ -244,17 +244,21 @@ def read_bytes(root: Path, rel: str | os.PathLike[str]) -> bytes:
         return fh.read()
 
 
-def sha256_file(file: Path | str | IO[bytes]) -> str:
+def sha256_file(file: Path | str | IO[bytes], also: Callable[[bytes], None] | None = None) -> str:
     """SHA-256 hex digest of a file (a path, or an open binary file read from where it is),
-    in 1 MiB blocks. The one checksum function of every file embedsearch verifies."""
-    digest = hashlib.sha256()
+    in 1 MiB blocks. The one checksum function of every file embedsearch verifies.
+
+    ``also`` is called with each block too, so that a caller can compute a second checksum
+    in the same read (a saved index's CRC-32: one read of 552 MiB instead of two at 10M).
+    """
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    else:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+            return sha256_file(fh, also)
+    digest = hashlib.sha256()
+    for block in iter(lambda: file.read(1 << 20), b""):
+        digest.update(block)
+        if also is not None:
+            also(block)
     return digest.hexdigest()
 
 
@@ -264,9 +268,11 @@ def write_file(
     data: bytes | Callable[[IO[bytes]], None],
     *,
     create_dirs: bool = False,
+    also: Callable[[bytes], None] | None = None,
 ) -> tuple[int, str]:
     """Durably and atomically replace ``root/rel`` with ``data`` (bytes, or a function that
-    writes into the file object it is given). Returns ``(size, sha256)`` of what was written.
+    writes into the file object it is given). Returns ``(size, sha256)`` of what was written;
+    ``also`` sees each block of that read-back too (:func:`sha256_file`).
 
     Readers see the old file or the new one, never a mix; after a power cut the same holds.
     A temp file (``.<name>.<hex>.tmp``) is created with ``O_EXCL``, written, fsynced and
@@ -300,7 +306,7 @@ def write_file(
                         content = fh.read()
                         _emit("write", folder / tmp, data=content)
                         fh.seek(0)
-                    digest = sha256_file(fh)
+                    digest = sha256_file(fh, also)
                     size = fh.tell()
                     fsync_fd(fh.fileno(), folder / tmp)
                 os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)

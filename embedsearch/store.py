@@ -88,15 +88,20 @@ def atomic_write(path: Path, data: bytes) -> None:
     durable.write_file(path.parent, path.name, data)
 
 
-def file_checksums(path: Path) -> tuple[str, str]:
-    """(SHA-256, CRC-32) hex digests of a file, in one read."""
-    digest = hashlib.sha256()
+def write_file_checksums(
+    root: Path, rel: str, data: bytes | Callable[[IO[bytes]], None]
+) -> tuple[int, str, str]:
+    """:func:`durable.write_file`, also returning the CRC-32 of what was written, computed
+    in the same read-back as its SHA-256: ``(size, sha256, crc32)``. For files a reader
+    checks by CRC-32 before use (saved indexes)."""
     crc = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-            crc = crc32(block, crc)
-    return digest.hexdigest(), f"{crc:08x}"
+
+    def add(block: bytes) -> None:
+        nonlocal crc
+        crc = crc32(block, crc)
+
+    size, digest = durable.write_file(root, rel, data, also=add)
+    return size, digest, f"{crc:08x}"
 
 
 def _crc32(fh: IO[bytes]) -> str:
@@ -558,7 +563,7 @@ __all__ = [
     "WriterLock",
     "atomic_write",
     "ensure_layout",
-    "file_checksums",
+    "write_file_checksums",
     "leftovers",
     "new_manifest",
     "open_verified",
