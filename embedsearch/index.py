@@ -1342,8 +1342,8 @@ class VectorIndex:
         plan, subset = self.choose(vectors, live, matching, k, opts)
         if plan.kind not in ("exact", "exact-filtered") and self._pending is not None:
             self.load_deferred()  # a deferred index is read by the first search that needs it
-            plan, subset = self.choose(vectors, live, matching, k, opts)  # (a failed read
-            # may have rebuilt it)
+            # chosen again: a failed read may have rebuilt it (exact)
+            plan, subset = self.choose(vectors, live, matching, k, opts)
         gpu_ok = self._gpu is not None and live is None and not _tuning
         if plan.kind in ("exact", "exact-filtered"):
             if gpu_ok and k <= GPU_MAX_K:
