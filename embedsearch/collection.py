@@ -55,7 +55,7 @@ from .index import (
     validate_spec,
 )
 from .latent.mixin import LatentMixin
-from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef
+from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef, TailRef
 from .rag.mixin import RetrievalMixin
 from .segment import Segment, open_segment
 from .segment import add_derived as _add_derived
@@ -81,6 +81,13 @@ VECTOR_CHUNK = 65_536
 #: The most bytes of a write's vectors kept in memory for the index after its commit; a
 #: larger write's rows are read back from its segments instead (see _index_add_committed).
 FRESH_INDEX_BYTES = 256 * 2**20
+
+#: A saved index takes at most this many tail files (see Collection._tail_file) ...
+MAX_TAILS = 32
+#: ... holding at most this share of the index file's rows, or this many rows if more:
+#: past either, the next save writes the whole index again.
+TAIL_SHARE = 0.05
+TAIL_MIN_ROWS = 50_000
 
 COMPACT_SEGMENT_ROWS = 200_000
 #: Compaction keeps a segment with no deleted rows as it is (the file is not rewritten and
@@ -171,8 +178,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 manifest = newer
         self._load(manifest)
 
-    def _borrowed_index(self, manifest: Manifest) -> IndexFileRef | None:
-        """For a view of a past version whose own index file is gone: the current version's
+    def _borrowed_index(self, manifest: Manifest) -> IndexSection | None:
+        """For a view of a past version whose own saved index is gone: the current version's
         saved index, when its positions are that version's: the same epoch, and that
         version's segments the first of the current ones (a restore keeps an old epoch, so
         the epoch alone does not say the rows line up)."""
@@ -189,25 +196,31 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             or [seg.file for seg in current.segments[: len(mine)]] != mine
         ):
             return None
-        return saved
+        return current.index
 
     def _load_index(self, manifest: Manifest, table: Table) -> VectorIndex:
         spec = manifest.index.spec  # one refused today falls back to exact (build_or_exact)
         index = VectorIndex(spec, self.dim)
-        saved = manifest.index.file
+        section: IndexSection | None = manifest.index
         self._index_file_ok = True
         vectors = table.vectors_view()
-        if (
-            self.pinned_version is not None
-            and saved
-            and not os.path.lexists(self.path / saved.file)
+        if self.pinned_version is not None and any(
+            not os.path.lexists(self.path / ref.file) for ref in manifest.index.files()
         ):
-            saved = self._borrowed_index(manifest)  # its own went with the version (kept_files)
-        borrowed = saved is not None and saved is not manifest.index.file
-        if saved and saved.epoch == manifest.epoch and (saved.rows <= table.rows or borrowed):
+            section = self._borrowed_index(manifest)  # its own went with the version (kept_files)
+        borrowed = section is not None and section is not manifest.index
+        saved = section.file if section is not None else None
+        if (
+            section
+            and saved
+            and saved.epoch == manifest.epoch
+            and (section.rows <= table.rows or borrowed)
+        ):
+            tails = section.tail
 
             def load(index: VectorIndex) -> None:
-                """Read the saved file (checksum first), or rebuild when it is unusable."""
+                """Read the saved file (checksum first) and its tails, or rebuild when the
+                file is unusable (a tail that is: its rows come from the segments)."""
                 try:
                     store.load_verified(self.path, saved, lambda src: index.load(src, saved.info))
                     problem = index.check_against(saved.rows)
@@ -219,13 +232,26 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     )
                     self._index_file_ok = False  # the next writer replaces it
                     index.adopt(build_or_exact(spec, self.dim, vectors))
-                else:
-                    if saved.rows < table.rows:
-                        index.add(vectors[saved.rows :], vectors)  # catch up with newer rows
+                    return
+                for ref in tails:
+                    try:
+                        store.load_verified(
+                            self.path, ref, lambda src, ref=ref: index.load_codes(src, ref.rows)
+                        )
+                    except Exception as exc:  # noqa: BLE001 - derived data, as above
+                        log.warning(
+                            "index tail %s unusable (%s); its rows are indexed from the segments",
+                            ref.file,
+                            exc,
+                        )
+                        self._index_file_ok = False  # the next writer saves the index whole
+                        break
+                if index.ntotal < table.rows:
+                    index.add(vectors[index.ntotal :], vectors)  # catch up with newer rows
 
             # Read on first need (an approximate search, a write), not here: see defer().
             index.defer(saved.info, table.rows, load)
-            if saved.rows > table.rows:  # borrowed from the current version: later rows too
+            if section.rows > table.rows:  # borrowed from the current version: later rows too
                 index.limit_rows(table.rows)
             if os.environ.get("EMBEDSEARCH_EAGER_INDEX", "") not in ("", "0"):
                 index.load_deferred()
@@ -806,33 +832,78 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             )
 
     def _saved_rows(self) -> int:
-        saved = self._manifest.index.file
-        return saved.rows if saved and saved.epoch == self._manifest.epoch else 0
+        section = self._manifest.index
+        return section.rows if section.file and section.file.epoch == self._manifest.epoch else 0
 
     def _save_index(self, force: bool) -> None:
+        """Save the index when it is missing on disk or far behind (``force``: when behind at
+        all): the rows appended since it was saved as a tail file of their codes where the
+        index kept them (see :meth:`_tail_file`), else the whole index."""
         index = self._index
         if not index.worth_saving:
             return
-        saved = self._manifest.index.file
-        behind = index.ntotal - (saved.rows if saved else 0)
+        section = self._manifest.index
+        saved = section.file
+        current = saved is not None and saved.epoch == self._manifest.epoch
+        behind = index.ntotal - section.rows
         if (
             not force
             and self._index_file_ok
-            and saved
-            and saved.epoch == self._manifest.epoch
+            and current
             and behind < max(10_000, index.ntotal // 10)
         ):
             return
-        ref = self._index_file(index, self._manifest.epoch)
-        manifest = self._manifest.replace(index=IndexSection(self._manifest.index.spec, ref))
+        tail = self._tail_file(index, section) if current and self._index_file_ok else None
+        if tail is not None and saved is not None:
+            # The knobs may have been re-tuned since the file was written: they are the
+            # manifest's record of the file, not its bytes.
+            main = IndexFileRef(
+                saved.file,
+                saved.rows,
+                saved.sha256,
+                saved.bytes,
+                saved.epoch,
+                index.info.to_json(),
+                saved.crc32,
+            )
+            new = IndexSection(section.spec, main, (*section.tail, tail))
+            written = tail.file
+        else:
+            ref = self._index_file(index, self._manifest.epoch)
+            new, written = IndexSection(section.spec, ref), ref.file
         try:
-            self._manifest = self._commit(manifest, "index")
+            self._manifest = self._commit(self._manifest.replace(index=new), "index")
         except BaseException as exc:
-            self._discard([ref.file], exc)
+            self._discard([written], exc)
             raise
         self._index_file_ok = True
-        if saved:  # the old index file goes unless a kept version still names it
+        index.saved_through(new.rows)
+        if saved and tail is None:  # the old files go unless a kept version still names them
             versions.cleanup(self.path, self._manifest)
+
+    def _tail_file(self, index: VectorIndex, section: IndexSection) -> TailRef | None:
+        """Write the codes of the rows ``index`` holds past ``section``'s as a new tail file;
+        None where the index is to be saved whole instead: it kept no codes of those rows
+        (see :meth:`VectorIndex.codes_since`), or the tails would pass :data:`MAX_TAILS`
+        files or :data:`TAIL_SHARE` of the saved file's rows (a reader applies them on
+        load: a whole file now and then keeps that bounded, its cost amortised over the
+        rows added meanwhile)."""
+        assert section.file is not None
+        start = section.rows
+        new_rows = index.ntotal - start
+        tail_rows = start - section.file.rows + new_rows
+        if (
+            new_rows <= 0
+            or len(section.tail) >= MAX_TAILS
+            or tail_rows > max(TAIL_MIN_ROWS, int(section.file.rows * TAIL_SHARE))
+            or index.codes_since(start) is None
+        ):
+            return None
+        name = f"index-{uuid.uuid4().hex}.tail"
+        size, digest, crc = store.write_file_checksums(
+            self.path, name, lambda out: index.save_codes(out, start)
+        )
+        return TailRef(name, new_rows, digest, size, crc)
 
     def _index_file(self, index: VectorIndex, epoch: str) -> IndexFileRef:
         """Write ``index`` to a new durable file for the rows of ``epoch``; its record."""

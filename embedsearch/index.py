@@ -661,6 +661,10 @@ class VectorIndex:
         self._unwrapped_of: tuple[Any, Any, bool, Any] | None = None  # see _unwrapped()
         self._params_cache: dict[tuple[Any, Any], tuple[Any, Any]] = {}  # see _params()
         self._row_limit: int | None = None  # see limit_rows()
+        # Codes of the rows appended since the index was loaded or saved (see codes_since):
+        # rows _codes_from.. in order; None where they are not kept.
+        self._codes_from: int | None = None
+        self._codes: list[np.ndarray] = []
 
     # ----------------------------------------------------------------- deferred load
     def defer(self, info: dict[str, Any], rows: int, load: Callable[[VectorIndex], None]) -> None:
@@ -696,6 +700,7 @@ class VectorIndex:
     def adopt(self, other: VectorIndex) -> None:
         """Become ``other`` (a deferred load that had to rebuild hands its result here)."""
         self._row_limit = other._row_limit
+        self._codes_from, self._codes = other._codes_from, other._codes
         self.spec, self.info, self._index, self._gpu = (
             other.spec,
             other.info,
@@ -771,6 +776,7 @@ class VectorIndex:
         # An HNSW graph is tuned with rows it does not hold yet (see tune); they go in after.
         hold = min(_TUNE_QUERIES, n // 10) if kind == "approximate" and self._is_graph(index) else 0
         self._index, self._gpu = index, None  # placed on a GPU once built (below)
+        self._codes_from, self._codes = None, []  # saved whole first (see codes_since)
         if n and index is not None:
             self._add_rows(vectors, stop=n - hold, resolved=resolved)
         _split_single_queries(index)
@@ -808,7 +814,22 @@ class VectorIndex:
         )
         if graph_retune:  # an HNSW graph is tuned with the new rows as queries (see tune)
             self.tune(all_vectors, indexed=all_vectors.shape[0] - len(vectors))
-        self._add_rows(vectors)
+        ivf = self._tail_ivf()
+        if (
+            ivf is None
+            or self._codes_from is None
+            or self._codes_from + sum(len(c) for c in self._codes) != int(ivf.ntotal)
+        ):
+            self._codes_from, self._codes = None, []
+            self._add_rows(vectors)
+            return
+        for lo in range(0, len(vectors), _ADD_CHUNK):  # encoded once, the codes kept
+            batch = np.ascontiguousarray(vectors[lo : lo + _ADD_CHUNK], np.float32)
+            codes = self._encode(ivf, batch)
+            _insert_codes(ivf, codes)
+            self._codes.append(codes)
+            if self._gpu is not None:
+                self._gpu.add(batch)
 
     def maintain(self, all_vectors: np.ndarray) -> VectorIndex | None:
         """Writer-side upkeep after rows were added: retrain or re-tune when due.
@@ -1551,6 +1572,100 @@ class VectorIndex:
         self._gpu_res = res  # the resources must outlive the index
         self.info.device = "gpu"
 
+    # ----------------------------------------------------------------- tails
+    def _tail_ivf(self) -> Any:
+        """The IVF index whose rows a tail file can carry as codes, or None for indexes that
+        are saved whole every time: exact, HNSW (its graph is its rows), spilled lists (two
+        entries a row) and indexes under a pre-transform."""
+        if self._index is None or not self.approximate or entries_per_row(self.info.resolved) != 1:
+            return None
+        base, pre = self._unwrapped()
+        return base if not pre and isinstance(base, faiss().IndexIVF) else None
+
+    def _keep_codes_from_here(self) -> None:
+        """The rows held are all in saved files: keep the codes of rows appended from now."""
+        ivf = self._tail_ivf()
+        self._codes_from, self._codes = (int(ivf.ntotal), []) if ivf is not None else (None, [])
+
+    @staticmethod
+    def _encode(ivf: Any, batch: np.ndarray) -> np.ndarray:
+        """Each row's cell number and code, as FAISS's ``sa_encode`` lays them out (the cells
+        of plain IVF lists found in numpy, as :meth:`_add_rows` finds them)."""
+        f = faiss()
+        plain = (f.IndexIVFFlat, f.IndexIVFScalarQuantizer, f.IndexIVFPQ)
+        centroids = _centroid_view(ivf) if isinstance(ivf, plain) else None
+        if centroids is None:
+            return ivf.sa_encode(batch)
+        cells = _nearest(batch, centroids)
+        out = np.empty((batch.shape[0], ivf.sa_code_size()), dtype=np.uint8)
+        ivf.encode_vectors(
+            batch.shape[0], f.swig_ptr(batch), f.swig_ptr(cells), f.swig_ptr(out), True
+        )
+        return out
+
+    def codes_since(self, start: int) -> np.ndarray | None:
+        """The codes of rows ``start..ntotal-1`` as a tail file holds them (a row: its cell
+        number, then its code), or None where this index did not keep them: it saves whole
+        (see :meth:`_tail_ivf`), or it was not loaded or saved at ``start`` rows or fewer
+        and appended to since (a rebuilt, refilled or renumbered index is saved whole).
+
+        A writer that adds 10k rows to a 5M-row collection writes these 0.5 MB, not the
+        277 MiB index (``Collection._save_index``)."""
+        ivf = self._tail_ivf()
+        if ivf is None or self._codes_from is None or self._codes_from > start:
+            return None
+        held = np.concatenate(self._codes) if self._codes else None
+        if held is None:
+            held = np.empty((0, ivf.sa_code_size()), dtype=np.uint8)
+        if self._codes_from + held.shape[0] != int(ivf.ntotal):
+            return None
+        return held[start - self._codes_from :]
+
+    def saved_through(self, rows: int) -> None:
+        """Rows below ``rows`` are in committed files now: their codes are not kept longer."""
+        if self._codes_from is None or rows <= self._codes_from:
+            return
+        held = np.concatenate(self._codes)
+        self._codes = [held[rows - self._codes_from :].copy()]
+        self._codes_from = rows
+
+    def save_codes(self, out: IO[bytes], start: int) -> None:
+        """Write the codes of rows ``start..`` (see :meth:`codes_since`) as a tail file: a
+        ``.npy`` array of bytes, one row a row (no pickle)."""
+        codes = self.codes_since(start)
+        if codes is None:
+            raise ValueError(f"this index kept no codes of rows from {start} on")
+        np.lib.format.write_array(out, np.ascontiguousarray(codes), allow_pickle=False)
+
+    def load_codes(self, src: str | IO[bytes], rows: int) -> None:
+        """Append the ``rows`` rows of a tail file (checksummed by the caller) after the rows
+        held, as positions ``ntotal..``; raises ValueError where the file cannot be this
+        index's codes for them (a crafted file can pass its checksum): another width, or a
+        cell number past the index's lists."""
+        self.load_deferred()
+        ivf = self._tail_ivf()
+        if ivf is None:
+            raise ValueError("this index is saved whole; it has no tails")
+        codes = (
+            np.load(src, allow_pickle=False)
+            if isinstance(src, str)
+            else (np.lib.format.read_array(src, allow_pickle=False))
+        )
+        width = ivf.sa_code_size()
+        if codes.dtype != np.uint8 or codes.shape != (rows, width):
+            raise ValueError(
+                f"the tail holds {codes.dtype} {codes.shape}, not {rows} codes of {width} bytes"
+            )
+        cells = _cells_of(ivf, codes)
+        if cells.size and (int(cells.min()) < 0 or int(cells.max()) >= ivf.nlist):
+            raise ValueError(f"the tail names cells outside 0..{ivf.nlist - 1}")
+        keep = self._codes_from == int(ivf.ntotal) and not self._codes
+        _insert_codes(ivf, codes, cells)
+        self.info.rows = int(ivf.ntotal)
+        self._codes_from = int(ivf.ntotal) if keep else None
+        if self._gpu is not None:
+            self._place_on_gpu()  # the GPU copy holds the new rows too
+
     # ----------------------------------------------------------------- persistence
     def save(self, out: Path | IO[bytes]) -> None:
         """Write the CPU index in FAISS's own format (no pickle) to a path or an open binary
@@ -1559,10 +1674,11 @@ class VectorIndex:
         f = faiss()
         if isinstance(out, (str, os.PathLike)):
             f.write_index(self._index, str(out))
-            return
-        writer = f.PyCallbackIOWriter(out.write)
-        f.write_index(self._index, writer)
-        del writer  # flushes FAISS's buffer into ``out``
+        else:
+            writer = f.PyCallbackIOWriter(out.write)
+            f.write_index(self._index, writer)
+            del writer  # flushes FAISS's buffer into ``out``
+        self._keep_codes_from_here()
 
     def load(self, src: Path | IO[bytes], info: dict[str, Any]) -> None:
         """Load a saved index from a path or an open binary file (the caller has verified
@@ -1577,6 +1693,7 @@ class VectorIndex:
         self._index = index
         _split_single_queries(index)
         self.info = _info_from(info, int(index.ntotal) // entries_per_row(str(info["resolved"])))
+        self._keep_codes_from_here()
         self._place_on_gpu()
 
     def check_against(self, rows: int) -> str | None:
@@ -1818,6 +1935,50 @@ def spherical_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 1234) -> np.
         centroids = np.where(norms > 0, sums / np.maximum(norms, 1e-30), centroids)
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     return centroids
+
+
+def _cells_of(ivf: Any, codes: np.ndarray) -> np.ndarray:
+    """The cell number each row of ``sa_encode`` codes starts with (little-endian bytes)."""
+    cells = np.zeros(codes.shape[0], dtype=np.int64)
+    for byte in range(ivf.coarse_code_size()):
+        cells |= codes[:, byte].astype(np.int64) << (8 * byte)
+    return cells
+
+
+def _insert_codes(ivf: Any, codes: np.ndarray, cells: np.ndarray | None = None) -> None:
+    """Append rows given as ``sa_encode`` codes to ``ivf`` as positions ``ntotal..``.
+
+    Fast-scan lists hold their codes packed 32 rows to a block: FAISS's ``add_sa_codes``
+    copies them unpacked, so each list's new rows are packed here, a block per call, and
+    appended with ``add_entries`` (which repacks them after the rows the list holds). The
+    search answers equal those of ``add`` on the same vectors (``tests/test_index_tails.py``).
+    """
+    f = faiss()
+    n = codes.shape[0]
+    first = int(ivf.ntotal)
+    ids = np.arange(first, first + n, dtype=np.int64)
+    if not isinstance(ivf, f.IndexIVFFastScan):
+        ivf.add_sa_codes(codes, ids)
+        return
+    cells = _cells_of(ivf, codes) if cells is None else cells
+    fine = codes[:, ivf.coarse_code_size() :]
+    packer = ivf.get_CodePacker()
+    per, block, width = packer.nvec, packer.block_size, packer.code_size
+    order = np.argsort(cells, kind="stable")
+    bounds = np.searchsorted(cells[order], np.arange(ivf.nlist + 1))
+    for cell in np.flatnonzero(np.diff(bounds)):
+        rows = order[bounds[cell] : bounds[cell + 1]]
+        blocks = -(-rows.size // per)
+        flat = np.zeros((blocks * per, width), dtype=np.uint8)
+        flat[: rows.size] = fine[rows]
+        packed = np.empty(blocks * block, dtype=np.uint8)
+        for b in range(blocks):
+            packer.pack_all(f.swig_ptr(flat[b * per :]), f.swig_ptr(packed[b * block :]))
+        cell_ids = np.ascontiguousarray(ids[rows])
+        ivf.invlists.add_entries(
+            int(cell), int(rows.size), f.swig_ptr(cell_ids), f.swig_ptr(packed)
+        )
+    ivf.ntotal = first + n
 
 
 def _split_single_queries(index: Any) -> None:

@@ -38,7 +38,15 @@ import numpy as np
 
 from . import durable, store, versions
 from .errors import CollectionNotFoundError, CorruptionError, UnsafeFileError
-from .manifest import INDEX_RE, SEGMENT_RE, TOMBSTONE_RE, IndexSection, Manifest, SegmentRef
+from .manifest import (
+    INDEX_RE,
+    SEGMENT_RE,
+    TAIL_RE,
+    TOMBSTONE_RE,
+    IndexSection,
+    Manifest,
+    SegmentRef,
+)
 from .segment import verify_columns, verify_crcs, verify_ids, verify_segment
 
 Severity = Literal["error", "warning"]
@@ -55,6 +63,7 @@ QUARANTINE_DIR = "quarantine"
 _SEGMENT_NAME = re.compile(rf"^{SEGMENT_RE.pattern}\Z")
 _TOMBSTONE_NAME = re.compile(rf"^{TOMBSTONE_RE.pattern}\Z")
 _INDEX_NAME = re.compile(rf"^{INDEX_RE.pattern}\Z")
+_TAIL_NAME = re.compile(rf"^{TAIL_RE.pattern}\Z")
 
 
 @dataclass(frozen=True)
@@ -388,7 +397,7 @@ def _verify_history(root: Path, manifest: dict[str, Any], report: VerifyReport) 
                 actual = (root / name).stat().st_size
             except OSError:
                 actual = -1
-            if actual < 0 and name == versions.index_file_of(past):
+            if actual < 0 and name in versions.index_files_of(past):
                 continue  # a past version's index is derived data, re-made when it is opened
             if actual != size:
                 what = "missing" if actual < 0 else f"{actual} bytes, not {size}"
@@ -480,15 +489,45 @@ def _verify_index(
     holder = VectorIndex(manifest.index.spec, dim)
     holder._index = index
     holder.info.resolved = resolved
+    holder.info.kind = str(ref.info.get("kind", ""))
     problem = holder.check_against(ref.rows)
     if problem:
         report.add("error", ref.file, "index-ids", f"{problem}; `embedsearch repair` rebuilds it")
         return
+    for tail in manifest.index.tail:
+        report.files_checked += 1
+        problem = _tail_problem(root, tail, holder)
+        if problem:
+            kind, detail = problem
+            report.add(
+                "error",
+                tail.file,
+                kind,
+                f"index tail {detail}; the rows it holds are indexed from the segments on "
+                "every open until `embedsearch repair` rebuilds the index",
+            )
+            return
     detail = _index_content(index, segments, ref.rows)
     if detail:
         report.add(
             "error", ref.file, "index-content", f"{detail}; `embedsearch repair` rebuilds it"
         )
+
+
+def _tail_problem(root: Path, tail: store.FileRef, holder: Any) -> tuple[str, str] | None:
+    """(kind, detail) of what is wrong with an index tail file, or None once its codes are
+    appended to ``holder`` (the index loaded from the file the tail follows)."""
+    if not _safe_name(tail.file, _TAIL_NAME):
+        return "bad-name", "not an index tail name; never opened"
+    kind, detail = _classify(root, tail)
+    if kind != "unreadable":
+        return kind, detail
+    try:
+        with store.open_verified(root, tail) as fh:
+            holder.load_codes(fh, tail.rows)
+    except Exception as exc:  # noqa: BLE001 - a crafted file fails here, whatever the cause
+        return "unreadable", f"is not this index's codes ({exc})"
+    return None
 
 
 def _index_content(index: Any, segments: list[Any], rows: int, sample: int = 64) -> str | None:
@@ -700,9 +739,10 @@ def _repair_files(root: Path, manifest: Manifest, report: RepairReport) -> tuple
 
     saved = manifest.index.file
     if saved and not _index_file_ok(root, manifest):
-        if _safe_name(saved.file, _INDEX_NAME):
-            _quarantine(root, saved.file, report)
-        report.dropped_refs.append(saved.file)
+        for ref in manifest.index.files():
+            if _safe_name(ref.file, _INDEX_NAME) or _safe_name(ref.file, _TAIL_NAME):
+                _quarantine(root, ref.file, report)
+            report.dropped_refs.append(ref.file)
         manifest = manifest.replace(index=IndexSection(manifest.index.spec, None))
         changed = True
     return manifest, changed
@@ -719,9 +759,13 @@ def _index_file_ok(root: Path, manifest: Manifest) -> bool:
             index = faiss().read_index(faiss().PyCallbackIOReader(fh.read))
         holder = VectorIndex(manifest.index.spec, manifest.dim)
         holder._index = index
+        holder.info.resolved = str(saved.info.get("resolved", ""))
+        holder.info.kind = str(saved.info.get("kind", ""))
     except Exception:  # noqa: BLE001 - any failure means: rebuild it
         return False
-    return index.d == manifest.dim and holder.check_against(saved.rows) is None
+    if index.d != manifest.dim or holder.check_against(saved.rows) is not None:
+        return False
+    return all(_tail_problem(root, tail, holder) is None for tail in manifest.index.tail)
 
 
 def _rebuild_index(root: Path) -> bool:

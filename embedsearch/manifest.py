@@ -34,6 +34,12 @@ Format versions:
   process's first filtered query). Segments from formats 2-4 get theirs on the first write
   or from ``embedsearch upgrade`` (no file is written: the layout is read from the checked
   Arrow file); code that reads at most format 4 refuses the collection.
+* **6** — as 5, and the saved index may carry tail files (``index.tail``: ``index-*.tail``,
+  each the FAISS codes of the rows added after the index file and the tails before it), so
+  that an add writes the codes of its own rows instead of the whole index again (at 5M rows
+  a 277 MiB file rewritten for every 10k rows added). No file changes: collections of
+  formats 1-5 are format 6 from their next commit; code that reads at most format 5 refuses
+  the collection (its cleanup would delete the tails it does not know).
 
 Example:
     >>> m = Manifest.from_json(json.loads(raw))
@@ -52,8 +58,8 @@ from typing import Any
 FORMAT_NAME = "embedsearch-collection"
 #: Written by this code. 1 = Parquet segments; 2 = Arrow IPC + float32 segments; 3 = 2 +
 #: each segment's id index; 4 = 3 + each segment's row checksums; 5 = 4 + each segment's
-#: typed column layout.
-FORMAT_VERSION = 5
+#: typed column layout; 6 = 5 + the saved index's tail files.
+FORMAT_VERSION = 6
 SEGMENTS_DIR = "segments"
 #: Largest manifest accepted (bytes). 10M rows in 2,048-row segments is ~2 MB of JSON.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -66,12 +72,13 @@ CRCS_RE = re.compile(rf"{SEGMENTS_DIR}/seg-{_HEX32}\.crc")
 SEGMENT_PARTS = ("vectors", "ids", "crcs")
 TOMBSTONE_RE = re.compile(rf"{SEGMENTS_DIR}/del-{_HEX32}\.parquet")
 INDEX_RE = re.compile(rf"index-{_HEX32}\.faiss")
+TAIL_RE = re.compile(rf"index-{_HEX32}\.tail")
 #: What a file named inside a manifest may look like. Anything else (``../x``, absolute
 #: paths) is refused before it is opened.
 FILE_NAME_RE = re.compile(
     rf"{SEGMENT_RE.pattern}|{VECTORS_RE.pattern}|{IDS_RE.pattern}|{CRCS_RE.pattern}|"
     rf"{TOMBSTONE_RE.pattern}|"
-    rf"{INDEX_RE.pattern}"
+    rf"{INDEX_RE.pattern}|{TAIL_RE.pattern}"
 )
 #: A FAISS factory string as a manifest may hold it (checked by FAISS only when used).
 _SPEC_RE = re.compile(r"[A-Za-z0-9_,.=+\- ]{1,200}")
@@ -466,14 +473,53 @@ class IndexFileRef(FileRef):
 
 
 @dataclass(frozen=True)
+class TailRef(FileRef):
+    """A tail of the saved index (format 6): the FAISS codes of ``rows`` rows added after
+    the index file and the tails before it, read into the index with them."""
+
+    #: CRC-32 of the whole file, checked when a reader loads it (SHA-256 is for ``verify``).
+    crc32: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "crc32": self.crc32}
+
+    @classmethod
+    def parse(cls, obj: Any, where: str) -> TailRef:
+        base = FileRef.from_json(obj, where, TAIL_RE)
+        crc = obj.get("crc32")
+        if not isinstance(crc, str) or not re.fullmatch(r"[0-9a-f]{8}", crc):
+            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+        if base.rows < 1:
+            raise ValueError(f"{where}.rows must be at least 1")
+        return cls(base.file, base.rows, base.sha256, base.bytes, crc)
+
+
+@dataclass(frozen=True)
 class IndexSection:
-    """The index the collection asks for (``spec``) and the saved file, if any."""
+    """The index the collection asks for (``spec``), the saved file, if any, and its tails:
+    the saved index holds ``file.rows`` rows and then each tail's rows, in order."""
 
     spec: str
     file: IndexFileRef | None = None
+    tail: tuple[TailRef, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        """Rows the saved index holds with its tails (0 when none is saved)."""
+        return self.file.rows + sum(t.rows for t in self.tail) if self.file else 0
+
+    def files(self) -> list[FileRef]:
+        """The saved index file, then its tails, in the order they are read."""
+        return [self.file, *self.tail] if self.file else []
 
     def to_json(self) -> dict[str, Any]:
-        return {"spec": self.spec, "file": self.file.to_json() if self.file else None}
+        out: dict[str, Any] = {
+            "spec": self.spec,
+            "file": self.file.to_json() if self.file else None,
+        }
+        if self.tail:
+            out["tail"] = [t.to_json() for t in self.tail]
+        return out
 
 
 @dataclass(frozen=True)
@@ -543,8 +589,7 @@ class Manifest:
         """Every file name (relative to the collection) this manifest keeps alive."""
         names = {f for s in self.segments for f in s.files()}
         names |= {t.file for t in self.tombstones}
-        if self.index.file is not None:
-            names.add(self.index.file.file)
+        names |= {ref.file for ref in self.index.files()}
         return names
 
     def with_segments(
@@ -603,6 +648,10 @@ class Manifest:
             if index.get("file") is not None
             else None
         )
+        raw_tail = index.get("tail", [])
+        if not isinstance(raw_tail, list) or (raw_tail and saved is None):
+            raise ValueError("index.tail is not a list of the saved index file's tails")
+        tail = tuple(TailRef.parse(raw, f"index.tail[{i}]") for i, raw in enumerate(raw_tail))
         for key in ("segments", "tombstones"):
             if not isinstance(obj.get(key), list):
                 raise ValueError(f"{key} is not a list")
@@ -618,6 +667,7 @@ class Manifest:
         )
         seen: set[str] = set()
         named = [f for s in segments for f in s.files()] + [t.file for t in tombstones]
+        named += [t.file for t in tail]
         for name in named:  # a file listed twice would show its rows twice
             if name in seen:
                 raise ValueError(f"{name} is listed more than once")
@@ -625,8 +675,11 @@ class Manifest:
         rows = sum(s.rows for s in segments)
         if obj.get("rows") is not None and obj.get("rows") != rows:
             raise ValueError(f"rows is {obj.get('rows')!r} but the segments hold {rows}")
-        if saved is not None and saved.rows > rows:
-            raise ValueError(f"index.file holds {saved.rows} rows, the segments only {rows}")
+        section = IndexSection(spec, saved, tail)
+        if section.rows > rows:
+            raise ValueError(
+                f"index.file and its tails hold {section.rows} rows, the segments only {rows}"
+            )
         return cls(
             format_version=version,
             generation=generation,
@@ -635,7 +688,7 @@ class Manifest:
             updated=str(obj.get("updated", "")),
             model=model,
             metric=str(obj.get("metric", "cosine")),
-            index=IndexSection(spec, saved),
+            index=section,
             segments=segments,
             tombstones=tombstones,
             rows=rows,

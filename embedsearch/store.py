@@ -74,7 +74,7 @@ LOCK_FILE = "LOCK"
 SEGMENT_FILE_RE = re.compile(
     r"seg-[0-9a-f]{32}\.(parquet|arrow|f32|ids|crc)|del-[0-9a-f]{32}\.parquet"
 )
-ROOT_FILE_RE = re.compile(r"index-[0-9a-f]{32}\.faiss")
+ROOT_FILE_RE = re.compile(r"index-[0-9a-f]{32}\.(faiss|tail)")
 #: Temp files of earlier versions (``.<name>.tmp``) and of :func:`durable.write_file`.
 _OLD_TEMP_RE = re.compile(
     r"\.((seg|del)-[0-9a-f]{32}\.(parquet|arrow|f32)|index-[0-9a-f]{32}\.faiss)\.tmp"
@@ -408,11 +408,12 @@ def parse_manifest(raw: bytes, path: Path) -> Manifest:
 
 
 def without_index_file(body: dict[str, Any]) -> dict[str, Any]:
-    """A manifest JSON naming no saved index (its spec kept), checksum recomputed: what a
+    """A manifest JSON naming no saved index nor tails (its spec kept), checksum recomputed: what a
     past version whose index file is gone (``versions.kept_files``) is archived or restored
     as; the index is derived data, re-made from the rows on need."""
     out = {k: v for k, v in body.items() if k != "checksum"}
-    out["index"] = {**(out.get("index") or {}), "file": None}
+    out["index"] = {k: v for k, v in (out.get("index") or {}).items() if k != "tail"}
+    out["index"]["file"] = None
     out["checksum"] = hashlib.sha256(_canonical(out)).hexdigest()
     return out
 

@@ -196,7 +196,7 @@ class _Summary:
 
     time: str
     files: frozenset[str]
-    index_file: str | None
+    index_files: frozenset[str]
 
 
 # Summaries of records already parsed by this process, keyed by the record file's identity.
@@ -223,7 +223,7 @@ def _record_summary(root: Path, generation: int) -> _Summary | None:
                 got = _Summary(
                     time=str(rec.get("time", "")),
                     files=frozenset(sys.intern(name) for name in files_of(manifest)),
-                    index_file=index_file_of(manifest),
+                    index_files=index_files_of(manifest),
                 )
                 if len(_SUMMARIES) >= MAX_SUMMARIES:
                     _SUMMARIES.clear()
@@ -245,9 +245,9 @@ def file_checksums(manifest: Any) -> dict[str, tuple[str, int]]:
     refs = list(obj.get("segments", [])) + list(obj.get("tombstones", []))
     for part in SEGMENT_PARTS:  # a segment's other files
         refs += [r[part] for r in obj.get("segments", []) if isinstance(r.get(part), dict)]
-    index_file = (obj.get("index") or {}).get("file")
-    if index_file:
-        refs.append(index_file)
+    index = obj.get("index") or {}
+    if index.get("file"):
+        refs += [index["file"], *index.get("tail", [])]
     for ref in refs:
         out[str(ref["file"])] = (str(ref["sha256"]), int(ref["bytes"]))
     return out
@@ -269,10 +269,12 @@ def files_of(manifest: Any) -> set[str]:
     return set(file_checksums(manifest))
 
 
-def index_file_of(manifest: Any) -> str | None:
-    """The saved index file a manifest (object or JSON) names, if any."""
-    saved = (as_json(manifest).get("index") or {}).get("file")
-    return str(saved["file"]) if isinstance(saved, dict) else None
+def index_files_of(manifest: Any) -> frozenset[str]:
+    """The saved index file and its tails a manifest (object or JSON) names, if any."""
+    index = as_json(manifest).get("index") or {}
+    if not isinstance(index.get("file"), dict):
+        return frozenset()
+    return frozenset(str(ref["file"]) for ref in [index["file"], *index.get("tail", [])])
 
 
 def check_manifest(obj: dict[str, Any], where: Path) -> Any:
@@ -494,7 +496,7 @@ def kept_files(root: Path, current: dict[str, Any]) -> set[str]:
     tagged = set(tags(root).values())
     names = files_of(current)
     for gen, summary in _kept(root, generation_of(current)).items():
-        names |= summary.files if gen in tagged else summary.files - {summary.index_file}
+        names |= summary.files if gen in tagged else summary.files - summary.index_files
     return names
 
 
@@ -541,7 +543,7 @@ def drop_broken(root: Path, current: Any) -> list[int]:
     broken: list[int] = []
     for gen, past in kept_manifests(root, current).items():
         for name, (_, size) in file_checksums(past).items():
-            if name in present or name == index_file_of(past):
+            if name in present or name in index_files_of(past):
                 continue
             try:
                 actual = os.stat(root / name, follow_symlinks=False).st_size

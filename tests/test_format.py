@@ -476,7 +476,7 @@ def test_unknown_spec_in_a_manifest_is_exact_search_said_in_info(
     """A spec FAISS does not know (crafted, or stored by another version) never reaches a
     FAISS call that raises: the collection answers exactly and ``info`` says why."""
     path = _copy(ivf_template, tmp_path)
-    _crafted(path, lambda m: m["index"].update(spec="Bogus99", file=None))
+    _crafted(path, lambda m: m["index"].update(spec="Bogus99", file=None, tail=[]))
     col = embedsearch.open(path)
     info = col.info()["index"]
     assert info["kind"] == "exact" and "Bogus99" in info["fallback"]

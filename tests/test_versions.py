@@ -410,7 +410,7 @@ def test_cleanup_parses_each_version_record_once_per_process(tmp_path, monkeypat
     expected = versions.files_of(current)
     for rec in recs.values():
         m = rec["manifest"]
-        expected |= versions.files_of(m) - {versions.index_file_of(m)}
+        expected |= versions.files_of(m) - versions.index_files_of(m)
     assert first == expected
     # a record replaced (a new file) is read again: 2 now falls outside the window
     parsed.clear()

@@ -1,0 +1,227 @@
+"""Tail files of a saved index (format 6): an add saves the codes of its own rows, not the
+whole index again; a reader appends them to the saved file and answers as if it held them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import embedsearch
+from embedsearch import collection as collection_module
+from embedsearch import maintenance, store
+from embedsearch.index import SearchOptions, VectorIndex
+
+DIM = 384
+SPECS = ["IVF16,PQ48x4fs", "IVF16,SQ8", "IVF16,Flat", "IVF16,PQ16"]
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, DIM))
+    x = centres[rng.integers(0, 40, n)] + 0.6 * rng.normal(size=(n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _saved(index: VectorIndex) -> bytes:
+    out = io.BytesIO()
+    index.save(out)
+    return out.getvalue()
+
+
+def _loaded(spec: str, data: bytes, info: dict) -> VectorIndex:
+    index = VectorIndex(spec, DIM)
+    index.load(io.BytesIO(data), info)
+    return index
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_an_index_read_with_its_tail_answers_as_the_index_it_was_saved_from(spec) -> None:
+    x = _vectors(6000, 1)
+    built = VectorIndex(spec, DIM)
+    built.build(x[:4000])
+    info = built.info.to_json()
+    data = _saved(built)
+
+    writer = _loaded(spec, data, info)
+    for lo in (4000, 5000):  # two adds, kept as one run of codes
+        writer.add(x[lo : lo + 1000], x[: lo + 1000])
+    codes = writer.codes_since(4000)
+    assert codes is not None and codes.shape == (2000, writer._tail_ivf().sa_code_size())
+    assert writer.codes_since(3999) is None  # rows it holds from the file, not as codes
+    tail = io.BytesIO()
+    writer.save_codes(tail, 4000)
+
+    reader = _loaded(spec, data, info)
+    reader.load_codes(io.BytesIO(tail.getvalue()), 2000)
+    assert reader.ntotal == 6000 and reader.check_against(6000) is None
+
+    plain = _loaded(spec, data, info)  # rows appended the way FAISS adds them
+    plain._add_rows(x[4000:])
+    queries = x[::250] + 0.01
+    opts = SearchOptions(nprobe=16)
+    for other in (reader, plain):
+        got = other.search(x, queries, 10, None, opts)
+        want = writer.search(x, queries, 10, None, opts)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-6)
+
+
+def test_a_tail_that_cannot_be_this_indexs_codes_is_refused_before_it_is_used() -> None:
+    x = _vectors(3000, 2)
+    built = VectorIndex("IVF16,PQ48x4fs", DIM)
+    built.build(x)
+    data, info = _saved(built), built.info.to_json()
+    width = built._tail_ivf().sa_code_size()
+
+    def refused(codes: np.ndarray, rows: int, match: str) -> None:
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, codes, allow_pickle=False)
+        index = _loaded("IVF16,PQ48x4fs", data, info)
+        with pytest.raises(ValueError, match=match):
+            index.load_codes(io.BytesIO(buf.getvalue()), rows)
+        assert index.ntotal == 3000  # nothing appended
+
+    refused(np.zeros((5, width + 1), np.uint8), 5, "not 5 codes")
+    refused(np.zeros((5, width), np.uint8), 6, "not 6 codes")
+    refused(np.zeros((5, width), np.int16), 5, "not 5 codes")
+    cells = np.zeros((5, width), np.uint8)
+    cells[:, 0] = 200  # past the 16 lists
+    refused(cells, 5, "cells outside")
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}] * 5, dtype=object), allow_pickle=True)
+    index = _loaded("IVF16,PQ48x4fs", data, info)
+    with pytest.raises(ValueError):  # pickled objects are never loaded
+        index.load_codes(io.BytesIO(buf.getvalue()), 5)
+
+
+def _add(col, x: np.ndarray, lo: int, hi: int) -> None:
+    ids = [f"d{i}" for i in range(lo, hi)]
+    col.add(ids, ids=ids, vectors=x[lo:hi], progress=False)
+
+
+def _grow(path, x: np.ndarray, spec: str, steps: list[int]) -> None:
+    """Create with the rows up to steps[0], then each later step in a fresh process's way:
+    open, add, close."""
+    col = embedsearch.open(path, index=spec)
+    _add(col, x, 0, steps[0])
+    col.close()
+    for lo, hi in zip(steps, steps[1:]):
+        col = embedsearch.open(path)
+        _add(col, x, lo, hi)
+        col.close()
+
+
+def _manifest(path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_adds_write_tails_and_readers_answer_as_with_the_index_saved_whole(
+    tmp_path, monkeypatch
+) -> None:
+    x = _vectors(9000, 3)
+    steps = [6000, 7000, 8000, 9000]
+    _grow(tmp_path / "tails", x, "IVF16,PQ48x4fs", steps)
+    m = _manifest(tmp_path / "tails")
+    assert m["format_version"] == store.FORMAT_VERSION == 6
+    assert m["index"]["file"]["rows"] == 6000
+    assert [t["rows"] for t in m["index"]["tail"]] == [1000, 1000, 1000]
+    on_disk = sorted(p.name for p in (tmp_path / "tails").glob("index-*"))
+    assert len(on_disk) == 4 and sum(n.endswith(".tail") for n in on_disk) == 3
+
+    monkeypatch.setattr(collection_module, "MAX_TAILS", 0)  # every save writes the whole index
+    _grow(tmp_path / "whole", x, "IVF16,PQ48x4fs", steps)
+    assert "tail" not in _manifest(tmp_path / "whole")["index"]
+    assert _manifest(tmp_path / "whole")["index"]["file"]["rows"] == 9000
+
+    queries = x[::300] + 0.01
+    answers = []
+    for name in ("tails", "whole"):
+        col = embedsearch.open(tmp_path / name)
+        answers.append(
+            [[(h.id, round(h.score, 5)) for h in r] for r in col.batch_search(queries, 10)]
+        )
+        assert col.info()["index"]["rows"] == 9000
+        col.close()
+    assert answers[0] == answers[1]
+    assert maintenance.verify(tmp_path / "tails").ok
+
+
+def test_the_tails_are_folded_into_a_whole_index_past_their_budget(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(collection_module, "MAX_TAILS", 2)
+    x = _vectors(10_000, 4)
+    path = tmp_path / "c"
+    _grow(path, x, "IVF16,SQ8", [6000, 7000, 8000])
+    first = _manifest(path)["index"]
+    assert len(first["tail"]) == 2
+    _grow_more = embedsearch.open(path)
+    _add(_grow_more, x, 8000, 9000)
+    _grow_more.close()
+    index = _manifest(path)["index"]
+    assert "tail" not in index and index["file"]["rows"] == 9000
+    assert index["file"]["file"] != first["file"]["file"]
+    names = {p.name for p in path.glob("index-*")}
+    assert names == {index["file"]["file"]}  # the old file and its tails are gone
+
+    monkeypatch.setattr(collection_module, "MAX_TAILS", 32)
+    monkeypatch.setattr(collection_module, "TAIL_MIN_ROWS", 1500)  # a share of 5 % is 450
+    col = embedsearch.open(path)
+    _add(col, x, 9000, 10_000)  # 1,000 rows: a tail
+    col.close()
+    assert [t["rows"] for t in _manifest(path)["index"]["tail"]] == [1000]
+
+
+def test_a_damaged_tail_costs_speed_never_answers_and_repair_rebuilds_it(tmp_path, caplog) -> None:
+    x = _vectors(8000, 5)
+    path = tmp_path / "c"
+    _grow(path, x, "IVF16,PQ48x4fs", [6000, 7000, 8000])
+    queries = x[::250] + 0.01
+    col = embedsearch.open(path)
+    want = [[h.id for h in r] for r in col.batch_search(queries, 10)]
+    col.close()
+
+    tail = path / _manifest(path)["index"]["tail"][0]["file"]
+    raw = bytearray(tail.read_bytes())
+    raw[-7] ^= 0xFF
+    tail.write_bytes(bytes(raw))
+
+    with caplog.at_level(logging.WARNING, logger="embedsearch.collection"):
+        col = embedsearch.open(path)
+        got = [[h.id for h in r] for r in col.batch_search(queries, 10)]
+        col.close()
+    assert got == want  # its rows were indexed from the segments instead
+    assert any(
+        "index tail" in r.getMessage() and tail.name in r.getMessage() for r in caplog.records
+    )
+
+    report = maintenance.verify(path)
+    assert not report.ok
+    assert [p.file for p in report.problems] == [tail.name]
+    assert report.problems[0].kind == "checksum"
+    maintenance.repair(path)
+    assert maintenance.verify(path).ok
+    assert not tail.exists()
+    col = embedsearch.open(path)
+    assert [[h.id for h in r] for r in col.batch_search(queries, 10)] == want
+    col.close()
+
+
+def test_a_past_version_opens_with_its_own_tails(tmp_path) -> None:
+    x = _vectors(8000, 6)
+    path = tmp_path / "c"
+    _grow(path, x, "IVF16,SQ8", [6000, 7000])
+    col = embedsearch.open(path)
+    past = col.info()["version"]
+    _add(col, x, 7000, 8000)
+    col.close()
+    col = embedsearch.open(path)
+    view = col.at(past)
+    assert len(view) == 7000
+    hits = view.search(x[6500], k=3)
+    assert hits[0].id == "d6500"
+    assert all(int(h.id[1:]) < 7000 for h in view.search(x[7500], k=10))
+    view.close()
+    col.close()
