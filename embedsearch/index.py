@@ -1637,20 +1637,18 @@ class VectorIndex:
             raise ValueError(f"this index kept no codes of rows from {start} on")
         np.lib.format.write_array(out, np.ascontiguousarray(codes), allow_pickle=False)
 
-    def load_codes(self, src: str | IO[bytes], rows: int) -> None:
-        """Append the ``rows`` rows of a tail file (checksummed by the caller) after the rows
-        held, as positions ``ntotal..``; raises ValueError where the file cannot be this
-        index's codes for them (a crafted file can pass its checksum): another width, or a
-        cell number past the index's lists."""
+    def read_codes(self, src: str | IO[bytes], rows: int) -> np.ndarray:
+        """The ``rows`` codes of a tail file (checksummed by the caller), checked against
+        this index: ValueError where they cannot be its codes (a crafted file can pass its
+        checksum): another type or width, or a cell number past its lists. No pickle."""
         self.load_deferred()
         ivf = self._tail_ivf()
         if ivf is None:
             raise ValueError("this index is saved whole; it has no tails")
-        codes = (
-            np.load(src, allow_pickle=False)
-            if isinstance(src, str)
-            else (np.lib.format.read_array(src, allow_pickle=False))
-        )
+        if isinstance(src, str):
+            codes = np.load(src, allow_pickle=False)
+        else:
+            codes = np.lib.format.read_array(src, allow_pickle=False)
         width = ivf.sa_code_size()
         if codes.dtype != np.uint8 or codes.shape != (rows, width):
             raise ValueError(
@@ -1659,8 +1657,15 @@ class VectorIndex:
         cells = _cells_of(ivf, codes)
         if cells.size and (int(cells.min()) < 0 or int(cells.max()) >= ivf.nlist):
             raise ValueError(f"the tail names cells outside 0..{ivf.nlist - 1}")
+        return codes
+
+    def append_codes(self, codes: np.ndarray) -> None:
+        """Append rows given as :meth:`read_codes` returned them (the tails of the file this
+        index was loaded from, all at once: each insertion walks the lists they touch) as
+        positions ``ntotal..``."""
+        ivf = self._tail_ivf()
         keep = self._codes_from == int(ivf.ntotal) and not self._codes
-        _insert_codes(ivf, codes, cells)
+        _insert_codes(ivf, codes)
         self.info.rows = int(ivf.ntotal)
         self._codes_from = int(ivf.ntotal) if keep else None
         if self._gpu is not None:
@@ -1948,10 +1953,12 @@ def _cells_of(ivf: Any, codes: np.ndarray) -> np.ndarray:
 def _insert_codes(ivf: Any, codes: np.ndarray, cells: np.ndarray | None = None) -> None:
     """Append rows given as ``sa_encode`` codes to ``ivf`` as positions ``ntotal..``.
 
-    Fast-scan lists hold their codes packed 32 rows to a block: FAISS's ``add_sa_codes``
-    copies them unpacked, so each list's new rows are packed here, a block per call, and
-    appended with ``add_entries`` (which repacks them after the rows the list holds). The
-    search answers equal those of ``add`` on the same vectors (``tests/test_index_tails.py``).
+    Fast-scan lists hold their codes packed 32 rows to a block, and FAISS's ``add_sa_codes``
+    copies them unpacked; its ``BlockInvertedLists.add_entries`` (1.15) copies past the
+    list's buffer when the list holds a multiple of a block's *bytes* in rows (1,536 for
+    PQ96x4). So each list is grown here and its new rows packed in place, a block per
+    call: its last partial block is unpacked, filled up and packed again. The search
+    answers equal those of ``add`` on the same vectors (``tests/test_index_tails.py``).
     """
     f = faiss()
     n = codes.shape[0]
@@ -1964,20 +1971,24 @@ def _insert_codes(ivf: Any, codes: np.ndarray, cells: np.ndarray | None = None) 
     fine = codes[:, ivf.coarse_code_size() :]
     packer = ivf.get_CodePacker()
     per, block, width = packer.nvec, packer.block_size, packer.code_size
+    lists = f.downcast_InvertedLists(ivf.invlists)
     order = np.argsort(cells, kind="stable")
     bounds = np.searchsorted(cells[order], np.arange(ivf.nlist + 1))
-    for cell in np.flatnonzero(np.diff(bounds)):
+    for cell in np.flatnonzero(np.diff(bounds)).tolist():
         rows = order[bounds[cell] : bounds[cell + 1]]
-        blocks = -(-rows.size // per)
-        flat = np.zeros((blocks * per, width), dtype=np.uint8)
-        flat[: rows.size] = fine[rows]
-        packed = np.empty(blocks * block, dtype=np.uint8)
-        for b in range(blocks):
-            packer.pack_all(f.swig_ptr(flat[b * per :]), f.swig_ptr(packed[b * block :]))
-        cell_ids = np.ascontiguousarray(ids[rows])
-        ivf.invlists.add_entries(
-            int(cell), int(rows.size), f.swig_ptr(cell_ids), f.swig_ptr(packed)
-        )
+        held = lists.list_size(cell)
+        size = held + rows.size
+        lists.resize(cell, size)  # the new bytes zeroed
+        f.rev_swig_ptr(lists.get_ids(cell), size)[held:] = ids[rows]
+        packed = f.rev_swig_ptr(lists.get_codes(cell), -(-size // per) * block)
+        start, kept = divmod(held, per)  # the last block, and the rows it holds already
+        flat = np.zeros((-(-(kept + rows.size) // per) * per, width), dtype=np.uint8)
+        if kept:
+            packer.unpack_all(f.swig_ptr(packed[start * block :]), f.swig_ptr(flat))
+            flat[kept:per] = 0
+        flat[kept : kept + rows.size] = fine[rows]
+        for b in range(flat.shape[0] // per):
+            packer.pack_all(f.swig_ptr(flat[b * per :]), f.swig_ptr(packed[(start + b) * block :]))
     ivf.ntotal = first + n
 
 

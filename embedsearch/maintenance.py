@@ -515,7 +515,7 @@ def _verify_index(
 
 
 def _tail_problem(root: Path, tail: store.FileRef, holder: Any) -> tuple[str, str] | None:
-    """(kind, detail) of what is wrong with an index tail file, or None once its codes are
+    """(kind, detail) of what is wrong with an index tail file, or None when its codes can be
     appended to ``holder`` (the index loaded from the file the tail follows)."""
     if not _safe_name(tail.file, _TAIL_NAME):
         return "bad-name", "not an index tail name; never opened"
@@ -524,7 +524,7 @@ def _tail_problem(root: Path, tail: store.FileRef, holder: Any) -> tuple[str, st
         return kind, detail
     try:
         with store.open_verified(root, tail) as fh:
-            holder.load_codes(fh, tail.rows)
+            holder.read_codes(fh, tail.rows)
     except Exception as exc:  # noqa: BLE001 - a crafted file fails here, whatever the cause
         return "unreadable", f"is not this index's codes ({exc})"
     return None

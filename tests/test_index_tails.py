@@ -56,7 +56,7 @@ def test_an_index_read_with_its_tail_answers_as_the_index_it_was_saved_from(spec
     writer.save_codes(tail, 4000)
 
     reader = _loaded(spec, data, info)
-    reader.load_codes(io.BytesIO(tail.getvalue()), 2000)
+    reader.append_codes(reader.read_codes(io.BytesIO(tail.getvalue()), 2000))
     assert reader.ntotal == 6000 and reader.check_against(6000) is None
 
     plain = _loaded(spec, data, info)  # rows appended the way FAISS adds them
@@ -82,8 +82,8 @@ def test_a_tail_that_cannot_be_this_indexs_codes_is_refused_before_it_is_used() 
         np.lib.format.write_array(buf, codes, allow_pickle=False)
         index = _loaded("IVF16,PQ48x4fs", data, info)
         with pytest.raises(ValueError, match=match):
-            index.load_codes(io.BytesIO(buf.getvalue()), rows)
-        assert index.ntotal == 3000  # nothing appended
+            index.read_codes(io.BytesIO(buf.getvalue()), rows)
+        assert index.ntotal == 3000
 
     refused(np.zeros((5, width + 1), np.uint8), 5, "not 5 codes")
     refused(np.zeros((5, width), np.uint8), 6, "not 6 codes")
@@ -95,7 +95,7 @@ def test_a_tail_that_cannot_be_this_indexs_codes_is_refused_before_it_is_used() 
     np.save(buf, np.array([{"a": 1}] * 5, dtype=object), allow_pickle=True)
     index = _loaded("IVF16,PQ48x4fs", data, info)
     with pytest.raises(ValueError):  # pickled objects are never loaded
-        index.load_codes(io.BytesIO(buf.getvalue()), 5)
+        index.read_codes(io.BytesIO(buf.getvalue()), 5)
 
 
 def _add(col, x: np.ndarray, lo: int, hi: int) -> None:
@@ -167,7 +167,7 @@ def test_the_tails_are_folded_into_a_whole_index_past_their_budget(tmp_path, mon
     assert names == {index["file"]["file"]}  # the old file and its tails are gone
 
     monkeypatch.setattr(collection_module, "MAX_TAILS", 32)
-    monkeypatch.setattr(collection_module, "TAIL_MIN_ROWS", 1500)  # a share of 5 % is 450
+    monkeypatch.setattr(collection_module, "TAIL_MIN_ROWS", 1500)  # a share of 2 % is 180
     col = embedsearch.open(path)
     _add(col, x, 9000, 10_000)  # 1,000 rows: a tail
     col.close()
@@ -225,3 +225,32 @@ def test_a_past_version_opens_with_its_own_tails(tmp_path) -> None:
     assert all(int(h.id[1:]) < 7000 for h in view.search(x[7500], k=10))
     view.close()
     col.close()
+
+
+@pytest.mark.parametrize("held", [0, 31, 32, 1536, 1537])
+def test_fast_scan_codes_are_packed_after_any_number_of_rows_a_list_holds(held) -> None:
+    """One list, holding ``held`` rows (1,536: FAISS's own add_entries would write past the
+    list), then 70 rows as codes: the list's ids and packed codes equal FAISS's ``add``."""
+    from embedsearch.index import _insert_codes, faiss
+
+    f = faiss()
+    x = _vectors(held + 70 + 2000, 7)
+    want = f.index_factory(DIM, "IVF1,PQ96x4fs", f.METRIC_INNER_PRODUCT)
+    want.train(x[-2000:])
+    got = f.deserialize_index(f.serialize_index(want))
+    want.add(x[: held + 70])
+    if held:
+        got.add(x[:held])
+    _insert_codes(got, got.sa_encode(x[held : held + 70]))
+    assert got.ntotal == want.ntotal == held + 70
+    lists_got, lists_want = got.invlists, want.invlists
+    assert lists_got.list_size(0) == lists_want.list_size(0) == held + 70
+    n_bytes = -(-(held + 70) // 32) * 32 * 48
+    np.testing.assert_array_equal(
+        f.rev_swig_ptr(lists_got.get_ids(0), held + 70),
+        f.rev_swig_ptr(lists_want.get_ids(0), held + 70),
+    )
+    np.testing.assert_array_equal(
+        f.rev_swig_ptr(lists_got.get_codes(0), n_bytes),
+        f.rev_swig_ptr(lists_want.get_codes(0), n_bytes),
+    )
