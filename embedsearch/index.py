@@ -1580,7 +1580,14 @@ class VectorIndex:
         if self._index is None or not self.approximate or entries_per_row(self.info.resolved) != 1:
             return None
         base, pre = self._unwrapped()
-        return base if not pre and isinstance(base, faiss().IndexIVF) else None
+        if pre or not isinstance(base, faiss().IndexIVF):
+            return None
+        if (
+            isinstance(base, faiss().IndexIVFFastScan)
+            and _block_layout(base.get_CodePacker()) is None
+        ):
+            return None  # packed in a way _insert_codes cannot write
+        return base
 
     def _keep_codes_from_here(self) -> None:
         """The rows held are all in saved files: keep the codes of rows appended from now."""
@@ -1950,15 +1957,47 @@ def _cells_of(ivf: Any, codes: np.ndarray) -> np.ndarray:
     return cells
 
 
+#: Per (rows a block, bytes a block, bytes a code): see :func:`_block_layout`.
+_BLOCK_LAYOUTS: dict[tuple[int, int, int], np.ndarray | None] = {}
+
+
+def _block_layout(packer: Any) -> np.ndarray | None:
+    """How a fast-scan block holds its rows' codes: for each 4-bit slot of the packed block
+    (low then high half of each byte), the slot of the rows' flat codes it holds (row x
+    2 x code bytes + half-byte), or None where the packing is not such a permutation.
+
+    Found with three probe blocks: a block holds each half-byte of its rows once, so
+    writing each flat slot's number in base 16, a digit a probe, names them all. Packing
+    many rows is then one numpy scatter instead of a FAISS call per block.
+    """
+    per, block, width = packer.nvec, packer.block_size, packer.code_size
+    key = (per, block, width)
+    if key not in _BLOCK_LAYOUTS:
+        f = faiss()
+        slots = per * width * 2
+        number = np.arange(slots, dtype=np.int64)
+        found = np.zeros(block * 2, dtype=np.int64)
+        for digit in range(max(1, math.ceil(math.log(slots, 16)))):
+            halves = ((number >> (4 * digit)) & 15).astype(np.uint8)
+            flat = np.ascontiguousarray(halves[0::2] | (halves[1::2] << 4))
+            out = np.zeros(block, dtype=np.uint8)
+            packer.pack_all(f.swig_ptr(flat), f.swig_ptr(out))
+            found |= np.stack([out & 15, out >> 4], axis=1).ravel().astype(np.int64) << (4 * digit)
+        ok = slots == block * 2 and np.array_equal(np.sort(found), number)
+        _BLOCK_LAYOUTS[key] = found if ok else None
+    return _BLOCK_LAYOUTS[key]
+
+
 def _insert_codes(ivf: Any, codes: np.ndarray, cells: np.ndarray | None = None) -> None:
     """Append rows given as ``sa_encode`` codes to ``ivf`` as positions ``ntotal..``.
 
     Fast-scan lists hold their codes packed 32 rows to a block, and FAISS's ``add_sa_codes``
     copies them unpacked; its ``BlockInvertedLists.add_entries`` (1.15) copies past the
     list's buffer when the list holds a multiple of a block's *bytes* in rows (1,536 for
-    PQ96x4). So each list is grown here and its new rows packed in place, a block per
-    call: its last partial block is unpacked, filled up and packed again. The search
-    answers equal those of ``add`` on the same vectors (``tests/test_index_tails.py``).
+    PQ96x4). So the new rows are packed here, all lists' blocks in one numpy scatter
+    (:func:`_block_layout`), and each list is grown and its new blocks or-ed in (the slots
+    past a list's rows are zero). The search answers and the lists' bytes equal those of
+    ``add`` on the same vectors (``tests/test_index_tails.py``).
     """
     f = faiss()
     n = codes.shape[0]
@@ -1967,28 +2006,55 @@ def _insert_codes(ivf: Any, codes: np.ndarray, cells: np.ndarray | None = None) 
     if not isinstance(ivf, f.IndexIVFFastScan):
         ivf.add_sa_codes(codes, ids)
         return
+    if n == 0:
+        return
     cells = _cells_of(ivf, codes) if cells is None else cells
-    fine = codes[:, ivf.coarse_code_size() :]
     packer = ivf.get_CodePacker()
+    layout = _block_layout(packer)
+    if layout is None:
+        raise RuntimeError("this fast-scan packing is not a permutation of half-bytes")
     per, block, width = packer.nvec, packer.block_size, packer.code_size
     lists = f.downcast_InvertedLists(ivf.invlists)
     order = np.argsort(cells, kind="stable")
-    bounds = np.searchsorted(cells[order], np.arange(ivf.nlist + 1))
-    for cell in np.flatnonzero(np.diff(bounds)).tolist():
-        rows = order[bounds[cell] : bounds[cell + 1]]
-        held = lists.list_size(cell)
-        size = held + rows.size
+    cell_of = cells[order]
+    touched, first_row, count = np.unique(cell_of, return_index=True, return_counts=True)
+    held = np.array([lists.list_size(c) for c in touched.tolist()], dtype=np.int64)
+    # Each new row's place in its list, and the block of the lists' touched blocks it is in.
+    pos = np.repeat(held, count) + (np.arange(n) - np.repeat(first_row, count))
+    block_key = cell_of * (1 << 40) + pos // per
+    new_block = np.r_[True, block_key[1:] != block_key[:-1]]
+    starts = np.flatnonzero(new_block)  # the first new row of each touched block
+    which = np.cumsum(new_block) - 1  # each new row's touched block
+    # Each half-byte of a row's flat code goes to one slot of its block (see _block_layout).
+    fine = codes[order, ivf.coarse_code_size() :]
+    halves = np.empty((n, width * 2), dtype=np.uint8)
+    halves[:, 0::2], halves[:, 1::2] = fine & 15, fine >> 4
+    slot_of = np.empty(layout.size, dtype=np.int32)
+    slot_of[layout] = np.arange(layout.size, dtype=np.int32)
+    slot_of = slot_of.reshape(per, width * 2)
+    row = pos % per
+    byte = (slot_of >> 1)[row] + (which * block).astype(np.int32)[:, None]
+    low = (slot_of & 1 == 0)[row]
+    packed = np.zeros(starts.size * block, dtype=np.uint8)
+    packed[byte[low]] |= halves[low]  # each byte's low half comes from one row ...
+    packed[byte[~low]] |= halves[~low] << 4  # ... and its high half from one row
+    block_of_list = np.searchsorted(starts, first_row)
+    spans = zip(
+        touched.tolist(),
+        held.tolist(),
+        count.tolist(),
+        first_row.tolist(),
+        (block_of_list * block).tolist(),
+        (np.r_[block_of_list[1:], starts.size] * block).tolist(),
+    )
+    sorted_ids = ids[order]
+    for cell, had, added, lo, b0, b1 in spans:
+        size = had + added
         lists.resize(cell, size)  # the new bytes zeroed
-        f.rev_swig_ptr(lists.get_ids(cell), size)[held:] = ids[rows]
-        packed = f.rev_swig_ptr(lists.get_codes(cell), -(-size // per) * block)
-        start, kept = divmod(held, per)  # the last block, and the rows it holds already
-        flat = np.zeros((-(-(kept + rows.size) // per) * per, width), dtype=np.uint8)
-        if kept:
-            packer.unpack_all(f.swig_ptr(packed[start * block :]), f.swig_ptr(flat))
-            flat[kept:per] = 0
-        flat[kept : kept + rows.size] = fine[rows]
-        for b in range(flat.shape[0] // per):
-            packer.pack_all(f.swig_ptr(flat[b * per :]), f.swig_ptr(packed[(start + b) * block :]))
+        f.rev_swig_ptr(lists.get_ids(cell), size)[had:] = sorted_ids[lo : lo + added]
+        buf = f.rev_swig_ptr(lists.get_codes(cell), -(-size // per) * block)
+        at = had // per * block
+        buf[at : at + b1 - b0] |= packed[b0:b1]  # the slots past a list's rows are zero
     ivf.ntotal = first + n
 
 
