@@ -869,7 +869,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 saved.sha256,
                 saved.bytes,
                 saved.epoch,
-                index.info.to_json(),
+                {**index.info.to_json(), "rows": saved.rows},
                 saved.crc32,
             )
             new = IndexSection(section.spec, main, (*section.tail, tail))
