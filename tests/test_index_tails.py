@@ -254,3 +254,40 @@ def test_fast_scan_codes_are_packed_after_any_number_of_rows_a_list_holds(held) 
         f.rev_swig_ptr(lists_got.get_codes(0), n_bytes),
         f.rev_swig_ptr(lists_want.get_codes(0), n_bytes),
     )
+
+
+def test_a_linked_tail_is_never_read_through_and_orphan_tails_are_removed(tmp_path) -> None:
+    """A tail replaced by a link to a byte-identical copy passes its checksum but is never
+    followed: the reader indexes those rows from the segments, ``verify`` says "unsafe",
+    ``repair`` rebuilds without it and the link's target is untouched. Leftover tails embedsearch
+    wrote are removed by the next write; a file only named like one is kept."""
+    x = _vectors(8000, 8)
+    path = tmp_path / "c"
+    _grow(path, x, "IVF16,SQ8", [6000, 7000])
+    queries = x[::400] + 0.01
+    col = embedsearch.open(path)
+    want = [[h.id for h in r] for r in col.batch_search(queries, 10)]
+    col.close()
+
+    tail = path / _manifest(path)["index"]["tail"][0]["file"]
+    copy = tmp_path / "copy.tail"
+    copy.write_bytes(tail.read_bytes())
+    kept = copy.read_bytes()
+    tail.unlink()
+    tail.symlink_to(copy)
+    col = embedsearch.open(path)
+    assert [[h.id for h in r] for r in col.batch_search(queries, 10)] == want
+    col.close()
+    assert [p.kind for p in maintenance.verify(path).problems] == ["unsafe"]
+    maintenance.repair(path)
+    assert maintenance.verify(path).ok
+    assert copy.read_bytes() == kept  # the link is left alone, never followed nor named
+    assert tail.name not in json.dumps(_manifest(path)["index"])
+
+    orphan, foreign = path / f"index-{'a' * 32}.tail", path / "index-notours.tail"
+    orphan.write_bytes(b"left by a crashed save")
+    foreign.write_bytes(b"someone else's")
+    col = embedsearch.open(path)
+    _add(col, x, 7000, 8000)
+    col.close()
+    assert not orphan.exists() and foreign.read_bytes() == b"someone else's"
