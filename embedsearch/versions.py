@@ -38,17 +38,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import durable, store
-from .errors import CorruptionError, InvalidInputError
+from .errors import CorruptionError, EmbedSearchError, InvalidInputError
 from .manifest import SEGMENT_PARTS
 
 _T = TypeVar("_T")
 VERSIONS_DIR = "versions"
 TAGS_FILE = "tags.json"
 SETTINGS_FILE = "settings.json"
+#: Derived: the kept records' summaries as the last writer's cleanup saw them (see
+#: _saved_summaries); missing, damaged or stale, the records are parsed instead.
+SUMMARIES_FILE = "summaries.json"
 DEFAULT_KEEP_DAYS = 7.0
 _RECORD_RE = re.compile(r"v-(\d{12})\.json")
 #: The names this module writes under versions/ (their temp files are ours to remove).
-_FILE_RE = re.compile(r"v-\d{12}\.json|tags\.json|settings\.json")
+_FILE_RE = re.compile(r"v-\d{12}\.json|tags\.json|settings\.json|summaries\.json")
 _TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 OPS = (
     "create",
@@ -197,6 +200,8 @@ class _Summary:
     time: str
     files: frozenset[str]
     index_files: frozenset[str]
+    #: The record file it was read from: (device, inode, size, mtime in ns).
+    stamp: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 # Summaries of records already parsed by this process, keyed by the record file's identity.
@@ -211,19 +216,24 @@ MAX_SUMMARIES = 4096
 
 def _record_summary(root: Path, generation: int) -> _Summary | None:
     """The :class:`_Summary` of a version's record (None when it has none), parsed once per
-    process (see ``_SUMMARIES``); a damaged record raises as :func:`_load_record` does."""
+    process (see ``_SUMMARIES``), or not at all where the summaries file holds it (see
+    :func:`_saved_summaries`); a damaged record raises as :func:`_load_record` does."""
     try:
         with durable.open_file(root, _rel(record_name(generation))) as fh:
             st = os.fstat(fh.fileno())
-            key = (str(root), generation, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            key = (str(root), generation, *stamp)
             got = _SUMMARIES.get(key)
             if got is None:
+                got = _saved_summaries(root).get(generation)
+            if got is None or got.stamp != stamp:
                 rec = _parse_record(fh.read(), root, generation)
                 manifest = rec["manifest"]
                 got = _Summary(
                     time=str(rec.get("time", "")),
                     files=frozenset(sys.intern(name) for name in files_of(manifest)),
                     index_files=index_files_of(manifest),
+                    stamp=stamp,
                 )
                 if len(_SUMMARIES) >= MAX_SUMMARIES:
                     _SUMMARIES.clear()
@@ -231,6 +241,84 @@ def _record_summary(root: Path, generation: int) -> _Summary | None:
             return got
     except FileNotFoundError:
         return None
+
+
+# The summaries file as this process last read it, per collection: (its stamp, summaries).
+_SAVED: dict[str, tuple[tuple[int, int, int, int], dict[int, _Summary]]] = {}
+
+
+def _saved_summaries(root: Path) -> dict[int, _Summary]:
+    """``{generation: summary}`` from ``versions/summaries.json``, read once per process and
+    version of that file; ``{}`` when it is missing, a link or unreadable.
+
+    A fresh process's first write parsed every kept record (each a whole manifest: at 5M
+    rows ~160 records, 63 MiB of JSON, 0.16-0.25 s of every add). A summary is used only
+    for the record file it was made from (``_Summary.stamp``: a record is written once, by
+    rename, so device, inode, size and mtime name it); a copied, stale or crafted file
+    names no record of this directory, and those are parsed as before.
+    """
+    try:
+        with durable.open_file(root, _rel(SUMMARIES_FILE)) as fh:
+            st = os.fstat(fh.fileno())
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = _SAVED.get(str(root))
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            raw = fh.read()
+    except (OSError, EmbedSearchError):
+        return {}
+    try:
+        saved = _decode_summaries(json.loads(raw))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        saved = {}
+    _SAVED[str(root)] = (stamp, saved)
+    return saved
+
+
+def _decode_summaries(obj: Any) -> dict[int, _Summary]:
+    """The summaries of :func:`_save_summaries`' JSON: each record's files are given as
+    the names it adds to and drops from the record before it (consecutive versions share
+    most files)."""
+    files: set[str] = set()
+    out: dict[int, _Summary] = {}
+    for entry in obj["records"]:
+        files.difference_update(str(name) for name in entry["gone"])
+        files.update(sys.intern(str(name)) for name in entry["new"])
+        stamp = tuple(int(v) for v in entry["stamp"])
+        if len(stamp) != 4:
+            raise ValueError("a stamp is four numbers")
+        out[int(entry["generation"])] = _Summary(
+            time=str(entry["time"]),
+            files=frozenset(files),
+            index_files=frozenset(str(name) for name in entry["index"]),
+            stamp=stamp,  # type: ignore[arg-type]
+        )
+    return out
+
+
+def _save_summaries(root: Path, kept: dict[int, _Summary]) -> None:
+    """Save ``kept`` (the kept records' summaries) for the next process, unless the file
+    holds them already. Lock holder only; derived data, so a failure is no error."""
+    saved = _saved_summaries(root)
+    if saved.keys() == kept.keys() and all(saved[g].stamp == s.stamp for g, s in kept.items()):
+        return
+    records = []
+    before: frozenset[str] = frozenset()
+    for gen in sorted(kept):
+        summary = kept[gen]
+        records.append(
+            {
+                "generation": gen,
+                "stamp": list(summary.stamp),
+                "time": summary.time,
+                "new": sorted(summary.files - before),
+                "gone": sorted(before - summary.files),
+                "index": sorted(summary.index_files),
+            }
+        )
+        before = summary.files
+    with contextlib.suppress(OSError, EmbedSearchError):
+        _write_json(root, SUMMARIES_FILE, {"records": records})
 
 
 def as_json(manifest: Any) -> dict[str, Any]:
@@ -564,6 +652,9 @@ def drop_broken(root: Path, current: Any) -> list[int]:
 
 
 def cleanup(root: Path, current: dict[str, Any]) -> list[str]:
-    """Expire old records, then remove files no kept version names. Lock holder only."""
+    """Expire old records, then remove files no kept version names (and save the kept
+    records' summaries for the next process). Lock holder only."""
     expire(root, current)
-    return store.remove_orphans(root, current, keep=kept_files(root, current))
+    removed = store.remove_orphans(root, current, keep=kept_files(root, current))
+    _save_summaries(root, _kept(root, generation_of(current)))
+    return removed

@@ -149,7 +149,7 @@ def test_hostile_ids_are_data_not_paths(tmp_path: Path, demo_vectors: Any) -> No
     assert all(
         re.fullmatch(
             rf"c(/(LOCK|manifest\.json|segments|{store.FILE_NAME_RE.pattern}"
-            r"|versions(/(v-\d{12}|tags|settings)\.json)?))?",
+            r"|versions(/(v-\d{12}|tags|settings|summaries)\.json)?))?",
             n,
         )
         for n in names

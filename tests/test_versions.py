@@ -390,6 +390,8 @@ def test_cleanup_parses_each_version_record_once_per_process(tmp_path, monkeypat
         col.add([f"t{i}"], ids=[f"d{i}"], vectors=v[i : i + 1])
     col.delete(["d0"])
     versions._SUMMARIES.clear()
+    versions._SAVED.clear()
+    (root / versions.VERSIONS_DIR / versions.SUMMARIES_FILE).unlink()  # see the test below
     parsed: list[int] = []
     real = versions._parse_record
 
@@ -423,4 +425,64 @@ def test_cleanup_parses_each_version_record_once_per_process(tmp_path, monkeypat
     versions.expire(root, current)
     assert parsed.count(2) == 1 and set(parsed) == {2}
     assert 2 not in [x.version for x in col.versions()]
+    col.close()
+
+
+def test_a_fresh_process_reads_the_saved_summaries_not_the_records(tmp_path, monkeypatch):
+    """A writer's cleanup saves the kept records' summaries; the next process's cleanup
+    reads them instead of parsing every record (each a whole manifest), and trusts one only
+    for the record file it was made from: a damaged, copied or stale file changes nothing
+    but the time it takes."""
+    root = tmp_path / "c"
+    col = embedsearch.open(root)
+    v = _vecs(12, 5)
+    for i in range(5):
+        col.add([f"t{i}"], ids=[f"d{i}"], vectors=v[i : i + 1])
+    col.delete(["d1"])
+    current = col._manifest.to_json()
+    versions.cleanup(root, col._manifest)  # as a writer's first write does
+    saved = root / versions.VERSIONS_DIR / versions.SUMMARIES_FILE
+    assert saved.is_file()
+    parsed: list[int] = []
+    real = versions._parse_record
+
+    def counting(raw, where, generation):  # a spy around the real parser (plumbing only)
+        parsed.append(generation)
+        return real(raw, where, generation)
+
+    monkeypatch.setattr(versions, "_parse_record", counting)
+
+    def fresh_kept_files() -> set[str]:  # as a new process sees them
+        versions._SUMMARIES.clear()
+        versions._SAVED.clear()
+        parsed.clear()
+        return versions.kept_files(root, current)
+
+    _, recs = versions._kept_generations(root, col.version)  # the whole records' answer
+    expected = versions.files_of(current)
+    for rec in recs.values():
+        expected |= versions.files_of(rec["manifest"]) - versions.index_files_of(rec["manifest"])
+    assert fresh_kept_files() == expected and parsed == []
+
+    good = saved.read_bytes()
+    saved.write_bytes(good[: len(good) // 2])  # damaged: every record parsed
+    assert fresh_kept_files() == expected and sorted(parsed) == sorted(recs)
+
+    obj = json.loads(good)  # a summary that drops a record's files, with another stamp
+    obj["records"][0]["new"] = []
+    obj["records"][0]["stamp"][1] += 1
+    saved.write_text(json.dumps(obj))
+    assert fresh_kept_files() == expected and parsed == [obj["records"][0]["generation"]]
+
+    saved.write_bytes(good)  # a record rewritten since (a new file): only it is parsed
+    record = versions.record_path(root, 2)
+    tmp = record.with_suffix(".new")
+    tmp.write_bytes(record.read_bytes())
+    os.replace(tmp, record)
+    assert fresh_kept_files() == expected and parsed == [2]
+
+    versions._SUMMARIES.clear()
+    versions._SAVED.clear()
+    versions.cleanup(root, col._manifest)  # the writer saves them again
+    assert fresh_kept_files() == expected and parsed == []
     col.close()
