@@ -1672,7 +1672,8 @@ class VectorIndex:
         positions ``ntotal..``."""
         ivf = self._tail_ivf()
         keep = self._codes_from == int(ivf.ntotal) and not self._codes
-        _insert_codes(ivf, codes)
+        for lo in range(0, codes.shape[0], _ADD_CHUNK):  # bounds _insert_codes' scratch arrays
+            _insert_codes(ivf, codes[lo : lo + _ADD_CHUNK])
         self.info.rows = int(ivf.ntotal)
         self._codes_from = int(ivf.ntotal) if keep else None
         if self._gpu is not None:
@@ -1989,7 +1990,9 @@ def _block_layout(packer: Any) -> np.ndarray | None:
 
 
 def _insert_codes(ivf: Any, codes: np.ndarray, cells: np.ndarray | None = None) -> None:
-    """Append rows given as ``sa_encode`` codes to ``ivf`` as positions ``ntotal..``.
+    """Append rows given as ``sa_encode`` codes to ``ivf`` as positions ``ntotal..``
+    (at most :data:`_ADD_CHUNK` of them: the scratch arrays hold ~400 bytes a row and
+    int32 offsets).
 
     Fast-scan lists hold their codes packed 32 rows to a block, and FAISS's ``add_sa_codes``
     copies them unpacked; its ``BlockInvertedLists.add_entries`` (1.15) copies past the
@@ -2008,6 +2011,8 @@ def _insert_codes(ivf: Any, codes: np.ndarray, cells: np.ndarray | None = None) 
         return
     if n == 0:
         return
+    if n > _ADD_CHUNK:
+        raise ValueError(f"{n} rows at once; at most {_ADD_CHUNK}")
     cells = _cells_of(ivf, codes) if cells is None else cells
     packer = ivf.get_CodePacker()
     layout = _block_layout(packer)

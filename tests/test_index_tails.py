@@ -12,6 +12,7 @@ import pytest
 
 import embedsearch
 from embedsearch import collection as collection_module
+from embedsearch import index as index_module
 from embedsearch import maintenance, store
 from embedsearch.index import SearchOptions, VectorIndex
 
@@ -122,6 +123,7 @@ def _manifest(path) -> dict:
 def test_adds_write_tails_and_readers_answer_as_with_the_index_saved_whole(
     tmp_path, monkeypatch
 ) -> None:
+    monkeypatch.setattr(index_module, "_ADD_CHUNK", 700)  # rows added and appended in chunks
     x = _vectors(9000, 3)
     steps = [6000, 7000, 8000, 9000]
     _grow(tmp_path / "tails", x, "IVF16,PQ48x4fs", steps)
