@@ -293,3 +293,55 @@ def test_a_linked_tail_is_never_read_through_and_orphan_tails_are_removed(tmp_pa
     _add(col, x, 7000, 8000)
     col.close()
     assert not orphan.exists() and foreign.read_bytes() == b"someone else's"
+
+
+def test_rows_appended_after_a_removal_keep_their_codes_and_the_others_theirs() -> None:
+    """FAISS's ``remove_ids`` (compaction renumbers through it) moves a list's last row into
+    the removed one's place and leaves its old code past the list's end: the rows appended
+    after must not be or-ed with it."""
+    from embedsearch.index import _insert_codes, faiss
+
+    f = faiss()
+    x = _vectors(2200, 9)
+    index = f.index_factory(DIM, "IVF1,PQ96x4fs", f.METRIC_INNER_PRODUCT)
+    index.train(x[:2000])
+    index.add(x[2000:2100])
+    assert index.remove_ids(f.IDSelectorBatch(np.array([3, 40, 77], dtype=np.int64))) == 3
+    packer = index.get_CodePacker()
+
+    def codes_in_list() -> np.ndarray:
+        size = index.invlists.list_size(0)
+        blocks = f.rev_swig_ptr(index.invlists.get_codes(0), -(-size // 32) * packer.block_size)
+        blocks = blocks.reshape(-1, packer.block_size)
+        return np.array([packer.unpack_1(blocks, i) for i in range(size)])
+
+    before = codes_in_list()
+    new = index.sa_encode(x[2100:2140])
+    _insert_codes(index, new)
+    after = codes_in_list()
+    assert after.shape == (97 + 40, 48)
+    np.testing.assert_array_equal(after[:97], before)
+    np.testing.assert_array_equal(after[97:], new[:, index.coarse_code_size() :])
+
+
+def test_rows_faiss_adds_after_compaction_keep_their_codes() -> None:
+    """Compaction renumbers a fast-scan index through ``remove_ids``; the lists' ends are
+    cleared after it, so FAISS's own ``add`` (which ors codes in) writes the next rows'
+    codes intact."""
+    from embedsearch.index import faiss
+
+    f = faiss()
+    x = _vectors(2400, 10)
+    built = VectorIndex("IVF1,PQ96x4fs", DIM)
+    built.build(x[:2300])
+    compacted = built.renumbered(np.array([3, 40, 77, 1000, 2299], dtype=np.int64))
+    assert compacted is not None and compacted.ntotal == 2295
+    compacted._add_rows(x[2300:2340])
+    index = compacted._tail_ivf()
+    packer = index.get_CodePacker()
+    size = index.invlists.list_size(0)
+    blocks = f.rev_swig_ptr(index.invlists.get_codes(0), -(-size // 32) * packer.block_size)
+    blocks = blocks.reshape(-1, packer.block_size)
+    got = np.array([packer.unpack_1(blocks, i) for i in range(2295, 2335)])
+    want = index.sa_encode(np.ascontiguousarray(x[2300:2340]))[:, index.coarse_code_size() :]
+    np.testing.assert_array_equal(got, want)
