@@ -16,6 +16,7 @@ A collection is a directory (see :mod:`embedsearch.store`). Its invariants:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -205,9 +206,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         section: IndexSection | None = manifest.index
         self._index_file_ok = True
         vectors = table.vectors_view()
-        if self.pinned_version is not None and any(
-            not os.path.lexists(self.path / ref.file) for ref in manifest.index.files()
-        ):
+        if self.pinned_version is not None and versions.index_gone(self.path, manifest):
             section = self._borrowed_index(manifest)  # its own went with the version (kept_files)
         borrowed = section is not None and section is not manifest.index
         saved = section.file if section is not None else None
@@ -863,15 +862,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         if tail is not None and saved is not None:
             # The knobs may have been re-tuned since the file was written: they are the
             # manifest's record of the file, not its bytes.
-            main = IndexFileRef(
-                saved.file,
-                saved.rows,
-                saved.sha256,
-                saved.bytes,
-                saved.epoch,
-                {**index.info.to_json(), "rows": saved.rows},
-                saved.crc32,
-            )
+            main = dataclasses.replace(saved, info={**index.info.to_json(), "rows": saved.rows})
             new = IndexSection(section.spec, main, (*section.tail, tail))
             written = tail.file
         else:
@@ -902,12 +893,14 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             new_rows <= 0
             or len(section.tail) >= MAX_TAILS
             or tail_rows > max(TAIL_MIN_ROWS, int(section.file.rows * TAIL_SHARE))
-            or index.codes_since(start) is None
         ):
+            return None
+        codes = index.codes_since(start)
+        if codes is None:
             return None
         name = f"index-{uuid.uuid4().hex}.tail"
         size, digest, crc = store.write_file_checksums(
-            self.path, name, lambda out: index.save_codes(out, start)
+            self.path, name, lambda out: index.write_codes(out, codes)
         )
         return TailRef(name, new_rows, digest, size, crc)
 

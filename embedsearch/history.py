@@ -156,7 +156,7 @@ class HistoryMixin:
             added = sum(1 for i in then_ids if i not in now_ids)
             deleted = len(now_ids) - (len(then_ids) - added)
             manifest = past.replace(generation=current.generation, checksum=None)
-            gone = any(not os.path.lexists(self.path / ref.file) for ref in past.index.files())
+            gone = _versions.index_gone(self.path, past)
             if gone:  # its index went with the version (versions.kept_files): re-made below
                 manifest = manifest.replace(index=IndexSection(past.index.spec, None))
             committed = self._commit(

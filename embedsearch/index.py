@@ -962,8 +962,7 @@ class VectorIndex:
                 batch = vectors[lo : min(stop, lo + _ADD_CHUNK)]
                 add_spilled(f, index, batch, int(index.ntotal) // 2)
             return
-        plain = (f.IndexIVFFlat, f.IndexIVFScalarQuantizer, f.IndexIVFPQ)  # not fast-scan
-        centroids = _centroid_view(index) if isinstance(index, plain) else None
+        centroids = _plain_centroids(index)
         for lo in range(start, stop, _ADD_CHUNK):
             batch = np.ascontiguousarray(vectors[lo : min(stop, lo + _ADD_CHUNK)], np.float32)
             if centroids is None:
@@ -1601,8 +1600,7 @@ class VectorIndex:
         """Each row's cell number and code, as FAISS's ``sa_encode`` lays them out (the cells
         of plain IVF lists found in numpy, as :meth:`_add_rows` finds them)."""
         f = faiss()
-        plain = (f.IndexIVFFlat, f.IndexIVFScalarQuantizer, f.IndexIVFPQ)
-        centroids = _centroid_view(ivf) if isinstance(ivf, plain) else None
+        centroids = _plain_centroids(ivf)
         if centroids is None:
             return ivf.sa_encode(batch)
         cells = _nearest(batch, centroids)
@@ -1638,12 +1636,10 @@ class VectorIndex:
         self._codes = [held[rows - self._codes_from :].copy()]
         self._codes_from = rows
 
-    def save_codes(self, out: IO[bytes], start: int) -> None:
-        """Write the codes of rows ``start..`` (see :meth:`codes_since`) as a tail file: a
-        ``.npy`` array of bytes, one row a row (no pickle)."""
-        codes = self.codes_since(start)
-        if codes is None:
-            raise ValueError(f"this index kept no codes of rows from {start} on")
+    @staticmethod
+    def write_codes(out: IO[bytes], codes: np.ndarray) -> None:
+        """Write codes (see :meth:`codes_since`) as a tail file: a ``.npy`` array of bytes,
+        one row a row (no pickle)."""
         np.lib.format.write_array(out, np.ascontiguousarray(codes), allow_pickle=False)
 
     def read_codes(self, src: str | IO[bytes], rows: int) -> np.ndarray:
@@ -1902,6 +1898,14 @@ def _centroid_view(ivf: Any) -> np.ndarray | None:
     view = view.reshape(int(flat.ntotal), int(flat.d))
     view.flags.writeable = False
     return view
+
+
+def _plain_centroids(index: Any) -> np.ndarray | None:
+    """The centroids of a plain IVF index (Flat, SQ or PQ lists, not fast-scan), whose rows'
+    cells are found in numpy (see _ASSIGN_BLOCK); None for others (FAISS finds them)."""
+    f = faiss()
+    plain = (f.IndexIVFFlat, f.IndexIVFScalarQuantizer, f.IndexIVFPQ)
+    return _centroid_view(index) if isinstance(index, plain) else None
 
 
 def _numpy_coarse(ivf: Any) -> bool:

@@ -467,7 +467,7 @@ def _verify_index(
             "index-rows",
             f"index holds {ref.rows} rows but the segments only {report.rows}",
         )
-    from .index import VectorIndex, entries_per_row, faiss  # only after the checksum matched
+    from .index import entries_per_row, faiss  # only after the checksum matched
 
     try:
         with store.open_verified(root, ref) as fh:
@@ -486,10 +486,7 @@ def _verify_index(
             + (" (two entries a row: spilled lists)" if entries_per_row(resolved) == 2 else ""),
         )
         return
-    holder = VectorIndex(manifest.index.spec, dim)
-    holder._index = index
-    holder.info.resolved = resolved
-    holder.info.kind = str(ref.info.get("kind", ""))
+    holder = _holder(manifest, index, ref.info)
     problem = holder.check_against(ref.rows)
     if problem:
         report.add("error", ref.file, "index-ids", f"{problem}; `embedsearch repair` rebuilds it")
@@ -512,6 +509,18 @@ def _verify_index(
         report.add(
             "error", ref.file, "index-content", f"{detail}; `embedsearch repair` rebuilds it"
         )
+
+
+def _holder(manifest: Manifest, index: Any, info: dict[str, Any]) -> Any:
+    """A VectorIndex around a FAISS index read from the file ``info`` records, to check it
+    (``check_against``) and its tails (``read_codes``) as a reader would."""
+    from .index import VectorIndex
+
+    holder = VectorIndex(manifest.index.spec, manifest.dim)
+    holder._index = index
+    holder.info.resolved = str(info.get("resolved", ""))
+    holder.info.kind = str(info.get("kind", ""))
+    return holder
 
 
 def _tail_problem(root: Path, tail: store.FileRef, holder: Any) -> tuple[str, str] | None:
@@ -753,14 +762,11 @@ def _index_file_ok(root: Path, manifest: Manifest) -> bool:
     if saved is None or not _safe_name(saved.file, _INDEX_NAME) or saved.epoch != manifest.epoch:
         return False
     try:
-        from .index import VectorIndex, faiss
+        from .index import faiss
 
         with store.open_verified(root, saved) as fh:
             index = faiss().read_index(faiss().PyCallbackIOReader(fh.read))
-        holder = VectorIndex(manifest.index.spec, manifest.dim)
-        holder._index = index
-        holder.info.resolved = str(saved.info.get("resolved", ""))
-        holder.info.kind = str(saved.info.get("kind", ""))
+        holder = _holder(manifest, index, saved.info)
     except Exception:  # noqa: BLE001 - any failure means: rebuild it
         return False
     if index.d != manifest.dim or holder.check_against(saved.rows) is not None:

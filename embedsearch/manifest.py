@@ -466,10 +466,16 @@ class IndexFileRef(FileRef):
         info = _obj(obj.get("info"), f"{where}.info")
         for key in ("spec", "resolved", "kind"):
             _str(info, key, f"{where}.info")
-        crc = obj.get("crc32")
-        if crc is not None and (not isinstance(crc, str) or not re.fullmatch(r"[0-9a-f]{8}", crc)):
-            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+        crc = _crc32(obj, where) if obj.get("crc32") is not None else None
         return cls(base.file, base.rows, base.sha256, base.bytes, epoch, info, crc)
+
+
+def _crc32(obj: dict[str, Any], where: str) -> str:
+    """The ``crc32`` of a file entry: eight lowercase hex digits."""
+    crc = obj.get("crc32")
+    if not isinstance(crc, str) or not re.fullmatch(r"[0-9a-f]{8}", crc):
+        raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+    return crc
 
 
 @dataclass(frozen=True)
@@ -486,9 +492,7 @@ class TailRef(FileRef):
     @classmethod
     def parse(cls, obj: Any, where: str) -> TailRef:
         base = FileRef.from_json(obj, where, TAIL_RE)
-        crc = obj.get("crc32")
-        if not isinstance(crc, str) or not re.fullmatch(r"[0-9a-f]{8}", crc):
-            raise ValueError(f"{where}.crc32 is not a CRC-32 hex digest")
+        crc = _crc32(obj, where)
         if base.rows < 1:
             raise ValueError(f"{where}.rows must be at least 1")
         return cls(base.file, base.rows, base.sha256, base.bytes, crc)

@@ -98,8 +98,7 @@ def _open_version(
         manifest = current if version is None else versions.manifest_at(root, version, current)
         body = versions.as_json(manifest)
         past = versions.generation_of(body) != versions.generation_of(current)
-        saved_index = versions.index_files_of(body)
-        if past and any(not os.path.lexists(root / name) for name in saved_index):
+        if past and versions.index_gone(root, body):
             body = store.without_index_file(body)  # gone with its version (kept_files)
         handles: dict[str, IO[bytes]] = {}
         try:

@@ -359,10 +359,18 @@ def files_of(manifest: Any) -> set[str]:
 
 def index_files_of(manifest: Any) -> frozenset[str]:
     """The saved index file and its tails a manifest (object or JSON) names, if any."""
-    index = as_json(manifest).get("index") or {}
+    if not isinstance(manifest, dict):  # a typed manifest: not its whole JSON for this
+        return frozenset(ref.file for ref in manifest.index.files())
+    index = manifest.get("index") or {}
     if not isinstance(index.get("file"), dict):
         return frozenset()
     return frozenset(str(ref["file"]) for ref in [index["file"], *index.get("tail", [])])
+
+
+def index_gone(root: Path, manifest: Any) -> bool:
+    """Whether the saved index file or a tail that a manifest (object or JSON) names is gone
+    from ``root``: a past version's index goes with it (see :func:`kept_files`)."""
+    return any(not os.path.lexists(root / name) for name in index_files_of(manifest))
 
 
 def check_manifest(obj: dict[str, Any], where: Path) -> Any:
@@ -571,7 +579,9 @@ def kept_manifests(root: Path, current: Any) -> dict[int, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- cleanup
-def kept_files(root: Path, current: dict[str, Any]) -> set[str]:
+def kept_files(
+    root: Path, current: dict[str, Any], kept: dict[int, _Summary] | None = None
+) -> set[str]:
     """Every file a kept version needs: all the current version's files, the rows of every
     kept past version, and the index files of tagged past versions only.
 
@@ -580,17 +590,22 @@ def kept_files(root: Path, current: dict[str, Any]) -> set[str]:
     at 1M rows) for a week. Opening such a version uses the current index when it was
     trained in the same epoch (its rows limited to that version's, see
     ``Collection._load_index``), else builds one; a tag keeps a version's own index.
+    ``kept``: the kept records' summaries, where the caller has them (see :func:`cleanup`).
     """
     tagged = set(tags(root).values())
     names = files_of(current)
-    for gen, summary in _kept(root, generation_of(current)).items():
+    kept = _kept(root, generation_of(current)) if kept is None else kept
+    for gen, summary in kept.items():
         names |= summary.files if gen in tagged else summary.files - summary.index_files
     return names
 
 
-def expire(root: Path, current: dict[str, Any]) -> list[int]:
-    """Delete the records of versions retention no longer keeps (and of uncommitted ones)."""
-    keep = set(_kept(root, generation_of(current)))
+def expire(
+    root: Path, current: dict[str, Any], kept: dict[int, _Summary] | None = None
+) -> list[int]:
+    """Delete the records of versions retention no longer keeps (and of uncommitted ones);
+    ``kept``: their summaries, where the caller has them (see :func:`cleanup`)."""
+    keep = set(_kept(root, generation_of(current)) if kept is None else kept)
     gone = []
     # an interrupted record/tags/settings write leaves a temp file: ours, so it may go
     with contextlib.suppress(OSError):
@@ -654,7 +669,8 @@ def drop_broken(root: Path, current: Any) -> list[int]:
 def cleanup(root: Path, current: dict[str, Any]) -> list[str]:
     """Expire old records, then remove files no kept version names (and save the kept
     records' summaries for the next process). Lock holder only."""
-    expire(root, current)
-    removed = store.remove_orphans(root, current, keep=kept_files(root, current))
-    _save_summaries(root, _kept(root, generation_of(current)))
+    kept = _kept(root, generation_of(current))  # each kept record opened once here
+    expire(root, current, kept)
+    removed = store.remove_orphans(root, current, keep=kept_files(root, current, kept))
+    _save_summaries(root, kept)
     return removed

@@ -54,7 +54,7 @@ def test_an_index_read_with_its_tail_answers_as_the_index_it_was_saved_from(spec
     assert codes is not None and codes.shape == (2000, writer._tail_ivf().sa_code_size())
     assert writer.codes_since(3999) is None  # rows it holds from the file, not as codes
     tail = io.BytesIO()
-    writer.save_codes(tail, 4000)
+    writer.write_codes(tail, codes)
 
     reader = _loaded(spec, data, info)
     reader.append_codes(reader.read_codes(io.BytesIO(tail.getvalue()), 2000))

@@ -380,6 +380,20 @@ def test_an_untagged_past_version_borrows_the_current_index(tmp_path, monkeypatc
     col.close()
 
 
+def _count_parses(monkeypatch) -> list[int]:
+    """The generations whose records get parsed from now on (a spy around the real parser:
+    plumbing only)."""
+    parsed: list[int] = []
+    real = versions._parse_record
+
+    def counting(raw, where, generation):
+        parsed.append(generation)
+        return real(raw, where, generation)
+
+    monkeypatch.setattr(versions, "_parse_record", counting)
+    return parsed
+
+
 def test_cleanup_parses_each_version_record_once_per_process(tmp_path, monkeypatch):
     """A record holds its version's whole manifest (1.6 MB at 10M rows): a writer's cleanup
     reads what it needs of each (time, files) once, and again only when the file changes."""
@@ -392,14 +406,7 @@ def test_cleanup_parses_each_version_record_once_per_process(tmp_path, monkeypat
     versions._SUMMARIES.clear()
     versions._SAVED.clear()
     (root / versions.VERSIONS_DIR / versions.SUMMARIES_FILE).unlink()  # see the test below
-    parsed: list[int] = []
-    real = versions._parse_record
-
-    def counting(raw, where, generation):  # a spy around the real parser (plumbing only)
-        parsed.append(generation)
-        return real(raw, where, generation)
-
-    monkeypatch.setattr(versions, "_parse_record", counting)
+    parsed = _count_parses(monkeypatch)
     current = col._manifest.to_json()
     first = versions.kept_files(root, current)
     assert sorted(parsed) == list(range(1, col.version + 1))
@@ -443,14 +450,7 @@ def test_a_fresh_process_reads_the_saved_summaries_not_the_records(tmp_path, mon
     versions.cleanup(root, col._manifest)  # as a writer's first write does
     saved = root / versions.VERSIONS_DIR / versions.SUMMARIES_FILE
     assert saved.is_file()
-    parsed: list[int] = []
-    real = versions._parse_record
-
-    def counting(raw, where, generation):  # a spy around the real parser (plumbing only)
-        parsed.append(generation)
-        return real(raw, where, generation)
-
-    monkeypatch.setattr(versions, "_parse_record", counting)
+    parsed = _count_parses(monkeypatch)
 
     def fresh_kept_files() -> set[str]:  # as a new process sees them
         versions._SUMMARIES.clear()
