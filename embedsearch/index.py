@@ -625,14 +625,19 @@ def _exact_blocks(
         if live is not None:
             sims[:, ~live[start : start + block.shape[0]]] = -np.inf
         width = sims.shape[1]
-        kk = min(k, width)
-        part = (  # the kk largest, found without a negated copy of the block's scores
-            np.argpartition(sims, width - kk, axis=1)[:, width - kk :]
-            if kk < width
-            else np.tile(np.arange(width), (m, 1))
-        )
-        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, axis=1)], axis=1)
-        best_p = np.concatenate([best_p, part + start], axis=1)
+        picked = _above_floor(sims, best_s, k) if best_s.shape[1] == k else None
+        if picked is not None:
+            block_s, part = picked
+        else:
+            kk = min(k, width)
+            part = (  # the kk largest, found without a negated copy of the block's scores
+                np.argpartition(sims, width - kk, axis=1)[:, width - kk :]
+                if kk < width
+                else np.tile(np.arange(width), (m, 1))
+            )
+            block_s = np.take_along_axis(sims, part, axis=1)
+        best_s = np.concatenate([best_s, block_s], axis=1)
+        best_p = np.concatenate([best_p, np.where(part >= 0, part + start, -1)], axis=1)
         if best_s.shape[1] > k:
             keep = np.argpartition(best_s, best_s.shape[1] - k, axis=1)[:, -k:]
             best_s = np.take_along_axis(best_s, keep, axis=1)
@@ -645,6 +650,51 @@ def _exact_blocks(
     out_s[:, : best_s.shape[1]], out_p[:, : best_p.shape[1]] = best_s, best_p
     out_p[~np.isfinite(out_s)] = -1
     return out_s, out_p
+
+
+def _above_floor(
+    sims: np.ndarray, best_s: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The scores of a block that can still enter each query's top ``k`` (those at least its
+    k-th best so far, ``best_s`` holding k a query), as a (queries, widest) matrix of
+    scores and block columns padded with -inf / -1; None when too many can (a selection
+    over the whole block is as cheap then).
+
+    After the first blocks few scores pass the floor, and one comparison pass finds them
+    where ``argpartition`` of every score in the block had cost as much as the product
+    itself (and far more among the -inf of dead rows, which its selection handles badly).
+    The truth of 200 tuning queries (k = 266) over 1M rows: 1.27-1.33 s -> 0.79-0.84 s;
+    with 70 % of the rows masked out: 6.4-6.6 s -> 1.4 s. The same answers.
+    """
+    floor = best_s.min(axis=1)
+    if not np.isfinite(floor).all():  # a query short of k live rows yet: take them all
+        return None
+    width = sims.shape[1]
+    found = _true_at(sims >= floor[:, None])  # row-major: each query's columns in order
+    rows, cols = np.divmod(found, width)
+    counts = np.bincount(rows, minlength=sims.shape[0])
+    widest = int(counts.max()) if counts.size else 0
+    if widest * 4 > width:
+        return None
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    scores = np.full((sims.shape[0], widest), -np.inf, dtype=sims.dtype)
+    part = np.full((sims.shape[0], widest), -1, dtype=np.int64)
+    scores[rows, slot] = sims[rows, cols]
+    part[rows, slot] = cols
+    return scores, part
+
+
+def _true_at(mask: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(mask)`` for a C-contiguous boolean array where few values are true,
+    found eight at a time: the bytes read as 64-bit words, only the nonzero words looked
+    into (5 ms against numpy's 21 ms for 13M values holding ~50k true)."""
+    flat = mask.reshape(-1)
+    whole = flat.size // 8 * 8
+    words = np.flatnonzero(flat[:whole].view(np.uint64))
+    spots = (words[:, None] * 8 + np.arange(8)).reshape(-1)
+    spots = spots[flat[spots]]
+    rest = np.flatnonzero(flat[whole:]) + whole
+    return np.concatenate([spots, rest]) if rest.size else spots
 
 
 class VectorIndex:

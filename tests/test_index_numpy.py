@@ -139,6 +139,35 @@ def test_block_scan_finds_the_exact_top_k(k: int) -> None:
         assert np.allclose(dense_s[finite], s[finite])
 
 
+def test_later_blocks_are_searched_above_the_kth_best_so_far(monkeypatch) -> None:
+    """Once each query holds k scores, a block contributes only the scores at least its
+    k-th best (found a word of eight flags at a time): the answer is the brute-force one
+    and most blocks never go through a selection of all their scores."""
+    import embedsearch.index as index_mod
+
+    rng = np.random.default_rng(12)
+    for shape in [(0,), (5,), (7, 3), (3, 13), (40, 1000)]:
+        for share in (0.0, 0.01, 0.5, 1.0):
+            mask = rng.random(shape) < share
+            np.testing.assert_array_equal(index_mod._true_at(mask), np.flatnonzero(mask))
+    picks: list[bool] = []
+    above = index_mod._above_floor
+
+    def spy(*args):  # noqa: ANN002, ANN202 - records whether the floor served the block
+        out = above(*args)
+        picks.append(out is not None)
+        return out
+
+    monkeypatch.setattr(index_mod, "_above_floor", spy)
+    x = _clustered(6_000, seed=13)
+    q = _clustered(9, seed=14)
+    s, p = exact_search(_Blocks(x, 500), q, 10)
+    want = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_allclose(s, np.take_along_axis(q @ x.T, want, axis=1), atol=1e-6)
+    assert (np.sort(p, axis=1) == np.sort(want, axis=1)).mean() > 0.99  # ties may swap
+    assert len(picks) == 11 and sum(picks) >= 8
+
+
 def test_a_segment_larger_than_a_block_is_scored_a_block_at_a_time(monkeypatch) -> None:
     """A segment of more rows than ``_EXACT_BLOCK_ROWS`` (compaction writes 200k-row ones)
     is scored in pieces of at most that many rows, so 200 tuning queries never hold one
