@@ -327,6 +327,11 @@ class ColumnLayout:
                 buffers.append(None)
                 continue
             ok = isinstance(b, list) and len(b) == 2 and all(type(v) is int for v in b)
+            if ok and b[1] == 0 == need:
+                # An empty buffer holds no bytes; formats 5-6 recorded some as Arrow's
+                # shared empty buffer's address, anywhere: clamped into the file, which is
+                # also where the checksum of the column's span stopped when it was written.
+                b = [min(max(b[0], 0), file_bytes), 0]
             if not ok or b[0] < 0 or b[1] < need or b[0] + b[1] > file_bytes:
                 raise ValueError(
                     f"{where}.buffers[{i}] is not [offset, length] of at least {need} bytes "

@@ -214,6 +214,11 @@ def column_layout(batch: pa.RecordBatch, base: int, data: Any) -> ColumnsRef:
         assert len(buffers) == COLUMN_TYPES[kind] and column.offset == 0
         if buffers[0] is not None and column.null_count == 0:
             buffers = (None, *buffers[1:])  # no nulls: nothing for the bitmap to say
+        # An empty buffer (a string column whose values are all "" or null) is not in the
+        # file: Arrow hands a shared empty buffer whose address is anywhere. It is recorded
+        # where the column's bytes start (the address had made the manifest unreadable).
+        start = min(o for o, n in (b for b in buffers if b is not None) if n)
+        buffers = tuple(None if b is None else (start, 0) if not b[1] else b for b in buffers)
         layout = ColumnLayout(field.name[len(TYPED_PREFIX) :], kind, column.null_count, buffers, "")
         lo, hi = layout.span
         typed.append(dataclasses.replace(layout, crc32=f"{crc32(view[lo:hi]):08x}"))
@@ -1050,11 +1055,37 @@ def verify_segment(root: Path, ref: SegmentRef, dim: int) -> Segment:
 
 def verify_columns(root: Path, ref: SegmentRef, seg: Segment) -> None:
     """Check a segment's typed column layout (format 5) against its verified Arrow file."""
-    if ref.columns is not None and isinstance(seg, MappedSegment) and seg.layout() != ref.columns:
+    if (
+        ref.columns is not None
+        and isinstance(seg, MappedSegment)
+        and not _layout_holds(seg, seg.layout(), ref.columns)
+    ):
         raise CorruptionError(
             f"the manifest's layout of the typed columns of {ref.file} does not match the "
             "file (the manifest was changed or damaged); filters would misread them."
         )
+
+
+def _layout_holds(seg: MappedSegment, found: ColumnsRef, recorded: ColumnsRef) -> bool:
+    """Whether the ``recorded`` layout of ``seg``'s typed columns is the one ``found`` in its
+    file, but for where an empty buffer lies: formats 5-6 recorded some at Arrow's shared
+    empty buffer's address (read clamped into the file, see ``ColumnLayout.from_json``), and
+    such a column's checksum covers its span as recorded, which is checked on the bytes."""
+    if found == recorded:
+        return True
+    if found.untyped != recorded.untyped or len(found.typed) != len(recorded.typed):
+        return False
+    view = memoryview(seg._arrow_map)
+    for a, b in zip(found.typed, recorded.typed):
+        if (a.key, a.type, a.nulls) != (b.key, b.type, b.nulls):
+            return False
+        for x, y in zip(a.buffers, b.buffers):
+            if x != y and not (x is not None and y is not None and x[1] == y[1] == 0):
+                return False
+        lo, hi = b.span
+        if a != b and f"{crc32(view[lo:hi]):08x}" != b.crc32:
+            return False
+    return True
 
 
 def verify_ids(root: Path, ref: SegmentRef, seg: Segment) -> None:

@@ -315,3 +315,75 @@ def test_integer_columns_are_kept_narrow_and_answer_every_bound_as_float64_would
                 where = {key: {op: values}}
                 got = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
                 assert (got == filter_mask(where, metas)).all(), where
+
+
+def _empty_string_collection(path) -> np.ndarray:
+    """A collection whose typed column ``tag`` has no bytes: every value is ""."""
+    vecs = np.random.default_rng(3).standard_normal((3, 384)).astype(np.float32)
+    col = embedsearch.open(path)
+    col.add(["a", "b", "c"], ids=["x", "y", "z"], metadata=[{"tag": ""}] * 3, vectors=vecs)
+    col.close()
+    return vecs
+
+
+def test_a_string_column_without_bytes_keeps_the_collection_readable(tmp_path) -> None:
+    """A string key whose values are all "" (or, after compaction, all absent) has a column
+    of no bytes: Arrow hands a shared empty buffer lying anywhere in memory, and its address
+    had been recorded as the column's place in the file. The manifest then named bytes past
+    the file: the next filter failed and the collection no longer opened."""
+    from embedsearch import maintenance
+
+    vecs = _empty_string_collection(tmp_path / "c")
+    seg = json.loads((tmp_path / "c" / "manifest.json").read_text())["segments"][0]
+    column = seg["columns"]["typed"][0]
+    assert column["buffers"][2] == [column["buffers"][1][0], 0]  # where the column starts
+    col = embedsearch.open(tmp_path / "c")
+    assert sorted(h.id for h in col.search(vecs[0], k=3, where={"tag": ""})) == ["x", "y", "z"]
+    assert col.search(vecs[0], k=3, where={"tag": {"$ne": ""}}) == []
+    col.close()
+    assert maintenance.verify(tmp_path / "c").ok
+
+    col = embedsearch.open(tmp_path / "d")  # the case the stateful test found
+    col.add(["t", "u"], ids=["d1", "d0"], metadata=[{}, {"g": 0, "tag": "a"}], vectors=vecs[:2])
+    col.delete(["d0"])
+    col.compact()
+    assert [h.id for h in col.search(vecs[0], k=1, where={"tag": {"$ne": "a"}})] == ["d1"]
+    col.close()
+    col = embedsearch.open(tmp_path / "d")
+    assert len(col) == 1 and col.search(vecs[0], k=1, where={"g": 0}) == []
+    col.close()
+    assert maintenance.verify(tmp_path / "d").ok
+
+
+def test_a_manifest_that_recorded_an_empty_buffer_anywhere_still_opens(tmp_path) -> None:
+    """Collections written before the fix recorded the empty buffer at an address far
+    outside the file (with the column's checksum taken up to the file's end): they open,
+    filter and pass ``verify``; a non-empty buffer outside the file is still refused."""
+    from v1_format import rewrite_manifest
+
+    from embedsearch import maintenance
+    from embedsearch.checksums import crc32
+    from embedsearch.errors import CorruptionError
+
+    vecs = _empty_string_collection(tmp_path / "c")
+    seg = json.loads((tmp_path / "c" / "manifest.json").read_text())["segments"][0]
+    data = (tmp_path / "c" / seg["file"]).read_bytes()
+
+    def as_before(m: dict) -> None:
+        column = m["segments"][0]["columns"]["typed"][0]
+        assert column["buffers"][2][1] == 0
+        column["buffers"][2] = [2**47, 0]  # as an address had made it
+        column["crc32"] = f"{crc32(data[column['buffers'][1][0] :]):08x}"
+
+    rewrite_manifest(tmp_path / "c", as_before)
+    col = embedsearch.open(tmp_path / "c")
+    assert sorted(h.id for h in col.search(vecs[1], k=3, where={"tag": ""})) == ["x", "y", "z"]
+    col.close()
+    assert maintenance.verify(tmp_path / "c").ok
+
+    def outside(m: dict) -> None:
+        m["segments"][0]["columns"]["typed"][0]["buffers"][1] = [2**47, 16]
+
+    rewrite_manifest(tmp_path / "c", outside)
+    with pytest.raises(CorruptionError, match="inside the segment's file"):
+        embedsearch.open(tmp_path / "c")
