@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -254,8 +255,13 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 if index.ntotal < table.rows:
                     index.add(vectors[index.ntotal :], vectors)  # catch up with newer rows
 
-            # Read on first need (an approximate search, a write), not here: see defer().
-            index.defer(saved.info, table.rows, load)
+            # Read on first need (an approximate search, a save), not here: see defer(). A
+            # writer that only appends rows encodes them with the training saved at the
+            # file's end and never reads the rest (VectorIndex._add_encoded).
+            trained = None
+            if saved.trained is not None and not borrowed:
+                trained = functools.partial(store.read_trained, self.path, saved)
+            index.defer(saved.info, table.rows, load, trained, section.rows)
             if section.rows > table.rows:  # borrowed from the current version: later rows too
                 index.limit_rows(table.rows)
             if os.environ.get("EMBEDSEARCH_EAGER_INDEX", "") not in ("", "0"):
@@ -559,7 +565,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         """
         vectors = self._table.vectors_view()
         try:
-            self._index.load_deferred()
+            # A saved index not read yet counts the rows it will hold once read (see
+            # VectorIndex.defer): add() reads it, or encodes the rows without it.
             start = self._index.ntotal
             new: Any = None
             if fresh and start + sum(len(f) for f in fresh) == vectors.shape[0]:
@@ -887,16 +894,14 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         rows added meanwhile)."""
         assert section.file is not None
         start = section.rows
-        new_rows = index.ntotal - start
-        tail_rows = start - section.file.rows + new_rows
-        if (
-            new_rows <= 0
-            or len(section.tail) >= MAX_TAILS
-            or tail_rows > max(TAIL_MIN_ROWS, int(section.file.rows * TAIL_SHARE))
-        ):
+        if len(section.tail) >= MAX_TAILS or index.ntotal <= start:
             return None
-        codes = index.codes_since(start)
-        if codes is None:
+        codes = index.codes_since(start)  # its rows, not ntotal's: a search may be reading
+        if codes is None:  # the index meanwhile (VectorIndex.load_deferred)
+            return None
+        new_rows = codes.shape[0]
+        tail_rows = start - section.file.rows + new_rows
+        if new_rows <= 0 or tail_rows > max(TAIL_MIN_ROWS, int(section.file.rows * TAIL_SHARE)):
             return None
         name = f"index-{uuid.uuid4().hex}.tail"
         size, digest, crc = store.write_file_checksums(
@@ -908,8 +913,16 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         """Write ``index`` to a new durable file for the rows of ``epoch``; its record."""
         name = f"index-{uuid.uuid4().hex}.faiss"
         size, digest, crc = store.write_file_checksums(self.path, name, index.save)
+        trained = index.trained_blob()  # what save wrote after the index (None: nothing)
         return IndexFileRef(
-            name, index.ntotal, digest, size, epoch=epoch, info=index.info.to_json(), crc32=crc
+            name,
+            index.ntotal,
+            digest,
+            size,
+            epoch=epoch,
+            info=index.info.to_json(),
+            crc32=crc,
+            trained=None if trained is None else store.part_checksum(trained),
         )
 
     # ------------------------------------------------------------------ reads

@@ -715,27 +715,80 @@ class VectorIndex:
         # rows _codes_from.. in order; None where they are not kept.
         self._codes_from: int | None = None
         self._codes: list[np.ndarray] = []
+        # The index's training alone (see trained_blob), and where to read it: the end of
+        # the file it was saved in (see defer).
+        self._trained: bytes | None = None
+        self._trained_source: Callable[[], bytes] | None = None
+        # While the deferred load has not run: the training as a FAISS index, which encodes
+        # appended rows (see _add_encoded), and the rows they were encoded from.
+        self._header: Any = None
+        self._header_from: int | None = None
+        self._held_rows: Any = None
 
     # ----------------------------------------------------------------- deferred load
-    def defer(self, info: dict[str, Any], rows: int, load: Callable[[VectorIndex], None]) -> None:
+    def defer(
+        self,
+        info: dict[str, Any],
+        rows: int,
+        load: Callable[[VectorIndex], None],
+        trained: Callable[[], bytes] | None = None,
+        trained_rows: int | None = None,
+    ) -> None:
         """Stand for a saved index without reading it yet: ``info`` (the manifest's record of
         it) answers ``info``, ``plan`` and ``explain``; ``load(self)`` runs on the first call
-        that needs FAISS (an approximate search, a write, a save).
+        that needs FAISS (an approximate search, a save, a re-tune).
 
         A cold ``embedsearch search --where ...`` whose filter makes the plan exact never
         reads the 356 MB index of a 1M-row collection (0.46 s of its 1.9 s).
+
+        ``trained`` reads the index's training saved at the end of its file (see
+        :meth:`trained_blob`), and ``trained_rows`` is the number of rows the saved file and
+        its tails hold, where it is ``rows``: rows appended after them are then encoded
+        with the training alone and kept as codes (see :meth:`_add_encoded`), so a writer
+        that only adds never reads the whole index.
         """
         self.info = _info_from(info, rows)
+        self._trained_source = trained
+        self._header_from = trained_rows if trained is not None else None
         self._pending = load
 
     def load_deferred(self) -> None:
-        """Run the deferred load (once; concurrent callers wait for it)."""
+        """Run the deferred load (once; concurrent callers wait for it), then append the
+        rows encoded meanwhile (see :meth:`_add_encoded`)."""
         if self._pending is None:
             return
         with self._pending_lock:
             load, self._pending = self._pending, None
-            if load is not None:
-                load(self)
+            if load is None:
+                return
+            held_from, held, rows, view = (
+                self._codes_from,
+                self._codes,
+                self.info.rows,
+                self._held_rows,
+            )
+            self._header, self._held_rows = None, None
+            load(self)
+            if view is not None:
+                self._append_held(held_from, held, rows, view)
+
+    def _append_held(self, held_from: Any, held: list[np.ndarray], rows: int, view: Any) -> None:
+        """After the deferred load: the rows encoded before it (positions ``held_from`` to
+        ``rows``) go into the index as their codes, or, where the loaded index does not end
+        where they start (its file was unusable and it was rebuilt), from ``view`` (the
+        collection's vectors)."""
+        ivf = self._tail_ivf()
+        ends = ivf is not None and int(ivf.ntotal) == held_from == self._codes_from
+        if ends and not self._codes:
+            for codes in held:
+                for lo in range(0, codes.shape[0], _ADD_CHUNK):
+                    _insert_codes(ivf, codes[lo : lo + _ADD_CHUNK])
+            self._codes = list(held)
+            self.info.rows = rows
+            if self._gpu is not None:
+                self._place_on_gpu()
+        elif self.info.rows < rows:
+            self.add(view[self.info.rows : rows], view[:rows])
 
     def limit_rows(self, rows: int) -> None:
         """Answer from the first ``rows`` positions only, though the FAISS index holds more.
@@ -751,6 +804,7 @@ class VectorIndex:
         """Become ``other`` (a deferred load that had to rebuild hands its result here)."""
         self._row_limit = other._row_limit
         self._codes_from, self._codes = other._codes_from, other._codes
+        self._trained, self._trained_source = other._trained, other._trained_source
         self.spec, self.info, self._index, self._gpu = (
             other.spec,
             other.info,
@@ -827,6 +881,12 @@ class VectorIndex:
         hold = min(_TUNE_QUERIES, n // 10) if kind == "approximate" and self._is_graph(index) else 0
         self._index, self._gpu = index, None  # placed on a GPU once built (below)
         self._codes_from, self._codes = None, []  # saved whole first (see codes_since)
+        self._trained_source = None  # its training, kept before any row goes in
+        self._trained = (
+            faiss().serialize_index(index).tobytes()
+            if index is not None and isinstance(faiss().downcast_index(index), faiss().IndexIVF)
+            else None
+        )
         if n and index is not None:
             self._add_rows(vectors, stop=n - hold, resolved=resolved)
         _split_single_queries(index)
@@ -853,6 +913,8 @@ class VectorIndex:
         segments committed after the saved index) and writers (under the lock readers
         wait on) can call it. A writer then calls :meth:`maintain` outside that lock.
         """
+        if self._pending is not None and self._add_encoded(vectors, all_vectors):
+            return
         self.load_deferred()
         self.info.rows = all_vectors.shape[0]
         graph_retune = (
@@ -881,6 +943,95 @@ class VectorIndex:
             if self._gpu is not None:
                 self._gpu.add(batch)
 
+    def _add_encoded(self, vectors: np.ndarray, all_vectors: np.ndarray) -> bool:
+        """Append rows to a saved index not read yet: encode them with its training alone
+        (read from the end of its file, ~6 MB where the file of a 5M-row index is 277 MiB)
+        and keep their codes, which a tail file saves (``Collection._save_index``) and the
+        deferred load appends. False where that cannot be done (no training saved, or not
+        the rows right after the saved ones): the caller then loads the index and adds.
+        """
+        with self._pending_lock:
+            if self._pending is None or self._header_from is None:
+                return False
+            before = all_vectors.shape[0] - len(vectors)
+            if self._codes_from is None:
+                if before != self._header_from:
+                    return False
+            elif self._codes_from + sum(len(c) for c in self._codes) != before:
+                return False
+            ivf = self._header_ivf()
+            if ivf is None:
+                return False
+            if self._codes_from is None:
+                self._codes_from, self._codes = before, []
+            for lo in range(0, len(vectors), _ADD_CHUNK):
+                batch = np.ascontiguousarray(vectors[lo : lo + _ADD_CHUNK], np.float32)
+                self._codes.append(self._encode(ivf, batch))
+            self._held_rows = all_vectors
+            self.info.rows = all_vectors.shape[0]
+            return True
+
+    def _header_ivf(self) -> Any:
+        """The saved training as an empty FAISS index (read once), or None where there is
+        none or it cannot be this index's (a warning says why; the index is then loaded)."""
+        if self._header is None and self._trained_source is not None:
+            try:
+                blob = self._trained_source()
+                self._header = self._check_header(blob)
+                self._trained = blob
+            except Exception as exc:  # noqa: BLE001 - derived data: load the index instead
+                log.warning(
+                    "the saved training of the index is unusable (%s); reading it whole", exc
+                )
+                self._trained_source, self._header_from = None, None
+        return self._header
+
+    def _check_header(self, blob: bytes) -> Any:
+        """The FAISS index that ``blob`` (see :meth:`trained_blob`) holds, once it is shown
+        to be this index's kind emptied: an IVF index of the spec recorded, trained, with no
+        rows, the same cells and code width (a crafted blob can pass its checksum)."""
+        f = faiss()  # both come back as their own class, owning their C++ object
+        header = f.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        want = f.index_factory(self.dim, faiss_spec(self.info.resolved), f.METRIC_INNER_PRODUCT)
+        if (
+            type(header) is not type(want)
+            or not isinstance(header, f.IndexIVF)
+            or header.d != self.dim
+            or not header.is_trained
+            or header.ntotal != 0
+            or header.nlist != want.nlist
+            or header.code_size != want.code_size
+            or (
+                isinstance(header, f.IndexIVFFastScan)
+                and _block_layout(header.get_CodePacker()) is None
+            )
+        ):
+            raise ValueError(f"it is not an empty trained {self.info.resolved} index")
+        return header
+
+    def trained_blob(self) -> bytes | None:
+        """This index's training alone (FAISS's serialization of the index emptied of its
+        rows: coarse cells, codebooks), which :meth:`save` writes after the index; None for
+        indexes saved whole every time (see :meth:`_tail_ivf`).
+
+        Kept from the training, or read from the end of the file the index was loaded from;
+        failing both (a file saved before it was written there) it is made from a copy of
+        the index, once."""
+        self.load_deferred()
+        if self._tail_ivf() is None:
+            return None
+        if self._trained is None and self._trained_source is not None:
+            with contextlib.suppress(Exception):  # unusable: made from a copy below
+                blob = self._trained_source()
+                self._check_header(blob)
+                self._trained = blob
+        if self._trained is None:
+            f = faiss()
+            empty = f.deserialize_index(f.serialize_index(self._index))
+            empty.reset()
+            self._trained = f.serialize_index(empty).tobytes()
+        return self._trained
+
     def maintain(self, all_vectors: np.ndarray) -> VectorIndex | None:
         """Writer-side upkeep after rows were added: retrain or re-tune when due.
 
@@ -897,8 +1048,10 @@ class VectorIndex:
             fresh = VectorIndex(self.spec, self.dim)
             fresh.build(all_vectors)
             return fresh
-        if self._index is not None and self.approximate and self._retune_due(n):
-            self.tune(all_vectors)  # the knob tuned at half the size may miss the target now
+        if self.approximate and self._retune_due(n):
+            self.load_deferred()
+            if self._index is not None:
+                self.tune(all_vectors)  # the knob tuned at half the size may miss the target now
         return None
 
     def _keeps_training(self, n: int) -> bool:
@@ -925,6 +1078,7 @@ class VectorIndex:
         ``vectors``: the rows to fill it with first (an emptied copy)."""
         fresh = VectorIndex(self.spec, self.dim)
         fresh._index = index
+        fresh._trained, fresh._trained_source = self._trained, self._trained_source
         fresh.info = replace(self.info, rows=rows, extra=dict(self.info.extra))
         if vectors is not None:
             fresh._add_rows(vectors)
@@ -1036,9 +1190,9 @@ class VectorIndex:
         )
 
     def needs_rebuild(self, n_after: int) -> bool:
-        """Whether ``n_after`` rows call for a (re)trained index (writers act on it)."""
-        self.load_deferred()
-        if self._index is None and self.info.kind == "approximate":
+        """Whether ``n_after`` rows call for a (re)trained index (writers act on it): from
+        the saved index's record while it is not read yet (see :meth:`defer`)."""
+        if self._pending is None and self._index is None and self.info.kind == "approximate":
             return True
         if "waiting_for" in self.info.extra:
             return n_after >= max(1, _min_train_rows(self.info.extra["waiting_for"]))
@@ -1668,23 +1822,27 @@ class VectorIndex:
 
         A writer that adds 10k rows to a 5M-row collection writes these 0.5 MB, not the
         277 MiB index (``Collection._save_index``)."""
-        ivf = self._tail_ivf()
-        if ivf is None or self._codes_from is None or self._codes_from > start:
-            return None
-        held = np.concatenate(self._codes) if self._codes else None
-        if held is None:
-            held = np.empty((0, ivf.sa_code_size()), dtype=np.uint8)
-        if self._codes_from + held.shape[0] != int(ivf.ntotal):
-            return None
-        return held[start - self._codes_from :]
+        with self._pending_lock:  # not halfway through the deferred load (another thread)
+            encoded = self._pending is not None and self._header is not None  # _add_encoded
+            ivf = self._header if encoded else self._tail_ivf()
+            if ivf is None or self._codes_from is None or self._codes_from > start:
+                return None
+            held = np.concatenate(self._codes) if self._codes else None
+            if held is None:
+                held = np.empty((0, ivf.sa_code_size()), dtype=np.uint8)
+            end = self.info.rows if encoded else int(ivf.ntotal)
+            if self._codes_from + held.shape[0] != end:
+                return None
+            return held[start - self._codes_from :]
 
     def saved_through(self, rows: int) -> None:
         """Rows below ``rows`` are in committed files now: their codes are not kept longer."""
-        if self._codes_from is None or rows <= self._codes_from:
-            return
-        held = np.concatenate(self._codes)
-        self._codes = [held[rows - self._codes_from :].copy()]
-        self._codes_from = rows
+        with self._pending_lock:
+            if self._codes_from is None or rows <= self._codes_from:
+                return
+            held = np.concatenate(self._codes)
+            self._codes = [held[rows - self._codes_from :].copy()]
+            self._codes_from = rows
 
     @staticmethod
     def write_codes(out: IO[bytes], codes: np.ndarray) -> None:
@@ -1730,15 +1888,22 @@ class VectorIndex:
     # ----------------------------------------------------------------- persistence
     def save(self, out: Path | IO[bytes]) -> None:
         """Write the CPU index in FAISS's own format (no pickle) to a path or an open binary
-        file (the store's durable writer hands one); approximate indexes only."""
+        file (the store's durable writer hands one); approximate indexes only. The index's
+        training alone follows it where it has one (:meth:`trained_blob`)."""
         self.load_deferred()
         f = faiss()
+        trained = self.trained_blob()  # after the index: FAISS reads the index, not past it
         if isinstance(out, (str, os.PathLike)):
             f.write_index(self._index, str(out))
+            if trained is not None:
+                with open(out, "ab") as fh:
+                    fh.write(trained)
         else:
             writer = f.PyCallbackIOWriter(out.write)
             f.write_index(self._index, writer)
             del writer  # flushes FAISS's buffer into ``out``
+            if trained is not None:
+                out.write(trained)
         self._keep_codes_from_here()
 
     def load(self, src: Path | IO[bytes], info: dict[str, Any]) -> None:
@@ -1752,6 +1917,7 @@ class VectorIndex:
         if index.d != self.dim:
             raise InvalidInputError(f"the saved index has dimension {index.d}, not {self.dim}")
         self._index = index
+        self._trained = None  # this file's training: read from its end when needed
         _split_single_queries(index)
         self.info = _info_from(info, int(index.ntotal) // entries_per_row(str(info["resolved"])))
         self._keep_codes_from_here()

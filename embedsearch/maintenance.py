@@ -509,6 +509,15 @@ def _verify_index(
         report.add(
             "error", ref.file, "index-content", f"{detail}; `embedsearch repair` rebuilds it"
         )
+        return
+    problem = _trained_problem(root, ref, index, holder)
+    if problem:
+        report.add(
+            "error",
+            ref.file,
+            "index-trained",
+            f"{problem}; `embedsearch repair` rebuilds the index",
+        )
 
 
 def _holder(manifest: Manifest, index: Any, info: dict[str, Any]) -> Any:
@@ -536,6 +545,27 @@ def _tail_problem(root: Path, tail: store.FileRef, holder: Any) -> tuple[str, st
             holder.read_codes(fh, tail.rows)
     except Exception as exc:  # noqa: BLE001 - a crafted file fails here, whatever the cause
         return "unreadable", f"is not this index's codes ({exc})"
+    return None
+
+
+def _trained_problem(root: Path, ref: Any, index: Any, holder: Any) -> str | None:
+    """What is wrong with the training saved at the end of the index file of ``ref`` (None
+    when it is fine or there is none): it must read back as an empty index of the kind
+    recorded and encode rows exactly as ``index`` (the index read from the file) does, or
+    writers that only add rows would file them in the wrong cells."""
+    if ref.trained is None:
+        return None
+    try:
+        header = holder._check_header(store.read_trained(root, ref))
+    except Exception as exc:  # noqa: BLE001 - a crafted part fails here, whatever the cause
+        return f"the training saved after the index is unusable ({exc})"
+    probe = np.random.default_rng(0).standard_normal((64, index.d)).astype(np.float32)
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    if not np.array_equal(header.sa_encode(probe), index.sa_encode(probe)):
+        return (
+            "the training saved after the index is not the index's own: rows that writers "
+            "add would go to the wrong cells"
+        )
     return None
 
 
@@ -770,6 +800,8 @@ def _index_file_ok(root: Path, manifest: Manifest) -> bool:
     except Exception:  # noqa: BLE001 - any failure means: rebuild it
         return False
     if index.d != manifest.dim or holder.check_against(saved.rows) is not None:
+        return False
+    if _trained_problem(root, saved, index, holder) is not None:
         return False
     return all(_tail_problem(root, tail, holder) is None for tail in manifest.index.tail)
 

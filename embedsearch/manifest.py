@@ -457,11 +457,18 @@ class IndexFileRef(FileRef):
     info: dict[str, Any] = field(default_factory=dict)
     #: CRC-32 of the whole file, checked when a reader loads it (SHA-256 is for ``verify``).
     crc32: str | None = None
+    #: ``(bytes, crc32)`` of the index's training saved after it at the file's end (the
+    #: index emptied of its rows: coarse cells and codebooks), or None. A writer that only
+    #: appends rows encodes them with it instead of reading the whole index; FAISS and
+    #: code that does not know it read the index and ignore it.
+    trained: tuple[int, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {**super().to_json(), "epoch": self.epoch, "info": self.info}
         if self.crc32 is not None:
             out["crc32"] = self.crc32
+        if self.trained is not None:
+            out["trained"] = {"bytes": self.trained[0], "crc32": self.trained[1]}
         return out
 
     @classmethod
@@ -472,7 +479,14 @@ class IndexFileRef(FileRef):
         for key in ("spec", "resolved", "kind"):
             _str(info, key, f"{where}.info")
         crc = _crc32(obj, where) if obj.get("crc32") is not None else None
-        return cls(base.file, base.rows, base.sha256, base.bytes, epoch, info, crc)
+        trained = None
+        if obj.get("trained") is not None:
+            part = _obj(obj["trained"], f"{where}.trained")
+            size = _int(part, "bytes", f"{where}.trained")
+            if not 0 < size < base.bytes:
+                raise ValueError(f"{where}.trained.bytes is not a part of the file's {base.bytes}")
+            trained = (size, _crc32(part, f"{where}.trained"))
+        return cls(base.file, base.rows, base.sha256, base.bytes, epoch, info, crc, trained)
 
 
 def _crc32(obj: dict[str, Any], where: str) -> str:

@@ -160,6 +160,32 @@ def open_verified(root: Path, ref: FileRef) -> Iterator[IO[bytes]]:
         fh_cm.__exit__(None, None, None)
 
 
+def part_checksum(part: bytes) -> tuple[int, str]:
+    """``(bytes, crc32)`` of a part of a file, as an ``IndexFileRef`` records its training."""
+    return len(part), f"{crc32(part):08x}"
+
+
+def read_trained(root: Path, ref: IndexFileRef) -> bytes:
+    """The index's training saved at the end of the index file of ``ref`` (an
+    ``IndexFileRef`` whose ``trained`` is set), after checking that the file is a regular
+    file inside the collection (no link followed) of the size recorded and that the part
+    matches its own CRC-32 (else :class:`CorruptionError`). Only that part is read: a
+    writer appending rows encodes them with it, where the whole file of a 5M-row index is
+    277 MiB."""
+    size, crc = ref.trained
+    try:
+        with durable.open_file(root, ref.file) as fh:
+            if os.fstat(fh.fileno()).st_size != ref.bytes:
+                raise CorruptionError(f"{ref.file} is not the size its manifest records")
+            fh.seek(ref.bytes - size)
+            part = fh.read(size)
+    except (FileNotFoundError, NotADirectoryError):
+        raise CorruptionError(f"{ref.file} is named in the manifest but missing") from None
+    if len(part) != size or f"{crc32(part):08x}" != crc:
+        raise CorruptionError(f"the training saved at the end of {ref.file} fails its checksum")
+    return part
+
+
 def verified_path(root: Path, ref: FileRef) -> Path:
     """Return the path of ``ref`` after checking that it is a regular file (no link) and
     matches its checksum. Prefer :func:`open_verified`, which reads what it checked."""

@@ -3,9 +3,12 @@ whole index again; a reader appends them to the saved file and answers as if it 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import shutil
+import zlib
 
 import numpy as np
 import pytest
@@ -110,6 +113,11 @@ def _grow(path, x: np.ndarray, spec: str, steps: list[int]) -> None:
     col = embedsearch.open(path, index=spec)
     _add(col, x, 0, steps[0])
     col.close()
+    _more(path, x, steps)
+
+
+def _more(path, x: np.ndarray, steps: list[int]) -> None:
+    """Each step after the first in a fresh process's way: open, add, close."""
     for lo, hi in zip(steps, steps[1:]):
         col = embedsearch.open(path)
         _add(col, x, lo, hi)
@@ -345,3 +353,151 @@ def test_rows_faiss_adds_after_compaction_keep_their_codes() -> None:
     got = np.array([packer.unpack_1(blocks, i) for i in range(2295, 2335)])
     want = index.sa_encode(np.ascontiguousarray(x[2300:2340]))[:, index.coarse_code_size() :]
     np.testing.assert_array_equal(got, want)
+
+
+def _loads(monkeypatch) -> list[int]:
+    """Count the reads of a whole saved index file (``VectorIndex.load``)."""
+    calls: list[int] = []
+    load = VectorIndex.load
+
+    def counted(self, src, info):  # noqa: ANN001, ANN202 - the wrapped method's own
+        calls.append(1)
+        return load(self, src, info)
+
+    monkeypatch.setattr(VectorIndex, "load", counted)
+    return calls
+
+
+def _answers(path, queries: np.ndarray) -> list[list[tuple[str, float]]]:
+    col = embedsearch.open(path)
+    out = [[(h.id, round(h.score, 5)) for h in r] for r in col.batch_search(queries, 10)]
+    col.close()
+    return out
+
+
+def test_a_writer_that_only_adds_never_reads_the_whole_index(tmp_path, monkeypatch) -> None:
+    """The index file ends with the index's training alone; a writer that only appends rows
+    encodes them with it, saves their codes as a tail and never reads the rest of the file.
+    Readers then answer as when the writer had read the index; a search in the writer's own
+    process reads it and appends the rows encoded before."""
+    x = _vectors(8000, 9)
+    path, plain = tmp_path / "c", tmp_path / "plain"
+    _grow(path, x, "IVF16,PQ48x4fs", [6000])
+    ref = _manifest(path)["index"]["file"]
+    size, crc = ref["trained"]["bytes"], ref["trained"]["crc32"]
+    raw = (path / ref["file"]).read_bytes()
+    assert len(raw) == ref["bytes"] and 0 < size < len(raw)
+    header = index_module.faiss().deserialize_index(np.frombuffer(raw[-size:], dtype=np.uint8))
+    assert header.ntotal == 0 and header.is_trained and f"{zlib.crc32(raw[-size:]):08x}" == crc
+    shutil.copytree(path, plain)
+
+    loads = _loads(monkeypatch)
+    col = embedsearch.open(path)
+    _add(col, x, 6000, 7000)
+    _add(col, x, 7000, 7500)  # two adds of one process: one run of codes
+    col.close()
+    assert loads == []
+    index = _manifest(path)["index"]
+    assert index["file"]["file"] == ref["file"] and [t["rows"] for t in index["tail"]] == [1500]
+
+    col = embedsearch.open(path)  # adds, then searches in the same process
+    _add(col, x, 7500, 8000)
+    assert loads == []
+    assert col.search(x[7700], k=1)[0].id == "d7700"
+    assert len(loads) == 1 and col.info()["index"]["rows"] == 8000
+    col.close()
+    assert [t["rows"] for t in _manifest(path)["index"]["tail"]] == [1500, 500]
+
+    monkeypatch.setattr(VectorIndex, "_header_ivf", lambda self: None)  # read it, as before
+    _more(plain, x, [6000, 7500, 8000])
+    assert len(loads) == 3
+    queries = x[::200] + 0.01
+    assert _answers(path, queries) == _answers(plain, queries)
+    assert maintenance.verify(path).ok
+
+
+def test_an_unusable_or_foreign_saved_training_is_never_used(tmp_path, monkeypatch, caplog) -> None:
+    """A saved training that fails its checksum is not used (the writer reads the whole
+    index, with a warning); one that passes it but is another index's training (a crafted
+    file) is found by ``verify`` and ``repair`` rebuilds the index."""
+    from v1_format import rewrite_manifest
+
+    x = _vectors(7000, 10)
+    path = tmp_path / "c"
+    _grow(path, x, "IVF16,PQ48x4fs", [6000])
+    queries = x[::200] + 0.01
+    want = _answers(path, queries)
+
+    def bad_crc(m: dict) -> None:
+        m["index"]["file"]["trained"]["crc32"] = "00000000"
+
+    rewrite_manifest(path, bad_crc)
+    loads = _loads(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="embedsearch.index"):
+        col = embedsearch.open(path)
+        _add(col, x, 6000, 7000)
+        col.close()
+    assert len(loads) == 1
+    assert any("saved training" in r.getMessage() for r in caplog.records)
+    assert [t["rows"] for t in _manifest(path)["index"]["tail"]] == [1000]
+    got = _answers(path, queries)
+    assert got != want and all(len(r) == 10 for r in got)  # the new rows take part
+    assert [p.kind for p in maintenance.verify(path).problems] == ["index-trained"]
+
+    other = VectorIndex("IVF16,PQ48x4fs", DIM)  # the same kind of index, other cells
+    other.build(_vectors(3000, 11))
+    foreign = other.trained_blob()
+    ref = _manifest(path)["index"]["file"]
+    raw = (path / ref["file"]).read_bytes()
+    new = raw[: -ref["trained"]["bytes"]] + foreign
+    (path / ref["file"]).write_bytes(new)
+
+    def crafted(m: dict) -> None:
+        f = m["index"]["file"]
+        f["sha256"], f["bytes"] = hashlib.sha256(new).hexdigest(), len(new)
+        f["crc32"] = f"{zlib.crc32(new):08x}"
+        f["trained"] = {"bytes": len(foreign), "crc32": f"{zlib.crc32(foreign):08x}"}
+
+    rewrite_manifest(path, crafted)
+    report = maintenance.verify(path)
+    assert [(p.file, p.kind) for p in report.problems] == [(ref["file"], "index-trained")]
+    assert "not the index's own" in report.problems[0].detail
+    maintenance.repair(path)
+    assert maintenance.verify(path).ok
+    assert _answers(path, queries) == got
+
+
+def test_an_index_file_saved_without_its_training_gets_it_on_its_next_whole_save(
+    tmp_path, monkeypatch
+) -> None:
+    """Files saved before the training followed the index (no ``trained`` in their record)
+    are read whole by writers, as before; the next whole save writes the training, made
+    from a copy of the index, and writers then add without reading the index."""
+    from v1_format import rewrite_manifest
+
+    x = _vectors(8000, 12)
+    path = tmp_path / "c"
+    _grow(path, x, "IVF16,SQ8", [6000])
+    ref = _manifest(path)["index"]["file"]
+    raw = (path / ref["file"]).read_bytes()
+    old = raw[: -ref["trained"]["bytes"]]  # the file as the code before wrote it
+    (path / ref["file"]).write_bytes(old)
+
+    def before(m: dict) -> None:
+        f = m["index"]["file"]
+        f["sha256"], f["bytes"] = hashlib.sha256(old).hexdigest(), len(old)
+        f["crc32"] = f"{zlib.crc32(old):08x}"
+        del f["trained"]
+
+    rewrite_manifest(path, before)
+    assert maintenance.verify(path).ok
+    loads = _loads(monkeypatch)
+    monkeypatch.setattr(collection_module, "MAX_TAILS", 0)  # this save writes the index whole
+    _more(path, x, [6000, 7000])
+    assert len(loads) == 1
+    saved = _manifest(path)["index"]["file"]
+    assert saved["rows"] == 7000 and saved["trained"]["bytes"] == ref["trained"]["bytes"]
+    monkeypatch.setattr(collection_module, "MAX_TAILS", 32)
+    _more(path, x, [7000, 8000])
+    assert len(loads) == 1 and [t["rows"] for t in _manifest(path)["index"]["tail"]] == [1000]
+    assert maintenance.verify(path).ok
