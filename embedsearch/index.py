@@ -977,7 +977,7 @@ class VectorIndex:
         if self._header is None and self._trained_source is not None:
             try:
                 blob = self._trained_source()
-                self._header = self._check_header(blob)
+                self._header = self.check_trained(blob)
                 self._trained = blob
             except Exception as exc:  # noqa: BLE001 - derived data: load the index instead
                 log.warning(
@@ -986,7 +986,7 @@ class VectorIndex:
                 self._trained_source, self._header_from = None, None
         return self._header
 
-    def _check_header(self, blob: bytes) -> Any:
+    def check_trained(self, blob: bytes) -> Any:
         """The FAISS index that ``blob`` (see :meth:`trained_blob`) holds, once it is shown
         to be this index's kind emptied: an IVF index of the spec recorded, trained, with no
         rows, the same cells and code width (a crafted blob can pass its checksum)."""
@@ -1023,7 +1023,7 @@ class VectorIndex:
         if self._trained is None and self._trained_source is not None:
             with contextlib.suppress(Exception):  # unusable: made from a copy below
                 blob = self._trained_source()
-                self._check_header(blob)
+                self.check_trained(blob)
                 self._trained = blob
         if self._trained is None:
             f = faiss()

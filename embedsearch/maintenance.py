@@ -43,6 +43,7 @@ from .manifest import (
     SEGMENT_RE,
     TAIL_RE,
     TOMBSTONE_RE,
+    IndexFileRef,
     IndexSection,
     Manifest,
     SegmentRef,
@@ -548,7 +549,7 @@ def _tail_problem(root: Path, tail: store.FileRef, holder: Any) -> tuple[str, st
     return None
 
 
-def _trained_problem(root: Path, ref: Any, index: Any, holder: Any) -> str | None:
+def _trained_problem(root: Path, ref: IndexFileRef, index: Any, holder: Any) -> str | None:
     """What is wrong with the training saved at the end of the index file of ``ref`` (None
     when it is fine or there is none): it must read back as an empty index of the kind
     recorded and encode rows exactly as ``index`` (the index read from the file) does, or
@@ -556,7 +557,7 @@ def _trained_problem(root: Path, ref: Any, index: Any, holder: Any) -> str | Non
     if ref.trained is None:
         return None
     try:
-        header = holder._check_header(store.read_trained(root, ref))
+        header = holder.check_trained(store.read_trained(root, ref))
     except Exception as exc:  # noqa: BLE001 - a crafted part fails here, whatever the cause
         return f"the training saved after the index is unusable ({exc})"
     probe = np.random.default_rng(0).standard_normal((64, index.d)).astype(np.float32)

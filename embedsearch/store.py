@@ -172,6 +172,8 @@ def read_trained(root: Path, ref: IndexFileRef) -> bytes:
     matches its own CRC-32 (else :class:`CorruptionError`). Only that part is read: a
     writer appending rows encodes them with it, where the whole file of a 5M-row index is
     277 MiB."""
+    if ref.trained is None:
+        raise CorruptionError(f"{ref.file} has no training saved after its index")
     size, crc = ref.trained
     try:
         with durable.open_file(root, ref.file) as fh:
