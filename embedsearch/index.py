@@ -780,13 +780,9 @@ class VectorIndex:
         ivf = self._tail_ivf()
         ends = ivf is not None and int(ivf.ntotal) == held_from == self._codes_from
         if ends and not self._codes:
-            for codes in held:
-                for lo in range(0, codes.shape[0], _ADD_CHUNK):
-                    _insert_codes(ivf, codes[lo : lo + _ADD_CHUNK])
-            self._codes = list(held)
-            self.info.rows = rows
-            if self._gpu is not None:
-                self._place_on_gpu()
+            if held:
+                self.append_codes(np.concatenate(held))
+            self._codes_from, self._codes = held_from, list(held)  # kept for the tail
         elif self.info.rows < rows:
             self.add(view[self.info.rows : rows], view[:rows])
 
@@ -927,21 +923,27 @@ class VectorIndex:
         if graph_retune:  # an HNSW graph is tuned with the new rows as queries (see tune)
             self.tune(all_vectors, indexed=all_vectors.shape[0] - len(vectors))
         ivf = self._tail_ivf()
-        if (
-            ivf is None
-            or self._codes_from is None
-            or self._codes_from + sum(len(c) for c in self._codes) != int(ivf.ntotal)
-        ):
+        if ivf is None or self._codes_end() != int(ivf.ntotal):
             self._codes_from, self._codes = None, []
             self._add_rows(vectors)
             return
-        for lo in range(0, len(vectors), _ADD_CHUNK):  # encoded once, the codes kept
-            batch = np.ascontiguousarray(vectors[lo : lo + _ADD_CHUNK], np.float32)
-            codes = self._encode(ivf, batch)
+        for batch, codes in self._encoded(ivf, vectors):  # encoded once, the codes kept
             _insert_codes(ivf, codes)
             self._codes.append(codes)
             if self._gpu is not None:
                 self._gpu.add(batch)
+
+    def _codes_end(self) -> int | None:
+        """The position after the last row whose codes are kept (None: none are kept)."""
+        if self._codes_from is None:
+            return None
+        return self._codes_from + sum(len(c) for c in self._codes)
+
+    def _encoded(self, ivf: Any, vectors: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(rows, their codes)`` for each :data:`_ADD_CHUNK` rows of ``vectors``."""
+        for lo in range(0, len(vectors), _ADD_CHUNK):
+            batch = np.ascontiguousarray(vectors[lo : lo + _ADD_CHUNK], np.float32)
+            yield batch, self._encode(ivf, batch)
 
     def _add_encoded(self, vectors: np.ndarray, all_vectors: np.ndarray) -> bool:
         """Append rows to a saved index not read yet: encode them with its training alone
@@ -954,19 +956,15 @@ class VectorIndex:
             if self._pending is None or self._header_from is None:
                 return False
             before = all_vectors.shape[0] - len(vectors)
-            if self._codes_from is None:
-                if before != self._header_from:
-                    return False
-            elif self._codes_from + sum(len(c) for c in self._codes) != before:
+            end = self._codes_end()
+            if (self._header_from if end is None else end) != before:
                 return False
             ivf = self._header_ivf()
             if ivf is None:
                 return False
             if self._codes_from is None:
                 self._codes_from, self._codes = before, []
-            for lo in range(0, len(vectors), _ADD_CHUNK):
-                batch = np.ascontiguousarray(vectors[lo : lo + _ADD_CHUNK], np.float32)
-                self._codes.append(self._encode(ivf, batch))
+            self._codes.extend(codes for _, codes in self._encoded(ivf, vectors))
             self._held_rows = all_vectors
             self.info.rows = all_vectors.shape[0]
             return True
@@ -976,15 +974,22 @@ class VectorIndex:
         none or it cannot be this index's (a warning says why; the index is then loaded)."""
         if self._header is None and self._trained_source is not None:
             try:
-                blob = self._trained_source()
-                self._header = self.check_trained(blob)
-                self._trained = blob
+                self._header = self._saved_training()
             except Exception as exc:  # noqa: BLE001 - derived data: load the index instead
                 log.warning(
                     "the saved training of the index is unusable (%s); reading it whole", exc
                 )
                 self._trained_source, self._header_from = None, None
         return self._header
+
+    def _saved_training(self) -> Any:
+        """Read the training saved at the end of the index's file and keep its bytes; the
+        empty FAISS index it holds (raises where it cannot be this index's)."""
+        assert self._trained_source is not None
+        blob = self._trained_source()
+        header = self.check_trained(blob)
+        self._trained = blob
+        return header
 
     def check_trained(self, blob: bytes) -> Any:
         """The FAISS index that ``blob`` (see :meth:`trained_blob`) holds, once it is shown
@@ -1022,9 +1027,7 @@ class VectorIndex:
             return None
         if self._trained is None and self._trained_source is not None:
             with contextlib.suppress(Exception):  # unusable: made from a copy below
-                blob = self._trained_source()
-                self.check_trained(blob)
-                self._trained = blob
+                self._saved_training()
         if self._trained is None:
             f = faiss()
             empty = f.deserialize_index(f.serialize_index(self._index))

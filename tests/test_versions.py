@@ -394,15 +394,22 @@ def _count_parses(monkeypatch) -> list[int]:
     return parsed
 
 
+def _one_row_commits(root, adds: int, seed: int, deleted: str):  # noqa: ANN202 - a Collection
+    """A collection at ``root`` with ``adds`` commits of one row each (ids d0, d1, ...),
+    then one deleting ``deleted``: a version history to read back."""
+    col = embedsearch.open(root)
+    v = _vecs(12, seed)
+    for i in range(adds):
+        col.add([f"t{i}"], ids=[f"d{i}"], vectors=v[i : i + 1])
+    col.delete([deleted])
+    return col
+
+
 def test_cleanup_parses_each_version_record_once_per_process(tmp_path, monkeypatch):
     """A record holds its version's whole manifest (1.6 MB at 10M rows): a writer's cleanup
     reads what it needs of each (time, files) once, and again only when the file changes."""
     root = tmp_path / "c"
-    col = embedsearch.open(root)
-    v = _vecs(12, 4)
-    for i in range(4):
-        col.add([f"t{i}"], ids=[f"d{i}"], vectors=v[i : i + 1])
-    col.delete(["d0"])
+    col = _one_row_commits(root, 4, seed=4, deleted="d0")
     versions._SUMMARIES.clear()
     versions._SAVED.clear()
     (root / versions.VERSIONS_DIR / versions.SUMMARIES_FILE).unlink()  # see the test below
@@ -441,11 +448,7 @@ def test_a_fresh_process_reads_the_saved_summaries_not_the_records(tmp_path, mon
     for the record file it was made from: a damaged, copied or stale file changes nothing
     but the time it takes."""
     root = tmp_path / "c"
-    col = embedsearch.open(root)
-    v = _vecs(12, 5)
-    for i in range(5):
-        col.add([f"t{i}"], ids=[f"d{i}"], vectors=v[i : i + 1])
-    col.delete(["d1"])
+    col = _one_row_commits(root, 5, seed=5, deleted="d1")
     current = col._manifest.to_json()
     versions.cleanup(root, col._manifest)  # as a writer's first write does
     saved = root / versions.VERSIONS_DIR / versions.SUMMARIES_FILE
