@@ -31,8 +31,8 @@ each row (4 B a row), itself checked per chunk of :data:`CRC_CHUNK_ROWS` values 
 manifest; a re-rank reads each row once (``pread``) and checks those very bytes, after the
 table has asked the kernel to start fetching every unchecked row of every segment it reads
 (:meth:`MappedSegment.prefetch`). Scans of whole segments still check blocks (fewer, larger
-checksums). A segment of one block or less has no row checksums: its block check reads no
-more than its rows, and a one-document ``add`` is spared a file.
+checksums). A segment of :data:`ROW_CRCS_MIN_ROWS` rows or fewer has no row checksums: its
+one block's check reads no more than its rows, and a one-document ``add`` is spared a file.
 
 Format 1 (read only, for upgrades): one Parquet file with a ``vector`` column, read whole.
 """
@@ -71,12 +71,19 @@ from .manifest import (
 )
 
 #: Rows per checksummed vector block of segments written from now on (each segment's
-#: manifest entry names its own, so older segments keep theirs): 64 rows × 384 dims = 96 KiB,
-#: so a query that re-ranks 256 candidates checks at most 24 MiB the first time, then
-#: nothing. At 1M rows, in a fresh process, queries 2-5 took 11-20 ms with 64-row blocks
-#: against 22-37 ms with 256 (32 rows: 9-18 ms, for a manifest twice as long again: its
-#: checksums are 8 hex digits a block, 137 KB at 1M with 64 rows).
-BLOCK_ROWS = 64
+#: manifest entry names its own, so older segments keep theirs). A query's reads are checked
+#: by their row checksums (format 4); blocks serve scans of whole segments, reads of more
+#: rows of one segment than :data:`PREAD_MAX_ROWS`, and segments without row checksums.
+#: The block checksums are 8 hex digits a block in the manifest, which every commit writes
+#: twice (the manifest and its version record) and every open parses: with 64-row blocks
+#: they were 90 % of it, 0.9 MB at 5M rows (97 MB of history after 188 commits); 1,024-row
+#: blocks (1.5 MiB each at 384 dims) cut it to a fifth. 64 rows had been chosen for a fresh
+#: process's first queries before row checksums existed (11-20 ms against 22-37 with 256).
+BLOCK_ROWS = 1024
+#: A segment of more rows than this gets row checksums (a ``.crc`` file); one this small
+#: checks its one block instead, which reads no more than its rows (96 KiB at 384 dims), and
+#: a one-document ``add`` is spared a file and its fsyncs.
+ROW_CRCS_MIN_ROWS = 64
 #: Row checksums per chunk of a ``.crc`` file that the manifest checksums (4 KiB: one page
 #: read per chunk; 8 hex digits a chunk in the manifest, 39 KB at 5M rows).
 CRC_CHUNK_ROWS = 1024
@@ -232,7 +239,7 @@ def _layout_of(arrow: pa.Buffer) -> ColumnsRef:
     return column_layout(batch, arrow.address, arrow)
 
 
-def block_crcs(matrix: np.ndarray, block_rows: int = BLOCK_ROWS) -> str:
+def block_crcs(matrix: np.ndarray, block_rows: int) -> str:
     """CRC-32 of each block of ``block_rows`` rows, as 8 hex digits each."""
     return chunk_crcs(matrix, block_rows * matrix.shape[1] * 4)
 
@@ -281,14 +288,13 @@ def write_segment(
     vec_size, vec_sha = durable.write_file(root, f"{stem}.f32", vec_bytes)
     arrow_size, arrow_sha = durable.write_file(root, f"{stem}.arrow", memoryview(arrow))
     id_ref = write_ids(root, stem, hash_strings(list(ids)))
-    # one block or less: its block check reads no more than the rows (see lacks_row_crcs)
-    crc_ref = write_crcs(root, stem, row_crcs(matrix)) if len(ids) > BLOCK_ROWS else None
+    crc_ref = write_crcs(root, stem, row_crcs(matrix)) if len(ids) > ROW_CRCS_MIN_ROWS else None
     vref = VectorsRef(
         file=f"{stem}.f32",
         sha256=vec_sha,
         bytes=vec_size,
         block_rows=BLOCK_ROWS,
-        crc32=block_crcs(matrix),
+        crc32=block_crcs(matrix, BLOCK_ROWS),
     )
     return SegmentRef(
         file=f"{stem}.arrow",

@@ -157,10 +157,12 @@ def test_newer_format_is_refused_with_advice(ivf_template: Path, tmp_path: Path)
 
 # ----------------------------------------------------------------------------- segments
 def test_segments_are_memory_mapped_and_checked_only_where_touched(
-    tmp_path: Path, demo_vectors: Any
+    tmp_path: Path, demo_vectors: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from embedsearch.segment import BLOCK_ROWS
+    from embedsearch import segment as segment_mod
 
+    BLOCK_ROWS = 64  # the demo's 350 rows in several blocks (as segments were written before)
+    monkeypatch.setattr(segment_mod, "BLOCK_ROWS", BLOCK_ROWS)
     path = tmp_path / "c"
     col = embedsearch.open(path)
     vecs = np.asarray(demo_vectors)  # 350 rows: several checksum blocks
@@ -197,11 +199,48 @@ def test_segments_are_memory_mapped_and_checked_only_where_touched(
     col.close()
 
 
+def test_new_segments_keep_the_manifest_small_and_every_row_checked(
+    tmp_path: Path, demo_vectors: Any
+) -> None:
+    """Segments are written with 1,024-row blocks (the manifest holds 8 hex digits a block,
+    and every commit writes it twice), and a segment of more than ``ROW_CRCS_MIN_ROWS`` rows
+    but one block still gets row checksums: a damaged row is refused by its own checksum,
+    its neighbours served without checking the block."""
+    from embedsearch.segment import BLOCK_ROWS, ROW_CRCS_MIN_ROWS
+
+    assert BLOCK_ROWS == 1024 and ROW_CRCS_MIN_ROWS == 64
+    path = tmp_path / "c"
+    col = embedsearch.open(path)
+    vecs = np.asarray(demo_vectors)  # 350 rows: one block, more than ROW_CRCS_MIN_ROWS
+    col.add([f"t{i}" for i in range(len(vecs))], ids=[f"d{i}" for i in range(len(vecs))],
+            vectors=vecs)  # fmt: skip
+    col.add(["one"], ids=["one"], vectors=vecs[:1])  # a one-row add: no checksum file
+    col.close()
+    big, small = store.read_manifest(path).segments
+    assert big.vectors is not None and big.vectors.block_rows == BLOCK_ROWS
+    assert len(big.vectors.crc32) == 8 and big.crcs is not None and not big.lacks_row_crcs
+    assert small.crcs is None and not small.lacks_row_crcs
+    vec_file = path / big.vectors.file
+    data = bytearray(vec_file.read_bytes())
+    data[300 * col.dim * 4 + 3] ^= 0x40
+    vec_file.write_bytes(bytes(data))
+    col = embedsearch.open(path)
+    seg = col._table.segments[0]
+    from embedsearch.validation import unit_rows
+
+    assert np.array_equal(col._table.take(np.array([3, 299])), unit_rows(vecs, col.dim)[[3, 299]])
+    assert not seg._block_ok.any() and np.flatnonzero(seg._row_ok).tolist() == [3, 299]
+    with pytest.raises(CorruptionError, match=vec_file.name):
+        col._table.take(np.array([300]))
+    assert not verify(path).ok
+    col.close()
+
+
 def test_segments_keep_the_checksum_blocks_they_were_written_with(
     tmp_path: Path, demo_vectors: Any
 ) -> None:
-    """A segment written with 256-row blocks (before 64 became the default) is read and
-    checked by its own block size; a damaged row in it is still refused."""
+    """A segment written with 256-row blocks (before 64, then 1,024, became the default) is
+    read and checked by its own block size; a damaged row in it is still refused."""
     from embedsearch.segment import block_crcs
 
     path = tmp_path / "c"

@@ -101,6 +101,18 @@ def downgrade(root: Path) -> None:
     store.remove_orphans(root, store.read_manifest(root))  # files only the history named
 
 
+#: Rows per vector checksum block of the segments formats 2-5 wrote (since 2026-12-03).
+OLD_BLOCK_ROWS = 64
+
+
+def _reblock(root: Path, vref: dict[str, Any], rows: int, block_rows: int) -> None:
+    """Give the vectors entry ``vref`` the block checksums of ``block_rows``-row blocks."""
+    from embedsearch.segment import block_crcs
+
+    stored = np.fromfile(root / vref["file"], dtype="<f4").reshape(rows, -1)
+    vref["block_rows"], vref["crc32"] = block_rows, block_crcs(stored, block_rows)
+
+
 def _strip(root: Path, keys: tuple[str, ...], version: int) -> None:
     """Drop the derived files ``keys`` of every segment of the (closed) collection at
     ``root`` and mark its manifest ``version`` (the version history, whose manifests name
@@ -112,6 +124,9 @@ def _strip(root: Path, keys: tuple[str, ...], version: int) -> None:
                 ref = seg.pop(key, None)
                 if ref is not None and "file" in ref:  # the column layout has no file
                     os.unlink(root / ref["file"])
+            vref = seg.get("vectors")
+            if vref is not None:  # formats 2-5 checked vectors per 64-row block
+                _reblock(root, vref, seg["rows"], OLD_BLOCK_ROWS)
         obj["format_version"] = version
 
     shutil.rmtree(root / "versions", ignore_errors=True)
