@@ -62,7 +62,7 @@ from .rag.mixin import RetrievalMixin
 from .segment import Segment, open_segment
 from .segment import add_derived as _add_derived
 from .segment import write_segment as _write_segment
-from .table import RowsView, Table, compaction_plan, parse_metadata
+from .table import RowsView, Table, compaction_plan, merge_plan, parse_metadata
 from .types import Document, Hit
 from .validation import (
     check_k,
@@ -91,6 +91,11 @@ MAX_TAILS = 32
 #: its first approximate search: at 5M rows (8,192 lists) 10k rows of codes took 0.16 s.
 TAIL_SHARE = 0.02
 TAIL_MIN_ROWS = 20_000
+
+#: A writer merges its newest small segments (fewer than COMPACT_KEEP_ROWS rows) into one
+#: once MERGE_FAN_IN of a level wait, or MERGE_ROWS rows (see table.merge_plan).
+MERGE_FAN_IN = 32
+MERGE_ROWS = 65_536
 
 COMPACT_SEGMENT_ROWS = 200_000
 #: Compaction keeps a segment with no deleted rows as it is (the file is not rewritten and
@@ -509,7 +514,51 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     self._index, self._index_file_ok = trained, True
             if trained is None:
                 self._maybe_save_index(force=self._maintain_index())
+            self._merge_small_segments()
             return out_ids
+
+    def _merge_small_segments(self) -> None:
+        """Merge the newest small segments into one where :func:`merge_plan` says so: many
+        small writes (text ingest commits a segment per batch) end in few segments.
+
+        Runs in the writer after a write has committed, as a commit of its own (``merge``
+        in the history). Only a trailing run is merged, deleted rows included, so every
+        row keeps its position: the index, the tombstones and the rows' order are those of
+        the version before, and readers that opened it keep reading its files (kept while a
+        past version names them, as after compaction). A merge that fails is dropped with a
+        warning: the write it follows has committed and stays so.
+        """
+        table = self._table
+        sizes = [seg.rows for seg in table.segments]
+        first = merge_plan(sizes, COMPACT_KEEP_ROWS, MERGE_FAN_IN, MERGE_ROWS)
+        if first is None:
+            return
+        pos = np.arange(table.segment_starts()[first], table.rows)
+        written: list[str] = []
+        try:
+            ref = _write_segment(
+                self.path,
+                *table.hit_strings(pos),  # ids, texts, metadata JSON
+                table.take(pos),
+                columns=table.typed_columns_at(pos),
+            )
+            written = ref.files()
+            merged = open_segment(self.path, ref, self.dim, verified=True)
+            segments = self._manifest.segments[:first] + (ref,)
+            manifest = self._commit(self._manifest.replace(segments=segments), "merge")
+        except Exception as exc:  # noqa: BLE001 - the write before has committed: keep it
+            self._discard(written, exc)
+            log.warning("could not merge %d small segments (%s)", len(sizes) - first, exc)
+            return
+        except BaseException as exc:  # Ctrl-C: the write has committed, the merge has not
+            self._discard(written, exc)
+            raise
+        fresh = Table(self.dim)
+        fresh.extend(list(table.segments[:first]) + [merged])
+        fresh.kill(np.flatnonzero(~table.live[: table.rows]))
+        with self._rw.write():
+            self._manifest, self._table = manifest, fresh
+        log.info("merged %d segments (%d rows) into one", len(sizes) - first, pos.size)
 
     def _first_training(
         self, table: Table, written: list[Segment]

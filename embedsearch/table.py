@@ -30,6 +30,7 @@ collection rely on; keep it when changing this file):
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -690,6 +691,38 @@ def compaction_plan(
             run.append((i, pos, whole))
     flush()
     return plan
+
+
+def merge_plan(sizes: Sequence[int], small_rows: int, fan_in: int, merge_rows: int) -> int | None:
+    """Where a writer merges its newest small segments into one, or None: the index of the
+    first segment of the trailing run to merge (every segment from there to the last).
+
+    Text ingest commits a segment per batch (2,048 documents for ``embedsearch index``), and
+    a service that adds a few documents at a time one per request; each segment costs a
+    manifest entry (written twice by every commit and parsed by every open), files to map
+    and a step in every scan. A 1M-document collection in 489 such segments answered in
+    4.1 ms against 1.7 ms in 20.
+
+    Segments of fewer than ``small_rows`` rows are small; a small one's level is how many
+    times ``fan_in`` divides into its rows (with 32: 1-31 rows level 0, 32-1,023 level 1,
+    1,024 and more level 2). From the lowest level up, the trailing run of small segments
+    of at most that level is merged once it holds ``fan_in`` segments *of* that level, or
+    ``merge_rows`` rows: ``fan_in`` segments of one level make one of the next, as a counter
+    carries, so a row is rewritten about once per level it climbs (2,048-row batches: once,
+    into a 65,536-row segment; single documents: about four times), and fewer than
+    ``fan_in`` segments of each level wait to be merged. Merging only a trailing run keeps every row
+    at its position: the index, the tombstones and past versions stay valid as they are.
+    """
+    level = [-1 if n >= small_rows else int(math.log(max(n, 1), fan_in) + 1e-9) for n in sizes]
+    for top in range(int(math.log(max(small_rows - 1, 1), fan_in) + 1e-9) + 1):
+        first = len(sizes)
+        while first > 0 and 0 <= level[first - 1] <= top:
+            first -= 1
+        run = sizes[first:]
+        peers = sum(1 for lv in level[first:] if lv == top)  # a level's own count carries
+        if len(run) >= 2 and (peers >= fan_in or sum(run) >= merge_rows):
+            return first
+    return None
 
 
 def _blocks_read() -> int | None:
