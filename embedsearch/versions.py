@@ -59,6 +59,7 @@ OPS = (
     "upsert",
     "delete",
     "compact",
+    "merge",
     "reindex",
     "index",
     "restore",
