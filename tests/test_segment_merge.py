@@ -6,6 +6,7 @@ simulated ingests (how many rows each policy rewrites, how many segments wait).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 import embedsearch
 from embedsearch import collection as collection_mod
+from embedsearch import manifest as manifest_mod
 from embedsearch import store
 from embedsearch.maintenance import verify
 from embedsearch.table import merge_plan
@@ -147,3 +149,53 @@ def test_a_failed_merge_keeps_the_write(
     assert len(store.read_manifest(path).segments) == 1 and len(col) == FAN_IN + 1
     col.close()
     assert verify(path).ok
+
+
+@pytest.mark.parametrize("when", ["before-commit", "after-commit"])
+def test_a_writer_killed_in_a_merge_loses_nothing(tmp_path: Path, when: str) -> None:
+    """A writer SIGKILLed inside the merge that follows its 32nd add: that add has committed
+    and is there; the merge is all or nothing (the next writer removes its orphans, or
+    finds it done); verify passes and the next write merges what is left to merge."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "c"
+    vecs = np.random.default_rng(7).normal(size=(FAN_IN + 1, 384)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vecs)
+    code = f"""
+import os, numpy as np, embedsearch
+from embedsearch import collection, store
+vecs = np.load({str(tmp_path / "v.npy")!r})
+write = store.write_manifest
+def kill_in_merge(root, manifest, hook=None):
+    merging = len(manifest.segments) == 1 and manifest.segments[0].rows == {FAN_IN}
+    if merging and {when!r} == "before-commit":
+        os.kill(os.getpid(), 9)
+    out = write(root, manifest, hook)
+    if merging:
+        os.kill(os.getpid(), 9)
+    return out
+collection.store.write_manifest = kill_in_merge
+col = embedsearch.open({str(path)!r})
+for i in range({FAN_IN}):
+    col.add([f"t{{i}}"], ids=[f"d{{i}}"], vectors=vecs[i : i + 1])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-800:]
+    col = embedsearch.open(path)
+    assert len(col) == FAN_IN and col.get([f"d{FAN_IN - 1}"])[0].text == f"t{FAN_IN - 1}"
+    merged = len(store.read_manifest(path).segments) == 1
+    assert merged == (when == "after-commit")
+    assert [h.id for h in col.search(vecs[5], k=1)] == ["d5"]
+    col.add(["last"], ids=["last"], vectors=vecs[FAN_IN : FAN_IN + 1])  # the next writer
+    assert len(store.read_manifest(path).segments) == (2 if merged else 1)
+    col.close()
+    report = verify(path)
+    assert report.ok, report
+    named: set[str] = set()  # every file a kept version names (past ones keep theirs)
+    for record in (path / "versions").glob("v-*.json"):
+        body = json.loads(record.read_text())["manifest"]
+        named |= set(manifest_mod.Manifest.from_json(body).files())
+    on_disk = {f"segments/{p.name}" for p in (path / "segments").iterdir()}
+    assert on_disk <= named  # the killed merge's files, if uncommitted, are gone
