@@ -59,7 +59,7 @@ from .index import (
 from .latent.mixin import LatentMixin
 from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef, TailRef
 from .rag.mixin import RetrievalMixin
-from .segment import Segment, open_segment
+from .segment import Segment, open_segment, row_checksums
 from .segment import add_derived as _add_derived
 from .segment import write_segment as _write_segment
 from .table import RowsView, Table, compaction_plan, merge_plan, parse_metadata
@@ -186,24 +186,45 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 manifest = newer
         self._load(manifest)
 
-    def _borrowed_index(self, manifest: Manifest) -> IndexSection | None:
+    def _borrowed_index(self, manifest: Manifest, table: Table) -> IndexSection | None:
         """For a view of a past version whose own saved index is gone: the current version's
-        saved index, when its positions are that version's: the same epoch, and that
-        version's segments the first of the current ones (a restore keeps an old epoch, so
-        the epoch alone does not say the rows line up)."""
+        saved index, when its positions are that version's: the same epoch (a compaction
+        renumbers), and that version's rows the current ones' first rows. A restore keeps
+        an old epoch, so the epoch alone does not say the rows line up: the segments both
+        versions name are the same rows; past those, where the writer has since merged the
+        version's newest small segments (``table``: its rows), their vectors must be the
+        current version's at the same positions, row checksum for row checksum."""
         try:
             current = store.read_manifest(self.path)
         except EmbedSearchError:
             return None
         saved = current.index.file
-        mine = [seg.file for seg in manifest.segments]
-        if (
-            saved is None
-            or saved.epoch != manifest.epoch
-            or current.epoch != manifest.epoch
-            or [seg.file for seg in current.segments[: len(mine)]] != mine
-        ):
+        if saved is None or saved.epoch != manifest.epoch or current.epoch != manifest.epoch:
             return None
+        shared = 0
+        for mine, theirs in zip(manifest.segments, current.segments):
+            if mine.file != theirs.file:
+                break
+            shared += 1
+        if shared == len(manifest.segments):
+            return current.index
+        start = sum(ref.rows for ref in manifest.segments[:shared])
+        if current.rows is not None and current.rows < table.rows:
+            return None
+        try:
+            want = np.concatenate([row_checksums(seg) for seg in table.segments[shared:]])
+            got: list[np.ndarray] = []
+            for ref in current.segments[shared:]:
+                if sum(g.size for g in got) >= want.size:
+                    break
+                got.append(row_checksums(open_segment(self.path, ref, self.dim)))
+        except (OSError, EmbedSearchError):  # a file of the current version gone or damaged
+            return None
+        have = np.concatenate(got) if got else np.zeros(0, dtype=np.uint32)
+        if have.size < want.size or not np.array_equal(have[: want.size], want):
+            return None
+        log.info("version %d borrows the current index (rows from %d merged since)",
+                 manifest.generation, start)  # fmt: skip
         return current.index
 
     def _load_index(self, manifest: Manifest, table: Table) -> VectorIndex:
@@ -213,7 +234,9 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         self._index_file_ok = True
         vectors = table.vectors_view()
         if self.pinned_version is not None and versions.index_gone(self.path, manifest):
-            section = self._borrowed_index(manifest)  # its own went with the version (kept_files)
+            section = self._borrowed_index(
+                manifest, table
+            )  # its own went with the version (kept_files)
         borrowed = section is not None and section is not manifest.index
         saved = section.file if section is not None else None
         if (

@@ -1038,6 +1038,16 @@ class LegacySegment(MemorySegment):
 Segment = MappedSegment | MemorySegment
 
 
+def row_checksums(seg: Segment) -> np.ndarray:
+    """The CRC-32 of every vector row of ``seg``: its ``.crc`` file's values (checked chunk
+    by chunk against the manifest), or, for a segment without one, computed from its rows
+    (their blocks checked first). Two segments whose values agree row for row hold the same
+    vectors in the same order (to CRC-32's chance of 1 in 2^32 per differing row)."""
+    if isinstance(seg, MappedSegment) and seg._crcs_map is not None:
+        return np.asarray(seg._row_crc_values(np.arange(seg.rows)), dtype=np.uint32)
+    return row_crcs(seg.vectors())
+
+
 def open_segment(root: Path, ref: SegmentRef, dim: int, *, verified: bool = False) -> Segment:
     """Open a committed segment of either format (format 1 is read whole)."""
     if ref.legacy:

@@ -199,3 +199,60 @@ for i in range({FAN_IN}):
         named |= set(manifest_mod.Manifest.from_json(body).files())
     on_disk = {f"segments/{p.name}" for p in (path / "segments").iterdir()}
     assert on_disk <= named  # the killed merge's files, if uncommitted, are gone
+
+
+def test_a_past_version_borrows_the_index_across_a_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A past version whose own index file is gone borrows the current index when its rows
+    are the current version's first rows: also when the writer has since merged its newest
+    small segments (the rows' vector checksums agree), never when a restore put other rows
+    at those positions (then the view builds its own, and answers from its own rows)."""
+    from embedsearch.index import VectorIndex, exact_search
+
+    rng = np.random.default_rng(11)
+    v = rng.normal(size=(2100, 384)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    root = tmp_path / "c"
+    col = embedsearch.open(root, index="IVF16,Flat")
+    col.add([f"t{i}" for i in range(2000)], ids=[f"i{i}" for i in range(2000)], vectors=v[:2000])
+    first = col.version
+    for i in range(2000, 2031):
+        col.add([f"t{i}"], ids=[f"i{i}"], vectors=v[i : i + 1])
+    middle = col.version
+    col.add(["t2031"], ids=["i2031"], vectors=v[2031:2032])  # 32 single rows: merged
+    assert [s.rows for s in store.read_manifest(root).segments] == [2000, 32]
+    col.reindex("IVF16,Flat")  # a newer saved index: the middle version's own goes
+    col.close()
+    builds: list[int] = []
+    build = VectorIndex.build
+
+    def counted(self: Any, vectors: Any, **kw: Any) -> Any:
+        builds.append(len(vectors))
+        return build(self, vectors, **kw)
+
+    monkeypatch.setattr(VectorIndex, "build", counted)
+    q = v[2005:2035] + 0.01 * rng.normal(size=(30, 384)).astype(np.float32)
+    view = embedsearch.open(root, version=middle)
+    assert len(view) == 2031 and builds == []  # borrowed, nothing built
+    hits = view.batch_search(q, 10)
+    assert "i2031" not in {h.id for r in hits for h in r}  # a later row never shows
+    _, want = exact_search(v[:2031], q, 10)
+    got = [{h.id for h in r} for r in hits]
+    assert np.mean([len(g & {f"i{p}" for p in w}) / 10 for g, w in zip(got, want)]) >= 0.8
+    view.close()
+
+    col = embedsearch.open(root)
+    col.restore(first)  # the same epoch, and other rows where the middle's small ones were
+    other = rng.normal(size=(32, 384)).astype(np.float32)
+    for i in range(32):
+        col.add([f"o{i}"], ids=[f"o{i}"], vectors=other[i : i + 1])
+    assert [s.rows for s in store.read_manifest(root).segments] == [2000, 32]
+    col.reindex("IVF16,Flat")
+    col.close()
+    builds.clear()
+    view = embedsearch.open(root, version=middle)
+    assert builds == [2031]  # not borrowed: the view made its own
+    assert [h.id for h in view.search(v[2010], k=1)] == ["i2010"]
+    assert not {h.id for h in view.search(other[3], k=10)} & {f"o{i}" for i in range(32)}
+    view.close()
