@@ -447,7 +447,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             raise
         log.info("upgraded %d segments of %s", len(manifest.segments_to_upgrade), self.name)
         self._load(upgraded)
-        store.remove_orphans(self.path, self._manifest)
+        # the files the upgrade replaced, but not those a kept past version names
+        versions.cleanup(self.path, self._manifest)
 
     def _write(
         self,

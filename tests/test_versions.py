@@ -489,3 +489,42 @@ def test_a_fresh_process_reads_the_saved_summaries_not_the_records(tmp_path, mon
     versions.cleanup(root, col._manifest)  # the writer saves them again
     assert fresh_kept_files() == expected and parsed == []
     col.close()
+
+
+def test_an_upgrade_keeps_the_files_of_kept_versions(tmp_path, demo_vectors):
+    """The first write after ``repair`` dropped a derived part upgrades the segments; its
+    cleanup spares every file a kept past version names. It had removed each file the
+    newest version does not name, so a version from before a compaction (or a merge of
+    small segments) could no longer be opened and ``verify`` reported it."""
+    from v1_format import rewrite_manifest
+
+    from embedsearch import store
+    from embedsearch.maintenance import repair, verify
+
+    vecs = np.asarray(demo_vectors)
+    path = tmp_path / "c"
+    col = embedsearch.open(path)
+    for lo in (0, 100):
+        ids = [f"d{i}" for i in range(lo, lo + 100)]
+        col.add(ids, ids=ids, metadata=[{"year": 2000 + i % 20} for i in range(100)],
+                vectors=vecs[lo : lo + 100])  # fmt: skip
+    col.delete(["d150"])
+    before = col.version
+    col.compact(min_deleted_share=0)  # the second segment rewritten; the old one is kept
+    col.close()
+
+    def damage(obj: dict) -> None:
+        column = obj["segments"][0]["columns"]["typed"][0]
+        column["crc32"] = f"{int(column['crc32'], 16) ^ 1:08x}"
+
+    rewrite_manifest(path, damage)
+    assert repair(path).lost_rows == 0
+    assert store.read_manifest(path).needs_upgrade  # the layout dropped: the next write
+    col = embedsearch.open(path)
+    col.add(["one more"], ids=["more"], vectors=vecs[200:201])  # upgrades, then cleans up
+    col.close()
+    report = verify(path)
+    assert report.ok and not report.problems, report.problems
+    past = embedsearch.open(path, version=before)
+    assert len(past) == 199 and past.get(["d199"])[0].text == "d199"
+    past.close()
