@@ -234,9 +234,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         self._index_file_ok = True
         vectors = table.vectors_view()
         if self.pinned_version is not None and versions.index_gone(self.path, manifest):
-            section = self._borrowed_index(
-                manifest, table
-            )  # its own went with the version (kept_files)
+            # its own went with the version (kept_files)
+            section = self._borrowed_index(manifest, table)
         borrowed = section is not None and section is not manifest.index
         saved = section.file if section is not None else None
         if (

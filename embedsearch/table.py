@@ -710,8 +710,8 @@ def merge_plan(sizes: Sequence[int], small_rows: int, fan_in: int, merge_rows: i
     ``merge_rows`` rows: ``fan_in`` segments of one level make one of the next, as a counter
     carries, so a row is rewritten about once per level it climbs (2,048-row batches: once,
     into a 65,536-row segment; single documents: about four times), and fewer than
-    ``fan_in`` segments of each level wait to be merged. Merging only a trailing run keeps every row
-    at its position: the index, the tombstones and past versions stay valid as they are.
+    ``fan_in`` segments of each level wait to be merged. Merging only a trailing run keeps
+    every row at its position: the index, the tombstones and past versions stay valid.
     """
     level = [-1 if n >= small_rows else int(math.log(max(n, 1), fan_in) + 1e-9) for n in sizes]
     for top in range(int(math.log(max(small_rows - 1, 1), fan_in) + 1e-9) + 1):
