@@ -88,3 +88,15 @@ def ray_cluster():
         pytest.skip(f"Ray cannot start on this machine: {type(exc).__name__}: {exc}")
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def unit_vectors():
+    """A maker of ``n`` random unit vectors (float32, ``dim`` wide) from ``seed``."""
+    import numpy as np
+
+    def make(seed: int, n: int, dim: int = 384) -> Any:
+        v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return make

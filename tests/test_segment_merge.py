@@ -202,7 +202,7 @@ for i in range({FAN_IN}):
 
 
 def test_a_past_version_borrows_the_index_across_a_merge(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unit_vectors: Any
 ) -> None:
     """A past version whose own index file is gone borrows the current index when its rows
     are the current version's first rows: also when the writer has since merged its newest
@@ -211,8 +211,7 @@ def test_a_past_version_borrows_the_index_across_a_merge(
     from embedsearch.index import VectorIndex, exact_search
 
     rng = np.random.default_rng(11)
-    v = rng.normal(size=(2100, 384)).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v = unit_vectors(11, 2100)
     root = tmp_path / "c"
     col = embedsearch.open(root, index="IVF16,Flat")
     col.add([f"t{i}" for i in range(2000)], ids=[f"i{i}" for i in range(2000)], vectors=v[:2000])

@@ -316,7 +316,7 @@ def test_time_travel_on_an_approximate_index_is_exact_to_then(tmp_path):
     assert [[(h.id, round(h.score, 6)) for h in r] for r in view.batch_search(q, 10)] == then
 
 
-def test_an_untagged_past_version_borrows_the_current_index(tmp_path, monkeypatch):
+def test_an_untagged_past_version_borrows_the_current_index(tmp_path, monkeypatch, unit_vectors):
     """A past version keeps its rows, not its index file (derived data: one per saved index
     kept a week had doubled a 1M-row collection's disk): a newer save removes it. Opening
     that version borrows the current index limited to its rows (its segments are the first
@@ -326,8 +326,7 @@ def test_an_untagged_past_version_borrows_the_current_index(tmp_path, monkeypatc
     from embedsearch.maintenance import verify
 
     rng = np.random.default_rng(4)
-    v = rng.normal(size=(3000, 384)).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v = unit_vectors(4, 3000)
     root = tmp_path / "c"
     col = embedsearch.open(root, index="IVF16,Flat")
     col.add([f"t{i}" for i in range(2000)], ids=[f"i{i}" for i in range(2000)], vectors=v[:2000])
