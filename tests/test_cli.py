@@ -240,3 +240,38 @@ def test_every_command_module_is_declared_in_the_registry():
     assert len(set(declared)) == len(declared)
     commands = set(cli.build_parser()._subparsers._group_actions[0].choices)
     assert {"index", "search", "serve", "info"} <= commands
+
+
+def test_index_embeds_in_batches_and_commits_in_large_ones(home, encoder, tmp_path, capsys):
+    """`index` embeds --batch-size documents at a time and commits --commit-every at a time,
+    one segment each (a bulk ingest leaves no small segments to merge and keep): 700
+    documents in batches of 100, committed every 300, are 3 segments and 3 add versions. An
+    id seen earlier in the run with another text stops it, after what came before is
+    committed; the same text is skipped, as for a stored one."""
+    from embedsearch import store
+
+    rows = [{"id": f"d{i}", "text": f"note {i} about topic {i % 7}"} for i in range(700)]
+    src = tmp_path / "notes.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["index", "bulk", str(src), "--batch-size", "100", "--commit-every", "300"]
+    assert main(args) == 0
+    assert "indexed 700 documents" in capsys.readouterr().out
+    manifest = store.read_manifest(home / "bulk")
+    assert [s.rows for s in manifest.segments] == [300, 300, 100]
+    ops = [
+        json.loads(p.read_text())["op"] for p in sorted((home / "bulk" / "versions").glob("v-*"))
+    ]
+    assert ops.count("add") == 3 and "merge" not in ops
+
+    again = rows[:250] + [{"id": "d120", "text": "note 120 again"}]  # d120: batch 2
+    src.write_text("".join(json.dumps(r) + "\n" for r in again))
+    assert main(["index", "other", str(src), "--batch-size", "100"]) == 2
+    assert "id 'd120' already exists with a different text" in capsys.readouterr().err
+    assert main(["info", "other", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 200  # the batches before it, kept
+    within = rows[300:350] + [{"id": "d310", "text": "twice in one batch"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in within))
+    assert main(["index", "other", str(src)]) == 2  # refused by the write, as before
+    assert "'d310' appears twice" in capsys.readouterr().err
+    assert main(["index", "bulk", str(src), "--commit-every", "0"]) == 2
+    assert "--commit-every must be at least 1" in capsys.readouterr().err

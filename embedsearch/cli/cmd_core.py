@@ -7,6 +7,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,18 @@ How files become documents (the same rules as `ray-index`):
 The model reads the first 256 tokens of a document (all-MiniLM-L6-v2); longer documents
 are counted and reported. To index long files as passages, use `embedsearch ingest`.
 
-Work is committed in batches (--batch-size): Ctrl-C keeps every committed batch, and
-re-running the same command resumes, skipping ids already stored with the same text.
+Documents are embedded --batch-size at a time and committed --commit-every at a time (one
+segment each: fewer, larger commits leave the collection fewer segments to merge and fewer
+versions to keep). Ctrl-C commits every document embedded so far and keeps it; a crash
+(kill, power loss) loses at most the documents since the last commit. Re-running the same
+command resumes, skipping ids already stored with the same text.
 """
+
+
+#: Documents per commit of `embedsearch index`: one segment each, as large as the segments the
+#: writer's merges leave alone (collection.COMPACT_KEEP_ROWS), so that a bulk ingest leaves
+#: no small segments to merge, nor their files to keep for the versions that name them.
+COMMIT_EVERY = 32_768
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size",
         type=int,
         default=2048,
-        help="documents per committed batch (default 2048): what Ctrl-C can lose at most",
+        help="documents embedded per step (default 2048): what Ctrl-C discards at most",
+    )
+    p.add_argument(
+        "--commit-every",
+        type=int,
+        default=COMMIT_EVERY,
+        help=f"documents per commit (default {COMMIT_EVERY:,}): what a crash can lose at most",
     )
     p.set_defaults(func=cmd_index)
 
@@ -160,6 +176,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+class _Embedded:
+    """Documents embedded and not yet committed (ids, texts, metadata, vectors), in order."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.texts: dict[str, str] = {}  # id -> text, for the checks of later batches
+        self.metas: list[Any] = []
+        self.vectors: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def extend(
+        self, ids: Sequence[str], texts: Sequence[str], metas: Sequence[Any], vecs: Any
+    ) -> None:
+        self.ids.extend(ids)
+        self.texts.update(zip(ids, texts))
+        self.metas.extend(metas)
+        self.vectors.append(vecs)
+
+    def commit(self, write: Any) -> int:
+        """Write them in one call (their vectors given: nothing is embedded again); how many."""
+        n = len(self.ids)
+        if n:
+            import numpy as np
+
+            texts = [self.texts[i] for i in self.ids]
+            write(texts, ids=self.ids, metadata=self.metas, vectors=np.concatenate(self.vectors),
+                  progress=False)  # fmt: skip
+            self.ids, self.texts, self.metas, self.vectors = [], {}, [], []
+        return n
+
+
 def _batches(records: Any, size: int) -> Any:
     while batch := list(itertools.islice(records, size)):
         yield batch
@@ -175,6 +224,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InvalidInputError("--batch-size must be at least 1.")
+    if args.commit_every < 1:
+        raise InvalidInputError("--commit-every must be at least 1.")
     if args.limit is not None and args.limit < 1:
         raise InvalidInputError("--limit must be at least 1.")
     opts = ReadOptions(
@@ -206,14 +257,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     added = resumed = long_docs = 0
     col = open_collection(args.name, model=args.model, index=args.index)
     progress = Progress("index", "documents", total)
+    write = col.upsert if args.upsert else col.add
+    embedded = _Embedded()
     try:
         window = col.encoder.max_seq_length
         for batch in itertools.chain([first] if first else [], batches):
+            if args.upsert and any(r.id in embedded.texts for r in batch):
+                added += embedded.commit(write)  # an id again: replace it in a later write
             present = [r.id for r in batch if r.id in col]
-            if present:
-                stored = {d.id: d.text for d in col.get(present)}
+            stored = {d.id: d.text for d in col.get(present)} if present else {}
+            stored.update({r.id: embedded.texts[r.id] for r in batch if r.id in embedded.texts})
+            if stored:
                 differ = [r.id for r in batch if r.id in stored and stored[r.id] != r.text]
                 if differ and not args.upsert:
+                    added += embedded.commit(write)  # what came before is kept
                     raise DuplicateIdError(
                         f"id {differ[0]!r} already exists with a different text "
                         f"({len(differ)} such id(s) in this batch); pass --upsert to replace "
@@ -226,18 +283,28 @@ def cmd_index(args: argparse.Namespace) -> int:
             if not batch:
                 continue
             long_docs += sum(n > window for n in col.encoder.token_counts([r.text for r in batch]))
-            write = col.upsert if args.upsert else col.add
             ids, texts, metas = zip(*batch)  # rows stay rows until here: the storage call
-            write(list(texts), ids=list(ids), metadata=[m or None for m in metas], progress=False)
-            added += len(batch)
+            if len(set(ids)) < len(ids):  # the write refuses them, after what came before
+                added += embedded.commit(write)
+                write(list(texts), ids=list(ids), metadata=list(metas), progress=False)
+            vectors = col.encoder.encode(list(texts))
+            embedded.extend(ids, texts, [m or None for m in metas], vectors)
             progress.update(len(batch))
+            if len(embedded) >= args.commit_every:
+                added += embedded.commit(write)
+        added += embedded.commit(write)
     except KeyboardInterrupt:
         progress.close()
+        try:  # what was embedded is kept: committed now (fast: nothing to embed)
+            added += embedded.commit(write)
+            lost = ""
+        except KeyboardInterrupt:
+            lost = f" {len(embedded):,} documents embedded since the last commit were not kept;"
         holds = len(col)
         col.close()
         print(
             f"interrupted: {added:,} documents of this run were committed and are kept "
-            f"(collection {args.name!r} holds {holds:,}); the batch being embedded was "
+            f"(collection {args.name!r} holds {holds:,});{lost} the batch being embedded was "
             "discarded. Re-run the same command to resume: documents already stored are "
             "skipped.",
             file=sys.stderr,
