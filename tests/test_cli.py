@@ -275,3 +275,32 @@ def test_index_embeds_in_batches_and_commits_in_large_ones(home, encoder, tmp_pa
     assert "'d310' appears twice" in capsys.readouterr().err
     assert main(["index", "bulk", str(src), "--commit-every", "0"]) == 2
     assert "--commit-every must be at least 1" in capsys.readouterr().err
+
+
+def test_index_interrupted_after_a_commit_counts_it_once(
+    home, encoder, tmp_path, capsys, monkeypatch
+):
+    """Ctrl-C inside what the writer does after an add has committed (its merge of small
+    segments): the documents are counted as committed and not written a second time."""
+    from embedsearch.collection import Collection
+
+    src = tmp_path / "notes.jsonl"
+    src.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": f"note {i}"}) + "\n" for i in range(700))
+    )
+    calls: list[int] = []
+
+    def interrupted(self):
+        calls.append(len(self))
+        raise KeyboardInterrupt
+
+    merge = Collection._merge_small_segments
+    monkeypatch.setattr(Collection, "_merge_small_segments", interrupted)
+    args = ["index", "once", str(src), "--batch-size", "100", "--commit-every", "300"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert calls == [300] and "interrupted: 300 documents of this run were committed" in err
+    assert "not kept" not in err
+    monkeypatch.setattr(Collection, "_merge_small_segments", merge)
+    assert main(["info", "once", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 300

@@ -177,9 +177,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class _Embedded:
-    """Documents embedded and not yet committed (ids, texts, metadata, vectors), in order."""
+    """Documents embedded and not yet committed (ids, texts, metadata, vectors), in order;
+    ``committed`` counts those written so far."""
 
     def __init__(self) -> None:
+        self.committed = 0
+        self._clear()
+
+    def _clear(self) -> None:
         self.ids: list[str] = []
         self.texts: dict[str, str] = {}  # id -> text, for the checks of later batches
         self.metas: list[Any] = []
@@ -196,17 +201,30 @@ class _Embedded:
         self.metas.extend(metas)
         self.vectors.append(vecs)
 
-    def commit(self, write: Any) -> int:
-        """Write them in one call (their vectors given: nothing is embedded again); how many."""
-        n = len(self.ids)
-        if n:
-            import numpy as np
+    def commit(self, col: Any, upsert: bool) -> None:
+        """Write them in one call (their vectors given: nothing is embedded again).
 
-            texts = [self.texts[i] for i in self.ids]
-            write(texts, ids=self.ids, metadata=self.metas, vectors=np.concatenate(self.vectors),
-                  progress=False)  # fmt: skip
-            self.ids, self.texts, self.metas, self.vectors = [], {}, [], []
-        return n
+        A write that raised may still have committed: its add or upsert did, and what runs
+        after it in the writer (a merge of small segments) was interrupted. A write is all
+        or nothing, so its first document says which: stored with this text, they are
+        counted and forgotten here; otherwise they stay, for the caller to commit again."""
+        if not self.ids:
+            return
+        import numpy as np
+
+        texts = [self.texts[i] for i in self.ids]
+        write = col.upsert if upsert else col.add
+        try:
+            write(texts, ids=self.ids, metadata=self.metas,
+                  vectors=np.concatenate(self.vectors), progress=False)  # fmt: skip
+        except BaseException:
+            first = self.ids[0]
+            if first in col and col.get([first])[0].text == texts[0]:
+                self.committed += len(self.ids)
+                self._clear()
+            raise
+        self.committed += len(self.ids)
+        self._clear()
 
 
 def _batches(records: Any, size: int) -> Any:
@@ -254,23 +272,22 @@ def cmd_index(args: argparse.Namespace) -> int:
     path = resolve_path(args.name)
     existed = (path / "manifest.json").is_file()
     t0 = time.perf_counter()
-    added = resumed = long_docs = 0
+    resumed = long_docs = 0
     col = open_collection(args.name, model=args.model, index=args.index)
     progress = Progress("index", "documents", total)
-    write = col.upsert if args.upsert else col.add
     embedded = _Embedded()
     try:
         window = col.encoder.max_seq_length
         for batch in itertools.chain([first] if first else [], batches):
             if args.upsert and any(r.id in embedded.texts for r in batch):
-                added += embedded.commit(write)  # an id again: replace it in a later write
+                embedded.commit(col, args.upsert)  # an id again: replace it in a later write
             present = [r.id for r in batch if r.id in col]
             stored = {d.id: d.text for d in col.get(present)} if present else {}
             stored.update({r.id: embedded.texts[r.id] for r in batch if r.id in embedded.texts})
             if stored:
                 differ = [r.id for r in batch if r.id in stored and stored[r.id] != r.text]
                 if differ and not args.upsert:
-                    added += embedded.commit(write)  # what came before is kept
+                    embedded.commit(col, args.upsert)  # what came before is kept
                     raise DuplicateIdError(
                         f"id {differ[0]!r} already exists with a different text "
                         f"({len(differ)} such id(s) in this batch); pass --upsert to replace "
@@ -285,25 +302,26 @@ def cmd_index(args: argparse.Namespace) -> int:
             long_docs += sum(n > window for n in col.encoder.token_counts([r.text for r in batch]))
             ids, texts, metas = zip(*batch)  # rows stay rows until here: the storage call
             if len(set(ids)) < len(ids):  # the write refuses them, after what came before
-                added += embedded.commit(write)
+                embedded.commit(col, args.upsert)
+                write = col.upsert if args.upsert else col.add
                 write(list(texts), ids=list(ids), metadata=list(metas), progress=False)
             vectors = col.encoder.encode(list(texts))
             embedded.extend(ids, texts, [m or None for m in metas], vectors)
             progress.update(len(batch))
             if len(embedded) >= args.commit_every:
-                added += embedded.commit(write)
-        added += embedded.commit(write)
+                embedded.commit(col, args.upsert)
+        embedded.commit(col, args.upsert)
     except KeyboardInterrupt:
         progress.close()
         try:  # what was embedded is kept: committed now (fast: nothing to embed)
-            added += embedded.commit(write)
+            embedded.commit(col, args.upsert)
             lost = ""
         except KeyboardInterrupt:
             lost = f" {len(embedded):,} documents embedded since the last commit were not kept;"
         holds = len(col)
         col.close()
         print(
-            f"interrupted: {added:,} documents of this run were committed and are kept "
+            f"interrupted: {embedded.committed:,} documents of this run were committed and are kept "
             f"(collection {args.name!r} holds {holds:,});{lost} the batch being embedded was "
             "discarded. Re-run the same command to resume: documents already stored are "
             "skipped.",
@@ -318,6 +336,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             drop(path, missing_ok=True)  # never leave an empty collection behind a failure
         raise
     progress.close()
+    added = embedded.committed
     took = time.perf_counter() - t0
     info = col.info()
     col.close()
