@@ -273,6 +273,12 @@ def test_index_embeds_in_batches_and_commits_in_large_ones(home, encoder, tmp_pa
     src.write_text("".join(json.dumps(r) + "\n" for r in within))
     assert main(["index", "other", str(src)]) == 2  # refused by the write, as before
     assert "'d310' appears twice" in capsys.readouterr().err
+    bad = rows[400:650] + [{"id": "nul", "text": "a NUL \u0000 inside"}]  # batch 3
+    src.write_text("".join(json.dumps(r) + "\n" for r in bad))
+    assert main(["index", "third", str(src), "--batch-size", "100"]) == 2
+    assert "texts[50] contains a NUL character" in capsys.readouterr().err
+    assert main(["info", "third", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 200  # the batches before it, kept
     assert main(["index", "bulk", str(src), "--commit-every", "0"]) == 2
     assert "--commit-every must be at least 1" in capsys.readouterr().err
 
