@@ -75,7 +75,9 @@ from .validation import (
 
 log = logging.getLogger(__name__)
 
-WRITE_CHUNK = 2048  # documents embedded and written per segment while streaming an add
+#: Documents embedded at a time while streaming an add; their segments are written
+#: VECTOR_CHUNK rows at a time (a 10,000-text add is one segment, not five to merge later).
+WRITE_CHUNK = 2048
 #: Rows per segment when the caller passes a matrix of vectors (nothing to embed, and the
 #: rows are in memory already): every segment costs a file pair to map and a step in each
 #: column scan, and 2,048-row segments made a 1M-row collection 500 of them.
@@ -103,6 +105,18 @@ COMPACT_SEGMENT_ROWS = 200_000
 #: are merged with their neighbours' live rows, so many small writes still end in few
 #: segments. Half a :data:`VECTOR_CHUNK`: a 50k-row ``add`` of vectors is kept.
 COMPACT_KEEP_ROWS = 32_768
+
+
+def _write_held(root: Path, held: list[tuple[Any, ...]]) -> SegmentRef:
+    """One segment of the chunks in ``held`` (ids, texts, metadata JSON, vectors and
+    metadata dicts, each), which it empties."""
+    if len(held) == 1:
+        parts = list(held[0])
+    else:
+        parts = [[x for h in held for x in h[k]] for k in range(5)]
+        parts[3] = np.concatenate([h[3] for h in held])
+    held.clear()
+    return _write_segment(root, *parts)
 
 
 # ----------------------------------------------------------------------------- facade
@@ -471,6 +485,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             out_ids: list[str] = []
             fresh: list[np.ndarray] | None = []  # the rows' vectors as written, for the index
             fresh_bytes = 0
+            held: list[tuple[Any, ...]] = []  # chunks embedded, not yet written (see below)
             trained, saved = None, None  # the index trained before the commit, its file
             try:
                 step = VECTOR_CHUNK if isinstance(vectors, np.ndarray) else WRITE_CHUNK
@@ -492,8 +507,9 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                         else self._vectors_for(c_ids, c_texts, table if upsert else None)
                     )
                     c_vectors = np.ascontiguousarray(c_vectors, dtype="<f4")  # as stored
-                    ref = _write_segment(self.path, c_ids, c_texts, c_meta, c_vectors, c_dicts)
-                    written.append(ref)
+                    held.append((c_ids, c_texts, c_meta, c_vectors, c_dicts))
+                    if sum(len(h[0]) for h in held) >= VECTOR_CHUNK:
+                        written.append(_write_held(self.path, held))
                     fresh_bytes += c_vectors.nbytes
                     if fresh is not None and fresh_bytes <= FRESH_INDEX_BYTES:
                         fresh.append(c_vectors)
@@ -501,6 +517,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                         fresh = None
                     out_ids.extend(c_ids)
                     bar.update(len(c_ids))
+                if held:
+                    written.append(_write_held(self.path, held))
                 if not out_ids:
                     return []
                 if replaced:

@@ -255,3 +255,23 @@ def test_a_past_version_borrows_the_index_across_a_merge(
     assert [h.id for h in view.search(v[2010], k=1)] == ["i2010"]
     assert not {h.id for h in view.search(other[3], k=10)} & {f"o{i}" for i in range(32)}
     view.close()
+
+
+def test_a_text_add_writes_large_segments_while_embedding_in_chunks(
+    tmp_path: Path, demo_rows: Any, demo_vectors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Texts are embedded WRITE_CHUNK at a time, but written VECTOR_CHUNK rows a segment: an
+    add of many texts is few segments, with the same rows, order and vectors."""
+    monkeypatch.setattr(collection_mod, "WRITE_CHUNK", 100)
+    monkeypatch.setattr(collection_mod, "VECTOR_CHUNK", 250)
+    path = tmp_path / "c"
+    col = embedsearch.open(path)
+    texts = [r["text"] for r in demo_rows]  # 350: chunks of 100, 100, 100, 50
+    col.add(texts, ids=[r["id"] for r in demo_rows], metadata=[{"n": i} for i in range(350)])
+    assert [s.rows for s in store.read_manifest(path).segments] == [300, 50]
+    assert col.ids() == [r["id"] for r in demo_rows]
+    got = col._table.take(np.arange(350))
+    assert np.allclose(got, np.asarray(demo_vectors), atol=1e-5)
+    assert col.get([demo_rows[299]["id"]])[0].metadata == {"n": 299}
+    col.close()
+    assert verify(path).ok
