@@ -139,11 +139,18 @@ def test_generator_input_is_streamed_in_batches(home, encoder, monkeypatch):
     import embedsearch.collection as collection_mod
 
     monkeypatch.setattr(collection_mod, "WRITE_CHUNK", 7)
+    monkeypatch.setattr(collection_mod, "VECTOR_CHUNK", 14)
     col = embedsearch.open("stream")
+    sizes: list[int] = []
+    encode = col.encoder.encode
+    monkeypatch.setattr(
+        col.encoder, "encode", lambda t, **k: sizes.append(len(t)) or encode(t, **k)
+    )
     texts = (f"Sentence number {i} about topic {i % 5}." for i in range(30))
     ids = col.add(texts, ids=(f"g{i}" for i in range(30)), progress=True)
     assert ids == [f"g{i}" for i in range(30)]
-    assert len(col) == 30 and col.info()["segments"] == 5  # 7+7+7+7+2
+    assert sizes == [7, 7, 7, 7, 2]  # embedded as the generator yields
+    assert len(col) == 30 and col.info()["segments"] == 3  # written 14 + 14 + 2
     col.close()
     assert len(embedsearch.open("stream")) == 30
 
