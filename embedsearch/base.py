@@ -396,6 +396,12 @@ class CollectionBase(ABC):
             raise InvalidInputError("upsert needs ids: it replaces documents by id.")
         return self._write(texts, ids, metadata, vectors, upsert=True, progress=progress)
 
+    def check_rows(self, texts: list[str], ids: list[str], metadata: list[Any]) -> None:
+        """Raise what :meth:`add` would raise for these rows (a text, id or metadata it
+        refuses, an id twice), with its words, and do nothing else: no row is embedded or
+        written. For callers that embed rows themselves and write them later in one add."""
+        self._checked_one_by_one(texts, ids, metadata, None, 0, set())
+
     def _checked_chunks(
         self,
         texts: Iterable[str],

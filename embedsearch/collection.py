@@ -577,12 +577,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         pos = np.arange(table.segment_starts()[first], table.rows)
         written: list[str] = []
         try:
-            ref = _write_segment(
-                self.path,
-                *table.hit_strings(pos),  # ids, texts, metadata JSON
-                table.take(pos),
-                columns=table.typed_columns_at(pos),
-            )
+            ref = self._rewritten(pos)
             written = ref.files()
             merged = open_segment(self.path, ref, self.dim, verified=True)
             segments = self._manifest.segments[:first] + (ref,)
@@ -801,12 +796,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                         continue
                     for lo in range(0, len(pos), COMPACT_SEGMENT_ROWS):
                         rows = pos[lo : lo + COMPACT_SEGMENT_ROWS]
-                        ref = _write_segment(
-                            self.path,
-                            *table.hit_strings(rows),  # ids, texts, metadata JSON
-                            table.take(rows),
-                            columns=table.typed_columns_at(rows),
-                        )
+                        ref = self._rewritten(rows)
                         written.append(ref)
                         refs.append(ref)
                         segments.append(open_segment(self.path, ref, self.dim, verified=True))
@@ -848,6 +838,17 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             versions.cleanup(self.path, self._manifest)
             rewritten = sum(ref.rows for ref in written)
             return self._compact_stats(old_rows, before, rewritten, int(kept_dead.size))
+
+    def _rewritten(self, positions: np.ndarray) -> SegmentRef:
+        """A new segment (not yet committed) of the stored rows at ``positions``, ascending:
+        their ids, texts, metadata, vectors and typed columns as stored (compaction, merges)."""
+        table = self._table
+        return _write_segment(
+            self.path,
+            *table.hit_strings(positions),  # ids, texts, metadata JSON
+            table.take(positions),
+            columns=table.typed_columns_at(positions),
+        )
 
     def _merge_tombstones(self, positions: np.ndarray) -> None:
         """Compaction that moves no row: the deletes, kept, in one tombstone file instead of

@@ -174,7 +174,7 @@ def read_trained(root: Path, ref: IndexFileRef) -> bytes:
     277 MiB."""
     if ref.trained is None:
         raise CorruptionError(f"{ref.file} has no training saved after its index")
-    size, crc = ref.trained
+    size = ref.trained[0]
     try:
         with durable.open_file(root, ref.file) as fh:
             if os.fstat(fh.fileno()).st_size != ref.bytes:
@@ -183,7 +183,7 @@ def read_trained(root: Path, ref: IndexFileRef) -> bytes:
             part = fh.read(size)
     except (FileNotFoundError, NotADirectoryError):
         raise CorruptionError(f"{ref.file} is named in the manifest but missing") from None
-    if len(part) != size or f"{crc32(part):08x}" != crc:
+    if part_checksum(part) != ref.trained:
         raise CorruptionError(f"the training saved at the end of {ref.file} fails its checksum")
     return part
 

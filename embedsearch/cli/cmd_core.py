@@ -237,7 +237,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from ..collection import open as open_collection
     from ..errors import DuplicateIdError, InvalidInputError
     from ..readers import ReadOptions, ReadReport, count_paths, read_paths
-    from ..validation import check_id, check_metadata, check_text, resolve_path
+    from ..validation import resolve_path
     from .progress import Progress
 
     if args.batch_size < 1:
@@ -301,16 +301,9 @@ def cmd_index(args: argparse.Namespace) -> int:
                 continue
             long_docs += sum(n > window for n in col.encoder.token_counts([r.text for r in batch]))
             ids, texts, metas = zip(*batch)  # rows stay rows until here: the storage call
-            if len(set(ids)) < len(ids):  # the write refuses them, after what came before
-                embedded.commit(col, args.upsert)
-                write = col.upsert if args.upsert else col.add
-                write(list(texts), ids=list(ids), metadata=list(metas), progress=False)
             try:  # what the write checks, before the model runs: a bad document fails its
                 # own batch, after what came before is committed (as when each batch was a write)
-                for j, r in enumerate(batch):
-                    check_id(r.id, f"ids[{j}]")
-                    check_text(r.text, f"texts[{j}]")
-                    check_metadata(r.metadata or None, f"metadata[{j}]")
+                col.check_rows(list(texts), list(ids), [m or None for m in metas])
             except InvalidInputError:
                 embedded.commit(col, args.upsert)
                 raise
