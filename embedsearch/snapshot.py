@@ -177,7 +177,7 @@ def write_snapshot(
         with open(tmp, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 _add_bytes(tar, HEADER, json.dumps(header, indent=1).encode())
-                _add_bytes(tar, store.MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
+                _add_bytes(tar, store.MANIFEST, store.readable_json(body))
                 for name, fh in handles.items():
                     sha, size = sums[name]
                     actual = os.fstat(fh.fileno()).st_size
@@ -300,9 +300,7 @@ def restore_snapshot(
         gen = versions.generation_of(manifest)
         hook = versions.record_hook(staging, "restore", live=versions.live_rows(manifest))
         hook(manifest)
-        store.atomic_write(
-            staging / store.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode()
-        )
+        store.atomic_write(staging / store.MANIFEST, store.readable_json(manifest))
         _fsync_dir(staging / store.SEGMENTS_DIR)
         _fsync_dir(staging)
         if target.exists():

@@ -139,11 +139,9 @@ def _read_json(root: Path, name: str, default: Any) -> Any:
         ) from None
 
 
-def _write_json(root: Path, name: str, obj: Any) -> None:
+def _write_json(root: Path, name: str, obj: Any, levels: int = 2) -> None:
     """Durably replace ``versions/<name>`` (the directory is created and synced if new)."""
-    durable.write_file(
-        root, _rel(name), json.dumps(obj, indent=1, sort_keys=True).encode(), create_dirs=True
-    )
+    durable.write_file(root, _rel(name), store.readable_json(obj, levels), create_dirs=True)
 
 
 def record_hook(root: Path, op: str, added: int = 0, deleted: int = 0, live: int = -1) -> Any:
@@ -159,7 +157,7 @@ def record_hook(root: Path, op: str, added: int = 0, deleted: int = 0, live: int
             "live": int(live),
             "manifest": body,
         }
-        _write_json(root, record_name(int(body["generation"])), payload)
+        _write_json(root, record_name(int(body["generation"])), payload, levels=3)
 
     return hook
 

@@ -236,6 +236,38 @@ def test_new_segments_keep_the_manifest_small_and_every_row_checked(
     col.close()
 
 
+def test_manifest_and_version_records_are_json_a_segment_a_line(
+    tmp_path: Path, demo_vectors: Any
+) -> None:
+    """The manifest (and each version record, which holds one) is written a member a line
+    down to its segments, each segment on one line: readable, and written by json's C
+    encoder (``indent=`` takes the pure-Python one). ``readable_json`` round-trips."""
+    obj = {"b": [], "a": {"x": [1, {"y": "é\n"}], "z": {}}, "c": [{"k": None}, 2.5]}
+    for levels in range(4):
+        assert json.loads(store.readable_json(obj, levels)) == obj
+    assert store.readable_json(obj, 0).count(b"\n") == 0
+    path = tmp_path / "c"
+    col = embedsearch.open(path)
+    vecs = np.asarray(demo_vectors)
+    for lo in (0, 100, 200):
+        col.add([f"t{i}" for i in range(lo, lo + 100)], ids=[f"d{i}" for i in range(lo, lo + 100)],
+                vectors=vecs[lo : lo + 100])  # fmt: skip
+    col.close()
+    raw = (path / store.MANIFEST).read_bytes()
+    body = json.loads(raw)
+    assert store.read_manifest(path).checksum == body["checksum"]
+    lines = raw.decode().splitlines()
+    seg_lines = [line for line in lines if line.startswith('  {"bytes"')]
+    assert len(seg_lines) == len(body["segments"]) == 3
+    assert [json.loads(line.rstrip(",")) for line in seg_lines] == body["segments"]
+    from embedsearch import versions
+
+    record = versions.record_path(path, body["generation"])
+    rec_lines = record.read_text().splitlines()
+    assert json.loads(record.read_text())["manifest"] == body
+    assert sum(line.startswith('   {"bytes"') for line in rec_lines) == 3
+
+
 def test_segments_keep_the_checksum_blocks_they_were_written_with(
     tmp_path: Path, demo_vectors: Any
 ) -> None:
