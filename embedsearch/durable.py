@@ -38,6 +38,9 @@ from typing import IO, Any, NoReturn
 
 from .errors import CommitUncertainError, EmbedSearchError, UnsafeFileError
 
+#: A file's identity as :func:`file_stamps` gives it: (device, inode, size, mtime_ns).
+Stamp = tuple[int, int, int, int]
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Temp files: ``.<final name>.<32 hex>.tmp``, created next to their final name.
@@ -474,17 +477,30 @@ def unlink(root: Path, rel: str | os.PathLike[str], *, sync: bool = False) -> bo
 def list_files(root: Path, rel: str | os.PathLike[str] = "") -> list[str]:
     """Names of the regular files directly in ``root/rel`` (links and folders left out);
     empty when that directory does not exist."""
+    return sorted(file_stamps(root, rel))
+
+
+def file_stamps(root: Path, rel: str | os.PathLike[str] = "") -> dict[str, Stamp]:
+    """``{name: (device, inode, size, mtime_ns)}`` of the regular files directly in
+    ``root/rel`` (links and folders left out; empty when that directory does not exist):
+    which file each name is, without opening any (a file written once, by rename, keeps
+    its stamp until it is replaced)."""
+    out: dict[str, Stamp] = {}
     try:
         with opened_dir(root, rel) as dfd:
-            names = os.listdir(dfd)
-            out = []
-            for name in names:
+            for name in os.listdir(dfd):
                 with contextlib.suppress(FileNotFoundError):
-                    if stat.S_ISREG(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
-                        out.append(name)
-            return sorted(out)
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        out[name] = stamp_of(st)
     except FileNotFoundError:
-        return []
+        return {}
+    return out
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    """A file's (device, inode, size, mtime_ns): see :func:`file_stamps`."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def remove_matching(

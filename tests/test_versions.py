@@ -464,7 +464,20 @@ def test_a_fresh_process_reads_the_saved_summaries_not_the_records(tmp_path, mon
     expected = versions.files_of(current)
     for rec in recs.values():
         expected |= versions.files_of(rec["manifest"]) - versions.index_files_of(rec["manifest"])
+    opened: list[str] = []  # a spy around the real open (plumbing only)
+    real_open = versions.durable.open_file
+
+    def spy(where, rel):  # noqa: ANN001, ANN202
+        opened.append(str(rel))
+        return real_open(where, rel)
+
+    monkeypatch.setattr(versions.durable, "open_file", spy)
     assert fresh_kept_files() == expected and parsed == []
+    # the directory's listing names each record file: none is opened, the summaries are
+    records = {f"{versions.VERSIONS_DIR}/{versions.record_name(g)}" for g in recs}
+    assert not records & set(opened)
+    assert f"{versions.VERSIONS_DIR}/{versions.SUMMARIES_FILE}" in opened
+    monkeypatch.setattr(versions.durable, "open_file", real_open)
 
     good = saved.read_bytes()
     saved.write_bytes(good[: len(good) // 2])  # damaged: every record parsed
