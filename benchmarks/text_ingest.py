@@ -21,8 +21,10 @@ on this shared machine, more than the add's own work. ``ratio_in_add``: the shar
 add's own wall time spent in the encoder (the very ``encode`` calls of that add, timed
 inside it), so ``overhead_s``, the add's time beyond embedding, is measured without the
 model's noise. The target is ``ratio_in_add >= 0.95`` in every round; ``ratio`` is shown
-beside it. The first add of a process also takes the writer's lock and catches up with
-disk; ``close_s`` is the close after the rounds (it saves the index's new rows).
+beside it. The first add of a process (round 0) also takes the writer's lock, catches up
+with disk, cleans up after interrupted writes and imports FAISS, once: the summary and the
+picture give it apart from the later adds (``met_by_later_adds``), and ``met`` judges every
+round. ``close_s`` is the close after the rounds (it saves the index's new rows).
 
 Usage::
 
@@ -202,34 +204,45 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.8))
     xs = np.arange(len(sizes))
     for j, b in enumerate(batches):
-        worst = []
+        first, later = [], []
         for i, n in enumerate(sizes):
             here = [r for r in rows if r["size"] == n and r["batch"] == b]
             got = [r["ratio_in_add"] for r in here]
-            worst.append(min(got) if got else np.nan)
+            first.append(min((r["ratio_in_add"] for r in here if r["round"] == 0), default=np.nan))
+            later.append(min((r["ratio_in_add"] for r in here if r["round"] > 0), default=np.nan))
             ax.plot([xs[i]] * len(got), got, ".", color=f"C{j}", ms=7)
             side = [r["ratio"] for r in here]
             ax.plot([xs[i] + 0.08 * (j + 1)] * len(side), side, "x", color=f"C{j}", ms=5, alpha=0.6)
         ax.plot(
             xs,
-            worst,
+            later,
             "o-",
             color=f"C{j}",
             lw=2,
-            label=f"{b:,} texts an add: the encoder's share of the add (line: worst round)",
+            label=f"{b:,} texts an add: the encoder's share of the add, later adds (worst)",
+        )
+        ax.plot(
+            xs,
+            first,
+            "s--",
+            color=f"C{j}",
+            lw=1.2,
+            alpha=0.8,
+            label=f"{b:,} texts: a process's first add (writer's lock, catch-up, FAISS import)",
         )
         ax.plot([], [], "x", color=f"C{j}", label=f"{b:,} texts: encoder alone / add, timed apart")
-        for x, w in zip(xs, worst):
-            if not np.isnan(w):
-                ax.annotate(
-                    f"{w:.3f}",
-                    (x, w),
-                    xytext=(0, 9 if j else -15),
-                    textcoords="offset points",
-                    ha="center",
-                    fontsize=8,
-                    color=f"C{j}",
-                )
+        for values, above in ((later, True), (first, False)):
+            for x, w in zip(xs, values):
+                if not np.isnan(w):
+                    ax.annotate(
+                        f"{w:.3f}",
+                        (x, w),
+                        xytext=(20 if j else -20, 6 if above else -13),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=8,
+                        color=f"C{j}",
+                    )
     ax.axhline(TARGET, color="crimson", ls="--", lw=1)
     ax.text(-0.38, TARGET + 0.003, f"target {TARGET:.2f}", color="crimson", fontsize=9)
     ax.set_xlim(-0.4, xs[-1] + 0.4)
@@ -279,12 +292,16 @@ def main() -> None:
     markdown = table(rows, cols)
     print(markdown)
     worst = min(rows, key=lambda r: r["ratio_in_add"])
+    later = [r for r in rows if r["round"] > 0]
     summary = {
         "target": TARGET,
         "worst_ratio_in_add": worst["ratio_in_add"],
-        "worst_at": {"size": worst["size"], "batch": worst["batch"]},
+        "worst_at": {"size": worst["size"], "batch": worst["batch"], "round": worst["round"]},
+        "worst_first_add": min(r["ratio_in_add"] for r in rows if r["round"] == 0),
+        "worst_later_add": min((r["ratio_in_add"] for r in later), default=None),
         "median_ratio": sorted(r["ratio"] for r in rows)[len(rows) // 2],
         "met": all(r["ratio_in_add"] >= TARGET for r in rows),
+        "met_by_later_adds": bool(later) and all(r["ratio_in_add"] >= TARGET for r in later),
     }
     print(json.dumps(summary))
     out = write_result(args.out, {"summary": summary, "rows": rows, "markdown": markdown})
