@@ -31,6 +31,7 @@ import datetime as _dt
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -647,17 +648,38 @@ def expire(
 
 def expire_quick(root: Path, current: int) -> None:
     """After a commit: drop untagged records older than the retention window, judged by the
-    record file's mtime (no record is parsed), so history stays bounded between cleanups."""
+    record file's mtime (no record is parsed), so history stays bounded between cleanups.
+
+    Records are written in the order of their generations, so their mtimes rise with it:
+    the walk from the oldest stops at the first record inside the window, and a commit
+    pays for the records it expires, not for the history kept (each record was stat'ed
+    twice, ~15 µs: 40 ms of every commit with 2,500 versions kept, as a week of small
+    writes makes). A record out of order (the clock set back) waits for :func:`cleanup`.
+    """
     days = keep_days(root)
     tagged = set(tags(root).values())
     limit = _dt.datetime.now(_dt.timezone.utc).timestamp() - days * 86400
     gone = False
-    for gen in _generations(root):
-        if gen >= current or gen in tagged:
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(record_path(root, gen), follow_symlinks=False).st_mtime < limit:
-                gone = durable.unlink(root, _rel(record_name(gen))) or gone
+    try:
+        with durable.opened_dir(root, VERSIONS_DIR) as dfd:
+            names = os.listdir(dfd)
+            found = sorted((int(m.group(1)), n) for n in names if (m := _RECORD_RE.fullmatch(n)))
+            for gen, name in found:
+                if gen >= current:
+                    break
+                if gen in tagged:
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if st.st_mtime >= limit:
+                    break  # this record and every later one are inside the window
+                gone = durable.unlink(root, _rel(name)) or gone
+    except FileNotFoundError:
+        return
     if gone:
         durable.fsync_dir(root, VERSIONS_DIR)
 

@@ -192,6 +192,36 @@ def test_expired_by_age(tmp_path):
     col.close()
 
 
+def test_expiry_after_a_commit_walks_from_the_oldest_record(tmp_path):
+    """After each commit the records past the window go, oldest first, judged by mtime,
+    and the walk stops at the first record inside the window: a tagged record stays, and
+    one out of order (the clock set back) waits for the writer's full cleanup."""
+    root = tmp_path / "c"
+    col = embedsearch.open(root)
+    v = _vecs(9, 7)
+    col.set_retention(1)
+    for i in range(6):
+        col.add([f"t{i}"], ids=[f"d{i}"], vectors=v[i : i + 1])
+    gens = [x.version for x in col.versions()]
+    first, tagged, young, late = gens[0], gens[1], gens[2], gens[3]
+    col.tag("kept", version=tagged)
+    for gen in (first, tagged, late):  # older than the window; `late` after a young one
+        path = versions.record_path(root, gen)
+        obj = json.loads(path.read_text())
+        obj["time"] = "2020-01-01T00:00:00+00:00"
+        path.write_text(json.dumps(obj))
+        os.utime(path, (time.time() - 5 * 86400,) * 2)
+    col.add(["x"], ids=["x"], vectors=v[6:7])  # the commit's quick expiry
+    on_disk = {g for g in gens if versions.record_path(root, g).exists()}
+    assert on_disk == set(gens) - {first}
+    assert young in [x.version for x in col.versions()]
+    versions.cleanup(root, col._manifest)  # a writer's first write: every record judged
+    assert not versions.record_path(root, late).exists()
+    assert versions.record_path(root, tagged).exists()
+    assert versions.record_path(root, young).exists()
+    col.close()
+
+
 def test_uncommitted_record_is_ignored(tmp_path):
     """A crash after the record but before the manifest rename: no phantom version."""
     root = tmp_path / "c"
