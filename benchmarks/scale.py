@@ -691,8 +691,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         titles = ("p50 ms (log; dashed: 5 ms target)", "recall@10 (dashed: 0.95)")
         for ax, title in zip(row_ax, titles):
             ax.set_xticks(np.arange(len(labels)) + (len(here) - 1) * width / 2, labels)
+            # a row kept from another run says where (``measured_on``, set by hand)
+            where = f"\nmeasured on {here[0]['measured_on']}" if "measured_on" in here[0] else ""
             who = f" ({here[0]['engine']} alone)" if alone else ""
-            ax.set_title(f"{n:,} documents{who}: {title}", fontsize=10)
+            ax.set_title(f"{n:,} documents{who}: {title}{where if alone else ''}", fontsize=10)
         row_ax[0].set_yscale("log")
         row_ax[0].yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         row_ax[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
