@@ -112,9 +112,11 @@ def _write_held(root: Path, held: list[tuple[Any, ...]]) -> SegmentRef:
     metadata dicts, each), which it empties."""
     if len(held) == 1:
         parts = list(held[0])
-    else:
-        parts = [[x for h in held for x in h[k]] for k in range(5)]
-        parts[3] = np.concatenate([h[3] for h in held])
+    else:  # the vectors as one matrix; the other fields as lists
+        parts = [
+            np.concatenate([h[3] for h in held]) if k == 3 else [x for h in held for x in h[k]]
+            for k in range(5)
+        ]
     held.clear()
     return _write_segment(root, *parts)
 
@@ -228,10 +230,12 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         try:
             want = np.concatenate([row_checksums(seg) for seg in table.segments[shared:]])
             got: list[np.ndarray] = []
+            rows = 0
             for ref in current.segments[shared:]:
-                if sum(g.size for g in got) >= want.size:
+                if rows >= want.size:
                     break
                 got.append(row_checksums(open_segment(self.path, ref, self.dim)))
+                rows += got[-1].size
         except (OSError, EmbedSearchError):  # a file of the current version gone or damaged
             return None
         have = np.concatenate(got) if got else np.zeros(0, dtype=np.uint32)

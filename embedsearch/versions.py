@@ -33,7 +33,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,12 +163,17 @@ def record_hook(root: Path, op: str, added: int = 0, deleted: int = 0, live: int
     return hook
 
 
+def _records(names: Iterable[str]) -> list[tuple[int, str]]:
+    """(generation, file name) of the version records among ``names``, oldest first."""
+    return sorted((int(m.group(1)), n) for n in names if (m := _RECORD_RE.fullmatch(n)))
+
+
 def _generations(root: Path) -> list[int]:
     try:
         names = durable.list_files(root, VERSIONS_DIR)
     except NotADirectoryError:
         return []
-    return sorted(int(m.group(1)) for n in names if (m := _RECORD_RE.fullmatch(n)))
+    return [gen for gen, _ in _records(names)]
 
 
 def _load_record(root: Path, generation: int) -> dict[str, Any] | None:
@@ -483,14 +488,16 @@ def _retained(
     now: _dt.datetime | None,
     read: Callable[[Path, int], _T | None],
     time_of: Callable[[_T], str],
+    generations: list[int] | None = None,
 ) -> dict[int, _T]:
     """``{generation: read(root, generation)}`` of the versions kept under the retention
-    rule: the current one, the tagged ones, and those inside the window."""
+    rule: the current one, the tagged ones, and those inside the window (``generations``:
+    the records the caller has listed; else listed here)."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     days = keep_days(root)
     tagged = set(tags(root).values())
     kept: dict[int, _T] = {}
-    for gen in _generations(root):
+    for gen in _generations(root) if generations is None else generations:
         if gen > current:
             continue  # a record of a commit that never happened
         got = read(root, gen)
@@ -502,13 +509,14 @@ def _retained(
 def _kept(root: Path, current: int, now: _dt.datetime | None = None) -> dict[int, _Summary]:
     """``{generation: summary}`` of the kept versions: what cleanup reads, each record
     parsed once per process (see ``_SUMMARIES``), none opened whose summary is known."""
-    stamps = durable.file_stamps(root, VERSIONS_DIR)
+    stamps = durable.file_stamps(root, VERSIONS_DIR)  # one listing: the records and their stamps
     saved = _saved_summaries(root)
 
     def summary(root: Path, generation: int) -> _Summary | None:
         return _record_summary(root, generation, stamps.get(record_name(generation)), saved)
 
-    return _retained(root, current, now, summary, lambda summary: summary.time)
+    generations = [gen for gen, _ in _records(stamps)]
+    return _retained(root, current, now, summary, lambda summary: summary.time, generations)
 
 
 def _kept_generations(
@@ -663,9 +671,7 @@ def expire_quick(root: Path, current: int) -> None:
     gone = False
     try:
         with durable.opened_dir(root, VERSIONS_DIR) as dfd:
-            names = os.listdir(dfd)
-            found = sorted((int(m.group(1)), n) for n in names if (m := _RECORD_RE.fullmatch(n)))
-            for gen, name in found:
+            for gen, name in _records(os.listdir(dfd)):
                 if gen >= current:
                     break
                 if gen in tagged:

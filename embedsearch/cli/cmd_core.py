@@ -300,15 +300,16 @@ def cmd_index(args: argparse.Namespace) -> int:
             if not batch:
                 continue
             long_docs += sum(n > window for n in col.encoder.token_counts([r.text for r in batch]))
-            ids, texts, metas = zip(*batch)  # rows stay rows until here: the storage call
+            ids, texts, raw_metas = zip(*batch)  # rows stay rows until here: the storage call
+            metas = [m or None for m in raw_metas]
             try:  # what the write checks, before the model runs: a bad document fails its
                 # own batch, after what came before is committed (as when each batch was a write)
-                col.check_rows(list(texts), list(ids), [m or None for m in metas])
+                col.check_rows(list(texts), list(ids), metas)
             except InvalidInputError:
                 embedded.commit(col, args.upsert)
                 raise
             vectors = col.encoder.encode(list(texts))
-            embedded.extend(ids, texts, [m or None for m in metas], vectors)
+            embedded.extend(ids, texts, metas, vectors)
             progress.update(len(batch))
             if len(embedded) >= args.commit_every:
                 embedded.commit(col, args.upsert)
