@@ -56,20 +56,18 @@ def as_run(lists: dict[str, list[tuple[str, float]]]) -> dict[str, dict[str, flo
 def tune(col: Any, ds: Any, log: Any) -> dict[str, Any]:
     """Choose BM25 k1/b, per-fusion alpha and PRF settings on this (SciFact train) set."""
     from embedsearch.evaluation import score_run
-    from embedsearch.rag.bm25 import BM25Config, BM25Index
+    from embedsearch.rag.bm25 import BM25Config, BM25Store
     from embedsearch.rag.fusion import FUSIONS, fuse
     from embedsearch.rag.prf import rocchio
 
-    ids = col.ids()
-    texts = [d.text for d in col.get(ids)]
     bm25_scores = {}
-    for k1, b in BM25_GRID:
-        idx = BM25Index.build(ids, texts, replace(BM25Config(), k1=k1, b=b))
+    for k1, b in BM25_GRID:  # k1 and b only score: every store reads the same postings
+        idx = BM25Store(col, replace(BM25Config(), k1=k1, b=b))
         run = as_run({q: idx.search(t, DEPTH) for q, t in ds.queries.items()})
         bm25_scores[(k1, b)] = score_run(run, ds.qrels)["ndcg@10"]
     k1, b = max(bm25_scores, key=bm25_scores.get)
     log("BM25 k1/b grid (nDCG@10): " + ", ".join(f"{k}:{v:.4f}" for k, v in bm25_scores.items()))
-    idx = BM25Index.build(ids, texts, replace(BM25Config(), k1=k1, b=b))
+    idx = BM25Store(col, replace(BM25Config(), k1=k1, b=b))
     dense, keyword = candidates(col, ds, idx)
     alpha_scores: dict[str, dict[float, float]] = {}
     for fusion in FUSIONS:

@@ -353,6 +353,15 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         finally:
             self._write_mutex.release()
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Table]:
+        """The newest committed rows, held still (the read lock) while the caller reads them:
+        for derived indexes kept per segment (the keyword side of retrieval)."""
+        self._ensure_open()
+        self.refresh()
+        with self._rw.read():
+            yield self._table
+
     # ------------------------------------------------------------------ properties
     @property
     def encoder(self) -> Encoder:

@@ -191,20 +191,21 @@ def test_keyword_side_follows_deletes_and_persists(col, home, docs):
     col.add_documents([docs])
     assert col.retrieve("XQ-7731", k=1, mode="bm25")
     store = bm25_store(col)
-    saved = list((col.path / "derived" / "bm25").iterdir())
-    assert len(saved) == 1 and saved[0].name.startswith(col.state_key.replace("-", "-"))
+    folder = col.path / "derived" / "keywords" / store.config.digest()
+    saved = sorted(p.name for p in folder.iterdir())
+    segments = sorted(Path(s.ref.file).name.split(".")[0] + ".npz" for s in col._table.segments)
+    assert saved == segments  # one postings file per segment
     assert col.remove_documents([docs / "engines.txt"]) >= 1
     assert not col.retrieve("XQ-7731", k=5, mode="bm25")
     assert not any("XQ-7731" in p.text for p in col.retrieve("XQ-7731", k=5, mode="hybrid"))
     assert store.last_build_s is not None
-    # a new handle (e.g. another process) loads the persisted index instead of rebuilding
+    # a new handle (e.g. another process) loads the persisted postings instead of rebuilding
     col.retrieve("roses", k=1, mode="bm25")
     col.close()
     other = embedsearch.open("rag")
     hits = other.retrieve("prune roses spring", k=1, mode="bm25")
     assert hits[0].heading_path == ["Roses"]
-    assert bm25_store(other).last_build_s is None
-    assert len(list((other.path / "derived" / "bm25").iterdir())) == 1  # old key removed
+    assert bm25_store(other).last_build_s is None and bm25_store(other).built_segments == 0
     other.close()
 
 

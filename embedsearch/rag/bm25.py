@@ -1,16 +1,23 @@
-"""Keyword side of hybrid retrieval: BM25 (bm25s + PyStemmer), persisted with the collection.
+"""Keyword side of hybrid retrieval: BM25 over per-segment postings, kept with the collection.
 
-The index is derived data, built from the collection's live documents and stored under
-``<collection>/derived/bm25/<key>/`` where the key is the collection's ``state_key`` (which
-changes on every committed add, upsert, delete or compaction) plus a hash of the BM25
-settings. Any change makes the next keyword query rebuild it (lazily, once), so a deleted or
-replaced document can never be returned by the keyword side; results are also checked
-against the live collection before they are returned. Older keys are removed after a
-successful build.
+Analysis (bm25s's tokeniser with PyStemmer): lower-casing, ``\\w\\w+`` tokens, English stop
+words removed, Snowball English stemming. Scoring: Lucene BM25 with ``k1`` / ``b`` (defaults
+chosen on SciFact train; see docs/rag.md), or Robertson's or ATIRE's variant.
 
-Analysis: lower-casing, ``\\w\\w+`` tokens, English stop words removed, Snowball English
-stemming. Scoring: Lucene BM25 with ``k1`` / ``b`` (defaults chosen on SciFact train; see
-docs/rag.md).
+The index is built the way the collection is stored, so it holds at millions of documents:
+
+* **Per segment, once.** Each segment's postings (:mod:`.postings`) are built the first time a
+  keyword query needs them and saved under ``<collection>/derived/keywords/<analysis>/``
+  (``<analysis>``: a hash of the analysis settings and bm25s's version; ``k1``/``b`` are
+  applied at query time, so they share the files). Segments never change, so a commit costs
+  the keyword index only its new segments' postings: adding 1,000 documents to a million
+  re-reads none of the million (the index this replaces re-tokenised every live document
+  after every commit).
+* **Statistics at query time.** The live document count, their mean length and each query
+  term's document frequency are summed over the segments when the query runs, deleted rows
+  left out, so a score is the one a BM25 index built over exactly the live documents gives
+  (tests hold it equal to bm25s's) and a deleted document can never be returned.
+* **Filters** run on the collection's typed metadata columns, as ``search``'s do.
 """
 
 from __future__ import annotations
@@ -18,35 +25,48 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
 from .. import durable
 from ..errors import EmbedSearchError
+from ..filters import column_mask
+from ..idhash import hash_strings
+from .postings import SegmentPostings
 
 if TYPE_CHECKING:
     from ..base import CollectionBase
+    from ..segment import Segment
+    from ..table import Table
 
 log = logging.getLogger(__name__)
 
-DIRNAME = "bm25"
-#: Names of saved BM25 indexes (``<state key>-<config digest>``) and of their temp folders.
-_DIR_RE = re.compile(
-    r"[A-Za-z0-9_-]+-[0-9a-f]{12}|\.[A-Za-z0-9_-]+-[0-9a-f]{12}\.[0-9a-f]{32}\.tmp"
-)
+#: Where the postings live: ``<collection>/derived/keywords/<analysis digest>/<segment>.npz``.
+DIRNAME = "keywords"
+#: The folder of the index this layout replaced (one whole index per collection state).
+_OLD_DIRNAME = "bm25"
+_FILE_RE = re.compile(r"(seg-[0-9a-f]{32})\.npz")
+_DIGEST_RE = re.compile(r"[0-9a-f]{12}")
+#: Scoring variants whose score is zero for a document without the term (bm25s's names).
+METHODS = ("lucene", "robertson", "atire")
 
 
 @dataclass(frozen=True)
 class BM25Config:
-    """BM25 analysis and scoring settings (a change rebuilds the stored index)."""
+    """BM25 analysis and scoring settings. A change of analysis (``stemmer``, ``stopwords``)
+    builds new postings; ``k1``, ``b`` and ``method`` only change how they are scored."""
 
     k1: float = 1.2
     b: float = 0.75
@@ -54,9 +74,15 @@ class BM25Config:
     stemmer: str | None = "english"
     stopwords: str | None = "en"
 
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
     def digest(self) -> str:
+        """A hash of what the postings depend on: the analysis and bm25s's version."""
         bm25s = _bm25s()
-        raw = json.dumps({**asdict(self), "bm25s": bm25s.__version__}, sort_keys=True)
+        analysis = {k: v for k, v in asdict(self).items() if k in ("stemmer", "stopwords")}
+        raw = json.dumps({**analysis, "bm25s": bm25s.__version__}, sort_keys=True)
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
@@ -64,10 +90,10 @@ def _bm25s() -> Any:
     """Import bm25s, undoing its module-level ``setLevel(DEBUG)`` (it floods CLI output).
 
     bm25s imports numba whenever it is installed (ranx brings it), to offer a backend this
-    module never selects (it scores with ``get_scores``, numpy). That import is 0.4 s of a
-    cold ``retrieve --mode hybrid``, so unless numba is already loaded it is hidden while
-    bm25s loads (an ``ImportError`` there makes bm25s fall back to numpy) and unhidden
-    right after, for anyone who imports numba later.
+    module never uses (it only borrows bm25s's tokeniser). That import is 0.4 s of a cold
+    ``retrieve --mode hybrid``, so unless numba is already loaded it is hidden while bm25s
+    loads (an ``ImportError`` there makes bm25s fall back to numpy) and unhidden right
+    after, for anyone who imports numba later.
     """
     if "bm25s" not in sys.modules and "numba" not in sys.modules:
         sys.modules["numba"] = None  # type: ignore[assignment]  # `import numba` -> ImportError
@@ -91,56 +117,52 @@ def _stemmer(name: str | None) -> Any:
     return Stemmer.Stemmer(name)
 
 
-class BM25Index:
-    """An in-memory BM25 index over ``ids`` (row ``i`` of the index is ``ids[i]``)."""
+def build_postings(texts: list[str], source: str, config: BM25Config) -> SegmentPostings:
+    """Analyse ``texts`` (one segment's rows, in order) into their postings."""
+    bm25s = _bm25s()
+    tokens = bm25s.tokenize(
+        texts,
+        stopwords=config.stopwords,
+        stemmer=_stemmer(config.stemmer),
+        show_progress=False,
+    )
+    vocab = [""] * len(tokens.vocab)
+    for term, i in tokens.vocab.items():
+        vocab[i] = term
+    return SegmentPostings.from_tokens(source, tokens.ids, vocab)
 
-    def __init__(self, retriever: Any, ids: list[str], config: BM25Config) -> None:
-        self.retriever = retriever
-        self.ids = ids
-        self.config = config
-        self.pos = {d: i for i, d in enumerate(ids)}
-        self._stem = _stemmer(config.stemmer)
 
-    @classmethod
-    def build(cls, ids: list[str], texts: list[str], config: BM25Config) -> BM25Index:
-        """Tokenise ``texts`` and index them."""
+class _Source(Protocol):
+    """What the store needs of a collection handle (:class:`embedsearch.Collection`)."""
+
+    path: Path
+
+    def _reading(self) -> AbstractContextManager[Table]: ...
+
+
+class BM25Store:
+    """The keyword index of one collection handle: segments' postings, loaded or built on
+    need and kept in memory while their segments are the handle's."""
+
+    def __init__(self, col: CollectionBase, config: BM25Config | None = None) -> None:
+        self.col = col
+        self.config = config or BM25Config()
+        self._lock = threading.Lock()
+        self._postings: dict[str, SegmentPostings] = {}  # by segment file
+        self._stem = _stemmer(self.config.stemmer)
+        self._stats: tuple[Any, ...] | None = None  # (table state, live rows, length sum)
+        #: Seconds the last query that built postings spent on it (None: none built here).
+        self.last_build_s: float | None = None
+        #: Segments whose postings this handle built (the rest were read from disk).
+        self.built_segments = 0
+
+    @property
+    def root(self) -> Path:
+        return Path(self.col.path) / "derived" / DIRNAME / self.config.digest()
+
+    def query_terms(self, query: str) -> Counter[str]:
+        """The query's analysed terms, each with its number of occurrences."""
         bm25s = _bm25s()
-
-        retriever = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-        if texts:
-            tokens = bm25s.tokenize(
-                texts,
-                stopwords=config.stopwords,
-                stemmer=_stemmer(config.stemmer),
-                show_progress=False,
-            )
-            retriever.index(tokens, show_progress=False)
-        return cls(retriever, list(ids), config)
-
-    def save(self, path: Path) -> None:
-        """Write the index files and ``ids.json`` into the directory ``path``."""
-        path.mkdir(parents=True, exist_ok=True)
-        if self.ids:
-            self.retriever.save(str(path), show_progress=False)
-        (path / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
-        (path / "config.json").write_text(json.dumps(asdict(self.config)), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path, config: BM25Config) -> BM25Index:
-        """Load an index written by :meth:`save`."""
-        bm25s = _bm25s()
-
-        ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
-        if ids:
-            retriever = bm25s.BM25.load(str(path), show_progress=False, mmap=False)
-        else:
-            retriever = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-        return cls(retriever, ids, config)
-
-    def query_tokens(self, query: str) -> list[str]:
-        """The query's analysed terms that occur in the index (may be empty)."""
-        bm25s = _bm25s()
-
         toks = bm25s.tokenize(
             [query],
             stopwords=self.config.stopwords,
@@ -148,126 +170,206 @@ class BM25Index:
             return_ids=False,
             show_progress=False,
         )[0]
-        vocab = getattr(self.retriever, "vocab_dict", None) or {}
-        return [t for t in toks if t in vocab and t != ""]
+        return Counter(t for t in toks if t)
 
-    def search(
-        self, query: str, k: int, allowed: np.ndarray | None = None
-    ) -> list[tuple[str, float]]:
-        """Top-``k`` (id, BM25 score) with score > 0; ``allowed`` masks rows (bool array)."""
-        if not self.ids:
-            return []
-        terms = self.query_tokens(query)
-        if not terms:
-            return []
-        scores = np.asarray(self.retriever.get_scores(terms), dtype=np.float32)
-        if allowed is not None:
-            scores = np.where(allowed, scores, 0.0)
-        hits = np.flatnonzero(scores > 0)
-        if hits.size == 0:
-            return []
-        if hits.size > k:
-            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
-        hits = hits[np.argsort(-scores[hits], kind="stable")]
-        return [(self.ids[i], float(scores[i])) for i in hits]
+    # ------------------------------------------------------------------ postings
+    def _reading(self) -> AbstractContextManager[Table]:
+        return cast(_Source, self.col)._reading()
 
+    def _missing(self) -> list[Segment]:
+        with self._reading() as table:
+            return [s for s in table.segments if s.ref.file not in self._postings]
 
-def _real_dir(root: Path, rel: Path) -> bool:
-    """True if ``root/rel`` is a directory reached without following a link, holding only
-    regular files (what :meth:`BM25Index.load` then reads by path)."""
-    try:
-        with durable.opened_dir(root, rel) as fd:
-            return len(durable.list_files(root, rel)) == len(os.listdir(fd))
-    except (OSError, EmbedSearchError):
-        return False
+    def _ensure(self) -> None:
+        """Postings for every segment of the current state: read, or built and saved.
 
-
-class BM25Store:
-    """The BM25 index of one collection handle: loaded or rebuilt when ``state_key`` moves."""
-
-    def __init__(self, col: CollectionBase, config: BM25Config | None = None) -> None:
-        self.col = col
-        self.config = config or BM25Config()
-        self._lock = threading.Lock()
-        self._key: str | None = None
-        self._index: BM25Index | None = None
-        self._meta: list[dict[str, Any]] | None = None
-        self.last_build_s: float | None = None
-
-    @property
-    def root(self) -> Path:
-        return Path(self.col.path) / "derived" / DIRNAME
-
-    def _dirname(self, state_key: str) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in state_key)
-        return f"{safe}-{self.config.digest()}"
-
-    def index(self) -> BM25Index:
-        """The BM25 index matching the collection's current contents."""
-        with self._lock:
-            key = self.col.state_key
-            if self._index is not None and key == self._key:
-                return self._index
-            path = self.root / self._dirname(key)
-            index, meta = None, None
-            if _real_dir(self.col.path, Path("derived", DIRNAME, self._dirname(key))):
-                try:
-                    index = BM25Index.load(path, self.config)
-                except Exception as exc:  # derived data: rebuild rather than fail
-                    log.warning("BM25 index %s unusable (%s); rebuilding", path, exc)
-            if index is None:
-                index, key, meta = self._build()
-            self._index, self._key, self._meta = index, key, meta
-            return index
-
-    def _build(self) -> tuple[BM25Index, str, list[dict[str, Any]]]:
-        t0 = time.perf_counter()
-        for _ in range(5):  # the collection may change under us: retry until stable
-            key = self.col.state_key
-            ids = self.col.ids()
-            docs = self.col.get(ids) if ids else []
-            if self.col.state_key == key:
+        Built outside the collection's read lock (a first keyword query over a million rows
+        analyses them all: writers must not wait on it); a commit meanwhile only adds
+        segments, taken on the next pass."""
+        missing = self._missing()
+        if not missing:
+            return
+        started, built = time.perf_counter(), 0
+        for _ in range(3):
+            for seg in missing:
+                postings, fresh = self._load_or_build(seg)
+                self._postings[seg.ref.file] = postings
+                built += fresh
+            missing = self._missing()
+            if not missing:
                 break
-        index = BM25Index.build(ids, [d.text for d in docs], self.config)
-        self.last_build_s = time.perf_counter() - t0
-        log.info("built BM25 over %d documents in %.2f s", len(ids), self.last_build_s)
-        self._persist(index, key)
-        return index, key, [d.metadata for d in docs]
+        with self._reading() as table:  # drop those of segments merged or compacted away
+            live = {s.ref.file for s in table.segments}
+        for name in [n for n in self._postings if n not in live]:
+            del self._postings[name]
+        if built:
+            self.built_segments += built
+            self.last_build_s = time.perf_counter() - started
+            log.info("built keyword postings of %d segments in %.2f s", built, self.last_build_s)
+            self._prune(live)
 
-    def _persist(self, index: BM25Index, key: str) -> None:
-        """Publish the index durably under ``derived/bm25/<key>`` (through the store's file
-        layer: no link followed, files and directories fsynced), then drop older ones."""
-        rel = Path("derived", DIRNAME)
-        final = self._dirname(key)
+    def _rel(self, seg: Segment) -> Path | None:
+        stem = Path(seg.ref.file).name.split(".")[0]
+        if not _FILE_RE.fullmatch(f"{stem}.npz"):
+            return None  # not a name this layout can keep: held in memory only
+        return Path("derived", DIRNAME, self.config.digest(), f"{stem}.npz")
+
+    def _load_or_build(self, seg: Segment) -> tuple[SegmentPostings, int]:
+        rel = self._rel(seg)
+        source, rows = seg.ref.sha256, seg.ref.rows
+        if rel is not None:
+            try:
+                with durable.open_file(self.col.path, rel) as fh:
+                    return SegmentPostings.from_npz(fh.read(), source, rows), 0
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, EmbedSearchError) as exc:  # derived: rebuild
+                log.warning("keyword postings %s unusable (%s); rebuilding", rel, exc)
+        postings = build_postings(seg.texts().to_pylist(), source, self.config)
+        if rel is not None:
+            try:
+                durable.write_file(self.col.path, rel, postings.to_npz(), create_dirs=True)
+            except (OSError, EmbedSearchError) as exc:  # read-only, links: keep it in memory
+                log.warning("cannot save keyword postings %s (%s)", rel, exc)
+        return postings, 1
+
+    def _prune(self, live: set[str]) -> None:
+        """Remove saved postings of segments no longer in the collection, and the folders
+        of older layouts and analysis settings (derived data: failures are only logged)."""
+        keep = {Path(f).name.split(".")[0] for f in live}
+        rel = Path("derived", DIRNAME, self.config.digest())
         try:
-            durable.write_dir(self.col.path, rel / final, index.save)
-            with durable.opened_dir(self.col.path, rel) as fd:  # never through a link
-                names = os.listdir(fd)
-            for old in names:
-                if old != final and _DIR_RE.fullmatch(old):
-                    durable.remove_tree(self.col.path, rel / old)
-        except (OSError, EmbedSearchError) as exc:  # read-only, links: keep it in memory only
-            log.warning("cannot save the BM25 index under %s (%s)", self.root, exc)
+            for name in durable.list_files(self.col.path, rel):
+                m = _FILE_RE.fullmatch(name)
+                if m and m.group(1) not in keep:
+                    durable.unlink(self.col.path, rel / name)
+            with durable.opened_dir(self.col.path, Path("derived", DIRNAME)) as fd:
+                others = [n for n in os.listdir(fd) if n != rel.name and _DIGEST_RE.fullmatch(n)]
+            for name in others:  # other analysis settings, or another bm25s's
+                durable.remove_tree(self.col.path, Path("derived", DIRNAME, name))
+            durable.remove_tree(self.col.path, Path("derived", _OLD_DIRNAME))
+        except (OSError, EmbedSearchError) as exc:
+            log.warning("cannot tidy %s (%s)", self.root, exc)
 
-    def metadata(self, index: BM25Index) -> list[dict[str, Any]]:
-        """Stored metadata of the index's documents, in index order (for ``where``)."""
-        with self._lock:
-            if self._meta is None or len(self._meta) != len(index.ids):
-                self._meta = [d.metadata for d in self.col.get(index.ids)] if index.ids else []
-            return self._meta
+    # ------------------------------------------------------------------ scoring
+    def _collection_stats(self, table: Table) -> tuple[int, float]:
+        """(live documents, their total length), cached for the table's state."""
+        key = (id(table), table.rows, table.count, len(table.segments))
+        if self._stats is not None and self._stats[0] == key:
+            return self._stats[1], self._stats[2]
+        starts = table.segment_starts()
+        live, total = 0, 0
+        for seg, start in zip(table.segments, starts):
+            lens = self._postings[seg.ref.file].doclen
+            if table.has_tombstones:
+                alive = table.live[start : start + seg.rows]
+                live += int(np.count_nonzero(alive))
+                total += int(lens[alive].sum(dtype=np.int64))
+            else:
+                live += seg.rows
+                total += int(lens.sum(dtype=np.int64))
+        self._stats = (key, live, total)
+        return live, total
 
     def search(
         self, query: str, k: int, where: dict[str, Any] | None = None
     ) -> list[tuple[str, float]]:
-        """Top-``k`` keyword matches (id, score) among documents passing ``where``."""
-        from ..filters import compile_filter
+        """Top-``k`` keyword matches ``(id, score)`` among live documents passing ``where``,
+        best first (ties in stored order); only documents with a query term score."""
+        terms = self.query_terms(query)
+        if not terms:
+            return []
+        words = list(terms)
+        hashes = hash_strings(words)
+        with self._lock:
+            self._ensure()
+            with self._reading() as table:
+                self._ensure_locked(table)
+                return self._search(table, words, hashes, terms, k, where)
 
-        index = self.index()
-        allowed = None
+    def _ensure_locked(self, table: Table) -> None:
+        """Postings of any segment committed since :meth:`_ensure` (built under the lock)."""
+        for seg in table.segments:
+            if seg.ref.file not in self._postings:
+                self._postings[seg.ref.file] = self._load_or_build(seg)[0]
+
+    def _search(
+        self,
+        table: Table,
+        words: list[str],
+        hashes: np.ndarray,
+        counts: Counter[str],
+        k: int,
+        where: dict[str, Any] | None,
+    ) -> list[tuple[str, float]]:
+        n_live, length = self._collection_stats(table)
+        if not n_live:
+            return []
+        avg = length / n_live
+        k1, b = self.config.k1, self.config.b
+        live = table.live if table.has_tombstones else None
+        # per term: its postings in every segment (global positions, counts, lengths)
+        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in words]
+        for seg, start in zip(table.segments, table.segment_starts()):
+            sp = self._postings[seg.ref.file]
+            for t, i in enumerate(sp.find(words, hashes)):
+                if i < 0:
+                    continue
+                rows, tf = sp.postings(i)
+                pos = rows.astype(np.int64) + start
+                if live is not None:
+                    keep = live[pos]
+                    rows, tf, pos = rows[keep], tf[keep], pos[keep]
+                if pos.size:
+                    found[t].append((pos, tf, sp.doclen[rows]))
+        parts_pos: list[np.ndarray] = []
+        parts_val: list[np.ndarray] = []
+        for t, word in enumerate(words):
+            if not found[t]:
+                continue
+            df = sum(p.size for p, _, _ in found[t])
+            idf = _idf(self.config.method, df, n_live) * counts[word]
+            for pos, tf, dl in found[t]:
+                tf64 = tf.astype(np.float64)
+                norm = k1 * ((1 - b) + b * dl / avg)
+                if self.config.method == "atire":
+                    tfc = tf64 * (k1 + 1) / (tf64 + norm)
+                else:
+                    tfc = tf64 / (tf64 + norm)
+                parts_pos.append(pos)
+                parts_val.append(idf * tfc)
+        if not parts_pos:
+            return []
+        pos = np.concatenate(parts_pos)
+        val = np.concatenate(parts_val)
+        if len(parts_pos) > 1:  # a row holding several terms: its contributions summed
+            pos, inverse = np.unique(pos, return_inverse=True)
+            val = np.bincount(inverse, weights=val, minlength=pos.size)
         if where is not None:
-            pred = compile_filter(where)
-            allowed = np.fromiter(
-                (pred(m or {}) for m in self.metadata(index)), dtype=bool, count=len(index.ids)
-            )
-        hits = index.search(query, k, allowed)
-        return [(d, s) for d, s in hits if d in self.col]  # never a deleted document
+            mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
+            keep = mask[pos]
+            pos, val = pos[keep], val[keep]
+        scores = val.astype(np.float32)
+        keep = scores > 0
+        pos, scores = pos[keep], scores[keep]
+        if pos.size > k:
+            top = np.argpartition(-scores, k - 1)[:k]
+            pos, scores = pos[top], scores[top]
+        order = np.lexsort((pos, -scores))  # best first; ties in stored order
+        pos, scores = pos[order], scores[order]
+        return list(zip(table.ids_at(pos), scores.tolist()))
+
+    def iter_segments(self) -> Iterator[tuple[str, SegmentPostings]]:
+        """``(segment file, postings)`` held by this handle (for tools and tests)."""
+        with self._lock:
+            yield from list(self._postings.items())
+
+
+def _idf(method: str, df: int, n: int) -> float:
+    """Inverse document frequency of a term in ``df`` of ``n`` documents (bm25s's formulas)."""
+    if method == "atire":
+        return math.log(n / df)
+    inner = (n - df + 0.5) / (df + 0.5)
+    if method == "robertson":
+        return math.log(max(inner, 1.0))
+    return math.log(1 + inner)

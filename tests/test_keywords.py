@@ -1,0 +1,210 @@
+"""The keyword side of retrieval: per-segment postings on real files, scored against bm25s.
+
+The reference is bm25s itself (the library the previous keyword index was), built over
+exactly the live documents; the collection's postings are built per segment, saved, read
+back by new handles and combined at query time."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embedsearch
+from embedsearch.rag.bm25 import DIRNAME, BM25Config, _bm25s, _stemmer
+from embedsearch.rag.postings import SegmentPostings
+from embedsearch.rag.retrieval import bm25_store
+
+CORPUS = Path(embedsearch.__file__).parent / "data" / "demo_corpus.jsonl"
+QUERIES = [
+    "cast iron pan steak",
+    "planets orbit the sun",
+    "how to train a neural network",
+    "stock market fell",
+    "the of and",  # stop words only: no term, no hit
+    "water water water",  # a repeated term counts each time
+    "zzzunknownword",
+]
+
+
+def _corpus() -> list[dict]:
+    return [json.loads(line) for line in CORPUS.read_text().splitlines()]
+
+
+def _reference(col, query: str, config: BM25Config) -> list[tuple[str, float]]:
+    """bm25s over the live documents, in our order (score, then stored order)."""
+    bm25s = _bm25s()
+    ids = col.ids()
+    texts = [d.text for d in col.get(ids)]
+    ret = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+    ret.index(
+        bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer("english"), show_progress=False),
+        show_progress=False,
+    )
+    toks = bm25s.tokenize(
+        [query], stopwords="en", stemmer=_stemmer("english"), return_ids=False, show_progress=False
+    )[0]
+    toks = [t for t in toks if t and t in ret.vocab_dict]
+    if not toks:
+        return []
+    scores = np.asarray(ret.get_scores(toks), dtype=np.float32)
+    hits = np.flatnonzero(scores > 0)
+    return [(ids[i], float(scores[i])) for i in hits]
+
+
+def _same(got: list[tuple[str, float]], ref: list[tuple[str, float]], k: int) -> None:
+    """``got`` is the top ``k`` of ``ref``: the same scores, and the same ids wherever the
+    scores are not tied (bm25s sums in float32, so a tie may differ in its last bit)."""
+    ref = sorted(ref, key=lambda p: -p[1])
+    assert len(got) == min(k, len(ref))
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in ref[: len(got)]], rtol=1e-5)
+    if not got:
+        return
+    floor = got[-1][1]
+    sure_ref = {d for d, s in ref if s > floor * (1 + 1e-5)}
+    sure_got = {d for d, s in got if s > floor * (1 + 1e-5)}
+    assert sure_got == sure_ref
+    ref_scores = dict(ref)
+    for d, s in got:
+        assert ref_scores[d] == pytest.approx(s, rel=1e-5)
+
+
+@pytest.fixture
+def kwcol(home):
+    rows = _corpus()
+    col = embedsearch.open("kw")
+    rng = np.random.default_rng(0)
+    for lo in range(0, len(rows), 100):  # four segments
+        part = rows[lo : lo + 100]
+        col.add(
+            [r["text"] for r in part],
+            ids=[r["id"] for r in part],
+            metadata=[{"topic": r["topic"], "year": r["year"]} for r in part],
+            vectors=rng.normal(size=(len(part), col.dim)).astype(np.float32),
+        )
+    yield col
+    col.close()
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
+def test_scores_equal_bm25s_over_the_live_documents(kwcol, method):
+    assert len(kwcol._table.segments) == 4
+    kwcol.delete([r["id"] for r in _corpus()[::9]])  # tombstones change N, df and lengths
+    config = BM25Config(method=method, k1=1.5, b=0.6)
+    store = type(bm25_store(kwcol))(kwcol, config)
+    for q in QUERIES:
+        for k in (3, 50):
+            _same(store.search(q, k), _reference(kwcol, q, config), k)
+    assert store.search("the of and", 5) == []
+    assert store.search("zzzunknownword", 5) == []
+    with pytest.raises(ValueError, match="method must be one of"):
+        BM25Config(method="bm25+")
+
+
+def test_filters_use_the_metadata_columns(kwcol):
+    store = bm25_store(kwcol)
+    where = {"$and": [{"topic": {"$in": ["cooking", "space"]}}, {"year": {"$gte": 2015}}]}
+    got = store.search("the best way to cook or to launch", 400, where=where)
+    meta = {d.id: d.metadata for d in kwcol.get([d for d, _ in got])}
+    assert got and all(
+        m["topic"] in ("cooking", "space") and m["year"] >= 2015 for m in meta.values()
+    )
+    everything = store.search("the best way to cook or to launch", 400)
+    passing = [
+        (d, s)
+        for d, s in everything
+        if (m := kwcol.get([d])[0].metadata)["topic"] in ("cooking", "space") and m["year"] >= 2015
+    ]
+    assert got == passing  # the same scores: a filter masks rows, it changes no statistic
+
+
+def test_a_commit_builds_postings_for_its_segments_only(kwcol, home):
+    store = bm25_store(kwcol)
+    assert store.search("cast iron pan", 3)
+    assert store.built_segments == 4
+    folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
+    assert len(list(folder.glob("seg-*.npz"))) == 4
+    kwcol.add(
+        ["A cast iron skillet keeps heat for a long sear."],
+        ids=["new-pan"],
+        metadata=[{"topic": "cooking", "year": 2030}],
+        vectors=np.ones((1, kwcol.dim), dtype=np.float32),
+    )
+    hits = store.search("cast iron skillet sear", 3)
+    assert hits[0][0] == "new-pan"
+    assert store.built_segments == 5  # one more: the new segment's
+    _same(
+        store.search("cast iron skillet sear", 20),
+        _reference(kwcol, "cast iron skillet sear", store.config),
+        20,
+    )
+    kwcol.delete(["new-pan"])
+    assert "new-pan" not in {d for d, _ in store.search("cast iron skillet sear", 20)}
+    assert store.built_segments == 5  # a delete builds nothing: tombstones mask the rows
+    # another handle (another process) reads the saved postings, builds none
+    other = embedsearch.open("kw")
+    other_store = bm25_store(other)
+    assert other_store.search("cast iron pan", 3) == store.search("cast iron pan", 3)
+    assert other_store.built_segments == 0 and other_store.last_build_s is None
+    other.close()
+
+
+def test_compaction_drops_postings_of_segments_gone(kwcol):
+    store = bm25_store(kwcol)
+    store.search("planets", 3)
+    folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
+    before = {p.name for p in folder.glob("seg-*.npz")}
+    kwcol.delete([r["id"] for r in _corpus()[:60]])
+    kwcol.compact()
+    ref = _reference(kwcol, "planets orbit the sun", store.config)
+    _same(store.search("planets orbit the sun", 10), ref, 10)
+    after = {p.name for p in folder.glob("seg-*.npz")}
+    live = {Path(s.ref.file).name.split(".")[0] + ".npz" for s in kwcol._table.segments}
+    assert after == live and after != before
+
+
+def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
+    store = bm25_store(kwcol)
+    want = store.search("planets orbit the sun", 10)
+    folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
+    files = sorted(folder.glob("seg-*.npz"))
+    files[0].write_bytes(b"not a zip at all")  # damaged
+    # crafted: a valid file whose postings name rows past the segment's end
+    good = SegmentPostings.from_npz(files[1].read_bytes(), *_source_of(kwcol, files[1]))
+    bad = SegmentPostings(**{**good.__dict__, "docs": good.docs + 1000})
+    files[1].write_bytes(bad.to_npz())
+    # another segment's postings under this segment's name
+    files[2].write_bytes(files[3].read_bytes())
+    # a link where a file was: never followed (durable.open_file refuses it)
+    outside = kwcol.path.parent / "elsewhere.npz"
+    content = files[3].read_bytes()
+    outside.write_bytes(content)
+    files[3].unlink()
+    files[3].symlink_to(outside)
+    other = embedsearch.open("kw")
+    with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
+        got = bm25_store(other).search("planets orbit the sun", 10)
+    assert got == want
+    assert bm25_store(other).built_segments == 4
+    assert sum("unusable" in r.getMessage() for r in caplog.records) == 4
+    assert outside.read_bytes() == content  # the rebuilt file replaced the link, not its target
+    assert not files[3].is_symlink()
+    other.close()
+
+
+def _source_of(col, file: Path) -> tuple[str, int]:
+    """(checksum, rows) of the segment whose postings ``file`` holds."""
+    stem = file.name.split(".")[0]
+    seg = next(s for s in col._table.segments if stem in s.ref.file)
+    return seg.ref.sha256, seg.ref.rows
+
+
+def test_the_previous_layout_is_removed(kwcol):
+    old = kwcol.path / "derived" / "bm25" / "old-state-0123456789ab"
+    old.mkdir(parents=True)
+    (old / "ids.json").write_text("[]")
+    bm25_store(kwcol).search("planets", 3)
+    assert not (kwcol.path / "derived" / "bm25").exists()
