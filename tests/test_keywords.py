@@ -208,3 +208,31 @@ def test_the_previous_layout_is_removed(kwcol):
     (old / "ids.json").write_text("[]")
     bm25_store(kwcol).search("planets", 3)
     assert not (kwcol.path / "derived" / "bm25").exists()
+
+
+def test_analysis_is_bm25s_tokenize():
+    """Postings hold, per row, exactly the terms bm25s's tokenizer gives (counts, lengths)."""
+    from collections import Counter
+
+    from embedsearch.rag.bm25 import build_postings
+
+    texts = [r["text"] for r in _corpus()] + [
+        "",
+        "the of and a",  # stop words only
+        "Ünïcode naïve café CAFÉ Straße",
+        "snake_case x y z 42 4242 i18n",
+        "Running runs ran runner's RUNNING",
+    ]
+    postings = build_postings(texts, "src", BM25Config())
+    ref = _bm25s().tokenize(
+        texts, stopwords="en", stemmer=_stemmer("english"), return_ids=False, show_progress=False
+    )
+    rows: list[Counter] = [Counter() for _ in texts]
+    ends = postings.term_end.tolist()
+    for i in range(postings.term_hash.size):
+        term = postings.term_text[(ends[i - 1] if i else 0) : ends[i]].decode()
+        docs, tf = postings.postings(i)
+        for d, f in zip(docs.tolist(), tf.tolist()):
+            rows[d][term] += f
+    assert rows == [Counter(r) for r in ref]
+    assert postings.doclen.tolist() == [len(r) for r in ref]

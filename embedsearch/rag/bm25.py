@@ -23,6 +23,7 @@ The index is built the way the collection is stored, so it holds at millions of 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -117,19 +118,49 @@ def _stemmer(name: str | None) -> Any:
     return Stemmer.Stemmer(name)
 
 
+#: bm25s's token pattern (scikit-learn's): runs of two or more word characters.
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
 def build_postings(texts: list[str], source: str, config: BM25Config) -> SegmentPostings:
-    """Analyse ``texts`` (one segment's rows, in order) into their postings."""
-    bm25s = _bm25s()
-    tokens = bm25s.tokenize(
-        texts,
-        stopwords=config.stopwords,
-        stemmer=_stemmer(config.stemmer),
-        show_progress=False,
-    )
-    vocab = [""] * len(tokens.vocab)
-    for term, i in tokens.vocab.items():
-        vocab[i] = term
-    return SegmentPostings.from_tokens(source, tokens.ids, vocab)
+    """Analyse ``texts`` (one segment's rows, in order) into their postings.
+
+    The analysis is bm25s's ``tokenize`` (lower-case, its token pattern, stop words
+    dropped, the distinct remaining tokens stemmed; a test holds the two equal), with its
+    per-token Python loop replaced by Arrow: the tokens of all rows are dictionary-encoded
+    at once, and stop words and stems are looked up once per distinct token. 1.36 -> 0.7 s
+    for a segment of 50,000 abstracts and headlines (1.3M postings)."""
+    import pyarrow as pa
+
+    split = _TOKEN.findall
+    tokens = [split(t.lower()) for t in texts]
+    lens = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    flat = pa.array(list(itertools.chain.from_iterable(tokens)), type=pa.string())
+    encoded = flat.dictionary_encode()
+    distinct = encoded.dictionary.to_pylist()
+    idx = encoded.indices.to_numpy(zero_copy_only=False)
+    stop = set(_stopwords(config.stopwords))
+    kept = [w for w in distinct if w not in stop]
+    stemmer = _stemmer(config.stemmer)
+    stems = stemmer.stemWords(kept) if stemmer is not None and kept else kept
+    vocab = list(dict.fromkeys(stems))
+    term_of = dict(zip(vocab, range(len(vocab))))
+    to_term = np.full(len(distinct), -1, dtype=np.int64)
+    to_term[[i for i, w in enumerate(distinct) if w not in stop]] = [term_of[x] for x in stems]
+    rows = np.repeat(np.arange(len(texts), dtype=np.int64), lens)
+    terms = to_term[idx]
+    keep = terms >= 0
+    return SegmentPostings.from_pairs(source, terms[keep], rows[keep], vocab, len(texts))
+
+
+def _stopwords(name: str | None) -> list[str]:
+    """bm25s's stop-word list ``name`` (``en``/``english``), as its tokenizer reads it."""
+    if not name:
+        return []
+    from bm25s.tokenization import _infer_stopwords
+
+    _bm25s()
+    return list(_infer_stopwords(name))
 
 
 class _Source(Protocol):
@@ -302,60 +333,70 @@ class BM25Store:
         k: int,
         where: dict[str, Any] | None,
     ) -> list[tuple[str, float]]:
+        """Score in two passes over the segments holding a query term: the first gathers
+        each segment's postings of the query's terms (deleted rows dropped) and counts their
+        document frequencies; the second weighs them with the idf those give and sums each
+        row's in a dense array the size of its segment (no sort: a common term's postings
+        run to a tenth of the rows), keeping the segment's best ``k``."""
         n_live, length = self._collection_stats(table)
         if not n_live:
             return []
-        avg = length / n_live
-        k1, b = self.config.k1, self.config.b
         live = table.live if table.has_tombstones else None
-        # per term: its postings in every segment (global positions, counts, lengths)
-        found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in words]
+        df = np.zeros(len(words), dtype=np.int64)
+        gathered: list[tuple[int, SegmentPostings, np.ndarray, np.ndarray, np.ndarray]] = []
         for seg, start in zip(table.segments, table.segment_starts()):
             sp = self._postings[seg.ref.file]
-            for t, i in enumerate(sp.find(words, hashes)):
-                if i < 0:
-                    continue
-                rows, tf = sp.postings(i)
-                pos = rows.astype(np.int64) + start
-                if live is not None:
-                    keep = live[pos]
-                    rows, tf, pos = rows[keep], tf[keep], pos[keep]
-                if pos.size:
-                    found[t].append((pos, tf, sp.doclen[rows]))
-        parts_pos: list[np.ndarray] = []
-        parts_val: list[np.ndarray] = []
-        for t, word in enumerate(words):
-            if not found[t]:
+            spans = [(t, i) for t, i in enumerate(sp.find(words, hashes)) if i >= 0]
+            if not spans:
                 continue
-            df = sum(p.size for p, _, _ in found[t])
-            idf = _idf(self.config.method, df, n_live) * counts[word]
-            for pos, tf, dl in found[t]:
-                tf64 = tf.astype(np.float64)
-                norm = k1 * ((1 - b) + b * dl / avg)
-                if self.config.method == "atire":
-                    tfc = tf64 * (k1 + 1) / (tf64 + norm)
-                else:
-                    tfc = tf64 / (tf64 + norm)
-                parts_pos.append(pos)
-                parts_val.append(idf * tfc)
-        if not parts_pos:
+            parts = [sp.postings(i) for _, i in spans]
+            rows = np.concatenate([r for r, _ in parts])
+            tf = np.concatenate([f for _, f in parts])
+            term = np.repeat(
+                np.array([t for t, _ in spans], dtype=np.intp), [r.size for r, _ in parts]
+            )
+            if live is not None:
+                keep = live[start : start + sp.rows][rows]
+                rows, tf, term = rows[keep], tf[keep], term[keep]
+            if rows.size:
+                df += np.bincount(term, minlength=len(words))
+                gathered.append((start, sp, rows, tf, term))
+        if not gathered:
             return []
-        pos = np.concatenate(parts_pos)
-        val = np.concatenate(parts_val)
-        if len(parts_pos) > 1:  # a row holding several terms: its contributions summed
-            pos, inverse = np.unique(pos, return_inverse=True)
-            val = np.bincount(inverse, weights=val, minlength=pos.size)
+        method, k1, b = self.config.method, self.config.k1, self.config.b
+        weight = np.array(
+            [_idf(method, int(d), n_live) * counts[w] if d else 0.0 for w, d in zip(words, df)],
+            dtype=np.float32,
+        )
+        if method == "atire":
+            weight *= np.float32(k1 + 1)
+        mask = None
         if where is not None:
             mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
-            keep = mask[pos]
-            pos, val = pos[keep], val[keep]
-        scores = val.astype(np.float32)
+        base = np.float32(k1 * (1 - b))
+        per_len = np.float32(k1 * b * n_live / length) if length else np.float32(0)
+        best_pos: list[np.ndarray] = []
+        best_val: list[np.ndarray] = []
+        for start, sp, rows, tf, term in gathered:
+            tf32 = tf.astype(np.float32)
+            norm = base + per_len * sp.doclen[rows].astype(np.float32)
+            contrib = weight[term] * tf32 / (tf32 + norm)
+            acc = np.bincount(rows, weights=contrib, minlength=sp.rows)
+            seen = np.zeros(sp.rows, dtype=bool)  # a bool mask's nonzero is 10x a float's
+            seen[rows] = True
+            cand = np.flatnonzero(seen)
+            if mask is not None:
+                cand = cand[mask[start + cand]]
+            val = acc[cand].astype(np.float32)
+            if cand.size > k:
+                top = np.argpartition(-val, k - 1)[:k]
+                cand, val = cand[top], val[top]
+            best_pos.append(cand + start)
+            best_val.append(val)
+        pos, scores = np.concatenate(best_pos), np.concatenate(best_val)
         keep = scores > 0
         pos, scores = pos[keep], scores[keep]
-        if pos.size > k:
-            top = np.argpartition(-scores, k - 1)[:k]
-            pos, scores = pos[top], scores[top]
-        order = np.lexsort((pos, -scores))  # best first; ties in stored order
+        order = np.lexsort((pos, -scores))[:k]  # best first; ties in stored order
         pos, scores = pos[order], scores[order]
         return list(zip(table.ids_at(pos), scores.tolist()))
 

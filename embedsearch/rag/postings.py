@@ -60,15 +60,24 @@ class SegmentPostings:
         lens = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=rows)
         total = int(lens.sum())
         flat = np.fromiter((i for t in token_ids for i in t), dtype=np.int64, count=total)
+        docs = np.repeat(np.arange(rows, dtype=np.int64), lens)
+        return cls.from_pairs(source, flat, docs, vocab, rows)
+
+    @classmethod
+    def from_pairs(
+        cls, source: str, terms: np.ndarray, docs: np.ndarray, vocab: Sequence[str], rows: int
+    ) -> SegmentPostings:
+        """Postings of ``rows`` rows from one (term, row) pair per occurrence (``terms``
+        index ``vocab``; rows ascending), repeats counted."""
         # terms in the order of their hashes, so a query finds them by binary search
         hashes = hash_strings(list(vocab))
         order = np.argsort(hashes, kind="stable")
         rank = np.empty(len(vocab), dtype=np.int64)
         rank[order] = np.arange(len(vocab))
         # one (term, row) key per occurrence; equal keys counted: the term's count in the row
-        keys = rank[flat] * max(rows, 1) + np.repeat(np.arange(rows, dtype=np.int64), lens)
-        pairs, tf = np.unique(keys, return_counts=True)
-        term, docs = np.divmod(pairs, max(rows, 1))
+        span = max(rows, 1)
+        pairs, tf = np.unique(rank[terms] * span + docs, return_counts=True)
+        term, row = np.divmod(pairs, span)
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(np.bincount(term, minlength=len(vocab)), out=indptr[1:])
         encoded = [vocab[i].encode() for i in order.tolist()]
@@ -78,9 +87,9 @@ class SegmentPostings:
             term_text=b"".join(encoded),
             term_end=np.cumsum([len(e) for e in encoded], dtype=np.int64),
             indptr=indptr,
-            docs=docs.astype(np.int32),
+            docs=row.astype(np.int32),
             tf=tf.astype(np.uint32),
-            doclen=lens.astype(np.uint32),
+            doclen=np.bincount(docs, minlength=rows).astype(np.uint32),
         )
 
     def find(self, terms: Sequence[str], hashes: np.ndarray) -> list[int]:
