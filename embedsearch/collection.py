@@ -58,6 +58,7 @@ from .index import (
 )
 from .latent.mixin import LatentMixin
 from .manifest import IndexFileRef, IndexSection, Manifest, SegmentRef, TailRef
+from .progress import progress_bar
 from .rag.mixin import RetrievalMixin
 from .segment import Segment, open_segment, row_checksums
 from .segment import add_derived as _add_derived
@@ -491,7 +492,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             table = self._table
             total = sized(texts)
             show = progress if progress is not None else (total or 0) > 2000
-            bar = _progress_bar(total, show, "embedding")
+            bar = progress_bar(total, show, "embedding")
             written: list[SegmentRef] = []
             tombs: list[store.FileRef] = []
             replaced: list[int] = []
@@ -1230,25 +1231,6 @@ def _hits(table: Table, scores: np.ndarray, pos: np.ndarray) -> list[list[Hit]]:
                 i += 1
         out.append(row)
     return out
-
-
-class _NoBar:
-    """The progress bar of a write that shows none: importing tqdm for a disabled bar cost
-    50 ms of a process's first add (4 % of embedding 1,000 texts here)."""
-
-    def update(self, n: int = 1) -> None:
-        """Nothing to show."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-def _progress_bar(total: int | None, show: bool, desc: str) -> Any:
-    if not show:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="doc", mininterval=1.0)
 
 
 # ----------------------------------------------------------------------------- open

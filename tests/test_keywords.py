@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,6 @@ import pytest
 
 import embedsearch
 from embedsearch.rag.bm25 import DIRNAME, BM25Config, _bm25s, _stemmer
-from embedsearch.rag.postings import SegmentPostings
 from embedsearch.rag.retrieval import bm25_store
 
 CORPUS = Path(embedsearch.__file__).parent / "data" / "demo_corpus.jsonl"
@@ -126,7 +127,7 @@ def test_a_commit_builds_postings_for_its_segments_only(kwcol, home):
     assert store.search("cast iron pan", 3)
     assert store.built_segments == 4
     folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
-    assert len(list(folder.glob("seg-*.npz"))) == 4
+    assert len(list(folder.glob("seg-*.kw"))) == 4
     kwcol.add(
         ["A cast iron skillet keeps heat for a long sear."],
         ids=["new-pan"],
@@ -156,30 +157,48 @@ def test_compaction_drops_postings_of_segments_gone(kwcol):
     store = bm25_store(kwcol)
     store.search("planets", 3)
     folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
-    before = {p.name for p in folder.glob("seg-*.npz")}
+    before = {p.name for p in folder.glob("seg-*.kw")}
     kwcol.delete([r["id"] for r in _corpus()[:60]])
     kwcol.compact()
     ref = _reference(kwcol, "planets orbit the sun", store.config)
     _same(store.search("planets orbit the sun", 10), ref, 10)
-    after = {p.name for p in folder.glob("seg-*.npz")}
-    live = {Path(s.ref.file).name.split(".")[0] + ".npz" for s in kwcol._table.segments}
+    after = {p.name for p in folder.glob("seg-*.kw")}
+    live = {Path(s.ref.file).name.split(".")[0] + ".kw" for s in kwcol._table.segments}
     assert after == live and after != before
+
+
+def _craft(raw: bytes, shift: int) -> bytes:
+    """A postings file whose every posting names a row ``shift`` further, its checksum made
+    to match: only the bounds check can refuse it."""
+    (n,) = struct.unpack("<Q", raw[8:16])
+    header = json.loads(raw[16 : 16 + n])
+    start = 16 + n + (-(16 + n) % 64)
+    off, length, _ = header["arrays"]["pairs"]
+    pairs = np.frombuffer(raw, dtype="<u4", count=length // 4, offset=start + off).copy()
+    pairs[::2] += shift
+    header["arrays"]["pairs"][2] = f"{zlib.crc32(pairs.tobytes()):08x}"
+    new_header = json.dumps(header, sort_keys=True).encode()
+    assert len(new_header) == n
+    out = bytearray(raw)
+    out[16 : 16 + n] = new_header
+    out[start + off : start + off + length] = pairs.tobytes()
+    return bytes(out)
 
 
 def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
     store = bm25_store(kwcol)
     want = store.search("planets orbit the sun", 10)
     folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
-    files = sorted(folder.glob("seg-*.npz"))
-    files[0].write_bytes(b"not a zip at all")  # damaged
-    # crafted: a valid file whose postings name rows past the segment's end
-    good = SegmentPostings.from_npz(files[1].read_bytes(), *_source_of(kwcol, files[1]))
-    bad = SegmentPostings(**{**good.__dict__, "docs": good.docs + 1000})
-    files[1].write_bytes(bad.to_npz())
-    # another segment's postings under this segment's name
-    files[2].write_bytes(files[3].read_bytes())
-    # a link where a file was: never followed (durable.open_file refuses it)
-    outside = kwcol.path.parent / "elsewhere.npz"
+    files = sorted(folder.glob("seg-*.kw"))
+    assert len(files) == 4
+    raw = files[0].read_bytes()
+    flipped = bytearray(raw)
+    flipped[-3] ^= 0x40  # one bit of the last posting's count: the checksum refuses it
+    files[0].write_bytes(bytes(flipped))
+    files[1].write_bytes(_craft(files[1].read_bytes(), 1000))  # rows past the segment's end
+    files[2].write_bytes(files[3].read_bytes())  # another segment's postings
+    # a link where a file was: never followed (durable.open_fd refuses it)
+    outside = kwcol.path.parent / "elsewhere.kw"
     content = files[3].read_bytes()
     outside.write_bytes(content)
     files[3].unlink()
@@ -189,17 +208,14 @@ def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
         got = bm25_store(other).search("planets orbit the sun", 10)
     assert got == want
     assert bm25_store(other).built_segments == 4
-    assert sum("unusable" in r.getMessage() for r in caplog.records) == 4
+    messages = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert len(messages) == 4
+    assert any("checksum mismatch" in m for m in messages)
+    assert any("outside the segment" in m for m in messages)
+    assert any("other rows" in m for m in messages)
     assert outside.read_bytes() == content  # the rebuilt file replaced the link, not its target
     assert not files[3].is_symlink()
     other.close()
-
-
-def _source_of(col, file: Path) -> tuple[str, int]:
-    """(checksum, rows) of the segment whose postings ``file`` holds."""
-    stem = file.name.split(".")[0]
-    seg = next(s for s in col._table.segments if stem in s.ref.file)
-    return seg.ref.sha256, seg.ref.rows
 
 
 def test_the_previous_layout_is_removed(kwcol):

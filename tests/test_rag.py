@@ -193,7 +193,7 @@ def test_keyword_side_follows_deletes_and_persists(col, home, docs):
     store = bm25_store(col)
     folder = col.path / "derived" / "keywords" / store.config.digest()
     saved = sorted(p.name for p in folder.iterdir())
-    segments = sorted(Path(s.ref.file).name.split(".")[0] + ".npz" for s in col._table.segments)
+    segments = sorted(Path(s.ref.file).name.split(".")[0] + ".kw" for s in col._table.segments)
     assert saved == segments  # one postings file per segment
     assert col.remove_documents([docs / "engines.txt"]) >= 1
     assert not col.retrieve("XQ-7731", k=5, mode="bm25")

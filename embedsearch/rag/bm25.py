@@ -45,6 +45,7 @@ from .. import durable
 from ..errors import EmbedSearchError
 from ..filters import column_mask
 from ..idhash import hash_strings
+from ..progress import progress_bar
 from .postings import SegmentPostings
 
 if TYPE_CHECKING:
@@ -54,11 +55,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Where the postings live: ``<collection>/derived/keywords/<analysis digest>/<segment>.npz``.
+#: Where the postings live: ``<collection>/derived/keywords/<analysis digest>/<segment>.kw``.
 DIRNAME = "keywords"
 #: The folder of the index this layout replaced (one whole index per collection state).
 _OLD_DIRNAME = "bm25"
-_FILE_RE = re.compile(r"(seg-[0-9a-f]{32})\.npz")
+_FILE_RE = re.compile(r"(seg-[0-9a-f]{32})\.kw")
 _DIGEST_RE = re.compile(r"[0-9a-f]{12}")
 #: Scoring variants whose score is zero for a document without the term (bm25s's names).
 METHODS = ("lucene", "robertson", "atire")
@@ -221,18 +222,23 @@ class BM25Store:
         if not missing:
             return
         started, built = time.perf_counter(), 0
-        for _ in range(3):
-            for seg in missing:
-                postings, fresh = self._load_or_build(seg)
-                self._postings[seg.ref.file] = postings
-                built += fresh
-            missing = self._missing()
-            if not missing:
-                break
+        bar = _bar(sum(s.rows for s in missing))
+        try:
+            for _ in range(3):
+                for seg in missing:
+                    postings, fresh = self._load_or_build(seg)
+                    self._postings[seg.ref.file] = postings
+                    built += fresh
+                    bar.update(seg.rows)
+                missing = self._missing()
+                if not missing:
+                    break
+        finally:
+            bar.close()
         with self._reading() as table:  # drop those of segments merged or compacted away
             live = {s.ref.file for s in table.segments}
         for name in [n for n in self._postings if n not in live]:
-            del self._postings[name]
+            self._postings.pop(name).close()
         if built:
             self.built_segments += built
             self.last_build_s = time.perf_counter() - started
@@ -241,28 +247,32 @@ class BM25Store:
 
     def _rel(self, seg: Segment) -> Path | None:
         stem = Path(seg.ref.file).name.split(".")[0]
-        if not _FILE_RE.fullmatch(f"{stem}.npz"):
+        if not _FILE_RE.fullmatch(f"{stem}.kw"):
             return None  # not a name this layout can keep: held in memory only
-        return Path("derived", DIRNAME, self.config.digest(), f"{stem}.npz")
+        return Path("derived", DIRNAME, self.config.digest(), f"{stem}.kw")
 
     def _load_or_build(self, seg: Segment) -> tuple[SegmentPostings, int]:
+        """The segment's saved postings, or new ones built, saved and read back from the
+        file (so that they are read from disk as saved ones are). Returns ``(postings,
+        1 if built)``; a file that cannot be saved leaves them in memory."""
         rel = self._rel(seg)
         source, rows = seg.ref.sha256, seg.ref.rows
         if rel is not None:
             try:
-                with durable.open_file(self.col.path, rel) as fh:
-                    return SegmentPostings.from_npz(fh.read(), source, rows), 0
+                return SegmentPostings.open(durable.open_fd(self.col.path, rel), source, rows), 0
             except FileNotFoundError:
                 pass
             except (OSError, ValueError, EmbedSearchError) as exc:  # derived: rebuild
                 log.warning("keyword postings %s unusable (%s); rebuilding", rel, exc)
-        postings = build_postings(seg.texts().to_pylist(), source, self.config)
-        if rel is not None:
-            try:
-                durable.write_file(self.col.path, rel, postings.to_npz(), create_dirs=True)
-            except (OSError, EmbedSearchError) as exc:  # read-only, links: keep it in memory
-                log.warning("cannot save keyword postings %s (%s)", rel, exc)
-        return postings, 1
+        built = build_postings(seg.texts().to_pylist(), source, self.config)
+        if rel is None:
+            return built, 1
+        try:
+            durable.write_file(self.col.path, rel, built.to_bytes(), create_dirs=True)
+            return SegmentPostings.open(durable.open_fd(self.col.path, rel), source, rows), 1
+        except (OSError, ValueError, EmbedSearchError) as exc:  # read-only, links: in memory
+            log.warning("cannot save keyword postings %s (%s)", rel, exc)
+            return built, 1
 
     def _prune(self, live: set[str]) -> None:
         """Remove saved postings of segments no longer in the collection, and the folders
@@ -404,6 +414,16 @@ class BM25Store:
         """``(segment file, postings)`` held by this handle (for tools and tests)."""
         with self._lock:
             yield from list(self._postings.items())
+
+
+#: Rows to read or build from which a first keyword query shows a progress bar (on stderr,
+#: once it has taken a second: reading saved postings is quicker than that).
+PROGRESS_ROWS = 100_000
+
+
+def _bar(rows: int) -> Any:
+    """A progress bar over ``rows`` rows of postings to read or build (none for few)."""
+    return progress_bar(rows, rows >= PROGRESS_ROWS, "keyword index", unit="row", delay=1.0)
 
 
 def _idf(method: str, df: int, n: int) -> float:

@@ -8,67 +8,88 @@ new segments get theirs on the next keyword query. BM25's statistics over the co
 commit; they are not stored but summed over the segments when a query runs, deleted rows
 left out (see :mod:`.bm25`).
 
-The file is an ``.npz`` read without pickle: ``term_hash`` (sorted 64-bit hashes of the
-analysed terms), ``term_text`` and ``term_end`` (the terms' UTF-8 in the same order, to
-confirm a hash), ``indptr`` (each term's run of postings), ``docs`` (rows of the segment,
-ascending within a term), ``tf`` (the term's count in that row), ``doclen`` (each row's
-number of terms) and ``source`` (the segment's SHA-256, which ties the file to the rows it
-was built from). :meth:`SegmentPostings.from_npz` checks every array's shape and bounds,
-so a damaged or crafted file is refused (and rebuilt by the caller), never read past.
+**The file** (``seg-<id>.kw``): an 8-byte magic, the length of a JSON header, the header
+(the segment's SHA-256, its rows, each array's offset, length and CRC-32), then the arrays,
+little-endian, each at a 64-byte boundary: ``term_hash`` (sorted 64-bit hashes of the
+analysed terms), ``term_end`` and ``term_text`` (the terms' UTF-8 in the same order, to
+confirm a hash), ``indptr`` (each term's run of postings), ``doclen`` (each row's number of
+terms) and ``pairs`` (per posting: the row within the segment, ascending within a term,
+and the term's count in it).
+
+**Memory.** Everything but ``pairs`` is held in memory (about 30 bytes a distinct term and
+4 a row). ``pairs``, 8 bytes a posting and most of the file, stays on disk: a query reads
+the runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so memory
+does not grow with the queries asked (a map would put every touched page-cache folio in
+the process's RSS). Opening a file reads it once, off the map, to check every array's
+CRC-32 and that every posting names a row of the segment: a damaged or crafted file is
+refused (the caller rebuilds it), never read past.
 """
 
 from __future__ import annotations
 
-import io
+import json
+import os
+import struct
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checksums import crc32
 from ..idhash import hash_strings
 
+MAGIC = b"ESKWPST1"
+_ALIGN = 64
+#: Arrays of the file, in file order, with their dtypes (``pairs`` is (postings, 2)).
+_ARRAYS = {
+    "term_hash": "<u8",
+    "term_end": "<i8",
+    "indptr": "<i8",
+    "doclen": "<u4",
+    "term_text": "u1",
+    "pairs": "<u4",
+}
+_MAX_HEADER = 1 << 16
+_CHUNK = 1 << 20  # bytes read at a time when a file is checked
 
-@dataclass(frozen=True)
+
+@dataclass(eq=False)
 class SegmentPostings:
-    """One segment's terms and, per term, the rows holding it with their counts."""
+    """One segment's terms and, per term, the rows holding it with their counts.
+
+    ``pairs`` is the (postings, 2) uint32 array in memory (a build that could not be
+    saved), or None when the postings are read from ``fd`` at ``offset``."""
 
     source: str
     term_hash: np.ndarray  # (terms,) uint64, ascending
     term_text: bytes
     term_end: np.ndarray  # (terms,) int64: term i is term_text[term_end[i-1]:term_end[i]]
     indptr: np.ndarray  # (terms + 1,) int64
-    docs: np.ndarray  # (postings,) int32
-    tf: np.ndarray  # (postings,) uint32
     doclen: np.ndarray  # (rows,) uint32
+    pairs: np.ndarray | None = None
+    fd: int | None = None
+    offset: int = 0
+    _closer: weakref.finalize | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:
         return int(self.doclen.size)
 
     @property
-    def nbytes(self) -> int:
-        arrays = (self.term_hash, self.term_end, self.indptr, self.docs, self.tf, self.doclen)
-        return len(self.term_text) + sum(a.nbytes for a in arrays)
+    def resident_bytes(self) -> int:
+        """Bytes this object keeps in memory."""
+        held = (self.term_hash, self.term_end, self.indptr, self.doclen)
+        pairs = 0 if self.pairs is None else self.pairs.nbytes
+        return len(self.term_text) + sum(a.nbytes for a in held) + pairs
 
-    @classmethod
-    def from_tokens(
-        cls, source: str, token_ids: Sequence[Sequence[int]], vocab: Sequence[str]
-    ) -> SegmentPostings:
-        """Postings of rows whose analysed terms are ``token_ids`` (indexes into ``vocab``,
-        one list per row, repeats counted)."""
-        rows = len(token_ids)
-        lens = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=rows)
-        total = int(lens.sum())
-        flat = np.fromiter((i for t in token_ids for i in t), dtype=np.int64, count=total)
-        docs = np.repeat(np.arange(rows, dtype=np.int64), lens)
-        return cls.from_pairs(source, flat, docs, vocab, rows)
-
+    # ------------------------------------------------------------------ building
     @classmethod
     def from_pairs(
         cls, source: str, terms: np.ndarray, docs: np.ndarray, vocab: Sequence[str], rows: int
     ) -> SegmentPostings:
         """Postings of ``rows`` rows from one (term, row) pair per occurrence (``terms``
-        index ``vocab``; rows ascending), repeats counted."""
+        index ``vocab``; rows ascending), repeats counted. Held in memory."""
         # terms in the order of their hashes, so a query finds them by binary search
         hashes = hash_strings(list(vocab))
         order = np.argsort(hashes, kind="stable")
@@ -76,8 +97,8 @@ class SegmentPostings:
         rank[order] = np.arange(len(vocab))
         # one (term, row) key per occurrence; equal keys counted: the term's count in the row
         span = max(rows, 1)
-        pairs, tf = np.unique(rank[terms] * span + docs, return_counts=True)
-        term, row = np.divmod(pairs, span)
+        keys, tf = np.unique(rank[terms] * span + docs, return_counts=True)
+        term, row = np.divmod(keys, span)
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(np.bincount(term, minlength=len(vocab)), out=indptr[1:])
         encoded = [vocab[i].encode() for i in order.tolist()]
@@ -87,11 +108,11 @@ class SegmentPostings:
             term_text=b"".join(encoded),
             term_end=np.cumsum([len(e) for e in encoded], dtype=np.int64),
             indptr=indptr,
-            docs=row.astype(np.int32),
-            tf=tf.astype(np.uint32),
             doclen=np.bincount(docs, minlength=rows).astype(np.uint32),
+            pairs=np.stack([row, tf]).T.astype(np.uint32),
         )
 
+    # ------------------------------------------------------------------ reading
     def find(self, terms: Sequence[str], hashes: np.ndarray) -> list[int]:
         """Index of each of ``terms`` (hashed as ``hashes``) in this segment, or -1."""
         if not self.term_hash.size:
@@ -110,71 +131,147 @@ class SegmentPostings:
         return out
 
     def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, counts)`` of term index ``term``."""
+        """``(rows, counts)`` of term index ``term`` (uint32 each)."""
         lo, hi = int(self.indptr[term]), int(self.indptr[term + 1])
-        return self.docs[lo:hi], self.tf[lo:hi]
+        if self.pairs is not None:
+            run = self.pairs[lo:hi]
+        else:
+            assert self.fd is not None
+            size = (hi - lo) * 8
+            raw = os.pread(self.fd, size, self.offset + lo * 8)
+            if len(raw) != size:
+                raise OSError(f"keyword postings file shorter than its header ({len(raw)} bytes)")
+            run = np.frombuffer(raw, dtype="<u4").reshape(-1, 2)
+        return run[:, 0], run[:, 1]
 
-    def to_npz(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            source=np.frombuffer(self.source.encode(), dtype=np.uint8),
-            term_hash=self.term_hash,
-            term_text=np.frombuffer(self.term_text, dtype=np.uint8),
-            term_end=self.term_end,
-            indptr=self.indptr,
-            docs=self.docs,
-            tf=self.tf,
-            doclen=self.doclen,
-        )
-        return buf.getvalue()
+    def close(self) -> None:
+        """Close the file the postings are read from (idempotent)."""
+        if self._closer is not None:
+            self._closer()
+
+    # ------------------------------------------------------------------ the file
+    def to_bytes(self) -> bytes:
+        """The file's bytes (see the module notes)."""
+        assert self.pairs is not None, "only postings built in memory are written"
+        arrays = {
+            "term_hash": self.term_hash,
+            "term_end": self.term_end,
+            "indptr": self.indptr,
+            "doclen": self.doclen,
+            "term_text": np.frombuffer(self.term_text, dtype=np.uint8),
+            "pairs": self.pairs,
+        }
+        blobs = {n: np.ascontiguousarray(a, dtype=_ARRAYS[n]).tobytes() for n, a in arrays.items()}
+        layout: dict[str, list[object]] = {}
+        at = end = 0
+        for name, blob in blobs.items():
+            at += -at % _ALIGN
+            layout[name] = [at, len(blob), f"{crc32(blob):08x}"]
+            at = end = at + len(blob)  # no padding after the last: every byte is checked
+        header = json.dumps(
+            {"source": self.source, "rows": self.rows, "arrays": layout}, sort_keys=True
+        ).encode()
+        start = len(MAGIC) + 8 + len(header)
+        start += -start % _ALIGN
+        out = bytearray(start + end)
+        out[: len(MAGIC)] = MAGIC
+        out[len(MAGIC) : len(MAGIC) + 8] = struct.pack("<Q", len(header))
+        out[len(MAGIC) + 8 : len(MAGIC) + 8 + len(header)] = header
+        for name, blob in blobs.items():
+            off = start + int(layout[name][0])  # type: ignore[call-overload]
+            out[off : off + len(blob)] = blob
+        return bytes(out)
 
     @classmethod
-    def from_npz(cls, raw: bytes, source: str, rows: int) -> SegmentPostings:
-        """Postings read from :meth:`to_npz`'s bytes, checked against the segment they
-        must describe (``source``: its SHA-256; ``rows``). Raises ValueError if they are
-        not that segment's or their arrays do not fit together."""
-        want = {
-            "source": np.uint8,
-            "term_hash": np.uint64,
-            "term_text": np.uint8,
-            "term_end": np.int64,
-            "indptr": np.int64,
-            "docs": np.int32,
-            "tf": np.uint32,
-            "doclen": np.uint32,
-        }
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            if set(z.files) != set(want):
-                raise ValueError(f"arrays {sorted(z.files)}, expected {sorted(want)}")
-            arr = {name: z[name] for name in want}
-        for name, dtype in want.items():
-            if arr[name].dtype != dtype or arr[name].ndim != 1:
-                raise ValueError(f"{name} is not a 1-D {np.dtype(dtype).name} array")
-        if arr["source"].tobytes().decode("ascii", "replace") != source:
-            raise ValueError("built from other rows (the segment's checksum differs)")
-        terms, nnz, text = arr["term_hash"].size, arr["docs"].size, arr["term_text"].size
-        indptr, ends = arr["indptr"], arr["term_end"]
-        if arr["doclen"].size != rows:
-            raise ValueError(f"{arr['doclen'].size} rows, the segment has {rows}")
-        if indptr.size != terms + 1 or ends.size != terms or arr["tf"].size != nnz:
+    def open(cls, fd: int, source: str, rows: int) -> SegmentPostings:
+        """Postings of the file open as ``fd`` (owned from here: closed with the object),
+        checked against the segment they must describe (``source``: its SHA-256; ``rows``).
+        Raises ValueError if the file is damaged, not that segment's, or inconsistent."""
+        try:
+            out = cls._open(fd, source, rows)
+        except BaseException:
+            os.close(fd)
+            raise
+        out._closer = weakref.finalize(out, os.close, fd)
+        return out
+
+    @classmethod
+    def _open(cls, fd: int, source: str, rows: int) -> SegmentPostings:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, len(MAGIC) + 8, 0)
+        if len(head) != len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
+            raise ValueError("not a keyword postings file")
+        (n,) = struct.unpack("<Q", head[len(MAGIC) :])
+        if n > _MAX_HEADER:
+            raise ValueError("header too long")
+        try:
+            header = json.loads(os.pread(fd, n, len(MAGIC) + 8))
+            layout = {k: header["arrays"][k] for k in _ARRAYS}
+            if header["source"] != source:
+                raise ValueError("built from other rows (the segment's checksum differs)")
+            if header["rows"] != rows:
+                raise ValueError(f"{header['rows']} rows, the segment has {rows}")
+        except (KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"malformed header ({exc!r})") from None
+        start = len(MAGIC) + 8 + n
+        start += -start % _ALIGN
+        arrays: dict[str, np.ndarray] = {}
+        for name, dtype in _ARRAYS.items():
+            entry = layout[name]
+            if (
+                not isinstance(entry, list)
+                or len(entry) != 3
+                or not all(type(v) is int for v in entry[:2])
+                or not isinstance(entry[2], str)
+            ):
+                raise ValueError(f"{name}: malformed layout")
+            off, length, crc = start + entry[0], entry[1], entry[2]
+            width = np.dtype(dtype).itemsize * (2 if name == "pairs" else 1)
+            if entry[0] < 0 or length < 0 or length % width or off + length > size:
+                raise ValueError(f"{name}: outside the file or not whole values")
+            if name == "pairs":  # checked in chunks, never held: see the module notes
+                cls._check_pairs(fd, off, length, crc, rows)
+                pairs_at, pairs_n = off, length // 8
+                continue
+            raw = os.pread(fd, length, off)
+            if len(raw) != length or f"{crc32(raw):08x}" != crc:
+                raise ValueError(f"{name}: checksum mismatch")
+            arrays[name] = np.frombuffer(raw, dtype=dtype)
+        terms, text = arrays["term_hash"].size, arrays["term_text"].size
+        indptr, ends, th = arrays["indptr"], arrays["term_end"], arrays["term_hash"]
+        if arrays["doclen"].size != rows:
+            raise ValueError(f"{arrays['doclen'].size} row lengths, the segment has {rows}")
+        if indptr.size != terms + 1 or ends.size != terms:
             raise ValueError("array lengths do not match")
-        if indptr[0] != 0 or indptr[-1] != nnz or (np.diff(indptr) < 0).any():
+        if indptr[0] != 0 or indptr[-1] != pairs_n or (indptr[1:] < indptr[:-1]).any():
             raise ValueError("indptr is not a run of postings")
-        if terms and (ends[-1] != text or (np.diff(ends) < 0).any() or ends[0] < 0):
+        if terms and (ends[-1] != text or ends[0] < 0 or (ends[1:] < ends[:-1]).any()):
             raise ValueError("term_end does not cut term_text")
-        th = arr["term_hash"]
-        if (th[1:] < th[:-1]).any():  # (np.diff of uint64 would wrap, never negative)
+        if (th[1:] < th[:-1]).any():
             raise ValueError("term_hash is not sorted")
-        if nnz and (arr["docs"].min() < 0 or arr["docs"].max() >= rows):
-            raise ValueError("a posting names a row outside the segment")
         return cls(
             source=source,
-            term_hash=arr["term_hash"],
-            term_text=arr["term_text"].tobytes(),
+            term_hash=th,
+            term_text=arrays["term_text"].tobytes(),
             term_end=ends,
             indptr=indptr,
-            docs=arr["docs"],
-            tf=arr["tf"],
-            doclen=arr["doclen"],
+            doclen=arrays["doclen"],
+            fd=fd,
+            offset=pairs_at,
         )
+
+    @staticmethod
+    def _check_pairs(fd: int, off: int, length: int, crc: str, rows: int) -> None:
+        value, done = 0, 0
+        while done < length:
+            raw = os.pread(fd, min(_CHUNK, length - done), off + done)
+            raw = raw[: len(raw) - len(raw) % 8]  # whole pairs (a short read goes on after)
+            if not raw:
+                raise ValueError("pairs: the file ends early")
+            value = crc32(raw, value)
+            docs = np.frombuffer(raw, dtype="<u4")[::2]
+            if docs.size and int(docs.max()) >= rows:
+                raise ValueError("a posting names a row outside the segment")
+            done += len(raw)
+        if f"{value:08x}" != crc:
+            raise ValueError("pairs: checksum mismatch")
