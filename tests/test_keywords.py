@@ -153,18 +153,38 @@ def test_a_commit_builds_postings_for_its_segments_only(kwcol, home):
     other.close()
 
 
-def test_compaction_drops_postings_of_segments_gone(kwcol):
+def test_postings_stay_while_their_segment_does(kwcol):
+    """Compaction leaves the old segments on disk for the kept versions: their postings stay,
+    a handle open at an old version reads them (builds none, removes none of the newest's),
+    and they go once the old segment files are gone."""
     store = bm25_store(kwcol)
     store.search("planets", 3)
+    old_version = kwcol.version
     folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
     before = {p.name for p in folder.glob("seg-*.kw")}
     kwcol.delete([r["id"] for r in _corpus()[:60]])
     kwcol.compact()
     ref = _reference(kwcol, "planets orbit the sun", store.config)
     _same(store.search("planets orbit the sun", 10), ref, 10)
+    newest = {Path(s.ref.file).name.split(".")[0] + ".kw" for s in kwcol._table.segments}
     after = {p.name for p in folder.glob("seg-*.kw")}
-    live = {Path(s.ref.file).name.split(".")[0] + ".kw" for s in kwcol._table.segments}
-    assert after == live and after != before
+    assert after == before | newest and newest != before
+    past = embedsearch.open("kw", version=old_version)
+    past_store = bm25_store(past)
+    assert len(past_store.search("planets orbit the sun", 400)) > len(ref)  # deleted rows too
+    assert past_store.built_segments == 0
+    assert {p.name for p in folder.glob("seg-*.kw")} == after
+    past.close()
+    for name in before - newest:  # as expiry removes a segment no version names any more
+        seg = next(kwcol.path.glob(f"segments/{name[:-3]}.*"))
+        for f in kwcol.path.glob(f"segments/{name[:-3]}.*"):
+            f.unlink()
+        assert not seg.exists()
+    kwcol.add(["a new row"], ids=["fresh"], vectors=np.ones((1, kwcol.dim), dtype=np.float32))
+    store.search("planets", 3)  # builds the new segment's postings, then tidies
+    assert {p.name for p in folder.glob("seg-*.kw")} == {
+        Path(s.ref.file).name.split(".")[0] + ".kw" for s in kwcol._table.segments
+    }
 
 
 def _craft(raw: bytes, shift: int) -> bytes:

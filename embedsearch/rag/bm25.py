@@ -243,7 +243,7 @@ class BM25Store:
             self.built_segments += built
             self.last_build_s = time.perf_counter() - started
             log.info("built keyword postings of %d segments in %.2f s", built, self.last_build_s)
-            self._prune(live)
+            self._prune()
 
     def _rel(self, seg: Segment) -> Path | None:
         stem = Path(seg.ref.file).name.split(".")[0]
@@ -274,15 +274,18 @@ class BM25Store:
             log.warning("cannot save keyword postings %s (%s)", rel, exc)
             return built, 1
 
-    def _prune(self, live: set[str]) -> None:
-        """Remove saved postings of segments no longer in the collection, and the folders
-        of older layouts and analysis settings (derived data: failures are only logged)."""
-        keep = {Path(f).name.split(".")[0] for f in live}
+    def _prune(self) -> None:
+        """Remove saved postings whose segment file is gone from disk, and the folders of
+        older layouts and other analysis settings (derived data: failures are only logged).
+
+        A segment merged or compacted away stays on disk while a kept version names it, and
+        so do its postings: a handle open at that version reads them instead of building."""
         rel = Path("derived", DIRNAME, self.config.digest())
         try:
+            present = {n.split(".")[0] for n in durable.list_files(self.col.path, "segments")}
             for name in durable.list_files(self.col.path, rel):
                 m = _FILE_RE.fullmatch(name)
-                if m and m.group(1) not in keep:
+                if m and m.group(1) not in present:
                     durable.unlink(self.col.path, rel / name)
             with durable.opened_dir(self.col.path, Path("derived", DIRNAME)) as fd:
                 others = [n for n in os.listdir(fd) if n != rel.name and _DIGEST_RE.fullmatch(n)]
