@@ -9,14 +9,14 @@ checkout of embedsearch (``--baseline``: the whole-collection BM25 index that pe
 postings replaced), each in fresh processes on its own hard-linked copy of the collection:
 
 * **cold**: a process opens the collection and asks its first keyword query (everything the
-  keyword index needs is built here, then saved);
-* **queries**: p50/p95 of ``--queries`` real queries (SciFact and NFCorpus questions) with
-  ``k=10``, unfiltered and with ``where={"cat": 7}`` (0.1 % of rows);
-* **after an add**: 1,000 new documents added, then the next keyword query (what a
-  commit costs the keyword side);
+  keyword index needs is built here, then saved); then it adds 1,000 new documents and asks
+  the next keyword query (what a commit costs the keyword side);
 * **warm**: a second fresh process opens the collection and asks its first keyword query
-  (what was saved is read back);
-* RSS after the cold query and after the query runs; bytes of the derived files on disk.
+  (what was saved is read back), then p50/p95 of ``--queries`` real queries (SciFact and
+  NFCorpus questions) with ``k=10``, unfiltered and with ``where={"cat": 7}`` (0.1 % of
+  rows): what every later process of a user sees;
+* RSS (the cold process's after its first query; the warm one's after its first query and
+  after the query runs) and bytes of the derived files on disk.
 
 Usage::
 
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +93,16 @@ def _rss_mb() -> float:
 
 
 def _derived_bytes(path: Path) -> int:
-    root = path / "derived"
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+    """Bytes of the keyword index's files: ``derived/`` of a collection, LanceDB's
+    ``_indices`` (its full-text and scalar indexes)."""
+    roots = [path / "derived", *path.glob("*.lance/_indices")]
+    return sum(p.stat().st_size for r in roots if r.exists() for p in r.rglob("*") if p.is_file())
 
 
 def child(path: str, data: Path, n_queries: int, phase: str) -> dict[str, Any]:
-    """One fresh process (``phase`` ``cold``: first query, query runs, an add; ``warm``: the
-    first query of a process that finds everything saved)."""
+    """One fresh process. ``cold``: the first query (everything built), then an add and the
+    query after it. ``warm``: the first query of a process that finds everything saved, then
+    the query runs (what a user's later processes see)."""
     import numpy as np
 
     import embedsearch
@@ -108,8 +112,22 @@ def child(path: str, data: Path, n_queries: int, phase: str) -> dict[str, Any]:
     col = embedsearch.open(path)
     col.retrieve(qs[0], k=10, mode="bm25")
     out: dict[str, Any] = {"first_query_s": time.perf_counter() - t0, "rss_first_mb": _rss_mb()}
-    if phase == "warm":
+    if phase == "cold":
+        texts = _texts(data)
+        t = time.perf_counter()
+        col.add(
+            texts[:ADD_ROWS],
+            ids=[f"added-{i}" for i in range(ADD_ROWS)],
+            metadata=[{"cat": i % 1000} for i in range(ADD_ROWS)],
+            vectors=np.random.default_rng(1).standard_normal((ADD_ROWS, col.dim), dtype=np.float32),
+            progress=False,
+        )
+        out["add_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        col.retrieve(qs[1], k=10, mode="bm25")
+        out["query_after_add_s"] = time.perf_counter() - t
         col.close()
+        out["derived_mb"] = _derived_bytes(Path(path)) / 1e6
         return out
     for label, where in (("", None), ("filtered_", WHERE)):
         times = []
@@ -120,28 +138,89 @@ def child(path: str, data: Path, n_queries: int, phase: str) -> dict[str, Any]:
         out[f"{label}p50_ms"] = float(np.percentile(times, 50) * 1000)
         out[f"{label}p95_ms"] = float(np.percentile(times, 95) * 1000)
     out["rss_queries_mb"] = _rss_mb()
-    texts = _texts(data)
-    t = time.perf_counter()
-    col.add(
-        texts[:ADD_ROWS],
-        ids=[f"added-{i}" for i in range(ADD_ROWS)],
-        metadata=[{"cat": i % 1000} for i in range(ADD_ROWS)],
-        vectors=np.random.default_rng(1).standard_normal((ADD_ROWS, col.dim), dtype=np.float32),
-        progress=False,
-    )
-    out["add_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    col.retrieve(qs[1], k=10, mode="bm25")
-    out["query_after_add_s"] = time.perf_counter() - t
-    out["rss_after_add_mb"] = _rss_mb()
     col.close()
-    out["derived_mb"] = _derived_bytes(Path(path)) / 1e6
     return out
 
 
-def run_child(code: Path, path: Path, args: argparse.Namespace, phase: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    cmd = [sys.executable, __file__, "--child", str(path), "--phase", phase]
+def lance_child(path: str, data: Path, n_queries: int, phase: str, n: int) -> dict[str, Any]:
+    """The same phases for LanceDB's own full-text search (its native BM25 index over the
+    same texts, ``cat`` with a scalar index for the filter): ``cold`` creates the table and
+    both indexes (the table's write timed apart), asks the first query, then adds 1,000
+    rows with ``optimize()`` (which folds them into the indexes, as LanceDB documents) and
+    asks the next; ``warm`` opens and runs the queries."""
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    qs = queries(data, n_queries)
+
+    def rows(lo: int, hi: int, texts: list[str], prefix: str = "k") -> pa.Table:
+        return pa.table(
+            {
+                "id": [f"{prefix}{i}" for i in range(lo, hi)],
+                "text": [texts[i % len(texts)] for i in range(lo, hi)],
+                "cat": pa.array([i % 1000 for i in range(lo, hi)], pa.int64()),
+            }
+        )
+
+    def ask(tbl: Any, q: str, where: dict[str, Any] | None = None) -> list[str]:
+        s = tbl.search(q, query_type="fts").limit(10)
+        if where is not None:
+            s = s.where(" AND ".join(f"{k} = {v}" for k, v in where.items()), prefilter=True)
+        return [r["id"] for r in s.select(["id", "_score"]).to_list()]
+
+    out: dict[str, Any] = {}
+    if phase == "cold":
+        texts = _texts(data)
+        t = time.perf_counter()
+        db = lancedb.connect(path)
+        tbl = db.create_table("kw", rows(0, min(n, BATCH), texts))
+        for lo in range(BATCH, n, BATCH):
+            tbl.add(rows(lo, min(n, lo + BATCH), texts))
+        out["table_s"] = time.perf_counter() - t
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # the names of 0.40's documentation, deprecated since
+            warnings.simplefilter("ignore")
+            tbl.create_fts_index("text")
+            tbl.create_scalar_index("cat")
+        ask(tbl, qs[0])
+        out["first_query_s"] = time.perf_counter() - t0
+        out["rss_first_mb"] = _rss_mb()
+        t = time.perf_counter()
+        tbl.add(rows(0, ADD_ROWS, texts, "added-"))
+        tbl.optimize()
+        out["add_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ask(tbl, qs[1])
+        out["query_after_add_s"] = time.perf_counter() - t
+        out["derived_mb"] = _derived_bytes(Path(path)) / 1e6
+        return out
+    t0 = time.perf_counter()
+    tbl = lancedb.connect(path).open_table("kw")
+    ask(tbl, qs[0])
+    out["first_query_s"] = time.perf_counter() - t0
+    out["rss_first_mb"] = _rss_mb()
+    for label, where in (("", None), ("filtered_", WHERE)):
+        times = []
+        for q in qs:
+            t = time.perf_counter()
+            ask(tbl, q, where)
+            times.append(time.perf_counter() - t)
+        out[f"{label}p50_ms"] = float(np.percentile(times, 50) * 1000)
+        out[f"{label}p95_ms"] = float(np.percentile(times, 95) * 1000)
+    out["rss_queries_mb"] = _rss_mb()
+    return out
+
+
+def run_child(
+    code: Path | None, path: Path, args: argparse.Namespace, phase: str, n: int = 0
+) -> dict[str, Any]:
+    """A fresh process: embedsearch from checkout ``code``, or LanceDB (``code`` None) under
+    ``--peer-python``."""
+    python = sys.executable if code is not None else str(args.peer_python)
+    env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else dict(os.environ)
+    cmd = [python, __file__, "--child", str(path), "--phase", phase, "--engine"]
+    cmd += ["embedsearch" if code is not None else "lancedb", "--rows", str(n)]
     cmd += ["--data", str(args.data), "--queries", str(args.queries)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
@@ -150,7 +229,11 @@ def run_child(code: Path, path: Path, args: argparse.Namespace, phase: str) -> d
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    codes = [("embedsearch", ROOT)] + ([("baseline", args.baseline)] if args.baseline else [])
+    codes: list[tuple[str, Path | None]] = [("embedsearch", ROOT)]
+    if args.baseline:
+        codes.append((args.baseline_label, args.baseline))
+    if args.peer_python:
+        codes.append(("lancedb", None))
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
         src = args.root / f"kw-{n}"
@@ -163,18 +246,21 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for label, code in codes:
             with tempfile.TemporaryDirectory(prefix="kw-", dir=args.root) as tmp:
                 copy = Path(tmp) / "c"
-                shutil.copytree(src, copy, copy_function=os.link)
-                cold = run_child(code, copy, args, "cold")
-                warm = run_child(code, copy, args, "warm")
-            row = {"code": label, "rows": n, "build_s": build_s, **cold}
-            row["warm_first_query_s"] = warm["first_query_s"]
-            row["rss_warm_first_mb"] = warm["rss_first_mb"]
+                if code is not None:
+                    shutil.copytree(src, copy, copy_function=os.link)
+                cold = run_child(code, copy, args, "cold", n)
+                warm = run_child(code, copy, args, "warm", n)
+            row = {"code": label, "rows": n, "build_s": build_s if code is not None else None}
+            row.update({f"cold_{k}" if k.startswith("rss") else k: v for k, v in cold.items()})
+            row["warm_first_query_s"] = warm.pop("first_query_s")
+            row.update(warm)
+            row["add_and_query_s"] = row["add_s"] + row["query_after_add_s"]
             rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
             print(
-                f"{label:>11} {n:>9,}: cold first query {cold['first_query_s']:.2f} s, warm "
-                f"{warm['first_query_s']:.2f} s, p50 {cold['p50_ms']:.1f} ms (filtered "
-                f"{cold['filtered_p50_ms']:.1f}), after an add {cold['query_after_add_s']:.2f} s, "
-                f"RSS {cold['rss_queries_mb']:.0f} MB",
+                f"{label:>11} {n:>9,}: cold first query {row['first_query_s']:.2f} s, warm "
+                f"{row['warm_first_query_s']:.2f} s, p50 {row['p50_ms']:.1f} ms (filtered "
+                f"{row['filtered_p50_ms']:.1f}), add + next query {row['add_and_query_s']:.2f} s, "
+                f"RSS {row['rss_queries_mb']:.0f} MB",
                 flush=True,
             )
     return rows
@@ -188,12 +274,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import numpy as np
 
     panels = [
-        ("first_query_s", "cold: open + first query (s)"),
+        ("first_query_s", "cold: keyword index built + first query (s)"),
         ("warm_first_query_s", "warm: open + first query (s)"),
-        ("query_after_add_s", f"first query after adding {ADD_ROWS:,} (s)"),
+        ("add_and_query_s", f"add {ADD_ROWS:,} + the next query (s)"),
         ("p50_ms", "query p50 (ms)"),
         ("filtered_p50_ms", "filtered query p50 (ms)"),
-        ("rss_queries_mb", "RSS after the queries (MB)"),
+        ("rss_queries_mb", "RSS after the queries, warm (MB)"),
     ]
     sizes = sorted({r["rows"] for r in rows})
     codes = list(dict.fromkeys(r["code"] for r in rows))
@@ -207,15 +293,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ]
             xs = np.arange(len(sizes)) + (j - (len(codes) - 1) / 2) * width
             bars = ax.bar(xs, vals, width, label=code)
-            ax.bar_label(bars, fmt="%.3g", fontsize=8)
+            ax.bar_label(
+                bars, labels=[f"{v:,.3g}" if v < 1000 else f"{v:,.0f}" for v in vals], fontsize=8
+            )
         ax.set_xticks(np.arange(len(sizes)), [f"{n:,} docs" for n in sizes])
         ax.set_title(title, fontsize=10)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.margins(y=0.25)
     axes.flat[0].legend(fontsize=9)
     fig.suptitle(
-        "Keyword retrieval (mode='bm25', k=10) over real texts: fresh processes; "
-        "'baseline' is the whole-collection BM25 index",
+        "Keyword retrieval (k=10) over real texts, each phase a fresh process: embedsearch's "
+        "per-segment postings,\nthe whole-collection BM25 index they replaced, LanceDB's "
+        "full-text search",
         fontsize=11,
     )
     fig.tight_layout()
@@ -230,11 +321,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--baseline", type=Path, help="an older embedsearch checkout to compare")
+    ap.add_argument("--baseline-label", default="before (whole-collection BM25)")
+    ap.add_argument(
+        "--peer-python", type=Path, help="a Python with lancedb: its full-text search beside"
+    )
+    ap.add_argument("--engine", default="embedsearch", help=argparse.SUPPRESS)
+    ap.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--phase", default="cold", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.data, args.queries, args.phase)))
+        if args.engine == "lancedb":
+            res = lance_child(args.child, args.data, args.queries, args.phase, args.rows)
+        else:
+            res = child(args.child, args.data, args.queries, args.phase)
+        print(json.dumps(res))
         return 0
     args.root.mkdir(parents=True, exist_ok=True)
     rows = run(args)
@@ -247,9 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         "p50_ms",
         "p95_ms",
         "filtered_p50_ms",
+        "cold_rss_first_mb",
         "rss_first_mb",
         "rss_queries_mb",
         "add_s",
+        "add_and_query_s",
         "derived_mb",
     ]
     md = table(rows, cols)

@@ -272,3 +272,36 @@ def test_analysis_is_bm25s_tokenize():
             rows[d][term] += f
     assert rows == [Counter(r) for r in ref]
     assert postings.doclen.tolist() == [len(r) for r in ref]
+
+
+def test_queries_are_analysed_as_bm25s_does_without_importing_it(kwcol):
+    """The English stop words kept here are bm25s's; a query's terms are its tokenizer's;
+    and a process that asks a keyword query over saved postings never imports bm25s."""
+    import subprocess
+    import sys
+
+    from bm25s.stopwords import STOPWORDS_EN as THEIRS
+
+    from embedsearch.rag.bm25 import STOPWORDS_EN, analyse
+
+    assert set(THEIRS) == STOPWORDS_EN
+    for text in ["Running runs RAN", "the of and", "Straße café naïve", "x y z 42 i18n"]:
+        ref = _bm25s().tokenize(
+            [text],
+            stopwords="en",
+            stemmer=_stemmer("english"),
+            return_ids=False,
+            show_progress=False,
+        )[0]
+        assert analyse(text, STOPWORDS_EN, _stemmer("english")) == ref
+    want = [d for d, _ in bm25_store(kwcol).search("cast iron pan", 5)]
+    kwcol.close()
+    code = (
+        "import sys, embedsearch\n"
+        f"col = embedsearch.open({str(kwcol.path)!r})\n"
+        "hits = col.retrieve('cast iron pan', k=5, mode='bm25')\n"
+        "print([h.id for h in hits], 'bm25s' in sys.modules, 'scipy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("] ")[1].split() == ["False", "False"]
+    assert all(d in out.stdout for d in want)

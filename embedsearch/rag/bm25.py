@@ -1,14 +1,14 @@
 """Keyword side of hybrid retrieval: BM25 over per-segment postings, kept with the collection.
 
-Analysis (bm25s's tokeniser with PyStemmer): lower-casing, ``\\w\\w+`` tokens, English stop
-words removed, Snowball English stemming. Scoring: Lucene BM25 with ``k1`` / ``b`` (defaults
+Analysis (bm25s's, done here: a test holds the two equal): lower-casing, ``\\w\\w+``
+tokens, English stop words removed, Snowball English stemming (PyStemmer). Scoring: Lucene BM25 with ``k1`` / ``b`` (defaults
 chosen on SciFact train; see docs/rag.md), or Robertson's or ATIRE's variant.
 
 The index is built the way the collection is stored, so it holds at millions of documents:
 
 * **Per segment, once.** Each segment's postings (:mod:`.postings`) are built the first time a
   keyword query needs them and saved under ``<collection>/derived/keywords/<analysis>/``
-  (``<analysis>``: a hash of the analysis settings and bm25s's version; ``k1``/``b`` are
+  (``<analysis>``: a hash of the analysis settings and PyStemmer's version; ``k1``/``b`` are
   applied at query time, so they share the files). Segments never change, so a commit costs
   the keyword index only its new segments' postings: adding 1,000 documents to a million
   re-reads none of the million (the index this replaces re-tokenised every live document
@@ -22,6 +22,7 @@ The index is built the way the collection is stored, so it holds at millions of 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -46,6 +47,7 @@ from ..errors import EmbedSearchError
 from ..filters import column_mask
 from ..idhash import hash_strings
 from ..progress import progress_bar
+from ..table import trim_heap
 from .postings import SegmentPostings
 
 if TYPE_CHECKING:
@@ -81,21 +83,24 @@ class BM25Config:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
 
     def digest(self) -> str:
-        """A hash of what the postings depend on: the analysis and bm25s's version."""
-        bm25s = _bm25s()
+        """A hash of what the postings depend on: the analysis and PyStemmer's version."""
+        from importlib.metadata import version
+
         analysis = {k: v for k, v in asdict(self).items() if k in ("stemmer", "stopwords")}
-        raw = json.dumps({**analysis, "bm25s": bm25s.__version__}, sort_keys=True)
+        raw = json.dumps(
+            {**analysis, "analysis": ANALYSIS, "pystemmer": version("PyStemmer")}, sort_keys=True
+        )
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
 def _bm25s() -> Any:
-    """Import bm25s, undoing its module-level ``setLevel(DEBUG)`` (it floods CLI output).
+    """Import bm25s (for a stop-word list other than English's), undoing its module-level
+    ``setLevel(DEBUG)`` (it floods CLI output).
 
     bm25s imports numba whenever it is installed (ranx brings it), to offer a backend this
-    module never uses (it only borrows bm25s's tokeniser). That import is 0.4 s of a cold
-    ``retrieve --mode hybrid``, so unless numba is already loaded it is hidden while bm25s
-    loads (an ``ImportError`` there makes bm25s fall back to numpy) and unhidden right
-    after, for anyone who imports numba later.
+    module never uses. That import is 0.4 s, so unless numba is already loaded it is hidden
+    while bm25s loads (an ``ImportError`` there makes bm25s fall back to numpy) and unhidden
+    right after, for anyone who imports numba later.
     """
     if "bm25s" not in sys.modules and "numba" not in sys.modules:
         sys.modules["numba"] = None  # type: ignore[assignment]  # `import numba` -> ImportError
@@ -111,6 +116,65 @@ def _bm25s() -> Any:
     return bm25s
 
 
+#: The analysis below, numbered: a change builds new postings (see :meth:`BM25Config.digest`).
+ANALYSIS = 1
+#: bm25s's token pattern (scikit-learn's): runs of two or more word characters.
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+#: bm25s's English stop words (its ``STOPWORDS_EN``, Lucene's list), kept here so that a
+#: keyword query does not import bm25s: that import (scipy.sparse) was 0.19 s of the first
+#: query of a process. A test holds the two lists equal.
+STOPWORDS_EN = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "will",
+        "with",
+    ]
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _stopwords(name: str | None) -> frozenset[str]:
+    """The stop words bm25s's tokenizer drops for ``name`` (``en``: English)."""
+    if not name:
+        return frozenset()
+    if name in ("en", "english"):
+        return STOPWORDS_EN
+    _bm25s()
+    from bm25s.tokenization import _infer_stopwords
+
+    return frozenset(_infer_stopwords(name))
+
+
 def _stemmer(name: str | None) -> Any:
     if not name:
         return None
@@ -119,18 +183,20 @@ def _stemmer(name: str | None) -> Any:
     return Stemmer.Stemmer(name)
 
 
-#: bm25s's token pattern (scikit-learn's): runs of two or more word characters.
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+def analyse(text: str, stop: frozenset[str], stemmer: Any) -> list[str]:
+    """The terms of ``text`` as bm25s's ``tokenize`` gives them: lower-cased, split by its
+    pattern, stop words dropped, stemmed (one call over the text's tokens)."""
+    tokens = [t for t in _TOKEN.findall(text.lower()) if t not in stop]
+    return stemmer.stemWords(tokens) if stemmer is not None and tokens else tokens
 
 
 def build_postings(texts: list[str], source: str, config: BM25Config) -> SegmentPostings:
     """Analyse ``texts`` (one segment's rows, in order) into their postings.
 
-    The analysis is bm25s's ``tokenize`` (lower-case, its token pattern, stop words
-    dropped, the distinct remaining tokens stemmed; a test holds the two equal), with its
-    per-token Python loop replaced by Arrow: the tokens of all rows are dictionary-encoded
-    at once, and stop words and stems are looked up once per distinct token. 1.36 -> 0.7 s
-    for a segment of 50,000 abstracts and headlines (1.3M postings)."""
+    :func:`analyse`'s steps, with the per-token Python work done once per distinct token:
+    the tokens of all rows are dictionary-encoded at once in Arrow, and stop words and stems
+    are looked up once per distinct token. 1.2-1.36 -> 1.0-1.1 s for a segment of 50,000
+    abstracts and headlines (1.3M postings) against bm25s's ``tokenize``."""
     import pyarrow as pa
 
     split = _TOKEN.findall
@@ -140,7 +206,7 @@ def build_postings(texts: list[str], source: str, config: BM25Config) -> Segment
     encoded = flat.dictionary_encode()
     distinct = encoded.dictionary.to_pylist()
     idx = encoded.indices.to_numpy(zero_copy_only=False)
-    stop = set(_stopwords(config.stopwords))
+    stop = _stopwords(config.stopwords)
     kept = [w for w in distinct if w not in stop]
     stemmer = _stemmer(config.stemmer)
     stems = stemmer.stemWords(kept) if stemmer is not None and kept else kept
@@ -152,16 +218,6 @@ def build_postings(texts: list[str], source: str, config: BM25Config) -> Segment
     terms = to_term[idx]
     keep = terms >= 0
     return SegmentPostings.from_pairs(source, terms[keep], rows[keep], vocab, len(texts))
-
-
-def _stopwords(name: str | None) -> list[str]:
-    """bm25s's stop-word list ``name`` (``en``/``english``), as its tokenizer reads it."""
-    if not name:
-        return []
-    from bm25s.tokenization import _infer_stopwords
-
-    _bm25s()
-    return list(_infer_stopwords(name))
 
 
 class _Source(Protocol):
@@ -182,6 +238,8 @@ class BM25Store:
         self._lock = threading.Lock()
         self._postings: dict[str, SegmentPostings] = {}  # by segment file
         self._stem = _stemmer(self.config.stemmer)
+        self._stem_lock = threading.Lock()
+        self._digest = self.config.digest()  # names the postings folder
         self._stats: tuple[Any, ...] | None = None  # (table state, live rows, length sum)
         #: Seconds the last query that built postings spent on it (None: none built here).
         self.last_build_s: float | None = None
@@ -190,19 +248,13 @@ class BM25Store:
 
     @property
     def root(self) -> Path:
-        return Path(self.col.path) / "derived" / DIRNAME / self.config.digest()
+        return Path(self.col.path) / "derived" / DIRNAME / self._digest
 
     def query_terms(self, query: str) -> Counter[str]:
         """The query's analysed terms, each with its number of occurrences."""
-        bm25s = _bm25s()
-        toks = bm25s.tokenize(
-            [query],
-            stopwords=self.config.stopwords,
-            stemmer=self._stem,
-            return_ids=False,
-            show_progress=False,
-        )[0]
-        return Counter(t for t in toks if t)
+        with self._stem_lock:  # a stemmer object is not safe to share between threads
+            terms = analyse(query, _stopwords(self.config.stopwords), self._stem)
+        return Counter(terms)
 
     # ------------------------------------------------------------------ postings
     def _reading(self) -> AbstractContextManager[Table]:
@@ -222,14 +274,14 @@ class BM25Store:
         if not missing:
             return
         started, built = time.perf_counter(), 0
-        bar = _bar(sum(s.rows for s in missing))
+        bar = _bar(sum(s.rows for s in self._unsaved(missing)))  # saved ones load fast
         try:
             for _ in range(3):
                 for seg in missing:
                     postings, fresh = self._load_or_build(seg)
                     self._postings[seg.ref.file] = postings
                     built += fresh
-                    bar.update(seg.rows)
+                    bar.update(seg.rows if fresh else 0)
                 missing = self._missing()
                 if not missing:
                     break
@@ -240,16 +292,25 @@ class BM25Store:
         for name in [n for n in self._postings if n not in live]:
             self._postings.pop(name).close()
         if built:
+            trim_heap()  # a build's token lists are freed; hand their pages back
             self.built_segments += built
             self.last_build_s = time.perf_counter() - started
             log.info("built keyword postings of %d segments in %.2f s", built, self.last_build_s)
             self._prune()
 
+    def _unsaved(self, segments: list[Segment]) -> list[Segment]:
+        """Those of ``segments`` without a saved postings file (one listing)."""
+        try:
+            saved = set(durable.list_files(self.col.path, Path("derived", DIRNAME, self._digest)))
+        except (OSError, EmbedSearchError):
+            saved = set()
+        return [s for s in segments if (rel := self._rel(s)) is None or rel.name not in saved]
+
     def _rel(self, seg: Segment) -> Path | None:
         stem = Path(seg.ref.file).name.split(".")[0]
         if not _FILE_RE.fullmatch(f"{stem}.kw"):
             return None  # not a name this layout can keep: held in memory only
-        return Path("derived", DIRNAME, self.config.digest(), f"{stem}.kw")
+        return Path("derived", DIRNAME, self._digest, f"{stem}.kw")
 
     def _load_or_build(self, seg: Segment) -> tuple[SegmentPostings, int]:
         """The segment's saved postings, or new ones built, saved and read back from the
@@ -280,7 +341,7 @@ class BM25Store:
 
         A segment merged or compacted away stays on disk while a kept version names it, and
         so do its postings: a handle open at that version reads them instead of building."""
-        rel = Path("derived", DIRNAME, self.config.digest())
+        rel = Path("derived", DIRNAME, self._digest)
         try:
             present = {n.split(".")[0] for n in durable.list_files(self.col.path, "segments")}
             for name in durable.list_files(self.col.path, rel):
@@ -289,7 +350,7 @@ class BM25Store:
                     durable.unlink(self.col.path, rel / name)
             with durable.opened_dir(self.col.path, Path("derived", DIRNAME)) as fd:
                 others = [n for n in os.listdir(fd) if n != rel.name and _DIGEST_RE.fullmatch(n)]
-            for name in others:  # other analysis settings, or another bm25s's
+            for name in others:  # other analysis settings, or another PyStemmer's
                 durable.remove_tree(self.col.path, Path("derived", DIRNAME, name))
             durable.remove_tree(self.col.path, Path("derived", _OLD_DIRNAME))
         except (OSError, EmbedSearchError) as exc:
