@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -238,12 +240,23 @@ def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
     other.close()
 
 
-def test_the_previous_layout_is_removed(kwcol):
+def test_the_previous_layout_and_killed_builds_are_removed(kwcol):
     old = kwcol.path / "derived" / "bm25" / "old-state-0123456789ab"
     old.mkdir(parents=True)
     (old / "ids.json").write_text("[]")
-    bm25_store(kwcol).search("planets", 3)
+    store = bm25_store(kwcol)
+    folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
+    folder.mkdir(parents=True)
+    killed = folder / f".seg-{'a' * 32}.kw.{'b' * 32}.tmp"  # a build killed an hour ago
+    killed.write_bytes(b"half a file")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
+    live = folder / f".seg-{'c' * 32}.kw.{'d' * 32}.tmp"  # another process writing now
+    live.write_bytes(b"being written")
+    other = kwcol.path / "derived" / DIRNAME / "0123456789ab"  # other analysis settings
+    other.mkdir()
+    store.search("planets", 3)
     assert not (kwcol.path / "derived" / "bm25").exists()
+    assert not killed.exists() and live.exists() and not other.exists()
 
 
 def test_analysis_is_bm25s_tokenize():
