@@ -19,6 +19,7 @@ import pytest
 
 import embedsearch
 from embedsearch.rag.bm25 import DIRNAME, BM25Config, _bm25s, _stemmer
+from embedsearch.rag.postings import BLOCK
 from embedsearch.rag.retrieval import bm25_store
 
 CORPUS = Path(embedsearch.__file__).parent / "data" / "demo_corpus.jsonl"
@@ -189,53 +190,79 @@ def test_postings_stay_while_their_segment_does(kwcol):
     }
 
 
-def _craft(raw: bytes, shift: int) -> bytes:
-    """A postings file whose every posting names a row ``shift`` further, its checksum made
-    to match: only the bounds check can refuse it."""
+def _pairs_span(raw: bytes) -> tuple[dict, int, int, int]:
+    """(header, its length, where ``pairs`` starts, its length) of a postings file."""
     (n,) = struct.unpack("<Q", raw[8:16])
     header = json.loads(raw[16 : 16 + n])
     start = 16 + n + (-(16 + n) % 64)
     off, length, _ = header["arrays"]["pairs"]
-    pairs = np.frombuffer(raw, dtype="<u4", count=length // 4, offset=start + off).copy()
+    return header, n, start + off, length
+
+
+def _craft(raw: bytes, shift: int) -> bytes:
+    """A postings file whose every posting names a row ``shift`` further, its checksums made
+    to match: only the bounds check can refuse it."""
+    header, n, at, length = _pairs_span(raw)
+    pairs = np.frombuffer(raw, dtype="<u4", count=length // 4, offset=at).copy()
     pairs[::2] += shift
-    header["arrays"]["pairs"][2] = f"{zlib.crc32(pairs.tobytes()):08x}"
+    body = pairs.tobytes()
+    header["arrays"]["pairs"][2] = "".join(
+        f"{zlib.crc32(body[i : i + BLOCK]):08x}" for i in range(0, len(body), BLOCK)
+    )
     new_header = json.dumps(header, sort_keys=True).encode()
     assert len(new_header) == n
     out = bytearray(raw)
     out[16 : 16 + n] = new_header
-    out[start + off : start + off + length] = pairs.tobytes()
+    out[at : at + length] = body
+    return bytes(out)
+
+
+def _flip_every_block(raw: bytes) -> bytes:
+    """One bit of a posting's count flipped in every block of postings."""
+    _, _, at, length = _pairs_span(raw)
+    out = bytearray(raw)
+    for b in range(at, at + length, BLOCK):
+        out[b + 4] ^= 0x40
     return bytes(out)
 
 
 def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
     store = bm25_store(kwcol)
     want = store.search("planets orbit the sun", 10)
+    want2 = store.search("cast iron pan", 10)
     folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
     files = sorted(folder.glob("seg-*.kw"))
     assert len(files) == 4
-    raw = files[0].read_bytes()
-    flipped = bytearray(raw)
-    flipped[-3] ^= 0x40  # one bit of the last posting's count: the checksum refuses it
-    files[0].write_bytes(bytes(flipped))
-    files[1].write_bytes(_craft(files[1].read_bytes(), 1000))  # rows past the segment's end
-    files[2].write_bytes(files[3].read_bytes())  # another segment's postings
+    intact = [f.read_bytes() for f in files]
+    # (the files are changed in place, as damage would: `store` has them open)
+    files[0].write_bytes(_flip_every_block(intact[0]))  # found by the block checksums
+    files[1].write_bytes(_craft(intact[1], 1000))  # rows past the end, checksums matching
+    files[2].write_bytes(intact[3])  # another segment's postings
     # a link where a file was: never followed (durable.open_fd refuses it)
     outside = kwcol.path.parent / "elsewhere.kw"
-    content = files[3].read_bytes()
-    outside.write_bytes(content)
+    outside.write_bytes(intact[3])
     files[3].unlink()
     files[3].symlink_to(outside)
     other = embedsearch.open("kw")
     with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
         got = bm25_store(other).search("planets orbit the sun", 10)
-    assert got == want
+        assert got == want
+        # every segment's postings read again: rebuilt, so nothing is refused any more
+        assert bm25_store(other).search("cast iron pan", 10) == want2
     assert bm25_store(other).built_segments == 4
-    messages = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 4
-    assert any("checksum mismatch" in m for m in messages)
-    assert any("outside the segment" in m for m in messages)
+    assert any("damaged block" in m for m in messages)
+    assert any("outside its segment" in m for m in messages)
     assert any("other rows" in m for m in messages)
-    assert outside.read_bytes() == content  # the rebuilt file replaced the link, not its target
+    assert any("symbolic link" in m for m in messages)
+    assert [f.read_bytes() for f in files] == intact  # each rebuilt as it was
+    # the first handle read its blocks before they changed under it: a row out of bounds
+    # is still caught (it rebuilds); it never raises IndexError or returns such a row
+    files[1].write_bytes(_craft(intact[1], 1000))
+    with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
+        assert store.search("cast iron pan", 10) == want2
+    assert outside.read_bytes() == intact[3]  # the rebuilt file replaced the link, not its target
     assert not files[3].is_symlink()
     other.close()
 

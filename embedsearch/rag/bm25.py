@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 
 from .. import durable
-from ..errors import EmbedSearchError
+from ..errors import CorruptionError, EmbedSearchError
 from ..filters import column_mask
 from ..idhash import hash_strings
 from ..progress import progress_bar
@@ -88,11 +88,11 @@ class BM25Config:
 
     def digest(self) -> str:
         """A hash of what the postings depend on: the analysis and PyStemmer's version."""
-        from importlib.metadata import version
+        import Stemmer  # its own version(): importlib.metadata's look-up took 25 ms
 
         analysis = {k: v for k, v in asdict(self).items() if k in ("stemmer", "stopwords")}
         raw = json.dumps(
-            {**analysis, "analysis": ANALYSIS, "pystemmer": version("PyStemmer")}, sort_keys=True
+            {**analysis, "analysis": ANALYSIS, "pystemmer": Stemmer.version()}, sort_keys=True
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
@@ -224,6 +224,14 @@ def build_postings(texts: list[str], source: str, config: BM25Config) -> Segment
     return SegmentPostings.from_pairs(source, terms[keep], rows[keep], vocab, len(texts))
 
 
+class _Damaged(Exception):
+    """A query found a segment's saved postings damaged (``error`` says how)."""
+
+    def __init__(self, file: str, error: CorruptionError) -> None:
+        super().__init__(file)
+        self.file, self.error = file, error
+
+
 class _Source(Protocol):
     """What the store needs of a collection handle (:class:`embedsearch.Collection`)."""
 
@@ -263,6 +271,11 @@ class BM25Store:
     # ------------------------------------------------------------------ postings
     def _reading(self) -> AbstractContextManager[Table]:
         return cast(_Source, self.col)._reading()
+
+    def _missing_all(self) -> list[Segment]:
+        """Every segment of the current state."""
+        with self._reading() as table:
+            return table.segments
 
     def _missing(self) -> list[Segment]:
         with self._reading() as table:
@@ -324,7 +337,8 @@ class BM25Store:
         source, rows = seg.ref.sha256, seg.ref.rows
         if rel is not None:
             try:
-                return SegmentPostings.open(durable.open_fd(self.col.path, rel), source, rows), 0
+                fd = durable.open_fd(self.col.path, rel)
+                return SegmentPostings.open(fd, source, rows, str(rel)), 0
             except FileNotFoundError:
                 pass
             except (OSError, ValueError, EmbedSearchError) as exc:  # derived: rebuild
@@ -334,7 +348,8 @@ class BM25Store:
             return built, 1
         try:
             durable.write_file(self.col.path, rel, built.to_bytes(), create_dirs=True)
-            return SegmentPostings.open(durable.open_fd(self.col.path, rel), source, rows), 1
+            fd = durable.open_fd(self.col.path, rel)
+            return SegmentPostings.open(fd, source, rows, str(rel)), 1
         except (OSError, ValueError, EmbedSearchError) as exc:  # read-only, links: in memory
             log.warning("cannot save keyword postings %s (%s)", rel, exc)
             return built, 1
@@ -395,9 +410,24 @@ class BM25Store:
         hashes = hash_strings(words)
         with self._lock:
             self._ensure()
-            with self._reading() as table:
-                self._ensure_locked(table)
-                return self._search(table, words, hashes, terms, k, where)
+            rebuilt: set[str] = set()
+            while True:
+                try:
+                    with self._reading() as table:
+                        self._ensure_locked(table)
+                        return self._search(table, words, hashes, terms, k, where)
+                except _Damaged as exc:  # derived data: rebuild it, then ask again
+                    if exc.file in rebuilt:  # damaged as soon as rebuilt: say so
+                        raise exc.error from None
+                    rebuilt.add(exc.file)
+                    log.warning("rebuilding: %s", exc.error)
+                    self._postings.pop(exc.file).close()
+                    seg = next(s for s in self._missing_all() if s.ref.file == exc.file)
+                    rel = self._rel(seg)
+                    if rel is not None:
+                        durable.unlink(self.col.path, rel)
+                    self._postings[exc.file] = self._load_or_build(seg)[0]
+                    self.built_segments += 1
 
     def _ensure_locked(self, table: Table) -> None:
         """Postings of any segment committed since :meth:`_ensure` (built under the lock)."""
@@ -430,12 +460,17 @@ class BM25Store:
             spans = [(t, i) for t, i in enumerate(sp.find(words, hashes)) if i >= 0]
             if not spans:
                 continue
-            parts = [sp.postings(i) for _, i in spans]
+            try:
+                parts = [sp.postings(i) for _, i in spans]
+            except CorruptionError as exc:
+                raise _Damaged(seg.ref.file, exc) from None
             rows = np.concatenate([r for r, _ in parts])
             tf = np.concatenate([f for _, f in parts])
             term = np.repeat(
                 np.array([t for t, _ in spans], dtype=np.intp), [r.size for r, _ in parts]
             )
+            if rows.size and int(rows.max()) >= sp.rows:  # a file changed after its check
+                raise _Damaged(seg.ref.file, sp.damaged("names a row outside its segment"))
             if live is not None:
                 keep = live[start : start + sp.rows][rows]
                 rows, tf, term = rows[keep], tf[keep], term[keep]

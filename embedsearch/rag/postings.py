@@ -9,20 +9,24 @@ commit; they are not stored but summed over the segments when a query runs, dele
 left out (see :mod:`.bm25`).
 
 **The file** (``seg-<id>.kw``): an 8-byte magic, the length of a JSON header, the header
-(the segment's SHA-256, its rows, each array's offset, length and CRC-32), then the arrays,
-little-endian, each at a 64-byte boundary: ``term_hash`` (sorted 64-bit hashes of the
-analysed terms), ``term_end`` and ``term_text`` (the terms' UTF-8 in the same order, to
-confirm a hash), ``indptr`` (each term's run of postings), ``doclen`` (each row's number of
-terms) and ``pairs`` (per posting: the row within the segment, ascending within a term,
-and the term's count in it).
+(the segment's SHA-256, its rows, each array's offset, length and CRC-32; for ``pairs`` one
+CRC-32 per block of :data:`BLOCK` bytes), then the arrays, little-endian, each at a 64-byte
+boundary and nothing after the last: ``term_hash`` (sorted 64-bit hashes of the analysed
+terms), ``term_end`` and ``term_text`` (the terms' UTF-8 in the same order, to confirm a
+hash), ``indptr`` (each term's run of postings), ``doclen`` (each row's number of terms)
+and ``pairs`` (per posting: the row within the segment, ascending within a term, and the
+term's count in it).
 
-**Memory.** Everything but ``pairs`` is held in memory (about 30 bytes a distinct term and
-4 a row). ``pairs``, 8 bytes a posting and most of the file, stays on disk: a query reads
-the runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so memory
-does not grow with the queries asked (a map would put every touched page-cache folio in
-the process's RSS). Opening a file reads it once, off the map, to check every array's
-CRC-32 and that every posting names a row of the segment: a damaged or crafted file is
-refused (the caller rebuilds it), never read past.
+**Memory and checks.** Everything but ``pairs`` is read when the file is opened, checked
+against its CRC-32 and for consistency, and held (about 30 bytes a distinct term and 4 a
+row). ``pairs``, 8 bytes a posting and most of the file, stays on disk: a query reads the
+runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so memory does
+not grow with the queries asked (a map would put every touched page-cache folio in the
+process's RSS). A block of ``pairs`` is checked the first time a query reads from it (its
+CRC-32, and that each posting names a row of the segment), as vector blocks are: opening
+the postings of a million rows reads 36 MB, not 240. A damaged or crafted file is refused
+(the caller rebuilds it), never read past; damage found by a query raises
+:class:`~embedsearch.errors.CorruptionError` naming the file, whose next open rebuilds it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..checksums import crc32
+from ..checksums import chunk_crcs, crc32
+from ..errors import CorruptionError
 from ..idhash import hash_strings
 
 MAGIC = b"ESKWPST1"
@@ -50,8 +55,10 @@ _ARRAYS = {
     "term_text": "u1",
     "pairs": "<u4",
 }
-_MAX_HEADER = 1 << 16
-_CHUNK = 1 << 20  # bytes read at a time when a file is checked
+#: Bytes of ``pairs`` under one CRC-32 (8,192 postings): what a query's first read of a
+#: run checks at least.
+BLOCK = 1 << 16
+_MAX_HEADER = 1 << 22
 
 
 @dataclass(eq=False)
@@ -70,6 +77,9 @@ class SegmentPostings:
     pairs: np.ndarray | None = None
     fd: int | None = None
     offset: int = 0
+    path: str = ""  # the file, for errors
+    block_crcs: np.ndarray | None = None  # (blocks,) uint32: each BLOCK of pairs
+    checked: bytearray | None = None  # (blocks,): 1 where a read checked the block
     _closer: weakref.finalize | None = field(default=None, repr=False)
 
     @property
@@ -136,13 +146,48 @@ class SegmentPostings:
         if self.pairs is not None:
             run = self.pairs[lo:hi]
         else:
-            assert self.fd is not None
-            size = (hi - lo) * 8
-            raw = os.pread(self.fd, size, self.offset + lo * 8)
-            if len(raw) != size:
-                raise OSError(f"keyword postings file shorter than its header ({len(raw)} bytes)")
-            run = np.frombuffer(raw, dtype="<u4").reshape(-1, 2)
+            run = np.frombuffer(self._read(lo * 8, hi * 8), dtype="<u4").reshape(-1, 2)
         return run[:, 0], run[:, 1]
+
+    def _read(self, start: int, end: int) -> bytes:
+        """Bytes ``start:end`` of ``pairs``, the blocks they touch checked on first read."""
+        assert self.fd is not None and self.checked is not None
+        if start == end:
+            return b""
+        b0, b1 = start // BLOCK, (end - 1) // BLOCK + 1
+        if self.checked.find(0, b0, b1) < 0:  # every block checked (a C-level scan)
+            raw = os.pread(self.fd, end - start, self.offset + start)
+            if len(raw) != end - start:
+                raise self.damaged("is shorter than its header says")
+            return raw
+        first = b0 * BLOCK
+        raw = os.pread(self.fd, min(b1 * BLOCK, self._pairs_bytes) - first, self.offset + first)
+        view = memoryview(raw)
+        for b in range(b0, b1):
+            if self.checked[b]:
+                continue
+            block = view[(b - b0) * BLOCK : (b - b0 + 1) * BLOCK]
+            if len(block) != min(BLOCK, self._pairs_bytes - b * BLOCK):
+                raise self.damaged("is shorter than its header says")
+            assert self.block_crcs is not None
+            if crc32(block) != int(self.block_crcs[b]):
+                raise self.damaged(f"has a damaged block of postings (block {b})")
+            docs = np.frombuffer(block, dtype="<u4")[::2]
+            if docs.size and int(docs.max()) >= self.rows:
+                raise self.damaged("names a row outside its segment")
+            self.checked[b] = 1
+        return raw[start - first : end - first]
+
+    @property
+    def _pairs_bytes(self) -> int:
+        return int(self.indptr[-1]) * 8
+
+    def damaged(self, what: str) -> CorruptionError:
+        """The error for this file found damaged (``what``: how)."""
+        return CorruptionError(
+            f"keyword postings {self.path} {what}. They are derived data: delete the file "
+            "and the next keyword query rebuilds it."
+        )
 
     def close(self) -> None:
         """Close the file the postings are read from (idempotent)."""
@@ -166,7 +211,8 @@ class SegmentPostings:
         at = end = 0
         for name, blob in blobs.items():
             at += -at % _ALIGN
-            layout[name] = [at, len(blob), f"{crc32(blob):08x}"]
+            crc = chunk_crcs(blob, BLOCK) if name == "pairs" else f"{crc32(blob):08x}"
+            layout[name] = [at, len(blob), crc]
             at = end = at + len(blob)  # no padding after the last: every byte is checked
         header = json.dumps(
             {"source": self.source, "rows": self.rows, "arrays": layout}, sort_keys=True
@@ -183,12 +229,13 @@ class SegmentPostings:
         return bytes(out)
 
     @classmethod
-    def open(cls, fd: int, source: str, rows: int) -> SegmentPostings:
+    def open(cls, fd: int, source: str, rows: int, path: str = "") -> SegmentPostings:
         """Postings of the file open as ``fd`` (owned from here: closed with the object),
         checked against the segment they must describe (``source``: its SHA-256; ``rows``).
         Raises ValueError if the file is damaged, not that segment's, or inconsistent."""
         try:
             out = cls._open(fd, source, rows)
+            out.path = path
         except BaseException:
             os.close(fd)
             raise
@@ -229,8 +276,16 @@ class SegmentPostings:
             width = np.dtype(dtype).itemsize * (2 if name == "pairs" else 1)
             if entry[0] < 0 or length < 0 or length % width or off + length > size:
                 raise ValueError(f"{name}: outside the file or not whole values")
-            if name == "pairs":  # checked in chunks, never held: see the module notes
-                cls._check_pairs(fd, off, length, crc, rows)
+            if name == "pairs":  # checked block by block on first read: see the notes
+                blocks = -(-length // BLOCK)
+                if len(crc) != 8 * blocks:
+                    raise ValueError("pairs: not one checksum per block")
+                try:
+                    block_crcs = np.array(
+                        [int(crc[i : i + 8], 16) for i in range(0, len(crc), 8)], dtype=np.uint32
+                    )
+                except ValueError:
+                    raise ValueError("pairs: checksums are not hexadecimal") from None
                 pairs_at, pairs_n = off, length // 8
                 continue
             raw = os.pread(fd, length, off)
@@ -258,20 +313,6 @@ class SegmentPostings:
             doclen=arrays["doclen"],
             fd=fd,
             offset=pairs_at,
+            block_crcs=block_crcs,
+            checked=bytearray(block_crcs.size),
         )
-
-    @staticmethod
-    def _check_pairs(fd: int, off: int, length: int, crc: str, rows: int) -> None:
-        value, done = 0, 0
-        while done < length:
-            raw = os.pread(fd, min(_CHUNK, length - done), off + done)
-            raw = raw[: len(raw) - len(raw) % 8]  # whole pairs (a short read goes on after)
-            if not raw:
-                raise ValueError("pairs: the file ends early")
-            value = crc32(raw, value)
-            docs = np.frombuffer(raw, dtype="<u4")[::2]
-            if docs.size and int(docs.max()) >= rows:
-                raise ValueError("a posting names a row outside the segment")
-            done += len(raw)
-        if f"{value:08x}" != crc:
-            raise ValueError("pairs: checksum mismatch")
