@@ -257,11 +257,16 @@ def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
     assert any("other rows" in m for m in messages)
     assert any("symbolic link" in m for m in messages)
     assert [f.read_bytes() for f in files] == intact  # each rebuilt as it was
-    # the first handle read its blocks before they changed under it: a row out of bounds
-    # is still caught (it rebuilds); it never raises IndexError or returns such a row
-    files[1].write_bytes(_craft(intact[1], 1000))
+    # a handle that read (and checked) the blocks before they changed under it: a row out
+    # of bounds is still caught (it rebuilds); it never raises IndexError or returns one
+    third = embedsearch.open("kw")
+    assert bm25_store(third).search("cast iron pan", 10) == want2
+    for f, raw in zip(files, intact):
+        f.write_bytes(_craft(raw, 1000))  # in place: the files `third` has open
     with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
-        assert store.search("cast iron pan", 10) == want2
+        assert bm25_store(third).search("cast iron pan", 10) == want2
+    assert bm25_store(third).built_segments >= 1  # those holding a query term were read
+    third.close()
     assert outside.read_bytes() == intact[3]  # the rebuilt file replaced the link, not its target
     assert not files[3].is_symlink()
     other.close()

@@ -26,7 +26,9 @@ process's RSS). A block of ``pairs`` is checked the first time a query reads fro
 CRC-32, and that each posting names a row of the segment), as vector blocks are: opening
 the postings of a million rows reads 36 MB, not 240. A damaged or crafted file is refused
 (the caller rebuilds it), never read past; damage found by a query raises
-:class:`~embedsearch.errors.CorruptionError` naming the file, whose next open rebuilds it.
+:class:`~embedsearch.errors.CorruptionError` naming the file, and the store rebuilds it. As
+with vector blocks, a block changed in place after a process checked it is not checked
+again by that process (a posting naming a row past the segment's end still is).
 """
 
 from __future__ import annotations
