@@ -271,7 +271,7 @@ class BM25Store:
     def _reading(self) -> AbstractContextManager[Table]:
         return cast(_Source, self.col)._reading()
 
-    def _missing_all(self) -> list[Segment]:
+    def _current_segments(self) -> list[Segment]:
         """Every segment of the current state."""
         with self._reading() as table:
             return table.segments
@@ -420,13 +420,20 @@ class BM25Store:
                         raise exc.error from None
                     rebuilt.add(exc.file)
                     log.warning("rebuilding: %s", exc.error)
-                    self._postings.pop(exc.file).close()
-                    seg = next(s for s in self._missing_all() if s.ref.file == exc.file)
-                    rel = self._rel(seg)
-                    if rel is not None:
-                        durable.unlink(self.col.path, rel)
-                    self._postings[exc.file] = self._load_or_build(seg)[0]
-                    self.built_segments += 1
+                    self._rebuild(exc.file)
+
+    def _rebuild(self, file: str) -> None:
+        """Drop the postings of segment ``file`` (memory and disk) and build them again, if
+        the segment is still the collection's."""
+        self._postings.pop(file).close()
+        seg = next((s for s in self._current_segments() if s.ref.file == file), None)
+        if seg is None:  # compacted away meanwhile: nothing to rebuild
+            return
+        rel = self._rel(seg)
+        if rel is not None:
+            durable.unlink(self.col.path, rel)
+        self._postings[file] = self._load_or_build(seg)[0]
+        self.built_segments += 1
 
     def _ensure_locked(self, table: Table) -> None:
         """Postings of any segment committed since :meth:`_ensure` (built under the lock)."""
@@ -493,6 +500,11 @@ class BM25Store:
         best_pos: list[np.ndarray] = []
         best_val: list[np.ndarray] = []
         for start, sp, rows, tf, term in gathered:
+            if mask is not None:  # only rows the filter passes are scored (df is counted)
+                keep = mask[start + rows]
+                rows, tf, term = rows[keep], tf[keep], term[keep]
+                if not rows.size:
+                    continue
             tf32 = tf.astype(np.float32)
             norm = base + per_len * sp.doclen[rows].astype(np.float32)
             contrib = weight[term] * tf32 / (tf32 + norm)
@@ -500,14 +512,14 @@ class BM25Store:
             seen = np.zeros(sp.rows, dtype=bool)  # a bool mask's nonzero is 10x a float's
             seen[rows] = True
             cand = np.flatnonzero(seen)
-            if mask is not None:
-                cand = cand[mask[start + cand]]
             val = acc[cand].astype(np.float32)
             if cand.size > k:
                 top = np.argpartition(-val, k - 1)[:k]
                 cand, val = cand[top], val[top]
             best_pos.append(cand + start)
             best_val.append(val)
+        if not best_pos:
+            return []
         pos, scores = np.concatenate(best_pos), np.concatenate(best_val)
         keep = scores > 0
         pos, scores = pos[keep], scores[keep]
