@@ -108,6 +108,35 @@ def test_scores_equal_bm25s_over_the_live_documents(kwcol, method):
         BM25Config(method="bm25+")
 
 
+def test_the_best_k_of_many_queries_are_bm25s(kwcol):
+    """150 queries cut from the documents themselves, k from 1 to 40, after deletions:
+    the best k (scores, and ids wherever scores are not tied) are bm25s's over the same
+    live rows."""
+    kwcol.delete([r["id"] for r in _corpus()[::11]])
+    store = bm25_store(kwcol)
+    config = store.config
+    bm25s = _bm25s()
+    ids = kwcol.ids()
+    ret = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+    texts = [d.text for d in kwcol.get(ids)]
+    stem = _stemmer("english")
+    ret.index(bm25s.tokenize(texts, stopwords="en", stemmer=stem, show_progress=False))
+    for row in _corpus()[::7][:50]:
+        words = row["text"].split()
+        for query, k in ((" ".join(words[:4]), 1), (" ".join(words[2:9]), 5), (row["text"], 40)):
+            toks = bm25s.tokenize(
+                [query], stopwords="en", stemmer=stem, return_ids=False, show_progress=False
+            )[0]
+            toks = [t for t in toks if t in ret.vocab_dict]
+            scores = np.asarray(ret.get_scores(toks), dtype=np.float32) if toks else None
+            ref = (
+                []
+                if scores is None
+                else [(ids[i], float(scores[i])) for i in np.flatnonzero(scores > 0)]
+            )
+            _same(store.search(query, k), ref, k)
+
+
 def test_filters_use_the_metadata_columns(kwcol):
     store = bm25_store(kwcol)
     where = {"$and": [{"topic": {"$in": ["cooking", "space"]}}, {"year": {"$gte": 2015}}]}
