@@ -169,7 +169,8 @@ def lance_child(path: str, data: Path, n_queries: int, phase: str, n: int) -> di
         s = tbl.search(q, query_type="fts").limit(10)
         if where is not None:
             s = s.where(" AND ".join(f"{k} = {v}" for k, v in where.items()), prefilter=True)
-        return [r["id"] for r in s.select(["id", "_score"]).to_list()]
+        # the text too: retrieve() hands back each passage's text and metadata
+        return [r["id"] for r in s.select(["id", "text", "cat", "_score"]).to_list()]
 
     out: dict[str, Any] = {}
     if phase == "cold":
