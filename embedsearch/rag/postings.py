@@ -24,7 +24,7 @@ runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so me
 not grow with the queries asked (a map would put every touched page-cache folio in the
 process's RSS). A block of ``pairs`` is checked the first time a query reads from it (its
 CRC-32, and that each posting names a row of the segment), as vector blocks are: opening
-the postings of a million rows reads 36 MB, not 240. A damaged or crafted file is refused
+the postings of a million rows reads 34 MB, not 238. A damaged or crafted file is refused
 (the caller rebuilds it), never read past; damage found by a query raises
 :class:`~embedsearch.errors.CorruptionError` naming the file, and the store rebuilds it. As
 with vector blocks, a block changed in place after a process checked it is not checked
