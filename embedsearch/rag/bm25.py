@@ -1,8 +1,9 @@
 """Keyword side of hybrid retrieval: BM25 over per-segment postings, kept with the collection.
 
 Analysis (bm25s's, done here: a test holds the two equal): lower-casing, ``\\w\\w+``
-tokens, English stop words removed, Snowball English stemming (PyStemmer). Scoring: Lucene BM25 with ``k1`` / ``b`` (defaults
-chosen on SciFact train; see docs/rag.md), or Robertson's or ATIRE's variant.
+tokens, English stop words removed, Snowball English stemming (PyStemmer). Scoring: Lucene
+BM25 with ``k1`` / ``b`` (defaults chosen on SciFact train; see docs/rag.md), or Robertson's
+or ATIRE's variant.
 
 The index is built the way the collection is stored, so it holds at millions of documents:
 
@@ -34,7 +35,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -259,6 +259,7 @@ class BM25Store:
 
     @property
     def root(self) -> Path:
+        """The folder of this store's postings files."""
         return Path(self.col.path) / "derived" / DIRNAME / self._digest
 
     def query_terms(self, query: str) -> Counter[str]:
@@ -526,11 +527,6 @@ class BM25Store:
         order = np.lexsort((pos, -scores))[:k]  # best first; ties in stored order
         pos, scores = pos[order], scores[order]
         return list(zip(table.ids_at(pos), scores.tolist()))
-
-    def iter_segments(self) -> Iterator[tuple[str, SegmentPostings]]:
-        """``(segment file, postings)`` held by this handle (for tools and tests)."""
-        with self._lock:
-            yield from list(self._postings.items())
 
 
 #: Rows to read or build from which a first keyword query shows a progress bar (on stderr,

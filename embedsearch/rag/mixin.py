@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 
 class RetrievalMixin:
-    """add_documents / retrieve / remove_documents; uses only the collection's public API."""
+    """add_documents / retrieve / remove_documents. They use the collection's public API,
+    except the keyword index, which reads the committed segments through
+    ``Collection._reading()`` (its postings are kept per segment: see :mod:`.bm25`)."""
 
     #: The handle's BM25 index, built on the first hybrid retrieval
     #: (:func:`embedsearch.rag.retrieval.bm25_store`); RAG state, declared here rather than
