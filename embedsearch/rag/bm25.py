@@ -64,9 +64,8 @@ DIRNAME = "keywords"
 _OLD_DIRNAME = "bm25"
 _FILE_RE = re.compile(r"(seg-[0-9a-f]{32})\.kw")
 _DIGEST_RE = re.compile(r"[0-9a-f]{12}")
-#: durable.write_file's temp files for postings; one older than STALE_TMP_S is a killed
-#: build's (a live one is written in seconds) and the next tidy removes it.
-_TMP_RE = re.compile(r"\.seg-[0-9a-f]{32}\.kw\.[0-9a-f]{32}\.tmp")
+#: A temp file of postings older than this is a killed build's (a live one is written in
+#: seconds): the next tidy removes it.
 STALE_TMP_S = 3600.0
 #: Scoring variants whose score is zero for a document without the term (bm25s's names).
 METHODS = ("lucene", "robertson", "atire")
@@ -367,7 +366,7 @@ class BM25Store:
             for name, stamp in durable.file_stamps(self.col.path, rel).items():
                 m = _FILE_RE.fullmatch(name)
                 if (m and m.group(1) not in present) or (
-                    _TMP_RE.fullmatch(name) and stamp[3] < stale  # a killed build's
+                    durable.is_temp_of(name, _FILE_RE) and stamp[3] < stale  # a killed build's
                 ):
                     durable.unlink(self.col.path, rel / name)
             with durable.opened_dir(self.col.path, Path("derived", DIRNAME)) as fd:

@@ -22,13 +22,15 @@ against its CRC-32 and for consistency, and held (about 30 bytes a distinct term
 row). ``pairs``, 8 bytes a posting and most of the file, stays on disk: a query reads the
 runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so memory does
 not grow with the queries asked (a map would put every touched page-cache folio in the
-process's RSS). A block of ``pairs`` is checked the first time a query reads from it (its
-CRC-32, and that each posting names a row of the segment), as vector blocks are: opening
-the postings of a million rows reads 34 MB, not 238. A damaged or crafted file is refused
-(the caller rebuilds it), never read past; damage found by a query raises
-:class:`~embedsearch.errors.CorruptionError` naming the file, and the store rebuilds it. As
-with vector blocks, a block changed in place after a process checked it is not checked
-again by that process (a posting naming a row past the segment's end still is).
+process's RSS). A block of ``pairs`` is checked against its CRC-32 the first time a query
+reads from it, as vector blocks are: opening the postings of a million rows reads 34 MB,
+not 238. The rows a read hands out are bounds-checked by its caller, on every read and once
+for all of a segment's runs (:meth:`~embedsearch.rag.bm25.BM25Store` gathers them). A
+damaged or crafted file is refused (the caller rebuilds it), never read past; damage found
+by a query raises :class:`~embedsearch.errors.CorruptionError` naming the file, and the
+store rebuilds it. As with vector blocks, a block changed in place after a process checked
+it is not checked again by that process (a posting naming a row past the segment's end
+still is, by the caller's check).
 """
 
 from __future__ import annotations
@@ -89,13 +91,6 @@ class SegmentPostings:
     def rows(self) -> int:
         return int(self.doclen.size)
 
-    @property
-    def resident_bytes(self) -> int:
-        """Bytes this object keeps in memory."""
-        held = (self.term_hash, self.term_end, self.indptr, self.doclen)
-        pairs = 0 if self.pairs is None else self.pairs.nbytes
-        return len(self.term_text) + sum(a.nbytes for a in held) + pairs
-
     # ------------------------------------------------------------------ building
     @classmethod
     def from_pairs(
@@ -144,7 +139,8 @@ class SegmentPostings:
         return out
 
     def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, counts)`` of term index ``term`` (uint32 each)."""
+        """``(rows, counts)`` of term index ``term`` (uint32 each). The rows are not
+        bounds-checked here: the caller checks all of a segment's runs at once."""
         lo, hi = int(self.indptr[term]), int(self.indptr[term + 1])
         if self.pairs is not None:
             run = self.pairs[lo:hi]
@@ -175,9 +171,6 @@ class SegmentPostings:
             assert self.block_crcs is not None
             if crc32(block) != int(self.block_crcs[b]):
                 raise self.damaged(f"has a damaged block of postings (block {b})")
-            docs = np.frombuffer(block, dtype="<u4")[::2]
-            if docs.size and int(docs.max()) >= self.rows:
-                raise self.damaged("names a row outside its segment")
             self.checked[b] = 1
         return raw[start - first : end - first]
 
