@@ -19,6 +19,7 @@ The index is built the way the collection is stored, so it holds at millions of 
   left out, so a score is the one a BM25 index built over exactly the live documents gives
   (tests hold it equal to bm25s's) and a deleted document can never be returned.
 * **Filters** run on the collection's typed metadata columns, as ``search``'s do.
+* **Scoring** (:mod:`.scoring`) skips the postings that cannot change the top ``k``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ..idhash import hash_strings
 from ..progress import progress_bar
 from ..table import trim_heap
 from .postings import SegmentPostings
+from .scoring import Run, Weighting, batches, top_k
 
 if TYPE_CHECKING:
     from ..base import CollectionBase
@@ -222,6 +224,16 @@ def build_postings(texts: list[str], source: str, config: BM25Config) -> Segment
     return SegmentPostings.from_pairs(source, terms[keep], rows[keep], vocab, len(texts))
 
 
+@dataclass(frozen=True)
+class _Lengths:
+    """Row lengths of one table state (``key``), and its live rows and their total length."""
+
+    key: tuple[int, ...]
+    doclen: np.ndarray  # (rows,) float32, by position
+    live: int
+    total: float
+
+
 class _Damaged(Exception):
     """A query found a segment's saved postings damaged (``error`` says how)."""
 
@@ -250,7 +262,7 @@ class BM25Store:
         self._stem = _stemmer(self.config.stemmer)
         self._stem_lock = threading.Lock()
         self._digest = self.config.digest()  # names the postings folder
-        self._stats: tuple[Any, ...] | None = None  # (table state, live rows, length sum)
+        self._stats: _Lengths | None = None  # for one table state
         #: Seconds the last query that built postings spent on it (None: none built here).
         self.last_build_s: float | None = None
         #: Segments whose postings this handle built (the rest were read from disk).
@@ -378,24 +390,21 @@ class BM25Store:
             log.warning("cannot tidy %s (%s)", self.root, exc)
 
     # ------------------------------------------------------------------ scoring
-    def _collection_stats(self, table: Table) -> tuple[int, float]:
-        """(live documents, their total length), cached for the table's state."""
+    def _lengths(self, table: Table) -> _Lengths:
+        """Every row's length (float32, by position), the live rows and their total length,
+        cached for the table's state (4 bytes a row)."""
         key = (id(table), table.rows, table.count, len(table.segments))
-        if self._stats is not None and self._stats[0] == key:
-            return self._stats[1], self._stats[2]
-        starts = table.segment_starts()
-        live, total = 0, 0
-        for seg, start in zip(table.segments, starts):
-            lens = self._postings[seg.ref.file].doclen
-            if table.has_tombstones:
-                alive = table.live[start : start + seg.rows]
-                live += int(np.count_nonzero(alive))
-                total += int(lens[alive].sum(dtype=np.int64))
-            else:
-                live += seg.rows
-                total += int(lens.sum(dtype=np.int64))
-        self._stats = (key, live, total)
-        return live, total
+        if self._stats is not None and self._stats.key == key:
+            return self._stats
+        doclen = np.zeros(table.rows, dtype=np.float32)
+        for seg, start in zip(table.segments, table.segment_starts()):
+            doclen[start : start + seg.rows] = self._postings[seg.ref.file].doclen
+        if table.has_tombstones:
+            live, total = table.count, float(doclen[table.live].sum(dtype=np.float64))
+        else:
+            live, total = table.rows, float(doclen.sum(dtype=np.float64))
+        self._stats = _Lengths(key, doclen, live, total)
+        return self._stats
 
     def search(
         self, query: str, k: int, where: dict[str, Any] | None = None
@@ -450,44 +459,20 @@ class BM25Store:
         k: int,
         where: dict[str, Any] | None,
     ) -> list[tuple[str, float]]:
-        """Score in two passes over the segments holding a query term: the first gathers
-        each segment's postings of the query's terms (deleted rows dropped) and counts their
-        document frequencies; the second weighs them with the idf those give and sums each
-        row's in a dense array the size of its segment (no sort: a common term's postings
-        run to a tenth of the rows), keeping the segment's best ``k``."""
-        n_live, length = self._collection_stats(table)
-        if not n_live:
+        """Gather each query term's postings over the segments (deleted rows dropped), whose
+        sizes are the terms' document frequencies and give their idf weights; then score
+        them (:func:`.scoring.top_k`: MaxScore, batches of segments)."""
+        lengths = self._lengths(table)
+        if not lengths.live:
             return []
-        live = table.live if table.has_tombstones else None
-        df = np.zeros(len(words), dtype=np.int64)
-        gathered: list[tuple[int, SegmentPostings, np.ndarray, np.ndarray, np.ndarray]] = []
-        for seg, start in zip(table.segments, table.segment_starts()):
-            sp = self._postings[seg.ref.file]
-            spans = [(t, i) for t, i in enumerate(sp.find(words, hashes)) if i >= 0]
-            if not spans:
-                continue
-            try:
-                parts = [sp.postings(i) for _, i in spans]
-            except CorruptionError as exc:
-                raise _Damaged(seg.ref.file, exc) from None
-            rows = np.concatenate([r for r, _ in parts])
-            tf = np.concatenate([f for _, f in parts])
-            term = np.repeat(
-                np.array([t for t, _ in spans], dtype=np.intp), [r.size for r, _ in parts]
-            )
-            if rows.size and int(rows.max()) >= sp.rows:  # a file changed after its check
-                raise _Damaged(seg.ref.file, sp.damaged("names a row outside its segment"))
-            if live is not None:
-                keep = live[start : start + sp.rows][rows]
-                rows, tf, term = rows[keep], tf[keep], term[keep]
-            if rows.size:
-                df += np.bincount(term, minlength=len(words))
-                gathered.append((start, sp, rows, tf, term))
-        if not gathered:
+        runs = self._runs(table, words, hashes)
+        df = [0 if r is None else int(r.rows.size) for r in runs]
+        if not any(df):
             return []
         method, k1, b = self.config.method, self.config.k1, self.config.b
+        n = lengths.live
         weight = np.array(
-            [_idf(method, int(d), n_live) * counts[w] if d else 0.0 for w, d in zip(words, df)],
+            [_idf(method, d, n) * counts[w] if d else 0.0 for w, d in zip(words, df)],
             dtype=np.float32,
         )
         if method == "atire":
@@ -495,37 +480,50 @@ class BM25Store:
         mask = None
         if where is not None:
             mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
-        base = np.float32(k1 * (1 - b))
-        per_len = np.float32(k1 * b * n_live / length) if length else np.float32(0)
-        best_pos: list[np.ndarray] = []
-        best_val: list[np.ndarray] = []
-        for start, sp, rows, tf, term in gathered:
-            if mask is not None:  # only rows the filter passes are scored (df is counted)
-                keep = mask[start + rows]
-                rows, tf, term = rows[keep], tf[keep], term[keep]
-                if not rows.size:
-                    continue
-            tf32 = tf.astype(np.float32)
-            norm = base + per_len * sp.doclen[rows].astype(np.float32)
-            contrib = weight[term] * tf32 / (tf32 + norm)
-            acc = np.bincount(rows, weights=contrib, minlength=sp.rows)
-            seen = np.zeros(sp.rows, dtype=bool)  # a bool mask's nonzero is 10x a float's
-            seen[rows] = True
-            cand = np.flatnonzero(seen)
-            val = acc[cand].astype(np.float32)
-            if cand.size > k:
-                top = np.argpartition(-val, k - 1)[:k]
-                cand, val = cand[top], val[top]
-            best_pos.append(cand + start)
-            best_val.append(val)
-        if not best_pos:
-            return []
-        pos, scores = np.concatenate(best_pos), np.concatenate(best_val)
-        keep = scores > 0
-        pos, scores = pos[keep], scores[keep]
-        order = np.lexsort((pos, -scores))[:k]  # best first; ties in stored order
-        pos, scores = pos[order], scores[order]
+        per_len = k1 * b * n / lengths.total if lengths.total else 0.0
+        weighting = Weighting(weight, np.float32(k1 * (1 - b)), np.float32(per_len), lengths.doclen)
+        spans = batches(table.segment_starts(), table.rows)
+        pos, scores = top_k(runs, weighting, k, spans, mask)
         return list(zip(table.ids_at(pos), scores.tolist()))
+
+    def _runs(self, table: Table, words: list[str], hashes: np.ndarray) -> list[Run | None]:
+        """Each of ``words``' postings over the collection (None: in no live row): one read
+        a term and segment, joined a term at a time, rows checked against their segment's
+        end (a file changed after its blocks were checked is never read past)."""
+        found: list[list[tuple[int, int, str]]] = [[] for _ in words]  # (start, rows, file)
+        raws: list[list[bytes]] = [[] for _ in words]
+        encoded = [w.encode() for w in words]
+        for seg, start in zip(table.segments, table.segment_starts()):
+            sp = self._postings[seg.ref.file]
+            for t, i in sp.find(encoded, hashes):
+                try:
+                    raw = sp.raw(i)
+                except CorruptionError as exc:
+                    raise _Damaged(seg.ref.file, exc) from None
+                found[t].append((start, sp.rows, seg.ref.file))
+                raws[t].append(raw)
+        live = table.live if table.has_tombstones else None
+        runs: list[Run | None] = []
+        for parts, chunks in zip(found, raws):
+            pairs = np.frombuffer(b"".join(chunks), dtype="<u4").reshape(-1, 2)
+            if not pairs.size:
+                runs.append(None)
+                continue
+            sizes = [len(c) // 8 for c in chunks]
+            local = pairs[:, 0].astype(np.int64)
+            over = local >= np.repeat(np.array([p[1] for p in parts], dtype=np.int64), sizes)
+            if over.any():  # say which file
+                file = parts[int(np.searchsorted(np.cumsum(sizes), np.argmax(over), "right"))][2]
+                raise _Damaged(
+                    file, self._postings[file].damaged("names a row outside its segment")
+                )
+            rows = local + np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes)
+            tf = pairs[:, 1]
+            if live is not None:
+                keep = live[rows]
+                rows, tf = rows[keep], tf[keep]
+            runs.append(Run(rows, tf) if rows.size else None)
+        return runs
 
 
 #: Rows to read or build from which a first keyword query shows a progress bar (on stderr,

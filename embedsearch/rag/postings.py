@@ -121,32 +121,38 @@ class SegmentPostings:
         )
 
     # ------------------------------------------------------------------ reading
-    def find(self, terms: Sequence[str], hashes: np.ndarray) -> list[int]:
-        """Index of each of ``terms`` (hashed as ``hashes``) in this segment, or -1."""
-        if not self.term_hash.size:
-            return [-1] * len(terms)
+    def find(self, terms: Sequence[bytes], hashes: np.ndarray) -> list[tuple[int, int]]:
+        """``(i, index)`` of each of ``terms`` (UTF-8, hashed as ``hashes``) held in this
+        segment: ``terms[i]`` is term ``index`` here. The hash finds it, the text confirms."""
+        size = self.term_hash.size
+        if not size:
+            return []
         at = np.searchsorted(self.term_hash, hashes)
+        hit = np.flatnonzero(self.term_hash[np.minimum(at, size - 1)] == hashes)
         out = []
-        for term, h, i in zip(terms, hashes.tolist(), at.tolist()):
-            found = -1
-            while i < self.term_hash.size and int(self.term_hash[i]) == h:
+        for t in hit.tolist():
+            i, h = int(at[t]), int(hashes[t])
+            while i < size and int(self.term_hash[i]) == h:  # equal hashes: compare the text
                 lo = int(self.term_end[i - 1]) if i else 0
-                if self.term_text[lo : int(self.term_end[i])] == term.encode():
-                    found = i
+                if self.term_text[lo : int(self.term_end[i])] == terms[t]:
+                    out.append((t, i))
                     break
                 i += 1
-            out.append(found)
         return out
 
     def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, counts)`` of term index ``term`` (uint32 each). The rows are not
-        bounds-checked here: the caller checks all of a segment's runs at once."""
+        bounds-checked here: the caller checks them."""
+        run = np.frombuffer(self.raw(term), dtype="<u4").reshape(-1, 2)
+        return run[:, 0], run[:, 1]
+
+    def raw(self, term: int) -> bytes:
+        """The bytes of term index ``term``'s postings: (row, count) uint32 pairs,
+        little-endian (callers joining many runs read them as one array)."""
         lo, hi = int(self.indptr[term]), int(self.indptr[term + 1])
         if self.pairs is not None:
-            run = self.pairs[lo:hi]
-        else:
-            run = np.frombuffer(self._read(lo * 8, hi * 8), dtype="<u4").reshape(-1, 2)
-        return run[:, 0], run[:, 1]
+            return self.pairs[lo:hi].astype("<u4", copy=False).tobytes()
+        return self._read(lo * 8, hi * 8)
 
     def _read(self, start: int, end: int) -> bytes:
         """Bytes ``start:end`` of ``pairs``, the blocks they touch checked on first read."""
