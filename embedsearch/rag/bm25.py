@@ -500,8 +500,9 @@ class BM25Store:
                     raw = sp.raw(i)
                 except CorruptionError as exc:
                     raise _Damaged(seg.ref.file, exc) from None
-                found[t].append((start, sp.rows, seg.ref.file))
-                raws[t].append(raw)
+                if raw:  # an empty run adds nothing (the joins below assume none)
+                    found[t].append((start, sp.rows, seg.ref.file))
+                    raws[t].append(raw)
         live = table.live if table.has_tombstones else None
         runs: list[Run | None] = []
         for parts, chunks in zip(found, raws):
@@ -511,9 +512,10 @@ class BM25Store:
                 continue
             sizes = [len(c) // 8 for c in chunks]
             local = pairs[:, 0].astype(np.int64)
-            over = local >= np.repeat(np.array([p[1] for p in parts], dtype=np.int64), sizes)
+            firsts = np.cumsum([0, *sizes[:-1]])  # parts are never empty
+            over = np.maximum.reduceat(local, firsts) >= np.array([p[1] for p in parts])
             if over.any():  # say which file
-                file = parts[int(np.searchsorted(np.cumsum(sizes), np.argmax(over), "right"))][2]
+                file = parts[int(np.argmax(over))][2]
                 raise _Damaged(
                     file, self._postings[file].damaged("names a row outside its segment")
                 )
