@@ -13,13 +13,15 @@ import struct
 import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import embedsearch
-from embedsearch.rag.bm25 import DIRNAME, BM25Config, _bm25s, _stemmer
-from embedsearch.rag.postings import BLOCK
+from embedsearch.rag import grouping
+from embedsearch.rag.bm25 import DIRNAME, BM25Config, _bm25s, _stemmer, build_postings
+from embedsearch.rag.postings import BLOCK, SegmentPostings
 from embedsearch.rag.retrieval import bm25_store
 
 CORPUS = Path(embedsearch.__file__).parent / "data" / "demo_corpus.jsonl"
@@ -379,3 +381,184 @@ def test_queries_are_analysed_as_bm25s_does_without_importing_it(kwcol):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("] ")[1].split() == ["False", "False"]
     assert all(d in out.stdout for d in want)
+
+
+# ------------------------------------------------------------------ groups of segments
+def _seg(i: int, rows: int, ends: bool) -> SimpleNamespace:
+    """A stand-in for a segment as :func:`grouping.plan` reads one (its file, checksum and
+    rows: pure plumbing); ``ends``: whether its checksum ends a group."""
+    sha = ("00000000" if ends else "00000001") + f"{i:056x}"
+    return SimpleNamespace(rows=rows, ref=SimpleNamespace(file=f"seg-{i:032x}.arrow", sha256=sha))
+
+
+def _spans(groups) -> list[tuple[int, int]]:
+    return [(g.first, g.end) for g in groups]
+
+
+def test_groups_are_settled_runs_cut_at_content_boundaries():
+    big, small = grouping.SETTLED_ROWS, grouping.SETTLED_ROWS - 1
+    segs = [
+        _seg(0, big, False),
+        _seg(1, big, False),
+        _seg(2, big, True),  # ends the first group
+        _seg(3, big, False),
+        _seg(4, small, False),  # not settled: the run before it stays ungrouped
+        _seg(5, big, False),
+        _seg(6, big, True),
+        _seg(7, big, False),  # a trailing run not ended: ungrouped (more may join it)
+        _seg(8, big, False),
+    ]
+    groups = grouping.plan(segs, lambda s: True)
+    assert _spans(groups) == [(0, 3), (5, 7)]
+    assert groups[0].members == tuple(s.ref.file for s in segs[:3])
+    assert groups[0].rows == 3 * big
+    assert _spans(grouping.plan(segs, lambda s: s is not segs[1])) == [(5, 7)]
+    # at most MAX_SEGMENTS segments, and MAX_ROWS rows
+    many = [_seg(i, big, False) for i in range(grouping.MAX_SEGMENTS + 4)]
+    assert _spans(grouping.plan(many, lambda s: True)) == [(0, grouping.MAX_SEGMENTS)]
+    wide = grouping.MAX_ROWS // 2 - 1
+    heavy = [_seg(i, wide, False) for i in range(5)] + [_seg(5, big, True)]
+    assert _spans(grouping.plan(heavy, lambda s: True)) == [(0, 2), (2, 4), (4, 6)]
+    # a segment rewritten (another checksum) changes its own group only
+    before = grouping.plan(segs, lambda s: True)
+    changed = list(segs)
+    changed[5] = SimpleNamespace(
+        rows=big, ref=SimpleNamespace(file="seg-new.arrow", sha256="1" * 64)
+    )
+    after = grouping.plan(changed, lambda s: True)
+    assert after[0] == before[0] and after[1].key != before[1].key
+    assert _spans(after) == _spans(before)
+
+
+def test_merged_postings_are_those_built_over_the_joined_rows():
+    texts = [r["text"] for r in _corpus()]
+    parts = [build_postings(texts[lo : lo + 130], "p", BM25Config()) for lo in (0, 130, 260)]
+    merged = SegmentPostings.merge(parts, "whole", ["a", "b", "c"])
+    whole = build_postings(texts[:390], "whole", BM25Config())
+    for name in ("term_hash", "term_end", "indptr", "doclen", "pairs"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
+    assert merged.term_text == whole.term_text
+    assert merged.members == ("a", "b", "c")
+
+
+@pytest.fixture
+def kwgroups(home, monkeypatch):
+    """Ten segments of 35 rows, grouped three by three (settled from one row, no content
+    boundaries): groups 0-2, 3-5, 6-8 and segment 9 alone."""
+    monkeypatch.setattr(grouping, "SETTLED_ROWS", 1)
+    monkeypatch.setattr(grouping, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(grouping, "_ends_group", lambda seg: False)
+    rows = _corpus()
+    col = embedsearch.open("kwg")
+    rng = np.random.default_rng(1)
+    for lo in range(0, len(rows), 35):
+        part = rows[lo : lo + 35]
+        col.add(
+            [r["text"] for r in part],
+            ids=[r["id"] for r in part],
+            metadata=[{"topic": r["topic"], "year": r["year"]} for r in part],
+            vectors=rng.normal(size=(len(part), col.dim)).astype(np.float32),
+        )
+    assert len(col._table.segments) == 10
+    yield col
+    col.close()
+
+
+def _kw_files(col, store) -> tuple[set[str], set[str]]:
+    folder = col.path / "derived" / DIRNAME / store.config.digest()
+    return {p.name for p in folder.glob("grp-*.kw")}, {p.name for p in folder.glob("seg-*.kw")}
+
+
+def _stems(segments) -> set[str]:
+    return {Path(s.ref.file).name.split(".")[0] + ".kw" for s in segments}
+
+
+def test_groups_of_segments_score_as_every_segment_does(kwgroups):
+    store = bm25_store(kwgroups)
+    kwgroups.delete([r["id"] for r in _corpus()[::7]])
+    for query in QUERIES:
+        _same(store.search(query, 15), _reference(kwgroups, query, store.config), 15)
+    segs = kwgroups._table.segments
+    plan = grouping.plan(segs, lambda s: True)
+    assert _spans(plan) == [(0, 3), (3, 6), (6, 9)]
+    assert store.merged_groups == 3 and store.built_segments == 10
+    # one file a group, its members' own files gone; the last segment keeps its own
+    assert _kw_files(kwgroups, store) == ({g.name for g in plan}, _stems(segs[9:]))
+    # another handle (another process) reads the groups: builds and merges nothing
+    other = embedsearch.open("kwg")
+    other_store = bm25_store(other)
+    for query in QUERIES:
+        assert other_store.search(query, 15) == store.search(query, 15)
+    assert other_store.built_segments == 0 and other_store.merged_groups == 0
+    other.close()
+    # two commits: the trailing run grows to three segments and becomes a group
+    for i in range(2):
+        kwgroups.add(
+            [f"A cast iron skillet, seasoned {i} times, keeps heat for a long sear."],
+            ids=[f"pan-{i}"],
+            metadata=[{"topic": "cooking", "year": 2030}],
+            vectors=np.ones((1, kwgroups.dim), dtype=np.float32),
+        )
+        got = store.search("cast iron skillet sear", 15)
+        _same(got, _reference(kwgroups, "cast iron skillet sear", store.config), 15)
+    segs = kwgroups._table.segments
+    plan = grouping.plan(segs, lambda s: True)
+    assert _spans(plan) == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    assert _kw_files(kwgroups, store) == ({g.name for g in plan}, set())
+
+
+def test_groups_follow_compaction_and_serve_old_versions(kwgroups):
+    store = bm25_store(kwgroups)
+    ref_all = store.search("planets orbit the sun", 400)
+    old_version = kwgroups.version
+    before_groups, _ = _kw_files(kwgroups, store)
+    kwgroups.delete([r["id"] for r in _corpus()[40:100]])  # most of segments 1 and 2
+    kwgroups.compact()
+    ref = _reference(kwgroups, "planets orbit the sun", store.config)
+    _same(store.search("planets orbit the sun", 10), ref, 10)
+    segs = kwgroups._table.segments
+    plan = grouping.plan(segs, lambda s: True)
+    groups, own = _kw_files(kwgroups, store)
+    assert {g.name for g in plan} <= groups  # the new state's groups, and the old kept
+    grouped = {i for g in plan for i in range(g.first, g.end)}
+    assert own >= _stems(s for i, s in enumerate(segs) if i not in grouped)
+    # a handle at the version before compaction: its own groups, the deleted rows too
+    past = embedsearch.open("kwg", version=old_version)
+    assert bm25_store(past).search("planets orbit the sun", 400) == ref_all
+    past.close()
+    # the old segments' files go (as expiry removes them): so do the groups naming them
+    current = {Path(s.ref.file).name.split(".")[0] for s in segs}
+    for f in kwgroups.path.glob("segments/seg-*"):
+        if f.name.split(".")[0] not in current:
+            f.unlink()
+    kwgroups.add(["a new row"], ids=["fresh"], vectors=np.ones((1, kwgroups.dim), np.float32))
+    _same(
+        store.search("planets orbit the sun", 10),
+        _reference(kwgroups, "planets orbit the sun", store.config),
+        10,
+    )
+    segs = kwgroups._table.segments
+    plan = grouping.plan(segs, lambda s: True)
+    grouped = {i for g in plan for i in range(g.first, g.end)}
+    groups, own = _kw_files(kwgroups, store)
+    assert groups == {g.name for g in plan} and groups != before_groups
+    assert own == _stems(s for i, s in enumerate(segs) if i not in grouped)
+
+
+def test_a_damaged_group_is_merged_again(kwgroups, caplog):
+    store = bm25_store(kwgroups)
+    want = [store.search(q, 10) for q in QUERIES]
+    folder = kwgroups.path / "derived" / DIRNAME / store.config.digest()
+    files = sorted(folder.glob("grp-*.kw"))
+    assert len(files) == 3
+    intact = files[1].read_bytes()
+    files[1].write_bytes(_flip_every_block(intact))
+    other = embedsearch.open("kwg")
+    other_store = bm25_store(other)
+    with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
+        assert [other_store.search(q, 10) for q in QUERIES] == want
+    assert any("damaged block" in r.getMessage() for r in caplog.records)
+    assert other_store.built_segments == 3  # the group's members, from their texts
+    assert other_store.merged_groups == 1
+    assert files[1].read_bytes() == intact  # merged again as it was
+    other.close()

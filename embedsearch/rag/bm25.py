@@ -14,6 +14,10 @@ The index is built the way the collection is stored, so it holds at millions of 
   the keyword index only its new segments' postings: adding 1,000 documents to a million
   re-reads none of the million (the index this replaces re-tokenised every live document
   after every commit).
+* **Groups of settled segments share a file** (:mod:`.grouping`): a query reads one run a
+  term per file, so about eight segments merged into one cut that fixed cost eightfold. A
+  group is merged from its members' postings (no text is analysed again) by the query that
+  first finds it complete, and replaces their own files.
 * **Statistics at query time.** The live document count, their mean length and each query
   term's document frequency are summed over the segments when the query runs, deleted rows
   left out, so a score is the one a BM25 index built over exactly the live documents gives
@@ -24,6 +28,7 @@ The index is built the way the collection is stored, so it holds at millions of 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -36,10 +41,11 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import numpy as np
 
@@ -50,6 +56,8 @@ from ..filters import column_mask
 from ..idhash import hash_strings
 from ..progress import progress_bar
 from ..table import trim_heap
+from .grouping import Group
+from .grouping import plan as group_plan
 from .postings import SegmentPostings
 from .scoring import Run, Weighting, batches, top_k
 
@@ -64,7 +72,8 @@ log = logging.getLogger(__name__)
 DIRNAME = "keywords"
 #: The folder of the index this layout replaced (one whole index per collection state).
 _OLD_DIRNAME = "bm25"
-_FILE_RE = re.compile(r"(seg-[0-9a-f]{32})\.kw")
+_FILE_RE = re.compile(r"(seg-[0-9a-f]{32})\.kw")  # a segment's own postings
+_GROUP_RE = re.compile(r"grp-[0-9a-f]{32}\.kw")  # a group's (see .grouping)
 _DIGEST_RE = re.compile(r"[0-9a-f]{12}")
 #: A temp file of postings older than this is a killed build's (a live one is written in
 #: seconds): the next tidy removes it.
@@ -234,6 +243,25 @@ class _Lengths:
     total: float
 
 
+class _Unit(NamedTuple):
+    """Postings of consecutive rows from ``start``: a group's or one segment's (``name``:
+    its file name or the segment's file)."""
+
+    start: int
+    postings: SegmentPostings
+    name: str
+
+
+def _stem(seg: Segment) -> str:
+    """A segment's file name without its extension (``seg-<id>``)."""
+    return Path(seg.ref.file).name.split(".")[0]
+
+
+def _is_temp(name: str) -> bool:
+    """Whether ``name`` is a temp file of a postings file being written."""
+    return durable.is_temp_of(name, _FILE_RE) or durable.is_temp_of(name, _GROUP_RE)
+
+
 class _Damaged(Exception):
     """A query found a segment's saved postings damaged (``error`` says how)."""
 
@@ -258,7 +286,8 @@ class BM25Store:
         self.col = col
         self.config = config or BM25Config()
         self._lock = threading.Lock()
-        self._postings: dict[str, SegmentPostings] = {}  # by segment file
+        self._postings: dict[str, SegmentPostings] = {}  # a segment's own, by its file
+        self._groups: dict[str, SegmentPostings] = {}  # a group's, by its file name
         self._stem = _stemmer(self.config.stemmer)
         self._stem_lock = threading.Lock()
         self._digest = self.config.digest()  # names the postings folder
@@ -267,6 +296,9 @@ class BM25Store:
         self.last_build_s: float | None = None
         #: Segments whose postings this handle built (the rest were read from disk).
         self.built_segments = 0
+        #: Groups whose postings this handle merged (:mod:`.grouping`).
+        self.merged_groups = 0
+        self._plans: tuple[Any, list[Group]] | None = None  # (segment list, its groups)
 
     @property
     def root(self) -> Path:
@@ -288,62 +320,175 @@ class BM25Store:
         with self._reading() as table:
             return table.segments
 
-    def _missing(self) -> list[Segment]:
-        with self._reading() as table:
-            return [s for s in table.segments if s.ref.file not in self._postings]
+    def _plan(self, segments: Sequence[Segment]) -> list[Group]:
+        """The groups of ``segments`` whose postings share a file (:mod:`.grouping`); the
+        last list's kept (every query asks)."""
+        key = [s.ref.file for s in segments]
+        if self._plans is None or self._plans[0] != key:
+            self._plans = (key, group_plan(segments, lambda seg: self._rel(seg) is not None))
+        return self._plans[1]
+
+    def _todo(self, segments: list[Segment]) -> tuple[list[Group], list[Segment]]:
+        """What the state of ``segments`` lacks in memory: groups, and segments outside any
+        group."""
+        groups = self._plan(segments)
+        grouped = {i for g in groups for i in range(g.first, g.end)}
+        singles = [
+            s
+            for i, s in enumerate(segments)
+            if i not in grouped and s.ref.file not in self._postings
+        ]
+        return [g for g in groups if g.name not in self._groups], singles
 
     def _ensure(self) -> None:
-        """Postings for every segment of the current state: read, or built and saved.
+        """Postings for the current state: each group's file and each other segment's,
+        read, or built (a group merged from its members') and saved.
 
         Built outside the collection's read lock (a first keyword query over a million rows
-        analyses them all: writers must not wait on it); a commit meanwhile only adds
-        segments, taken on the next pass."""
-        missing = self._missing()
-        if not missing:
+        analyses them all: writers must not wait on it); a commit meanwhile is taken on the
+        next pass, or by the query itself under the lock."""
+        segments = self._current_segments()
+        groups, singles = self._todo(segments)
+        if not groups and not singles:
             return
-        started, built = time.perf_counter(), 0
-        bar = _bar(sum(s.rows for s in self._unsaved(missing)))  # saved ones load fast
+        started, built, merged = time.perf_counter(), 0, self.merged_groups
+        bar = _bar(self._rows_to_build(groups, singles, segments))  # saved ones load fast
         try:
             for _ in range(3):
-                for seg in missing:
+                for group in groups:
+                    built += self._materialise(group, segments, bar)
+                for seg in singles:
                     postings, fresh = self._load_or_build(seg)
                     self._postings[seg.ref.file] = postings
                     built += fresh
                     bar.update(seg.rows if fresh else 0)
-                missing = self._missing()
-                if not missing:
+                segments = self._current_segments()
+                groups, singles = self._todo(segments)
+                if not groups and not singles:
                     break
         finally:
             bar.close()
-        with self._reading() as table:  # drop those of segments merged or compacted away
-            live = {s.ref.file for s in table.segments}
-        for name in [n for n in self._postings if n not in live]:
-            self._postings.pop(name).close()
+        self._drop_stale(segments)
         if built:
             trim_heap()  # a build's token lists are freed; hand their pages back
             self.built_segments += built
             self.last_build_s = time.perf_counter() - started
             log.info("built keyword postings of %d segments in %.2f s", built, self.last_build_s)
+        if built or self.merged_groups > merged:
             self._prune()
 
-    def _unsaved(self, segments: list[Segment]) -> list[Segment]:
-        """Those of ``segments`` without a saved postings file (one listing)."""
+    def _materialise(self, group: Group, segments: list[Segment], bar: Any) -> int:
+        """Read group ``group``'s file, or merge its members' postings (read or built) into
+        one, save it and drop the members' own files. Returns the segments built."""
+        rel = Path("derived", DIRNAME, self._digest, group.name)
+        try:
+            fd = durable.open_fd(self.col.path, rel)
+            self._groups[group.name] = SegmentPostings.open(fd, group.key, group.rows, str(rel))
+            return 0
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, EmbedSearchError) as exc:  # derived: merge it again
+            log.warning("keyword postings %s unusable (%s); merging again", rel, exc)
+        members = segments[group.first : group.end]
+        parts, built = [], 0
+        for seg in members:
+            part = self._postings.get(seg.ref.file)
+            if part is None:  # built here are not saved alone: the group file holds them
+                part, fresh = self._load_or_build(seg, save=False)
+                built += fresh
+                bar.update(seg.rows if fresh else 0)
+            parts.append(part)
+        stems = [_stem(seg) for seg in members]
+        merged = SegmentPostings.merge(parts, group.key, stems)
+        self.merged_groups += 1
+        try:
+            durable.write_file(self.col.path, rel, merged.to_bytes(), create_dirs=True)
+            fd = durable.open_fd(self.col.path, rel)
+            self._groups[group.name] = SegmentPostings.open(fd, group.key, group.rows, str(rel))
+        except (OSError, ValueError, EmbedSearchError) as exc:  # read-only, links: in memory
+            log.warning("cannot save keyword postings %s (%s)", rel, exc)
+            self._groups[group.name] = merged
+            return built
+        for seg in members:  # the group holds them now
+            self._drop(seg.ref.file)
+            own = self._rel(seg)
+            if own is not None:
+                with contextlib.suppress(FileNotFoundError, OSError, EmbedSearchError):
+                    durable.unlink(self.col.path, own)
+        return built
+
+    def _drop(self, file: str) -> None:
+        """Close and forget segment ``file``'s own postings, if held."""
+        held = self._postings.pop(file, None)
+        if held is not None:
+            held.close()
+
+    def _drop_stale(self, segments: list[Segment]) -> None:
+        """Close what the state of ``segments`` does not use: postings of segments merged
+        or compacted away, groups it does not form, and segments' own postings where their
+        group is held."""
+        groups = {g.name: g for g in self._plan(segments)}
+        for name in [n for n in self._groups if n not in groups]:
+            self._groups.pop(name).close()
+        covered = {
+            seg.ref.file
+            for g in groups.values()
+            if g.name in self._groups
+            for seg in segments[g.first : g.end]
+        }
+        live = {s.ref.file for s in segments}
+        for file in [f for f in self._postings if f not in live or f in covered]:
+            self._drop(file)
+
+    def _rows_to_build(
+        self, groups: list[Group], singles: list[Segment], segments: list[Segment]
+    ) -> int:
+        """Rows of ``groups`` and ``singles`` that no saved file holds (one listing)."""
         try:
             saved = set(durable.list_files(self.col.path, Path("derived", DIRNAME, self._digest)))
         except (OSError, EmbedSearchError):
             saved = set()
-        return [s for s in segments if (rel := self._rel(s)) is None or rel.name not in saved]
+        todo = list(singles)
+        for g in groups:
+            if g.name not in saved:
+                todo += [s for s in segments[g.first : g.end] if s.ref.file not in self._postings]
+        return sum(s.rows for s in todo if (rel := self._rel(s)) is None or rel.name not in saved)
+
+    def _units(self, table: Table) -> list[_Unit]:
+        """The postings covering ``table``'s segments, in order: a group's where it is held,
+        else each segment's (read, or built here under the caller's read lock: a commit
+        after :meth:`_ensure`)."""
+        segments, starts = table.segments, table.segment_starts()
+        groups = {g.first: g for g in self._plan(segments)}
+        out: list[_Unit] = []
+        i = 0
+        while i < len(segments):
+            group = groups.get(i)
+            if group is not None and group.name in self._groups:
+                out.append(_Unit(starts[i], self._groups[group.name], group.name))
+                i = group.end
+                continue
+            seg = segments[i]
+            held = self._postings.get(seg.ref.file)
+            if held is None:
+                held, fresh = self._load_or_build(seg)
+                self._postings[seg.ref.file] = held
+                self.built_segments += fresh
+            out.append(_Unit(starts[i], held, seg.ref.file))
+            i += 1
+        return out
 
     def _rel(self, seg: Segment) -> Path | None:
-        stem = Path(seg.ref.file).name.split(".")[0]
+        stem = _stem(seg)
         if not _FILE_RE.fullmatch(f"{stem}.kw"):
             return None  # not a name this layout can keep: held in memory only
         return Path("derived", DIRNAME, self._digest, f"{stem}.kw")
 
-    def _load_or_build(self, seg: Segment) -> tuple[SegmentPostings, int]:
+    def _load_or_build(self, seg: Segment, save: bool = True) -> tuple[SegmentPostings, int]:
         """The segment's saved postings, or new ones built, saved and read back from the
         file (so that they are read from disk as saved ones are). Returns ``(postings,
-        1 if built)``; a file that cannot be saved leaves them in memory."""
+        1 if built)``; a file that cannot be saved (or ``save=False``: a group's member,
+        merged next) leaves them in memory."""
         rel = self._rel(seg)
         source, rows = seg.ref.sha256, seg.ref.rows
         if rel is not None:
@@ -355,7 +500,7 @@ class BM25Store:
             except (OSError, ValueError, EmbedSearchError) as exc:  # derived: rebuild
                 log.warning("keyword postings %s unusable (%s); rebuilding", rel, exc)
         built = build_postings(seg.texts().to_pylist(), source, self.config)
-        if rel is None:
+        if rel is None or not save:
             return built, 1
         try:
             durable.write_file(self.col.path, rel, built.to_bytes(), create_dirs=True)
@@ -366,19 +511,29 @@ class BM25Store:
             return built, 1
 
     def _prune(self) -> None:
-        """Remove saved postings whose segment file is gone from disk, and the folders of
-        older layouts and other analysis settings (derived data: failures are only logged).
+        """Remove saved postings that no segment on disk needs, and the folders of older
+        layouts and other analysis settings (derived data: failures are only logged).
 
-        A segment merged or compacted away stays on disk while a kept version names it, and
-        so do its postings: a handle open at that version reads them instead of building."""
+        A segment's own file goes with the segment's file, and so does a group's with any
+        member's; a segment's own file also goes once a whole group holds it. A segment
+        merged or compacted away stays on disk while a kept version names it, and so do its
+        postings: a handle open at that version reads them instead of building."""
         rel = Path("derived", DIRNAME, self._digest)
         try:
             present = {n.split(".")[0] for n in durable.list_files(self.col.path, "segments")}
             stale = time.time_ns() - int(STALE_TMP_S * 1e9)
-            for name, stamp in durable.file_stamps(self.col.path, rel).items():
+            stamps = durable.file_stamps(self.col.path, rel)
+            covered: set[str] = set()
+            for name in [n for n in stamps if _GROUP_RE.fullmatch(n)]:
+                members = self._members(rel / name)
+                if members is None or not set(members) <= present:
+                    durable.unlink(self.col.path, rel / name)
+                else:
+                    covered.update(members)
+            for name, stamp in stamps.items():
                 m = _FILE_RE.fullmatch(name)
-                if (m and m.group(1) not in present) or (
-                    durable.is_temp_of(name, _FILE_RE) and stamp[3] < stale  # a killed build's
+                if (m and (m.group(1) not in present or m.group(1) in covered)) or (
+                    _is_temp(name) and stamp[3] < stale  # a killed build's
                 ):
                     durable.unlink(self.col.path, rel / name)
             with durable.opened_dir(self.col.path, Path("derived", DIRNAME)) as fd:
@@ -389,16 +544,30 @@ class BM25Store:
         except (OSError, EmbedSearchError) as exc:
             log.warning("cannot tidy %s (%s)", self.root, exc)
 
+    def _members(self, rel: Path) -> list[str] | None:
+        """The member segments a group file names (None: unreadable, so removable)."""
+        try:
+            fd = durable.open_fd(self.col.path, rel)
+        except FileNotFoundError:
+            return []
+        try:
+            header, _ = SegmentPostings.read_header(fd)
+            return cast(list[str], header.get("members", []))
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+
     # ------------------------------------------------------------------ scoring
-    def _lengths(self, table: Table) -> _Lengths:
+    def _lengths(self, table: Table, units: list[_Unit]) -> _Lengths:
         """Every row's length (float32, by position), the live rows and their total length,
         cached for the table's state (4 bytes a row)."""
         key = (id(table), table.rows, table.count, len(table.segments))
         if self._stats is not None and self._stats.key == key:
             return self._stats
         doclen = np.zeros(table.rows, dtype=np.float32)
-        for seg, start in zip(table.segments, table.segment_starts()):
-            doclen[start : start + seg.rows] = self._postings[seg.ref.file].doclen
+        for start, postings, _ in units:
+            doclen[start : start + postings.rows] = postings.doclen
         if table.has_tombstones:
             live, total = table.count, float(doclen[table.live].sum(dtype=np.float64))
         else:
@@ -422,7 +591,6 @@ class BM25Store:
             while True:
                 try:
                     with self._reading() as table:
-                        self._ensure_locked(table)
                         return self._search(table, words, hashes, terms, k, where)
                 except _Damaged as exc:  # derived data: rebuild it, then ask again
                     if exc.file in rebuilt:  # damaged as soon as rebuilt: say so
@@ -431,24 +599,24 @@ class BM25Store:
                     log.warning("rebuilding: %s", exc.error)
                     self._rebuild(exc.file)
 
-    def _rebuild(self, file: str) -> None:
-        """Drop the postings of segment ``file`` (memory and disk) and build them again, if
-        the segment is still the collection's."""
-        self._postings.pop(file).close()
-        seg = next((s for s in self._current_segments() if s.ref.file == file), None)
+    def _rebuild(self, name: str) -> None:
+        """Drop the damaged postings ``name`` (a group's file or a segment's: memory and
+        disk) and build them again if the collection still has them: a segment's now, a
+        group's members on the query's next pass and the group on the next query."""
+        if name in self._groups:
+            self._groups.pop(name).close()
+            with contextlib.suppress(FileNotFoundError, OSError, EmbedSearchError):
+                durable.unlink(self.col.path, Path("derived", DIRNAME, self._digest, name))
+            return
+        self._drop(name)
+        seg = next((s for s in self._current_segments() if s.ref.file == name), None)
         if seg is None:  # compacted away meanwhile: nothing to rebuild
             return
         rel = self._rel(seg)
         if rel is not None:
             durable.unlink(self.col.path, rel)
-        self._postings[file] = self._load_or_build(seg)[0]
+        self._postings[name] = self._load_or_build(seg)[0]
         self.built_segments += 1
-
-    def _ensure_locked(self, table: Table) -> None:
-        """Postings of any segment committed since :meth:`_ensure` (built under the lock)."""
-        for seg in table.segments:
-            if seg.ref.file not in self._postings:
-                self._postings[seg.ref.file] = self._load_or_build(seg)[0]
 
     def _search(
         self,
@@ -462,10 +630,11 @@ class BM25Store:
         """Gather each query term's postings over the segments (deleted rows dropped), whose
         sizes are the terms' document frequencies and give their idf weights; then score
         them (:func:`.scoring.top_k`: MaxScore, batches of segments)."""
-        lengths = self._lengths(table)
+        units = self._units(table)
+        lengths = self._lengths(table, units)
         if not lengths.live:
             return []
-        runs = self._runs(table, words, hashes)
+        runs = self._runs(table, units, words, hashes)
         df = [0 if r is None else int(r.rows.size) for r in runs]
         if not any(df):
             return []
@@ -486,22 +655,24 @@ class BM25Store:
         pos, scores = top_k(runs, weighting, k, spans, mask)
         return list(zip(table.ids_at(pos), scores.tolist()))
 
-    def _runs(self, table: Table, words: list[str], hashes: np.ndarray) -> list[Run | None]:
+    def _runs(
+        self, table: Table, units: list[_Unit], words: list[str], hashes: np.ndarray
+    ) -> list[Run | None]:
         """Each of ``words``' postings over the collection (None: in no live row): one read
-        a term and segment, joined a term at a time, rows checked against their segment's
-        end (a file changed after its blocks were checked is never read past)."""
-        found: list[list[tuple[int, int, str]]] = [[] for _ in words]  # (start, rows, file)
+        a term and unit (a group or a segment), joined a term at a time, rows checked
+        against their unit's end (a file changed after its blocks were checked is never
+        read past)."""
+        found: list[list[tuple[int, int, str]]] = [[] for _ in words]  # (start, rows, name)
         raws: list[list[bytes]] = [[] for _ in words]
         encoded = [w.encode() for w in words]
-        for seg, start in zip(table.segments, table.segment_starts()):
-            sp = self._postings[seg.ref.file]
+        for start, sp, name in units:
             for t, i in sp.find(encoded, hashes):
                 try:
                     raw = sp.raw(i)
                 except CorruptionError as exc:
-                    raise _Damaged(seg.ref.file, exc) from None
+                    raise _Damaged(name, exc) from None
                 if raw:  # an empty run adds nothing (the joins below assume none)
-                    found[t].append((start, sp.rows, seg.ref.file))
+                    found[t].append((start, sp.rows, name))
                     raws[t].append(raw)
         live = table.live if table.has_tombstones else None
         runs: list[Run | None] = []
@@ -515,10 +686,9 @@ class BM25Store:
             firsts = np.cumsum([0, *sizes[:-1]])  # parts are never empty
             over = np.maximum.reduceat(local, firsts) >= np.array([p[1] for p in parts])
             if over.any():  # say which file
-                file = parts[int(np.argmax(over))][2]
-                raise _Damaged(
-                    file, self._postings[file].damaged("names a row outside its segment")
-                )
+                name = parts[int(np.argmax(over))][2]
+                unit = next(u for u in units if u.name == name)
+                raise _Damaged(name, unit.postings.damaged("names a row outside its segment"))
             rows = local + np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes)
             tf = pairs[:, 1]
             if live is not None:

@@ -1,4 +1,5 @@
-"""Keyword postings of one segment: the inverted index the BM25 side of retrieval reads.
+"""Keyword postings of one segment, or of a group of consecutive segments merged (see
+:mod:`.grouping`): the inverted index the BM25 side of retrieval reads.
 
 A segment never changes once written, so its postings are built once (by the first keyword
 query that needs them), saved with the collection as derived data and read back by later
@@ -8,9 +9,10 @@ new segments get theirs on the next keyword query. BM25's statistics over the co
 commit; they are not stored but summed over the segments when a query runs, deleted rows
 left out (see :mod:`.bm25`).
 
-**The file** (``seg-<id>.kw``): an 8-byte magic, the length of a JSON header, the header
-(the segment's SHA-256, its rows, each array's offset, length and CRC-32; for ``pairs`` one
-CRC-32 per block of :data:`BLOCK` bytes), then the arrays, little-endian, each at a 64-byte
+**The file** (``seg-<id>.kw``, or ``grp-<key>.kw`` for a group): an 8-byte magic, the
+length of a JSON header, the header (the segment's SHA-256, or the group's key; its rows;
+each array's offset, length and CRC-32, for ``pairs`` one CRC-32 per block of
+:data:`BLOCK` bytes; a group's member segments), then the arrays, little-endian, each at a 64-byte
 boundary and nothing after the last: ``term_hash`` (sorted 64-bit hashes of the analysed
 terms), ``term_end`` and ``term_text`` (the terms' UTF-8 in the same order, to confirm a
 hash), ``indptr`` (each term's run of postings), ``doclen`` (each row's number of terms)
@@ -83,6 +85,7 @@ class SegmentPostings:
     fd: int | None = None
     offset: int = 0
     path: str = ""  # the file, for errors
+    members: tuple[str, ...] = ()  # a group's segment files (see .grouping); () for one
     block_crcs: np.ndarray | None = None  # (blocks,) uint32: each BLOCK of pairs
     checked: bytearray | None = None  # (blocks,): 1 where a read checked the block
     _closer: weakref.finalize | None = field(default=None, repr=False)
@@ -119,6 +122,73 @@ class SegmentPostings:
             doclen=np.bincount(docs, minlength=rows).astype(np.uint32),
             pairs=np.stack([row, tf]).T.astype(np.uint32),
         )
+
+    @classmethod
+    def merge(
+        cls, parts: Sequence[SegmentPostings], source: str, members: Sequence[str] = ()
+    ) -> SegmentPostings:
+        """The postings of consecutive segments as one unit, in memory: ``parts[i]``'s rows
+        follow those of the parts before it. Terms are united by their bytes (Arrow's
+        dictionary encoding) and hashed anew; each part's runs are copied to their place in
+        the merged runs, in part order, so rows stay ascending within a term. Reads every
+        part's postings (checking every block)."""
+        import pyarrow as pa  # noqa: PLC0415 - only merges need it
+
+        texts = [
+            pa.Array.from_buffers(
+                pa.large_binary(),
+                part.term_hash.size,
+                [
+                    None,
+                    pa.py_buffer(np.concatenate([[0], part.term_end]).astype(np.int64)),
+                    pa.py_buffer(part.term_text),
+                ],
+            )
+            for part in parts
+        ]
+        encoded = pa.chunked_array(texts, pa.large_binary()).dictionary_encode()
+        vocab = encoded.chunks[0].dictionary
+        hashes = hash_strings(vocab.cast(pa.large_string()).cast(pa.string()))
+        order = np.argsort(hashes, kind="stable")
+        rank = np.empty(order.size, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        remap = [rank[c.indices.to_numpy(zero_copy_only=False)] for c in encoded.chunks]
+        lengths = [np.diff(part.indptr) for part in parts]
+        counts = np.zeros(order.size, dtype=np.int64)
+        for r, n in zip(remap, lengths):
+            counts[r] += n  # a part's terms are distinct: no index repeats within r
+        indptr = np.zeros(order.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        pairs = np.empty((int(indptr[-1]), 2), dtype=np.uint32)
+        cursor = indptr[:-1].copy()
+        offset = 0
+        for part, r, n in zip(parts, remap, lengths):
+            src = part.all_pairs()
+            dest = np.repeat(cursor[r] - part.indptr[:-1], n) + np.arange(src.shape[0])
+            pairs[dest, 0] = src[:, 0] + np.uint32(offset)
+            pairs[dest, 1] = src[:, 1]
+            cursor[r] += n
+            offset += part.rows
+        ordered = vocab.take(pa.array(order))  # the terms' bytes in hash order
+        ends = np.frombuffer(ordered.buffers()[1], dtype=np.int64)[: len(ordered) + 1]
+        data = ordered.buffers()[2]
+        text = b"" if data is None else data.to_pybytes()[int(ends[0]) : int(ends[-1])]
+        return cls(
+            source=source,
+            term_hash=np.ascontiguousarray(hashes[order], dtype=np.uint64),
+            term_text=text,
+            term_end=(ends[1:] - ends[0]).astype(np.int64),
+            indptr=indptr,
+            doclen=np.concatenate([part.doclen for part in parts]).astype(np.uint32),
+            pairs=pairs,
+            members=tuple(members),
+        )
+
+    def all_pairs(self) -> np.ndarray:
+        """Every posting as a (postings, 2) uint32 array (a file's blocks all checked)."""
+        if self.pairs is not None:
+            return self.pairs
+        return np.frombuffer(self._read(0, self._pairs_bytes), dtype="<u4").reshape(-1, 2)
 
     # ------------------------------------------------------------------ reading
     def find(self, terms: Sequence[bytes], hashes: np.ndarray) -> list[tuple[int, int]]:
@@ -216,9 +286,10 @@ class SegmentPostings:
             crc = chunk_crcs(blob, BLOCK) if name == "pairs" else f"{crc32(blob):08x}"
             layout[name] = [at, len(blob), crc]
             at = end = at + len(blob)  # no padding after the last: every byte is checked
-        header = json.dumps(
-            {"source": self.source, "rows": self.rows, "arrays": layout}, sort_keys=True
-        ).encode()
+        head: dict[str, object] = {"source": self.source, "rows": self.rows, "arrays": layout}
+        if self.members:
+            head["members"] = list(self.members)
+        header = json.dumps(head, sort_keys=True).encode()
         start = len(MAGIC) + 8 + len(header)
         start += -start % _ALIGN
         out = bytearray(start + end)
@@ -244,9 +315,10 @@ class SegmentPostings:
         out._closer = weakref.finalize(out, os.close, fd)
         return out
 
-    @classmethod
-    def _open(cls, fd: int, source: str, rows: int) -> SegmentPostings:
-        size = os.fstat(fd).st_size
+    @staticmethod
+    def read_header(fd: int) -> tuple[dict[str, object], int]:
+        """The file's JSON header and the length of the part before its arrays (raises
+        ValueError if it is not a postings file of this layout)."""
         head = os.pread(fd, len(MAGIC) + 8, 0)
         if len(head) != len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
             raise ValueError("not a keyword postings file")
@@ -255,15 +327,28 @@ class SegmentPostings:
             raise ValueError("header too long")
         try:
             header = json.loads(os.pread(fd, n, len(MAGIC) + 8))
-            layout = {k: header["arrays"][k] for k in _ARRAYS}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed header ({exc!r})") from None
+        if not isinstance(header, dict):
+            raise ValueError("malformed header")
+        members = header.get("members", [])
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ValueError("malformed header (members)")
+        start = len(MAGIC) + 8 + n
+        return header, start + -start % _ALIGN
+
+    @classmethod
+    def _open(cls, fd: int, source: str, rows: int) -> SegmentPostings:
+        size = os.fstat(fd).st_size
+        header, start = cls.read_header(fd)
+        try:
+            layout = {k: header["arrays"][k] for k in _ARRAYS}  # type: ignore[index]
             if header["source"] != source:
                 raise ValueError("built from other rows (the segment's checksum differs)")
             if header["rows"] != rows:
                 raise ValueError(f"{header['rows']} rows, the segment has {rows}")
-        except (KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed header ({exc!r})") from None
-        start = len(MAGIC) + 8 + n
-        start += -start % _ALIGN
         arrays: dict[str, np.ndarray] = {}
         for name, dtype in _ARRAYS.items():
             entry = layout[name]
@@ -317,4 +402,5 @@ class SegmentPostings:
             offset=pairs_at,
             block_crcs=block_crcs,
             checked=bytearray(block_crcs.size),
+            members=tuple(header.get("members", ())),  # type: ignore[arg-type]
         )
