@@ -315,14 +315,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.margins(y=0.25)
-    axes.flat[0].legend(fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=len(codes),
+        fontsize=9,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.95),
+    )
     fig.suptitle(
-        "Keyword retrieval (k=10) over real texts, each phase a fresh process: embedsearch's "
-        "per-segment postings,\nthe whole-collection BM25 index they replaced, LanceDB's "
-        "full-text search",
+        "Keyword retrieval (k=10) over real texts, each phase a fresh process "
+        "(LanceDB: its full-text search)",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
