@@ -549,7 +549,9 @@ class BM25Store:
         try:
             fd = durable.open_fd(self.col.path, rel)
         except FileNotFoundError:
-            return []
+            return []  # removed meanwhile
+        except (OSError, EmbedSearchError):  # a link, or not a file: never followed
+            return None
         try:
             header, _ = SegmentPostings.read_header(fd)
             return cast(list[str], header.get("members", []))
