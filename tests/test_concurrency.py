@@ -445,3 +445,42 @@ def test_open_racing_a_compaction_sees_no_corruption(
     monkeypatch.undo()
     writer.close()
     assert sorted(reader.ids()) == ["b", "c"]
+
+
+def test_a_write_looks_its_ids_up_beside_the_model(home, encoder, monkeypatch):
+    """While the model embeds a chunk, its ids are looked up on a thread of their own (the
+    first look-up of a process at 5M rows reads every segment's id index); an error there
+    is the add's own error, and nothing is written."""
+    from embedsearch.errors import CorruptionError
+    from embedsearch.table import Table
+
+    col = embedsearch.open("beside")
+    col.add(["a first document about rivers"], ids=["a"])
+    seen: dict[str, str] = {}
+    real_lookup, real_encode = Table.lookup, type(encoder).encode
+
+    def lookup(self, ids):  # a probe: records the thread, then the real look-up
+        seen.setdefault("lookup", threading.current_thread().name)
+        return real_lookup(self, ids)
+
+    def encode(self, texts, *args, **kwargs):
+        seen.setdefault("encode", threading.current_thread().name)
+        return real_encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Table, "lookup", lookup)
+    monkeypatch.setattr(type(encoder), "encode", encode)
+    col.add(["a second document about mountains"], ids=["b"])
+    assert seen["encode"] == threading.current_thread().name
+    assert seen["lookup"] != seen["encode"] and seen["lookup"].startswith("embedsearch-")
+    with pytest.raises(embedsearch.DuplicateIdError, match="'a'"):
+        col.add(["a duplicate"], ids=["a"])
+
+    def damaged(self, ids):
+        raise CorruptionError("the id index is damaged (a test's)")
+
+    monkeypatch.setattr(Table, "lookup", damaged)
+    with pytest.raises(CorruptionError, match="a test's"):
+        col.add(["a third document"], ids=["c"])
+    monkeypatch.setattr(Table, "lookup", real_lookup)
+    assert sorted(col.ids()) == ["a", "b"] and len(col) == 2
+    col.close()
