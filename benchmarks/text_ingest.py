@@ -193,6 +193,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """One panel per batch size (labels of two batches' lines overprinted each other where
+    the lines meet): the worst later add and the first add per size, every round's share
+    as dots, and the encoder-alone ratio timed apart as crosses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,25 +204,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     sizes = sorted({r["size"] for r in rows})
     batches = sorted({r["batch"] for r in rows})
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, axes = plt.subplots(1, len(batches), figsize=(6.2 * len(batches), 4.8), sharey=True)
+    axes = np.atleast_1d(axes)
     xs = np.arange(len(sizes))
-    for j, b in enumerate(batches):
+    low = min(min(r["ratio"], r["ratio_in_add"]) for r in rows)
+    for j, (ax, b) in enumerate(zip(axes, batches)):
         first, later = [], []
         for i, n in enumerate(sizes):
             here = [r for r in rows if r["size"] == n and r["batch"] == b]
-            got = [r["ratio_in_add"] for r in here]
             first.append(min((r["ratio_in_add"] for r in here if r["round"] == 0), default=np.nan))
             later.append(min((r["ratio_in_add"] for r in here if r["round"] > 0), default=np.nan))
+            got = [r["ratio_in_add"] for r in here]
             ax.plot([xs[i]] * len(got), got, ".", color=f"C{j}", ms=7)
             side = [r["ratio"] for r in here]
-            ax.plot([xs[i] + 0.08 * (j + 1)] * len(side), side, "x", color=f"C{j}", ms=5, alpha=0.6)
+            ax.plot([xs[i] + 0.12] * len(side), side, "x", color="grey", ms=5, alpha=0.7)
         ax.plot(
-            xs,
-            later,
-            "o-",
-            color=f"C{j}",
-            lw=2,
-            label=f"{b:,} texts an add: the encoder's share of the add, later adds (worst)",
+            xs, later, "o-", color=f"C{j}", lw=2, label="later adds: the encoder's share (worst)"
         )
         ax.plot(
             xs,
@@ -228,36 +228,36 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             color=f"C{j}",
             lw=1.2,
             alpha=0.8,
-            label=f"{b:,} texts: a process's first add (writer's lock, catch-up, FAISS import)",
+            label="a process's first add (lock, catch-up, FAISS import)",
         )
-        ax.plot([], [], "x", color=f"C{j}", label=f"{b:,} texts: encoder alone / add, timed apart")
-        for values, above in ((later, True), (first, False)):
+        ax.plot([], [], "x", color="grey", label="encoder alone / add, timed apart")
+        for values, dy in ((later, 8), (first, -14)):
             for x, w in zip(xs, values):
                 if not np.isnan(w):
                     ax.annotate(
                         f"{w:.3f}",
                         (x, w),
-                        xytext=(20 if j else -20, 6 if above else -13),
+                        xytext=(-16, dy),
                         textcoords="offset points",
                         ha="center",
                         fontsize=8,
                         color=f"C{j}",
                     )
-    ax.axhline(TARGET, color="crimson", ls="--", lw=1)
-    ax.text(-0.38, TARGET + 0.003, f"target {TARGET:.2f}", color="crimson", fontsize=9)
-    ax.set_xlim(-0.4, xs[-1] + 0.4)
-    ax.set_xticks(xs, [f"{n:,}" if n else "new" for n in sizes])
-    ax.set_xlabel("rows already in the collection")
-    ax.set_ylabel("share of encoder speed")
-    low = min(min(r["ratio"], r["ratio_in_add"]) for r in rows)
-    ax.set_ylim(min(0.85, low - 0.02), 1.04)
-    ax.set_title(
-        "Adding real headlines: add() against the encoder alone\n"
-        f"({max(r['round'] for r in rows) + 1} rounds, encoder and add alternating; one fresh process "
-        "per size and batch)",
+        ax.axhline(TARGET, color="crimson", ls="--", lw=1)
+        ax.text(-0.38, TARGET + 0.003, f"target {TARGET:.2f}", color="crimson", fontsize=9)
+        ax.set_xlim(-0.4, xs[-1] + 0.4)
+        ax.set_xticks(xs, [f"{n:,}" if n else "new" for n in sizes])
+        ax.set_xlabel("rows already in the collection")
+        ax.set_title(f"{b:,} texts an add", fontsize=10)
+        ax.set_ylim(min(0.85, low - 0.02), 1.04)
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    axes[0].set_ylabel("share of encoder speed")
+    fig.suptitle(
+        "Adding real headlines: add() against the encoder alone "
+        f"({max(r['round'] for r in rows) + 1} rounds, encoder and add alternating; "
+        "one fresh process per size and batch)",
         fontsize=10,
     )
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
