@@ -80,19 +80,25 @@ def _same(got: list[tuple[str, float]], ref: list[tuple[str, float]], k: int) ->
 
 @pytest.fixture
 def kwcol(home):
+    col = _corpus_collection("kw", 100, seed=0)  # four segments
+    yield col
+    col.close()
+
+
+def _corpus_collection(name: str, per_segment: int, seed: int):
+    """The demo corpus added ``per_segment`` rows a commit (a segment each), random vectors."""
     rows = _corpus()
-    col = embedsearch.open("kw")
-    rng = np.random.default_rng(0)
-    for lo in range(0, len(rows), 100):  # four segments
-        part = rows[lo : lo + 100]
+    col = embedsearch.open(name)
+    rng = np.random.default_rng(seed)
+    for lo in range(0, len(rows), per_segment):
+        part = rows[lo : lo + per_segment]
         col.add(
             [r["text"] for r in part],
             ids=[r["id"] for r in part],
             metadata=[{"topic": r["topic"], "year": r["year"]} for r in part],
             vectors=rng.normal(size=(len(part), col.dim)).astype(np.float32),
         )
-    yield col
-    col.close()
+    return col
 
 
 @pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
@@ -448,17 +454,7 @@ def kwgroups(home, monkeypatch):
     monkeypatch.setattr(grouping, "SETTLED_ROWS", 1)
     monkeypatch.setattr(grouping, "MAX_SEGMENTS", 3)
     monkeypatch.setattr(grouping, "_ends_group", lambda seg: False)
-    rows = _corpus()
-    col = embedsearch.open("kwg")
-    rng = np.random.default_rng(1)
-    for lo in range(0, len(rows), 35):
-        part = rows[lo : lo + 35]
-        col.add(
-            [r["text"] for r in part],
-            ids=[r["id"] for r in part],
-            metadata=[{"topic": r["topic"], "year": r["year"]} for r in part],
-            vectors=rng.normal(size=(len(part), col.dim)).astype(np.float32),
-        )
+    col = _corpus_collection("kwg", 35, seed=1)
     assert len(col._table.segments) == 10
     yield col
     col.close()
