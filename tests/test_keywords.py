@@ -558,3 +558,29 @@ def test_a_damaged_group_is_merged_again(kwgroups, caplog):
     assert other_store.merged_groups == 1
     assert files[1].read_bytes() == intact  # merged again as it was
     other.close()
+
+
+def test_damaged_or_crafted_members_are_rebuilt_before_a_merge(kwgroups, monkeypatch, caplog):
+    """Segments saved alone, then grouped: a member whose file is damaged or names rows
+    past its segment (checksums matching) is never merged as it is: the members are
+    built again from their texts, and the group scores as bm25s does."""
+    monkeypatch.setattr(grouping, "MAX_SEGMENTS", 100)  # no group ends yet: saved alone
+    store = bm25_store(kwgroups)
+    store.search("planets", 3)
+    folder = kwgroups.path / "derived" / DIRNAME / store.config.digest()
+    segs = kwgroups._table.segments
+    own = [folder / (Path(s.ref.file).name.split(".")[0] + ".kw") for s in segs[:3]]
+    assert all(f.exists() for f in own) and not list(folder.glob("grp-*.kw"))
+    own[0].write_bytes(_craft(own[0].read_bytes(), 1000))
+    own[2].write_bytes(_flip_every_block(own[2].read_bytes()))
+    monkeypatch.setattr(grouping, "MAX_SEGMENTS", 3)
+    other = embedsearch.open("kwg")
+    other_store = bm25_store(other)
+    with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
+        for query in QUERIES:
+            _same(other_store.search(query, 10), _reference(other, query, store.config), 10)
+    assert any("outside its segment" in r.getMessage() for r in caplog.records)
+    assert other_store.merged_groups == 3
+    assert other_store.built_segments == 3  # the first group's members, from their texts
+    assert len(list(folder.glob("grp-*.kw"))) == 3
+    other.close()

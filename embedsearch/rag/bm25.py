@@ -399,7 +399,15 @@ class BM25Store:
                 bar.update(seg.rows if fresh else 0)
             parts.append(part)
         stems = [_stem(seg) for seg in members]
-        merged = SegmentPostings.merge(parts, group.key, stems)
+        try:
+            merged = SegmentPostings.merge(parts, group.key, stems)
+        except (CorruptionError, ValueError) as exc:  # a member's saved file: build them all
+            log.warning("rebuilding the postings of %s's members: %s", group.name, exc)
+            parts = [
+                build_postings(s.texts().to_pylist(), s.ref.sha256, self.config) for s in members
+            ]
+            built += len(members)
+            merged = SegmentPostings.merge(parts, group.key, stems)
         self.merged_groups += 1
         try:
             durable.write_file(self.col.path, rel, merged.to_bytes(), create_dirs=True)

@@ -131,7 +131,11 @@ class SegmentPostings:
         follow those of the parts before it. Terms are united by their bytes (Arrow's
         dictionary encoding) and hashed anew; each part's runs are copied to their place in
         the merged runs, in part order, so rows stay ascending within a term. Reads every
-        part's postings (checking every block)."""
+        part's postings (checking every block, and every row against its part's end).
+
+        Raises:
+            CorruptionError: a part's file is damaged or names rows outside its part.
+        """
         import pyarrow as pa  # noqa: PLC0415 - only merges need it
 
         texts = [
@@ -164,6 +168,8 @@ class SegmentPostings:
         offset = 0
         for part, r, n in zip(parts, remap, lengths):
             src = part.all_pairs()
+            if src.size and int(src[:, 0].max()) >= part.rows:  # crafted: never merged
+                raise part.damaged("names a row outside its segment")
             dest = np.repeat(cursor[r] - part.indptr[:-1], n) + np.arange(src.shape[0])
             pairs[dest, 0] = src[:, 0] + np.uint32(offset)
             pairs[dest, 1] = src[:, 1]

@@ -82,7 +82,7 @@ def top_k(
     position) leaves out the documents a filter does not pass."""
     weight = weighting.weight
     terms = [t for t, r in enumerate(runs) if r is not None and r.rows.size]
-    if not terms or k <= 0:
+    if not terms or k <= 0 or not spans:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     terms.sort(key=lambda t: float(weight[t]))  # lightest first
     bound = {t: float(weight[t]) * (1 + _SLACK) for t in terms}
