@@ -554,10 +554,11 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                     tombs.append(store.write_tombstones(self.path, replaced))
                 segments = [open_segment(self.path, r, self.dim, verified=True) for r in written]
                 trained, saved = self._first_training(table, segments)
-                ahead = None  # the rows' index codes, encoded beside the commit
+                new_rows = None  # the rows as written, and their index codes (encoded
+                codes = None  # beside the commit)
                 if trained is None and fresh:
-                    rows = fresh[0] if len(fresh) == 1 else np.concatenate(fresh)
-                    ahead = (rows, beside(self._index.codes_ahead, rows))
+                    new_rows = fresh[0] if len(fresh) == 1 else np.concatenate(fresh)
+                    codes = beside(self._index.codes_ahead, new_rows)
                 manifest = self._manifest.replace(
                     segments=self._manifest.segments + tuple(written),
                     tombstones=self._manifest.tombstones + tuple(tombs),
@@ -583,7 +584,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 table.kill(replaced)
                 self._manifest = manifest
                 if trained is None:
-                    self._index_add_committed(fresh, ahead)
+                    self._index_add_committed(new_rows, codes)
                 else:
                     self._index, self._index_file_ok = trained, True
             if trained is None:
@@ -671,17 +672,15 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         return True  # a new index: save it whatever the saved one holds
 
     def _index_add_committed(
-        self,
-        fresh: list[np.ndarray] | None = None,
-        ahead: tuple[np.ndarray, Future[Ahead | None]] | None = None,
+        self, new_rows: np.ndarray | None = None, codes: Future[Ahead | None] | None = None
     ) -> None:
         """Index rows that a commit just made live (caller holds the write lock).
 
-        ``fresh``: the vectors of the rows this write appended, as written. When the index
-        held every row before them, it takes them from memory instead of reading them back
-        from the segments just written (a copy of each row out of the page cache: 2.4 s of
-        a 55 s build of 1M rows in 50k-row adds). ``ahead``: those rows, joined, and their
-        codes being encoded beside the commit (:meth:`VectorIndex.codes_ahead`).
+        ``new_rows``: the vectors of the rows this write appended, as written. When the
+        index held every row before them, it takes them from memory instead of reading them
+        back from the segments just written (a copy of each row out of the page cache: 2.4 s
+        of a 55 s build of 1M rows in 50k-row adds). ``codes``: their index codes being
+        encoded beside the commit (:meth:`VectorIndex.codes_ahead`).
 
         The commit has happened, so a failure here must not fail the write: the index is
         derived data, and exact search stands in for one that cannot take the rows.
@@ -691,16 +690,13 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             # A saved index not read yet counts the rows it will hold once read (see
             # VectorIndex.defer): add() reads it, or encodes the rows without it.
             start = self._index.ntotal
-            new: Any = None
-            codes = None
-            if fresh and start + sum(len(f) for f in fresh) == vectors.shape[0]:
-                if ahead is not None:
-                    new = ahead[0]
-                    with contextlib.suppress(Exception):  # then encoded by the add itself
-                        codes = ahead[1].result()
-                else:
-                    new = fresh[0] if len(fresh) == 1 else np.concatenate(fresh)
-            self._index.add(vectors[start:] if new is None else new, vectors, codes)
+            ahead = None
+            if new_rows is None or start + len(new_rows) != vectors.shape[0]:
+                new_rows = vectors[start:]
+            elif codes is not None:
+                with contextlib.suppress(Exception):  # then encoded by the add itself
+                    ahead = codes.result()
+            self._index.add(new_rows, vectors, ahead)
         except Exception as exc:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text
             self._index = exact_fallback(self._index.spec, self.dim, vectors, exc)
 

@@ -945,14 +945,18 @@ class VectorIndex:
         the FAISS index that computed them (None where an add would not encode them so).
         A writer has this done beside its commit: at 5M rows it is 25 ms of a 1,000-row
         add. Safe beside searches (encoding only reads the trained quantizers)."""
-        with self._pending_lock:
-            deferred = self._pending is not None
-            ivf = self._header_ivf() if deferred and self._header_from is not None else None
-        if not deferred:
-            ivf = self._tail_ivf()
+        ivf = self._adding_ivf()
         if ivf is None:
             return None
         return ivf, [codes for _, codes in self._encoded(ivf, vectors)]
+
+    def _adding_ivf(self) -> Any:
+        """The FAISS IVF index the next :meth:`add` encodes rows with (a saved index not
+        read yet: its training, read here once), or None where add does not encode so."""
+        with self._pending_lock:
+            if self._pending is not None:
+                return self._header_ivf() if self._header_from is not None else None
+        return self._tail_ivf()
 
     def prepare_add(self) -> None:
         """Ready what the next :meth:`add` reads first: FAISS itself and, for a saved index
@@ -960,9 +964,8 @@ class VectorIndex:
         beside the model's embedding: a process's first add at 5M rows otherwise waits
         ~0.08 s for it. Safe beside searches and adds (it takes their lock); failures are
         left to the add itself, which says what went wrong."""
-        with contextlib.suppress(Exception), self._pending_lock:
-            if self._pending is not None and self._header_from is not None:
-                self._header_ivf()
+        with contextlib.suppress(Exception):
+            self._adding_ivf()
 
     def _codes_end(self) -> int | None:
         """The position after the last row whose codes are kept (None: none are kept)."""

@@ -291,6 +291,7 @@ class BM25Store:
         self._stem = _stemmer(self.config.stemmer)
         self._stem_lock = threading.Lock()
         self._digest = self.config.digest()  # names the postings folder
+        self._dir = Path("derived", DIRNAME, self._digest)  # that folder, in the collection
         self._stats: _Lengths | None = None  # for one table state
         #: Seconds the last query that built postings spent on it (None: none built here).
         self.last_build_s: float | None = None
@@ -303,7 +304,7 @@ class BM25Store:
     @property
     def root(self) -> Path:
         """The folder of this store's postings files."""
-        return Path(self.col.path) / "derived" / DIRNAME / self._digest
+        return Path(self.col.path) / self._dir
 
     def query_terms(self, query: str) -> Counter[str]:
         """The query's analysed terms, each with its number of occurrences."""
@@ -380,15 +381,11 @@ class BM25Store:
     def _materialise(self, group: Group, segments: list[Segment], bar: Any) -> int:
         """Read group ``group``'s file, or merge its members' postings (read or built) into
         one, save it and drop the members' own files. Returns the segments built."""
-        rel = Path("derived", DIRNAME, self._digest, group.name)
-        try:
-            fd = durable.open_fd(self.col.path, rel)
-            self._groups[group.name] = SegmentPostings.open(fd, group.key, group.rows, str(rel))
+        rel = self._dir / group.name
+        saved = self._open_saved(rel, group.key, group.rows)
+        if saved is not None:
+            self._groups[group.name] = saved
             return 0
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, EmbedSearchError) as exc:  # derived: merge it again
-            log.warning("keyword postings %s unusable (%s); merging again", rel, exc)
         members = segments[group.first : group.end]
         parts, built = [], 0
         for seg in members:
@@ -403,19 +400,12 @@ class BM25Store:
             merged = SegmentPostings.merge(parts, group.key, stems)
         except (CorruptionError, ValueError) as exc:  # a member's saved file: build them all
             log.warning("rebuilding the postings of %s's members: %s", group.name, exc)
-            parts = [
-                build_postings(s.texts().to_pylist(), s.ref.sha256, self.config) for s in members
-            ]
+            parts = [self._build(s) for s in members]
             built += len(members)
             merged = SegmentPostings.merge(parts, group.key, stems)
         self.merged_groups += 1
-        try:
-            durable.write_file(self.col.path, rel, merged.to_bytes(), create_dirs=True)
-            fd = durable.open_fd(self.col.path, rel)
-            self._groups[group.name] = SegmentPostings.open(fd, group.key, group.rows, str(rel))
-        except (OSError, ValueError, EmbedSearchError) as exc:  # read-only, links: in memory
-            log.warning("cannot save keyword postings %s (%s)", rel, exc)
-            self._groups[group.name] = merged
+        self._groups[group.name] = self._save(rel, merged)
+        if self._groups[group.name] is merged:  # not saved: the members keep their files
             return built
         for seg in members:  # the group holds them now
             self._drop(seg.ref.file)
@@ -453,7 +443,7 @@ class BM25Store:
     ) -> int:
         """Rows of ``groups`` and ``singles`` that no saved file holds (one listing)."""
         try:
-            saved = set(durable.list_files(self.col.path, Path("derived", DIRNAME, self._digest)))
+            saved = set(durable.list_files(self.col.path, self._dir))
         except (OSError, EmbedSearchError):
             saved = set()
         todo = list(singles)
@@ -490,7 +480,7 @@ class BM25Store:
         stem = _stem(seg)
         if not _FILE_RE.fullmatch(f"{stem}.kw"):
             return None  # not a name this layout can keep: held in memory only
-        return Path("derived", DIRNAME, self._digest, f"{stem}.kw")
+        return self._dir / f"{stem}.kw"
 
     def _load_or_build(self, seg: Segment, save: bool = True) -> tuple[SegmentPostings, int]:
         """The segment's saved postings, or new ones built, saved and read back from the
@@ -498,25 +488,41 @@ class BM25Store:
         1 if built)``; a file that cannot be saved (or ``save=False``: a group's member,
         merged next) leaves them in memory."""
         rel = self._rel(seg)
-        source, rows = seg.ref.sha256, seg.ref.rows
         if rel is not None:
-            try:
-                fd = durable.open_fd(self.col.path, rel)
-                return SegmentPostings.open(fd, source, rows, str(rel)), 0
-            except FileNotFoundError:
-                pass
-            except (OSError, ValueError, EmbedSearchError) as exc:  # derived: rebuild
-                log.warning("keyword postings %s unusable (%s); rebuilding", rel, exc)
-        built = build_postings(seg.texts().to_pylist(), source, self.config)
+            saved = self._open_saved(rel, seg.ref.sha256, seg.ref.rows)
+            if saved is not None:
+                return saved, 0
+        built = self._build(seg)
         if rel is None or not save:
             return built, 1
+        return self._save(rel, built), 1
+
+    def _build(self, seg: Segment) -> SegmentPostings:
+        """Segment ``seg``'s postings analysed from its texts (in memory)."""
+        return build_postings(seg.texts().to_pylist(), seg.ref.sha256, self.config)
+
+    def _open_saved(self, rel: Path, source: str, rows: int) -> SegmentPostings | None:
+        """The postings saved at ``rel`` for ``source`` (its ``rows``), or None where there
+        are none or they cannot be used (derived data: the caller builds them again)."""
+        try:
+            fd = durable.open_fd(self.col.path, rel)
+            return SegmentPostings.open(fd, source, rows, str(rel))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EmbedSearchError) as exc:
+            log.warning("keyword postings %s unusable (%s); building them again", rel, exc)
+            return None
+
+    def _save(self, rel: Path, built: SegmentPostings) -> SegmentPostings:
+        """``built`` saved at ``rel`` and read back from the file (so they are read as saved
+        ones are); ``built`` itself where the file cannot be written (read-only, links)."""
         try:
             durable.write_file(self.col.path, rel, built.to_bytes(), create_dirs=True)
             fd = durable.open_fd(self.col.path, rel)
-            return SegmentPostings.open(fd, source, rows, str(rel)), 1
-        except (OSError, ValueError, EmbedSearchError) as exc:  # read-only, links: in memory
+            return SegmentPostings.open(fd, built.source, built.rows, str(rel))
+        except (OSError, ValueError, EmbedSearchError) as exc:
             log.warning("cannot save keyword postings %s (%s)", rel, exc)
-            return built, 1
+            return built
 
     def _prune(self) -> None:
         """Remove saved postings that no segment on disk needs, and the folders of older
@@ -526,7 +532,7 @@ class BM25Store:
         member's; a segment's own file also goes once a whole group holds it. A segment
         merged or compacted away stays on disk while a kept version names it, and so do its
         postings: a handle open at that version reads them instead of building."""
-        rel = Path("derived", DIRNAME, self._digest)
+        rel = self._dir
         try:
             present = {n.split(".")[0] for n in durable.list_files(self.col.path, "segments")}
             stale = time.time_ns() - int(STALE_TMP_S * 1e9)
@@ -616,7 +622,7 @@ class BM25Store:
         if name in self._groups:
             self._groups.pop(name).close()
             with contextlib.suppress(FileNotFoundError, OSError, EmbedSearchError):
-                durable.unlink(self.col.path, Path("derived", DIRNAME, self._digest, name))
+                durable.unlink(self.col.path, self._dir / name)
             return
         self._drop(name)
         seg = next((s for s in self._current_segments() if s.ref.file == name), None)
