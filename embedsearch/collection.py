@@ -438,10 +438,11 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
     def upgrade(self) -> dict[str, int]:
         """Bring every segment to the current format; nothing else changes.
 
-        Format-1 (Parquet) segments are rewritten; format-2 and -3 segments get what they
-        lack of their id index (format 3: their ids hashed once) and row checksums (format
-        4: each vector row checked by its block checksum, then checksummed); the rows are
-        untouched. Row positions, tombstones and
+        Format-1 (Parquet) segments are rewritten; format-2 to -6 segments get what they
+        lack of their id index (format 3: their ids hashed once), row checksums (format 4:
+        each vector row checked by its block checksum, then checksummed), typed column
+        layout (format 5) and Arrow block checksums (format 7: summed once the whole file's
+        checksum holds); the rows are untouched. Row positions, tombstones and
         the saved index stay valid (rows keep their order), so no index is rebuilt. Writes
         do this by themselves first; ``embedsearch upgrade NAME`` does it ahead of time.
 
@@ -461,7 +462,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         try:
             for start, seg, ref in zip(table.segment_starts(), table.segments, manifest.segments):
                 if not ref.legacy:
-                    if ref.ids is None or ref.lacks_row_crcs or ref.lacks_columns:  # formats 2-4
+                    if ref.lacks_derived:  # formats 2-6
                         new = _add_derived(self.path, ref, seg)
                         written += sorted(set(new.files()) - set(ref.files()))
                         ref = new

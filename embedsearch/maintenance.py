@@ -48,14 +48,20 @@ from .manifest import (
     Manifest,
     SegmentRef,
 )
-from .segment import verify_columns, verify_crcs, verify_ids, verify_segment
+from .segment import verify_blocks, verify_columns, verify_crcs, verify_ids, verify_segment
 
 Severity = Literal["error", "warning"]
 
 #: A segment's derived parts (manifest key, check against the verified segment): damaged,
 #: they are dropped without losing a row, and the next write rebuilds them. The id index
-#: and row checksums are files; the typed column layout (format 5) is in the manifest only.
-_DERIVED = (("ids", verify_ids), ("crcs", verify_crcs), ("columns", verify_columns))
+#: and row checksums are files; the typed column layout (format 5) and the Arrow block
+#: checksums (format 7) are in the manifest only.
+_DERIVED = (
+    ("ids", verify_ids),
+    ("crcs", verify_crcs),
+    ("columns", verify_columns),
+    ("blocks", verify_blocks),
+)
 
 QUARANTINE_DIR = "quarantine"
 # The only file names a manifest may contain: anything else (``../x``, absolute paths) is
@@ -296,7 +302,7 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
                 if hasattr(part, "file"):  # the id index or the row checksums
                     file = part.file
                     kind = _classify(root, store.FileRef(part.file, 0, part.sha256, 0))[0]
-                else:  # the column layout: in the manifest entry, no file of its own
+                else:  # the column layout or block checksums: in the manifest entry only
                     file, kind = ref.file, "layout"
                 report.add(
                     "error",
@@ -342,6 +348,15 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             f"{len(no_layout)} segment(s) without a typed column layout (formats 2-4: a "
             "process checksums a whole segment file before its first filter reads a "
             "column); run `embedsearch upgrade` (or write to the collection) to add them",
+        )
+    if no_blocks := [s for s in manifest.segments if s.lacks_blocks]:
+        report.add(
+            "warning",
+            store.MANIFEST,
+            "format",
+            f"{len(no_blocks)} segment(s) without block checksums (formats 2-6: a process "
+            "checksums a whole segment file before it first reads a hit's text from it); run "
+            "`embedsearch upgrade` (or write to the collection) to add them",
         )
 
     live = np.ones(len(ids), dtype=bool)

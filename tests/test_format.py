@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from v1_format import downgrade, rewrite_manifest, to_format_2, to_format_3, to_format_4
+from v1_format import (
+    downgrade,
+    rewrite_manifest,
+    to_format_2,
+    to_format_3,
+    to_format_4,
+    to_format_6,
+)
 
 import embedsearch
 from embedsearch import manifest as manifest_mod
@@ -257,7 +264,7 @@ def test_manifest_and_version_records_are_json_a_segment_a_line(
     body = json.loads(raw)
     assert store.read_manifest(path).checksum == body["checksum"]
     lines = raw.decode().splitlines()
-    seg_lines = [line for line in lines if line.startswith('  {"bytes"')]
+    seg_lines = [line for line in lines if line.startswith('  {"blocks"')]
     assert len(seg_lines) == len(body["segments"]) == 3
     assert [json.loads(line.rstrip(",")) for line in seg_lines] == body["segments"]
     from embedsearch import versions
@@ -265,7 +272,7 @@ def test_manifest_and_version_records_are_json_a_segment_a_line(
     record = versions.record_path(path, body["generation"])
     rec_lines = record.read_text().splitlines()
     assert json.loads(record.read_text())["manifest"] == body
-    assert sum(line.startswith('   {"bytes"') for line in rec_lines) == 3
+    assert sum(line.startswith('   {"blocks"') for line in rec_lines) == 3
 
 
 def test_segments_keep_the_checksum_blocks_they_were_written_with(
@@ -384,7 +391,9 @@ def test_format_2_collection_opens_and_gets_its_id_indexes_on_upgrade(
     assert not list((path / "segments").glob("*.ids"))
     assert _answers(path, queries) == want  # ids hashed on first look-up, as format 2 did
     report = verify(path)
-    assert report.ok and [p.kind for p in report.warnings] == ["format"] * 3  # ids, rows, layout
+    assert (
+        report.ok and [p.kind for p in report.warnings] == ["format"] * 4
+    )  # ids, rows, layout, blocks
     assert "without an id index" in report.warnings[0].detail
     assert "without row checksums" in report.warnings[1].detail
 
@@ -884,3 +893,126 @@ def test_a_hostile_column_layout_is_refused_when_the_manifest_is_read(
     rewrite_manifest(path, damage)
     with pytest.raises(CorruptionError, match=refusal):
         embedsearch.open(path)
+
+
+# ----------------------------------------------------------------------------- block checksums
+def test_format_6_collection_gets_its_block_checksums_on_upgrade(
+    ivf_template: Path, tmp_path: Path, demo_vectors: Any, capsys: pytest.CaptureFixture
+) -> None:
+    """Format 7 records the CRC-32 of each block of a segment's Arrow file: a format-6
+    collection reads as before (a segment's first read checksums its whole file), and the
+    upgrade adds the block checksums without writing a file or touching a row."""
+    path, queries, want, index_file = _older(ivf_template, tmp_path, demo_vectors, to_format_6)
+    assert _answers(path, queries) == want
+    report = verify(path)
+    assert report.ok and [p.kind for p in report.warnings] == ["format"]
+    assert "without block checksums" in report.warnings[0].detail
+    col = embedsearch.open(path)
+    col.get([want["ids"][0]])
+    assert col._table.segments[0]._verified_arrow  # no blocks: the whole file was checked
+    col.close()
+    files = sorted(p.name for p in (path / "segments").iterdir())
+
+    assert cli_main(["upgrade", str(path)]) == 0
+    n = len(store.read_manifest(path).segments)
+    assert f"{n} segment(s)" in capsys.readouterr().out
+    manifest = store.read_manifest(path)
+    assert manifest.format_version == store.FORMAT_VERSION == 7 and not manifest.needs_upgrade
+    assert manifest.index.file == index_file, "rows untouched: the saved index stays valid"
+    assert sorted(p.name for p in (path / "segments").iterdir()) == files  # no file written
+    assert all(s.blocks is not None for s in manifest.segments)
+    assert _answers(path, queries) == want
+    assert verify(path).problems == []
+
+
+def _long_text_collection(path: Path, rows: int = 600) -> tuple[list[str], list[str]]:
+    """One segment of ``rows`` rows of ~300-character texts (ids, texts)."""
+    rng = np.random.default_rng(7)
+    words = ["latent", "vector", "river", "quartz", "meadow", "signal", "harbor", "ember"]
+    ids = [f"d{i}" for i in range(rows)]
+    texts = [f"row {i}: " + " ".join(rng.choice(words, 45)) for i in range(rows)]
+    col = embedsearch.open(path)
+    vecs = rng.standard_normal((rows, col.dim)).astype(np.float32)
+    col.add(texts, ids=ids, metadata=[{"n": i} for i in range(rows)], vectors=vecs)
+    col.close()
+    return ids, texts
+
+
+def test_a_read_checks_only_the_blocks_it_reads_and_finds_damage_where_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh process reading one hit checks the blocks of the Arrow file's header, footer
+    and that row's id, text and metadata, not the whole file; a damaged byte in another
+    row's text stops the read of that row (naming the file and bytes), not the others, and
+    ``verify`` reports it."""
+    from embedsearch import segment as segment_mod
+
+    monkeypatch.setattr(segment_mod, "ARROW_BLOCK_BYTES", 4096)
+    path = tmp_path / "c"
+    ids, texts = _long_text_collection(path)
+    ref = store.read_manifest(path).segments[0]
+    assert ref.blocks is not None and ref.blocks.block_bytes == 4096
+    blocks = -(-ref.bytes // 4096)
+    assert blocks > 40
+
+    col = embedsearch.open(path)
+    [doc] = col.get(["d5"])
+    assert (doc.text, doc.metadata) == (texts[5], {"n": 5})
+    seg = col._table.segments[0]
+    assert not seg._verified_arrow and 3 <= seg._arrow_ok.sum() <= 12  # header, footer, row 5
+    col.close()
+
+    raw = bytearray((path / ref.file).read_bytes())
+    at = raw.find(texts[500].encode())
+    assert at > 0
+    raw[at + 20] ^= 0x20  # a letter's case flipped inside row 500's text
+    (path / ref.file).write_bytes(bytes(raw))
+    col = embedsearch.open(path)
+    assert [d.text for d in col.get(["d5", "d7"])] == [texts[5], texts[7]]
+    block = (at + 20) // 4096
+    with pytest.raises(CorruptionError, match=rf"fails its checksum at bytes {block * 4096}–"):
+        col.get(["d500"])
+    assert [d.text for d in col.get(["d6"])] == [texts[6]]  # other rows still read
+    col.close()
+    report = verify(path)
+    assert not report.ok and [p.file for p in report.problems] == [ref.file]
+
+
+def test_block_checksums_that_disagree_with_the_file_are_refused_and_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest whose block checksum does not match its (intact) block stops the reads
+    of that block; ``verify`` reports the block checksums, ``repair`` drops them without
+    losing a row (reads then check the whole file), and the next write records them."""
+    from embedsearch import segment as segment_mod
+
+    monkeypatch.setattr(segment_mod, "ARROW_BLOCK_BYTES", 4096)
+    path = tmp_path / "c"
+    ids, texts = _long_text_collection(path)
+    ref = store.read_manifest(path).segments[0]
+    text_block = (path / ref.file).read_bytes().find(texts[300].encode()) // 4096
+
+    def damage(obj: dict) -> None:
+        blocks = obj["segments"][0]["blocks"]
+        crc = blocks["crc32"]
+        i = 8 * text_block
+        blocks["crc32"] = crc[:i] + f"{int(crc[i : i + 8], 16) ^ 1:08x}" + crc[i + 8 :]
+
+    rewrite_manifest(path, damage)
+    col = embedsearch.open(path)
+    assert col.get(["d0"])[0].text == texts[0]
+    with pytest.raises(CorruptionError, match="fails its checksum at bytes"):
+        [d.text for d in col.get(ids)]
+    col.close()
+    report = verify(path)
+    assert [(p.kind, "block checksums" in p.detail) for p in report.problems] == [("layout", True)]
+
+    fixed = repair(path)
+    assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
+    assert store.read_manifest(path).segments[0].blocks is None
+    col = embedsearch.open(path)
+    assert [d.text for d in col.get(ids)] == texts
+    col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
+    col.close()
+    assert not store.read_manifest(path).needs_upgrade  # the next write recorded them again
+    assert verify(path).problems == []

@@ -474,6 +474,11 @@ def _rewrite_with_matching_checksum(path: Path, rel: str, new: bytes) -> None:
                 ref["bytes"] = len(new)
                 if "crc32" in ref:  # format 2: the read path's checksum too
                     ref["crc32"] = f"{zlib.crc32(new):08x}"
+                if "blocks" in ref:  # format 7: and its blocks'
+                    step = ref["blocks"]["block_bytes"]
+                    ref["blocks"]["crc32"] = "".join(
+                        f"{zlib.crc32(new[i : i + step]):08x}" for i in range(0, len(new), step)
+                    )
     idx = m["index"].get("file")
     if idx and idx["file"] == rel:
         idx["sha256"], idx["bytes"] = hashlib.sha256(new).hexdigest(), len(new)

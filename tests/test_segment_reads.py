@@ -110,9 +110,6 @@ def test_a_crafted_arrow_file_with_a_valid_checksum_is_refused_on_a_small_read(
     and string first (that read every page): each value read is bounds-checked and decoded,
     so a file whose checksum holds but whose offsets or UTF-8 do not is still refused, by
     small reads and by the whole-column reads alike."""
-    import dataclasses
-
-    from embedsearch.checksums import crc32
 
     seg, _, texts, *_ = _segment(tmp_path)
     arr = seg._parsed_batch().column(1)  # texts
@@ -129,8 +126,7 @@ def test_a_crafted_arrow_file_with_a_valid_checksum_is_refused_on_a_small_read(
     else:
         raw[data.address - base + lo] = 0xFF  # not a UTF-8 lead byte
     path.write_bytes(bytes(raw))
-    ref = dataclasses.replace(seg.ref, crc32=f"{crc32(bytes(raw)):08x}")  # a valid checksum
-    fresh = MappedSegment(tmp_path, ref, DIM)
+    fresh = MappedSegment(tmp_path, _resigned(seg.ref, raw), DIM)  # valid checksums
     assert fresh.strings(1, np.array([100])) == [texts[100]]  # other rows still read
     with pytest.raises(CorruptionError, match=seg.ref.file.split("/")[-1]):
         fresh.strings(1, np.array([row]))
@@ -167,8 +163,21 @@ def _crafted(
             lo, hi = c.span
             typed.append(dataclasses.replace(c, crc32=f"{crc32(bytes(raw[lo:hi])):08x}"))
         layout = dataclasses.replace(layout, typed=tuple(typed))
-    ref = dataclasses.replace(seg.ref, crc32=f"{crc32(bytes(raw)):08x}", columns=layout)
+    ref = dataclasses.replace(_resigned(seg.ref, raw), columns=layout)
     return MappedSegment(tmp_path, ref, DIM)
+
+
+def _resigned(ref, raw: bytearray):
+    """``ref`` with the checksums of the Arrow file ``raw`` (crafted): its CRC-32 and its
+    blocks' (format 7), so that only the reader's validation can refuse it."""
+    import dataclasses
+
+    from embedsearch.checksums import chunk_crcs, crc32
+
+    assert ref.blocks is not None
+    step = ref.blocks.block_bytes
+    blocks = dataclasses.replace(ref.blocks, crc32=chunk_crcs(bytes(raw), step))
+    return dataclasses.replace(ref, crc32=f"{crc32(bytes(raw)):08x}", blocks=blocks)
 
 
 def _typed_segment(tmp_path: Path) -> tuple[MappedSegment, list[dict]]:

@@ -146,19 +146,25 @@ def rewrite_manifest(root: Path, change: Callable[[dict[str, Any]], None]) -> No
     (root / store.MANIFEST).write_text(json.dumps(obj, indent=1, sort_keys=True))
 
 
+def to_format_6(root: Path) -> None:
+    """Rewrite the collection at ``root`` as format 6 wrote it, in place: no segment entry
+    holds its Arrow file's block checksums (no file changes)."""
+    _strip(root, ("blocks",), 6)
+
+
 def to_format_4(root: Path) -> None:
     """Rewrite the collection at ``root`` as format 4 wrote it, in place: no segment entry
-    holds its typed column layout (no file changes)."""
-    _strip(root, ("columns",), 4)
+    holds its typed column layout or block checksums (no file changes)."""
+    _strip(root, ("columns", "blocks"), 4)
 
 
 def to_format_3(root: Path) -> None:
     """Rewrite the collection at ``root`` as format 3 wrote it, in place: no segment names
     row checksums (the ``.crc`` files are gone) or holds a column layout."""
-    _strip(root, ("crcs", "columns"), 3)
+    _strip(root, ("crcs", "columns", "blocks"), 3)
 
 
 def to_format_2(root: Path) -> None:
     """Rewrite the collection at ``root`` as format 2 wrote it, in place: no id indexes
     (``.ids``), no row checksums (``.crc``), no column layouts."""
-    _strip(root, ("ids", "crcs", "columns"), 2)
+    _strip(root, ("ids", "crcs", "columns", "blocks"), 2)
