@@ -484,3 +484,42 @@ def test_a_write_looks_its_ids_up_beside_the_model(home, encoder, monkeypatch):
     monkeypatch.setattr(Table, "lookup", real_lookup)
     assert sorted(col.ids()) == ["a", "b"] and len(col) == 2
     col.close()
+
+
+def test_ahead_runs_a_few_calls_ahead_and_hands_each_result_once() -> None:
+    """concurrency.Ahead (pure plumbing, real threads): every planned item's result comes
+    back by its key, computed on the pool at most ``workers`` ahead of the taker; an item
+    not planned is computed in the taker's thread; an error comes out of ``take``; leaving
+    the block leaves no thread running."""
+    from embedsearch.concurrency import Ahead
+
+    lock = threading.Lock()
+    running, most, threads = 0, 0, set()
+
+    def work(x: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        time.sleep(0.01)
+        with lock:
+            running -= 1
+        if x == 13:
+            raise ValueError("thirteen")
+        return x * x
+
+    with Ahead(work, list(range(12)), lambda x: x, 3) as ahead:
+        time.sleep(0.1)
+        assert len(ahead._pending) == 3  # no more than 3 ahead of the taker
+        assert [ahead.take(x) for x in range(12)] == [x * x for x in range(12)]
+        assert ahead.take(5) == 25  # taken twice: computed again, here
+        assert ahead.take(99) == 99 * 99  # not planned
+    assert most <= 3 and any(n.startswith("embedsearch-ahead") for n in threads)
+    with Ahead(work, [1, 13, 2], lambda x: x, 2) as ahead:
+        assert ahead.take(1) == 1
+        with pytest.raises(ValueError, match="thirteen"):
+            ahead.take(13)
+    assert not [t for t in threading.enumerate() if t.name.startswith("embedsearch-ahead")]
+    with Ahead(work, [1, 2], lambda x: x, 1) as ahead:  # one worker: nothing ahead
+        assert ahead._pool is None and ahead.take(2) == 4

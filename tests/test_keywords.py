@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -584,3 +585,26 @@ def test_damaged_or_crafted_members_are_rebuilt_before_a_merge(kwgroups, monkeyp
     assert other_store.built_segments == 3  # the first group's members, from their texts
     assert len(list(folder.glob("grp-*.kw"))) == 3
     other.close()
+
+
+def test_a_first_query_analyses_its_segments_on_a_few_threads(kwcol, monkeypatch):
+    """The segments a first keyword query builds are analysed ahead of their turn on a
+    small pool (concurrency.Ahead): each once, the scores those of bm25s."""
+    import embedsearch.rag.bm25 as bm25_module
+
+    monkeypatch.setattr(bm25_module, "cpus", lambda: 2)
+    seen: list[str] = []
+    real = bm25_module.build_postings
+
+    def recording(texts, source, config):
+        seen.append(threading.current_thread().name)
+        return real(texts, source, config)
+
+    monkeypatch.setattr(bm25_module, "build_postings", recording)
+    config = BM25Config(k1=1.3, b=0.7)  # postings of their own: built by this store
+    store = type(bm25_store(kwcol))(kwcol, config)
+    for q in QUERIES[:5]:
+        _same(store.search(q, 10), _reference(kwcol, q, config), 10)
+    assert store.built_segments == len(kwcol._table.segments) == len(seen) == 4
+    assert sum(name.startswith("embedsearch-ahead") for name in seen) >= 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("embedsearch-ahead")]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -50,7 +49,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 import numpy as np
 
 from .. import durable
-from ..arrays import numbers, strings
+from ..arrays import numbers
+from ..concurrency import Ahead, cpus
 from ..errors import CorruptionError, EmbedSearchError
 from ..filters import column_mask
 from ..idhash import hash_strings
@@ -60,8 +60,11 @@ from .grouping import Group
 from .grouping import plan as group_plan
 from .postings import SegmentPostings
 from .scoring import Run, Weighting, batches, top_k
+from .tokens import TOKEN, token_rows
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ..base import CollectionBase
     from ..segment import Segment
     from ..table import Table
@@ -131,10 +134,11 @@ def _bm25s() -> Any:
     return bm25s
 
 
+#: Segments analysed at once by a first keyword query (each holds its tokens in memory:
+#: ~150 MB at its peak for 50,000 abstracts).
+MAX_BUILDERS = 4
 #: The analysis below, numbered: a change builds new postings (see :meth:`BM25Config.digest`).
 ANALYSIS = 1
-#: bm25s's token pattern (scikit-learn's): runs of two or more word characters.
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")
 #: bm25s's English stop words (its ``STOPWORDS_EN``, Lucene's list), kept here so that a
 #: keyword query does not import bm25s: that import (scipy.sparse) was 0.19 s of the first
 #: query of a process. A test holds the two lists equal.
@@ -201,24 +205,25 @@ def _stemmer(name: str | None) -> Any:
 def analyse(text: str, stop: frozenset[str], stemmer: Any) -> list[str]:
     """The terms of ``text`` as bm25s's ``tokenize`` gives them: lower-cased, split by its
     pattern, stop words dropped, stemmed (one call over the text's tokens)."""
-    tokens = [t for t in _TOKEN.findall(text.lower()) if t not in stop]
+    tokens = [t for t in TOKEN.findall(text.lower()) if t not in stop]
     return stemmer.stemWords(tokens) if stemmer is not None and tokens else tokens
 
 
-def build_postings(texts: list[str], source: str, config: BM25Config) -> SegmentPostings:
-    """Analyse ``texts`` (one segment's rows, in order) into their postings.
+def build_postings(
+    texts: pa.Array | Sequence[str], source: str, config: BM25Config
+) -> SegmentPostings:
+    """Analyse ``texts`` (one segment's rows, in order; an Arrow string array or strings)
+    into their postings.
 
-    :func:`analyse`'s steps, with the per-token Python work done once per distinct token:
-    the tokens of all rows are dictionary-encoded at once in Arrow, and stop words and stems
-    are looked up once per distinct token. 1.2-1.36 -> 1.0-1.1 s for a segment of 50,000
-    abstracts and headlines (1.3M postings) against bm25s's ``tokenize``."""
-    split = _TOKEN.findall
-    tokens = [split(t.lower()) for t in texts]
-    lens = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-    # (the arrays helpers: pa.array and to_numpy would import pandas, 0.4 s of a cold call)
-    encoded = strings(list(itertools.chain.from_iterable(tokens))).dictionary_encode()
+    :func:`analyse`'s steps over whole arrays: the tokens of all rows at once
+    (:func:`~embedsearch.rag.tokens.token_rows`), dictionary-encoded in Arrow, stop words
+    and stems looked up once per distinct token. For 50,000 abstracts (2.4M tokens): 2.6 s
+    when each text was split by the regular expression and each token was a Python string,
+    1.1-1.5 s now."""
+    tokens, rows = token_rows(texts)
+    encoded = tokens.dictionary_encode()
     distinct = encoded.dictionary.to_pylist()
-    idx = numbers(encoded.indices)
+    idx = numbers(encoded.indices).astype(np.int64, copy=False)  # (none: a float array)
     stop = _stopwords(config.stopwords)
     kept = [w for w in distinct if w not in stop]
     stemmer = _stemmer(config.stemmer)
@@ -227,7 +232,6 @@ def build_postings(texts: list[str], source: str, config: BM25Config) -> Segment
     term_of = dict(zip(vocab, range(len(vocab))))
     to_term = np.full(len(distinct), -1, dtype=np.int64)
     to_term[[i for i, w in enumerate(distinct) if w not in stop]] = [term_of[x] for x in stems]
-    rows = np.repeat(np.arange(len(texts), dtype=np.int64), lens)
     terms = to_term[idx]
     keep = terms >= 0
     return SegmentPostings.from_pairs(source, terms[keep], rows[keep], vocab, len(texts))
@@ -250,6 +254,10 @@ class _Unit(NamedTuple):
     start: int
     postings: SegmentPostings
     name: str
+
+
+def _file(seg: Segment) -> str:
+    return seg.ref.file
 
 
 def _stem(seg: Segment) -> str:
@@ -293,6 +301,7 @@ class BM25Store:
         self._digest = self.config.digest()  # names the postings folder
         self._dir = Path("derived", DIRNAME, self._digest)  # that folder, in the collection
         self._stats: _Lengths | None = None  # for one table state
+        self._ahead: Ahead | None = None  # builds run ahead during _ensure
         #: Seconds the last query that built postings spent on it (None: none built here).
         self.last_build_s: float | None = None
         #: Segments whose postings this handle built (the rest were read from disk).
@@ -353,22 +362,27 @@ class BM25Store:
         if not groups and not singles:
             return
         started, built, merged = time.perf_counter(), 0, self.merged_groups
-        bar = _bar(self._rows_to_build(groups, singles, segments))  # saved ones load fast
+        todo = self._to_build(groups, singles, segments)
+        bar = _bar(sum(s.rows for s in todo))  # saved ones load fast
+        # those segments analysed on a few threads, ahead of their turn (see Ahead)
+        workers = min(cpus(), MAX_BUILDERS)
         try:
-            for _ in range(3):
-                for group in groups:
-                    built += self._materialise(group, segments, bar)
-                for seg in singles:
-                    postings, fresh = self._load_or_build(seg)
-                    self._postings[seg.ref.file] = postings
-                    built += fresh
-                    bar.update(seg.rows if fresh else 0)
-                segments = self._current_segments()
-                groups, singles = self._todo(segments)
-                if not groups and not singles:
-                    break
+            with Ahead(self._analyse, todo, _file, workers) as self._ahead:
+                for _ in range(3):
+                    for group in groups:
+                        built += self._materialise(group, segments, bar)
+                    for seg in singles:
+                        postings, fresh = self._load_or_build(seg)
+                        self._postings[seg.ref.file] = postings
+                        built += fresh
+                        bar.update(seg.rows if fresh else 0)
+                    segments = self._current_segments()
+                    groups, singles = self._todo(segments)
+                    if not groups and not singles:
+                        break
         finally:
             bar.close()
+            self._ahead = None
         self._drop_stale(segments)
         if built:
             trim_heap()  # a build's token lists are freed; hand their pages back
@@ -438,19 +452,21 @@ class BM25Store:
         for file in [f for f in self._postings if f not in live or f in covered]:
             self._drop(file)
 
-    def _rows_to_build(
+    def _to_build(
         self, groups: list[Group], singles: list[Segment], segments: list[Segment]
-    ) -> int:
-        """Rows of ``groups`` and ``singles`` that no saved file holds (one listing)."""
+    ) -> list[Segment]:
+        """The segments of ``groups`` and ``singles`` that no saved file holds (one
+        listing), in the order :meth:`_ensure` builds them."""
         try:
             saved = set(durable.list_files(self.col.path, self._dir))
         except (OSError, EmbedSearchError):
             saved = set()
-        todo = list(singles)
+        todo = []
         for g in groups:
             if g.name not in saved:
                 todo += [s for s in segments[g.first : g.end] if s.ref.file not in self._postings]
-        return sum(s.rows for s in todo if (rel := self._rel(s)) is None or rel.name not in saved)
+        todo += singles
+        return [s for s in todo if (rel := self._rel(s)) is None or rel.name not in saved]
 
     def _units(self, table: Table) -> list[_Unit]:
         """The postings covering ``table``'s segments, in order: a group's where it is held,
@@ -498,8 +514,13 @@ class BM25Store:
         return self._save(rel, built), 1
 
     def _build(self, seg: Segment) -> SegmentPostings:
-        """Segment ``seg``'s postings analysed from its texts (in memory)."""
-        return build_postings(seg.texts().to_pylist(), seg.ref.sha256, self.config)
+        """Segment ``seg``'s postings analysed from its texts (in memory): ahead, on
+        another thread, during :meth:`_ensure`."""
+        ahead = self._ahead
+        return ahead.take(seg) if ahead is not None else self._analyse(seg)
+
+    def _analyse(self, seg: Segment) -> SegmentPostings:
+        return build_postings(seg.texts(), seg.ref.sha256, self.config)
 
     def _open_saved(self, rel: Path, source: str, rows: int) -> SegmentPostings | None:
         """The postings saved at ``rel`` for ``source`` (its ``rows``), or None where there
