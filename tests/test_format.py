@@ -741,15 +741,25 @@ def test_a_column_layout_that_disagrees_with_its_file_is_refused_and_repaired(
         col.search(query, 10, where=where)
     assert [h.id for h in col.search(query, 10)]  # reads that use no column still work
     col.close()
-    report = verify(path)
-    assert [(p.kind, "typed columns" in p.detail) for p in report.problems] == [("layout", True)]
 
+    def reads(col: Any) -> None:
+        assert col.ids() == want
+        assert [h.id for h in col.search(query, 10, where=where)] == expected
+
+    _reported_dropped_and_recorded_again(path, "columns", "typed columns", reads)
+
+
+def _reported_dropped_and_recorded_again(path: Path, key: str, words: str, reads: Any) -> None:
+    """``verify`` reports the first segment's manifest part ``key`` (a problem naming
+    ``words``), ``repair`` drops it without losing a row, the collection then ``reads`` as
+    before without it, and the next write records it again."""
+    report = verify(path)
+    assert [(p.kind, words in p.detail) for p in report.problems] == [("layout", True)]
     fixed = repair(path)
     assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
-    assert store.read_manifest(path).segments[0].columns is None
+    assert getattr(store.read_manifest(path).segments[0], key) is None
     col = embedsearch.open(path)
-    assert col.ids() == want
-    assert [h.id for h in col.search(query, 10, where=where)] == expected
+    reads(col)
     col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
     col.close()
     assert not store.read_manifest(path).needs_upgrade  # the next write recorded it again
@@ -959,7 +969,7 @@ def test_a_read_checks_only_the_blocks_it_reads_and_finds_damage_where_it_reads(
     [doc] = col.get(["d5"])
     assert (doc.text, doc.metadata) == (texts[5], {"n": 5})
     seg = col._table.segments[0]
-    assert not seg._verified_arrow and 3 <= seg._arrow_ok.sum() <= 12  # header, footer, row 5
+    assert not seg._verified_arrow and 3 <= sum(seg._arrow_ok) <= 12  # header, footer, row 5
     col.close()
 
     raw = bytearray((path / ref.file).read_bytes())
@@ -1004,15 +1014,8 @@ def test_block_checksums_that_disagree_with_the_file_are_refused_and_repaired(
     with pytest.raises(CorruptionError, match="fails its checksum at bytes"):
         [d.text for d in col.get(ids)]
     col.close()
-    report = verify(path)
-    assert [(p.kind, "block checksums" in p.detail) for p in report.problems] == [("layout", True)]
 
-    fixed = repair(path)
-    assert fixed.lost_rows == 0 and fixed.after is not None and fixed.after.ok
-    assert store.read_manifest(path).segments[0].blocks is None
-    col = embedsearch.open(path)
-    assert [d.text for d in col.get(ids)] == texts
-    col.add(["one more"], ids=["more"], vectors=np.ones((1, col.dim), dtype=np.float32))
-    col.close()
-    assert not store.read_manifest(path).needs_upgrade  # the next write recorded them again
-    assert verify(path).problems == []
+    def reads(col: Any) -> None:
+        assert [d.text for d in col.get(ids)] == texts
+
+    _reported_dropped_and_recorded_again(path, "blocks", "block checksums", reads)
