@@ -830,8 +830,8 @@ class MappedSegment:
                 got = crc32(buf) if os.preadv(fd, [buf], start) == end - start else -1
             else:  # no descriptor: through the map, its pages dropped again
                 got = crc32(memoryview(self._arrow_map)[start:end])
-                page = mmap.PAGESIZE
-                _drop_pages(self._arrow_map, start // page * page, end - start // page * page)
+                first_page = start // mmap.PAGESIZE * mmap.PAGESIZE
+                _drop_pages(self._arrow_map, first_page, end - first_page)
             if got != int(blocks.crc32[8 * b : 8 * b + 8], 16):
                 raise self._block_failed(b)
             self._arrow_ok[b] = 1

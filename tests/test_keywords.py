@@ -608,3 +608,31 @@ def test_a_first_query_analyses_its_segments_on_a_few_threads(kwcol, monkeypatch
     assert store.built_segments == len(kwcol._table.segments) == len(seen) == 4
     assert sum(name.startswith("embedsearch-ahead") for name in seen) >= 3
     assert not [t for t in threading.enumerate() if t.name.startswith("embedsearch-ahead")]
+
+
+def test_a_keyword_retrieve_reads_its_passages_with_the_matches(kwcol, monkeypatch):
+    """The keyword side reads the text and metadata of the first ``shown`` matches with
+    their ids, from the same state: they equal ``get``'s, and ``retrieve(mode="bm25")``
+    looks nothing up by id afterwards."""
+    store = bm25_store(kwcol)
+    found = store.found(QUERIES[0], 20, shown=3)
+    assert found.ranked == store.search(QUERIES[0], 20)
+    assert list(found.shown) == [d for d, _ in found.ranked[:3]]
+    for doc in kwcol.get(list(found.shown)):
+        assert found.shown[doc.id] == (doc.text, doc.metadata)
+
+    calls: list[list[str]] = []
+    real = type(kwcol)._get
+
+    def spy(self, ids, include_vectors):
+        calls.append(list(ids))
+        return real(self, ids, include_vectors)
+
+    monkeypatch.setattr(type(kwcol), "_get", spy)
+    for q in [*QUERIES[:4], QUERIES[5]]:  # (not the stop words: no hit)
+        passages = kwcol.retrieve(q, k=5, mode="bm25", where={"year": {"$gte": 2000}})
+        assert passages and calls == []
+        monkeypatch.setattr(type(kwcol), "_get", real)
+        for p, doc in zip(passages, kwcol.get([p.id for p in passages])):
+            assert (p.id, p.text, p.metadata) == (doc.id, doc.text, doc.metadata)
+        monkeypatch.setattr(type(kwcol), "_get", spy)

@@ -103,6 +103,12 @@ class _Pool:
         for doc, s in ranked:
             self.scores.setdefault(doc, {})[stage] = float(s)
 
+    def show(self, docs: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        """Texts and metadata read with the candidates (the keyword side's first few)."""
+        for doc, (text, meta) in docs.items():
+            self.text.setdefault(doc, text)
+            self.meta.setdefault(doc, meta)
+
     def fill(self, col: CollectionBase, ids: Sequence[str]) -> None:
         missing = [d for d in ids if d not in self.text]
         if missing:
@@ -191,7 +197,10 @@ def retrieve(
         dense = _dense(col, query, depth, where, pool)
         pool.note("dense", dense)
     if mode in ("bm25", "hybrid"):
-        keyword = bm25_store(col).search(query, depth, where)
+        # the first k (or the reranker's depth) read with their text: no look-up by id later
+        found = bm25_store(col).found(query, depth, where, max(k, r_depth))
+        keyword = found.ranked
+        pool.show(found.shown)
         pool.note("bm25", keyword)
 
     def combine() -> list[tuple[str, float]]:
