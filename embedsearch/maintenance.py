@@ -29,7 +29,7 @@ import dataclasses
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +61,35 @@ _DERIVED = (
     ("crcs", verify_crcs),
     ("columns", verify_columns),
     ("blocks", verify_blocks),
+)
+
+#: What segments of older formats lack, each a warning of ``verify`` (how to tell, what it
+#: costs a reader, what ``upgrade`` does to them).
+_FORMAT_GAPS: tuple[tuple[Callable[[SegmentRef], bool], str, str], ...] = (
+    (lambda s: s.legacy, "in format 1 (read whole on every open)", "convert"),
+    (
+        lambda s: not s.legacy and s.ids is None,
+        "without an id index (format 2: a process reads and hashes their ids on its first look-up)",
+        "add",
+    ),
+    (
+        lambda s: s.lacks_row_crcs,
+        "without row checksums (formats 2-3: a process checks a whole 64-row block to read "
+        "one row the first time)",
+        "add",
+    ),
+    (
+        lambda s: s.lacks_columns,
+        "without a typed column layout (formats 2-4: a process checksums a whole segment "
+        "file before its first filter reads a column)",
+        "add",
+    ),
+    (
+        lambda s: s.lacks_blocks,
+        "without block checksums (formats 2-6: a process checksums a whole segment file "
+        "before it first reads a hit's text from it)",
+        "add",
+    ),
 )
 
 QUARANTINE_DIR = "quarantine"
@@ -314,50 +343,15 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
         ids.extend(seg.ids().to_pylist())
         segments.append(seg)
     report.rows = len(ids)
-    if ref_rows := manifest.legacy_segments:
-        report.add(
-            "warning",
-            store.MANIFEST,
-            "format",
-            f"{len(ref_rows)} segment(s) in format 1 (read whole on every open); run "
-            "`embedsearch upgrade` (or write to the collection) to convert them",
-        )
-    if no_ids := [s for s in manifest.segments if not s.legacy and s.ids is None]:
-        report.add(
-            "warning",
-            store.MANIFEST,
-            "format",
-            f"{len(no_ids)} segment(s) without an id index (format 2: a process reads and "
-            "hashes their ids on its first look-up); run `embedsearch upgrade` (or write to "
-            "the collection) to add them",
-        )
-    if no_crcs := [s for s in manifest.segments if s.lacks_row_crcs]:
-        report.add(
-            "warning",
-            store.MANIFEST,
-            "format",
-            f"{len(no_crcs)} segment(s) without row checksums (formats 2-3: a process checks "
-            "a whole 64-row block to read one row the first time); run `embedsearch "
-            "upgrade` (or write to the collection) to add them",
-        )
-    if no_layout := [s for s in manifest.segments if s.lacks_columns]:
-        report.add(
-            "warning",
-            store.MANIFEST,
-            "format",
-            f"{len(no_layout)} segment(s) without a typed column layout (formats 2-4: a "
-            "process checksums a whole segment file before its first filter reads a "
-            "column); run `embedsearch upgrade` (or write to the collection) to add them",
-        )
-    if no_blocks := [s for s in manifest.segments if s.lacks_blocks]:
-        report.add(
-            "warning",
-            store.MANIFEST,
-            "format",
-            f"{len(no_blocks)} segment(s) without block checksums (formats 2-6: a process "
-            "checksums a whole segment file before it first reads a hit's text from it); run "
-            "`embedsearch upgrade` (or write to the collection) to add them",
-        )
+    for lacks, what, verb in _FORMAT_GAPS:
+        if behind := [s for s in manifest.segments if lacks(s)]:
+            report.add(
+                "warning",
+                store.MANIFEST,
+                "format",
+                f"{len(behind)} segment(s) {what}; run `embedsearch upgrade` (or write to the "
+                f"collection) to {verb} them",
+            )
 
     live = np.ones(len(ids), dtype=bool)
     for ref in manifest.tombstones:

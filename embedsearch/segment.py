@@ -787,24 +787,16 @@ class MappedSegment:
         manifest's block checksums (format 7), else the file's CRC-32."""
         if self._verified_arrow:
             return
-        blocks = self.ref.blocks
-        if blocks is None:
-            if f"{crc32(self._arrow_map):08x}" != self.ref.crc32:
-                raise CorruptionError(
-                    f"{self.ref.file} fails its checksum (the file was changed or damaged); "
-                    "run `embedsearch verify` for details and `embedsearch repair` to "
-                    "quarantine it."
-                )
-        else:
-            view, step = memoryview(self._arrow_map), blocks.block_bytes
-            for b in [b for b, ok in enumerate(self._arrow_ok) if not ok]:  # scan the map
-                if crc32(view[b * step : (b + 1) * step]) != int(
-                    blocks.crc32[8 * b : 8 * b + 8], 16
-                ):
-                    raise self._block_failed(b)
-            self._arrow_ok[:] = b"\x01" * len(self._arrow_ok)
+        if self.ref.blocks is not None:
+            self._check_arrow(0, self.ref.bytes)  # (read with pread: no pages mapped)
+        elif f"{crc32(self._arrow_map):08x}" != self.ref.crc32:
+            raise CorruptionError(
+                f"{self.ref.file} fails its checksum (the file was changed or damaged); run "
+                "`embedsearch verify` for details and `embedsearch repair` to quarantine it."
+            )
+        else:  # the checksum touched every page; reads need only a few of them
+            _drop_pages(self._arrow_map, 0, len(self._arrow_map))
         self._verified_arrow = True
-        _drop_pages(self._arrow_map, 0, len(self._arrow_map))  # reads need few of them
 
     def _check_arrow(self, lo: int, hi: int) -> None:
         """Check the blocks of the Arrow file that hold its bytes ``lo:hi`` (format 7), each

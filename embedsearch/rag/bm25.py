@@ -223,7 +223,7 @@ def build_postings(
     tokens, rows = token_rows(texts)
     encoded = tokens.dictionary_encode()
     distinct = encoded.dictionary.to_pylist()
-    idx = numbers(encoded.indices).astype(np.int64, copy=False)  # (none: a float array)
+    idx = numbers(encoded.indices).astype(np.int64, copy=False)  # (no token: numbers() is float)
     stop = _stopwords(config.stopwords)
     kept = [w for w in distinct if w not in stop]
     stemmer = _stemmer(config.stemmer)
