@@ -70,3 +70,24 @@ def test_postings_of_texts_without_tokens_and_a_collection_of_them(tmp_path) -> 
     col.add(["a real sentence"], ids=["r"], vectors=np.ones((1, col.dim), dtype=np.float32))
     assert [h.id for h in col.retrieve("sentence", k=3, mode="bm25")] == ["r"]
     col.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_texts_split_a_few_bytes_at_a_time_give_the_same_tokens(monkeypatch, chunk) -> None:
+    """ASCII texts are split :data:`~embedsearch.rag.tokens.CHUNK_BYTES` at a time (rows
+    longer than a pass alone, passes cut between rows): the tokens and rows are those of
+    one pass, and of the rule, row by row."""
+    import embedsearch.rag.tokens as tokens_module
+
+    rng = np.random.default_rng(chunk)
+    texts = _texts(rng, 300, 0.1) + ["x" * 100 + " tail"] + _texts(rng, 50, 0.0)
+    whole, whole_rows = token_rows(texts)
+    monkeypatch.setattr(tokens_module, "CHUNK_BYTES", chunk)
+    split, rows = token_rows(texts)
+    assert split.num_chunks > 3
+    assert split.to_pylist() == whole.to_pylist() and rows.tolist() == whole_rows.tolist()
+    assert _by_row(split, rows, len(texts)) == [RULE.findall(t.lower()) for t in texts]
+    a = build_postings(texts, "s", BM25Config())
+    monkeypatch.setattr(tokens_module, "CHUNK_BYTES", 1 << 22)
+    b = build_postings(texts, "s", BM25Config())
+    assert a.term_hash.tolist() == b.term_hash.tolist() and (a.pairs == b.pairs).all()

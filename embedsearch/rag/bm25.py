@@ -135,7 +135,8 @@ def _bm25s() -> Any:
 
 
 #: Segments analysed at once by a first keyword query (each holds its tokens in memory:
-#: ~270 MB at its peak for 50,000 abstracts, where the one-text-at-a-time build took 384).
+#: for 50,000 abstracts ~100 MB at its peak, where the whole-array build first took ~230
+#: and the one-text-at-a-time build 384).
 MAX_BUILDERS = 4
 #: The analysis below, numbered: a change builds new postings (see :meth:`BM25Config.digest`).
 ANALYSIS = 1
@@ -219,22 +220,31 @@ def build_postings(
     (:func:`~embedsearch.rag.tokens.token_rows`), dictionary-encoded in Arrow, stop words
     and stems looked up once per distinct token. For 50,000 abstracts (2.4M tokens): 2.6 s
     when each text was split by the regular expression and each token was a Python string,
-    1.1-1.5 s now."""
+    1.1-1.5 s now. Positions are int32 and each array is let go once used: the build's
+    arrays peak at ~100 MB (numpy 77, Arrow 21), half of what whole int64 passes held."""
     tokens, rows = token_rows(texts)
-    encoded = tokens.dictionary_encode()
-    distinct = encoded.dictionary.to_pylist()
-    idx = numbers(encoded.indices).astype(np.int64, copy=False)  # (no token: numbers() is float)
+    encoded = tokens.dictionary_encode()  # one dictionary shared by every chunk
+    del tokens
+    chunks = encoded.chunks
+    distinct = chunks[0].dictionary.to_pylist() if chunks else []
+    idx = np.concatenate(
+        [numbers(c.indices).astype(np.int32, copy=False) for c in chunks] or [np.zeros(0, np.int32)]
+    )
+    del encoded, chunks
     stop = _stopwords(config.stopwords)
     kept = [w for w in distinct if w not in stop]
     stemmer = _stemmer(config.stemmer)
     stems = stemmer.stemWords(kept) if stemmer is not None and kept else kept
     vocab = list(dict.fromkeys(stems))
     term_of = dict(zip(vocab, range(len(vocab))))
-    to_term = np.full(len(distinct), -1, dtype=np.int64)
+    to_term = np.full(len(distinct), -1, dtype=np.int32)
     to_term[[i for i, w in enumerate(distinct) if w not in stop]] = [term_of[x] for x in stems]
     terms = to_term[idx]
+    del idx
     keep = terms >= 0
-    return SegmentPostings.from_pairs(source, terms[keep], rows[keep], vocab, len(texts))
+    terms, rows = terms[keep], rows[keep]
+    del keep
+    return SegmentPostings.from_pairs(source, terms, rows, vocab, len(texts))
 
 
 @dataclass(frozen=True)
@@ -528,7 +538,13 @@ class BM25Store:
         return ahead.take(seg) if ahead is not None else self._analyse(seg)
 
     def _analyse(self, seg: Segment) -> SegmentPostings:
-        return build_postings(seg.texts(), seg.ref.sha256, self.config)
+        try:
+            return build_postings(seg.texts(), seg.ref.sha256, self.config)
+        finally:
+            # the texts were read through the segment's map: without this each analysed
+            # segment's Arrow file stayed in the process's RSS (16 MB a segment of 50,000
+            # abstracts: +330 MB by the end of a first query over a million rows)
+            seg.release_columns()
 
     def _open_saved(self, rel: Path, source: str, rows: int) -> SegmentPostings | None:
         """The postings saved at ``rel`` for ``source`` (its ``rows``), or None where there
@@ -546,7 +562,7 @@ class BM25Store:
         """``built`` saved at ``rel`` and read back from the file (so they are read as saved
         ones are); ``built`` itself where the file cannot be written (read-only, links)."""
         try:
-            durable.write_file(self.col.path, rel, built.to_bytes(), create_dirs=True)
+            durable.write_file(self.col.path, rel, built.write_to, create_dirs=True)
             fd = durable.open_fd(self.col.path, rel)
             return SegmentPostings.open(fd, built.source, built.rows, str(rel))
         except (OSError, ValueError, EmbedSearchError) as exc:

@@ -36,10 +36,18 @@ _WORD = np.zeros(256, dtype=bool)
 _WORD[list(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")] = True
 
 
-def token_rows(texts: pa.Array | Sequence[str]) -> tuple[pa.Array, np.ndarray]:
-    """Every token of ``texts`` (an Arrow string array, or strings), lowered, as one Arrow
-    string array, and the row of each: the tokens of row 0 first, in order within a row
-    for ASCII rows (the order of rows does not matter to postings, which count pairs)."""
+#: Bytes of ASCII text split in one pass. A pass holds about 10 bytes of arrays a byte of
+#: text (a word flag and a step a byte, a start and an end a word), so a segment's texts
+#: are split a few MiB at a time and only their tokens kept: for 50,000 abstracts (18 MB)
+#: one pass over all of them had held ~120 MB at once.
+CHUNK_BYTES = 4 << 20
+
+
+def token_rows(texts: pa.Array | Sequence[str]) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """Every token of ``texts`` (an Arrow string array, or strings), lowered, as Arrow
+    strings in a few chunks, and the row of each (int32): for ASCII rows the tokens of a row
+    are in order and the rows ascending (the order of rows does not matter to postings,
+    which count pairs)."""
     import pyarrow.compute as pc  # (~0.2 s on first import: only when building postings)
 
     arr = texts if isinstance(texts, pa.Array) else strings(list(texts))
@@ -48,22 +56,33 @@ def token_rows(texts: pa.Array | Sequence[str]) -> tuple[pa.Array, np.ndarray]:
     plain = numbers(pc.string_is_ascii(arr)).astype(bool)
     parts: list[pa.Array] = []
     rows: list[np.ndarray] = []
-    at = np.flatnonzero(plain)
+    at = np.flatnonzero(plain).astype(np.int32)
     if at.size:
-        tokens, row = _ascii_tokens(arr if at.size == len(arr) else arr.take(indices(at)))
-        parts.append(tokens)
-        rows.append(at[row])
-    other = np.flatnonzero(~plain)
+        ascii_rows = arr if at.size == len(arr) else arr.take(indices(at))
+        for lo, hi in _chunks(ascii_rows):
+            tokens, row = _ascii_tokens(ascii_rows.slice(lo, hi - lo))
+            parts.append(tokens)
+            rows.append(at[row + lo])
+    other = np.flatnonzero(~plain).astype(np.int32)
     if other.size:
         split = TOKEN.findall
         found = [split(t.lower()) for t in arr.take(indices(other)).to_pylist()]
         counts = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
         parts.append(strings(list(itertools.chain.from_iterable(found))))
         rows.append(np.repeat(other, counts))
-    if not parts:
-        return strings([]), np.zeros(0, dtype=np.int64)
-    joined = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
-    return joined, np.concatenate(rows)
+    out = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
+    return pa.chunked_array(parts, pa.string()), out
+
+
+def _chunks(arr: pa.StringArray) -> list[tuple[int, int]]:
+    """Row ranges of ``arr`` holding about :data:`CHUNK_BYTES` of text each (a row longer
+    than that alone)."""
+    n = len(arr)
+    off = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    marks = np.arange(int(off[0]), int(off[-1]), CHUNK_BYTES, dtype=np.int64)
+    cuts = np.unique(np.searchsorted(off[:-1], marks, side="right") - 1).tolist()
+    edges = [0, *[c for c in cuts if c > 0], n]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _ascii_tokens(arr: pa.StringArray) -> tuple[pa.Array, np.ndarray]:
@@ -73,7 +92,7 @@ def _ascii_tokens(arr: pa.StringArray) -> tuple[pa.Array, np.ndarray]:
     off = off.astype(np.int64)
     lo, hi = int(off[0]), int(off[-1])
     if hi == lo:
-        return strings([]), np.zeros(0, dtype=np.int64)
+        return strings([]), np.zeros(0, dtype=np.int32)
     raw = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=hi - lo, offset=lo)
     off -= lo
     word = _WORD[raw]
@@ -95,4 +114,4 @@ def _ascii_tokens(arr: pa.StringArray) -> tuple[pa.Array, np.ndarray]:
     tokens = pa.Array.from_buffers(
         pa.string(), start.size, [None, pa.py_buffer(ends), pa.py_buffer(body)]
     )
-    return tokens, np.searchsorted(off[1:], start, side="right")
+    return tokens, np.searchsorted(off[1:], start, side="right").astype(np.int32)
