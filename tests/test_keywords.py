@@ -682,3 +682,29 @@ def test_a_keyword_build_leaves_no_text_page_mapped(home):
     built.write_to(out)
     assert saved.read_bytes() == out.getvalue()
     col.close()
+
+
+def test_a_keyword_retrieve_ranks_only_as_deep_as_it_returns(kwcol, monkeypatch):
+    """``retrieve(mode="bm25")`` asks the store for its k matches (the reranker's or MMR's
+    depth where one is asked), not the fusion depth (100): exact ranking makes the first k
+    the same, and the k-th score prunes more. Hybrid mode still fetches the depth."""
+    store = bm25_store(kwcol)
+    depths: list[int] = []
+    real = type(store).found
+
+    def spy(self, query, k, where=None, shown=0):
+        depths.append(k)
+        return real(self, query, k, where, shown)
+
+    monkeypatch.setattr(type(store), "found", spy)
+    for q in [*QUERIES[:4], QUERIES[5]]:
+        for where in (None, {"year": {"$gte": 2000}}):
+            got = kwcol.retrieve(q, k=4, mode="bm25", where=where)
+            deep = store.search(q, 100, where)[:4]
+            assert [(p.id, p.score) for p in got] == [(d, pytest.approx(s)) for d, s in deep]
+            assert [p.scores["bm25"] for p in got] == [p.score for p in got]
+    assert set(depths[::2]) == {4}  # each retrieve's, then the deep reference's
+    depths.clear()
+    kwcol.retrieve(QUERIES[0], k=4, mode="bm25", mmr=0.5)
+    kwcol.retrieve(QUERIES[0], k=4, mode="hybrid")
+    assert depths == [20, 100]

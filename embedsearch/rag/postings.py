@@ -19,9 +19,9 @@ hash), ``indptr`` (each term's run of postings), ``doclen`` (each row's number o
 and ``pairs`` (per posting: the row within the segment, ascending within a term, and the
 term's count in it).
 
-**Memory and checks.** Everything but ``pairs`` is read when the file is opened, checked
-against its CRC-32 and for consistency, and held (about 30 bytes a distinct term and 4 a
-row). ``pairs``, 8 bytes a posting and most of the file, stays on disk: a query reads the
+**Memory and checks.** Everything but ``pairs`` (the dictionary) is mapped when the file
+is opened, checked against its CRC-32 and for consistency, and held (its pages: about 30
+bytes a distinct term and 4 a row). ``pairs``, 8 bytes a posting and most of the file, stays on disk: a query reads the
 runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so memory does
 not grow with the queries asked (a map would put every touched page-cache folio in the
 process's RSS). A block of ``pairs`` is checked against its CRC-32 the first time a query
@@ -31,13 +31,15 @@ for all of a segment's runs (:meth:`~embedsearch.rag.bm25.BM25Store` gathers the
 damaged or crafted file is refused (the caller rebuilds it), never read past; damage found
 by a query raises :class:`~embedsearch.errors.CorruptionError` naming the file, and the
 store rebuilds it. As with vector blocks, a block changed in place after a process checked
-it is not checked again by that process (a posting naming a row past the segment's end
-still is, by the caller's check).
+it is not checked again by that process, nor is the dictionary (a posting naming a row past
+the segment's end still is, by the caller's check, and a run placed outside the file is
+refused).
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import weakref
@@ -78,7 +80,7 @@ class SegmentPostings:
 
     source: str
     term_hash: np.ndarray  # (terms,) uint64, ascending
-    term_text: bytes
+    term_text: bytes | memoryview  # (a file's: a view of its map)
     term_end: np.ndarray  # (terms,) int64: term i is term_text[term_end[i-1]:term_end[i]]
     indptr: np.ndarray  # (terms + 1,) int64
     doclen: np.ndarray  # (rows,) uint32
@@ -253,6 +255,8 @@ class SegmentPostings:
         assert self.fd is not None and self.checked is not None
         if start == end:
             return b""
+        if not 0 <= start < end <= self._pairs_bytes:  # (the map changed since it was checked)
+            raise self.damaged("names postings outside its file")
         b0, b1 = start // BLOCK, (end - 1) // BLOCK + 1
         if self.checked.find(0, b0, b1) < 0:  # every block checked (a C-level scan)
             raw = os.pread(self.fd, end - start, self.offset + start)
@@ -374,6 +378,11 @@ class SegmentPostings:
                 raise ValueError(f"{header['rows']} rows, the segment has {rows}")
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed header ({exc!r})") from None
+        # the dictionary (every array but pairs) is read through a map: checking it there
+        # took a fifth of the time of reading it into new memory (2.3 against 12 ms for a
+        # million rows' 12 MB in a fresh process, whose first touch of each new page of its
+        # own is a fault); the pages are held either way
+        whole = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
         arrays: dict[str, np.ndarray] = {}
         for name, dtype in _ARRAYS.items():
             entry = layout[name]
@@ -393,17 +402,19 @@ class SegmentPostings:
                 if len(crc) != 8 * blocks:
                     raise ValueError("pairs: not one checksum per block")
                 try:
-                    block_crcs = np.array(
-                        [int(crc[i : i + 8], 16) for i in range(0, len(crc), 8)], dtype=np.uint32
-                    )
+                    # (one int() a block was half of opening a million rows' postings)
+                    raw_crcs = bytes.fromhex(crc)  # (skips spaces: the length says)
+                    if len(raw_crcs) != 4 * blocks:
+                        raise ValueError
+                    block_crcs = np.frombuffer(raw_crcs, dtype=">u4").astype("<u4")
                 except ValueError:
                     raise ValueError("pairs: checksums are not hexadecimal") from None
                 pairs_at, pairs_n = off, length // 8
                 continue
-            raw = os.pread(fd, length, off)
+            raw = memoryview(whole)[off : off + length]
             if len(raw) != length or f"{crc32(raw):08x}" != crc:
                 raise ValueError(f"{name}: checksum mismatch")
-            arrays[name] = np.frombuffer(raw, dtype=dtype)
+            arrays[name] = np.frombuffer(whole, dtype=dtype, count=length // width, offset=off)
         terms, text = arrays["term_hash"].size, arrays["term_text"].size
         indptr, ends, th = arrays["indptr"], arrays["term_end"], arrays["term_hash"]
         if arrays["doclen"].size != rows:
@@ -419,7 +430,7 @@ class SegmentPostings:
         return cls(
             source=source,
             term_hash=th,
-            term_text=arrays["term_text"].tobytes(),
+            term_text=memoryview(arrays["term_text"]),
             term_end=ends,
             indptr=indptr,
             doclen=arrays["doclen"],
