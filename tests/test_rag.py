@@ -282,3 +282,27 @@ def test_empty_collection_and_symlinked_paths(col, docs, tmp_path):
     r1 = col.add_documents([link / "cats.md"])
     r2 = col.add_documents([docs / "cats.md"])
     assert r1.added == [str(docs / "cats.md")] and r2.unchanged == r1.added
+
+
+def test_each_side_alone_is_asked_for_what_is_returned(col, docs, monkeypatch):
+    """A dense or keyword retrieve asks its side for k passages (MMR's or a reranker's depth
+    where asked), not the fusion depth: the dense side had read the text and metadata of
+    100 hits to hand out k. Hybrid mode, feedback and an explicit ``candidates`` fetch the
+    depth; the dense passages are the search's own first k."""
+    col.add_documents([docs])
+    asked: list[int] = []
+    real = type(col).search
+
+    def spy(self, query, k=10, **kw):
+        asked.append(k)
+        return real(self, query, k=k, **kw)
+
+    monkeypatch.setattr(type(col), "search", spy)
+    got = col.retrieve("what do cats eat", k=3, mode="dense")
+    hits = real(col, col.encoder.encode_query("what do cats eat"), k=3)
+    assert [(p.id, p.text) for p in got] == [(h.id, h.text) for h in hits]
+    col.retrieve("what do cats eat", k=3, mode="dense", mmr=0.5)
+    col.retrieve("what do cats eat", k=3, mode="dense", candidates=40)
+    col.retrieve("what do cats eat", k=3, mode="hybrid")
+    col.retrieve("what do cats eat", k=3, mode="dense", prf=True)
+    assert asked[:4] == [3, 20, 40, 100] and set(asked[4:]) == {100}

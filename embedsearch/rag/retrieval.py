@@ -190,20 +190,25 @@ def retrieve(
     depth = candidate_depth(k, candidates)
     depth = max(depth, r_depth, m_depth) if candidates is None else depth
 
+    # A side alone is asked for what the stages after it use (k, or the reranker's or MMR's
+    # depth), not the fusion depth: the keyword side ranks exactly, so its first k are those
+    # of any deeper ranking, and fewer are cheaper (the k-th score prunes more; a first query
+    # at 1M rows read ids from 20 segments instead of 10); the dense side read the text and
+    # metadata of 100 hits to return 10. Fusion, feedback and an explicit ``candidates``
+    # take the depth.
+    alone = max(k, r_depth, m_depth) if candidates is None else depth
     pool = _Pool()
     dense: list[tuple[str, float]] = []
     keyword: list[tuple[str, float]] = []
     if mode in ("dense", "hybrid"):
-        dense = _dense(col, query, depth, where, pool)
+        deep = mode == "hybrid" or prf_cfg is not None
+        dense = _dense(col, query, depth if deep else alone, where, pool)
         pool.note("dense", dense)
     if mode in ("bm25", "hybrid"):
-        # alone, the keyword side ranks exactly: its first k (or the reranker's or MMR's
-        # depth) are those of any deeper ranking, and fewer are cheaper (the k-th score
-        # prunes more, fewer ids are read: a first query at 1M rows read ids from 20
-        # segments instead of 10); fusion needs the depth
-        kw_depth = depth if mode == "hybrid" else max(k, r_depth, m_depth)
         # the first k (or the reranker's depth) read with their text: no look-up by id later
-        found = bm25_store(col).found(query, kw_depth, where, max(k, r_depth))
+        found = bm25_store(col).found(
+            query, depth if mode == "hybrid" else alone, where, max(k, r_depth)
+        )
         keyword = found.ranked
         pool.show(found.shown)
         pool.note("bm25", keyword)
