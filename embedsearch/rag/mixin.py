@@ -120,7 +120,8 @@ class RetrievalMixin:
             mmr: MMR trade-off λ in [0, 1] (1 = relevance only) to diversify the results.
             where: metadata filter, applied on the dense and the keyword side alike.
             alpha: dense weight in [0, 1] for hybrid fusion (default tuned per fusion).
-            candidates: results each side fetches before fusion (default ``max(100, k)``).
+            candidates: results each side fetches before fusion (default ``max(100, k)``
+                in hybrid mode; a side alone fetches ``k``, or the reranker's or MMR's depth).
             prf: dense pseudo-relevance feedback (``True`` or ``{"docs": 3, "beta": 0.5}``).
             rerank_depth: how many top candidates the cross-encoder rescores.
             truncate: a query longer than the model window is embedded from its beginning
