@@ -228,23 +228,23 @@ def test_postings_stay_while_their_segment_does(kwcol):
     }
 
 
-def _pairs_span(raw: bytes) -> tuple[dict, int, int, int]:
-    """(header, its length, where ``pairs`` starts, its length) of a postings file."""
+def _packed_span(raw: bytes) -> tuple[dict, int, int, int]:
+    """(header, its length, where ``packed`` starts, its length) of a postings file."""
     (n,) = struct.unpack("<Q", raw[8:16])
     header = json.loads(raw[16 : 16 + n])
     start = 16 + n + (-(16 + n) % 64)
-    off, length, _ = header["arrays"]["pairs"]
+    off, length, _ = header["arrays"]["packed"]
     return header, n, start + off, length
 
 
-def _craft(raw: bytes, shift: int) -> bytes:
-    """A postings file whose every posting names a row ``shift`` further, its checksums made
-    to match: only the bounds check can refuse it."""
-    header, n, at, length = _pairs_span(raw)
-    pairs = np.frombuffer(raw, dtype="<u4", count=length // 4, offset=at).copy()
-    pairs[::2] += shift
-    body = pairs.tobytes()
-    header["arrays"]["pairs"][2] = "".join(
+def _craft(raw: bytes) -> bytes:
+    """A postings file whose every posting names the last row its bits can hold (past the
+    segment's end), its checksums made to match: only the bounds check can refuse it."""
+    header, n, at, length = _packed_span(raw)
+    packed = np.frombuffer(raw, dtype="<u4", count=length // 4, offset=at).copy()
+    packed |= np.uint32((1 << header["row_bits"]) - 1)
+    body = packed.tobytes()
+    header["arrays"]["packed"][2] = "".join(
         f"{zlib.crc32(body[i : i + BLOCK]):08x}" for i in range(0, len(body), BLOCK)
     )
     new_header = json.dumps(header, sort_keys=True).encode()
@@ -257,7 +257,7 @@ def _craft(raw: bytes, shift: int) -> bytes:
 
 def _flip_every_block(raw: bytes) -> bytes:
     """One bit of a posting's count flipped in every block of postings."""
-    _, _, at, length = _pairs_span(raw)
+    _, _, at, length = _packed_span(raw)
     out = bytearray(raw)
     for b in range(at, at + length, BLOCK):
         out[b + 4] ^= 0x40
@@ -274,7 +274,7 @@ def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
     intact = [f.read_bytes() for f in files]
     # (the files are changed in place, as damage would: `store` has them open)
     files[0].write_bytes(_flip_every_block(intact[0]))  # found by the block checksums
-    files[1].write_bytes(_craft(intact[1], 1000))  # rows past the end, checksums matching
+    files[1].write_bytes(_craft(intact[1]))  # rows past the end, checksums matching
     files[2].write_bytes(intact[3])  # another segment's postings
     # a link where a file was: never followed (durable.open_fd refuses it)
     outside = kwcol.path.parent / "elsewhere.kw"
@@ -300,7 +300,7 @@ def test_damaged_or_crafted_postings_are_rebuilt_never_read(kwcol, caplog):
     third = embedsearch.open("kw")
     assert bm25_store(third).search("cast iron pan", 10) == want2
     for f, raw in zip(files, intact):
-        f.write_bytes(_craft(raw, 1000))  # in place: the files `third` has open
+        f.write_bytes(_craft(raw))  # in place: the files `third` has open
     with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
         assert bm25_store(third).search("cast iron pan", 10) == want2
     assert bm25_store(third).built_segments >= 1  # those holding a query term were read
@@ -572,7 +572,7 @@ def test_damaged_or_crafted_members_are_rebuilt_before_a_merge(kwgroups, monkeyp
     segs = kwgroups._table.segments
     own = [folder / (Path(s.ref.file).name.split(".")[0] + ".kw") for s in segs[:3]]
     assert all(f.exists() for f in own) and not list(folder.glob("grp-*.kw"))
-    own[0].write_bytes(_craft(own[0].read_bytes(), 1000))
+    own[0].write_bytes(_craft(own[0].read_bytes()))
     own[2].write_bytes(_flip_every_block(own[2].read_bytes()))
     monkeypatch.setattr(grouping, "MAX_SEGMENTS", 3)
     other = embedsearch.open("kwg")
@@ -708,3 +708,42 @@ def test_a_keyword_retrieve_ranks_only_as_deep_as_it_returns(kwcol, monkeypatch)
     kwcol.retrieve(QUERIES[0], k=4, mode="bm25", mmr=0.5)
     kwcol.retrieve(QUERIES[0], k=4, mode="hybrid")
     assert depths == [20, 100]
+
+
+@pytest.mark.parametrize("bits", [1, 5, 20, 31])
+def test_packed_postings_round_trip(bits):
+    """A posting packs its row and count into one word; counts that do not fit beside the
+    row are kept apart (``big_at``/``big_tf``) and restored in any run read back."""
+    from embedsearch.rag.postings import pack, unpack
+
+    rng = np.random.default_rng(bits)
+    n = 5000
+    rows = rng.integers(0, 1 << bits, n, dtype=np.uint64).astype(np.uint32)
+    counts = np.where(rng.random(n) < 0.1, rng.integers(1, 70000, n), rng.integers(1, 5, n))
+    packed, big_at, big_tf = pack(rows, counts, bits)
+    assert packed.dtype == np.uint32 and packed.size == n
+    assert big_at.size == int((counts >= (1 << (32 - bits)) - 1).sum())
+    for lo, hi in [(0, n), (17, 18), (100, 2600), (n - 1, n)]:
+        got_rows, got_counts = unpack(packed[lo:hi], lo, bits, big_at, big_tf)
+        assert got_rows.tolist() == rows[lo:hi].tolist()
+        assert got_counts.tolist() == counts[lo:hi].tolist()
+
+
+def test_counts_kept_apart_score_as_bm25s(kwgroups, monkeypatch):
+    """With every count too wide for its word (rows given 31 bits: counts of 1 and up are
+    kept apart), segments' files and merged groups' read back the counts: scores equal
+    bm25s's. The postings take 4 bytes each on disk."""
+    from embedsearch.rag import postings as postings_module
+
+    monkeypatch.setattr(postings_module, "MIN_ROW_BITS", 31)
+    config = BM25Config(k1=1.4)  # postings of their own, built with the wide rows
+    store = type(bm25_store(kwgroups))(kwgroups, config)
+    for q in QUERIES:
+        _same(store.search(q, 10), _reference(kwgroups, q, config), 10)
+    groups, singles = _kw_files(kwgroups, store)
+    assert len(groups) == 3 and len(singles) == 1
+    folder = kwgroups.path / "derived" / DIRNAME / config.digest()
+    for f in folder.glob("*.kw"):
+        header, _, _, length = _packed_span(f.read_bytes())
+        assert header["row_bits"] == 31 and length % 4 == 0
+        assert header["arrays"]["big_at"][1] == 2 * length  # 8 bytes each, every posting

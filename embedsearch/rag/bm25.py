@@ -739,26 +739,27 @@ class BM25Store:
         against their unit's end (a file changed after its blocks were checked is never
         read past)."""
         found: list[list[tuple[int, int, str]]] = [[] for _ in words]  # (start, rows, name)
-        raws: list[list[bytes]] = [[] for _ in words]
+        rows_of: list[list[np.ndarray]] = [[] for _ in words]
+        tf_of: list[list[np.ndarray]] = [[] for _ in words]
         encoded = [w.encode() for w in words]
         for start, sp, name in units:
             for t, i in sp.find(encoded, hashes):
                 try:
-                    raw = sp.raw(i)
+                    got, tf = sp.postings(i)
                 except CorruptionError as exc:
                     raise _Damaged(name, exc) from None
-                if raw:  # an empty run adds nothing (the joins below assume none)
+                if got.size:  # an empty run adds nothing (the joins below assume none)
                     found[t].append((start, sp.rows, name))
-                    raws[t].append(raw)
+                    rows_of[t].append(got)
+                    tf_of[t].append(tf)
         live = table.live if table.has_tombstones else None
         runs: list[Run | None] = []
-        for parts, chunks in zip(found, raws):
-            pairs = np.frombuffer(b"".join(chunks), dtype="<u4").reshape(-1, 2)
-            if not pairs.size:
+        for parts, row_parts, tf_parts in zip(found, rows_of, tf_of):
+            if not parts:
                 runs.append(None)
                 continue
-            sizes = [len(c) // 8 for c in chunks]
-            local = pairs[:, 0].astype(np.int64)
+            sizes = [r.size for r in row_parts]
+            local = np.concatenate(row_parts).astype(np.int64)
             firsts = np.cumsum([0, *sizes[:-1]])  # parts are never empty
             over = np.maximum.reduceat(local, firsts) >= np.array([p[1] for p in parts])
             if over.any():  # say which file
@@ -766,7 +767,7 @@ class BM25Store:
                 unit = next(u for u in units if u.name == name)
                 raise _Damaged(name, unit.postings.damaged("names a row outside its segment"))
             rows = local + np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes)
-            tf = pairs[:, 1]
+            tf = np.concatenate(tf_parts)
             if live is not None:
                 keep = live[rows]
                 rows, tf = rows[keep], tf[keep]

@@ -11,20 +11,24 @@ left out (see :mod:`.bm25`).
 
 **The file** (``seg-<id>.kw``, or ``grp-<key>.kw`` for a group): an 8-byte magic, the
 length of a JSON header, the header (the segment's SHA-256, or the group's key; its rows;
-each array's offset, length and CRC-32, for ``pairs`` one CRC-32 per block of
-:data:`BLOCK` bytes; a group's member segments), then the arrays, little-endian, each at a 64-byte
-boundary and nothing after the last: ``term_hash`` (sorted 64-bit hashes of the analysed
-terms), ``term_end`` and ``term_text`` (the terms' UTF-8 in the same order, to confirm a
-hash), ``indptr`` (each term's run of postings), ``doclen`` (each row's number of terms)
-and ``pairs`` (per posting: the row within the segment, ascending within a term, and the
-term's count in it).
+each array's offset, length and CRC-32, for ``packed`` one CRC-32 per block of
+:data:`BLOCK` bytes; ``row_bits``; a group's member segments), then the arrays,
+little-endian, each at a 64-byte boundary and nothing after the last: ``term_hash`` (sorted
+64-bit hashes of the analysed terms), ``term_end`` and ``term_text`` (the terms' UTF-8 in
+the same order, to confirm a hash), ``indptr`` (each term's run of postings), ``doclen``
+(each row's number of terms), ``big_at`` and ``big_tf`` (the postings whose count does not
+fit beside their row, and their counts) and ``packed``: per posting, one 32-bit word
+holding the row within the segment (ascending within a term) in its low ``row_bits`` bits
+(enough for the file's rows) and the term's count in that row in the others, or all ones
+there when the count is in ``big_tf`` (at 1M rows in groups of up to 2^19 rows, counts up
+to 8,190 fit). Four bytes a posting where a pair of words took eight.
 
-**Memory and checks.** Everything but ``pairs`` (the dictionary) is mapped when the file
+**Memory and checks.** Everything but ``packed`` (the dictionary) is mapped when the file
 is opened, checked against its CRC-32 and for consistency, and held (its pages: about 30
-bytes a distinct term and 4 a row). ``pairs``, 8 bytes a posting and most of the file, stays on disk: a query reads the
+bytes a distinct term and 4 a row). ``packed``, 4 bytes a posting and most of the file, stays on disk: a query reads the
 runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so memory does
 not grow with the queries asked (a map would put every touched page-cache folio in the
-process's RSS). A block of ``pairs`` is checked against its CRC-32 the first time a query
+process's RSS). A block of ``packed`` is checked against its CRC-32 the first time a query
 reads from it, as vector blocks are: opening the postings of a million rows reads 34 MB,
 not 238. The rows a read hands out are bounds-checked by its caller, on every read and once
 for all of a segment's runs (:meth:`~embedsearch.rag.bm25.BM25Store` gathers them). A
@@ -53,30 +57,72 @@ from ..checksums import chunk_crcs, crc32
 from ..errors import CorruptionError
 from ..idhash import hash_strings
 
-MAGIC = b"ESKWPST2"  # the layout's version: 2, pairs checked per BLOCK
+MAGIC = b"ESKWPST3"  # the layout's version: 3, packed postings (2: (row, count) pairs)
 _ALIGN = 64
-#: Arrays of the file, in file order, with their dtypes (``pairs`` is (postings, 2)).
+#: Arrays of the file, in file order, with their dtypes.
 _ARRAYS = {
     "term_hash": "<u8",
     "term_end": "<i8",
     "indptr": "<i8",
     "doclen": "<u4",
     "term_text": "u1",
-    "pairs": "<u4",
+    "big_at": "<u8",
+    "big_tf": "<u4",
+    "packed": "<u4",
 }
-#: Bytes of ``pairs`` under one CRC-32 (2,048 postings): what a query's first read of a
+#: Fewest bits of a packed posting given to its row (tests raise it to make counts overflow).
+MIN_ROW_BITS = 1
+#: Postings packed at a time when a file is written (a multiple of a block's).
+_PACK_CHUNK = 1 << 20
+#: Bytes of ``packed`` under one CRC-32 (4,096 postings): what a query's first read of a
 #: run checks at least (a median query at 1M rows reads 176 runs: 64 KB blocks made its
 #: first reads check ~11 MB).
 BLOCK = 1 << 14
 _MAX_HEADER = 1 << 22
 
 
+def row_bits(rows: int) -> int:
+    """Bits of a packed posting that hold its row, in a file of ``rows`` rows."""
+    return min(31, max(MIN_ROW_BITS, (max(rows, 2) - 1).bit_length()))
+
+
+def pack(
+    rows: np.ndarray, counts: np.ndarray, bits: int, first: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(packed, big_at, big_tf)`` of postings ``first ..`` (``rows`` below ``2**bits``;
+    ``counts`` at least 1): one uint32 each, the row in the low ``bits`` bits, the count in
+    the others or all ones there when it does not fit below that, the count then in
+    ``big_tf`` at posting ``big_at`` (ascending)."""
+    cap = np.uint32((1 << (32 - bits)) - 1)
+    counts = np.asarray(counts, dtype=np.uint32)
+    out = np.minimum(counts, cap) << np.uint32(bits)
+    out |= np.asarray(rows, dtype=np.uint32)
+    big = np.flatnonzero(counts >= cap)
+    return out, (big + first).astype(np.uint64), counts[big]
+
+
+def unpack(
+    packed: np.ndarray, first: int, bits: int, big_at: np.ndarray, big_tf: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, counts)`` (uint32) of the packed postings ``first ..`` (see :func:`pack`)."""
+    rows = packed & np.uint32((1 << bits) - 1)
+    counts = packed >> np.uint32(bits)
+    if big_at.size:
+        j0, j1 = np.searchsorted(big_at, [first, first + packed.size]).tolist()
+        if j1 > j0:
+            at = big_at[j0:j1].astype(np.int64) - first
+            ok = (at >= 0) & (at < packed.size)  # (a map changed since it was checked)
+            counts[at[ok]] = big_tf[j0:j1][ok]
+    return rows, counts
+
+
 @dataclass(eq=False)
 class SegmentPostings:
     """One segment's terms and, per term, the rows holding it with their counts.
 
-    ``pairs`` is the (postings, 2) uint32 array in memory (a build that could not be
-    saved), or None when the postings are read from ``fd`` at ``offset``."""
+    ``pairs`` is the (postings, 2) uint32 array of (row, count) in memory (a build, or
+    one that could not be saved), or None when the postings are read from ``fd``, packed
+    (see the module notes) from ``offset``."""
 
     source: str
     term_hash: np.ndarray  # (terms,) uint64, ascending
@@ -89,8 +135,11 @@ class SegmentPostings:
     offset: int = 0
     path: str = ""  # the file, for errors
     members: tuple[str, ...] = ()  # a group's segment files (see .grouping); () for one
-    block_crcs: np.ndarray | None = None  # (blocks,) uint32: each BLOCK of pairs
+    block_crcs: np.ndarray | None = None  # (blocks,) uint32: each BLOCK of packed
     checked: bytearray | None = None  # (blocks,): 1 where a read checked the block
+    row_bits: int = 32  # a file's: bits of a packed posting holding its row
+    big_at: np.ndarray | None = None  # a file's: postings whose count is in big_tf
+    big_tf: np.ndarray | None = None
     _closer: weakref.finalize | None = field(default=None, repr=False)
 
     @property
@@ -214,7 +263,8 @@ class SegmentPostings:
         """Every posting as a (postings, 2) uint32 array (a file's blocks all checked)."""
         if self.pairs is not None:
             return self.pairs
-        return np.frombuffer(self._read(0, self._pairs_bytes), dtype="<u4").reshape(-1, 2)
+        packed = np.frombuffer(self._read(0, self._packed_bytes), dtype="<u4")
+        return np.stack(self._unpack(packed, 0), axis=1)
 
     # ------------------------------------------------------------------ reading
     def find(self, terms: Sequence[bytes], hashes: np.ndarray) -> list[tuple[int, int]]:
@@ -237,25 +287,24 @@ class SegmentPostings:
         return out
 
     def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, counts)`` of term index ``term`` (uint32 each). The rows are not
-        bounds-checked here: the caller checks them."""
-        run = np.frombuffer(self.raw(term), dtype="<u4").reshape(-1, 2)
-        return run[:, 0], run[:, 1]
-
-    def raw(self, term: int) -> bytes:
-        """The bytes of term index ``term``'s postings: (row, count) uint32 pairs,
-        little-endian (callers joining many runs read them as one array)."""
+        """``(rows, counts)`` of term index ``term`` (uint32 each), read with one ``pread``
+        from a file. The rows are not bounds-checked here: the caller checks them."""
         lo, hi = int(self.indptr[term]), int(self.indptr[term + 1])
         if self.pairs is not None:
-            return self.pairs[lo:hi].astype("<u4", copy=False).tobytes()
-        return self._read(lo * 8, hi * 8)
+            return self.pairs[lo:hi, 0], self.pairs[lo:hi, 1]
+        return self._unpack(np.frombuffer(self._read(lo * 4, hi * 4), dtype="<u4"), lo)
+
+    def _unpack(self, packed: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, counts)`` of the packed postings ``first ..`` of this file."""
+        assert self.big_at is not None and self.big_tf is not None
+        return unpack(packed, first, self.row_bits, self.big_at, self.big_tf)
 
     def _read(self, start: int, end: int) -> bytes:
-        """Bytes ``start:end`` of ``pairs``, the blocks they touch checked on first read."""
+        """Bytes ``start:end`` of ``packed``, the blocks they touch checked on first read."""
         assert self.fd is not None and self.checked is not None
         if start == end:
             return b""
-        if not 0 <= start < end <= self._pairs_bytes:  # (the map changed since it was checked)
+        if not 0 <= start < end <= self._packed_bytes:  # (the map changed since it was checked)
             raise self.damaged("names postings outside its file")
         b0, b1 = start // BLOCK, (end - 1) // BLOCK + 1
         if self.checked.find(0, b0, b1) < 0:  # every block checked (a C-level scan)
@@ -264,13 +313,13 @@ class SegmentPostings:
                 raise self.damaged("is shorter than its header says")
             return raw
         first = b0 * BLOCK
-        raw = os.pread(self.fd, min(b1 * BLOCK, self._pairs_bytes) - first, self.offset + first)
+        raw = os.pread(self.fd, min(b1 * BLOCK, self._packed_bytes) - first, self.offset + first)
         view = memoryview(raw)
         for b in range(b0, b1):
             if self.checked[b]:
                 continue
             block = view[(b - b0) * BLOCK : (b - b0 + 1) * BLOCK]
-            if len(block) != min(BLOCK, self._pairs_bytes - b * BLOCK):
+            if len(block) != min(BLOCK, self._packed_bytes - b * BLOCK):
                 raise self.damaged("is shorter than its header says")
             assert self.block_crcs is not None
             if crc32(block) != int(self.block_crcs[b]):
@@ -279,8 +328,8 @@ class SegmentPostings:
         return raw[start - first : end - first]
 
     @property
-    def _pairs_bytes(self) -> int:
-        return int(self.indptr[-1]) * 8
+    def _packed_bytes(self) -> int:
+        return int(self.indptr[-1]) * 4
 
     def damaged(self, what: str) -> CorruptionError:
         """The error for this file found damaged (``what``: how)."""
@@ -296,17 +345,35 @@ class SegmentPostings:
 
     # ------------------------------------------------------------------ the file
     def write_to(self, fh: IO[bytes]) -> None:
-        """Write the file (see the module notes) to ``fh``, each array from where it is held:
-        nothing is copied into one buffer first (the bytes of a merged group of ten
-        segments' postings, 100 MB, had been held four times over while it was saved)."""
-        assert self.pairs is not None, "only postings built in memory are written"
+        """Write the file (see the module notes) to ``fh``, each array from where it is held
+        and the postings packed a chunk at a time: nothing is copied into one buffer first
+        (the bytes of a merged group of ten segments' postings, 100 MB, had been held four
+        times over while it was saved)."""
+        pairs = self.pairs
+        assert pairs is not None, "only postings built in memory are written"
+        bits = row_bits(self.rows)
+        chunks = range(0, pairs.shape[0], _PACK_CHUNK)
+
+        def packed(lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            part = pairs[lo : lo + _PACK_CHUNK]
+            return pack(part[:, 0], part[:, 1], bits, lo)
+
+        # first pass: the blocks' checksums (the header, written first, holds them) and the
+        # counts that do not fit; the second packs again as it writes
+        crcs, big_at, big_tf = [], [], []
+        for lo in chunks:
+            words, at, tf = packed(lo)
+            crcs.append(chunk_crcs(words, BLOCK))
+            big_at.append(at)
+            big_tf.append(tf)
         arrays = {
             "term_hash": self.term_hash,
             "term_end": self.term_end,
             "indptr": self.indptr,
             "doclen": self.doclen,
             "term_text": np.frombuffer(self.term_text, dtype=np.uint8),
-            "pairs": self.pairs,
+            "big_at": np.concatenate([np.zeros(0, np.uint64), *big_at]),
+            "big_tf": np.concatenate([np.zeros(0, np.uint32), *big_tf]),
         }
         views = {
             n: memoryview(np.ascontiguousarray(a, dtype=_ARRAYS[n]).reshape(-1).view(np.uint8))
@@ -316,10 +383,16 @@ class SegmentPostings:
         at = 0
         for name, view in views.items():
             at += -at % _ALIGN
-            crc = chunk_crcs(view, BLOCK) if name == "pairs" else f"{crc32(view):08x}"
-            layout[name] = [at, len(view), crc]
-            at += len(view)  # no padding after the last: every byte is checked
-        head: dict[str, object] = {"source": self.source, "rows": self.rows, "arrays": layout}
+            layout[name] = [at, len(view), f"{crc32(view):08x}"]
+            at += len(view)
+        at += -at % _ALIGN
+        layout["packed"] = [at, 4 * pairs.shape[0], "".join(crcs)]  # last: no padding after
+        head: dict[str, object] = {
+            "source": self.source,
+            "rows": self.rows,
+            "row_bits": bits,
+            "arrays": layout,
+        }
         if self.members:
             head["members"] = list(self.members)
         header = json.dumps(head, sort_keys=True).encode()
@@ -329,6 +402,9 @@ class SegmentPostings:
         for name, view in views.items():
             gap = start + int(layout[name][0]) - written  # type: ignore[call-overload]
             written += fh.write(b"\0" * gap) + fh.write(view)
+        written += fh.write(b"\0" * (start + at - written))
+        for lo in chunks:
+            written += fh.write(memoryview(packed(lo)[0]).cast("B"))
 
     @classmethod
     def open(cls, fd: int, source: str, rows: int, path: str = "") -> SegmentPostings:
@@ -376,9 +452,12 @@ class SegmentPostings:
                 raise ValueError("built from other rows (the segment's checksum differs)")
             if header["rows"] != rows:
                 raise ValueError(f"{header['rows']} rows, the segment has {rows}")
+            bits = header["row_bits"]
+            if type(bits) is not int or not 1 <= bits <= 31 or max(rows - 1, 0) >> bits:
+                raise ValueError(f"row_bits {bits!r} do not fit {rows} rows")
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed header ({exc!r})") from None
-        # the dictionary (every array but pairs) is read through a map: checking it there
+        # the dictionary (every array but packed) is read through a map: checking it there
         # took a fifth of the time of reading it into new memory (2.3 against 12 ms for a
         # million rows' 12 MB in a fresh process, whose first touch of each new page of its
         # own is a fault); the pages are held either way
@@ -394,13 +473,13 @@ class SegmentPostings:
             ):
                 raise ValueError(f"{name}: malformed layout")
             off, length, crc = start + entry[0], entry[1], entry[2]
-            width = np.dtype(dtype).itemsize * (2 if name == "pairs" else 1)
+            width = np.dtype(dtype).itemsize
             if entry[0] < 0 or length < 0 or length % width or off + length > size:
                 raise ValueError(f"{name}: outside the file or not whole values")
-            if name == "pairs":  # checked block by block on first read: see the notes
+            if name == "packed":  # checked block by block on first read: see the notes
                 blocks = -(-length // BLOCK)
                 if len(crc) != 8 * blocks:
-                    raise ValueError("pairs: not one checksum per block")
+                    raise ValueError("packed: not one checksum per block")
                 try:
                     # (one int() a block was half of opening a million rows' postings)
                     raw_crcs = bytes.fromhex(crc)  # (skips spaces: the length says)
@@ -408,8 +487,8 @@ class SegmentPostings:
                         raise ValueError
                     block_crcs = np.frombuffer(raw_crcs, dtype=">u4").astype("<u4")
                 except ValueError:
-                    raise ValueError("pairs: checksums are not hexadecimal") from None
-                pairs_at, pairs_n = off, length // 8
+                    raise ValueError("packed: checksums are not hexadecimal") from None
+                pairs_at, pairs_n = off, length // 4
                 continue
             raw = memoryview(whole)[off : off + length]
             if len(raw) != length or f"{crc32(raw):08x}" != crc:
@@ -427,6 +506,11 @@ class SegmentPostings:
             raise ValueError("term_end does not cut term_text")
         if (th[1:] < th[:-1]).any():
             raise ValueError("term_hash is not sorted")
+        big_at, big_tf = arrays["big_at"], arrays["big_tf"]
+        if big_at.size != big_tf.size or (big_at.size and big_at[-1] >= pairs_n):
+            raise ValueError("big_at does not name postings")
+        if (big_at[1:] <= big_at[:-1]).any():
+            raise ValueError("big_at is not ascending")
         return cls(
             source=source,
             term_hash=th,
@@ -438,5 +522,8 @@ class SegmentPostings:
             offset=pairs_at,
             block_crcs=block_crcs,
             checked=bytearray(block_crcs.size),
+            row_bits=bits,
+            big_at=big_at,
+            big_tf=big_tf,
             members=tuple(header.get("members", ())),  # type: ignore[arg-type]
         )
