@@ -25,12 +25,12 @@ to 8,190 fit). Four bytes a posting where a pair of words took eight.
 
 **Memory and checks.** Everything but ``packed`` (the dictionary) is mapped when the file
 is opened, checked against its CRC-32 and for consistency, and held (its pages: about 30
-bytes a distinct term and 4 a row). ``packed``, 4 bytes a posting and most of the file, stays on disk: a query reads the
-runs of its terms with one ``pread`` each, as a re-rank reads vector rows, so memory does
-not grow with the queries asked (a map would put every touched page-cache folio in the
-process's RSS). A block of ``packed`` is checked against its CRC-32 the first time a query
-reads from it, as vector blocks are: opening the postings of a million rows reads 34 MB,
-not 238. The rows a read hands out are bounds-checked by its caller, on every read and once
+bytes a distinct term and 4 a row). ``packed``, 4 bytes a posting and most of the file,
+stays on disk: a query reads the runs of its terms with one ``pread`` each, as a re-rank
+reads vector rows, so memory does not grow with the queries asked (a map would put every
+touched page-cache folio in the process's RSS). A block of ``packed`` is checked against
+its CRC-32 the first time a query reads from it, as vector blocks are: opening the
+postings of a million abstracts maps and checks 12 MB of dictionary, not the files' 117. The rows a read hands out are bounds-checked by its caller, on every read and once
 for all of a segment's runs (:meth:`~embedsearch.rag.bm25.BM25Store` gathers them). A
 damaged or crafted file is refused (the caller rebuilds it), never read past; damage found
 by a query raises :class:`~embedsearch.errors.CorruptionError` naming the file, and the
