@@ -442,8 +442,11 @@ def test_merged_postings_are_those_built_over_the_joined_rows():
     parts = [build_postings(texts[lo : lo + 130], "p", BM25Config()) for lo in (0, 130, 260)]
     merged = SegmentPostings.merge(parts, "whole", ["a", "b", "c"])
     whole = build_postings(texts[:390], "whole", BM25Config())
-    for name in ("term_hash", "term_end", "indptr", "doclen", "pairs"):
+    for name in ("term_hash", "term_end", "indptr", "doclen", "packed", "big_at", "big_tf"):
         np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
+    assert merged.row_bits == whole.row_bits
+    for got, want in zip(merged.all_postings(), whole.all_postings()):
+        np.testing.assert_array_equal(got, want)
     assert merged.term_text == whole.term_text
     assert merged.members == ("a", "b", "c")
 

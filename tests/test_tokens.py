@@ -90,4 +90,4 @@ def test_texts_split_a_few_bytes_at_a_time_give_the_same_tokens(monkeypatch, chu
     a = build_postings(texts, "s", BM25Config())
     monkeypatch.setattr(tokens_module, "CHUNK_BYTES", 1 << 22)
     b = build_postings(texts, "s", BM25Config())
-    assert a.term_hash.tolist() == b.term_hash.tolist() and (a.pairs == b.pairs).all()
+    assert a.term_hash.tolist() == b.term_hash.tolist() and (a.packed == b.packed).all()

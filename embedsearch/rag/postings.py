@@ -72,8 +72,6 @@ _ARRAYS = {
 }
 #: Fewest bits of a packed posting given to its row (tests raise it to make counts overflow).
 MIN_ROW_BITS = 1
-#: Postings packed at a time when a file is written (a multiple of a block's).
-_PACK_CHUNK = 1 << 20
 #: Bytes of ``packed`` under one CRC-32 (4,096 postings): what a query's first read of a
 #: run checks at least (a median query at 1M rows reads 176 runs: 64 KB blocks made its
 #: first reads check ~11 MB).
@@ -120,9 +118,10 @@ def unpack(
 class SegmentPostings:
     """One segment's terms and, per term, the rows holding it with their counts.
 
-    ``pairs`` is the (postings, 2) uint32 array of (row, count) in memory (a build, or
-    one that could not be saved), or None when the postings are read from ``fd``, packed
-    (see the module notes) from ``offset``."""
+    The postings are packed as in the file (see the module notes): ``packed`` in memory
+    (a build, a merge, or postings that could not be saved), or None when they are read
+    from ``fd`` at ``offset``. Held packed, a group's members and their merge take half the
+    memory (4 bytes a posting, not a pair of words)."""
 
     source: str
     term_hash: np.ndarray  # (terms,) uint64, ascending
@@ -130,16 +129,16 @@ class SegmentPostings:
     term_end: np.ndarray  # (terms,) int64: term i is term_text[term_end[i-1]:term_end[i]]
     indptr: np.ndarray  # (terms + 1,) int64
     doclen: np.ndarray  # (rows,) uint32
-    pairs: np.ndarray | None = None
+    packed: np.ndarray | None = None  # (postings,) uint32, in memory
     fd: int | None = None
     offset: int = 0
     path: str = ""  # the file, for errors
     members: tuple[str, ...] = ()  # a group's segment files (see .grouping); () for one
     block_crcs: np.ndarray | None = None  # (blocks,) uint32: each BLOCK of packed
     checked: bytearray | None = None  # (blocks,): 1 where a read checked the block
-    row_bits: int = 32  # a file's: bits of a packed posting holding its row
-    big_at: np.ndarray | None = None  # a file's: postings whose count is in big_tf
-    big_tf: np.ndarray | None = None
+    row_bits: int = 31  # bits of a packed posting holding its row
+    big_at: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    big_tf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
     _closer: weakref.finalize | None = field(default=None, repr=False)
 
     @property
@@ -176,11 +175,13 @@ class SegmentPostings:
         term = keys // span
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(np.bincount(term, minlength=len(vocab)), out=indptr[1:])
-        pairs = np.empty((keys.size, 2), dtype=np.uint32)
+        row = np.empty(keys.size, dtype=np.uint32)
         term *= span
-        np.subtract(keys, term, out=pairs[:, 0], casting="unsafe")  # the row
-        pairs[:, 1] = tf
-        del keys, term, tf
+        np.subtract(keys, term, out=row, casting="unsafe")
+        del keys, term
+        bits = row_bits(rows)
+        packed, big_at, big_tf = pack(row, tf, bits)
+        del row, tf
         encoded = [vocab[i].encode() for i in order.tolist()]
         return cls(
             source=source,
@@ -189,7 +190,10 @@ class SegmentPostings:
             term_end=np.cumsum([len(e) for e in encoded], dtype=np.int64),
             indptr=indptr,
             doclen=np.bincount(docs, minlength=rows).astype(np.uint32),
-            pairs=pairs,
+            packed=packed,
+            row_bits=bits,
+            big_at=big_at,
+            big_tf=big_tf,
         )
 
     @classmethod
@@ -232,18 +236,27 @@ class SegmentPostings:
             counts[r] += n  # a part's terms are distinct: no index repeats within r
         indptr = np.zeros(order.size + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        pairs = np.empty((int(indptr[-1]), 2), dtype=np.uint32)
+        bits = row_bits(sum(part.rows for part in parts))
+        packed = np.empty(int(indptr[-1]), dtype=np.uint32)
+        big_at: list[np.ndarray] = [np.zeros(0, np.int64)]
+        big_tf: list[np.ndarray] = [np.zeros(0, np.uint32)]
         cursor = indptr[:-1].copy()
         offset = 0
         for part, r, n in zip(parts, remap, lengths):
-            src = part.all_pairs()
-            if src.size and int(src[:, 0].max()) >= part.rows:  # crafted: never merged
+            rows, tf = part.all_postings()
+            if rows.size and int(rows.max()) >= part.rows:  # crafted: never merged
                 raise part.damaged("names a row outside its segment")
-            dest = np.repeat(cursor[r] - part.indptr[:-1], n) + np.arange(src.shape[0])
-            pairs[dest, 0] = src[:, 0] + np.uint32(offset)
-            pairs[dest, 1] = src[:, 1]
+            dest = np.repeat(cursor[r] - part.indptr[:-1], n) + np.arange(rows.size)
+            rows += np.uint32(offset)
+            words, at, wide = pack(rows, tf, bits)
+            del rows, tf
+            packed[dest] = words
+            big_at.append(dest[at.astype(np.int64)])
+            big_tf.append(wide)
             cursor[r] += n
             offset += part.rows
+        at = np.concatenate(big_at)
+        order_big = np.argsort(at, kind="stable")
         ordered = vocab.take(pa.array(order))  # the terms' bytes in hash order
         ends = np.frombuffer(ordered.buffers()[1], dtype=np.int64)[: len(ordered) + 1]
         data = ordered.buffers()[2]
@@ -255,16 +268,19 @@ class SegmentPostings:
             term_end=(ends[1:] - ends[0]).astype(np.int64),
             indptr=indptr,
             doclen=np.concatenate([part.doclen for part in parts]).astype(np.uint32),
-            pairs=pairs,
+            packed=packed,
+            row_bits=bits,
+            big_at=at[order_big].astype(np.uint64),
+            big_tf=np.concatenate(big_tf)[order_big],
             members=tuple(members),
         )
 
-    def all_pairs(self) -> np.ndarray:
-        """Every posting as a (postings, 2) uint32 array (a file's blocks all checked)."""
-        if self.pairs is not None:
-            return self.pairs
-        packed = np.frombuffer(self._read(0, self._packed_bytes), dtype="<u4")
-        return np.stack(self._unpack(packed, 0), axis=1)
+    def all_postings(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, counts)`` (uint32, new arrays) of every posting, in term order (a file's
+        blocks all checked)."""
+        return unpack(
+            self._words(0, int(self.indptr[-1])), 0, self.row_bits, self.big_at, self.big_tf
+        )
 
     # ------------------------------------------------------------------ reading
     def find(self, terms: Sequence[bytes], hashes: np.ndarray) -> list[tuple[int, int]]:
@@ -290,14 +306,13 @@ class SegmentPostings:
         """``(rows, counts)`` of term index ``term`` (uint32 each), read with one ``pread``
         from a file. The rows are not bounds-checked here: the caller checks them."""
         lo, hi = int(self.indptr[term]), int(self.indptr[term + 1])
-        if self.pairs is not None:
-            return self.pairs[lo:hi, 0], self.pairs[lo:hi, 1]
-        return self._unpack(np.frombuffer(self._read(lo * 4, hi * 4), dtype="<u4"), lo)
+        return unpack(self._words(lo, hi), lo, self.row_bits, self.big_at, self.big_tf)
 
-    def _unpack(self, packed: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, counts)`` of the packed postings ``first ..`` of this file."""
-        assert self.big_at is not None and self.big_tf is not None
-        return unpack(packed, first, self.row_bits, self.big_at, self.big_tf)
+    def _words(self, lo: int, hi: int) -> np.ndarray:
+        """Packed postings ``lo:hi``, from memory or read from the file."""
+        if self.packed is not None:
+            return self.packed[lo:hi]
+        return np.frombuffer(self._read(lo * 4, hi * 4), dtype="<u4")
 
     def _read(self, start: int, end: int) -> bytes:
         """Bytes ``start:end`` of ``packed``, the blocks they touch checked on first read."""
@@ -345,35 +360,19 @@ class SegmentPostings:
 
     # ------------------------------------------------------------------ the file
     def write_to(self, fh: IO[bytes]) -> None:
-        """Write the file (see the module notes) to ``fh``, each array from where it is held
-        and the postings packed a chunk at a time: nothing is copied into one buffer first
-        (the bytes of a merged group of ten segments' postings, 100 MB, had been held four
-        times over while it was saved)."""
-        pairs = self.pairs
-        assert pairs is not None, "only postings built in memory are written"
-        bits = row_bits(self.rows)
-        chunks = range(0, pairs.shape[0], _PACK_CHUNK)
-
-        def packed(lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            part = pairs[lo : lo + _PACK_CHUNK]
-            return pack(part[:, 0], part[:, 1], bits, lo)
-
-        # first pass: the blocks' checksums (the header, written first, holds them) and the
-        # counts that do not fit; the second packs again as it writes
-        crcs, big_at, big_tf = [], [], []
-        for lo in chunks:
-            words, at, tf = packed(lo)
-            crcs.append(chunk_crcs(words, BLOCK))
-            big_at.append(at)
-            big_tf.append(tf)
+        """Write the file (see the module notes) to ``fh``, each array from where it is held:
+        nothing is copied into one buffer first (the bytes of a merged group of ten
+        segments' postings, 100 MB, had been held four times over while it was saved)."""
+        assert self.packed is not None, "only postings held in memory are written"
         arrays = {
             "term_hash": self.term_hash,
             "term_end": self.term_end,
             "indptr": self.indptr,
             "doclen": self.doclen,
             "term_text": np.frombuffer(self.term_text, dtype=np.uint8),
-            "big_at": np.concatenate([np.zeros(0, np.uint64), *big_at]),
-            "big_tf": np.concatenate([np.zeros(0, np.uint32), *big_tf]),
+            "big_at": self.big_at,
+            "big_tf": self.big_tf,
+            "packed": self.packed,
         }
         views = {
             n: memoryview(np.ascontiguousarray(a, dtype=_ARRAYS[n]).reshape(-1).view(np.uint8))
@@ -383,14 +382,13 @@ class SegmentPostings:
         at = 0
         for name, view in views.items():
             at += -at % _ALIGN
-            layout[name] = [at, len(view), f"{crc32(view):08x}"]
-            at += len(view)
-        at += -at % _ALIGN
-        layout["packed"] = [at, 4 * pairs.shape[0], "".join(crcs)]  # last: no padding after
+            crc = chunk_crcs(view, BLOCK) if name == "packed" else f"{crc32(view):08x}"
+            layout[name] = [at, len(view), crc]
+            at += len(view)  # no padding after the last: every byte is checked
         head: dict[str, object] = {
             "source": self.source,
             "rows": self.rows,
-            "row_bits": bits,
+            "row_bits": self.row_bits,
             "arrays": layout,
         }
         if self.members:
@@ -402,9 +400,6 @@ class SegmentPostings:
         for name, view in views.items():
             gap = start + int(layout[name][0]) - written  # type: ignore[call-overload]
             written += fh.write(b"\0" * gap) + fh.write(view)
-        written += fh.write(b"\0" * (start + at - written))
-        for lo in chunks:
-            written += fh.write(memoryview(packed(lo)[0]).cast("B"))
 
     @classmethod
     def open(cls, fd: int, source: str, rows: int, path: str = "") -> SegmentPostings:
