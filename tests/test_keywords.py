@@ -750,3 +750,28 @@ def test_counts_kept_apart_score_as_bm25s(kwgroups, monkeypatch):
         header, _, _, length = _packed_span(f.read_bytes())
         assert header["row_bits"] == 31 and length % 4 == 0
         assert header["arrays"]["big_at"][1] == 2 * length  # 8 bytes each, every posting
+
+
+@pytest.mark.parametrize("widths", [(20, 20, 20), (16, 19, 20), (31, 20, 31)])
+def test_runs_of_several_files_decode_at_once(widths):
+    """A query term's runs from several files are decoded together (at once where the
+    files share their row bits, run by run where not), counts kept apart restored in each:
+    the same as decoding each run alone."""
+    from embedsearch.rag.postings import pack, unpack, unpack_runs
+
+    rng = np.random.default_rng(sum(widths))
+    raws, runs, want = [], [], []
+    for bits in widths:
+        n = int(rng.integers(1, 3000))
+        rows = rng.integers(0, 1 << min(bits, 20), n).astype(np.uint32)
+        counts = np.where(rng.random(n) < 0.05, rng.integers(1, 9000, n), 1)
+        first = int(rng.integers(0, 50))  # the run starts past the file's first postings
+        packed, big_at, big_tf = pack(rows, counts, bits, first)
+        f = SimpleNamespace(row_bits=bits, big_at=big_at, big_tf=big_tf)
+        raws.append(packed.tobytes())
+        runs.append((f, first))
+        want.append(unpack(packed, first, bits, big_at, big_tf))
+        assert (want[-1][1] == counts).all()
+    got_rows, got_counts = unpack_runs(raws, runs)
+    assert got_rows.tolist() == np.concatenate([w[0] for w in want]).tolist()
+    assert got_counts.tolist() == np.concatenate([w[1] for w in want]).tolist()

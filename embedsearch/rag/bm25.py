@@ -58,7 +58,7 @@ from ..progress import progress_bar
 from ..table import parse_metadata, trim_heap
 from .grouping import Group
 from .grouping import plan as group_plan
-from .postings import SegmentPostings
+from .postings import SegmentPostings, unpack_runs
 from .scoring import Run, Weighting, batches, top_k
 from .tokens import TOKEN, token_rows
 
@@ -739,27 +739,28 @@ class BM25Store:
         against their unit's end (a file changed after its blocks were checked is never
         read past)."""
         found: list[list[tuple[int, int, str]]] = [[] for _ in words]  # (start, rows, name)
-        rows_of: list[list[np.ndarray]] = [[] for _ in words]
-        tf_of: list[list[np.ndarray]] = [[] for _ in words]
+        raws: list[list[bytes]] = [[] for _ in words]
+        read: list[list[tuple[SegmentPostings, int]]] = [[] for _ in words]
         encoded = [w.encode() for w in words]
         for start, sp, name in units:
             for t, i in sp.find(encoded, hashes):
                 try:
-                    got, tf = sp.postings(i)
+                    raw, first = sp.raw(i)
                 except CorruptionError as exc:
                     raise _Damaged(name, exc) from None
-                if got.size:  # an empty run adds nothing (the joins below assume none)
+                if raw:  # an empty run adds nothing (the joins below assume none)
                     found[t].append((start, sp.rows, name))
-                    rows_of[t].append(got)
-                    tf_of[t].append(tf)
+                    raws[t].append(raw)
+                    read[t].append((sp, first))
         live = table.live if table.has_tombstones else None
         runs: list[Run | None] = []
-        for parts, row_parts, tf_parts in zip(found, rows_of, tf_of):
+        for parts, chunks, spans in zip(found, raws, read):
             if not parts:
                 runs.append(None)
                 continue
-            sizes = [r.size for r in row_parts]
-            local = np.concatenate(row_parts).astype(np.int64)
+            rows32, tf = unpack_runs(chunks, spans)
+            sizes = [len(c) // 4 for c in chunks]
+            local = rows32.astype(np.int64)
             firsts = np.cumsum([0, *sizes[:-1]])  # parts are never empty
             over = np.maximum.reduceat(local, firsts) >= np.array([p[1] for p in parts])
             if over.any():  # say which file
@@ -767,7 +768,6 @@ class BM25Store:
                 unit = next(u for u in units if u.name == name)
                 raise _Damaged(name, unit.postings.damaged("names a row outside its segment"))
             rows = local + np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes)
-            tf = np.concatenate(tf_parts)
             if live is not None:
                 keep = live[rows]
                 rows, tf = rows[keep], tf[keep]

@@ -70,8 +70,10 @@ _ARRAYS = {
     "big_tf": "<u4",
     "packed": "<u4",
 }
-#: Fewest bits of a packed posting given to its row (tests raise it to make counts overflow).
-MIN_ROW_BITS = 1
+#: Fewest bits of a packed posting given to its row: one width for every file of up to a
+#: million rows (a query then decodes a term's runs from all files at once), leaving counts
+#: up to 4,094 beside them (tests raise it to make counts overflow).
+MIN_ROW_BITS = 20
 #: Bytes of ``packed`` under one CRC-32 (4,096 postings): what a query's first read of a
 #: run checks at least (a median query at 1M rows reads 176 runs: 64 KB blocks made its
 #: first reads check ~11 MB).
@@ -105,13 +107,50 @@ def unpack(
     """``(rows, counts)`` (uint32) of the packed postings ``first ..`` (see :func:`pack`)."""
     rows = packed & np.uint32((1 << bits) - 1)
     counts = packed >> np.uint32(bits)
-    if big_at.size:
-        j0, j1 = np.searchsorted(big_at, [first, first + packed.size]).tolist()
-        if j1 > j0:
-            at = big_at[j0:j1].astype(np.int64) - first
-            ok = (at >= 0) & (at < packed.size)  # (a map changed since it was checked)
-            counts[at[ok]] = big_tf[j0:j1][ok]
+    _restore(counts, first, big_at, big_tf)
     return rows, counts
+
+
+def unpack_runs(
+    raws: Sequence[bytes], runs: Sequence[tuple[SegmentPostings, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, counts)`` (uint32) of runs read from several files (``raws[i]``: the packed
+    bytes of a run of ``runs[i][0]`` from its posting ``runs[i][1]``), joined in order:
+    decoded at once where the files share their row bits (every file of up to
+    ``2**MIN_ROW_BITS`` rows), run by run where not. One query term's runs from every file:
+    decoding each run apart cost a few numpy calls a run, ~0.15 ms of a 1 ms filtered
+    query at 100k rows."""
+    words = np.frombuffer(b"".join(raws), dtype="<u4")
+    widths = {p.row_bits for p, _ in runs}
+    if len(widths) == 1:
+        bits = np.uint32(widths.pop())
+        rows, counts = words & np.uint32((1 << int(bits)) - 1), words >> bits
+    else:
+        rows, counts = np.empty_like(words), np.empty_like(words)
+        at = 0
+        for raw, (p, _) in zip(raws, runs):
+            end = at + len(raw) // 4
+            np.bitwise_and(words[at:end], np.uint32((1 << p.row_bits) - 1), out=rows[at:end])
+            np.right_shift(words[at:end], np.uint32(p.row_bits), out=counts[at:end])
+            at = end
+    at = 0
+    for raw, (p, first) in zip(raws, runs):
+        end = at + len(raw) // 4
+        if p.big_at.size:
+            _restore(counts[at:end], first, p.big_at, p.big_tf)
+        at = end
+    return rows, counts
+
+
+def _restore(counts: np.ndarray, first: int, big_at: np.ndarray, big_tf: np.ndarray) -> None:
+    """Put back, in ``counts`` (of postings ``first ..``), the counts kept apart."""
+    if not big_at.size:
+        return
+    j0, j1 = np.searchsorted(big_at, [first, first + counts.size]).tolist()
+    if j1 > j0:
+        at = big_at[j0:j1].astype(np.int64) - first
+        ok = (at >= 0) & (at < counts.size)  # (a map changed since it was checked)
+        counts[at[ok]] = big_tf[j0:j1][ok]
 
 
 @dataclass(eq=False)
@@ -307,6 +346,14 @@ class SegmentPostings:
         from a file. The rows are not bounds-checked here: the caller checks them."""
         lo, hi = int(self.indptr[term]), int(self.indptr[term + 1])
         return unpack(self._words(lo, hi), lo, self.row_bits, self.big_at, self.big_tf)
+
+    def raw(self, term: int) -> tuple[bytes, int]:
+        """The packed bytes of term index ``term``'s postings and the index of its first
+        (for :func:`unpack_runs`, which decodes many files' runs at once)."""
+        lo, hi = int(self.indptr[term]), int(self.indptr[term + 1])
+        if self.packed is not None:
+            return self.packed[lo:hi].tobytes(), lo
+        return self._read(lo * 4, hi * 4), lo
 
     def _words(self, lo: int, hi: int) -> np.ndarray:
         """Packed postings ``lo:hi``, from memory or read from the file."""
