@@ -19,9 +19,9 @@ the same order, to confirm a hash), ``indptr`` (each term's run of postings), ``
 (each row's number of terms), ``big_at`` and ``big_tf`` (the postings whose count does not
 fit beside their row, and their counts) and ``packed``: per posting, one 32-bit word
 holding the row within the segment (ascending within a term) in its low ``row_bits`` bits
-(enough for the file's rows) and the term's count in that row in the others, or all ones
-there when the count is in ``big_tf`` (at 1M rows in groups of up to 2^19 rows, counts up
-to 8,190 fit). Four bytes a posting where a pair of words took eight.
+(enough for the file's rows, and at least :data:`MIN_ROW_BITS`) and the term's count in
+that row in the others, or all ones there when the count is in ``big_tf`` (with 20 bits
+for rows, counts up to 4,094 fit). Four bytes a posting where a pair of words took eight.
 
 **Memory and checks.** Everything but ``packed`` (the dictionary) is mapped when the file
 is opened, checked against its CRC-32 and for consistency, and held (its pages: about 30
