@@ -738,36 +738,35 @@ class BM25Store:
         a term and unit (a group or a segment), joined a term at a time, rows checked
         against their unit's end (a file changed after its blocks were checked is never
         read past)."""
-        found: list[list[tuple[int, int, str]]] = [[] for _ in words]  # (start, rows, name)
+        found: list[list[tuple[_Unit, int]]] = [[] for _ in words]  # (unit, first posting)
         raws: list[list[bytes]] = [[] for _ in words]
-        read: list[list[tuple[SegmentPostings, int]]] = [[] for _ in words]
         encoded = [w.encode() for w in words]
-        for start, sp, name in units:
-            for t, i in sp.find(encoded, hashes):
+        for unit in units:
+            for t, i in unit.postings.find(encoded, hashes):
                 try:
-                    raw, first = sp.raw(i)
+                    raw, first = unit.postings.raw(i)
                 except CorruptionError as exc:
-                    raise _Damaged(name, exc) from None
+                    raise _Damaged(unit.name, exc) from None
                 if raw:  # an empty run adds nothing (the joins below assume none)
-                    found[t].append((start, sp.rows, name))
+                    found[t].append((unit, first))
                     raws[t].append(raw)
-                    read[t].append((sp, first))
         live = table.live if table.has_tombstones else None
         runs: list[Run | None] = []
-        for parts, chunks, spans in zip(found, raws, read):
+        for parts, chunks in zip(found, raws):
             if not parts:
                 runs.append(None)
                 continue
-            rows32, tf = unpack_runs(chunks, spans)
+            rows32, tf = unpack_runs(chunks, [(u.postings, first) for u, first in parts])
             sizes = [len(c) // 4 for c in chunks]
             local = rows32.astype(np.int64)
             firsts = np.cumsum([0, *sizes[:-1]])  # parts are never empty
-            over = np.maximum.reduceat(local, firsts) >= np.array([p[1] for p in parts])
+            over = np.maximum.reduceat(local, firsts) >= np.array(
+                [u.postings.rows for u, _ in parts]
+            )
             if over.any():  # say which file
-                name = parts[int(np.argmax(over))][2]
-                unit = next(u for u in units if u.name == name)
-                raise _Damaged(name, unit.postings.damaged("names a row outside its segment"))
-            rows = local + np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes)
+                unit = parts[int(np.argmax(over))][0]
+                raise _Damaged(unit.name, unit.postings.damaged("names a row outside its segment"))
+            rows = local + np.repeat(np.array([u.start for u, _ in parts], dtype=np.int64), sizes)
             if live is not None:
                 keep = live[rows]
                 rows, tf = rows[keep], tf[keep]

@@ -530,10 +530,9 @@ class SegmentPostings:
                     block_crcs = np.frombuffer(raw_crcs, dtype=">u4").astype("<u4")
                 except ValueError:
                     raise ValueError("packed: checksums are not hexadecimal") from None
-                pairs_at, pairs_n = off, length // 4
+                packed_at, postings = off, length // 4
                 continue
-            raw = memoryview(whole)[off : off + length]
-            if len(raw) != length or f"{crc32(raw):08x}" != crc:
+            if f"{crc32(memoryview(whole)[off : off + length]):08x}" != crc:
                 raise ValueError(f"{name}: checksum mismatch")
             arrays[name] = np.frombuffer(whole, dtype=dtype, count=length // width, offset=off)
         terms, text = arrays["term_hash"].size, arrays["term_text"].size
@@ -542,14 +541,14 @@ class SegmentPostings:
             raise ValueError(f"{arrays['doclen'].size} row lengths, the segment has {rows}")
         if indptr.size != terms + 1 or ends.size != terms:
             raise ValueError("array lengths do not match")
-        if indptr[0] != 0 or indptr[-1] != pairs_n or (indptr[1:] < indptr[:-1]).any():
+        if indptr[0] != 0 or indptr[-1] != postings or (indptr[1:] < indptr[:-1]).any():
             raise ValueError("indptr is not a run of postings")
         if terms and (ends[-1] != text or ends[0] < 0 or (ends[1:] < ends[:-1]).any()):
             raise ValueError("term_end does not cut term_text")
         if (th[1:] < th[:-1]).any():
             raise ValueError("term_hash is not sorted")
         big_at, big_tf = arrays["big_at"], arrays["big_tf"]
-        if big_at.size != big_tf.size or (big_at.size and big_at[-1] >= pairs_n):
+        if big_at.size != big_tf.size or (big_at.size and big_at[-1] >= postings):
             raise ValueError("big_at does not name postings")
         if (big_at[1:] <= big_at[:-1]).any():
             raise ValueError("big_at is not ascending")
@@ -561,7 +560,7 @@ class SegmentPostings:
             indptr=indptr,
             doclen=arrays["doclen"],
             fd=fd,
-            offset=pairs_at,
+            offset=packed_at,
             block_crcs=block_crcs,
             checked=bytearray(block_crcs.size),
             row_bits=bits,
