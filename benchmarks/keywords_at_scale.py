@@ -26,7 +26,8 @@ Usage::
 
     python benchmarks/keywords_at_scale.py [--sizes 100000 1000000] [--baseline /path/to/old]
 
-Results: ``benchmarks/results/keywords_at_scale.json`` and ``keywords_at_scale.png``.
+Results: ``benchmarks/results/keywords_at_scale.json`` and ``keywords_at_scale.png`` (``--out NAME``
+for another name).
 """
 
 from __future__ import annotations
@@ -372,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--peer-python", type=Path, help="a Python with lancedb: its full-text search beside"
     )
+    ap.add_argument(
+        "--out",
+        default="keywords_at_scale",
+        help="result name (benchmarks/results/NAME.json, .png)",
+    )
     ap.add_argument("--engine", default="embedsearch", help=argparse.SUPPRESS)
     ap.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -405,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     md = table(rows, cols)
     print(md)
-    write_result("keywords_at_scale", {"rows": rows, "markdown": md, "add_rows": ADD_ROWS})
-    plot(rows, RESULTS / "keywords_at_scale.png")
+    write_result(args.out, {"rows": rows, "markdown": md, "add_rows": ADD_ROWS})
+    plot(rows, RESULTS / f"{args.out}.png")
     return 0
 
 
