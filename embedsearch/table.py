@@ -319,60 +319,80 @@ class Table:
 
         A re-rank's shortlist touches most segments for a few rows each: at 5M rows, 512
         rows from 101 segments. Asking each segment in turn cost ~20 µs of numpy calls a
-        segment, 2 ms of a 3 ms query; here the positions are sorted, split into runs and
-        checked against each segment's checked-rows flags in one pass (rows read for the
-        first time are read ahead there), and only segments with such rows are called, to
-        read ahead their row checksums and check the rows once read."""
+        segment, 2 ms of a 3 ms query; here the positions are sorted and split into runs,
+        each touched segment's checked-rows flags are looked up once for all its rows, and
+        only segments with rows read for the first time are called again, to read those rows
+        and their row checksums ahead and to check the rows once read. The reads themselves
+        are one loop of ``preadv`` calls with every offset worked out beforehand. At 1M rows
+        a re-rank's 256 reads took 0.53 ms of a 1.4 ms query, against 0.30 ms for the same
+        calls in a bare loop; a dictionary look-up and a flag tested per run, now per
+        segment, made most of the difference (0.47 ms since)."""
         if not positions.size:
             return np.empty((0, self.dim), dtype=np.float32)
         order = np.argsort(positions, kind="stable")
         ordered = positions[order]
         seg = np.searchsorted(self._starts, ordered, side="right") - 1
-        if int(np.bincount(seg).max()) > PREAD_MAX_ROWS:
+        # each touched segment's entries: one slice of the sorted positions
+        cuts = np.flatnonzero(seg[1:] != seg[:-1]) + 1
+        los, his = np.concatenate(([0], cuts)), np.append(cuts, ordered.size)
+        if int((his - los).max()) > PREAD_MAX_ROWS:
             return None
         local = ordered - self._starts[seg]
+        # per segment, not per run: its descriptor, and whether any of its rows is read for
+        # the first time (one look-up of its checked flags instead of one per row)
+        touched = seg[los].tolist()
+        spans = list(zip(touched, los.tolist(), his.tolist()))
+        fds = np.empty(len(self._segments), dtype=np.int64)
+        # segments with rows read the first time: (segment, slice, descriptor, checked flags)
+        fresh: list[tuple[MappedSegment, int, int, int, np.ndarray]] = []
+        for s, lo, hi in spans:
+            segment = self._segments[s]
+            got = segment.row_reader() if isinstance(segment, MappedSegment) else None
+            if got is None:
+                return None
+            fd, checked = got
+            fds[s] = fd
+            if not checked[local[lo:hi]].all():
+                fresh.append((segment, lo, hi, fd, checked))
         at = run_heads(local, seg, order)
         counts = np.diff(np.append(at, ordered.size))
-        runs = list(zip(order[at].tolist(), counts.tolist(), seg[at].tolist(), local[at].tolist()))
-        readers: dict[int, tuple[MappedSegment, int, np.ndarray]] = {}
-        fresh: dict[int, None] = {}  # segments with rows not checked before, in order
-        hint, blocks = self._cached_gathers < HINTS_OFF_AFTER, None
-        for _, count, s, row in runs:
-            reader = readers.get(s)
-            if reader is None:
-                segment = self._segments[s]
-                got = segment.row_reader() if isinstance(segment, MappedSegment) else None
-                if got is None:
-                    return None
-                reader = readers[s] = (segment, *got)
-            segment, fd, checked = reader
-            if checked[row] if count == 1 else checked[row : row + count].all():
-                continue
-            if not fresh:  # the disk's count before the first hint (warm gathers skip it)
-                blocks = _blocks_read()
-            fresh[s] = None
-            if hint and segment.reads_ahead:  # start the disk read before waiting on any
-                segment.read_ahead(fd, row, count)
-        # the entries of each fresh segment: one slice of the sorted positions
-        spans = {s: np.searchsorted(seg, [s, s + 1]).tolist() for s in fresh}
-        for s, (lo, hi) in spans.items():
-            readers[s][0].prefetch_checksums(local[lo:hi])
+        blocks = None
+        if fresh:
+            blocks = _blocks_read()  # the disk's count before the first hint
+            if self._cached_gathers < HINTS_OFF_AFTER:  # start every disk read before
+                for segment, lo, hi, fd, checked in fresh:  # waiting on any (warm
+                    if segment.reads_ahead:  # gathers skip it)
+                        rows = local[lo:hi]
+                        heads = run_heads(rows)
+                        sizes = np.diff(np.append(heads, rows.size))
+                        for row, count in zip(rows[heads].tolist(), sizes.tolist()):
+                            if not checked[row : row + count].all():
+                                segment.read_ahead(fd, row, count)
+            for segment, lo, hi, _, _ in fresh:
+                segment.prefetch_checksums(local[lo:hi])
         # each run is read straight into its place in the result (no second buffer to
-        # scatter from: a fresh 1.5 MB array costs ~375 page faults when malloc maps it)
+        # scatter from: a fresh 1.5 MB array costs ~375 page faults when malloc maps it);
+        # the loop does nothing but the reads, in bytes worked out beforehand
         out = np.empty((ordered.size, self.dim), dtype=np.float32)
-        flat, width, pread = memoryview(out).cast("B"), self.dim * 4, os.preadv
+        width = self.dim * 4
+        flat, pread = memoryview(out).cast("B"), os.preadv
+        reads = zip(
+            (order[at] * width).tolist(),
+            (counts * width).tolist(),
+            fds[seg[at]].tolist(),
+            (local[at] * width).tolist(),
+        )
         started = time.perf_counter()
-        for to, count, s, row in runs:
-            segment, fd, _ = readers[s]
-            size = count * width
-            if pread(fd, [flat[to * width : to * width + size]], row * width) != size:
-                raise segment.short_read()
+        for to, size, fd, offset in reads:
+            if pread(fd, [flat[to : to + size]], offset) != size:
+                short = next(self._segments[s] for s in touched if fds[s] == fd)
+                raise short.short_read()
         if fresh:  # only first reads are hinted, so only they tell whether hints pay
-            slow = time.perf_counter() - started > SLOW_READ_S * len(runs)
+            slow = time.perf_counter() - started > SLOW_READ_S * at.size
             cached = not slow and (blocks is None or _blocks_read() == blocks)
             self._cached_gathers = self._cached_gathers + 1 if cached else 0
-        for s, (lo, hi) in spans.items():  # raises CorruptionError before a damaged row
-            readers[s][0].check_rows(local[lo:hi], out, order[lo:hi])  # is handed out
+        for segment, lo, hi, _, _ in fresh:  # raises CorruptionError before a damaged row
+            segment.check_rows(local[lo:hi], out, order[lo:hi])  # is handed out
         return out
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:

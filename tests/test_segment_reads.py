@@ -388,3 +388,31 @@ def test_first_reads_are_hinted_until_gathers_keep_finding_them_cached(
     assert gather() == 10  # hinted again
     monkeypatch.setattr(table_module, "SLOW_READ_S", 0.0)  # reads slower than the page cache's
     assert [gather() for _ in range(HINTS_OFF_AFTER + 2)] == [10] * (HINTS_OFF_AFTER + 2)
+
+
+def test_a_vector_file_cut_short_after_opening_is_refused_by_a_gather(tmp_path: Path) -> None:
+    """A segment's vector file truncated under an open table (damage, not a writer: segment
+    files are never rewritten) makes the gather's ``pread`` come back short: the gather raises
+    CorruptionError naming that segment's file, for rows read before and rows never read,
+    and rows of the other segments still read as stored."""
+    from embedsearch.table import Table
+
+    rng = np.random.default_rng(13)
+    (tmp_path / "segments").mkdir()
+    sizes = [200, 300, 250]
+    parts = [rng.normal(size=(n, DIM)).astype(np.float32) for n in sizes]
+    refs = [
+        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
+        for s, (n, v) in enumerate(zip(sizes, parts))
+    ]
+    every = np.concatenate(parts)
+    t = Table(DIM)
+    t.extend([MappedSegment(tmp_path, ref, DIM) for ref in refs])
+    seen = np.array([10, 450, 260, 600])  # 450: row 250 of segment 1
+    assert np.array_equal(t.take(seen), every[seen])
+    os.truncate(tmp_path / refs[1].vectors.file, 100 * DIM * 4)  # segment 1 keeps 100 rows
+    for asked in ([450, 10], [600, 499, 5], [420]):  # read before; never read
+        with pytest.raises(CorruptionError, match=refs[1].file.split(".")[0]):
+            t.take(np.array(asked))
+    intact = np.array([600, 10, 250, 199])  # segments 2 and 0; row 50 of segment 1
+    assert np.array_equal(t.take(intact), every[intact])
