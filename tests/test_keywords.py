@@ -755,12 +755,12 @@ def test_counts_kept_apart_score_as_bm25s(kwgroups, monkeypatch):
 @pytest.mark.parametrize("widths", [(20, 20, 20), (16, 19, 20), (31, 20, 31)])
 def test_runs_of_several_files_decode_at_once(widths):
     """A query term's runs from several files are decoded together (at once where the
-    files share their row bits, run by run where not), counts kept apart restored in each:
-    the same as decoding each run alone."""
+    files share their row bits, run by run where not), counts kept apart restored in each,
+    each run's rows moved by its file's offset: the same as decoding each run alone."""
     from embedsearch.rag.postings import pack, unpack, unpack_runs
 
     rng = np.random.default_rng(sum(widths))
-    raws, runs, want = [], [], []
+    packs, runs, want, offsets = [], [], [], []
     for bits in widths:
         n = int(rng.integers(1, 3000))
         rows = rng.integers(0, 1 << min(bits, 20), n).astype(np.uint32)
@@ -768,10 +768,17 @@ def test_runs_of_several_files_decode_at_once(widths):
         first = int(rng.integers(0, 50))  # the run starts past the file's first postings
         packed, big_at, big_tf = pack(rows, counts, bits, first)
         f = SimpleNamespace(row_bits=bits, big_at=big_at, big_tf=big_tf)
-        raws.append(packed.tobytes())
-        runs.append((f, first))
+        packs.append(packed)
+        runs.append((f, first, n))
+        offsets.append(int(rng.integers(0, 3)) * 5_000_000_000)  # past 32 bits, or none
         want.append(unpack(packed, first, bits, big_at, big_tf))
         assert (want[-1][1] == counts).all()
-    got_rows, got_counts = unpack_runs(raws, runs)
+    words = np.concatenate(packs)
+    got_rows, got_counts = unpack_runs(words, runs)
+    assert got_rows.dtype == np.int64
     assert got_rows.tolist() == np.concatenate([w[0] for w in want]).tolist()
+    assert got_counts.tolist() == np.concatenate([w[1] for w in want]).tolist()
+    got_rows, got_counts = unpack_runs(words, runs, offsets)
+    moved = [w[0].astype(np.int64) + off for w, off in zip(want, offsets)]
+    assert got_rows.tolist() == np.concatenate(moved).tolist()
     assert got_counts.tolist() == np.concatenate([w[1] for w in want]).tolist()

@@ -738,35 +738,39 @@ class BM25Store:
         a term and unit (a group or a segment), joined a term at a time, rows checked
         against their unit's end (a file changed after its blocks were checked is never
         read past)."""
-        found: list[list[tuple[_Unit, int]]] = [[] for _ in words]  # (unit, first posting)
-        raws: list[list[bytes]] = [[] for _ in words]
+        found: list[list[tuple[_Unit, int, int]]] = [[] for _ in words]  # (unit, lo, hi)
         encoded = [w.encode() for w in words]
         for unit in units:
             for t, i in unit.postings.find(encoded, hashes):
-                try:
-                    raw, first = unit.postings.raw(i)
-                except CorruptionError as exc:
-                    raise _Damaged(unit.name, exc) from None
-                if raw:  # an empty run adds nothing (the joins below assume none)
-                    found[t].append((unit, first))
-                    raws[t].append(raw)
+                lo, hi = unit.postings.span(i)
+                if hi > lo:  # an empty run adds nothing (the joins below assume none)
+                    found[t].append((unit, lo, hi))
         live = table.live if table.has_tombstones else None
         runs: list[Run | None] = []
-        for parts, chunks in zip(found, raws):
+        for parts in found:
             if not parts:
                 runs.append(None)
                 continue
-            rows32, tf = unpack_runs(chunks, [(u.postings, first) for u, first in parts])
-            sizes = [len(c) // 4 for c in chunks]
-            local = rows32.astype(np.int64)
-            firsts = np.cumsum([0, *sizes[:-1]])  # parts are never empty
-            over = np.maximum.reduceat(local, firsts) >= np.array(
-                [u.postings.rows for u, _ in parts]
+            sizes = [hi - lo for _, lo, hi in parts]
+            words = np.empty(sum(sizes), dtype=np.uint32)  # every run read straight into it
+            at = 0
+            for (unit, lo, hi), size in zip(parts, sizes):
+                try:
+                    unit.postings.read_into(lo, hi, words[at : at + size])
+                except CorruptionError as exc:
+                    raise _Damaged(unit.name, exc) from None
+                at += size
+            rows, tf = unpack_runs(
+                words,
+                [(u.postings, lo, size) for (u, lo, _), size in zip(parts, sizes)],
+                [u.start for u, _, _ in parts],
             )
+            firsts = np.cumsum([0, *sizes[:-1]])  # parts are never empty
+            ends = np.array([u.start + u.postings.rows for u, _, _ in parts], dtype=np.int64)
+            over = np.maximum.reduceat(rows, firsts) >= ends
             if over.any():  # say which file
                 unit = parts[int(np.argmax(over))][0]
                 raise _Damaged(unit.name, unit.postings.damaged("names a row outside its segment"))
-            rows = local + np.repeat(np.array([u.start for u, _ in parts], dtype=np.int64), sizes)
             if live is not None:
                 keep = live[rows]
                 rows, tf = rows[keep], tf[keep]
