@@ -52,9 +52,18 @@ class Weighting:
     doclen: np.ndarray  # (rows,) float32
 
     def score(self, term_weight: np.ndarray, tf: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The shares (float32) of postings of counts ``tf`` at ``rows``."""
+        """The shares (float32) of postings of counts ``tf`` at ``rows``: ``term_weight *
+        tf / (tf + base + per_len * dl)``, computed in the same order as written (the same
+        roundings) in three arrays instead of seven: at 5M rows a query scores millions of
+        postings, and each temporary is an array of them faulted in."""
         tf32 = tf.astype(np.float32)
-        return term_weight * tf32 / (tf32 + self.base + self.per_len * self.doclen[rows])
+        denom = tf32 + self.base
+        norm = self.doclen[rows]
+        norm *= self.per_len
+        denom += norm
+        tf32 *= term_weight
+        tf32 /= denom
+        return tf32
 
 
 def batches(starts: Sequence[int], rows: int) -> list[tuple[int, int]]:
