@@ -752,16 +752,16 @@ class BM25Store:
                 runs.append(None)
                 continue
             sizes = [hi - lo for _, lo, hi in parts]
-            words = np.empty(sum(sizes), dtype=np.uint32)  # every run read straight into it
+            packed = np.empty(sum(sizes), dtype=np.uint32)  # every run read straight into it
             at = 0
             for (unit, lo, hi), size in zip(parts, sizes):
                 try:
-                    unit.postings.read_into(lo, hi, words[at : at + size])
+                    unit.postings.read_into(lo, hi, packed[at : at + size])
                 except CorruptionError as exc:
                     raise _Damaged(unit.name, exc) from None
                 at += size
             rows, tf = unpack_runs(
-                words,
+                packed,
                 [(u.postings, lo, size) for (u, lo, _), size in zip(parts, sizes)],
                 [u.start for u, _, _ in parts],
             )
