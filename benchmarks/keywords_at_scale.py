@@ -335,10 +335,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             )
         ax.set_xticks(np.arange(len(sizes)), [f"{n:,} docs" for n in sizes])
         ax.set_title(title, fontsize=10)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.margins(y=0.25)
+        shown = [r[key] for r in rows if r.get(key)]
+        if shown and max(shown) > 20 * min(shown):  # values decades apart: a log scale
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.margins(y=0.25)
+        else:  # a linear scale from 0, so that bars' heights compare as their values do
+            ax.set_ylim(0, 1.2 * max(shown, default=1))
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(
         handles,
