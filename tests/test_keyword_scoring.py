@@ -120,3 +120,54 @@ def test_batches_grow_and_cover_every_segment():
     spans = batches(starts, 130)
     assert spans == [(0, 10), (10, 40), (40, 130)]  # 1, 2, then 4 segments
     assert batches([], 0) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bounds_from_counts_and_the_shortest_row_prune_more_and_rank_the_same(seed):
+    """A term's bound is the share of its largest count in a row of the shortest length
+    (not its weight, which a share only nears as the count grows): the ranking is still the
+    exhaustive one, and no more postings are scored than with the weights as bounds."""
+    rng = np.random.default_rng(300 + seed)
+    runs, doclen, starts = _collection(rng, 8, int(rng.integers(200, 500)), 9, 10**9)
+    runs = [
+        None if r is None else Run(r.rows, np.minimum(r.tf, 1 + (r.rows % 5 == 0))) for r in runs
+    ]
+    weight = rng.uniform(0.05, 6.0, len(runs)).astype(np.float32)
+    spans = batches(starts, doclen.size)
+    args = (weight, np.float32(0.9), np.float32(1.2 / doclen.mean()), doclen)
+    loose, tight = _Counting(*args), _Counting(*args, float(doclen.min()))
+    for k in (1, 10, 100):
+        ref_pos, ref_val = _exhaustive(runs, Weighting(*args), k, None)  # (not counted)
+        for weighting in (loose, tight):
+            pos, val = top_k(runs, weighting, k, spans)
+            assert pos.tolist() == ref_pos.tolist()
+            np.testing.assert_allclose(val, ref_val, rtol=1e-6)
+    assert tight.scored[0] < loose.scored[0]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_terms_bound_holds_every_share_and_is_reached(seed):
+    """``Weighting.bound`` is at least every share of the term's postings (as scored, in
+    float32), and, where its largest count sits in a row of the shortest length, within
+    rounding of that share: the bound MaxScore prunes by is never below a real share, and
+    not looser than it need be."""
+    rng = np.random.default_rng(400 + seed)
+    rows = 5_000
+    doclen = rng.integers(1, 400, rows).astype(np.float32)
+    held = np.sort(rng.choice(rows, 600, replace=False))
+    tf = rng.integers(1, 1 + int(rng.integers(1, 9000)), held.size).astype(np.uint32)
+    weighting = Weighting(
+        rng.uniform(0.01, 9.0, 1).astype(np.float32),
+        np.float32(rng.uniform(0, 2)),
+        np.float32(rng.uniform(0, 0.05)),
+        doclen,
+        float(doclen.min()),
+    )
+    run = Run(held.astype(np.int64), tf)
+    shares = weighting.score(weighting.weight[0], run.tf, run.rows)
+    assert weighting.bound(0, run) >= shares.max()
+    shortest = held[np.argmin(doclen[held])]
+    doclen[shortest] = doclen.min()
+    tf[np.searchsorted(held, shortest)] = tf.max()
+    reached = weighting.score(weighting.weight[0], run.tf, run.rows).max()
+    assert reached <= weighting.bound(0, run) <= reached * (1 + 1e-4)

@@ -255,6 +255,7 @@ class _Lengths:
     doclen: np.ndarray  # (rows,) float32, by position
     live: int
     total: float
+    shortest: float  # the smallest length of a row holding any term (0 where none does)
 
 
 class _Unit(NamedTuple):
@@ -633,7 +634,9 @@ class BM25Store:
             live, total = table.count, float(doclen[table.live].sum(dtype=np.float64))
         else:
             live, total = table.rows, float(doclen.sum(dtype=np.float64))
-        self._stats = _Lengths(key, doclen, live, total)
+        held = doclen[doclen > 0]  # (a row of no term is in no posting)
+        shortest = float(held.min()) if held.size else 0.0
+        self._stats = _Lengths(key, doclen, live, total, shortest)
         return self._stats
 
     def search(
@@ -721,7 +724,9 @@ class BM25Store:
         if where is not None:
             mask = column_mask(where, table.rows, table.metadata_columns, table.metadata_rows)
         per_len = k1 * b * n / lengths.total if lengths.total else 0.0
-        weighting = Weighting(weight, np.float32(k1 * (1 - b)), np.float32(per_len), lengths.doclen)
+        weighting = Weighting(
+            weight, np.float32(k1 * (1 - b)), np.float32(per_len), lengths.doclen, lengths.shortest
+        )
         spans = batches(table.segment_starts(), table.rows)
         pos, scores = top_k(runs, weighting, k, spans, mask)
         head, rest = pos[:shown], pos[shown:]

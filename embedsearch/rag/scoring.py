@@ -6,10 +6,13 @@ documents holding the term, and the term's count in each. This module scores the
 arrays rather than per segment or per document (a query over twenty segments costs a few
 dozen numpy calls, not a few hundred), with **MaxScore** pruning:
 
-* A term's share of a document's score, ``weight * tf / (tf + norm)``, is below the term's
-  ``weight`` (its idf times its count in the query). So once ``k`` documents are held and the
-  ``k``-th best score is ``theta``, the lightest terms whose weights sum to less than
-  ``theta`` are *non-essential*: a document holding only those cannot enter the top ``k``.
+* A term's share of a document's score, ``weight * tf / (tf + norm)`` (``weight``: its
+  idf times its count in the query; ``norm`` grows with the document's length), is at most
+  the share of the term's largest count in a document of the shortest length held
+  (:meth:`Weighting.bound`), well below ``weight`` for a term found once or twice a
+  document. So once ``k`` documents are held and the ``k``-th best score is ``theta``, the
+  lightest terms whose bounds sum to less than ``theta`` are *non-essential*: a document
+  holding only those cannot enter the top ``k``.
 * The collection is scored in batches of positions, growing (1, 2, 4, ... segments), so
   ``theta`` is known early and rises between batches. In each, only the essential terms'
   postings are scored; the others are looked up (a binary search in their runs) for the
@@ -50,6 +53,17 @@ class Weighting:
     base: np.float32
     per_len: np.float32
     doclen: np.ndarray  # (rows,) float32
+    shortest: float = 0.0  # a length no document holding a term is shorter than
+
+    def bound(self, t: int, run: Run) -> float:
+        """A share no posting of term ``t`` (its ``run``) exceeds: the share of its largest
+        count in a document of length :attr:`shortest` (a share grows with the count and
+        shrinks with the length), widened for float32 rounding. Bounded by the term's
+        weight alone, MaxScore had taken a term holding one word a document for up to
+        2.5 times what it can add, and scored its postings in full."""
+        most = float(run.tf.max())
+        norm = float(self.base) + float(self.per_len) * self.shortest
+        return float(self.weight[t]) * most / (most + norm) * (1 + _SLACK)
 
     def score(self, term_weight: np.ndarray, tf: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The shares (float32) of postings of counts ``tf`` at ``rows``: ``term_weight *
@@ -93,8 +107,8 @@ def top_k(
     terms = [t for t, r in enumerate(runs) if r is not None and r.rows.size]
     if not terms or k <= 0 or not spans:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    terms.sort(key=lambda t: float(weight[t]))  # lightest first
-    bound = {t: float(weight[t]) * (1 + _SLACK) for t in terms}
+    bound = {t: weighting.bound(t, runs[t]) for t in terms}  # type: ignore[arg-type]
+    terms.sort(key=lambda t: bound[t])  # lightest first
     edges = np.array([lo for lo, _ in spans] + [spans[-1][1]], dtype=np.int64)
     cuts = {t: np.searchsorted(runs[t].rows, edges).tolist() for t in terms}  # type: ignore[union-attr]
     held_pos = np.empty(0, dtype=np.int64)
