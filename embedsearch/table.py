@@ -343,33 +343,26 @@ class Table:
         touched = seg[los].tolist()
         spans = list(zip(touched, los.tolist(), his.tolist()))
         fds = np.empty(len(self._segments), dtype=np.int64)
-        # segments with rows read the first time: (segment, slice, descriptor, checked flags)
-        fresh: list[tuple[MappedSegment, int, int, int, np.ndarray]] = []
-        for s, lo, hi in spans:
+        fresh: list[tuple[MappedSegment, int, int]] = []  # segments with rows read the
+        for s, lo, hi in spans:  # first time, and their slice
             segment = self._segments[s]
             got = segment.row_reader() if isinstance(segment, MappedSegment) else None
             if got is None:
                 return None
-            fd, checked = got
-            fds[s] = fd
+            fds[s], checked = got
             if not checked[local[lo:hi]].all():
-                fresh.append((segment, lo, hi, fd, checked))
+                fresh.append((segment, lo, hi))
         at = run_heads(local, seg, order)
         counts = np.diff(np.append(at, ordered.size))
         blocks = None
         if fresh:
             blocks = _blocks_read()  # the disk's count before the first hint
-            if self._cached_gathers < HINTS_OFF_AFTER:  # start every disk read before
-                for segment, lo, hi, fd, checked in fresh:  # waiting on any (warm
-                    if segment.reads_ahead:  # gathers skip it)
-                        rows = local[lo:hi]
-                        heads = run_heads(rows)
-                        sizes = np.diff(np.append(heads, rows.size))
-                        for row, count in zip(rows[heads].tolist(), sizes.tolist()):
-                            if not checked[row : row + count].all():
-                                segment.read_ahead(fd, row, count)
-            for segment, lo, hi, _, _ in fresh:
-                segment.prefetch_checksums(local[lo:hi])
+            hint = self._cached_gathers < HINTS_OFF_AFTER  # (warm gathers skip the rows')
+            for segment, lo, hi in fresh:  # start every disk read before waiting on any
+                if hint:  # the unchecked rows, and their row checksums
+                    segment.prefetch(local[lo:hi])
+                else:
+                    segment.prefetch_checksums(local[lo:hi])
         # each run is read straight into its place in the result (no second buffer to
         # scatter from: a fresh 1.5 MB array costs ~375 page faults when malloc maps it);
         # the loop does nothing but the reads, in bytes worked out beforehand
@@ -391,7 +384,7 @@ class Table:
             slow = time.perf_counter() - started > SLOW_READ_S * at.size
             cached = not slow and (blocks is None or _blocks_read() == blocks)
             self._cached_gathers = self._cached_gathers + 1 if cached else 0
-        for segment, lo, hi, _, _ in fresh:  # raises CorruptionError before a damaged row
+        for segment, lo, hi in fresh:  # raises CorruptionError before a damaged row
             segment.check_rows(local[lo:hi], out, order[lo:hi])  # is handed out
         return out
 
