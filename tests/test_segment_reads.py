@@ -19,6 +19,7 @@ import pytest
 
 from embedsearch.errors import CorruptionError
 from embedsearch.segment import MappedSegment, write_segment
+from embedsearch.table import Table
 
 DIM = 8
 
@@ -32,6 +33,28 @@ def _segment(tmp_path: Path, rows: int = 700) -> tuple[MappedSegment, list, list
     (tmp_path / "segments").mkdir(exist_ok=True)
     ref = write_segment(tmp_path, ids, texts, metas, vectors)
     return MappedSegment(tmp_path, ref, DIM), ids, texts, metas, vectors
+
+
+def _segments(
+    tmp_path: Path, sizes: list[int], seed: int, dim: int = DIM
+) -> tuple[list, np.ndarray]:
+    """Segments of ``sizes`` rows of random vectors written at ``tmp_path``: their refs and
+    every vector, in order."""
+    rng = np.random.default_rng(seed)
+    (tmp_path / "segments").mkdir()
+    parts = [rng.normal(size=(n, dim)).astype(np.float32) for n in sizes]
+    refs = [
+        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
+        for s, (n, v) in enumerate(zip(sizes, parts))
+    ]
+    return refs, np.concatenate(parts)
+
+
+def _table(tmp_path: Path, refs: list, dim: int = DIM) -> Table:
+    """A table over the segments ``refs``, each mapped anew."""
+    t = Table(dim)
+    t.extend([MappedSegment(tmp_path, ref, dim) for ref in refs])
+    return t
 
 
 def test_small_reads_return_what_the_columns_and_matrix_hold(tmp_path: Path) -> None:
@@ -245,22 +268,11 @@ def test_a_table_reads_rows_of_many_segments_one_pread_a_run_and_checks_them(
     first read is checked against its checksum, and a damaged row is refused however the
     positions are ordered."""
     import embedsearch.segment as segment_module
-    from embedsearch.table import Table
 
-    rng = np.random.default_rng(5)
-    (tmp_path / "segments").mkdir()
-    sizes = [300, 1, 700, 64, 500]
-    parts = [rng.normal(size=(n, DIM)).astype(np.float32) for n in sizes]
-    refs = [
-        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
-        for s, (n, v) in enumerate(zip(sizes, parts))
-    ]
-    every = np.concatenate(parts)
+    refs, every = _segments(tmp_path, [300, 1, 700, 64, 500], 5)
 
     def table() -> Table:
-        t = Table(DIM)
-        t.extend([MappedSegment(tmp_path, ref, DIM) for ref in refs])
-        return t
+        return _table(tmp_path, refs)
 
     def no_segment_take(*_: object, **__: object) -> None:
         raise AssertionError("a per-segment take")
@@ -314,19 +326,9 @@ def test_a_gather_across_segments_allocates_its_result_once(tmp_path: Path) -> N
     1.7 ms)."""
     import tracemalloc
 
-    from embedsearch.table import Table
-
-    dim, sizes = 384, [900, 700, 800]
+    refs, every = _segments(tmp_path, [900, 700, 800], 9, dim=384)
+    t = _table(tmp_path, refs, 384)
     rng = np.random.default_rng(9)
-    (tmp_path / "segments").mkdir()
-    parts = [rng.normal(size=(n, dim)).astype(np.float32) for n in sizes]
-    refs = [
-        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
-        for s, (n, v) in enumerate(zip(sizes, parts))
-    ]
-    t = Table(dim)
-    t.extend([MappedSegment(tmp_path, ref, dim) for ref in refs])
-    every = np.concatenate(parts)
     positions = rng.permutation(every.shape[0])[:1000]
     assert np.array_equal(t.take(positions), every[positions])  # the first read checks rows
     tracemalloc.start()
@@ -347,19 +349,11 @@ def test_first_reads_are_hinted_until_gathers_keep_finding_them_cached(
     a gather that did. The disk's block counter is faked (plumbing: a test cannot evict the
     page cache portably); the rows, reads and checks are real."""
     import embedsearch.table as table_module
-    from embedsearch.table import HINTS_OFF_AFTER, Table
+    from embedsearch.table import HINTS_OFF_AFTER
 
+    refs, every = _segments(tmp_path, [400, 300, 500], 11)
+    t = _table(tmp_path, refs)
     rng = np.random.default_rng(11)
-    (tmp_path / "segments").mkdir()
-    sizes = [400, 300, 500]
-    parts = [rng.normal(size=(n, DIM)).astype(np.float32) for n in sizes]
-    refs = [
-        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
-        for s, (n, v) in enumerate(zip(sizes, parts))
-    ]
-    every = np.concatenate(parts)
-    t = Table(DIM)
-    t.extend([MappedSegment(tmp_path, ref, DIM) for ref in refs])
     hints: list[int] = []
     real_read_ahead = MappedSegment.read_ahead
 
@@ -395,19 +389,8 @@ def test_a_vector_file_cut_short_after_opening_is_refused_by_a_gather(tmp_path: 
     files are never rewritten) makes the gather's ``pread`` come back short: the gather raises
     CorruptionError naming that segment's file, for rows read before and rows never read,
     and rows of the other segments still read as stored."""
-    from embedsearch.table import Table
-
-    rng = np.random.default_rng(13)
-    (tmp_path / "segments").mkdir()
-    sizes = [200, 300, 250]
-    parts = [rng.normal(size=(n, DIM)).astype(np.float32) for n in sizes]
-    refs = [
-        write_segment(tmp_path, [f"s{s}-{i}" for i in range(n)], ["t"] * n, [None] * n, v)
-        for s, (n, v) in enumerate(zip(sizes, parts))
-    ]
-    every = np.concatenate(parts)
-    t = Table(DIM)
-    t.extend([MappedSegment(tmp_path, ref, DIM) for ref in refs])
+    refs, every = _segments(tmp_path, [200, 300, 250], 13)
+    t = _table(tmp_path, refs)
     seen = np.array([10, 450, 260, 600])  # 450: row 250 of segment 1
     assert np.array_equal(t.take(seen), every[seen])
     os.truncate(tmp_path / refs[1].vectors.file, 100 * DIM * 4)  # segment 1 keeps 100 rows
