@@ -782,3 +782,22 @@ def test_runs_of_several_files_decode_at_once(widths):
     moved = [w[0].astype(np.int64) + off for w, off in zip(want, offsets)]
     assert got_rows.tolist() == np.concatenate(moved).tolist()
     assert got_counts.tolist() == np.concatenate([w[1] for w in want]).tolist()
+
+
+@pytest.mark.parametrize(
+    ("lengths", "shortest"),
+    [([7, 3, 9], 3), ([0, 5, 0, 2, 8], 2), ([0, 0], 0), ([], 0), ([4_294_967_295, 1], 1)],
+)
+def test_a_files_shortest_row_holding_a_term(lengths, shortest):
+    """``SegmentPostings.shortest``, what MaxScore bounds shares with: the smallest length
+    of a row holding a term; rows of no term (length 0) do not count, and a file of none
+    gives 0 (the bound then assumes a row of length 0: still above every share)."""
+    postings = SegmentPostings(
+        source="s",
+        term_hash=np.zeros(0, np.uint64),
+        term_text=b"",
+        term_end=np.zeros(0, np.int64),
+        indptr=np.zeros(1, np.int64),
+        doclen=np.array(lengths, dtype=np.uint32),
+    )
+    assert postings.shortest == shortest

@@ -634,9 +634,8 @@ class BM25Store:
             live, total = table.count, float(doclen[table.live].sum(dtype=np.float64))
         else:
             live, total = table.rows, float(doclen.sum(dtype=np.float64))
-        held = doclen[doclen > 0]  # (a row of no term is in no posting)
-        shortest = float(held.min()) if held.size else 0.0
-        self._stats = _Lengths(key, doclen, live, total, shortest)
+        held = [p.shortest for _, p, _ in units if p.shortest]  # (a row of no term: 0)
+        self._stats = _Lengths(key, doclen, live, total, float(min(held, default=0)))
         return self._stats
 
     def search(

@@ -42,6 +42,7 @@ refused).
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
@@ -193,6 +194,17 @@ class SegmentPostings:
     @property
     def rows(self) -> int:
         return int(self.doclen.size)
+
+    @functools.cached_property
+    def shortest(self) -> int:
+        """The smallest length of a row holding a term (0 where none does): what MaxScore
+        bounds a term's share with (see :meth:`.scoring.Weighting.bound`). Worked out once
+        per file and process (a file never changes), so a commit's next query does not
+        pass over every row's length again (at 5M rows ~5 ms)."""
+        if not self.doclen.size:
+            return 0
+        least = int((self.doclen - np.uint32(1)).min())  # a length of 0 wraps to the top
+        return 0 if least == 0xFFFFFFFF else least + 1
 
     # ------------------------------------------------------------------ building
     @classmethod
