@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .allocator import trim_heap
 from .arrays import indices
 from .columns import KeyColumn, columns_from_json_array
 from .columns import Path as ColumnPath
@@ -599,30 +600,6 @@ def _add_ids(idmap: IdMap, seg: Segment, start: int) -> None:
 #: Bytes of per-segment columns freed by one build of whole columns past which the C heap
 #: is trimmed (see :func:`trim_heap`).
 TRIM_AFTER_BYTES = 8 * 2**20
-
-_malloc_trim: Any = None
-
-
-def trim_heap() -> None:
-    """Hand freed C-heap memory back to the operating system (glibc's ``malloc_trim``).
-
-    The per-segment columns a filter builds are freed once they are joined into one column,
-    but glibc keeps the freed blocks in the process (its threshold for returning memory
-    rises after large frees): at 1.01M rows the columns of three keys left RSS at +83 MB
-    without a trim and +46 MB with one (37.5 MB of columns). A no-op where the C library has
-    no ``malloc_trim`` (musl, macOS).
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
 
 
 def _owned_bytes(col: KeyColumn) -> int:

@@ -49,13 +49,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 import numpy as np
 
 from .. import durable
+from ..allocator import keep_large_blocks, trim_heap
 from ..arrays import numbers
 from ..concurrency import Ahead, cpus
 from ..errors import CorruptionError, EmbedSearchError
 from ..filters import column_mask
 from ..idhash import hash_strings
 from ..progress import progress_bar
-from ..table import parse_metadata, trim_heap
+from ..table import parse_metadata
 from .grouping import Group
 from .grouping import plan as group_plan
 from .postings import SegmentPostings, unpack_runs
@@ -634,6 +635,7 @@ class BM25Store:
             live, total = table.count, float(doclen[table.live].sum(dtype=np.float64))
         else:
             live, total = table.rows, float(doclen.sum(dtype=np.float64))
+        keep_large_blocks()  # a query's temporaries are reused, not faulted in afresh
         held = [p.shortest for _, p, _ in units if p.shortest]  # (a row of no term: 0)
         self._stats = _Lengths(key, doclen, live, total, float(min(held, default=0)))
         return self._stats
