@@ -801,3 +801,23 @@ def test_a_files_shortest_row_holding_a_term(lengths, shortest):
         doclen=np.array(lengths, dtype=np.uint32),
     )
     assert postings.shortest == shortest
+
+
+def test_postings_cut_short_under_an_open_store_are_rebuilt(kwcol, caplog):
+    """A postings file truncated after a store opened it and checked its blocks (damage:
+    files are never rewritten in place) makes the store's reads come back short, whether
+    the blocks were checked before or not: the file is rebuilt, never read past, and the
+    answers are those of the intact files."""
+    store = bm25_store(kwcol)
+    queries = ["planets orbit the sun", "cast iron pan", "the history of music"]
+    want = [store.search(q, 10) for q in queries]  # every file read, blocks checked
+    folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
+    files = sorted(folder.glob("seg-*.kw"))
+    intact = [f.read_bytes() for f in files]
+    for f, raw in zip(files, intact):
+        _, _, at, _ = _packed_span(raw)
+        os.truncate(f, at + BLOCK // 8)  # the dictionary kept (it is mapped), postings cut
+    with caplog.at_level(logging.WARNING, logger="embedsearch.rag.bm25"):
+        assert [store.search(q, 10) for q in queries] == want
+    assert any("shorter than its header says" in r.getMessage() for r in caplog.records)
+    assert [f.read_bytes() for f in files] == intact  # each rebuilt as it was

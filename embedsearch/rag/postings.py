@@ -379,55 +379,51 @@ class SegmentPostings:
     def read_into(self, lo: int, hi: int, out: np.ndarray) -> None:
         """Packed postings ``lo:hi`` into ``out`` (uint32, ``hi - lo`` words, contiguous):
         with one ``pread`` straight into it once the blocks they touch are checked (for
-        :func:`unpack_runs`, which decodes many files' runs joined in one array)."""
+        :func:`unpack_runs`, which decodes many files' runs joined in one array); on a
+        first read, from the whole blocks read and checked."""
         if self.packed is not None:
             out[:] = self.packed[lo:hi]
             return
         start, end = lo * 4, hi * 4
         if start == end:
             return
+        assert self.fd is not None and self.checked is not None
         if not 0 <= start < end <= self._packed_bytes:  # (the map changed since it was checked)
             raise self.damaged("names postings outside its file")
-        assert self.fd is not None and self.checked is not None
-        if self.checked.find(0, start // BLOCK, (end - 1) // BLOCK + 1) >= 0:
-            out[:] = np.frombuffer(self._read(start, end), dtype="<u4")  # blocks checked first
+        b0, b1 = start // BLOCK, (end - 1) // BLOCK + 1
+        if self.checked.find(0, b0, b1) < 0:  # every block checked (a C-level scan)
+            if os.preadv(self.fd, [memoryview(out).cast("B")], self.offset + start) != end - start:
+                raise self.damaged("is shorter than its header says")
             return
-        if os.preadv(self.fd, [memoryview(out).cast("B")], self.offset + start) != end - start:
-            raise self.damaged("is shorter than its header says")
+        raw = self._checked_blocks(b0, b1)
+        out[:] = np.frombuffer(raw, dtype="<u4", count=hi - lo, offset=start - b0 * BLOCK)
 
     def _words(self, lo: int, hi: int) -> np.ndarray:
         """Packed postings ``lo:hi``, from memory or read from the file."""
         if self.packed is not None:
             return self.packed[lo:hi]
-        return np.frombuffer(self._read(lo * 4, hi * 4), dtype="<u4")
+        out = np.empty(hi - lo, dtype=np.uint32)
+        self.read_into(lo, hi, out)
+        return out
 
-    def _read(self, start: int, end: int) -> bytes:
-        """Bytes ``start:end`` of ``packed``, the blocks they touch checked on first read."""
-        assert self.fd is not None and self.checked is not None
-        if start == end:
-            return b""
-        if not 0 <= start < end <= self._packed_bytes:  # (the map changed since it was checked)
-            raise self.damaged("names postings outside its file")
-        b0, b1 = start // BLOCK, (end - 1) // BLOCK + 1
-        if self.checked.find(0, b0, b1) < 0:  # every block checked (a C-level scan)
-            raw = os.pread(self.fd, end - start, self.offset + start)
-            if len(raw) != end - start:
-                raise self.damaged("is shorter than its header says")
-            return raw
+    def _checked_blocks(self, b0: int, b1: int) -> bytes:
+        """Blocks ``b0:b1`` of ``packed`` read whole, each checked against its CRC-32 the
+        first time."""
+        assert self.fd is not None and self.checked is not None and self.block_crcs is not None
         first = b0 * BLOCK
-        raw = os.pread(self.fd, min(b1 * BLOCK, self._packed_bytes) - first, self.offset + first)
+        size = min(b1 * BLOCK, self._packed_bytes) - first
+        raw = os.pread(self.fd, size, self.offset + first)
+        if len(raw) != size:
+            raise self.damaged("is shorter than its header says")
         view = memoryview(raw)
         for b in range(b0, b1):
             if self.checked[b]:
                 continue
             block = view[(b - b0) * BLOCK : (b - b0 + 1) * BLOCK]
-            if len(block) != min(BLOCK, self._packed_bytes - b * BLOCK):
-                raise self.damaged("is shorter than its header says")
-            assert self.block_crcs is not None
             if crc32(block) != int(self.block_crcs[b]):
                 raise self.damaged(f"has a damaged block of postings (block {b})")
             self.checked[b] = 1
-        return raw[start - first : end - first]
+        return raw
 
     @property
     def _packed_bytes(self) -> int:
