@@ -18,7 +18,7 @@ query instead of as sizes grow (41 faults a query). The price is that up to twic
 
 from __future__ import annotations
 
-import threading
+import functools
 from typing import Any
 
 import numpy as np
@@ -27,15 +27,11 @@ import numpy as np
 #: it leaves the threshold where it is).
 BLOCK = 24 << 20
 
-_done = threading.Event()
 
-
+@functools.cache  # once per process (a second call would change nothing)
 def keep_large_blocks() -> None:
-    """Raise the C allocator's thresholds once per process (see the module notes): one
-    block of :data:`BLOCK` bytes allocated and freed, its pages never touched."""
-    if _done.is_set():
-        return
-    _done.set()
+    """Raise the C allocator's thresholds (see the module notes): one block of
+    :data:`BLOCK` bytes allocated and freed, its pages never touched."""
     np.empty(BLOCK, dtype=np.uint8)  # mapped by malloc, then freed: the rule applies
 
 

@@ -635,7 +635,6 @@ class BM25Store:
             live, total = table.count, float(doclen[table.live].sum(dtype=np.float64))
         else:
             live, total = table.rows, float(doclen.sum(dtype=np.float64))
-        keep_large_blocks()  # a query's temporaries are reused, not faulted in afresh
         held = [p.shortest for _, p, _ in units if p.shortest]  # (a row of no term: 0)
         self._stats = _Lengths(key, doclen, live, total, float(min(held, default=0)))
         return self._stats
@@ -705,6 +704,7 @@ class BM25Store:
         """Gather each query term's postings over the segments (deleted rows dropped), whose
         sizes are the terms' document frequencies and give their idf weights; then score
         them (:func:`.scoring.top_k`: MaxScore, batches of segments)."""
+        keep_large_blocks()  # (once) a query's temporaries reused, not faulted in afresh
         units = self._units(table)
         lengths = self._lengths(table, units)
         if not lengths.live:
