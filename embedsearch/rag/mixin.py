@@ -119,7 +119,7 @@ class RetrievalMixin:
                 ``rerank_depth`` (default ``max(k, 30)``) candidates.
             mmr: MMR trade-off λ in [0, 1] (1 = relevance only) to diversify the results.
             where: metadata filter, applied on the dense and the keyword side alike.
-            alpha: dense weight in [0, 1] for hybrid fusion (default tuned per fusion).
+            alpha: dense weight in [0, 1] for hybrid fusion (default 0.5: equal weights).
             candidates: results each side fetches before fusion (default ``max(100, k)``
                 in hybrid mode; a side alone fetches ``k``, or the reranker's or MMR's depth).
             prf: dense pseudo-relevance feedback (``True`` or ``{"docs": 3, "beta": 0.5}``).
