@@ -171,3 +171,23 @@ def test_a_terms_bound_holds_every_share_and_is_reached(seed):
     tf[np.searchsorted(held, shortest)] = tf.max()
     reached = weighting.score(weighting.weight[0], run.tf, run.rows).max()
     assert reached <= weighting.bound(0, run) <= reached * (1 + 1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_question_of_hundreds_of_light_terms_ranks_as_exhaustive_scoring(seed):
+    """A whole article asked as a question: hundreds of terms, most of them rare, so most
+    are non-essential and looked up; a rare term's rows are searched among the documents
+    found (the other way round for common ones) and the documents are pruned only every so
+    often. The ranking and scores are still the exhaustive ones."""
+    rng = np.random.default_rng(900 + seed)
+    runs, doclen, starts = _collection(rng, 6, int(rng.integers(300, 700)), 400, 53)
+    weight = rng.uniform(0.01, 0.4, len(runs)).astype(np.float32)
+    weight[:5] = rng.uniform(3.0, 6.0, 5)  # a few heavy (common) terms among them
+    weighting = _Counting(weight, np.float32(0.3), np.float32(0.9 / doclen.mean()), doclen)
+    spans = batches(starts, doclen.size)
+    for mask in (None, rng.random(doclen.size) < 0.2):
+        for k in (1, 10, 100):
+            got_pos, got_val = top_k(runs, weighting, k, spans, mask)
+            ref_pos, ref_val = _exhaustive(runs, weighting, k, mask)
+            assert got_pos.tolist() == ref_pos.tolist(), (k, mask is None)
+            np.testing.assert_allclose(got_val, ref_val, rtol=1e-6)

@@ -15,9 +15,10 @@ dozen numpy calls, not a few hundred), with **MaxScore** pruning:
   holding only those cannot enter the top ``k``.
 * The collection is scored in batches of positions, growing (1, 2, 4, ... segments), so
   ``theta`` is known early and rises between batches. In each, only the essential terms'
-  postings are scored; the others are looked up (a binary search in their runs) for the
-  documents the essential ones found, heaviest first, and a document whose score plus the
-  weights still to look up falls below ``theta`` is dropped on the way.
+  postings are scored; the others are looked up for the documents the essential ones found,
+  heaviest first (a binary search of the shorter side in the longer: a rare term's rows
+  among the documents, or the documents among a common term's rows), and a document whose
+  score plus the bounds still to look up falls below ``theta`` is dropped on the way.
 
 The result is the exhaustive ranking's: best first, ties in stored order (a test holds it
 equal to bm25s's and to scoring without pruning).
@@ -25,6 +26,7 @@ equal to bm25s's and to scoring without pruning).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +35,11 @@ import numpy as np
 #: Bounds are widened by this share, so that float32 rounding never makes a document's
 #: share of a term exceed the bound it was pruned by.
 _SLACK = 1e-5
+#: The documents found are pruned (a pass over all of them) once the bounds of the terms
+#: still to look up have fallen by this share of the k-th score since the last pruning: a
+#: question of thousands of light terms (a whole article) had made one pass per term. A
+#: document kept longer is still scored exactly, so pruning less never changes the answer.
+_PRUNE_STEP = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -125,10 +132,13 @@ def top_k(
         if not essential:  # nothing in this batch can reach the k-th score
             continue
         cand, acc = _essential(runs, weighting, essential, cuts, b, mask)
+        pruned_at = math.inf  # ``below`` when the documents were last pruned
         for t in reversed(present[:cut]):  # the non-essential ones, heaviest first
-            keep = acc + below >= theta
-            if not keep.all():
-                cand, acc = cand[keep], acc[keep]
+            if pruned_at - below >= theta * _PRUNE_STEP:
+                keep = acc + below >= theta
+                if not keep.all():
+                    cand, acc = cand[keep], acc[keep]
+                pruned_at = below
             if not cand.size:
                 break
             below -= bound[t]
@@ -136,11 +146,18 @@ def top_k(
             assert run is not None
             lo, hi = cuts[t][b], cuts[t][b + 1]
             rows = run.rows[lo:hi]
-            at = np.minimum(np.searchsorted(rows, cand), rows.size - 1)
-            hit = np.flatnonzero(rows[at] == cand)
-            if hit.size:
-                share = weighting.score(weight[t], run.tf[lo:hi][at[hit]], cand[hit])
-                acc[hit] += share
+            if rows.size < cand.size:  # the term's rows looked up among the documents
+                at = np.minimum(np.searchsorted(cand, rows), cand.size - 1)
+                hit = np.flatnonzero(cand[at] == rows)
+                if hit.size:
+                    share = weighting.score(weight[t], run.tf[lo:hi][hit], rows[hit])
+                    acc[at[hit]] += share
+            else:  # the documents looked up among the term's rows
+                at = np.minimum(np.searchsorted(rows, cand), rows.size - 1)
+                hit = np.flatnonzero(rows[at] == cand)
+                if hit.size:
+                    share = weighting.score(weight[t], run.tf[lo:hi][at[hit]], cand[hit])
+                    acc[hit] += share
         if not cand.size:
             continue
         held_pos, held_val = _best(
