@@ -403,10 +403,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ([f"{m}_p50_ms" for m in MODES], MODES, "p50 per question (ms, embedding included)"),
         (
             ["hybrid_p95_ms", "filtered_hybrid_p50_ms"],
-            ("hybrid p95", "filtered p50"),
-            "hybrid (ms)",
+            ("hybrid p95", "filtered p50 (cat = 7)"),
+            "hybrid (ms); p95: NFCorpus's whole-article questions",
         ),
-        (["first_query_s", "cold_first_query_s"], ("warm", "cold"), "open + first question (s)"),
+        (
+            ["first_query_s", "cold_first_query_s"],
+            ("fresh process", "right after the build"),
+            "open + first hybrid question (s); embedsearch builds\n"
+            "its keyword index at the first one, LanceDB in the build",
+        ),
     ]
     for ax, (keys, labels, title) in zip(axes[1], panels):
         for j, (engine, n) in enumerate(series):
