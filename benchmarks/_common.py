@@ -1,4 +1,4 @@
-"""Shared helpers for benchmark scripts: data paths, result files, tables."""
+"""Shared helpers for benchmark scripts: data paths, result files, tables, figures."""
 
 from __future__ import annotations
 
@@ -47,3 +47,25 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def finish_figure(fig: Any, axis: Any, title: str, path: Path, *, ncol: int, top: float) -> None:
+    """Put ``axis``'s series as one legend above the panels and ``title`` above it, then save
+    the figure as ``path`` (PNG, 110 dpi) and close it: the frame every results picture
+    shares, so that they read alike."""
+    import matplotlib.pyplot as plt
+
+    handles, labels = axis.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=ncol,
+        fontsize=9,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.965),
+    )
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

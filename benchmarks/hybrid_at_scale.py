@@ -56,7 +56,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_DATA, RESULTS, ROOT, read_jsonl, table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_DATA,
+    RESULTS,
+    ROOT,
+    finish_figure,
+    read_jsonl,
+    table,
+    write_result,
+)
 
 K = 10
 BATCH = 50_000
@@ -425,24 +433,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xticks(np.arange(len(keys)), labels)
         ax.set_ylim(0, 1.3 * max(r[k] for r in rows for k in keys))
         ax.set_title(title, fontsize=10)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=len(series),
-        fontsize=9,
-        frameon=False,
-        bbox_to_anchor=(0.5, 0.965),
-    )
-    fig.suptitle(
+    finish_figure(
+        fig,
+        axes[0][0],
         "Judged questions (k=10) among news distractors: the BEIR corpora stored once, "
         "each phase a fresh process",
-        fontsize=11,
+        path,
+        ncol=len(series),
+        top=0.93,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

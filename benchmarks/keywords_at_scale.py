@@ -47,7 +47,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_DATA, RESULTS, ROOT, read_jsonl, table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_DATA,
+    RESULTS,
+    ROOT,
+    finish_figure,
+    read_jsonl,
+    table,
+    write_result,
+)
 
 ADD_ROWS = 1_000
 BATCH = 50_000
@@ -343,24 +351,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax.margins(y=0.25)
         else:  # a linear scale from 0, so that bars' heights compare as their values do
             ax.set_ylim(0, 1.2 * max(shown, default=1))
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=len(codes),
-        fontsize=9,
-        frameon=False,
-        bbox_to_anchor=(0.5, 0.965),
-    )
-    fig.suptitle(
+    finish_figure(
+        fig,
+        axes.flat[0],
         "Keyword retrieval (k=10) over real texts, each phase a fresh process "
         "(LanceDB: its full-text search)",
-        fontsize=11,
+        path,
+        ncol=len(codes),
+        top=0.945,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.945))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
