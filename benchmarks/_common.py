@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -69,3 +70,16 @@ def finish_figure(fig: Any, axis: Any, title: str, path: Path, *, ncol: int, top
     fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (MB), from ``/proc/self/statm``."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    """This process's largest resident memory so far (MB): a build's peak."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6

@@ -61,7 +61,9 @@ from _common import (  # noqa: E402
     RESULTS,
     ROOT,
     finish_figure,
+    peak_rss_mb,
     read_jsonl,
+    rss_mb,
     table,
     write_result,
 )
@@ -135,17 +137,6 @@ def _qrels(data: Path, name: str, split: str) -> dict[str, dict[str, int]]:
         if int(score) > 0:
             out.setdefault(q, {})[f"{name}:{doc}"] = int(score)
     return out
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def _peak_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 def _disk_mb(path: Path) -> float:
@@ -260,9 +251,9 @@ def child(engine: str, path: Path, phase: str, n: int, args: argparse.Namespace)
     eng.encoder.clear_query_cache()
     eng.ask("hybrid", asked[0][2])
     out["first_query_s"] = time.perf_counter() - t
-    out["rss_first_mb"] = _rss_mb()
+    out["rss_first_mb"] = rss_mb()
     if phase == "build":
-        out["rss_peak_mb"] = _peak_mb()
+        out["rss_peak_mb"] = peak_rss_mb()
         out["disk_mb"] = _disk_mb(path)
         return out
     runs: dict[str, dict[str, list[str]]] = {}
@@ -286,7 +277,7 @@ def child(engine: str, path: Path, phase: str, n: int, args: argparse.Namespace)
         eng.ask("hybrid", text, FILTER_CAT)
         times.append(time.perf_counter() - t)
     out["filtered_hybrid_p50_ms"] = float(np.percentile(times, 50) * 1000)
-    out["rss_queries_mb"] = _rss_mb()
+    out["rss_queries_mb"] = rss_mb()
     out["runs"] = runs
     return out
 

@@ -52,7 +52,9 @@ from _common import (  # noqa: E402
     RESULTS,
     ROOT,
     finish_figure,
+    peak_rss_mb,
     read_jsonl,
+    rss_mb,
     table,
     write_result,
 )
@@ -101,18 +103,6 @@ def build(path: Path, n: int, data: Path) -> float:
     return time.perf_counter() - started
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def _peak_mb() -> float:
-    """The process's largest RSS so far (a build's peak)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
-
-
 def _derived_bytes(path: Path) -> int:
     """Bytes of the keyword index's files: ``derived/`` of a collection, LanceDB's
     ``_indices`` (its full-text and scalar indexes)."""
@@ -137,9 +127,9 @@ def child(path: str, data: Path, n_queries: int, phase: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     col = embedsearch.open(path)
     col.retrieve(qs[0], k=10, mode="bm25")
-    out: dict[str, Any] = {"first_query_s": time.perf_counter() - t0, "rss_first_mb": _rss_mb()}
+    out: dict[str, Any] = {"first_query_s": time.perf_counter() - t0, "rss_first_mb": rss_mb()}
     if phase == "cold":
-        out["rss_peak_mb"] = _peak_mb()
+        out["rss_peak_mb"] = peak_rss_mb()
         texts = _texts(data)
         t = time.perf_counter()
         col.add(
@@ -164,7 +154,7 @@ def child(path: str, data: Path, n_queries: int, phase: str) -> dict[str, Any]:
             times.append(time.perf_counter() - t)
         out[f"{label}p50_ms"] = float(np.percentile(times, 50) * 1000)
         out[f"{label}p95_ms"] = float(np.percentile(times, 95) * 1000)
-    out["rss_queries_mb"] = _rss_mb()
+    out["rss_queries_mb"] = rss_mb()
     col.close()
     return out
 
@@ -213,8 +203,8 @@ def lance_child(path: str, data: Path, n_queries: int, phase: str, n: int) -> di
             tbl.create_scalar_index("cat")
         ask(tbl, qs[0])
         out["first_query_s"] = time.perf_counter() - t0
-        out["rss_first_mb"] = _rss_mb()
-        out["rss_peak_mb"] = _peak_mb()  # (the table's write included)
+        out["rss_first_mb"] = rss_mb()
+        out["rss_peak_mb"] = peak_rss_mb()  # (the table's write included)
         t = time.perf_counter()
         tbl.add(rows(0, ADD_ROWS, texts, "added-"))
         tbl.optimize()
@@ -228,7 +218,7 @@ def lance_child(path: str, data: Path, n_queries: int, phase: str, n: int) -> di
     tbl = lancedb.connect(path).open_table("kw")
     ask(tbl, qs[0])
     out["first_query_s"] = time.perf_counter() - t0
-    out["rss_first_mb"] = _rss_mb()
+    out["rss_first_mb"] = rss_mb()
     for label, where in (("", None), ("filtered_", WHERE)):
         times = []
         for q in qs:
@@ -237,7 +227,7 @@ def lance_child(path: str, data: Path, n_queries: int, phase: str, n: int) -> di
             times.append(time.perf_counter() - t)
         out[f"{label}p50_ms"] = float(np.percentile(times, 50) * 1000)
         out[f"{label}p95_ms"] = float(np.percentile(times, 95) * 1000)
-    out["rss_queries_mb"] = _rss_mb()
+    out["rss_queries_mb"] = rss_mb()
     return out
 
 
