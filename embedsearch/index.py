@@ -576,11 +576,15 @@ def exact_search(
     live: np.ndarray | None = None,
     *,
     subset: np.ndarray | None = None,
+    release: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product among rows where ``live`` is true (numpy, no copy of the data).
 
     Returns (scores, positions), each (m, k), padded with -inf / -1 when fewer rows qualify.
     Selective masks gather their rows first; otherwise masked scores are set to -inf.
+    ``release``: a writer's one-off pass (tuning): each segment's pages are unmapped once
+    scanned (:meth:`Table.blocks`), and gathered rows are read in released pieces, so the
+    pass does not leave the whole file mapped.
     ``subset``: ``np.flatnonzero(live)`` when the caller has it already.
     """
     m, n = queries.shape[0], vectors.shape[0]
@@ -590,20 +594,41 @@ def exact_search(
         count = int(np.count_nonzero(live)) if subset is None else subset.size
         if count * 4 < n:
             subset = np.flatnonzero(live) if subset is None else subset
-            vectors, live, n = _gather(vectors, subset), None, count
+            rows = _read_once(vectors, subset) if release else _gather(vectors, subset)
+            vectors, live, n = rows, None, count
         else:
             subset = None
     if n == 0 or k <= 0:
         return scores, pos
     segments = getattr(vectors, "blocks", None)  # memory-mapped segments: scanned in place
     for lo in range(0, m, 256):
-        whole = segments() if segments is not None else [(0, vectors)]
+        if segments is None:
+            whole: Iterable[tuple[int, np.ndarray]] = [(0, vectors)]
+        else:
+            whole = segments(release=True) if release else segments()
         blocks = _row_blocks(whole, _EXACT_BLOCK_ROWS)  # the score matrix stays small
         s, p = _exact_blocks(blocks, queries[lo : lo + 256], k, live)
         scores[lo : lo + 256], pos[lo : lo + 256] = s, p
     if subset is not None:
         pos = np.where(pos >= 0, subset[np.maximum(pos, 0)], -1)
     return scores, pos
+
+
+def _release(vectors: Any) -> None:
+    """Unmap the pages a writer's pass over a table's rows read (``VectorView.release``;
+    nothing for an in-memory matrix): a build or tuning pass over every row had left the
+    vector files mapped, 1.3 GB of the 2.35 GB peak RSS of a 1M-row build in 50k batches."""
+    release = getattr(vectors, "release", None)
+    if release is not None:
+        release()
+
+
+def _read_once(vectors: Any, rows: np.ndarray) -> np.ndarray:
+    """``vectors[rows]`` for a writer's one-off read of many rows (a training sample, a
+    tuning filter's rows): a table's are read in released pieces
+    (``VectorView.take_released``), which one large take would have left mapped."""
+    take = getattr(vectors, "take_released", None)
+    return take(rows) if take is not None else _gather(vectors, rows)
 
 
 def _row_blocks(
@@ -860,7 +885,9 @@ class VectorIndex:
             rng = np.random.default_rng(seed)
             size = min(n, max(_TRAIN_MIN_SAMPLE, _TRAIN_PER_CELL * _min_train_rows(resolved)))
             sample = (
-                vectors[np.sort(rng.choice(n, size=size, replace=False))] if size < n else vectors
+                _read_once(vectors, np.sort(rng.choice(n, size=size, replace=False)))
+                if size < n
+                else vectors
             )
             coarse = self._unwrap(index)
             sample = np.ascontiguousarray(sample, dtype=np.float32)
@@ -939,6 +966,7 @@ class VectorIndex:
             self._codes.append(codes)
             if self._gpu is not None:
                 self._gpu.add(batch)
+            _release(vectors)
 
     def codes_ahead(self, vectors: np.ndarray) -> Ahead | None:
         """The codes the next :meth:`add` of ``vectors`` would compute, computed now, with
@@ -1212,6 +1240,7 @@ class VectorIndex:
             for lo in range(start, stop, _ADD_CHUNK):
                 batch = vectors[lo : min(stop, lo + _ADD_CHUNK)]
                 add_spilled(f, index, batch, int(index.ntotal) // 2)
+                _release(vectors)
             return
         centroids = _plain_centroids(index)
         for lo in range(start, stop, _ADD_CHUNK):
@@ -1223,6 +1252,7 @@ class VectorIndex:
                 index.add_core(batch.shape[0], f.swig_ptr(batch), None, f.swig_ptr(cells))
             if self._gpu is not None:
                 self._gpu.add(batch)
+            _release(vectors)
 
     def first_training_due(self, n_after: int) -> bool:
         """Whether ``n_after`` rows call for this index's *first* training: it answers
@@ -1302,7 +1332,7 @@ class VectorIndex:
             """Tuning queries at pool ``rows``: their exact truth and near-duplicates."""
             nonlocal q
             new = np.asarray(everything[first_row + rows], dtype=np.float32)
-            ex_scores, ex_pos = exact_search(vectors, new, wide)
+            ex_scores, ex_pos = exact_search(vectors, new, wide, release=True)
             for s, p in zip(ex_scores, ex_pos):
                 h = set(_duplicate_group(vectors, s, p).tolist())
                 if len(h) < _TUNE_MAX_DUPLICATES or wide == n:
@@ -1459,7 +1489,7 @@ class VectorIndex:
                 continue
             mask = rng.random(n) < share
             mask[held] = False
-            _, truth = exact_search(vectors, queries, 10, mask)
+            _, truth = exact_search(vectors, queries, 10, mask, release=True)
             steps = max(0, math.ceil(math.log2(nlist / nprobe)))
             for step in range(steps + 1):  # the last step probes every list
                 probes = min(nlist, nprobe << step)

@@ -930,6 +930,13 @@ class MappedSegment:
         after typed columns were built from it."""
         _drop_pages(self._arrow_map, 0, len(self._arrow_map))
 
+    def release_vectors(self) -> None:
+        """Unmap the vector file's pages from this process (the page cache keeps them): after
+        a writer's pass over every row (an index build or tuning), which had left the whole
+        file mapped, RSS that looked like memory held (1.3 GB of a 1M-row build's 2.35 GB
+        peak). A later read of those rows is a minor fault, not disk I/O."""
+        _drop_pages(self._vec_map, 0, len(self._vec_map))
+
     def strings(self, column: int, local: np.ndarray) -> list[str | None]:
         """Values of string column ``column`` (0 ids, 1 texts, 2 metadata JSON) at rows
         ``local``, read with ``pread`` from the checked Arrow file, so that nothing is mapped
@@ -1151,6 +1158,9 @@ class MemorySegment:
         """Nothing to read ahead: held in memory."""
 
     def release_columns(self) -> None:
+        """Nothing is mapped: held in memory."""
+
+    def release_vectors(self) -> None:
         """Nothing is mapped: held in memory."""
 
     def strings(self, column: int, local: np.ndarray) -> list[str | None]:

@@ -97,9 +97,17 @@ class VectorView:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, *, release: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """:meth:`Table.blocks`: exact scans go segment by segment, without a copy."""
-        return self._table.blocks()
+        return self._table.blocks(release=release)
+
+    def release(self) -> None:
+        """:meth:`Table.release_vectors`: unmap what a writer's pass over the rows read."""
+        self._table.release_vectors()
+
+    def take_released(self, positions: np.ndarray) -> np.ndarray:
+        """:meth:`Table.take_released`: a writer's large one-off read of rows."""
+        return self._table.take_released(positions)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, tuple):
@@ -159,16 +167,7 @@ class RowsView:
         return full if dtype is None else full.astype(dtype, copy=False)
 
     def _take(self, positions: np.ndarray) -> np.ndarray:
-        """:meth:`Table.take` in pieces of :data:`RELEASE_AFTER_TAKE` rows, each released
-        after it is copied: a 100,000-row training sample spread over a 1M-row collection
-        had left 1.5 GB of the vector files mapped (RSS) by one larger take."""
-        if positions.size <= RELEASE_AFTER_TAKE:
-            return self._table.take(positions)
-        out = np.empty((positions.size, self._table.dim), dtype=np.float32)
-        for lo in range(0, positions.size, RELEASE_AFTER_TAKE):
-            hi = min(positions.size, lo + RELEASE_AFTER_TAKE)
-            out[lo:hi] = self._table.take(positions[lo:hi])
-        return out
+        return self._table.take_released(positions)
 
     def ids(self, rows: np.ndarray | Sequence[int]) -> list[str]:
         """The ids of ``rows`` (indices into this view)."""
@@ -287,6 +286,20 @@ class Table:
         return positions
 
     # ------------------------------------------------------------------ vectors
+    def take_released(self, positions: np.ndarray) -> np.ndarray:
+        """:meth:`take` in pieces of :data:`RELEASE_AFTER_TAKE` rows, each released after
+        it is copied, for large reads made once (a training sample, a tuning filter's rows,
+        the rows of a map): a 100,000-row training sample spread over a 1M-row collection
+        had left 1.5 GB of the vector files mapped (RSS) by one larger take."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size <= RELEASE_AFTER_TAKE:
+            return self.take(positions)
+        out = np.empty((positions.size, self.dim), dtype=np.float32)
+        for lo in range(0, positions.size, RELEASE_AFTER_TAKE):
+            hi = min(positions.size, lo + RELEASE_AFTER_TAKE)
+            out[lo:hi] = self.take(positions[lo:hi])
+        return out
+
     def take(self, positions: np.ndarray | Sequence[int]) -> np.ndarray:
         """Vectors of ``positions`` (in that order) as a new (len, dim) float32 array."""
         positions = self._check(positions)
@@ -389,10 +402,20 @@ class Table:
             segment.check_rows(local[lo:hi], out, order[lo:hi])  # is handed out
         return out
 
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start position, (n, dim) float32 view)`` per segment, zero-copy, checksummed."""
+    def blocks(self, *, release: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start position, (n, dim) float32 view)`` per segment, zero-copy, checksummed.
+
+        ``release``: unmap each segment's pages once the caller asks for the next one (a
+        writer's one-off pass over every row; a query's scan keeps them, it comes back)."""
         for start, seg in zip(self._starts.tolist(), self._segments):
             yield start, seg.vectors()
+            if release:
+                seg.release_vectors()
+
+    def release_vectors(self) -> None:
+        """Unmap every segment's vector pages from this process (the page cache keeps them)."""
+        for seg in self._segments:
+            seg.release_vectors()
 
     def check_all(self) -> None:
         """Checksum every byte of every segment now (otherwise checked on first touch)."""

@@ -257,10 +257,10 @@ def test_filter_power_is_measured_at_each_share_that_keeps_enough_rows(monkeypat
     shares: list[float] = []
     real = index_mod.exact_search
 
-    def spy(vectors, queries, k, live=None):
+    def spy(vectors, queries, k, live=None, **options):
         if live is not None:
             shares.append(float(live.mean()))
-        return real(vectors, queries, k, live)
+        return real(vectors, queries, k, live, **options)
 
     monkeypatch.setattr(index_mod, "exact_search", spy)
     vi = VectorIndex("IVF64,SQ8", 32)
@@ -404,10 +404,10 @@ def test_a_near_miss_is_measured_again_on_twice_the_queries(monkeypatch) -> None
     batches: list[np.ndarray] = []
     real_exact = index_mod.exact_search
 
-    def spy(vectors, queries, k, live=None):
+    def spy(vectors, queries, k, live=None, **options):
         if live is None:  # the tuning truths (filtered truths pass a mask)
             batches.append(np.asarray(queries).copy())
-        return real_exact(vectors, queries, k, live)
+        return real_exact(vectors, queries, k, live, **options)
 
     real_met = index_mod._met
     forced: list[int] = []
