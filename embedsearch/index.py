@@ -969,7 +969,6 @@ class VectorIndex:
             self._codes.append(codes)
             if self._gpu is not None:
                 self._gpu.add(batch)
-            _release(vectors)
 
     def codes_ahead(self, vectors: np.ndarray) -> Ahead | None:
         """The codes the next :meth:`add` of ``vectors`` would compute, computed now, with

@@ -146,18 +146,9 @@ def top_k(
             assert run is not None
             lo, hi = cuts[t][b], cuts[t][b + 1]
             rows = run.rows[lo:hi]
-            if rows.size < cand.size:  # the term's rows looked up among the documents
-                at = np.minimum(np.searchsorted(cand, rows), cand.size - 1)
-                hit = np.flatnonzero(cand[at] == rows)
-                if hit.size:
-                    share = weighting.score(weight[t], run.tf[lo:hi][hit], rows[hit])
-                    acc[at[hit]] += share
-            else:  # the documents looked up among the term's rows
-                at = np.minimum(np.searchsorted(rows, cand), rows.size - 1)
-                hit = np.flatnonzero(rows[at] == cand)
-                if hit.size:
-                    share = weighting.score(weight[t], run.tf[lo:hi][at[hit]], cand[hit])
-                    acc[hit] += share
+            doc, post = _matches(cand, rows)
+            if doc.size:
+                acc[doc] += weighting.score(weight[t], run.tf[lo:hi][post], cand[doc])
         if not cand.size:
             continue
         held_pos, held_val = _best(
@@ -167,6 +158,19 @@ def top_k(
             theta = float(held_val[-1])
     keep = held_val > 0
     return held_pos[keep], held_val[keep]
+
+
+def _matches(cand: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the sorted ``cand`` and ``rows`` (both unique) hold the same position: its
+    index in each. The shorter side is searched in the longer (a rare term's rows among
+    many documents, or few documents among a common term's rows)."""
+    if rows.size < cand.size:
+        at = np.minimum(np.searchsorted(cand, rows), cand.size - 1)
+        hit = np.flatnonzero(cand[at] == rows)
+        return at[hit], hit
+    at = np.minimum(np.searchsorted(rows, cand), rows.size - 1)
+    hit = np.flatnonzero(rows[at] == cand)
+    return hit, at[hit]
 
 
 def _essential(
