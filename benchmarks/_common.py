@@ -83,3 +83,8 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` (a collection's or a peer's store on disk)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -60,6 +60,7 @@ from _common import (  # noqa: E402
     DEFAULT_DATA,
     RESULTS,
     ROOT,
+    dir_bytes,
     finish_figure,
     peak_rss_mb,
     read_jsonl,
@@ -137,10 +138,6 @@ def _qrels(data: Path, name: str, split: str) -> dict[str, dict[str, int]]:
         if int(score) > 0:
             out.setdefault(q, {})[f"{name}:{doc}"] = int(score)
     return out
-
-
-def _disk_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
 class _Engine:
@@ -254,7 +251,7 @@ def child(engine: str, path: Path, phase: str, n: int, args: argparse.Namespace)
     out["rss_first_mb"] = rss_mb()
     if phase == "build":
         out["rss_peak_mb"] = peak_rss_mb()
-        out["disk_mb"] = _disk_mb(path)
+        out["disk_mb"] = dir_bytes(path) / 1e6
         return out
     runs: dict[str, dict[str, list[str]]] = {}
     for mode in MODES:

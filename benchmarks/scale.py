@@ -52,6 +52,8 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _common import dir_bytes  # noqa: E402
+
 RESULTS = HERE / "results"
 WORK = HERE / ".cache" / "scale"
 BATCH = 50_000
@@ -100,10 +102,6 @@ def machine_speed_ms() -> float:
             total += i
         times.append(time.perf_counter() - t)
     return 1000 * float(np.median(times))
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # --------------------------------------------------------------------------- engines
