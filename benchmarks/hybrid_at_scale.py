@@ -14,10 +14,10 @@ embedsearch and in LanceDB, from the same texts and vectors:
   (``vectors.perturb``, ids ``x<i>``). Metadata ``{"cat": i % 1000}``. A judged document is
   stored once, so the judgements still hold among ``n`` rows; a size at or below the real
   count stores the real texts alone (the baseline without distractors).
-* **build** (a fresh process): embedsearch ``open`` with its ``auto`` index and ``add`` in
-  50k batches with the vectors; LanceDB a table of the same columns, its default vector
-  index (IVF_PQ, cosine), its full-text index on ``text`` and a scalar index on ``cat``.
-  Then the first hybrid question (embedsearch builds its keyword index there).
+* **build** (a fresh process): embedsearch ``open`` with its ``auto`` index, ``add`` in
+  50k batches with the vectors, then ``prepare_keywords()`` (its keyword index); LanceDB a
+  table of the same columns, its default vector index (IVF_PQ, cosine), its full-text
+  index on ``text`` and a scalar index on ``cat``. Then the first hybrid question.
 * **warm** (``--rounds`` fresh processes per engine, in turn): open + the first hybrid
   question; then every judged question in each mode, ``k=10``: ``dense``, ``bm25`` and
   ``hybrid`` (each engine's default fusion: embedsearch convex over 100 candidates a side,
@@ -163,6 +163,7 @@ class _EmbedSearch(_Engine):
                 texts, ids=ids, metadata=[{"cat": c} for c in cats], vectors=vecs, progress=False
             )
             print(f"  built {len(col):,} rows", file=sys.stderr, flush=True)
+        col.prepare_keywords()  # as LanceDB's build makes its full-text index
         col.close()
 
     def open(self) -> None:

@@ -591,6 +591,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             if trained is None:
                 self._maybe_save_index(force=self._maintain_index())
             self._merge_small_segments()
+            self._keep_keywords()
             return out_ids
 
     def _merge_small_segments(self) -> None:
@@ -877,6 +878,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             else:
                 self._index_file_ok = True
             versions.cleanup(self.path, self._manifest)
+            self._keep_keywords()
             rewritten = sum(ref.rows for ref in written)
             return self._compact_stats(old_rows, before, rewritten, int(kept_dead.size))
 

@@ -194,6 +194,83 @@ def test_a_commit_builds_postings_for_its_segments_only(kwcol, home):
     other.close()
 
 
+def _add_one(col, doc_id: str, text: str) -> None:
+    col.add(
+        [text],
+        ids=[doc_id],
+        metadata=[{"topic": "cooking", "year": 2030}],
+        vectors=np.ones((1, col.dim), dtype=np.float32),
+    )
+
+
+def test_a_collection_never_asked_for_keywords_builds_none_on_writes(kwcol):
+    """Dense-only collections pay nothing: no write builds postings until keywords are
+    asked for (a query, ``prepare_keywords`` or a document ingest)."""
+    _add_one(kwcol, "new-pan", "A cast iron skillet keeps heat for a long sear.")
+    kwcol.compact(min_deleted_share=0)
+    assert not (kwcol.path / "derived" / DIRNAME).exists()
+    assert kwcol._rag_bm25 is None  # not even the store was made
+    # postings of another analysis (a store of its own) are not the collection's: still none
+    other = type(bm25_store(kwcol))(kwcol, BM25Config(stemmer=None))
+    assert other.search("cast iron pan", 3)
+    _add_one(kwcol, "new-pot", "A cast iron pot for stews.")
+    default = kwcol.path / "derived" / DIRNAME / BM25Config().digest()
+    assert not default.exists() and bm25_store(kwcol).built_segments == 0
+
+
+def test_prepared_keywords_are_kept_current_by_every_writer(kwcol, home):
+    """After ``prepare_keywords`` no query builds postings: each later write (by any handle:
+    the writer finds the saved postings) analyses its own new rows before it returns, a
+    compaction its rewritten segments, and a fresh handle's first keyword query reads
+    them all."""
+    kwcol.prepare_keywords()
+    store = bm25_store(kwcol)
+    folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
+    assert store.built_segments == 4 and len(list(folder.glob("seg-*.kw"))) == 4
+    kwcol.close()  # one writer at a time
+    writer = embedsearch.open("kw")  # another handle, as another process would be
+    _add_one(writer, "new-pan", "A cast iron skillet keeps heat for a long sear.")
+    assert bm25_store(writer).built_segments == 1  # the new segment's, in the writer
+    stems = {Path(s.ref.file).name.split(".")[0] + ".kw" for s in writer._table.segments}
+    assert {p.name for p in folder.glob("seg-*.kw")} == stems
+    writer.delete([r["id"] for r in _corpus()[:60]])
+    writer.compact()
+    reader = embedsearch.open("kw")
+    reader_store = bm25_store(reader)
+    for query in ("cast iron skillet sear", *QUERIES):
+        _same(reader_store.search(query, 10), _reference(reader, query, store.config), 10)
+    assert reader_store.search("cast iron skillet sear", 1)[0][0] == "new-pan"
+    assert reader_store.built_segments == 0 and reader_store.last_build_s is None
+    writer.close()
+    reader.close()
+
+
+def test_a_failed_keyword_upkeep_leaves_the_write_committed(kwcol, home, monkeypatch, caplog):
+    """The postings are derived data: a write whose upkeep fails is committed all the same
+    (logged), and the next keyword query builds what is missing."""
+    from embedsearch.rag.bm25 import BM25Store
+
+    kwcol.prepare_keywords()
+    real, full = BM25Store.prepare, [True]
+
+    def failing(self):
+        if full[0]:
+            raise OSError(28, "No space left on device")
+        real(self)
+
+    monkeypatch.setattr(BM25Store, "prepare", failing)
+    with caplog.at_level(logging.WARNING, logger="embedsearch.rag.mixin"):
+        _add_one(kwcol, "new-pan", "A cast iron skillet keeps heat for a long sear.")
+    assert any("not brought up to date" in r.getMessage() for r in caplog.records)
+    full[0] = False
+    other = embedsearch.open("kw")
+    assert "new-pan" in other.ids()
+    other_store = bm25_store(other)
+    assert other_store.search("cast iron skillet sear", 1)[0][0] == "new-pan"
+    assert other_store.built_segments == 1  # the query built what the writer could not
+    other.close()
+
+
 def test_postings_stay_while_their_segment_does(kwcol):
     """Compaction leaves the old segments on disk for the kept versions: their postings stay,
     a handle open at an old version reads them (builds none, removes none of the newest's),

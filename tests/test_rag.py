@@ -189,8 +189,10 @@ def test_bad_parameters_are_clear_errors(col, docs):
 
 def test_keyword_side_follows_deletes_and_persists(col, home, docs):
     col.add_documents([docs])
-    assert col.retrieve("XQ-7731", k=1, mode="bm25")
     store = bm25_store(col)
+    assert store.built_segments == len(col._table.segments)  # the ingest indexed them
+    assert col.retrieve("XQ-7731", k=1, mode="bm25")
+    assert store.built_segments == len(col._table.segments)  # the query built none
     folder = col.path / "derived" / "keywords" / store.config.digest()
     saved = sorted(p.name for p in folder.iterdir())
     segments = sorted(Path(s.ref.file).name.split(".")[0] + ".kw" for s in col._table.segments)

@@ -335,6 +335,20 @@ class BM25Store:
         """The folder of this store's postings files."""
         return Path(self.col.path) / self._dir
 
+    def prepare(self) -> None:
+        """Postings for every committed segment now, read where saved and built (and saved)
+        where not: what a first keyword query would otherwise do before answering."""
+        with self._lock:
+            self._ensure()
+
+    def kept(self) -> bool:
+        """Whether the collection keeps postings of this store's analysis on disk (made by a
+        keyword query, :meth:`prepare` or a document ingest): its writers keep them current."""
+        try:
+            return bool(durable.list_files(self.col.path, self._dir))
+        except (OSError, EmbedSearchError):
+            return False
+
     def query_terms(self, query: str) -> Counter[str]:
         """The query's analysed terms, each with its number of occurrences."""
         with self._stem_lock:  # a stemmer object is not safe to share between threads

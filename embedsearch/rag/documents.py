@@ -206,6 +206,9 @@ def add_documents(
     writer.flush()
     if prune:
         _prune(col, sources, seen, existing, report)
+    from .retrieval import bm25_store
+
+    bm25_store(col).prepare()  # the keyword index too: passages are what hybrid retrieval asks
     return report
 
 

@@ -6,15 +6,20 @@ imported on first use so that importing embedsearch stays light.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .bm25 import BM25Store
     from .chunking import Chunker
     from .documents import IngestReport
     from .passage import Passage
+
+log = logging.getLogger(__name__)
 
 
 class RetrievalMixin:
@@ -26,6 +31,7 @@ class RetrievalMixin:
     #: (:func:`embedsearch.rag.retrieval.bm25_store`); RAG state, declared here rather than
     #: hung on the handle's ``__dict__``.
     _rag_bm25: BM25Store | None = None
+    path: Path  # the collection's folder (set by the collection)
 
     def add_documents(
         self,
@@ -155,3 +161,35 @@ class RetrievalMixin:
             rerank_depth=rerank_depth,
             truncate=truncate,
         )
+
+    def prepare_keywords(self) -> None:
+        """Build the keyword (BM25) index now, rather than at the first ``bm25`` or
+        ``hybrid`` retrieval, and have every later write keep it current.
+
+        The index is kept per segment under ``derived/keywords/`` (:mod:`.bm25`). Without
+        this call it is built by the first keyword query, which then waits for it (4-5 s
+        for a million short texts here); from then on, and after this call, each write
+        analyses its own new rows before it returns (any handle, any process: the
+        writer sees the saved postings), so no query builds any. ``add_documents`` calls it.
+        """
+        from .retrieval import bm25_store
+
+        bm25_store(self).prepare()
+
+    def _keep_keywords(self) -> None:
+        """After a write has committed: where the collection keeps keyword postings, build
+        its new segments' now (the writer's work, not the next query's). A failure is only
+        logged: the write stays committed, and the next keyword query builds what is missing."""
+        from ..errors import EmbedSearchError
+        from .bm25 import DIRNAME
+
+        if not os.path.isdir(os.path.join(self.path, "derived", DIRNAME)):
+            return  # never asked for keywords: nothing to keep
+        from .retrieval import bm25_store
+
+        store = bm25_store(self)
+        try:
+            if store.kept():
+                store.prepare()
+        except (OSError, EmbedSearchError) as exc:
+            log.warning("keyword postings not brought up to date (%s); a query will", exc)
