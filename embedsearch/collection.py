@@ -1232,6 +1232,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             finally:
                 self._writer.release()
                 self._closed = True
+                self._close_keywords()
 
 
 def _unfinished_creation(path: Path) -> bool:

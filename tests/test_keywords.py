@@ -227,7 +227,8 @@ def test_prepared_keywords_are_kept_current_by_every_writer(kwcol, home):
     store = bm25_store(kwcol)
     folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
     assert store.built_segments == 4 and len(list(folder.glob("seg-*.kw"))) == 4
-    kwcol.close()  # one writer at a time
+    kwcol.close()  # one writer at a time; closing lets go of the postings it held
+    assert kwcol._rag_bm25 is None and not store._postings and not store._groups
     writer = embedsearch.open("kw")  # another handle, as another process would be
     _add_one(writer, "new-pan", "A cast iron skillet keeps heat for a long sear.")
     assert bm25_store(writer).built_segments == 1  # the new segment's, in the writer

@@ -341,6 +341,15 @@ class BM25Store:
         with self._lock:
             self._ensure()
 
+    def close(self) -> None:
+        """Close every postings file held (after any query in flight): the handle closes."""
+        with self._lock:
+            for held in [*self._postings.values(), *self._groups.values()]:
+                held.close()
+            self._postings.clear()
+            self._groups.clear()
+            self._stats = None
+
     def kept(self) -> bool:
         """Whether the collection keeps postings of this store's analysis on disk (made by a
         keyword query, :meth:`prepare` or a document ingest): its writers keep them current."""

@@ -176,6 +176,12 @@ class RetrievalMixin:
 
         bm25_store(self).prepare()
 
+    def _close_keywords(self) -> None:
+        """Release the keyword postings this handle holds (its files and their maps)."""
+        store, self._rag_bm25 = self._rag_bm25, None
+        if store is not None:
+            store.close()
+
     def _keep_keywords(self) -> None:
         """After a write has committed: where the collection keeps keyword postings, build
         its new segments' now (the writer's work, not the next query's). A failure is only

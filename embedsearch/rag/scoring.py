@@ -40,6 +40,11 @@ _SLACK = 1e-5
 #: question of thousands of light terms (a whole article) had made one pass per term. A
 #: document kept longer is still scored exactly, so pruning less never changes the answer.
 _PRUNE_STEP = 1 / 16
+#: A batch's essential postings are summed in one array over its positions (a bincount)
+#: where they number at least this share of them, else merged by a sort: 300 terms of 5,000
+#: postings over 400,000 positions took 11 against 98 ms, 2 terms of 2,000 1.8 against
+#: 0.08 ms; the two meet near one posting for 8-10 positions.
+_DENSE_SHARE = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def top_k(
         essential = present[cut:]
         if not essential:  # nothing in this batch can reach the k-th score
             continue
-        cand, acc = _essential(runs, weighting, essential, cuts, b, mask)
+        cand, acc = _essential(runs, weighting, essential, cuts, b, mask, spans[b])
         pruned_at = math.inf  # ``below`` when the documents were last pruned
         for t in reversed(present[:cut]):  # the non-essential ones, heaviest first
             if pruned_at - below >= theta * _PRUNE_STEP:
@@ -180,9 +185,11 @@ def _essential(
     cuts: dict[int, list[int]],
     b: int,
     mask: np.ndarray | None,
+    span: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The documents of batch ``b`` holding an essential term (and passing ``mask``), with
-    the sum (float64) of those terms' shares: ``(positions ascending, sums)``."""
+    """The documents of batch ``b`` (positions ``span``) holding an essential term (and
+    passing ``mask``), with the sum (float64) of those terms' shares: ``(positions
+    ascending, sums)``, each sum added in the order of ``essential``."""
     parts = [(runs[t], cuts[t][b], cuts[t][b + 1]) for t in essential]
     rows = np.concatenate([r.rows[lo:hi] for r, lo, hi in parts])  # type: ignore[union-attr]
     tf = np.concatenate([r.tf[lo:hi] for r, lo, hi in parts])  # type: ignore[union-attr]
@@ -193,6 +200,14 @@ def _essential(
     share = weighting.score(term_weight, tf, rows).astype(np.float64)
     if len(essential) == 1:  # one run: its rows are distinct and ascending
         return rows, share
+    lo, hi = span
+    if rows.size >= (hi - lo) * _DENSE_SHARE:  # many postings: one pass over the positions
+        at = rows - lo
+        sums = np.bincount(at, weights=share, minlength=hi - lo)
+        hit = np.zeros(hi - lo, dtype=bool)
+        hit[at] = True
+        found = np.flatnonzero(hit)
+        return found + lo, sums[found]
     # the runs are each ascending: a stable sort merges them (timsort finds the runs)
     order = np.argsort(rows, kind="stable")
     rows, share = rows[order], share[order]
