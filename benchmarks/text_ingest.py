@@ -30,7 +30,8 @@ Usage::
 
     python benchmarks/scale.py --sizes 100000 1000000 5000000 --engines embedsearch  # once
     python benchmarks/text_ingest.py [--root /tmp/embedsearch-scale] \\
-        [--sizes 0 100000 1000000 5000000] [--batches 1000 10000] [--rounds 2]
+        [--sizes 0 100000 1000000 5000000] [--batches 1000 10000] [--rounds 2] \\
+        [--keywords --out text_ingest_keywords]  # collections that keep keyword postings
 
 Results: ``benchmarks/results/text_ingest.json`` and ``text_ingest.png``.
 """
@@ -65,11 +66,15 @@ def headlines(data: Path, count: int) -> list[str]:
     return texts[:count]
 
 
-def child(path: str, data: Path, batch: int, rounds: int) -> dict[str, Any]:
-    """One fresh process: open, warm the encoder, then ``rounds`` timed pairs."""
-    t0 = time.perf_counter()
+def child(path: str, data: Path, batch: int, rounds: int, keywords: bool) -> dict[str, Any]:
+    """One fresh process: open, warm the encoder, then ``rounds`` timed pairs (``keywords``:
+    the collection keeps keyword postings, so each add analyses its rows for them too)."""
     import embedsearch
 
+    if keywords:  # made before the clock starts: what a collection used for hybrid has
+        with embedsearch.open(path) as col:
+            col.prepare_keywords()
+    t0 = time.perf_counter()
     col = embedsearch.open(path)
     encoder = col.encoder
     texts = headlines(data, WARM + rounds * batch)
@@ -162,6 +167,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         str(batch),
                         "--rounds",
                         str(args.rounds),
+                        *(["--keywords"] if args.keywords else []),
                     ],
                     capture_output=True,
                     text=True,
@@ -192,7 +198,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, keywords: bool = False) -> None:
     """One panel per batch size (labels of two batches' lines overprinted each other where
     the lines meet): the worst later add and the first add per size, every round's share
     as dots, and the encoder-alone ratio timed apart as crosses."""
@@ -255,7 +261,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.suptitle(
         "Adding real headlines: add() against the encoder alone "
         f"({max(r['round'] for r in rows) + 1} rounds, encoder and add alternating; "
-        "one fresh process per size and batch)",
+        "one fresh process per size and batch)"
+        + (
+            "\ncollections that keep keyword postings: each add analyses its texts for them too"
+            if keywords
+            else ""
+        ),
         fontsize=10,
     )
     fig.tight_layout()
@@ -274,16 +285,22 @@ def main() -> None:
         "--tmp", default=None, help="where the linked copies go (same filesystem as --root)"
     )
     ap.add_argument("--out", default="text_ingest")
+    ap.add_argument(
+        "--keywords",
+        action="store_true",
+        help="the collections keep keyword postings (prepare_keywords): adds build theirs",
+    )
     ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON")
     ap.add_argument("--child")
     ap.add_argument("--batch", type=int)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.data, args.batch, args.rounds)))
+        print(json.dumps(child(args.child, args.data, args.batch, args.rounds, args.keywords)))
         return
     if args.replot:
-        rows = json.loads((RESULTS / f"{args.out}.json").read_text())["rows"]
-        plot(rows, RESULTS / f"{args.out}.png")
+        saved = json.loads((RESULTS / f"{args.out}.json").read_text())
+        kept = saved["summary"].get("keywords_kept", False)
+        plot(saved["rows"], RESULTS / f"{args.out}.png", kept)
         return
     args.tmp = args.tmp or str(args.root)
     rows = run(args)
@@ -295,6 +312,7 @@ def main() -> None:
     later = [r for r in rows if r["round"] > 0]
     summary = {
         "target": TARGET,
+        "keywords_kept": args.keywords,
         "worst_ratio_in_add": worst["ratio_in_add"],
         "worst_at": {"size": worst["size"], "batch": worst["batch"], "round": worst["round"]},
         "worst_first_add": min(r["ratio_in_add"] for r in rows if r["round"] == 0),
@@ -305,7 +323,7 @@ def main() -> None:
     }
     print(json.dumps(summary))
     out = write_result(args.out, {"summary": summary, "rows": rows, "markdown": markdown})
-    plot(rows, RESULTS / f"{args.out}.png")
+    plot(rows, RESULTS / f"{args.out}.png", args.keywords)
     print(f"wrote {out} and {RESULTS / (args.out + '.png')}")
 
 
