@@ -2,18 +2,20 @@
 
 Analysis (bm25s's, done here: a test holds the two equal): lower-casing, ``\\w\\w+``
 tokens, English stop words removed, Snowball English stemming (PyStemmer). Scoring: Lucene
-BM25 with ``k1`` / ``b`` (1.2 and 0.5, chosen on single and mixed corpora; see docs/rag.md), or Robertson's
-or ATIRE's variant.
+BM25 with ``k1`` / ``b`` (1.2 and 0.5, chosen on single and mixed corpora; see
+docs/rag.md), or Robertson's or ATIRE's variant.
 
 The index is built the way the collection is stored, so it holds at millions of documents:
 
-* **Per segment, once.** Each segment's postings (:mod:`.postings`) are built the first time a
-  keyword query needs them and saved under ``<collection>/derived/keywords/<analysis>/``
-  (``<analysis>``: a hash of the analysis settings and PyStemmer's version; ``k1``/``b`` are
-  applied at query time, so they share the files). Segments never change, so a commit costs
-  the keyword index only its new segments' postings: adding 1,000 documents to a million
-  re-reads none of the million (the index this replaces re-tokenised every live document
-  after every commit).
+* **Per segment, once.** Each segment's postings (:mod:`.postings`) are built once and saved
+  under ``<collection>/derived/keywords/<analysis>/`` (``<analysis>``: a hash of the
+  analysis settings and PyStemmer's version; ``k1``/``b`` are applied at query time, so they
+  share the files): first by :meth:`BM25Store.prepare` (``prepare_keywords``, a document
+  ingest) or the first keyword query, then by each writer for its new segments once the
+  collection keeps them (``RetrievalMixin._keep_keywords``). Segments never change, so a
+  commit costs the keyword index only its new segments' postings: adding 1,000 documents to
+  a million re-reads none of the million (the index this replaces re-tokenised every live
+  document after every commit).
 * **Groups of settled segments share a file** (:mod:`.grouping`): a query reads one run a
   term per file, so about eight segments merged into one cut that fixed cost eightfold. A
   group is merged from its members' postings (no text is analysed again) by the query that

@@ -189,7 +189,7 @@ def _essential(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The documents of batch ``b`` (positions ``span``) holding an essential term (and
     passing ``mask``), with the sum (float64) of those terms' shares: ``(positions
-    ascending, sums)``, each sum added in the order of ``essential``."""
+    ascending, sums)``."""
     parts = [(runs[t], cuts[t][b], cuts[t][b + 1]) for t in essential]
     rows = np.concatenate([r.rows[lo:hi] for r, lo, hi in parts])  # type: ignore[union-attr]
     tf = np.concatenate([r.tf[lo:hi] for r, lo, hi in parts])  # type: ignore[union-attr]
