@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filtered", type=int, default=200, help="filtered hybrid questions")
     ap.add_argument("--peer-python", type=Path, help="a Python with lancedb (and embedsearch)")
     ap.add_argument("--out", default="hybrid_at_scale", help="benchmarks/results/NAME.json")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON")
     ap.add_argument("--engine", default="embedsearch", help=argparse.SUPPRESS)
     ap.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -331,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.engine, args.child, args.phase, args.rows, args)))
+        return 0
+    if args.replot:
+        plot(
+            json.loads((RESULTS / f"{args.out}.json").read_text())["rows"],
+            RESULTS / f"{args.out}.png",
+        )
         return 0
     engines = ["embedsearch"] + (["lancedb"] if args.peer_python else [])
     n_real = len(real_rows(args.data)[0])
@@ -406,8 +413,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         (
             ["first_query_s", "cold_first_query_s"],
             ("fresh process", "right after the build"),
-            "open + first hybrid question (s); embedsearch builds\n"
-            "its keyword index at the first one, LanceDB in the build",
+            "open + first hybrid question (s); both engines\n"
+            "build their keyword index in the build",
         ),
     ]
     for ax, (keys, labels, title) in zip(axes[1], panels):
