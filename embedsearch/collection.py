@@ -1198,7 +1198,8 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         return sum(p.lstat().st_size for p in self.path.rglob("*") if not p.is_symlink())
 
     def info(self) -> dict[str, Any]:
-        """Counts, model, index kind and measured recall, size on disk."""
+        """Counts, model, index kind and measured recall, size on disk, and whether keyword
+        postings are kept (``keywords``: ``kept``, ``files``, ``bytes``)."""
         self.refresh()
         m = self._manifest
         table = self._table
@@ -1219,6 +1220,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             "generation": m.generation,
             "version": m.generation,
             "read_only": self.pinned_version is not None,
+            "keywords": self._keywords_info(),
         }
 
     def close(self) -> None:

@@ -86,6 +86,9 @@ def test_index_search_info_delete_compact(home, encoder, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["count"] == 8 and info["model"]["name"] == "all-MiniLM-L6-v2"
     assert info["index"]["kind"] == "exact" and info["disk_bytes"] > 0
+    assert info["keywords"] == {"kept": False, "files": 0, "bytes": 0}  # never asked for
+    assert main(["info", "mixed"]) == 0
+    assert "keywords    none yet (made by `ingest`" in capsys.readouterr().out
 
     assert main(["delete", "mixed", "b1"]) == 0
     assert "deleted 1" in capsys.readouterr().out

@@ -223,10 +223,14 @@ def test_prepared_keywords_are_kept_current_by_every_writer(kwcol, home):
     the writer finds the saved postings) analyses its own new rows before it returns, a
     compaction its rewritten segments, and a fresh handle's first keyword query reads
     them all."""
+    assert not kwcol.info()["keywords"]["kept"]
     kwcol.prepare_keywords()
     store = bm25_store(kwcol)
     folder = kwcol.path / "derived" / DIRNAME / store.config.digest()
     assert store.built_segments == 4 and len(list(folder.glob("seg-*.kw"))) == 4
+    kept = kwcol.info()["keywords"]
+    assert kept["kept"] and kept["files"] == 4
+    assert kept["bytes"] == sum(p.stat().st_size for p in folder.glob("*.kw"))
     kwcol.close()  # one writer at a time; closing lets go of the postings it held
     assert kwcol._rag_bm25 is None and not store._postings and not store._groups
     writer = embedsearch.open("kw")  # another handle, as another process would be

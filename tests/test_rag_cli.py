@@ -22,6 +22,8 @@ def test_ingest_then_retrieve_and_rerun(home, encoder, tmp_path: Path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["added"] == [str(docs / "ops.md")] and report["count"] == 2
     assert report["skipped"][0]["source"].endswith("broken.txt")
+    assert main(["info", "kb"]) == 0  # the ingest made the keyword index
+    assert "keywords    1 postings file, " in capsys.readouterr().out
 
     assert main(["retrieve", "kb", "when are logs rotated", "-k", "1", "--json"]) == 0
     [hit] = json.loads(capsys.readouterr().out)

@@ -459,6 +459,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"index       {idx['spec']} -> {idx['resolved']} ({idx['kind']}{knob}{recall}) on {idx['device']}"
     )
     print(f"disk        {_human(info['disk_bytes'])}")
+    kw = info.get("keywords")
+    if kw is not None:
+        print(
+            f"keywords    {kw['files']} postings file{'s' * (kw['files'] != 1)}, "
+            f"{_human(kw['bytes'])} (each write updates them)"
+            if kw["kept"]
+            else "keywords    none yet (made by `ingest`, the first bm25/hybrid `retrieve`, or "
+            "prepare_keywords())"
+        )
     print(f"updated     {info['updated']}  (generation {info['generation']})")
     return 0
 

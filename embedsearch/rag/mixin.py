@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from .documents import IngestReport
     from .passage import Passage
 
+from ..errors import EmbedSearchError
+
 log = logging.getLogger(__name__)
 
 
@@ -176,6 +178,24 @@ class RetrievalMixin:
 
         bm25_store(self).prepare()
 
+    def _keywords_info(self) -> dict[str, Any]:
+        """Whether the collection keeps keyword postings (of the default analysis), and
+        their files and bytes on disk: ``info()``'s ``keywords``."""
+        from .. import durable
+        from .bm25 import DIRNAME, BM25Config
+
+        none = {"kept": False, "files": 0, "bytes": 0}
+        if not os.path.isdir(os.path.join(self.path, "derived", DIRNAME)):
+            return none
+        try:
+            stamps = durable.file_stamps(
+                self.path, os.path.join("derived", DIRNAME, BM25Config().digest())
+            )
+        except (OSError, EmbedSearchError):
+            return none
+        files = [stamp for name, stamp in stamps.items() if name.endswith(".kw")]
+        return {"kept": bool(files), "files": len(files), "bytes": sum(st[2] for st in files)}
+
     def _close_keywords(self) -> None:
         """Release the keyword postings this handle holds (its files and their maps)."""
         store, self._rag_bm25 = self._rag_bm25, None
@@ -186,7 +206,6 @@ class RetrievalMixin:
         """After a write has committed: where the collection keeps keyword postings, build
         its new segments' now (the writer's work, not the next query's). A failure is only
         logged: the write stays committed, and the next keyword query builds what is missing."""
-        from ..errors import EmbedSearchError
         from .bm25 import DIRNAME
 
         if not os.path.isdir(os.path.join(self.path, "derived", DIRNAME)):
