@@ -356,14 +356,6 @@ class BM25Store:
             self._groups.clear()
             self._stats = None
 
-    def kept(self) -> bool:
-        """Whether the collection keeps postings of this store's analysis on disk (made by a
-        keyword query, :meth:`prepare` or a document ingest): its writers keep them current."""
-        try:
-            return bool(durable.list_files(self.col.path, self._dir))
-        except (OSError, EmbedSearchError):
-            return False
-
     def query_terms(self, query: str) -> Counter[str]:
         """The query's analysed terms, each with its number of occurrences."""
         with self._stem_lock:  # a stemmer object is not safe to share between threads
@@ -816,6 +808,22 @@ class BM25Store:
 #: Rows to read or build from which a first keyword query shows a progress bar (on stderr,
 #: once it has taken a second: reading saved postings is quicker than that).
 PROGRESS_ROWS = 100_000
+
+
+def saved_postings(root: Path, digest: str | None = None) -> dict[str, durable.Stamp]:
+    """The postings files (name: stamp) a collection keeps for analysis ``digest``
+    (default: :class:`BM25Config`'s), empty where it keeps none: made by a keyword query,
+    :meth:`BM25Store.prepare` or a document ingest, and from then on kept current by its
+    writers. The default digest is computed only where some postings exist (it imports
+    PyStemmer): a collection never asked for keywords pays a ``stat`` here."""
+    if not os.path.isdir(os.path.join(root, "derived", DIRNAME)):
+        return {}
+    rel = Path("derived", DIRNAME, digest or BM25Config().digest())
+    try:
+        stamps = durable.file_stamps(root, rel)
+    except (OSError, EmbedSearchError):
+        return {}
+    return {name: stamp for name, stamp in stamps.items() if name.endswith(".kw")}
 
 
 def _bar(rows: int) -> Any:

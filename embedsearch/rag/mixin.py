@@ -181,20 +181,14 @@ class RetrievalMixin:
     def _keywords_info(self) -> dict[str, Any]:
         """Whether the collection keeps keyword postings (of the default analysis), and
         their files and bytes on disk: ``info()``'s ``keywords``."""
-        from .. import durable
-        from .bm25 import DIRNAME, BM25Config
+        from .bm25 import saved_postings
 
-        none = {"kept": False, "files": 0, "bytes": 0}
-        if not os.path.isdir(os.path.join(self.path, "derived", DIRNAME)):
-            return none
-        try:
-            stamps = durable.file_stamps(
-                self.path, os.path.join("derived", DIRNAME, BM25Config().digest())
-            )
-        except (OSError, EmbedSearchError):
-            return none
-        files = [stamp for name, stamp in stamps.items() if name.endswith(".kw")]
-        return {"kept": bool(files), "files": len(files), "bytes": sum(st[2] for st in files)}
+        files = saved_postings(self.path)
+        return {
+            "kept": bool(files),
+            "files": len(files),
+            "bytes": sum(stamp[2] for stamp in files.values()),
+        }
 
     def _close_keywords(self) -> None:
         """Release the keyword postings this handle holds (its files and their maps)."""
@@ -206,15 +200,12 @@ class RetrievalMixin:
         """After a write has committed: where the collection keeps keyword postings, build
         its new segments' now (the writer's work, not the next query's). A failure is only
         logged: the write stays committed, and the next keyword query builds what is missing."""
-        from .bm25 import DIRNAME
-
-        if not os.path.isdir(os.path.join(self.path, "derived", DIRNAME)):
-            return  # never asked for keywords: nothing to keep
+        from .bm25 import saved_postings
         from .retrieval import bm25_store
 
-        store = bm25_store(self)
+        if not saved_postings(self.path):
+            return  # never asked for keywords (or only for another analysis): nothing to keep
         try:
-            if store.kept():
-                store.prepare()
+            bm25_store(self).prepare()
         except (OSError, EmbedSearchError) as exc:
             log.warning("keyword postings not brought up to date (%s); a query will", exc)
