@@ -65,6 +65,9 @@ class SearchRequest:
         exclude: ids never to return.
         nprobe / ef_search / rerank: per-call knobs for approximate indexes (checked).
         exact: force exact search.
+        texts: hits carry their text and metadata; False: ids and scores alone (text ``""``,
+            metadata ``{}``), for callers that read the few they keep (see
+            :meth:`CollectionBase.search_ids`). An implementation may read them anyway.
     """
 
     vectors: np.ndarray
@@ -75,6 +78,7 @@ class SearchRequest:
     ef_search: int | None
     rerank: int | None
     exact: bool
+    texts: bool = True
 
 
 @dataclass(frozen=True)
@@ -343,6 +347,32 @@ class CollectionBase(ABC):
         qvecs = self._query_vectors(queries)
         request = SearchRequest(qvecs, k, where, excluded, nprobe, ef_search, rerank, bool(exact))
         return self._search_vectors(request)
+
+    def search_ids(
+        self,
+        query: Query,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+    ) -> list[tuple[str, float]]:
+        """:meth:`search`'s ranking as ``(id, score)`` pairs, without reading any text or
+        metadata.
+
+        For callers that keep a few of many results and read those with :meth:`get`:
+        hybrid retrieval fuses 100 dense candidates to return 8, and reading the text and
+        metadata of all 100 took ~3 ms of its ~8 ms at 1M rows (the query's encoding aside).
+
+        Example:
+            >>> col.search_ids("pets that purr", k=100)[:2]
+            [('cat-1', 0.61), ('cat-7', 0.58)]
+        """
+        self._ensure_open()
+        k = check_k(k)
+        if where is not None:
+            compile_filter(where)
+        qvecs = self._query_vectors([query])
+        request = SearchRequest(qvecs, k, where, [], None, None, None, False, texts=False)
+        return [(h.id, h.score) for h in self._search_vectors(request)[0]]
 
     # ------------------------------------------------------------------ shared: writes
     def add(

@@ -1136,7 +1136,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
             else:
                 count = table.count if mask is table.live else None  # known: not counted
                 scores, pos = self._index.search(vectors, qvecs, k, mask, opts, matching=count)
-            return _hits(table, scores, pos)
+            return _hits(table, scores, pos, request.texts)
 
     @staticmethod
     def _allowed(
@@ -1248,18 +1248,24 @@ def _unfinished_creation(path: Path) -> bool:
     return True
 
 
-def _hits(table: Table, scores: np.ndarray, pos: np.ndarray) -> list[list[Hit]]:
-    """Hydrate search results: one vectorised read of ids, texts and metadata for all hits."""
+def _hits(table: Table, scores: np.ndarray, pos: np.ndarray, texts: bool = True) -> list[list[Hit]]:
+    """Hydrate search results: one vectorised read of ids, texts and metadata for all hits
+    (``texts`` False: of ids alone; text ``""`` and metadata ``{}``)."""
     flat = pos[pos >= 0]
-    ids, texts, metas = table.hit_strings(flat)
+    if texts:
+        ids, words, metas = table.hit_strings(flat)
+    else:
+        ids, words, metas = table.ids_at(flat), None, None
     out: list[list[Hit]] = []
     i = 0
     for srow, prow in zip(scores, pos):
         row = []
         for s, p in zip(srow.tolist(), prow.tolist()):
             if p >= 0:
-                meta = metas[i]
-                row.append(Hit(ids[i], float(s), texts[i], parse_metadata(meta) or {}))
+                if words is None or metas is None:
+                    row.append(Hit(ids[i], float(s), ""))
+                else:
+                    row.append(Hit(ids[i], float(s), words[i], parse_metadata(metas[i]) or {}))
                 i += 1
         out.append(row)
     return out

@@ -299,7 +299,14 @@ def test_each_side_alone_is_asked_for_what_is_returned(col, docs, monkeypatch):
         asked.append(k)
         return real(self, query, k=k, **kw)
 
+    real_ids = type(col).search_ids
+
+    def spy_ids(self, query, k=10, **kw):
+        asked.append(-k)  # ids alone: negative
+        return real_ids(self, query, k=k, **kw)
+
     monkeypatch.setattr(type(col), "search", spy)
+    monkeypatch.setattr(type(col), "search_ids", spy_ids)
     got = col.retrieve("what do cats eat", k=3, mode="dense")
     hits = real(col, col.encoder.encode_query("what do cats eat"), k=3)
     assert [(p.id, p.text) for p in got] == [(h.id, h.text) for h in hits]
@@ -307,4 +314,42 @@ def test_each_side_alone_is_asked_for_what_is_returned(col, docs, monkeypatch):
     col.retrieve("what do cats eat", k=3, mode="dense", candidates=40)
     col.retrieve("what do cats eat", k=3, mode="hybrid")
     col.retrieve("what do cats eat", k=3, mode="dense", prf=True)
-    assert asked[:4] == [3, 20, 40, 100] and set(asked[4:]) == {100}
+    # the fused or fed-back pools are ranked by id alone: only the passages kept are read
+    assert asked[:4] == [3, 20, 40, -100] and set(asked[4:]) == {-100}
+
+
+def test_hybrid_reads_the_texts_of_the_passages_it_keeps(col, docs, monkeypatch):
+    """Hybrid and feedback pools rank ids alone; each returned passage still carries its
+    stored text and metadata (read for the k kept), as :meth:`get` gives them, and the
+    ranking is the one a fully read pool gives."""
+    col.add_documents([docs])
+    for kw in ({"mode": "hybrid"}, {"mode": "hybrid", "prf": True}, {"mode": "dense", "prf": True}):
+        got = col.retrieve("what do cats eat", k=4, **kw)
+        assert len(got) == 4
+        for p, d in zip(got, col.get([p.id for p in got])):
+            assert (p.text, p.metadata) == (d.text, d.metadata) and p.text
+    asked = col.search_ids("what do cats eat", k=5)
+    hits = col.search("what do cats eat", k=5)
+    assert asked == [(h.id, h.score) for h in hits]
+    assert col.search_ids("what do cats eat", k=5, where={"source": "nowhere"}) == []
+
+
+def test_a_passage_deleted_after_ranking_gives_its_place_to_the_next(col, docs, monkeypatch):
+    """A writer may commit between the dense side's ranking (ids alone) and the read of
+    the kept passages: a deleted one is not returned and the next ranked takes its place."""
+    col.add_documents([docs])
+    before = col.retrieve("what do cats eat", k=3, mode="hybrid")
+    real_ids = type(col).search_ids
+    gone = before[0].id
+
+    def ranked_then_deleted(self, query, k=10, **kw):
+        out = real_ids(self, query, k=k, **kw)
+        if gone in self:
+            self.delete([gone])
+        return out
+
+    monkeypatch.setattr(type(col), "search_ids", ranked_then_deleted)
+    # the keyword side reads its first passages with their text: keep it from showing `gone`
+    got = col.retrieve("what do cats eat", k=3, mode="hybrid")
+    assert gone not in [p.id for p in got]
+    assert len(got) == 3 and all(p.text for p in got)
