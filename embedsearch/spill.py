@@ -127,18 +127,25 @@ def spilled_entries(fetch: int) -> int:
 
 def first_distinct(pos: np.ndarray, fetch: int) -> np.ndarray:
     """Per row, the first ``fetch`` distinct positions of a best-first shortlist, in that
-    order, padded with -1. One stable sort finds the repeats: ``np.unique`` with
-    ``return_index`` does the same with more steps (60 against 45 us in a query at 1M)."""
+    order, padded with -1.
+
+    One sort finds the repeats: each entry's key is its position shifted left with its
+    slot in the low bits, so a position's entries sort together, first slot first, and
+    every key after the first of its position is a repeat. The keys are distinct, so the
+    sort needs no stability (numpy's SIMD sort): 18 against 25 us for 512 entries here,
+    where a stable ``argsort`` with a gather took 25 and ``np.unique`` with
+    ``return_index`` more."""
     m, width = pos.shape
     out = np.full((m, fetch), -1, dtype=np.int64)
-    repeat = np.zeros(width, dtype=bool)
+    shift = max(1, (width - 1).bit_length())
+    slot = np.arange(width, dtype=np.int64)
+    low = (1 << shift) - 1
     for i in range(m):
         row = pos[i]
-        order = np.argsort(row, kind="stable")
-        ordered = row[order]
-        np.equal(ordered[1:], ordered[:-1], out=repeat[1:])
+        key = np.sort((row << shift) | slot)  # -1 (nothing found) sorts first, dropped below
+        later = key[1:][(key[1:] >> shift) == (key[:-1] >> shift)] & low
         keep = row >= 0
-        keep[order[repeat]] = False
+        keep[later] = False
         first = np.flatnonzero(keep)[:fetch]
         out[i, : first.size] = row[first]
     return out

@@ -204,14 +204,19 @@ def test_a_spilled_shortlist_holds_the_first_distinct_rows_in_order() -> None:
     distinct positions, in order, -1 slots dropped, padded; FAISS is asked for twice the
     shortlist, so that rows found through both of their lists still leave ``fetch``."""
     rng = np.random.default_rng(8)
-    pos = rng.integers(0, 60, (30, 80)).astype(np.int64)
-    pos[rng.random(pos.shape) < 0.1] = -1
-    for fetch in (1, 10, 50, 80):
-        got = first_distinct(pos, fetch)
-        for i in range(len(pos)):
-            _, first = np.unique(pos[i], return_index=True)
-            first = np.sort(first[pos[i][first] >= 0])[:fetch]
-            want = np.full(fetch, -1)
-            want[: first.size] = pos[i][first]
-            assert np.array_equal(got[i], want)
+    small = rng.integers(0, 60, (30, 80)).astype(np.int64)
+    # a query's real shape (512 entries, positions of a 10-billion-row store) and one entry
+    large = rng.integers(0, 10**10, (4, 300)).astype(np.int64)
+    large = np.concatenate([large, large[:, rng.integers(0, 300, 212)]], axis=1)
+    one = np.array([[5], [-1]], dtype=np.int64)
+    for pos, fetches in ((small, (1, 10, 50, 80)), (large, (1, 256, 512)), (one, (1, 2))):
+        pos[rng.random(pos.shape) < 0.1] = -1
+        for fetch in fetches:
+            got = first_distinct(pos, fetch)
+            for i in range(len(pos)):
+                _, first = np.unique(pos[i], return_index=True)
+                first = np.sort(first[pos[i][first] >= 0])[:fetch]
+                want = np.full(fetch, -1)
+                want[: first.size] = pos[i][first]
+                assert np.array_equal(got[i], want)
     assert all(spilled_entries(f) == 2 * f for f in (10, 256, 1000))
