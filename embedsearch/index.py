@@ -1559,9 +1559,14 @@ class VectorIndex:
         cells = np.empty((m, nprobe), dtype=np.int64)
         for i in range(m):  # 1-D operations: 2-D ones cost ~6 us each, a small GEMM ~200 us
             row = centroids @ queries[i]
-            near = np.argpartition(row, nlist - nprobe)[nlist - nprobe :]
+            if nprobe < nlist:  # the nprobe-th best value, then the cells at or above it:
+                # 13 against 19 us for 2,048 cells with argpartition's index bookkeeping
+                cut = np.partition(row, nlist - nprobe)[nlist - nprobe]
+                near = np.flatnonzero(row >= cut)
+            else:
+                near = np.arange(nlist)
             best = row[near]
-            order = np.argsort(best)[::-1]
+            order = np.argsort(best)[::-1][:nprobe]  # (ties at the cut: the first nprobe)
             sims[i], cells[i] = best[order], near[order]
         return sims, cells
 
