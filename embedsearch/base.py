@@ -359,8 +359,9 @@ class CollectionBase(ABC):
         metadata.
 
         For callers that keep a few of many results and read those with :meth:`get`:
-        hybrid retrieval fuses 100 dense candidates to return 8, and reading the text and
-        metadata of all 100 took ~3 ms of its ~8 ms at 1M rows (the query's encoding aside).
+        hybrid retrieval fuses 100 dense candidates to return 8, and not reading the
+        others' text and metadata made a hybrid question at 1M rows 8.25 -> 7.62 ms (p50,
+        the query's encoding aside; docs/benchmarks.md).
 
         Example:
             >>> col.search_ids("pets that purr", k=100)[:2]
