@@ -86,6 +86,9 @@ class PythonImpl:
     def batch_search(self, queries: Any, **kw: Any) -> Any:
         return [_hits(r) for r in self._run(lambda c: c.batch_search(queries, **kw))]
 
+    def search_ids(self, query: Any, **kw: Any) -> Any:
+        return [(i, float(s)) for i, s in self._run(lambda c: c.search_ids(query, **kw))]
+
     def get(self, ids: Any) -> Any:
         return _docs(self._run(lambda c: c.get(ids)))
 
@@ -310,6 +313,34 @@ def read_calls(ids: list[str], vec: list[float]) -> list[Call]:
             nonempty=True,
         ),
         Call("search stored vector", lambda c: c.search(vec, k=5), nonempty=True),
+        Call(
+            "search_ids where",
+            lambda c: c.search_ids("space", k=10, where=where_year),
+            only=PYTHON_ONLY,
+            why="search_ids is the Python API's (HTTP's /search returns whole hits)",
+            nonempty=True,
+        ),
+        Call(
+            "search_ids stored vector",
+            lambda c: c.search_ids(vec, k=5),
+            only=PYTHON_ONLY,
+            why="search_ids is the Python API's",
+            nonempty=True,
+        ),
+        Call(
+            "search_ids k=0",
+            lambda c: c.search_ids("cats", k=0),
+            InvalidInputError,
+            only=PYTHON_ONLY,
+            why="search_ids is the Python API's",
+        ),
+        Call(
+            "search_ids bad where",
+            lambda c: c.search_ids("x", k=3, where={"y": {"$bad": 1}}),
+            FilterError,
+            only=PYTHON_ONLY,
+            why="search_ids is the Python API's",
+        ),
         Call("search vector * 1e30", lambda c: c.search(big, k=5), nonempty=True),
         Call("search vector * 1e-30", lambda c: c.search(tiny, k=5), nonempty=True),
         Call("search vector * 1e39 (> float32)", lambda c: c.search(huge, k=5), nonempty=True),
