@@ -353,3 +353,8 @@ def test_a_passage_deleted_after_ranking_gives_its_place_to_the_next(col, docs, 
     got = col.retrieve("what do cats eat", k=3, mode="hybrid")
     assert gone not in [p.id for p in got]
     assert len(got) == 3 and all(p.text for p in got)
+    # MMR reads the pool's vectors: one deleted in between is left out, not an error
+    col.add_documents([docs])  # `gone` is back (its file is unchanged: re-added)
+    assert gone in col
+    got = col.retrieve("what do cats eat", k=3, mode="hybrid", mmr=0.5)
+    assert gone not in [p.id for p in got] and len(got) == 3

@@ -273,8 +273,13 @@ def retrieve(
 
     if lam is not None and len(ranked) > 1:
         head = ranked[:m_depth]
+        try:
+            vecs = col.vectors([d for d, _ in head])
+        except DocumentNotFoundError:  # deleted since ranked: MMR picks among the rest
+            head = [(d, s) for d, s in head if d in col]
+            vecs = col.vectors([d for d, _ in head])
         rel = minmax(np.array([s for _, s in head], dtype=np.float64))
-        picked = mmr_order(rel, col.vectors([d for d, _ in head]), k, lam)
+        picked = mmr_order(rel, vecs, k, lam) if head else []
         ranked = [head[i] for i in picked]
 
     final = ranked[:k]
