@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import DuplicateIdError, InvalidInputError
+from .errors import DocumentNotFoundError, DuplicateIdError, InvalidInputError
 from .filters import compile_filter
 from .types import Document, Hit
 from .validation import (
@@ -360,20 +360,42 @@ class CollectionBase(ABC):
 
         For callers that keep a few of many results and read those with :meth:`get`:
         hybrid retrieval fuses 100 dense candidates to return 8, and not reading the
-        others' text and metadata made a hybrid question at 1M rows 8.25 -> 7.62 ms (p50,
+        others' text and metadata made a hybrid question at 1M rows 8.67 -> 7.28 ms (p50,
         the query's encoding aside; docs/benchmarks.md).
 
         Example:
             >>> col.search_ids("pets that purr", k=100)[:2]
             [('cat-1', 0.61), ('cat-7', 0.58)]
         """
+        return self._rank_ids(query, k, where=where)[0]
+
+    def _rank_ids(
+        self, query: Query, k: int, *, where: dict[str, Any] | None = None
+    ) -> tuple[list[tuple[str, float]], Callable[[list[str]], list[Document]]]:
+        """:meth:`search_ids`'s ranking and a reader of the documents it named: ``read(ids)``
+        gives those still stored, in that order (ids deleted since are left out). Here the
+        reader is :meth:`get`; a collection may read by the positions it ranked instead."""
         self._ensure_open()
         k = check_k(k)
         if where is not None:
             compile_filter(where)
         qvecs = self._query_vectors([query])
         request = SearchRequest(qvecs, k, where, [], None, None, None, False, texts=False)
-        return [(h.id, h.score) for h in self._search_vectors(request)[0]]
+        ranked = [(h.id, h.score) for h in self._search_vectors(request)[0]]
+        return ranked, self._still_stored
+
+    def _still_stored(self, ids: list[str]) -> list[Document]:
+        """:meth:`get` of ``ids``, leaving out any not stored (deleted since ranked)."""
+        try:
+            return self.get(ids)
+        except DocumentNotFoundError:  # one by one, skipping the ones gone
+            out: list[Document] = []
+            for d in ids:
+                try:
+                    out += self.get([d])
+                except DocumentNotFoundError:
+                    continue
+            return out
 
     # ------------------------------------------------------------------ shared: writes
     def add(

@@ -243,3 +243,28 @@ def test_add_precomputed_vectors_skips_the_model(home, encoder):
         col.add(["x", "y"], ids=["x", "y"], vectors=vecs[:1])
     assert len(col) == 3
     col.close()
+
+
+def test_no_class_of_a_collection_shadows_a_mixins_method() -> None:
+    """`Collection` is `CollectionBase` plus the wings' mixins; a method one of them
+    defines under a name another already uses silently replaces it (a `_ranked` of the
+    retrieval path once replaced the latent layer's, and vector arithmetic broke). Each
+    name outside the dunders belongs to one class; only `Collection` overrides
+    `CollectionBase` (its storage and its defaults, by design)."""
+    import itertools
+
+    from embedsearch.base import CollectionBase
+    from embedsearch.collection import Collection
+    from embedsearch.history import HistoryMixin
+    from embedsearch.latent.mixin import LatentMixin
+    from embedsearch.rag.mixin import RetrievalMixin
+
+    def own(cls: type) -> set[str]:
+        return {n for n in vars(cls) if not n.startswith("__")}
+
+    classes = [Collection, CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin]
+    for a, b in itertools.combinations(classes, 2):
+        if {a, b} == {Collection, CollectionBase}:
+            continue
+        shared = own(a) & own(b)
+        assert not shared, f"{a.__name__} and {b.__name__} both define {sorted(shared)}"

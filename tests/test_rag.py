@@ -299,14 +299,14 @@ def test_each_side_alone_is_asked_for_what_is_returned(col, docs, monkeypatch):
         asked.append(k)
         return real(self, query, k=k, **kw)
 
-    real_ids = type(col).search_ids
+    real_ranked = type(col)._rank_ids
 
-    def spy_ids(self, query, k=10, **kw):
+    def spy_ranked(self, query, k=10, **kw):
         asked.append(-k)  # ids alone: negative
-        return real_ids(self, query, k=k, **kw)
+        return real_ranked(self, query, k, **kw)
 
     monkeypatch.setattr(type(col), "search", spy)
-    monkeypatch.setattr(type(col), "search_ids", spy_ids)
+    monkeypatch.setattr(type(col), "_rank_ids", spy_ranked)
     got = col.retrieve("what do cats eat", k=3, mode="dense")
     hits = real(col, col.encoder.encode_query("what do cats eat"), k=3)
     assert [(p.id, p.text) for p in got] == [(h.id, h.text) for h in hits]
@@ -334,21 +334,51 @@ def test_hybrid_reads_the_texts_of_the_passages_it_keeps(col, docs, monkeypatch)
     assert col.search_ids("what do cats eat", k=5, where={"source": "nowhere"}) == []
 
 
+def test_the_kept_passages_are_read_by_the_positions_ranked(col, docs, monkeypatch):
+    """The dense pool's reader reads the passages it ranked by their positions while the
+    table is the one searched (no look-up by id), and by id once a compaction has replaced
+    the table in between; both give the stored text and metadata."""
+    col.add_documents([docs])
+    from embedsearch.table import Table
+
+    looked_up: list[int] = []
+    real_lookup = Table.lookup
+
+    def spy(self, ids):
+        looked_up.append(len(ids))
+        return real_lookup(self, ids)
+
+    monkeypatch.setattr(Table, "lookup", spy)
+    ranked, read = col._rank_ids("what do cats eat", 20)
+    ids = [d for d, _ in ranked]
+    got = read(ids[:5])
+    assert [d.id for d in got] == ids[:5] and not looked_up
+    want = {d.id: (d.text, d.metadata) for d in col.get(ids[:5])}
+    assert {d.id: (d.text, d.metadata) for d in got} == want
+    col.delete([ids[0]])
+    col.compact(min_deleted_share=0)  # a new table: positions of the ranking are stale
+    looked_up.clear()
+    got = read(ids[1:5])
+    assert [d.id for d in got] == ids[1:5] and looked_up  # by id now
+    assert {d.id: (d.text, d.metadata) for d in got} == {k: want[k] for k in ids[1:5]}
+    assert [d.id for d in read(ids[:5])] == ids[1:5]  # the deleted one left out
+
+
 def test_a_passage_deleted_after_ranking_gives_its_place_to_the_next(col, docs, monkeypatch):
     """A writer may commit between the dense side's ranking (ids alone) and the read of
     the kept passages: a deleted one is not returned and the next ranked takes its place."""
     col.add_documents([docs])
     before = col.retrieve("what do cats eat", k=3, mode="hybrid")
-    real_ids = type(col).search_ids
+    real_ranked = type(col)._rank_ids
     gone = before[0].id
 
     def ranked_then_deleted(self, query, k=10, **kw):
-        out = real_ids(self, query, k=k, **kw)
+        out = real_ranked(self, query, k, **kw)
         if gone in self:
             self.delete([gone])
         return out
 
-    monkeypatch.setattr(type(col), "search_ids", ranked_then_deleted)
+    monkeypatch.setattr(type(col), "_rank_ids", ranked_then_deleted)
     # the keyword side reads its first passages with their text: keep it from showing `gone`
     got = col.retrieve("what do cats eat", k=3, mode="hybrid")
     assert gone not in [p.id for p in got]
