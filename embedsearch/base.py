@@ -375,14 +375,18 @@ class CollectionBase(ABC):
         """:meth:`search_ids`'s ranking and a reader of the documents it named: ``read(ids)``
         gives those still stored, in that order (ids deleted since are left out). Here the
         reader is :meth:`get`; a collection may read by the positions it ranked instead."""
+        request = self._ids_request(query, k, where)
+        ranked = [(h.id, h.score) for h in self._search_vectors(request)[0]]
+        return ranked, self._still_stored
+
+    def _ids_request(self, query: Query, k: int, where: dict[str, Any] | None) -> SearchRequest:
+        """The checked :class:`SearchRequest` of a ranking by id alone (``texts`` False)."""
         self._ensure_open()
         k = check_k(k)
         if where is not None:
             compile_filter(where)
         qvecs = self._query_vectors([query])
-        request = SearchRequest(qvecs, k, where, [], None, None, None, False, texts=False)
-        ranked = [(h.id, h.score) for h in self._search_vectors(request)[0]]
-        return ranked, self._still_stored
+        return SearchRequest(qvecs, k, where, [], None, None, None, False, texts=False)
 
     def _still_stored(self, ids: list[str]) -> list[Document]:
         """:meth:`get` of ``ids``, leaving out any not stored (deleted since ranked)."""

@@ -1150,12 +1150,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         the table is the one searched (no look-up by id: a look-up binary-searches every
         segment's mapped id index, which left ~12 bytes a row of the maps in RSS at 1M
         rows), and by id for anything else."""
-        self._ensure_open()
-        k = check_k(k)
-        if where is not None:
-            compile_filter(where)
-        qvecs = self._query_vectors([query])
-        request = SearchRequest(qvecs, k, where, [], None, None, None, False, texts=False)
+        request = self._ids_request(query, k, where)
         self.refresh()
         with self._rw.read():
             table, scores, pos = self._positions(request)
