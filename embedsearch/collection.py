@@ -1069,17 +1069,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
                 raise DocumentNotFoundError(
                     f"{len(missing)} id(s) not found: {', '.join(repr(m) for m in missing[:5])}."
                 )
-            vecs = table.take(positions) if include_vectors else None
-            ids, texts, metas = table.hit_strings(positions)
-            return [
-                Document(
-                    doc_id,
-                    text,
-                    parse_metadata(meta) or {},
-                    vecs[i] if vecs is not None else None,
-                )
-                for i, (doc_id, text, meta) in enumerate(zip(ids, texts, metas))
-            ]
+            return _documents(table, positions, include_vectors)
 
     def ids(self) -> list[str]:
         """Ids of all live documents, in storage order."""
@@ -1149,7 +1139,7 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         """:meth:`CollectionBase._rank_ids`, whose reader reads by the positions ranked while
         the table is the one searched (no look-up by id: a look-up binary-searches every
         segment's mapped id index, which left ~12 bytes a row of the maps in RSS at 1M
-        rows), and by id for anything else."""
+        rows), and by id for anything else, all from the handle's table under one lock."""
         request = self._ids_request(query, k, where)
         self.refresh()
         with self._rw.read():
@@ -1160,18 +1150,16 @@ class Collection(CollectionBase, LatentMixin, RetrievalMixin, HistoryMixin):
         at = dict(zip(ids, rows.tolist()))
 
         def read(wanted: list[str]) -> list[Document]:
-            found: dict[str, Document] = {}
             with self._rw.read():
-                if self._table is table:  # rows keep their positions until a compaction
-                    mine = [d for d in wanted if d in at and table.live[at[d]]]
-                    if mine:
-                        _, texts, metas = table.hit_strings([at[d] for d in mine])
-                        for d, text, meta in zip(mine, texts, metas):
-                            found[d] = Document(d, text, parse_metadata(meta) or {})
-            rest = [d for d in wanted if d not in found]
-            if rest:
-                found.update((doc.id, doc) for doc in self._still_stored(rest))
-            return [found[d] for d in wanted if d in found]
+                now = self._table  # rows keep their positions until a compaction replaces it
+                pos = [at.get(d, -1) if now is table else -1 for d in wanted]
+                pos = [p if p >= 0 and now.live[p] else -1 for p in pos]
+                unknown = [i for i, p in enumerate(pos) if p < 0]
+                if unknown:  # by id (live positions; -1 for ids deleted since)
+                    found = now.lookup([wanted[i] for i in unknown]).tolist()
+                    for i, p in zip(unknown, found):
+                        pos[i] = p
+                return _documents(now, [p for p in pos if p >= 0])
 
         return [(d, float(s)) for d, s in zip(ids, ranked_scores.tolist())], read
 
@@ -1292,20 +1280,32 @@ def _hits(table: Table, scores: np.ndarray, pos: np.ndarray, texts: bool = True)
     if texts:
         ids, words, metas = table.hit_strings(flat)
     else:
-        ids, words, metas = table.ids_at(flat), None, None
+        ids = table.ids_at(flat)
+        words, metas = [""] * len(ids), [None] * len(ids)
     out: list[list[Hit]] = []
     i = 0
     for srow, prow in zip(scores, pos):
         row = []
         for s, p in zip(srow.tolist(), prow.tolist()):
             if p >= 0:
-                if words is None or metas is None:
-                    row.append(Hit(ids[i], float(s), ""))
-                else:
-                    row.append(Hit(ids[i], float(s), words[i], parse_metadata(metas[i]) or {}))
+                row.append(Hit(ids[i], float(s), words[i], parse_metadata(metas[i]) or {}))
                 i += 1
         out.append(row)
     return out
+
+
+def _documents(
+    table: Table, positions: Sequence[int], include_vectors: bool = False
+) -> list[Document]:
+    """The stored documents at ``positions`` of ``table`` (under its read lock), in order."""
+    if not len(positions):
+        return []
+    vecs = table.take(positions) if include_vectors else None
+    ids, texts, metas = table.hit_strings(positions)
+    return [
+        Document(doc_id, text, parse_metadata(meta) or {}, vecs[i] if vecs is not None else None)
+        for i, (doc_id, text, meta) in enumerate(zip(ids, texts, metas))
+    ]
 
 
 # ----------------------------------------------------------------------------- open
